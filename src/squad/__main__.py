@@ -1,0 +1,5 @@
+"""`python -m squad` runs the CLI."""
+
+from squad.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Running agent subprocesses: spawning and supervising (runner), progress parsing, the demo agent."""

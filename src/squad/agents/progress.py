@@ -1,0 +1,310 @@
+"""Turn an agent's output lines into log messages, progress, usage and a verdict (SPEC §6).
+
+Agents lie and differ: some print `::progress` markers, some only words, Claude Code prints JSON
+events whose final `result` decides success. One parser per output style keeps the runner generic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from squad.constants import STEP_EXECUTING
+from squad.errors import ConfigError
+
+__all__ = [
+    "ClaudeStreamJsonParser",
+    "LineResult",
+    "MarkersParser",
+    "PlainParser",
+    "ProgressParser",
+    "Usage",
+    "make_parser",
+]
+
+AGENT_MIN_PROGRESS = 30
+AGENT_MAX_PROGRESS = 99
+ESTIMATE_START = 30
+ESTIMATE_SPAN = 60
+ESTIMATE_TAU_S = 120.0
+READING_PROGRESS = 40
+WRITING_PROGRESS = 70
+STEP_MAX_CHARS = 80
+SUMMARY_MAX_CHARS = 500
+TOOL_RESULT_MAX_CHARS = 200
+
+_MARKER_RE = re.compile(r"^\s*::progress\s+(\d{1,3})(?:\s+(.*?))?\s*$")
+
+# Claude Code tools, by the kind of work they show; the keyword levels apply to them too.
+_READ_TOOLS = frozenset({"Read", "Grep", "Glob", "LS", "NotebookRead", "WebFetch", "WebSearch"})
+_WRITE_TOOLS = frozenset({"Edit", "MultiEdit", "Write", "NotebookEdit"})
+_TOOL_TARGET_KEYS = ("file_path", "notebook_path", "command", "pattern", "path", "url", "query")
+
+
+@dataclass
+class Usage:
+    """What an agent reported about its session and spend; stored on the run."""
+
+    session_id: str | None = None
+    cost_usd: float | None = None
+    num_turns: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@dataclass
+class LineResult:
+    """One parsed line: what to log and, when the line carried progress, the new progress and step."""
+
+    message: str
+    progress: int | None = None
+    step: str | None = None
+
+
+def _clip(text: str, limit: int) -> str:
+    """First line of `text`, at most `limit` characters, so steps stay one short line."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+class ProgressParser:
+    """Markers and keywords for every agent; subclasses add their own output format."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+        self.progress: int = STEP_EXECUTING[0]
+        self.step: str = STEP_EXECUTING[1]
+
+    # ---- public API -----------------------------------------------------------------------
+    def feed(self, line: str, stream: str) -> LineResult:
+        """Parse one output line (`stream` is "stdout" or "stderr")."""
+        return self._text_line(line)
+
+    def estimate(self, elapsed_s: float) -> int | None:
+        """Time-based progress for agents that say nothing: 30 rising toward, never above, 90."""
+        if elapsed_s < 0:
+            return None
+        return int(ESTIMATE_START + ESTIMATE_SPAN * (1.0 - math.exp(-elapsed_s / ESTIMATE_TAU_S)))
+
+    def verdict(self, exit_code: int) -> str | None:
+        """None when the attempt succeeded, else the error text."""
+        return None if exit_code == 0 else f"exit code {exit_code}"
+
+    def advance(self, progress: int, step: str | None = None) -> LineResult | None:
+        """Raise progress (clamped to 30..99, never down); a LineResult when progress or step changed.
+
+        The runner uses it for the time-based estimate so one object owns "never goes down".
+        """
+        value = max(self.progress, min(AGENT_MAX_PROGRESS, max(AGENT_MIN_PROGRESS, progress)))
+        new_step = step or self.step
+        if value == self.progress and new_step == self.step:
+            return None
+        self.progress, self.step = value, new_step
+        return LineResult(message="", progress=value, step=new_step)
+
+    # ---- shared pieces --------------------------------------------------------------------
+    def _report(self, message: str, progress: int, step: str | None) -> LineResult:
+        """A LineResult carrying (clamped, monotonic) progress, even when it did not change."""
+        self.advance(progress, step)
+        return LineResult(message=message, progress=self.progress, step=self.step)
+
+    def _text_line(self, line: str) -> LineResult:
+        """Marker first, then keywords, else just a log line."""
+        marker = _MARKER_RE.match(line)
+        if marker:
+            step = marker.group(2) or None
+            return self._report(line, int(marker.group(1)), _clip(step, STEP_MAX_CHARS) if step else None)
+        lowered = line.lower()
+        if "writing" in lowered:
+            return self._report(line, WRITING_PROGRESS, _clip(line, STEP_MAX_CHARS))
+        if "reading" in lowered:
+            return self._report(line, READING_PROGRESS, _clip(line, STEP_MAX_CHARS))
+        return LineResult(message=line)
+
+
+class MarkersParser(ProgressParser):
+    """Agents that print `::progress N step` markers (and keywords)."""
+
+    name: ClassVar[str] = "markers"
+
+
+class PlainParser(ProgressParser):
+    """Agents with free-form output: keywords, markers if any, then the time estimate."""
+
+    name: ClassVar[str] = "plain"
+
+
+@dataclass
+class _ResultEvent:
+    """The fields of Claude's final `result` event that decide the verdict."""
+
+    subtype: str
+    is_error: bool
+    text: str
+
+
+class ClaudeStreamJsonParser(ProgressParser):
+    """Claude Code `--output-format stream-json`: the final `result` event decides, not the exit code."""
+
+    name: ClassVar[str] = "claude-stream-json"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.result: _ResultEvent | None = None
+        self._cwd: str | None = None
+
+    def feed(self, line: str, stream: str) -> LineResult:
+        """Parse one JSON event from stdout; anything else is a text line."""
+        if stream != "stdout" or not line.lstrip().startswith("{"):
+            return self._text_line(line)
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return self._text_line(line)
+        if not isinstance(event, dict):
+            return self._text_line(line)
+        kind = event.get("type")
+        if kind == "system":
+            return self._system(event)
+        if kind == "assistant":
+            return self._assistant(event)
+        if kind == "user":
+            return self._user(event)
+        if kind == "result":
+            return self._result(event)
+        return LineResult(message=f"event: {kind}" if isinstance(kind, str) else _clip(line, SUMMARY_MAX_CHARS))
+
+    def verdict(self, exit_code: int) -> str | None:
+        """Error from the `result` event (even with exit 0); no such event is an error too."""
+        result = self.result
+        if result is None:
+            return "agent ended without a result event"
+        if result.is_error or result.subtype != "success":
+            if result.text and result.subtype not in ("success", ""):
+                return f"{result.subtype}: {result.text}"
+            return result.text or result.subtype or "agent reported an error"
+        return None if exit_code == 0 else f"exit code {exit_code}"
+
+    # ---- events ---------------------------------------------------------------------------
+    def _system(self, event: dict[str, Any]) -> LineResult:
+        subtype = _str(event.get("subtype")) or "?"
+        session = _str(event.get("session_id"))
+        if session:
+            self.usage.session_id = session
+        if subtype == "init":
+            self._cwd = _str(event.get("cwd")) or None
+            model = _str(event.get("model"))
+            return LineResult(message=f"session {session or '?'} started" + (f" ({model})" if model else ""))
+        return LineResult(message=f"system: {subtype}")
+
+    def _assistant(self, event: dict[str, Any]) -> LineResult:
+        message = event.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        parts: list[str] = []
+        tool_step: str | None = None
+        tool_level = self.progress
+        for block in content if isinstance(content, list) else []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text":
+                text = _str(block.get("text")).strip()
+                if text:
+                    parts.append(f"assistant: {text[:SUMMARY_MAX_CHARS]}")
+            elif block.get("type") == "tool_use":
+                tool_step = self._tool_step(block)
+                parts.append(f"tool: {tool_step}")
+                name = _str(block.get("name"))
+                if name in _WRITE_TOOLS:
+                    tool_level = max(tool_level, WRITING_PROGRESS)
+                elif name in _READ_TOOLS:
+                    tool_level = max(tool_level, READING_PROGRESS)
+            elif block.get("type") == "thinking":
+                parts.append("assistant: (thinking)")
+        summary = " | ".join(parts) or "assistant: (empty message)"
+        if tool_step is not None:
+            return self._report(summary, tool_level, tool_step)
+        return LineResult(message=summary)
+
+    def _user(self, event: dict[str, Any]) -> LineResult:
+        message = event.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                label = "tool error" if block.get("is_error") else "tool result"
+                return LineResult(message=f"{label}: {_clip(_flatten(block.get('content')), TOOL_RESULT_MAX_CHARS)}")
+        return LineResult(message="user: " + _clip(_flatten(content), TOOL_RESULT_MAX_CHARS))
+
+    def _result(self, event: dict[str, Any]) -> LineResult:
+        subtype = _str(event.get("subtype"))
+        is_error = bool(event.get("is_error"))
+        text = _str(event.get("result"))
+        if not text and isinstance(event.get("errors"), list):
+            text = "; ".join(_str(e) for e in event["errors"] if e)
+        self.result = _ResultEvent(subtype=subtype, is_error=is_error, text=text.strip())
+        usage = self.usage
+        usage.session_id = _str(event.get("session_id")) or usage.session_id
+        cost = event.get("total_cost_usd", event.get("cost_usd"))
+        usage.cost_usd = float(cost) if isinstance(cost, int | float) else usage.cost_usd
+        turns = event.get("num_turns")
+        usage.num_turns = int(turns) if isinstance(turns, int | float) else usage.num_turns
+        tokens = event.get("usage")
+        if isinstance(tokens, dict):
+            usage.input_tokens = _int(tokens.get("input_tokens"), usage.input_tokens)
+            usage.output_tokens = _int(tokens.get("output_tokens"), usage.output_tokens)
+        ok = not is_error and subtype == "success"
+        details = [f"{usage.num_turns} turns" if usage.num_turns is not None else "",
+                   f"${usage.cost_usd:.4f}" if usage.cost_usd is not None else ""]
+        head = f"result: {subtype or '?'}" + ("" if ok else " (error)")
+        extra = ", ".join(d for d in details if d)
+        body = _clip(text, SUMMARY_MAX_CHARS)
+        return LineResult(message=head + (f", {extra}" if extra else "") + (f": {body}" if body else ""))
+
+    def _tool_step(self, block: dict[str, Any]) -> str:
+        """`Edit src/app.py`: the tool and its target, paths relative to the session's cwd."""
+        name = _str(block.get("name")) or "tool"
+        params = block.get("input")
+        target = ""
+        if isinstance(params, dict):
+            for key in _TOOL_TARGET_KEYS:
+                value = params.get(key)
+                if isinstance(value, str) and value.strip():
+                    target = value.strip()
+                    break
+        if target and self._cwd and target.startswith(self._cwd.rstrip("/") + "/"):
+            target = target[len(self._cwd.rstrip("/")) + 1 :]
+        return _clip(f"{name} {target}" if target else name, STEP_MAX_CHARS)
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _int(value: object, default: int | None) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+
+
+def _flatten(content: object) -> str:
+    """Tool results are a string or a list of text blocks; show their text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(_str(b.get("text")) for b in content if isinstance(b, dict))
+    return ""
+
+
+_PARSERS: dict[str, type[ProgressParser]] = {
+    cls.name: cls for cls in (MarkersParser, PlainParser, ClaudeStreamJsonParser)
+}
+
+
+def make_parser(name: str) -> ProgressParser:
+    """A fresh parser for one attempt; unknown names are a configuration error."""
+    try:
+        return _PARSERS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown parser {name!r} (known: {', '.join(sorted(_PARSERS))})") from None

@@ -1,0 +1,92 @@
+"""Backlog files: import (all-or-nothing), export, validate. JSON or YAML: {"cards": [...]}."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from squad.cards import CardSpec, parse_card
+from squad.errors import BacklogError
+from squad.store import CardStore, find_cycle
+
+
+def load_file(path: Path) -> Any:
+    """Read a JSON or YAML backlog file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BacklogError([f"{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BacklogError([f"{path}: cannot read: {exc}"]) from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise BacklogError([f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}:"
+                            f" {str(exc).splitlines()[0]}"]) from None
+
+
+def parse_backlog(data: Any, known_ids: set[str] | None = None) -> list[CardSpec]:
+    """Validate a whole backlog; every problem (one line each, naming the card) is reported at once."""
+    if isinstance(data, list):
+        raw = data
+    elif isinstance(data, dict) and isinstance(data.get("cards"), list):
+        raw = data["cards"]
+    else:
+        raise BacklogError(['backlog must be an object {"cards": [ ... ]}'])
+    problems: list[str] = []
+    specs: list[CardSpec] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        try:
+            spec = parse_card(item, where=f"cards[{index}]")
+        except BacklogError as exc:
+            problems.extend(exc.problems)
+            continue
+        if spec.card_id in seen:
+            problems.append(f"card {spec.card_id}: duplicate card_id (also cards[{seen[spec.card_id]}])")
+            continue
+        seen[spec.card_id] = index
+        specs.append(spec)
+    ids = set(seen)
+    known = known_ids or set()
+    for spec in specs:
+        for dep in spec.depends_on:
+            if dep == spec.card_id:
+                problems.append(f"card {spec.card_id}: depends on itself")
+            elif dep not in ids and dep not in known:
+                problems.append(f"card {spec.card_id}: depends_on unknown card {dep!r}")
+    if not problems:
+        cycle = find_cycle({s.card_id: [d for d in s.depends_on if d in ids] for s in specs})
+        if cycle:
+            problems.append(f"card {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
+    if problems:
+        raise BacklogError(problems)
+    return specs
+
+
+def validate_file(path: Path) -> list[CardSpec]:
+    """Check a file without touching any store."""
+    return parse_backlog(load_file(path))
+
+
+def import_file(store: CardStore, path: Path, *, update: bool = False) -> tuple[int, int]:
+    """Import a file: everything or nothing. Returns (added, updated)."""
+    specs = parse_backlog(load_file(path), known_ids=set(store.graph()))
+    return store.add_cards(specs, update_existing=update)
+
+
+def export_backlog(store: CardStore) -> dict[str, Any]:
+    """Every card's fields, in a form `import` takes back."""
+    return {"cards": store.export_specs()}
+
+
+def dump(data: dict[str, Any], path: Path | None) -> str:
+    """Serialize as YAML for .yaml/.yml paths, JSON otherwise."""
+    if path is not None and path.suffix.lower() in (".yaml", ".yml"):
+        return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"

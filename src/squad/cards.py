@@ -1,0 +1,145 @@
+"""Cards, runs, statuses and the allowed status transitions (SPEC §4)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from squad.errors import BacklogError, TransitionError
+
+CARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Status(StrEnum):
+    """Card status."""
+
+    TODO = "TODO"
+    QUEUED = "QUEUED"
+    IN_PROGRESS = "IN_PROGRESS"
+    DONE = "DONE"
+    RETRYING = "RETRYING"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    BLOCKED = "BLOCKED"
+
+
+S = Status
+#: Every allowed status change, in one place. Anything else raises TransitionError.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    S.TODO: frozenset({S.QUEUED, S.CANCELLED, S.BLOCKED}),
+    S.QUEUED: frozenset({S.QUEUED, S.IN_PROGRESS, S.CANCELLED, S.TODO}),
+    S.IN_PROGRESS: frozenset({S.DONE, S.RETRYING, S.FAILED, S.CANCELLED, S.QUEUED}),
+    S.RETRYING: frozenset({S.QUEUED, S.CANCELLED, S.FAILED}),
+    S.FAILED: frozenset({S.QUEUED, S.TODO, S.CANCELLED}),
+    S.CANCELLED: frozenset({S.QUEUED, S.TODO}),
+    S.BLOCKED: frozenset({S.TODO, S.CANCELLED}),
+    S.DONE: frozenset({S.QUEUED}),
+}
+ACTIVE = frozenset({S.TODO, S.QUEUED, S.IN_PROGRESS, S.RETRYING})
+RUNNING = frozenset({S.QUEUED, S.IN_PROGRESS, S.RETRYING})
+FINAL = frozenset({S.DONE, S.FAILED, S.CANCELLED})
+
+
+def check_transition(card_id: str, old: Status | str, new: Status | str) -> None:
+    """Raise TransitionError unless `old -> new` is allowed."""
+    old_s, new_s = Status(old), Status(new)
+    if new_s not in TRANSITIONS[old_s]:
+        raise TransitionError(f"card {card_id}: cannot go from {old_s} to {new_s}")
+
+
+def allowed_sources(new: Status) -> list[Status]:
+    """Statuses from which `new` may be reached (for compare-and-set UPDATEs)."""
+    return [old for old, targets in TRANSITIONS.items() if new in targets]
+
+
+class CardSpec(BaseModel):
+    """The user-written fields of a card (backlog file, `card add`, `POST /api/cards`)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    card_id: str
+    title: str = Field(min_length=1, max_length=500)
+    description: str = ""
+    acceptance_criteria: list[str] = Field(default_factory=list)
+    squad: str | None = None
+    agent: str | None = None
+    priority: int = Field(default=5, ge=0, le=9)
+    depends_on: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)
+    workdir: str | None = None
+    time_limit: float | None = Field(default=None, gt=0)
+    soft_time_limit: float | None = Field(default=None, gt=0)
+    max_retries: int | None = Field(default=None, ge=0, le=100)
+
+    @field_validator("card_id")
+    @classmethod
+    def _card_id(cls, value: str) -> str:
+        if not CARD_ID_RE.match(value):
+            raise ValueError(f"card_id {value!r} must match {CARD_ID_RE.pattern}")
+        return value
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _strict_priority(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("priority must be an integer 0-9")
+        return value
+
+
+class Card(CardSpec):
+    """A card as stored, with its execution state (the shape of `squad card list --json`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: Status = Status.TODO
+    attempts: int = 0
+    progress: int = 0
+    current_step: str | None = None
+    celery_task_id: str | None = None
+    last_error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class Run(BaseModel):
+    """One attempt of a card."""
+
+    id: int
+    card_id: str
+    attempt: int
+    task_id: str | None = None
+    worker: str | None = None
+    status: str = "running"
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    cost_usd: float | None = None
+    session_id: str | None = None
+    num_turns: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    log_available: bool = False
+
+
+def parse_card(data: Any, where: str = "card") -> CardSpec:
+    """Validate one card; every problem becomes one line naming the card."""
+    if not isinstance(data, dict):
+        raise BacklogError([f"{where}: must be an object, got {type(data).__name__}"])
+    try:
+        return CardSpec.model_validate(data)
+    except ValidationError as exc:
+        ident = data.get("card_id") if isinstance(data.get("card_id"), str) else where
+        raise BacklogError([_format_error(ident, err) for err in exc.errors()]) from None
+
+
+def _format_error(ident: str, err: Any) -> str:
+    field = ".".join(str(p) for p in err["loc"]) or "card"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return f"card {ident}: {field}: {msg}"

@@ -1,0 +1,441 @@
+"""The `squad` command. Thin: parse, call one domain function, print."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from squad.cards import Status, parse_card
+from squad.config import Settings, load_settings
+from squad.constants import VERSION
+from squad.errors import SquadError
+
+app = typer.Typer(help="Squad Orchestrator: run a backlog of cards through AI coding agents.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
+backlog_app = typer.Typer(help="Import, export and validate backlog files.", no_args_is_help=True)
+card_app = typer.Typer(help="Add, list and show cards.", no_args_is_help=True)
+agents_app = typer.Typer(help="Configured agents.", no_args_is_help=True)
+app.add_typer(backlog_app, name="backlog")
+app.add_typer(card_app, name="card")
+app.add_typer(agents_app, name="agents")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(highlight=False, soft_wrap=True, stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(**overrides)
+
+
+def _store(settings: Settings) -> Any:
+    from squad.store import open_store
+
+    return open_store(settings.database_url)
+
+
+def _events(settings: Settings) -> Any:
+    from squad.events import try_event_bus
+
+    return try_event_bus(settings.events, settings.log_ttl)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# ---- services -------------------------------------------------------------------------------
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, help="Parallel cards on this worker.")] = 2,
+    queues: Annotated[str, typer.Option(help="Queues to consume.")] = "cards,maintenance",
+    hostname: Annotated[str | None, typer.Option(help="Worker name (default squad@<host>).")] = None,
+    autoscale: Annotated[str | None, typer.Option(help="MAX,MIN processes.")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker under supervision (restarted with backoff if it dies)."""
+    from squad.supervisor import Child, Supervisor
+
+    settings = _settings()
+    if autoscale is not None:
+        parts = autoscale.split(",")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise SquadError(f"--autoscale must be MAX,MIN (two integers), got {autoscale!r}")
+    argv = [sys.executable, "-m", "celery", "-A", "squad.celery_app", "worker", "-Q", queues,
+            "--loglevel", loglevel, "-n", hostname or f"squad-{os.getpid()}@%h", "-E"]
+    argv += ["--autoscale", autoscale] if autoscale else ["--concurrency", str(concurrency)]
+    err.print(f"squad worker: broker {settings.broker}, queues {queues}", style="dim")
+    sup = Supervisor([Child("celery-worker", argv)])
+    sup.install_signal_handlers()
+    raise typer.Exit(sup.run())
+
+
+@app.command()
+def beat(loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO") -> None:
+    """Run Celery beat (reconciler every few seconds, result cleanup hourly), supervised."""
+    from squad.supervisor import Child, Supervisor
+
+    _settings()
+    Path(".squad").mkdir(exist_ok=True)
+    argv = [sys.executable, "-m", "celery", "-A", "squad.celery_app", "beat", "--loglevel", loglevel,
+            "--schedule", str(Path(".squad") / "celerybeat-schedule")]
+    sup = Supervisor([Child("celery-beat", argv)])
+    sup.install_signal_handlers()
+    raise typer.Exit(sup.run())
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 3000,
+    insecure: Annotated[bool, typer.Option(help="Allow a non-loopback host without SQUAD_API_TOKEN.")] = False,
+) -> None:
+    """Serve the monitoring API, WebSocket feed and dashboard."""
+    from squad.api import serve as serve_api
+
+    serve_api(_settings(), host=host, port=port, insecure=insecure)
+
+
+@app.command()
+def orchestrate(
+    session: Annotated[str, typer.Option(help="Name of this orchestration session.")] = "default",
+    once: Annotated[bool, typer.Option(help="Enqueue what is ready now, then stop.")] = False,
+    wait: Annotated[bool, typer.Option(help="Keep releasing dependants until no card is active.")] = False,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between passes.")] = 1.0,
+    max_in_flight: Annotated[int | None, typer.Option(min=1, help="Cards QUEUED+IN_PROGRESS at most.")] = None,
+    mode: Annotated[str, typer.Option(help="auto | celery | local.")] = "auto",
+) -> None:
+    """Release ready cards (priority 9 first), retry failed ones when due, until stopped."""
+    from squad.orchestrator import LocalDispatcher, make_orchestrator
+
+    if mode not in ("auto", "celery", "local"):
+        raise SquadError(f"--mode must be auto, celery or local, got {mode!r}")
+    settings = _settings()
+    store = _store(settings)
+    orch = make_orchestrator(settings, store, mode=mode, session=session, max_in_flight=max_in_flight)
+    if mode == "auto" and orch.dispatcher.mode == "local" and settings.use_celery:
+        err.print(f"warning: no Redis broker answers at {settings.broker}; running cards in local mode",
+                  style="yellow")
+
+    def stop(signum: int, _frame: object) -> None:
+        orch.stop()
+        if isinstance(orch.dispatcher, LocalDispatcher):
+            orch.dispatcher.shutdown.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    err.print(f"orchestrator: mode {orch.dispatcher.mode}, session {session}", style="dim")
+    try:
+        code = orch.run(once=once, wait=wait, interval=interval)
+    finally:
+        if isinstance(orch.dispatcher, LocalDispatcher):
+            orch.dispatcher.close(abort=orch.stopping.is_set())
+        else:
+            orch.dispatcher.close()
+    raise typer.Exit(code)
+
+
+@app.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="Load and run the demo backlog.")] = False,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="API and dashboard port.")] = 3000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Worker concurrency.")] = 2,
+) -> None:
+    """Run everything on this machine: Redis (embedded if none answers), worker, beat, orchestrator, API."""
+    from squad.up import run_up
+
+    raise typer.Exit(run_up(demo=demo, port=port, concurrency=concurrency))
+
+
+# ---- backlog --------------------------------------------------------------------------------
+@backlog_app.command("import")
+def backlog_import(
+    file: Annotated[Path, typer.Argument(help="JSON or YAML backlog file.")],
+    update: Annotated[bool, typer.Option("--update", help="Rewrite cards that are still TODO.")] = False,
+) -> None:
+    """Import cards: all or nothing."""
+    from squad.backlog import import_file
+
+    settings = _settings()
+    added, updated = import_file(_store(settings), file, update=update)
+    out.print(f"imported {added} card(s), updated {updated}")
+
+
+@backlog_app.command("export")
+def backlog_export(file: Annotated[Path | None, typer.Argument(help="Output file (stdout if omitted).")] = None
+                   ) -> None:
+    """Export every card's fields (import takes them back)."""
+    from squad.backlog import dump, export_backlog
+
+    text = dump(export_backlog(_store(_settings())), file)
+    if file is None:
+        sys.stdout.write(text)
+    else:
+        file.write_text(text, encoding="utf-8")
+        out.print(f"exported to {file}")
+
+
+@backlog_app.command("validate")
+def backlog_validate(file: Annotated[Path, typer.Argument(help="JSON or YAML backlog file.")]) -> None:
+    """Check a file without importing it."""
+    from squad.backlog import validate_file
+
+    specs = validate_file(file)
+    out.print(f"{file}: {len(specs)} card(s), valid")
+
+
+# ---- cards ----------------------------------------------------------------------------------
+@card_app.command("add")
+def card_add(
+    card_id: Annotated[str, typer.Option("--id", help="Card id.")],
+    title: Annotated[str, typer.Option("--title", help="Title.")],
+    agent: Annotated[str | None, typer.Option(help="Agent name.")] = None,
+    squad: Annotated[str | None, typer.Option(help="Squad name.")] = None,
+    priority: Annotated[int, typer.Option(help="0-9, 9 = most urgent.")] = 5,
+    depends_on: Annotated[list[str] | None, typer.Option("--depends-on", help="Dependency (repeatable).")] = None,
+    description: Annotated[str, typer.Option(help="What to do.")] = "",
+) -> None:
+    """Add one card."""
+    settings = _settings()
+    spec = parse_card({"card_id": card_id, "title": title, "agent": agent, "squad": squad, "priority": priority,
+                       "depends_on": depends_on or [], "description": description})
+    _store(settings).add_cards([spec])
+    out.print(f"added card {card_id}")
+
+
+def _card_json(card: Any) -> dict[str, Any]:
+    return dict(card.model_dump(mode="json"))
+
+
+@card_app.command("list")
+def card_list(
+    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+    squad: Annotated[str | None, typer.Option(help="Only this squad.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List cards, most urgent first."""
+    if status is not None and status.upper() not in Status.__members__:
+        raise SquadError(f"unknown status {status!r} (one of {', '.join(Status.__members__)})")
+    cards = _store(_settings()).list_cards(status=status.upper() if status else None, squad=squad)
+    if as_json:
+        _print_json([_card_json(c) for c in cards])
+        return
+    table = Table("card", "status", "p", "squad", "agent", "progress", "step", "title")
+    for c in cards:
+        table.add_row(c.card_id, c.status.value, str(c.priority), c.squad or "", c.agent or "",
+                      f"{c.progress}%", (c.current_step or "")[:40], c.title[:60])
+    out.print(table)
+
+
+@card_app.command("show")
+def card_show(card_id: Annotated[str, typer.Argument(help="Card id.")], as_json: JsonOpt = False) -> None:
+    """One card with its runs."""
+    store = _store(_settings())
+    card = store.get_card(card_id)
+    runs = store.list_runs(card_id)
+    data = _card_json(card)
+    data["runs"] = [r.model_dump(mode="json") for r in runs]
+    if as_json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        if key != "runs":
+            out.print(f"[bold]{key}[/bold]: {value}")
+    table = Table("attempt", "status", "worker", "started", "ended", "exit", "cost", "error")
+    for r in runs:
+        table.add_row(str(r.attempt), r.status, r.worker or "", str(r.started_at or ""), str(r.ended_at or ""),
+                      "" if r.exit_code is None else str(r.exit_code),
+                      "" if r.cost_usd is None else f"{r.cost_usd:.4f}", (r.error or "")[:60])
+    out.print(table)
+
+
+# ---- logs, retry, cancel --------------------------------------------------------------------
+@app.command()
+def logs(
+    card_id: Annotated[str, typer.Argument(help="Card id.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines live.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Lines to show.")] = 100,
+    run: Annotated[int | None, typer.Option(min=1, help="Archived log of attempt N.")] = None,
+) -> None:
+    """Show a card's log: live from Redis, or archived in the store."""
+    from squad.logs import follow_logs, show_logs
+
+    settings = _settings()
+    store = _store(settings)
+    store.get_card(card_id)
+    if follow:
+        follow_logs(settings, store, card_id, limit=limit)
+    else:
+        show_logs(settings, store, card_id, limit=limit, attempt=run)
+
+
+@app.command()
+def retry(card_id: Annotated[str, typer.Argument(help="Card id.")],
+          force: Annotated[bool, typer.Option(help="Also restart a running or DONE card.")] = False) -> None:
+    """Queue a new attempt of a FAILED or CANCELLED card (a running one is ended first with --force)."""
+    from squad.ops import retry_card
+    from squad.orchestrator import make_producer
+
+    settings = _settings()
+    store = _store(settings)
+    result = retry_card(make_producer(settings, store, _events(settings)), card_id, force=force)
+    out.print(result.message)
+
+
+@app.command()
+def cancel(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> None:
+    """Cancel a card: its agent's process group is ended, no retry."""
+    from squad.ops import cancel_card
+    from squad.orchestrator import make_producer
+
+    settings = _settings()
+    store = _store(settings)
+    card = cancel_card(make_producer(settings, store, _events(settings)), card_id)
+    out.print(f"card {card.card_id} {card.status.value}")
+
+
+# ---- status and watch -----------------------------------------------------------------------
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Health: database, Redis, Celery workers, mode, queue depth, cards by status."""
+    from squad.health import collect_status
+
+    report = collect_status(_settings())
+    if as_json:
+        _print_json(report)
+        return
+    for key, value in report.items():
+        out.print(f"[bold]{key}[/bold]: {value}")
+
+
+@app.command()
+def watch(interval: Annotated[float, typer.Option(min=0.1, help="Redraw period.")] = 0.5) -> None:
+    """Live progress bars of running cards, updated from the event stream."""
+    from squad.watch import run_watch
+
+    settings = _settings()
+    run_watch(settings, _store(settings), interval=interval)
+
+
+# ---- setup ----------------------------------------------------------------------------------
+@app.command()
+def deploy(target: Annotated[str, typer.Argument(help="supervisord | systemd")]) -> None:
+    """Print ready configs that keep worker, beat, orchestrator and API running."""
+    from squad import deploy as dep
+
+    if target == "supervisord":
+        sys.stdout.write(dep.supervisord(Path.cwd()))
+    elif target == "systemd":
+        sys.stdout.write(dep.systemd(Path.cwd()))
+    else:
+        raise SquadError(f"unknown deploy target {target!r} (supervisord or systemd)")
+
+
+@app.command()
+def init(force: Annotated[bool, typer.Option(help="Overwrite an existing squad.toml.")] = False) -> None:
+    """Write a commented squad.toml with agent presets."""
+    from squad.deploy import SQUAD_TOML
+
+    path = Path("squad.toml")
+    if path.exists() and not force:
+        raise SquadError("squad.toml already exists (use --force to overwrite)")
+    path.write_text(SQUAD_TOML, encoding="utf-8")
+    out.print(f"wrote {path}")
+
+
+@agents_app.command("check")
+def agents_check(as_json: JsonOpt = False) -> None:
+    """Which configured agents are installed and runnable."""
+    settings = _settings()
+    rows = []
+    for name, agent in sorted(settings.all_agents.items()):
+        exe = shutil.which(agent.command[0])
+        runnable = False
+        detail = "not found on PATH"
+        if exe:
+            try:
+                proc = subprocess.run([exe, "--version"], capture_output=True, timeout=15, check=False,
+                                      stdin=subprocess.DEVNULL)
+                runnable = proc.returncode == 0
+                detail = (proc.stdout or proc.stderr).decode(errors="replace").strip().splitlines()[:1]
+                detail = detail[0] if detail else f"exit {proc.returncode}"
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                detail = str(exc)
+        rows.append({"agent": name, "command": agent.command, "installed": bool(exe), "runnable": runnable,
+                     "detail": detail, "default": name == settings.default_agent})
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("agent", "installed", "runnable", "command", "detail")
+    for row in rows:
+        table.add_row(row["agent"] + (" (default)" if row["default"] else ""), "yes" if row["installed"] else "no",
+                      "yes" if row["runnable"] else "no", " ".join(row["command"]), str(row["detail"])[:60])
+    out.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(VERSION)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every error is one line on stderr (exit 2 for usage and input errors)."""
+    _configure_logging()
+    try:
+        app(args=argv, standalone_mode=False, prog_name="squad")
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.stderr.write("squad: aborted\n")
+        sys.exit(130)
+    except click.ClickException as exc:
+        sys.stderr.write(f"squad: error: {exc.format_message()}\n")
+        sys.exit(2)
+    except SquadError as exc:
+        msg = "; ".join(exc.problems) if hasattr(exc, "problems") else str(exc)
+        if hasattr(exc, "problems") and len(exc.problems) > 1:
+            for problem in exc.problems:
+                sys.stderr.write(f"squad: error: {problem}\n")
+        else:
+            sys.stderr.write(f"squad: error: {msg}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # last resort: one line, never a traceback
+        sys.stderr.write(f"squad: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                         " (set SQUAD_DEBUG=1 for details)\n")
+        if os.environ.get("SQUAD_DEBUG"):
+            raise
+        sys.exit(1)
+    sys.exit(0)
+
+
+def _configure_logging() -> None:
+    import logging
+
+    import structlog
+
+    level = logging.DEBUG if os.environ.get("SQUAD_DEBUG") else logging.WARNING
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
+                    structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+

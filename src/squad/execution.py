@@ -1,0 +1,358 @@
+"""run_card(): the steps of one attempt, shared by the Celery task and the local executor.
+
+An attempt is: claim the card (compare-and-set with a lease) → select agent → build prompt →
+run hooks → run the agent under its limits → archive the log → record the run and the new status.
+Cross-cutting pieces (lease heartbeat, log batching, progress throttling) are small objects the
+attempt runs through, not branches inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from squad.agents.progress import make_parser
+from squad.agents.runner import AgentResult, Limits, build_command, run_agent
+from squad.cards import Card, Status
+from squad.config import Settings
+from squad.constants import (
+    ARCHIVE_MAX_BYTES,
+    CANCEL_POLL_S,
+    LOG_FLUSH_INTERVAL_S,
+    LOG_FLUSH_LINES,
+    PROGRESS_MIN_INTERVAL_S,
+    STEP_DONE,
+    STEP_EXECUTING,
+    STEP_IN_PROGRESS,
+    STEP_LOADING,
+    STEP_PROMPT,
+    STEP_SELECTING,
+    STEP_STARTING,
+)
+from squad.errors import SquadError
+from squad.events import EventBus, iso_now
+from squad.prompts import render_prompt
+from squad.store import CardStore, Claim, RunOutcome
+
+log = structlog.get_logger(__name__)
+ProgressHook = Callable[[int, str, float], None]
+
+
+@dataclass
+class AttemptContext:
+    """What an attempt needs from its host (Celery worker or local executor)."""
+
+    settings: Settings
+    store: CardStore
+    events: EventBus | None = None
+    worker: str = "local"
+    on_progress: ProgressHook | None = None  # e.g. Celery PROGRESS state
+    shutdown: threading.Event | None = None  # set when the host stops: running agents are ended
+
+
+def card_workdir(settings: Settings, card: Card) -> Path:
+    """The card's working directory: its own `workdir`, else `SQUAD_WORKDIR/<card_id>`."""
+    if card.workdir:
+        return Path(card.workdir).expanduser().resolve()
+    return (settings.workdir / card.card_id).resolve()
+
+
+def retry_delay_s(settings: Settings, retry_index: int) -> float:
+    """Backoff before retry n (0-based), with up to 25 % jitter, capped."""
+    return settings.retry_delay_s(retry_index, jitter=random.uniform(0.0, 0.25))
+
+
+class Reporter:
+    """Batches log lines and throttles progress for one attempt; also keeps the archive."""
+
+    def __init__(self, ctx: AttemptContext, card_id: str, task_id: str, token: str) -> None:
+        self.ctx = ctx
+        self.card_id = card_id
+        self.task_id = task_id
+        self.token = token
+        self.started = time.monotonic()
+        self.seq = 0
+        self.archive: list[str] = []
+        self.archive_bytes = 0
+        self.archive_dropped = 0
+        self.pending: list[tuple[str, str, str]] = []
+        self.pending_events: list[dict[str, str]] = []
+        self.last_flush = time.monotonic()
+        self.progress = 0
+        self.step = ""
+        self.last_progress_emit = 0.0
+        self.lock = threading.Lock()
+
+    def _event_id(self) -> str:
+        self.seq += 1
+        return f"{self.token}:{self.seq}"
+
+    def event(self, event_type: str, **fields: object) -> None:
+        """Queue an event; it leaves with the next log batch (or now for status events)."""
+        if self.ctx.events is None:
+            return
+        ev = EventBus.make_event(event_type, self.card_id, self.task_id, self._event_id(), **fields)
+        with self.lock:
+            self.pending_events.append(ev)
+        if event_type == "status":
+            self.flush()
+
+    def line(self, level: str, message: str) -> None:
+        """One agent (or system) log line."""
+        ts = iso_now()
+        entry = f"{ts} {level} {message}"
+        with self.lock:
+            if self.archive_bytes + len(entry) <= ARCHIVE_MAX_BYTES:
+                self.archive.append(entry)
+                self.archive_bytes += len(entry) + 1
+            else:
+                self.archive_dropped += 1
+            if self.ctx.events is not None:
+                self.pending.append((ts, level, message))
+                due = (len(self.pending) >= LOG_FLUSH_LINES
+                       or time.monotonic() - self.last_flush >= LOG_FLUSH_INTERVAL_S)
+            else:
+                due = False
+        if due:
+            self.flush()
+
+    def set_progress(self, progress: int, step: str, *, force: bool = False) -> None:
+        """Record progress: always on a step change, otherwise at most every few seconds."""
+        now = time.monotonic()
+        changed = step != self.step
+        self.progress, self.step = progress, step
+        if not (force or changed or now - self.last_progress_emit >= PROGRESS_MIN_INTERVAL_S):
+            return
+        self.last_progress_emit = now
+        elapsed = round(now - self.started, 2)
+        try:
+            self.ctx.store.set_progress(self.card_id, self.token, progress, step)
+        except Exception as exc:  # progress is best effort: the store may be briefly locked
+            log.warning("progress not stored", card_id=self.card_id, error=str(exc))
+        self.event("progress", progress=progress, current_step=step, elapsed=elapsed, worker=self.ctx.worker)
+        if self.ctx.on_progress is not None:
+            self.ctx.on_progress(progress, step, elapsed)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send pending log lines and events in one pipeline."""
+        if self.ctx.events is None:
+            return
+        with self.lock:
+            lines, self.pending = self.pending, []
+            events, self.pending_events = self.pending_events, []
+            self.last_flush = time.monotonic()
+        if lines:
+            for _ts, level, message in lines:
+                events.append(EventBus.make_event("log", self.card_id, self.task_id, self._event_id(),
+                                                  level=level, message=message))
+            self.ctx.events.append_logs(self.card_id, self.task_id, lines, events)
+        elif events:
+            self.ctx.events.publish_many(events)
+
+    def archived_log(self) -> str:
+        """The attempt's log as text, noting lines dropped past the archive cap."""
+        text = "\n".join(self.archive)
+        if self.archive_dropped:
+            text += f"\n[{self.archive_dropped} lines not archived: log larger than {ARCHIVE_MAX_BYTES} bytes]"
+        return text
+
+
+class LeaseKeeper:
+    """Renews the claim's lease every lease/3 and notices when the claim is taken away."""
+
+    def __init__(self, store: CardStore, card_id: str, token: str, lease_s: float,
+                 shutdown: threading.Event | None = None) -> None:
+        self.store, self.card_id, self.token, self.lease_s = store, card_id, token, lease_s
+        self.shutdown = shutdown
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{card_id}", daemon=True)
+        self._last_check = 0.0
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                if not self.store.renew_lease(self.card_id, self.token, self.lease_s):
+                    self.lost.set()
+                    return
+            except Exception as exc:  # database briefly unreachable: keep trying
+                log.warning("lease renewal failed", card_id=self.card_id, error=str(exc))
+
+    def stop_reason(self) -> str | None:
+        """'cancelled' once the claim is gone (cancel, forced retry, swept)."""
+        if self.lost.is_set():
+            return "cancelled"
+        if self.shutdown is not None and self.shutdown.is_set():
+            return "stopped: the executor is shutting down"
+        now = time.monotonic()
+        if now - self._last_check >= CANCEL_POLL_S:
+            self._last_check = now
+            try:
+                if not self.store.claim_alive(self.card_id, self.token):
+                    self.lost.set()
+                    return "cancelled"
+            except Exception as exc:
+                log.warning("claim check failed", card_id=self.card_id, error=str(exc))
+        return None
+
+
+class _Observer:
+    """Bridges the runner's callbacks to the reporter and the lease."""
+
+    def __init__(self, reporter: Reporter, lease: LeaseKeeper) -> None:
+        self.reporter, self.lease = reporter, lease
+
+    def on_line(self, level: str, message: str) -> None:
+        self.reporter.line(level, message)
+
+    def on_progress(self, progress: int, step: str) -> None:
+        self.reporter.set_progress(progress, step)
+
+    def stop_reason(self) -> str | None:
+        if time.monotonic() - self.reporter.last_flush >= LOG_FLUSH_INTERVAL_S:
+            self.reporter.flush()
+        return self.lease.stop_reason()
+
+
+def _run_hook(name: str, argv: list[str] | None, cwd: Path, env: dict[str, str], timeout: float,
+              reporter: Reporter) -> str | None:
+    """Run one hook; returns an error text or None."""
+    if not argv:
+        return None
+    try:
+        proc = subprocess.run(argv, cwd=cwd, env={**os.environ, **env}, capture_output=True, timeout=timeout,
+                              check=False, start_new_session=True)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        reporter.line("ERROR", f"hook {name} failed: {exc}")
+        return f"hook {name} failed: {exc}"
+    for stream, level in ((proc.stdout, "INFO"), (proc.stderr, "ERROR")):
+        for text in stream.decode(errors="replace").splitlines()[-50:]:
+            reporter.line(level, f"[{name}] {text}")
+    if proc.returncode != 0:
+        return f"hook {name} exited with {proc.returncode}"
+    return None
+
+
+def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
+    """Run one attempt of a card for the message `task_id`.
+
+    Returns the card's new status, or None when this message could not claim the card (a
+    duplicate or stale delivery, or a card no longer QUEUED): then nothing ran.
+    """
+    settings, store = ctx.settings, ctx.store
+    claim = store.claim(card_id, task_id, ctx.worker, settings.lease_s)
+    if claim is None:
+        log.info("message could not claim card; nothing to do", card_id=card_id, task_id=task_id)
+        return None
+    reporter = Reporter(ctx, card_id, task_id, claim.token)
+    reporter.event("status", status=Status.IN_PROGRESS.value, attempt=claim.attempt, worker=ctx.worker)
+    for progress, step in (STEP_LOADING, STEP_SELECTING, STEP_IN_PROGRESS):
+        reporter.set_progress(progress, step, force=True)
+    with LeaseKeeper(store, card_id, claim.token, settings.lease_s, ctx.shutdown) as lease:
+        outcome = _attempt(ctx, claim, reporter, lease)
+    reporter.line("INFO" if outcome.succeeded else "ERROR",
+                  "attempt succeeded" if outcome.succeeded else f"attempt failed: {outcome.error}")
+    if outcome.succeeded:
+        reporter.set_progress(*STEP_DONE, force=True)
+    reporter.flush()
+    outcome = RunOutcome(**{**outcome.__dict__, "log": reporter.archived_log()})
+    max_retries = claim.card.max_retries if claim.card.max_retries is not None else settings.max_retries
+    new = store.finish(claim, outcome, max_retries=max_retries,
+                       retry_delay_s=retry_delay_s(settings, max(claim.attempt - 1, 0)),
+                       budget_usd=settings.budget_usd)
+    if new is not None:
+        reporter.event("status", status=new.value, attempt=claim.attempt, error=outcome.error)
+    reporter.flush()
+    return new
+
+
+def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter, lease: LeaseKeeper) -> RunOutcome:
+    settings, card = ctx.settings, claim.card
+    try:
+        agent_name, agent = settings.agent_for(card.agent, card.squad)
+        parser = make_parser(agent.parser)
+        reporter.set_progress(*STEP_PROMPT, force=True)
+        last_error = card.last_error if claim.attempt > 1 else None
+        prompt = render_prompt(settings.prompt_template, card.model_dump(mode="json"), claim.attempt, last_error)
+    except SquadError as exc:
+        return RunOutcome(succeeded=False, error=str(exc), retryable=False)
+    workdir = card_workdir(settings, card)
+    created = not workdir.exists()
+    workdir.mkdir(parents=True, exist_ok=True)
+    prompt_dir = settings.workdir.resolve() / ".prompts"
+    prompt_dir.mkdir(parents=True, exist_ok=True)
+    env = {**agent.env, "SQUAD_CARD_ID": card.card_id, "SQUAD_ATTEMPT": str(claim.attempt),
+           "SQUAD_TASK_ID": reporter.task_id}
+    hooks = settings.hooks
+    if created and (err := _run_hook("after_create", hooks.after_create, workdir, env, hooks.timeout, reporter)):
+        reporter.line("ERROR", err)
+    if err := _run_hook("before_run", hooks.before_run, workdir, env, hooks.timeout, reporter):
+        return RunOutcome(succeeded=False, error=err)
+    reporter.set_progress(*STEP_STARTING, force=True)
+    argv, stdin_data = build_command(
+        agent, agent_name=agent_name, card_id=card.card_id, workdir=workdir, attempt=claim.attempt,
+        prompt=prompt, prompt_file=prompt_dir / f"{card.card_id}-{claim.attempt}.md",
+        resume_session_id=claim.previous_session_id if claim.attempt > 1 else None)
+    reporter.line("INFO", f"starting agent {agent_name}: {argv[0]} (attempt {claim.attempt}, worker {ctx.worker})")
+    reporter.set_progress(*STEP_EXECUTING, force=True)
+    hard = card.time_limit or settings.time_limit
+    soft = min(card.soft_time_limit or settings.soft_time_limit, hard)
+    limits = Limits(soft_time_limit_s=soft, time_limit_s=hard, stall_timeout_s=settings.stall_timeout)
+    result = run_agent(argv, cwd=workdir, env=env, stdin_data=stdin_data, parser=parser, limits=limits,
+                       observer=_Observer(reporter, lease))
+    if err := _run_hook("after_run", hooks.after_run, workdir, env, hooks.timeout, reporter):
+        reporter.line("ERROR", err)
+    return outcome_of(result)
+
+
+def outcome_of(result: AgentResult) -> RunOutcome:
+    """Map the runner's result to what the run row records."""
+    usage = result.usage
+    return RunOutcome(
+        succeeded=result.outcome == "succeeded", error=result.error, exit_code=result.exit_code,
+        cost_usd=usage.cost_usd, session_id=usage.session_id, num_turns=usage.num_turns,
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        cancelled=result.outcome == "cancelled", retryable=result.outcome != "spawn_failed",
+    )
+
+
+@dataclass
+class SweepResult:
+    """What one reconcile pass changed."""
+
+    lost: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
+
+
+def sweep_stale_leases(settings: Settings, store: CardStore, events: EventBus | None) -> list[str]:
+    """Cards whose claim was not renewed for a lease: failed run `worker lost`, then retried."""
+    lost: list[str] = []
+    for card_id, token in store.stale_claims():
+        card = store.get_card(card_id)
+        max_retries = card.max_retries if card.max_retries is not None else settings.max_retries
+        new = store.lose_claim(card_id, token, "worker lost", max_retries=max_retries,
+                               retry_delay_s=retry_delay_s(settings, max(card.attempts - 1, 0)))
+        if new is not None:
+            lost.append(card_id)
+            log.warning("stale lease swept", card_id=card_id, new_status=new.value)
+            if events is not None:
+                events.publish("status", card_id, card.celery_task_id, status=new.value,
+                               attempt=card.attempts, error="worker lost")
+    return lost

@@ -1,0 +1,55 @@
+"""`squad status`: health of the database, Redis, Celery workers and the queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from squad.config import Settings, mask_url
+from squad.constants import HEALTH_PROBE_TIMEOUT_S, VERSION
+
+
+def celery_workers(settings: Settings, timeout_s: float = HEALTH_PROBE_TIMEOUT_S) -> list[str] | None:
+    """Names of Celery workers answering a ping, or None when the broker is unreachable."""
+    from squad.celery_app import make_celery
+
+    app = make_celery(settings)
+    try:
+        replies = app.control.ping(timeout=timeout_s) or []
+    except Exception:
+        return None
+    finally:
+        app.close()
+    return sorted(name for reply in replies for name in reply)
+
+
+def collect_status(settings: Settings) -> dict[str, Any]:
+    """One dict with every probe's answer (never raises for a dead dependency)."""
+    from squad.broker import BrokerView
+    from squad.store import CardStore
+
+    report: dict[str, Any] = {"version": VERSION}
+    try:
+        store = CardStore(settings.database_url)
+        report["database"] = "connected"
+        report["cards"] = store.count_by_status()
+    except Exception as exc:
+        report["database"] = f"error: {str(exc).splitlines()[0]}"
+        report["cards"] = {}
+    report["database_url"] = mask_url(settings.database_url)
+    view = BrokerView(settings.broker)
+    redis_ok = view.ping()
+    report["redis"] = "connected" if redis_ok else "not_available"
+    report["broker_url"] = mask_url(settings.broker)
+    workers: list[str] | None = None
+    if redis_ok:
+        try:
+            report["queue_depth"] = view.queue_depth()
+        except Exception:
+            report["queue_depth"] = None
+        workers = celery_workers(settings)
+    view.close()
+    report["celery"] = ("not_available" if not redis_ok else "error" if workers is None
+                        else "connected" if workers else "no_workers")
+    report["celery_workers"] = workers or []
+    report["execution_mode"] = "celery" if settings.use_celery and redis_ok else "local"
+    return report

@@ -1,0 +1,84 @@
+"""`squad logs`: a card's live log from Redis, or its archived log from the store."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import redis
+
+from squad.cards import FINAL
+from squad.config import Settings
+from squad.constants import task_logs_key
+from squad.errors import NotFoundError
+from squad.events import EventBus, redis_client, try_event_bus
+from squad.store import CardStore
+
+FOLLOW_BLOCK_MS = 1000
+
+
+def _print(entry: dict[str, str]) -> None:
+    sys.stdout.write(f"{entry.get('timestamp', '')} {entry.get('level', 'INFO'):5} {entry.get('message', '')}\n")
+    sys.stdout.flush()
+
+
+def show_logs(settings: Settings, store: CardStore, card_id: str, *, limit: int, attempt: int | None) -> None:
+    """Print the last `limit` lines: the live stream when present, else the archive."""
+    if attempt is None:
+        bus = try_event_bus(settings.events, settings.log_ttl)
+        if bus is not None:
+            entries = bus.read_logs(card_id, limit=limit)
+            bus.close()
+            if entries:
+                for entry in entries:
+                    _print(entry)
+                return
+    found = store.last_run_log(card_id, attempt)
+    if found is None:
+        if attempt is not None:
+            raise NotFoundError(f"card {card_id} has no attempt {attempt}")
+        sys.stderr.write(f"card {card_id} has no log yet\n")
+        return
+    run, text = found
+    lines = text.splitlines()[-limit:]
+    sys.stdout.write(f"# attempt {run.attempt} ({run.status}) on {run.worker}\n")
+    for line in lines:
+        sys.stdout.write(line + "\n")
+
+
+def follow_logs(settings: Settings, store: CardStore, card_id: str, *, limit: int) -> None:
+    """Print the last lines, then tail the stream live; resume after a Redis reconnect.
+
+    Ends once the card is DONE/FAILED/CANCELLED and the stream has been quiet for a moment.
+    """
+    client = redis_client(settings.events, socket_timeout=FOLLOW_BLOCK_MS / 1000 + 5)
+    key = task_logs_key(card_id)
+    last_id = "0-0"
+    try:
+        bus = EventBus(settings.events, log_ttl_s=settings.log_ttl)
+        for entry in bus.read_logs(card_id, limit=limit):
+            _print(entry)
+            last_id = entry["id"]
+        bus.close()
+    except redis.RedisError:
+        sys.stderr.write("squad: live log not reachable; retrying\n")
+    quiet_since: float | None = None
+    while True:
+        try:
+            res = client.xread({key: last_id}, count=500, block=FOLLOW_BLOCK_MS)
+        except redis.RedisError:
+            time.sleep(1.0)  # Redis restarting: keep our position and try again
+            continue
+        got = False
+        for _stream, entries in res or []:
+            for entry_id, fields in entries:
+                _print(fields)
+                last_id = entry_id
+                got = True
+        if got:
+            quiet_since = None
+            continue
+        if store.get_card(card_id).status in FINAL:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 1.0:
+                return

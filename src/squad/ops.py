@@ -1,0 +1,77 @@
+"""User operations on one card (cancel, retry), shared by the CLI and the API."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from squad.cards import Card, Status
+from squad.constants import KILL_GRACE_S
+from squad.errors import NotFoundError, TransitionError
+from squad.orchestrator import CeleryDispatcher, Orchestrator
+
+STOP_WAIT_S = KILL_GRACE_S + 10
+
+
+@dataclass
+class RetryResult:
+    """The answer of a retry (SPEC §8)."""
+
+    status: str
+    card_id: str
+    old_task_id: str | None
+    new_task_id: str | None
+    message: str
+
+
+def _revoke(orch: Orchestrator, task_id: str | None) -> None:
+    if task_id and isinstance(orch.dispatcher, CeleryDispatcher):
+        orch.dispatcher.revoke(task_id)
+
+
+def wait_stopped(orch: Orchestrator, card_id: str, timeout_s: float = STOP_WAIT_S) -> bool:
+    """Wait until no run of the card is open (its agent group has been ended)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(run.ended_at is not None for run in orch.store.list_runs(card_id)):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def cancel_card(orch: Orchestrator, card_id: str, *, wait: bool = True) -> Card:
+    """Cancel: card CANCELLED at once, queued message revoked, running agent group ended, no retry."""
+    before = orch.store.get_card(card_id)
+    card = orch.store.cancel(card_id)
+    _revoke(orch, before.celery_task_id)
+    if orch.events is not None:
+        orch.events.publish("status", card_id, before.celery_task_id, status=Status.CANCELLED.value,
+                            attempt=before.attempts)
+    if wait and before.status == Status.IN_PROGRESS:
+        wait_stopped(orch, card_id)
+    return card
+
+
+def retry_card(orch: Orchestrator, card_id: str, *, force: bool = False) -> RetryResult:
+    """Queue a new attempt; FAILED/CANCELLED only, unless `force` (a running one is ended first)."""
+    card = orch.store.get_card(card_id)
+    old = card.celery_task_id
+    if old is None and card.attempts == 0:
+        raise NotFoundError(f"card {card_id} has no task yet")
+    if card.status in (Status.FAILED, Status.CANCELLED):
+        expected = [card.status]
+    elif not force:
+        raise TransitionError(f"card {card_id} is {card.status}: only FAILED or CANCELLED cards can be "
+                              "retried (use force to restart it)")
+    elif card.status in (Status.IN_PROGRESS, Status.QUEUED, Status.RETRYING):
+        cancel_card(orch, card_id, wait=True)
+        expected = [Status.CANCELLED]
+    elif card.status == Status.DONE:
+        expected = [Status.DONE]
+    else:
+        raise TransitionError(f"card {card_id} is {card.status} and cannot be retried")
+    new = orch.enqueue_now(card_id, expected=expected)
+    if new is None:
+        raise TransitionError(f"card {card_id} changed status meanwhile; try again")
+    return RetryResult(status="queued", card_id=card_id, old_task_id=old, new_task_id=new,
+                       message=f"card {card_id} queued again as task {new}")

@@ -1,0 +1,642 @@
+"""The card store: the single source of truth for cards and runs.
+
+Every status change is a compare-and-set UPDATE (`WHERE status IN (...)`), so two processes can
+never both move a card; a worker owns a running card through a claim token with a lease.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from squad.cards import ACTIVE, Card, CardSpec, Run, Status, allowed_sources, check_transition
+from squad.errors import BacklogError, ConflictError, NotFoundError, SquadError, TransitionError
+from squad.tables import cards as cards_t
+from squad.tables import metadata
+from squad.tables import runs as runs_t
+
+SPEC_FIELDS = tuple(CardSpec.model_fields)
+_RUN_PUBLIC = [c for c in runs_t.c if c.name != "log"]
+_FAILED_DEP = {Status.FAILED.value, Status.CANCELLED.value, Status.BLOCKED.value}
+
+
+def now_s() -> float:
+    """Wall-clock seconds (stored as floats: portable across SQLite and PostgreSQL)."""
+    return time.time()
+
+
+def to_dt(ts: float | None) -> datetime | None:
+    """Epoch seconds to an aware UTC datetime."""
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's ownership of one running attempt."""
+
+    card: Card
+    run_id: int
+    token: str
+    attempt: int
+    previous_session_id: str | None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one attempt produced, as recorded on its run row."""
+
+    succeeded: bool
+    error: str | None = None
+    exit_code: int | None = None
+    cost_usd: float | None = None
+    session_id: str | None = None
+    num_turns: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    log: str = ""
+    cancelled: bool = False
+    retryable: bool = True
+
+
+def _card_from_row(row: Any) -> Card:
+    data = dict(row._mapping)
+    data["created_at"] = to_dt(data.get("created_at"))
+    data["updated_at"] = to_dt(data.get("updated_at"))
+    return Card.model_validate(data)
+
+
+def _run_from_row(row: Any) -> Run:
+    data = dict(row._mapping)
+    for key in ("started_at", "ended_at"):
+        data[key] = to_dt(data.get(key))
+    data["log_available"] = data.get("ended_at") is not None
+    return Run.model_validate(data)
+
+
+class CardStore:
+    """Cards and runs in SQL (SQLite by default, PostgreSQL for several machines)."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        self.engine = self._make_engine(url)
+        if migrate:
+            self.migrate()
+
+    # ---- setup ----------------------------------------------------------------------------
+    @staticmethod
+    def _make_engine(url: str) -> Engine:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                # WAL + busy timeout: several processes (worker, API, orchestrator) share the file.
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+            @event.listens_for(engine, "connect")
+            def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
+                # pysqlite's own transaction handling must be off for BEGIN IMMEDIATE to work.
+                dbapi_conn.isolation_level = None
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn: Any) -> None:
+                # Writers take the write lock up front, so a read-then-write never deadlocks.
+                immediate = conn.get_execution_options().get("sqlite_immediate")
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+            return engine
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (safe to call from many processes)."""
+        from alembic import command
+        from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        for attempt in range(5):
+            try:
+                with self.tx() as conn:
+                    if self.engine.dialect.name == "postgresql":
+                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
+                    current = MigrationContext.configure(conn).get_current_revision()
+                    if current == head:
+                        return
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                return
+            except (OperationalError, SQLAlchemyError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """One short transaction."""
+        with self.engine.connect() as conn:
+            conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                yield conn
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+    # ---- cards: create / read ---------------------------------------------------------------
+    def add_cards(self, specs: Sequence[CardSpec], *, update_existing: bool = False) -> tuple[int, int]:
+        """Insert cards all-or-nothing; with `update_existing`, rewrite cards still TODO.
+
+        Returns (added, updated). Unknown or cyclic dependencies are rejected here too, against
+        the cards already in the store.
+        """
+        with self.tx() as conn:
+            ids = [s.card_id for s in specs]
+            existing = {
+                r.card_id: r.status
+                for r in conn.execute(select(cards_t.c.card_id, cards_t.c.status)
+                                      .where(cards_t.c.card_id.in_(ids)))
+            }
+            problems: list[str] = []
+            for spec in specs:
+                status = existing.get(spec.card_id)
+                if status is None:
+                    continue
+                if not update_existing:
+                    problems.append(f"card {spec.card_id}: already exists (use --update to rewrite it)")
+                elif status != Status.TODO:
+                    problems.append(f"card {spec.card_id}: is {status}, only TODO cards can be updated")
+            all_deps = {d for s in specs for d in s.depends_on} - set(ids)
+            known = {r[0] for r in conn.execute(select(cards_t.c.card_id)
+                                                 .where(cards_t.c.card_id.in_(all_deps)))}
+            for spec in specs:
+                for dep in spec.depends_on:
+                    if dep not in ids and dep not in known:
+                        problems.append(f"card {spec.card_id}: depends_on unknown card {dep!r}")
+            if problems:
+                if all("already exists" in p for p in problems):
+                    raise ConflictError("; ".join(problems))
+                raise BacklogError(problems)
+            stamp = now_s()
+            added = updated = 0
+            for spec in specs:
+                values = spec.model_dump()
+                if spec.card_id in existing:
+                    conn.execute(update(cards_t).where(cards_t.c.card_id == spec.card_id)
+                                 .where(cards_t.c.status == Status.TODO.value)
+                                 .values(**values, updated_at=stamp))
+                    updated += 1
+                else:
+                    conn.execute(insert(cards_t).values(
+                        **values, status=Status.TODO.value, attempts=0, progress=0,
+                        created_at=stamp, updated_at=stamp, cost_usd=0.0, seq=0))
+                    added += 1
+            self._check_no_cycle(conn)
+            return added, updated
+
+    def _check_no_cycle(self, conn: Connection) -> None:
+        graph = {r.card_id: list(r.depends_on or [])
+                 for r in conn.execute(select(cards_t.c.card_id, cards_t.c.depends_on))}
+        cycle = find_cycle(graph)
+        if cycle:
+            raise BacklogError([f"card {cycle[0]}: dependency cycle {' -> '.join(cycle)}"])
+
+    def get_card(self, card_id: str) -> Card:
+        """One card, or NotFoundError."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(cards_t).where(cards_t.c.card_id == card_id)).first()
+        if row is None:
+            raise NotFoundError(f"unknown card {card_id!r}")
+        return _card_from_row(row)
+
+    def get_cards(self, card_ids: Iterable[str]) -> dict[str, Card]:
+        """Several cards in one query."""
+        ids = list(card_ids)
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(cards_t).where(cards_t.c.card_id.in_(ids))).all()
+        return {r.card_id: _card_from_row(r) for r in rows}
+
+    def list_cards(self, *, status: str | None = None, squad: str | None = None,
+                   limit: int | None = None, offset: int = 0) -> list[Card]:
+        """Cards, most urgent first, then oldest; one query."""
+        query = select(cards_t).order_by(cards_t.c.priority.desc(), cards_t.c.created_at,
+                                         cards_t.c.card_id)
+        if status:
+            query = query.where(cards_t.c.status == Status(status).value)
+        if squad:
+            query = query.where(cards_t.c.squad == squad)
+        if limit is not None:
+            query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
+        with self.engine.connect() as conn:
+            return [_card_from_row(r) for r in conn.execute(query)]
+
+    def count_by_status(self) -> dict[str, int]:
+        """Card counts for every status (zeros included)."""
+        counts = {s.value: 0 for s in Status}
+        with self.engine.connect() as conn:
+            for status, n in conn.execute(select(cards_t.c.status, func.count()).group_by(cards_t.c.status)):
+                counts[status] = n
+        return counts
+
+    def execution_state(self, card_id: str) -> dict[str, Any]:
+        """Internal columns (claim, lease, next attempt) of one card."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(cards_t).where(cards_t.c.card_id == card_id)).first()
+        if row is None:
+            raise NotFoundError(f"unknown card {card_id!r}")
+        return dict(row._mapping)
+
+    # ---- status changes ---------------------------------------------------------------------
+    def transition(self, card_id: str, new: Status, *, expected: Iterable[Status] | None = None,
+                   **values: Any) -> bool:
+        """Compare-and-set: move to `new` only from an allowed (and expected) status."""
+        sources = set(allowed_sources(new))
+        if expected is not None:
+            sources &= set(expected)
+        with self.tx() as conn:
+            res = conn.execute(
+                update(cards_t).where(cards_t.c.card_id == card_id)
+                .where(cards_t.c.status.in_([s.value for s in sources]))
+                .values(status=new.value, updated_at=now_s(), seq=cards_t.c.seq + 1, **values))
+            return res.rowcount == 1
+
+    def enqueue(self, card_id: str, task_id: str, *, expected: Iterable[Status],
+                session: str | None = None) -> bool:
+        """Mark a card QUEUED under a new task id (the only id whose message may claim it)."""
+        return self.transition(card_id, Status.QUEUED, expected=expected, celery_task_id=task_id,
+                               queued_at=now_s(), claim_token=None, claimed_by=None,
+                               lease_expires_at=None, next_attempt_at=None, progress=0,
+                               current_step="queued", session=session)
+
+    def replace_task(self, card_id: str, old_task_id: str, new_task_id: str) -> bool:
+        """Re-enqueue a QUEUED card whose message was lost: only the new task id may claim it."""
+        with self.tx() as conn:
+            res = conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
+                               .where(cards_t.c.status == Status.QUEUED.value)
+                               .where(cards_t.c.celery_task_id == old_task_id)
+                               .values(celery_task_id=new_task_id, queued_at=now_s(), updated_at=now_s()))
+            return res.rowcount == 1
+
+    def delete_cards(self, card_ids: Sequence[str]) -> int:
+        """Remove cards and their runs (used to reset the demo backlog)."""
+        with self.tx() as conn:
+            conn.execute(runs_t.delete().where(runs_t.c.card_id.in_(list(card_ids))))
+            return int(conn.execute(cards_t.delete().where(cards_t.c.card_id.in_(list(card_ids)))).rowcount)
+
+    def unqueue(self, card_id: str, task_id: str) -> bool:
+        """Undo `enqueue` when the message could not be sent."""
+        with self.tx() as conn:
+            res = conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
+                               .where(cards_t.c.status == Status.QUEUED.value)
+                               .where(cards_t.c.celery_task_id == task_id)
+                               .values(status=Status.TODO.value, updated_at=now_s(), current_step=None))
+            return res.rowcount == 1
+
+    def claim(self, card_id: str, task_id: str, worker: str, lease_s: float) -> Claim | None:
+        """Take a QUEUED card for this task id and open a run; None if another owns it.
+
+        A duplicate or redelivered message (same or stale task id) can never claim twice.
+        """
+        token = uuid.uuid4().hex
+        stamp = now_s()
+        with self.tx() as conn:
+            res = conn.execute(
+                update(cards_t).where(cards_t.c.card_id == card_id)
+                .where(cards_t.c.status == Status.QUEUED.value)
+                .where(cards_t.c.celery_task_id == task_id)
+                .values(status=Status.IN_PROGRESS.value, claim_token=token, claimed_by=worker,
+                        lease_expires_at=stamp + lease_s, attempts=cards_t.c.attempts + 1,
+                        progress=15, current_step="marked IN_PROGRESS", updated_at=stamp,
+                        seq=cards_t.c.seq + 1))
+            if res.rowcount != 1:
+                return None
+            row = conn.execute(select(cards_t).where(cards_t.c.card_id == card_id)).one()
+            prev = conn.execute(
+                select(runs_t.c.session_id).where(runs_t.c.card_id == card_id)
+                .where(runs_t.c.session_id.is_not(None)).order_by(runs_t.c.id.desc()).limit(1)
+            ).scalar()
+            run_id = conn.execute(insert(runs_t).values(
+                card_id=card_id, attempt=row.attempts, task_id=task_id, worker=worker,
+                status="running", queued_at=row.queued_at, started_at=stamp,
+            )).inserted_primary_key[0]
+        return Claim(card=_card_from_row(row), run_id=int(run_id), token=token,
+                     attempt=int(row.attempts), previous_session_id=prev)
+
+    def renew_lease(self, card_id: str, token: str, lease_s: float) -> bool:
+        """Extend the lease; False when the claim was taken away (cancelled, forced retry, swept)."""
+        with self.tx() as conn:
+            res = conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
+                               .where(cards_t.c.claim_token == token)
+                               .where(cards_t.c.status == Status.IN_PROGRESS.value)
+                               .values(lease_expires_at=now_s() + lease_s))
+            return res.rowcount == 1
+
+    def claim_alive(self, card_id: str, token: str) -> bool:
+        """True while this claim still owns the card."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(cards_t.c.status, cards_t.c.claim_token)
+                               .where(cards_t.c.card_id == card_id)).first()
+        return row is not None and row.claim_token == token and row.status == Status.IN_PROGRESS
+
+    def set_progress(self, card_id: str, token: str | None, progress: int, step: str) -> None:
+        """Record progress of the attempt that owns the card."""
+        query = update(cards_t).where(cards_t.c.card_id == card_id)
+        if token is not None:
+            query = query.where(cards_t.c.claim_token == token)
+        with self.tx() as conn:
+            conn.execute(query.values(progress=progress, current_step=step))
+
+    def finish(self, claim: Claim, outcome: RunOutcome, *, max_retries: int,
+               retry_delay_s: float, budget_usd: float | None) -> Status | None:
+        """Close the run and move the card: DONE, RETRYING (with next_attempt_at) or FAILED.
+
+        Returns the new status, or None when the claim had been taken away (the run is closed
+        but the card is left to whoever took it).
+        """
+        stamp = now_s()
+        with self.tx() as conn:
+            run_status = "succeeded" if outcome.succeeded else ("cancelled" if outcome.cancelled else "failed")
+            conn.execute(update(runs_t).where(runs_t.c.id == claim.run_id).values(
+                status=run_status, ended_at=stamp, exit_code=outcome.exit_code, error=outcome.error,
+                cost_usd=outcome.cost_usd, session_id=outcome.session_id, num_turns=outcome.num_turns,
+                input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens, log=outcome.log))
+            row = conn.execute(select(cards_t).where(cards_t.c.card_id == claim.card.card_id)).one()
+            if row.claim_token != claim.token or row.status != Status.IN_PROGRESS:
+                if outcome.cost_usd:
+                    conn.execute(update(cards_t).where(cards_t.c.card_id == row.card_id)
+                                 .values(cost_usd=cards_t.c.cost_usd + outcome.cost_usd))
+                return None
+            cost = (row.cost_usd or 0.0) + (outcome.cost_usd or 0.0)
+            values: dict[str, Any] = {"claim_token": None, "claimed_by": None, "lease_expires_at": None,
+                                      "updated_at": stamp, "cost_usd": cost, "seq": row.seq + 1}
+            if outcome.succeeded:
+                new = Status.DONE
+                values.update(progress=100, current_step="done", last_error=None)
+            else:
+                retries_left = row.attempts <= max_retries and outcome.retryable
+                over_budget = budget_usd is not None and cost >= budget_usd
+                values["last_error"] = outcome.error
+                if retries_left and not over_budget:
+                    new = Status.RETRYING
+                    values.update(next_attempt_at=stamp + retry_delay_s,
+                                  current_step=f"retrying in {retry_delay_s:.0f}s")
+                else:
+                    new = Status.FAILED
+                    if over_budget and retries_left:
+                        values["last_error"] = f"{outcome.error} (budget {budget_usd} USD spent)"
+                    values["current_step"] = "failed"
+            conn.execute(update(cards_t).where(cards_t.c.card_id == row.card_id)
+                         .where(cards_t.c.claim_token == claim.token).values(status=new.value, **values))
+            return new
+
+    def cancel(self, card_id: str) -> Card:
+        """Cancel a card in any non-final status; the running attempt sees its claim vanish."""
+        card = self.get_card(card_id)
+        if card.status in (Status.DONE, Status.CANCELLED):
+            raise TransitionError(f"card {card_id}: cannot cancel a {card.status} card")
+        check_transition(card_id, card.status, Status.CANCELLED)
+        ok = self.transition(card_id, Status.CANCELLED, expected=[card.status], claim_token=None,
+                             claimed_by=None, lease_expires_at=None, next_attempt_at=None,
+                             current_step="cancelled")
+        if not ok:
+            return self.cancel(card_id)  # status moved under us: look again
+        return self.get_card(card_id)
+
+    def lose_claim(self, card_id: str, token: str, error: str, *, max_retries: int,
+                   retry_delay_s: float) -> Status | None:
+        """Sweep a stale lease: fail the open run with `error` and retry the card like any failure."""
+        with self.tx() as conn:
+            row = conn.execute(select(cards_t).where(cards_t.c.card_id == card_id)).first()
+            if row is None or row.claim_token != token or row.status != Status.IN_PROGRESS:
+                return None
+            stamp = now_s()
+            conn.execute(update(runs_t).where(runs_t.c.card_id == card_id)
+                         .where(runs_t.c.ended_at.is_(None))
+                         .values(status="lost", ended_at=stamp, error=error))
+            retry = row.attempts <= max_retries
+            new = Status.RETRYING if retry else Status.FAILED
+            conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
+                         .where(cards_t.c.claim_token == token)
+                         .values(status=new.value, claim_token=None, claimed_by=None,
+                                 lease_expires_at=None, last_error=error, updated_at=stamp,
+                                 next_attempt_at=stamp + retry_delay_s if retry else None,
+                                 current_step=error, seq=cards_t.c.seq + 1))
+            return new
+
+    def close_open_runs(self, card_id: str, error: str) -> int:
+        """Close runs left open (e.g. by a killed local executor) with `error`."""
+        with self.tx() as conn:
+            return int(conn.execute(update(runs_t).where(runs_t.c.card_id == card_id)
+                                    .where(runs_t.c.ended_at.is_(None))
+                                    .values(status="lost", ended_at=now_s(), error=error)).rowcount)
+
+    # ---- scheduling queries -----------------------------------------------------------------
+    def graph(self) -> dict[str, tuple[str, list[str], int, float]]:
+        """card_id -> (status, depends_on, priority, created_at) for every card."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(cards_t.c.card_id, cards_t.c.status, cards_t.c.depends_on,
+                                       cards_t.c.priority, cards_t.c.created_at))
+            return {r.card_id: (r.status, list(r.depends_on or []), r.priority, r.created_at) for r in rows}
+
+    def update_blocked(self) -> tuple[list[str], list[str]]:
+        """TODO cards with a failed/cancelled dependency become BLOCKED, and back when it recovers."""
+        graph = self.graph()
+        blocked: list[str] = []
+        unblocked: list[str] = []
+        for card_id, (status, deps, _p, _c) in graph.items():
+            bad = any(graph.get(d, ("DONE",))[0] in _FAILED_DEP for d in deps)
+            if status == Status.TODO and bad and self.transition(
+                    card_id, Status.BLOCKED, expected=[Status.TODO], current_step="blocked by a dependency"):
+                blocked.append(card_id)
+            elif status == Status.BLOCKED and not bad and self.transition(
+                    card_id, Status.TODO, expected=[Status.BLOCKED], current_step=None):
+                unblocked.append(card_id)
+        return blocked, unblocked
+
+    def ready_cards(self, limit: int | None = None) -> list[str]:
+        """TODO cards whose dependencies are all DONE: priority 9 first, then oldest."""
+        graph = self.graph()
+        ready = [(cid, p, c) for cid, (st, deps, p, c) in graph.items()
+                 if st == Status.TODO and all(graph.get(d, ("",))[0] == Status.DONE for d in deps)]
+        ready.sort(key=lambda x: (-x[1], x[2], x[0]))
+        ids = [cid for cid, _p, _c in ready]
+        return ids if limit is None else ids[:limit]
+
+    def _select_ids(self, *conds: Any) -> list[tuple[Any, ...]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(cards_t.c.card_id, cards_t.c.celery_task_id, cards_t.c.claim_token,
+                                       cards_t.c.priority).where(*conds)
+                                .order_by(cards_t.c.priority.desc(), cards_t.c.created_at))
+            return [tuple(r) for r in rows]
+
+    def due_retries(self, now: float | None = None) -> list[str]:
+        """RETRYING cards whose backoff has passed."""
+        at = now_s() if now is None else now
+        return [r[0] for r in self._select_ids(cards_t.c.status == Status.RETRYING.value,
+                                               cards_t.c.next_attempt_at <= at)]
+
+    def stale_claims(self, now: float | None = None) -> list[tuple[str, str]]:
+        """(card_id, claim_token) of IN_PROGRESS cards whose lease ran out."""
+        at = now_s() if now is None else now
+        return [(r[0], r[2]) for r in self._select_ids(cards_t.c.status == Status.IN_PROGRESS.value,
+                                                       cards_t.c.lease_expires_at < at)]
+
+    def stale_queued(self, older_than_s: float, now: float | None = None) -> list[tuple[str, str]]:
+        """(card_id, task_id) of cards QUEUED for longer than `older_than_s`."""
+        at = now_s() if now is None else now
+        return [(r[0], r[1]) for r in self._select_ids(cards_t.c.status == Status.QUEUED.value,
+                                                       cards_t.c.queued_at < at - older_than_s)]
+
+    def queued(self) -> list[tuple[str, str, int]]:
+        """(card_id, task_id, priority) of QUEUED cards, most urgent first."""
+        return [(r[0], r[1], r[3]) for r in self._select_ids(cards_t.c.status == Status.QUEUED.value)]
+
+    def touch_queued(self, card_id: str, task_id: str) -> None:
+        """Restart the QUEUED clock of a card whose message is known to be alive."""
+        with self.tx() as conn:
+            conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
+                         .where(cards_t.c.celery_task_id == task_id).values(queued_at=now_s()))
+
+    def in_flight(self) -> int:
+        """Cards QUEUED or IN_PROGRESS."""
+        counts = self.count_by_status()
+        return counts[Status.QUEUED] + counts[Status.IN_PROGRESS]
+
+    def active_count(self) -> int:
+        """Cards not yet settled (TODO, QUEUED, IN_PROGRESS, RETRYING)."""
+        counts = self.count_by_status()
+        return sum(counts[s] for s in ACTIVE)
+
+    # ---- runs -------------------------------------------------------------------------------
+    def list_runs(self, card_id: str) -> list[Run]:
+        """Runs of a card, first attempt first."""
+        self.get_card(card_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*_RUN_PUBLIC).where(runs_t.c.card_id == card_id)
+                                .order_by(runs_t.c.id))
+            return [_run_from_row(r) for r in rows]
+
+    def get_run(self, run_id: int) -> Run:
+        """One run, or NotFoundError."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*_RUN_PUBLIC).where(runs_t.c.id == run_id)).first()
+        if row is None:
+            raise NotFoundError(f"unknown run {run_id}")
+        return _run_from_row(row)
+
+    def run_log(self, run_id: int) -> str:
+        """The archived log of a run ('' while it runs)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(runs_t.c.log).where(runs_t.c.id == run_id)).first()
+        if row is None:
+            raise NotFoundError(f"unknown run {run_id}")
+        return row.log or ""
+
+    def last_run_log(self, card_id: str, attempt: int | None = None) -> tuple[Run, str] | None:
+        """The archived log of a card's attempt (the latest by default)."""
+        query = select(runs_t.c.id).where(runs_t.c.card_id == card_id)
+        if attempt is not None:
+            query = query.where(runs_t.c.attempt == attempt)
+        with self.engine.connect() as conn:
+            run_id = conn.execute(query.order_by(runs_t.c.id.desc()).limit(1)).scalar()
+        if run_id is None:
+            return None
+        return self.get_run(run_id), self.run_log(run_id)
+
+    def last_run_status(self, card_ids: Sequence[str]) -> dict[str, Run]:
+        """The latest run of each card, in one query."""
+        if not card_ids:
+            return {}
+        latest = (select(runs_t.c.card_id, func.max(runs_t.c.id).label("mx"))
+                  .where(runs_t.c.card_id.in_(list(card_ids))).group_by(runs_t.c.card_id).subquery())
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*_RUN_PUBLIC).join(latest, runs_t.c.id == latest.c.mx))
+            return {r.card_id: _run_from_row(r) for r in rows}
+
+    def finished_runs(self, since: float) -> list[dict[str, Any]]:
+        """Ended runs since a time (for metrics)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(runs_t.c.status, runs_t.c.queued_at, runs_t.c.started_at,
+                                       runs_t.c.ended_at, runs_t.c.cost_usd)
+                                .where(runs_t.c.ended_at >= since))
+            return [dict(r._mapping) for r in rows]
+
+    def total_cost(self) -> float:
+        """Cost of every run of every card."""
+        with self.engine.connect() as conn:
+            return float(conn.execute(select(func.coalesce(func.sum(cards_t.c.cost_usd), 0.0))).scalar() or 0)
+
+    def export_specs(self) -> list[dict[str, Any]]:
+        """Every card's user-written fields (for `backlog export`)."""
+        return [c.model_dump(include=set(SPEC_FIELDS), mode="json") for c in self.list_cards()]
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A dependency cycle as a path (first == last), or None."""
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(graph, white)
+    for root in graph:
+        if color[root] != white:
+            continue
+        stack: list[tuple[str, Iterator[str]]] = [(root, iter(graph[root]))]
+        path = [root]
+        color[root] = grey
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                color[node] = black
+                stack.pop()
+                path.pop()
+            elif nxt in color and color[nxt] == grey:
+                return [*path[path.index(nxt):], nxt]
+            elif nxt in color and color[nxt] == white:
+                color[nxt] = grey
+                stack.append((nxt, iter(graph[nxt])))
+                path.append(nxt)
+    return None
+
+
+def open_store(url: str) -> CardStore:
+    """Open (and migrate) the store, turning driver errors into one clear SquadError."""
+    try:
+        return CardStore(url)
+    except SQLAlchemyError as exc:
+        msg = str(exc.orig if hasattr(exc, "orig") and exc.orig else exc).splitlines()[0]
+        raise SquadError(f"cannot open database {url.split('@')[-1]}: {msg}") from None
+
+
+__all__ = ["CardStore", "Claim", "RunOutcome", "find_cycle", "metadata", "now_s", "open_store", "to_dt"]

@@ -1,0 +1,112 @@
+"""Process supervision: restart a child that exits unexpectedly, with backoff; stop all cleanly.
+
+Celery on Redis can exit with `Unrecoverable error` after a broker blip while a card runs, so
+`squad worker` never runs its Celery worker bare, and `squad up` restarts any dead child.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+import structlog
+
+from squad.constants import SUPERVISOR_BACKOFF_MAX_S, SUPERVISOR_BACKOFF_START_S
+
+log = structlog.get_logger(__name__)
+HEALTHY_AFTER_S = 30.0
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Child:
+    """One supervised command."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] | None = None
+    stdout: IO[bytes] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    next_start: float = 0.0
+    backoff: float = SUPERVISOR_BACKOFF_START_S
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        """Spawn in its own process group so a terminal Ctrl-C reaches it only through us."""
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self.stdout,
+                                     stderr=subprocess.STDOUT if self.stdout else None,
+                                     start_new_session=True)
+        self.started_at = time.monotonic()
+        log.info("started", child=self.name, pid=self.proc.pid)
+
+
+class Supervisor:
+    """Keeps children running until stopped; restarts with exponential backoff."""
+
+    def __init__(self, children: Sequence[Child]) -> None:
+        self.children = list(children)
+        self.stopping = threading.Event()
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM stop everything cleanly."""
+        def handler(signum: int, _frame: object) -> None:
+            log.info("stopping", signal=signal.Signals(signum).name)
+            self.stopping.set()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    def run(self, poll_s: float = 0.5) -> int:
+        """Supervise until stopped; returns 0."""
+        for child in self.children:
+            child.start()
+        while not self.stopping.wait(poll_s):
+            self.check()
+        self.stop()
+        return 0
+
+    def check(self) -> None:
+        """Restart children that exited."""
+        now = time.monotonic()
+        for child in self.children:
+            proc = child.proc
+            if proc is not None and proc.poll() is None:
+                if now - child.started_at > HEALTHY_AFTER_S:
+                    child.backoff = SUPERVISOR_BACKOFF_START_S
+                continue
+            if proc is not None:
+                log.warning("child exited; restarting", child=child.name, code=proc.returncode,
+                            backoff_s=child.backoff)
+                child.proc = None
+                child.next_start = now + child.backoff
+                child.backoff = min(child.backoff * 2, SUPERVISOR_BACKOFF_MAX_S)
+            if now >= child.next_start:
+                child.restarts += 1
+                child.start()
+
+    def stop(self) -> None:
+        """SIGTERM every child (warm shutdown), SIGKILL its group after a timeout."""
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in self.children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("child did not stop; killing", child=child.name)
+            try:
+                os.killpg(child.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            child.proc.wait(timeout=10)

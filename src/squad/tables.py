@@ -1,0 +1,78 @@
+"""SQL schema of the card store (SQLAlchemy Core). Alembic migrations create exactly this."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+cards = Table(
+    "cards",
+    metadata,
+    Column("card_id", String(64), primary_key=True),
+    Column("title", String(500), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("acceptance_criteria", JSON, nullable=False),
+    Column("squad", String(100)),
+    Column("agent", String(100)),
+    Column("priority", Integer, nullable=False, default=5),
+    Column("depends_on", JSON, nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("workdir", Text),
+    Column("time_limit", Float),
+    Column("soft_time_limit", Float),
+    Column("max_retries", Integer),
+    Column("status", String(16), nullable=False, default="TODO"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("progress", Integer, nullable=False, default=0),
+    Column("current_step", Text),
+    Column("celery_task_id", String(64)),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    # execution state (not part of the public card shape)
+    Column("queued_at", Float),
+    Column("next_attempt_at", Float),
+    Column("claim_token", String(64)),
+    Column("claimed_by", String(255)),
+    Column("lease_expires_at", Float),
+    Column("session", String(100)),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("seq", Integer, nullable=False, default=0),
+    Index("ix_cards_status", "status"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("card_id", String(64), ForeignKey("cards.card_id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("task_id", String(64)),
+    Column("worker", String(255)),
+    Column("status", String(16), nullable=False, default="running"),
+    Column("queued_at", Float),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("exit_code", Integer),
+    Column("error", Text),
+    Column("cost_usd", Float),
+    Column("session_id", String(128)),
+    Column("num_turns", Integer),
+    Column("input_tokens", Integer),
+    Column("output_tokens", Integer),
+    Column("log", Text),
+    Index("ix_runs_card", "card_id"),
+    Index("ix_runs_ended", "ended_at"),
+)

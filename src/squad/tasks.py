@@ -1,0 +1,117 @@
+"""Celery tasks: `squad.execute_card_task`, `squad.cleanup_old_results`, `squad.reconcile`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import structlog
+from celery import Task
+from celery.signals import worker_process_init
+
+from squad.celery_app import celery_app
+from squad.config import Settings
+from squad.constants import (
+    CLEANUP_TASK_NAME,
+    EXECUTE_TASK_NAME,
+    PROGRESS_MIN_INTERVAL_S,
+    RECONCILE_TASK_NAME,
+    TASK_UPDATES_STREAM,
+)
+from squad.events import EventBus, iso_now, try_event_bus
+from squad.execution import AttemptContext, run_card
+from squad.store import CardStore
+
+log = structlog.get_logger(__name__)
+_state: dict[str, Any] = {}
+
+
+def _resources() -> tuple[Settings, CardStore, EventBus | None]:
+    """Per-process store and event bus (created after fork, never shared across processes)."""
+    if _state.get("pid") != os.getpid():
+        settings: Settings = celery_app.squad_settings  # type: ignore[attr-defined]
+        _state.clear()
+        _state.update(pid=os.getpid(), settings=settings, store=CardStore(settings.database_url),
+                      events=None, events_checked=0.0)
+    if _state["events"] is None and time.monotonic() - _state["events_checked"] > 5:
+        _state["events_checked"] = time.monotonic()
+        s: Settings = _state["settings"]
+        _state["events"] = try_event_bus(s.events, s.log_ttl)
+    return _state["settings"], _state["store"], _state["events"]
+
+
+@worker_process_init.connect
+def _reset_after_fork(**_: Any) -> None:
+    _state.clear()
+
+
+class ProgressReportingTask(Task):
+    """Task base: `update_progress` sets Celery state PROGRESS and emits a `progress` event;
+    `log_message` appends to the card's live log. Both throttled/batched by the caller."""
+
+    _last_state = 0.0
+    _last_step = ""
+
+    def update_progress(self, progress: int, step: str, elapsed: float = 0.0, *, card_id: str = "") -> None:
+        """Celery PROGRESS state (and the event, when called outside run_card)."""
+        now = time.monotonic()
+        if step == self._last_step and now - self._last_state < PROGRESS_MIN_INTERVAL_S and progress < 100:
+            return
+        self._last_state, self._last_step = now, step
+        meta = {"card_id": card_id or (self.request.args or [""])[0], "progress": progress,
+                "current_step": step, "elapsed": elapsed, "worker": self.request.hostname,
+                "retries": self.request.retries}
+        try:
+            self.update_state(state="PROGRESS", meta=meta)
+        except Exception as exc:  # result backend down: progress is best effort
+            log.warning("PROGRESS state not stored", error=str(exc))
+
+    def log_message(self, level: str, text: str) -> None:
+        """Append one line to the card's live log."""
+        _settings, _store, events = _resources()
+        card_id = (self.request.args or [""])[0]
+        if events is not None:
+            events.append_logs(card_id, self.request.id, [(iso_now(), level, text)])
+
+
+@celery_app.task(bind=True, base=ProgressReportingTask, name=EXECUTE_TASK_NAME, acks_late=True)
+def execute_card_task(self: ProgressReportingTask, card_id: str) -> dict[str, Any]:
+    """Claim the card for this message and run one attempt; a message that cannot claim does nothing."""
+    settings, store, events = _resources()
+    self._last_step = ""
+
+    def on_progress(progress: int, step: str, elapsed: float) -> None:
+        self.update_progress(progress, step, elapsed, card_id=card_id)
+
+    ctx = AttemptContext(settings=settings, store=store, events=events,
+                         worker=self.request.hostname or socket.gethostname(), on_progress=on_progress)
+    new = run_card(ctx, card_id, self.request.id)
+    return {"card_id": card_id, "status": new.value if new else None, "claimed": new is not None}
+
+
+@celery_app.task(name=RECONCILE_TASK_NAME, ignore_result=True)
+def reconcile() -> dict[str, list[str]]:
+    """Sweep stale leases, queue due retries and re-send lost messages (never releases TODO cards)."""
+    from squad.orchestrator import CeleryDispatcher, Orchestrator
+
+    settings, store, events = _resources()
+    dispatcher = CeleryDispatcher(settings)
+    try:
+        res = Orchestrator(settings, store, dispatcher, events).tick(release=False)
+    finally:
+        dispatcher.close()
+    return {"lost": res.lost, "retried": res.retried, "requeued": res.requeued}
+
+
+@celery_app.task(name=CLEANUP_TASK_NAME, ignore_result=True)
+def cleanup_old_results() -> dict[str, int]:
+    """Expire old Celery results and trim the event stream; archived logs stay in the store."""
+    settings, _store, events = _resources()
+    celery_app.backend.cleanup()
+    trimmed = 0
+    if events is not None:
+        min_id = f"{int((time.time() - settings.log_ttl) * 1000)}-0"
+        trimmed = int(events.redis.xtrim(TASK_UPDATES_STREAM, minid=min_id, approximate=True))
+    return {"trimmed_events": trimmed}

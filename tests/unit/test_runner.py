@@ -1,0 +1,497 @@
+"""The agent runner with real subprocesses: streaming, limits, cancel, and no process left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from squad.agents import runner
+from squad.agents.progress import PlainParser, ProgressParser, make_parser
+from squad.agents.runner import AgentResult, Limits, build_command, expand_argv, run_agent
+from squad.config import AgentConfig
+from squad.constants import MAX_LINE_BYTES
+
+AGENTS = Path(__file__).resolve().parents[1] / "agents"
+SAMPLES = AGENTS / "samples"
+SRC = Path(__file__).resolve().parents[2] / "src"
+GENEROUS = Limits(soft_time_limit_s=60, time_limit_s=90, kill_grace_s=0.5)
+
+
+class Recorder:
+    """A RunObserver that keeps everything and can ask for a stop after a delay."""
+
+    def __init__(self, stop_after_s: float | None = None, reason: str = "cancelled") -> None:
+        self.lines: list[tuple[str, str]] = []
+        self.progress: list[tuple[int, str]] = []
+        self.stop_at = None if stop_after_s is None else time.monotonic() + stop_after_s
+        self.reason = reason
+
+    def on_line(self, level: str, message: str) -> None:
+        self.lines.append((level, message))
+
+    def on_progress(self, progress: int, step: str) -> None:
+        self.progress.append((progress, step))
+
+    def stop_reason(self) -> str | None:
+        return self.reason if self.stop_at is not None and time.monotonic() >= self.stop_at else None
+
+    def messages(self, level: str | None = None) -> list[str]:
+        return [m for lvl, m in self.lines if level is None or lvl == level]
+
+
+def fake(name: str, *args: str) -> list[str]:
+    return [sys.executable, str(AGENTS / name), *args]
+
+
+def run(
+    argv: list[str],
+    cwd: Path,
+    *,
+    limits: Limits = GENEROUS,
+    parser: ProgressParser | str = "markers",
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    observer: Recorder | None = None,
+) -> tuple[AgentResult, Recorder]:
+    observer = observer or Recorder()
+    result = run_agent(
+        argv,
+        cwd=cwd,
+        env=env or {},
+        stdin_data=stdin,
+        parser=make_parser(parser) if isinstance(parser, str) else parser,
+        limits=limits,
+        observer=observer,
+    )
+    return result, observer
+
+
+def alive(pid: int) -> bool:
+    """A zombie counts as dead: this container's init never reaps orphans."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def gone_within(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+def read_pid(path: Path, timeout_s: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.02)
+    return int(path.read_text())
+
+
+@pytest.fixture
+def reaper() -> object:
+    """Kill any pid a failing test left behind, so one failure does not leak processes."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# ---- normal runs --------------------------------------------------------------------------------
+def test_agent_lines_become_info_and_error_log_entries_with_progress(tmp_path: Path) -> None:
+    # When
+    result, seen = run(fake("markers.py"), tmp_path)
+    # Expect
+    assert (result.outcome, result.exit_code, result.error) == ("succeeded", 0, None)
+    assert seen.messages("INFO")[:2] == ["::progress 45 analysing", "reading src/app.py"]
+    assert seen.messages("ERROR") == ["a warning on stderr"]
+    assert seen.progress[0] == (45, "analysing")
+    assert (70, "writing src/app.py") in seen.progress
+    assert seen.progress[-1] == (90, "running tests")
+    values = [p for p, _ in seen.progress]
+    assert values == sorted(values)
+    assert result.pid is not None and result.duration_s > 0
+
+
+def test_failing_agent_is_failed_with_its_exit_code(tmp_path: Path) -> None:
+    # When
+    result, seen = run(fake("fail.py"), tmp_path)
+    # Expect
+    assert (result.outcome, result.exit_code, result.error) == ("failed", 3, "exit code 3")
+    assert ("ERROR", "fatal: something broke") in seen.lines
+
+
+@pytest.mark.parametrize(
+    ("argv_factory", "cwd_name"),
+    [
+        (lambda tmp: ["/nonexistent/agent-binary"], "."),
+        (lambda tmp: [str(tmp / "not-executable.sh")], "."),
+        (lambda tmp: [sys.executable, "-c", "pass"], "missing-dir"),
+    ],
+    ids=["missing-program", "not-executable", "missing-cwd"],
+)
+def test_agent_that_cannot_start_is_spawn_failed_without_raising(
+    tmp_path: Path, argv_factory: object, cwd_name: str
+) -> None:
+    # Given
+    (tmp_path / "not-executable.sh").write_text("echo hi\n")
+    argv = argv_factory(tmp_path)  # type: ignore[operator]
+    # When
+    result, seen = run(argv, tmp_path / cwd_name)
+    # Expect
+    assert result.outcome == "spawn_failed"
+    assert result.error is not None and result.error.startswith("cannot start agent: ")
+    assert result.pid is None and result.exit_code is None
+    assert seen.lines == []
+
+
+def test_env_vars_and_cwd_reach_the_agent(tmp_path: Path) -> None:
+    # Given
+    env = {"SQUAD_CARD_ID": "API-12", "SQUAD_ATTEMPT": "2", "SQUAD_TASK_ID": "task-9", "MY_FLAG": "1"}
+    # When
+    result, seen = run(fake("echo_env.py"), tmp_path, env=env)
+    # Expect
+    shown = json.loads(seen.messages("INFO")[0])
+    assert result.outcome == "succeeded"
+    assert {k: shown[k] for k in env} == env
+    assert shown["cwd"] == str(tmp_path)
+    assert shown["stdin_len"] == 0  # no prompt on stdin: DEVNULL, never the worker's own stdin
+
+
+def test_agent_run_from_a_worker_thread_lives_as_long_as_the_call(tmp_path: Path) -> None:
+    # Given: the parent-death signal is tied to the spawning thread, which is the calling one
+    results: list[AgentResult] = []
+    # When
+    thread = threading.Thread(target=lambda: results.append(run(fake("slow_then_ok.py", "1"), tmp_path)[0]))
+    thread.start()
+    thread.join(timeout=30)
+    # Expect
+    assert results and results[0].outcome == "succeeded"
+
+
+# ---- commands and prompts -----------------------------------------------------------------------
+def test_expand_argv_fills_known_placeholders_once_and_keeps_unknown_braces() -> None:
+    # When
+    argv = expand_argv(
+        ["run", "--card={card_id}", "{agent}:{attempt}", "{unknown}", "{session_id}", "{{card_id}}"],
+        {"card_id": "{agent}", "agent": "claude", "attempt": "2"},
+    )
+    # Expect: a value is never expanded again, unknown or unset placeholders stay literal
+    assert argv == ["run", "--card={agent}", "claude:2", "{unknown}", "{session_id}", "{{agent}}"]
+
+
+def echo_agent(prompt_mode: str, resume: list[str] | None = None) -> AgentConfig:
+    return AgentConfig(
+        command=[sys.executable, str(AGENTS / "echo_env.py"), "{card_id}", "{attempt}", "{agent}",
+                 "{prompt_file}", "{workdir}", "{unknown}"],
+        prompt=prompt_mode,  # type: ignore[arg-type]
+        resume=resume,
+    )
+
+
+@pytest.mark.parametrize("mode", ["stdin", "arg", "file"])
+def test_prompt_reaches_the_agent_in_each_prompt_mode(tmp_path: Path, mode: str) -> None:
+    # Given
+    prompt = "Implement the card.\nÜnïcode included.\n"
+    prompt_file = tmp_path / "meta" / "prompt.md"
+    argv, stdin = build_command(
+        echo_agent(mode), agent_name="mine", card_id="API-12", workdir=tmp_path, attempt=3,
+        prompt=prompt, prompt_file=prompt_file, resume_session_id=None,
+    )
+    # When
+    result, seen = run(argv, tmp_path, stdin=stdin)
+    # Expect
+    shown = json.loads(seen.messages("INFO")[0])
+    assert result.outcome == "succeeded"
+    assert shown["argv"][:6] == ["API-12", "3", "mine", str(prompt_file), str(tmp_path), "{unknown}"]
+    assert prompt_file.read_text(encoding="utf-8") == prompt  # written in every mode
+    assert shown["stdin_len"] == (len(prompt.encode()) if mode == "stdin" else 0)
+    assert shown["argv"][6:] == ([prompt] if mode == "arg" else [])
+
+
+def test_resume_args_are_appended_only_with_a_session_id(tmp_path: Path) -> None:
+    # Given
+    agent = echo_agent("arg", resume=["--resume", "{session_id}", "--card", "{card_id}"])
+    common = {"agent_name": "claude", "card_id": "C1", "workdir": tmp_path, "attempt": 2,
+              "prompt": "go", "prompt_file": tmp_path / "p.md"}
+    # When
+    first, _ = build_command(agent, resume_session_id=None, **common)  # type: ignore[arg-type]
+    retry, _ = build_command(agent, resume_session_id="sess-1", **common)  # type: ignore[arg-type]
+    no_resume, _ = build_command(echo_agent("arg"), resume_session_id="sess-1", **common)  # type: ignore[arg-type]
+    # Expect
+    assert first[-1] == "go" and "--resume" not in first
+    assert retry[-5:] == ["--resume", "sess-1", "--card", "C1", "go"]
+    assert "--resume" not in no_resume
+
+
+# ---- volume -------------------------------------------------------------------------------------
+def test_big_prompt_on_stdin_with_big_output_does_not_deadlock(tmp_path: Path) -> None:
+    # Given: 2 MB of prompt, echoed on stdout and stderr while the agent still reads
+    prompt = b"".join(b"%07d " % i + b"p" * 91 + b"\n" for i in range(20_000))
+    assert len(prompt) == 2_000_000
+    # When
+    result, seen = run(fake("cat.py"), tmp_path, stdin=prompt, parser="plain")
+    # Expect
+    assert result.outcome == "succeeded"
+    assert len(seen.messages("INFO")) == 20_000 and len(seen.messages("ERROR")) == 20_000
+    assert seen.messages("INFO")[-1].startswith("0019999 ")
+
+
+def test_agent_that_never_reads_a_big_prompt_is_still_timed_out(tmp_path: Path) -> None:
+    # When
+    result, _ = run(fake("hang.py"), tmp_path, stdin=b"x" * 2_000_000,
+                    limits=Limits(soft_time_limit_s=30, time_limit_s=1, kill_grace_s=0.5))
+    # Expect
+    assert result.outcome == "timeout"
+
+
+def test_ten_megabytes_with_a_five_megabyte_line_is_streamed_and_the_giant_line_cut(tmp_path: Path) -> None:
+    # When
+    result, seen = run(fake("big_output.py"), tmp_path, parser="plain")
+    # Expect
+    lines = seen.messages("INFO")
+    assert result.outcome == "succeeded"
+    assert len(lines) == 50_002
+    giant = lines[25_000]
+    cut = 5 * 1024 * 1024 - MAX_LINE_BYTES
+    assert giant == "B" * MAX_LINE_BYTES + f" …[truncated {cut} bytes]"
+    assert lines[25_001] == "x" * 99 and lines[-1] == "last line"
+
+
+# ---- limits, stall, cancel: no process survives -------------------------------------------------
+def test_grandchild_ignoring_sigterm_is_killed_after_normal_exit(tmp_path: Path, reaper: list[int]) -> None:
+    # Given
+    pidfile = tmp_path / "gc.pid"
+    # When
+    result, seen = run(fake("grandchild.py", str(pidfile), "exit"), tmp_path)
+    # Expect
+    grandchild = read_pid(pidfile)
+    reaper.append(grandchild)
+    assert (result.outcome, result.exit_code) == ("succeeded", 0)
+    assert "grandchild ready" in seen.messages("INFO")
+    assert not alive(grandchild)
+
+
+@pytest.mark.parametrize("mode", ["exit", "wait2"])
+def test_grandchild_that_left_the_group_is_killed_after_normal_exit(
+    tmp_path: Path, reaper: list[int], mode: str
+) -> None:
+    # Given: a grandchild in its own session, ignoring SIGTERM, holding the output pipes
+    pidfile = tmp_path / "gc.pid"
+    # When
+    result, _ = run(fake("grandchild.py", str(pidfile), mode, "--setsid"), tmp_path)
+    # Expect
+    grandchild = read_pid(pidfile)
+    reaper.append(grandchild)
+    assert result.outcome == "succeeded"
+    assert not alive(grandchild)
+
+
+def test_grandchild_ignoring_sigterm_is_killed_on_soft_limit(tmp_path: Path, reaper: list[int]) -> None:
+    # Given: the agent ignores SIGTERM too, so only the SIGKILL after the grace ends it
+    pidfile = tmp_path / "gc.pid"
+    limits = Limits(soft_time_limit_s=1, time_limit_s=30, kill_grace_s=0.5)
+    # When
+    result, _ = run(fake("grandchild.py", str(pidfile), "sleep", "--ignore-term"), tmp_path, limits=limits)
+    # Expect
+    grandchild = read_pid(pidfile)
+    reaper.append(grandchild)
+    assert (result.outcome, result.error) == ("soft_timeout", "soft time limit exceeded (1s)")
+    assert result.exit_code == -signal.SIGKILL
+    assert not alive(grandchild) and not alive(result.pid or 0)
+
+
+def test_soft_limit_ends_a_cooperative_agent_with_sigterm(tmp_path: Path) -> None:
+    # When
+    result, _ = run(fake("hang.py"), tmp_path, limits=Limits(soft_time_limit_s=1, time_limit_s=30))
+    # Expect
+    assert (result.outcome, result.exit_code) == ("soft_timeout", -signal.SIGTERM)
+
+
+def test_grandchild_ignoring_sigterm_is_killed_on_hard_limit(tmp_path: Path, reaper: list[int]) -> None:
+    # Given
+    pidfile = tmp_path / "gc.pid"
+    limits = Limits(soft_time_limit_s=30, time_limit_s=1, kill_grace_s=5)
+    # When
+    result, _ = run(fake("grandchild.py", str(pidfile), "sleep"), tmp_path, limits=limits)
+    # Expect: the hard limit does not wait for any grace
+    grandchild = read_pid(pidfile)
+    reaper.append(grandchild)
+    assert (result.outcome, result.error) == ("timeout", "time limit exceeded (1s)")
+    assert result.exit_code == -signal.SIGKILL
+    assert not alive(grandchild)
+
+
+def test_silent_agent_is_stalled_and_its_grandchild_killed(tmp_path: Path, reaper: list[int]) -> None:
+    # Given
+    pidfile = tmp_path / "gc.pid"
+    limits = Limits(soft_time_limit_s=30, time_limit_s=60, stall_timeout_s=1, kill_grace_s=0.5)
+    # When
+    result, _ = run(fake("grandchild.py", str(pidfile), "sleep"), tmp_path, limits=limits)
+    # Expect
+    grandchild = read_pid(pidfile)
+    reaper.append(grandchild)
+    assert (result.outcome, result.error) == ("stalled", "stalled")
+    assert not alive(grandchild)
+
+
+def test_quiet_but_finishing_agent_is_not_stalled_when_stall_detection_is_off(tmp_path: Path) -> None:
+    # When
+    result, _ = run(fake("slow_then_ok.py", "1.5"), tmp_path,
+                    limits=Limits(soft_time_limit_s=30, time_limit_s=60, stall_timeout_s=0))
+    # Expect
+    assert result.outcome == "succeeded"
+
+
+def test_cancel_ends_the_group_with_the_stop_reason(tmp_path: Path, reaper: list[int]) -> None:
+    # Given
+    pidfile = tmp_path / "gc.pid"
+    observer = Recorder(stop_after_s=1.0, reason="cancelled by user")
+    # When
+    result, _ = run(fake("grandchild.py", str(pidfile), "sleep", "--ignore-term"), tmp_path, observer=observer)
+    # Expect
+    grandchild = read_pid(pidfile)
+    reaper.append(grandchild)
+    assert (result.outcome, result.error) == ("cancelled", "cancelled by user")
+    assert not alive(grandchild) and not alive(result.pid or 0)
+
+
+def test_observer_error_propagates_but_the_agent_is_ended_first(tmp_path: Path, reaper: list[int]) -> None:
+    # Given
+    pidfile = tmp_path / "agent.pid"
+
+    class Broken(Recorder):
+        def stop_reason(self) -> str | None:
+            if pidfile.exists():
+                raise RuntimeError("observer bug")
+            return None
+
+    # When
+    with pytest.raises(RuntimeError, match="observer bug"):
+        run(fake("hang.py", str(pidfile)), tmp_path, observer=Broken())
+    # Expect
+    agent = read_pid(pidfile)
+    reaper.append(agent)
+    assert not alive(agent)
+
+
+HELPER = """
+import sys
+from pathlib import Path
+from squad.agents.progress import make_parser
+from squad.agents.runner import Limits, run_agent
+
+class Quiet:
+    def on_line(self, level, message): pass
+    def on_progress(self, progress, step): pass
+    def stop_reason(self): return None
+
+run_agent([sys.executable, sys.argv[1], sys.argv[2]], cwd=Path.cwd(), env={}, stdin_data=None,
+          parser=make_parser("plain"), limits=Limits(60, 60), observer=Quiet())
+"""
+
+
+def test_agent_dies_when_the_process_running_it_is_killed(tmp_path: Path, reaper: list[int]) -> None:
+    # Given: a worker-like helper supervising a silent agent
+    pidfile = tmp_path / "agent.pid"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    helper = subprocess.Popen([sys.executable, "-c", HELPER, str(AGENTS / "hang.py"), str(pidfile)],
+                              cwd=tmp_path, env=env)
+    try:
+        agent = read_pid(pidfile)
+        reaper.append(agent)
+        # When: the worker is killed without any chance to clean up
+        helper.kill()
+    finally:
+        helper.wait(timeout=10)
+    # Expect
+    assert gone_within(agent, 2.0)
+
+
+# ---- claude stream-json through a real process --------------------------------------------------
+def stream(tmp_path: Path, sample: str, code: int = 0) -> tuple[AgentResult, Recorder]:
+    return run(fake("stream_json.py", str(SAMPLES / sample), str(code)), tmp_path, parser="claude-stream-json")
+
+
+def test_stream_json_success_is_succeeded_with_usage_and_steps(tmp_path: Path) -> None:
+    # When
+    result, seen = stream(tmp_path, "success.jsonl")
+    # Expect
+    assert (result.outcome, result.error) == ("succeeded", None)
+    assert (result.usage.num_turns, result.usage.cost_usd) == (9, 0.0873)
+    assert result.usage.session_id == "2f6c0b8e-4d1a-4c5e-9a7b-31e2d9c4f0a1"
+    assert (70, "Edit src/app.py") in seen.progress
+    assert "tool: Read src/app.py" in seen.messages("INFO")
+
+
+def test_stream_json_rate_limit_exiting_0_is_a_failure_with_the_limit_text(tmp_path: Path) -> None:
+    # When
+    result, _ = stream(tmp_path, "rate_limit.jsonl", 0)
+    # Expect
+    assert (result.outcome, result.exit_code) == ("failed", 0)
+    assert result.error == "Claude AI usage limit reached|1700000000"
+
+
+def test_stream_json_without_result_event_is_a_failure_even_with_exit_0(tmp_path: Path) -> None:
+    # When
+    result, _ = stream(tmp_path, "truncated.jsonl", 0)
+    # Expect
+    assert (result.outcome, result.error) == ("failed", "agent ended without a result event")
+    assert result.usage.session_id == "c4e8a2b6-3d7f-4b1a-9e5c-2a6d8f0b4c1e"
+
+
+def test_stream_json_max_turns_is_a_failure(tmp_path: Path) -> None:
+    result, _ = stream(tmp_path, "error_max_turns.jsonl", 0)
+    assert (result.outcome, result.error) == ("failed", "error_max_turns")
+
+
+def test_stream_json_success_result_with_nonzero_exit_is_a_failure(tmp_path: Path) -> None:
+    result, _ = stream(tmp_path, "success.jsonl", 2)
+    assert (result.outcome, result.error) == ("failed", "exit code 2")
+
+
+# ---- time-based estimate ------------------------------------------------------------------------
+class FastEstimate(PlainParser):
+    """The real estimate is slow (minutes); this one climbs 40 points a second for the test."""
+
+    def estimate(self, elapsed_s: float) -> int | None:
+        return min(90, int(30 + 40 * elapsed_s))
+
+
+def test_silent_agent_gets_a_rising_time_based_estimate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given
+    monkeypatch.setattr(runner, "ESTIMATE_AFTER_S", 0.3)
+    # When
+    result, seen = run(fake("slow_then_ok.py", "2"), tmp_path, parser=FastEstimate())
+    # Expect
+    assert result.outcome == "succeeded"
+    values = [p for p, _ in seen.progress]
+    assert len(values) >= 2 and values == sorted(values) and len(set(values)) == len(values)
+    assert all(step == "agent executing" for _, step in seen.progress)
+    assert 30 < values[-1] <= 90
+
+
+def test_late_low_marker_never_lowers_estimated_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given
+    monkeypatch.setattr(runner, "ESTIMATE_AFTER_S", 0.3)
+    script = "import time; time.sleep(1.5); print('::progress 35 late marker', flush=True)"
+    # When
+    result, seen = run([sys.executable, "-c", script], tmp_path, parser=FastEstimate())
+    # Expect
+    values = [p for p, _ in seen.progress]
+    assert result.outcome == "succeeded"
+    assert values == sorted(values) and values[-1] > 35
+    assert seen.progress[-1][1] == "late marker"
