@@ -29,6 +29,7 @@ from squad.constants import (
     LOG_FLUSH_INTERVAL_S,
     LOG_FLUSH_LINES,
     PROGRESS_MIN_INTERVAL_S,
+    STORE_PROGRESS_INTERVAL_S,
     STEP_DONE,
     STEP_EXECUTING,
     STEP_IN_PROGRESS,
@@ -89,6 +90,7 @@ class Reporter:
         self.progress = 0
         self.step = ""
         self.last_progress_emit = 0.0
+        self.last_store_write = time.monotonic()
         self.lock = threading.Lock()
 
     def _event_id(self) -> str:
@@ -133,14 +135,20 @@ class Reporter:
             return
         self.last_progress_emit = now
         elapsed = round(now - self.started, 2)
-        try:
-            self.ctx.store.set_progress(self.card_id, self.token, progress, step)
-        except Exception as exc:  # progress is best effort: the store may be briefly locked
-            log.warning("progress not stored", card_id=self.card_id, error=str(exc))
+        # The store gets progress at most once a second (the live view comes from the events):
+        # the fixed steps of a short card would otherwise cost seven write transactions.
+        if now - self.last_store_write >= STORE_PROGRESS_INTERVAL_S:
+            self.last_store_write = now
+            try:
+                self.ctx.store.set_progress(self.card_id, self.token, progress, step)
+            except Exception as exc:  # progress is best effort: the store may be briefly locked
+                log.warning("progress not stored", card_id=self.card_id, error=str(exc))
         self.event("progress", progress=progress, current_step=step, elapsed=elapsed, worker=self.ctx.worker)
         if self.ctx.on_progress is not None:
             self.ctx.on_progress(progress, step, elapsed)
-        self.flush()
+        # Events leave with the next batch (at most LOG_FLUSH_INTERVAL_S later), in order.
+        if progress >= 100 or time.monotonic() - self.last_flush >= LOG_FLUSH_INTERVAL_S:
+            self.flush()
 
     def flush(self) -> None:
         """Send pending log lines and events in one pipeline."""
@@ -176,7 +184,7 @@ class LeaseKeeper:
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{card_id}", daemon=True)
-        self._last_check = 0.0
+        self._last_check = time.monotonic()  # the claim was just taken: first check after a poll period
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()

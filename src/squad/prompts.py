@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,21 @@ def render_prompt(template: Path | None, card: dict[str, Any], attempt: int, las
     """Render the prompt of one attempt; any template problem is a ConfigError with the reason."""
     path = template or DEFAULT_TEMPLATE
     try:
-        source = path.read_text(encoding="utf-8")
+        mtime = path.stat().st_mtime_ns
     except OSError as exc:
         raise ConfigError(f"prompt_template {path}: {exc.strerror}") from None
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     try:
-        return env.from_string(source).render(card=card, attempt=attempt, last_error=last_error)
+        return _compiled(str(path), mtime).render(card=card, attempt=attempt, last_error=last_error)
     except jinja2.TemplateError as exc:
         raise ConfigError(f"prompt template {path.name}: {exc}") from None
+
+
+@lru_cache(maxsize=32)
+def _compiled(path: str, _mtime_ns: int) -> jinja2.Template:
+    """Compile once per file version (compiling costs more than running an agent like `true`)."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"prompt_template {path}: {exc.strerror}") from None
+    return env.from_string(source)

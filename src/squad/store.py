@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from squad.cards import ACTIVE, Card, CardSpec, Run, Status, allowed_sources, check_transition
 from squad.errors import BacklogError, ConflictError, NotFoundError, SquadError, TransitionError
+from squad.tables import SCHEMA_HEAD
 from squad.tables import cards as cards_t
 from squad.tables import metadata
 from squad.tables import runs as runs_t
@@ -127,6 +128,8 @@ class CardStore:
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (safe to call from many processes)."""
+        if self._schema_current():
+            return
         from alembic import command
         from alembic.config import Config
         from alembic.runtime.migration import MigrationContext
@@ -150,6 +153,15 @@ class CardStore:
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+
+    def _schema_current(self) -> bool:
+        """Fast path (no Alembic import): a worker process opens the store every few dozen cards."""
+        try:
+            with self.engine.connect() as conn:
+                rev = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            return rev == SCHEMA_HEAD
+        except SQLAlchemyError:
+            return False
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
@@ -333,25 +345,29 @@ class CardStore:
         token = uuid.uuid4().hex
         stamp = now_s()
         with self.tx() as conn:
-            res = conn.execute(
+            row = conn.execute(
                 update(cards_t).where(cards_t.c.card_id == card_id)
                 .where(cards_t.c.status == Status.QUEUED.value)
                 .where(cards_t.c.celery_task_id == task_id)
                 .values(status=Status.IN_PROGRESS.value, claim_token=token, claimed_by=worker,
                         lease_expires_at=stamp + lease_s, attempts=cards_t.c.attempts + 1,
                         progress=15, current_step="marked IN_PROGRESS", updated_at=stamp,
-                        seq=cards_t.c.seq + 1))
-            if res.rowcount != 1:
+                        seq=cards_t.c.seq + 1)
+                .returning(*cards_t.c)).first()
+            if row is None:
                 return None
-            row = conn.execute(select(cards_t).where(cards_t.c.card_id == card_id)).one()
-            prev = conn.execute(
-                select(runs_t.c.session_id).where(runs_t.c.card_id == card_id)
-                .where(runs_t.c.session_id.is_not(None)).order_by(runs_t.c.id.desc()).limit(1)
-            ).scalar()
-            run_id = conn.execute(insert(runs_t).values(
+            prev = None
+            if row.attempts > 1:
+                prev = conn.execute(
+                    select(runs_t.c.session_id).where(runs_t.c.card_id == card_id)
+                    .where(runs_t.c.session_id.is_not(None)).order_by(runs_t.c.id.desc()).limit(1)
+                ).scalar()
+            inserted = conn.execute(insert(runs_t).values(
                 card_id=card_id, attempt=row.attempts, task_id=task_id, worker=worker,
                 status="running", queued_at=row.queued_at, started_at=stamp,
-            )).inserted_primary_key[0]
+            )).inserted_primary_key
+            assert inserted is not None
+            run_id = inserted[0]
         return Claim(card=_card_from_row(row), run_id=int(run_id), token=token,
                      attempt=int(row.attempts), previous_session_id=prev)
 

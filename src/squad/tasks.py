@@ -25,13 +25,14 @@ from squad.execution import AttemptContext, run_card
 from squad.store import CardStore
 
 log = structlog.get_logger(__name__)
+STATE_MIN_INTERVAL_S = 0.25
 _state: dict[str, Any] = {}
 
 
 def _resources() -> tuple[Settings, CardStore, EventBus | None]:
     """Per-process store and event bus (created after fork, never shared across processes)."""
     if _state.get("pid") != os.getpid():
-        settings: Settings = celery_app.squad_settings  # type: ignore[attr-defined]
+        settings: Settings = celery_app.squad_settings
         _state.clear()
         _state.update(pid=os.getpid(), settings=settings, store=CardStore(settings.database_url),
                       events=None, events_checked=0.0)
@@ -57,7 +58,10 @@ class ProgressReportingTask(Task):
     def update_progress(self, progress: int, step: str, elapsed: float = 0.0, *, card_id: str = "") -> None:
         """Celery PROGRESS state (and the event, when called outside run_card)."""
         now = time.monotonic()
-        if step == self._last_step and now - self._last_state < PROGRESS_MIN_INTERVAL_S and progress < 100:
+        since = now - self._last_state
+        # Every step goes to the event stream; the Celery state (a result-backend write) follows
+        # step changes at most 4 times a second and otherwise every PROGRESS_MIN_INTERVAL_S.
+        if progress < 100 and since < (STATE_MIN_INTERVAL_S if step != self._last_step else PROGRESS_MIN_INTERVAL_S):
             return
         self._last_state, self._last_step = now, step
         meta = {"card_id": card_id or (self.request.args or [""])[0], "progress": progress,

@@ -1,0 +1,115 @@
+"""Cards per second end to end through squad workers vs bare Celery running `true`.
+
+Same Redis, same worker settings (concurrency, prefetch 1, acks late), same run.
+Run: `python bench/throughput.py [--cards 1000] [--rounds 3] [--concurrency 2]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import median, start_redis, table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _worker(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "wb")  # noqa: SIM115
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while "ready." not in log.read_text(errors="replace"):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"worker did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def bare_celery(url: str, cards: int, concurrency: int, tmp: Path) -> float:
+    env = {**os.environ, "BENCH_BROKER": url, "PYTHONPATH": f"{ROOT / 'bench'}:{ROOT / 'src'}"}
+    proc = _worker([sys.executable, "-m", "celery", "-A", "baseline_app", "worker", "-c", str(concurrency),
+                    "--loglevel", "INFO", "-n", "baseline@%h"], env, tmp, tmp / "baseline.log")
+    try:
+        sys.path.insert(0, str(ROOT / "bench"))
+        os.environ["BENCH_BROKER"] = url
+        import baseline_app
+
+        counter = redis.Redis.from_url(f"{url}/3")
+        counter.delete("baseline:done")
+        start = time.perf_counter()
+        for _ in range(cards):
+            baseline_app.run_true.delay()
+        while int(counter.get("baseline:done") or 0) < cards:
+            time.sleep(0.05)
+        return cards / (time.perf_counter() - start)
+    finally:
+        _stop(proc)
+
+
+def squad_run(url: str, cards: int, concurrency: int, tmp: Path) -> float:
+    work = tmp / f"squad-{time.time_ns()}"
+    work.mkdir()
+    (work / "squad.toml").write_text('default_agent = "noop"\n[agents.noop]\ncommand = ["true"]\n'
+                                     'prompt = "arg"\nparser = "plain"\n')
+    env = {**os.environ, "SQUAD_REDIS_URL": url, "SQUAD_DATABASE_URL": f"sqlite:///{work / 'squad.db'}",
+           "PYTHONPATH": str(ROOT / "src"), "SQUAD_WORKDIR": str(work / "w")}
+    backlog = {"cards": [{"card_id": f"c{i}", "title": f"card {i}"} for i in range(cards)]}
+    (work / "backlog.json").write_text(json.dumps(backlog))
+    subprocess.run([sys.executable, "-m", "squad", "backlog", "import", "backlog.json"], env=env, cwd=work, check=True,
+                   capture_output=True)
+    redis.Redis.from_url(url).flushall()
+    proc = _worker([sys.executable, "-m", "squad", "worker", "--concurrency", str(concurrency), "--hostname",
+                    "bench@%h", "--queues", "cards"], env, work, work / "worker.log")
+    try:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "squad", "orchestrate", "--once", "--wait", "--mode", "celery",
+                        "--interval", "0.1"], env=env, cwd=work, check=True, capture_output=True)
+        return cards / (time.perf_counter() - start)
+    finally:
+        _stop(proc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--cards", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        redis_proc, url = start_redis(tmp / "redis")
+        try:
+            bare, ours = [], []
+            for r in range(args.rounds):
+                bare.append(bare_celery(url, args.cards, args.concurrency, tmp))
+                ours.append(squad_run(url, args.cards, args.concurrency, tmp))
+                print(f"round {r + 1}: bare {bare[-1]:.1f}/s squad {ours[-1]:.1f}/s", flush=True)
+        finally:
+            redis_proc.terminate()
+    mb, mo = median(bare), median(ours)
+    print(table(["path", "cards/s (median)", "rounds"],
+                [["bare Celery + subprocess.run(true)", f"{mb:.1f}", str(args.rounds)],
+                 ["squad worker + run_card (agent true)", f"{mo:.1f}", str(args.rounds)],
+                 ["ratio squad / bare", f"{mo / mb:.2f}", f"cards={args.cards} c={args.concurrency}"]]))
+
+
+if __name__ == "__main__":
+    main()
