@@ -26,10 +26,10 @@ from squad.config import Settings
 from squad.constants import (
     ARCHIVE_MAX_BYTES,
     CANCEL_POLL_S,
+    LOG_EVENTS_PER_BATCH,
     LOG_FLUSH_INTERVAL_S,
     LOG_FLUSH_LINES,
     PROGRESS_MIN_INTERVAL_S,
-    STORE_PROGRESS_INTERVAL_S,
     STEP_DONE,
     STEP_EXECUTING,
     STEP_IN_PROGRESS,
@@ -37,6 +37,7 @@ from squad.constants import (
     STEP_PROMPT,
     STEP_SELECTING,
     STEP_STARTING,
+    STORE_PROGRESS_INTERVAL_S,
 )
 from squad.errors import SquadError
 from squad.events import EventBus, iso_now
@@ -159,9 +160,18 @@ class Reporter:
             events, self.pending_events = self.pending_events, []
             self.last_flush = time.monotonic()
         if lines:
-            for _ts, level, message in lines:
-                events.append(EventBus.make_event("log", self.card_id, self.task_id, self._event_id(),
-                                                  level=level, message=message))
+            # The shared, capped event stream gets at most LOG_EVENTS_PER_BATCH lines per batch: a
+            # chatty agent must not evict every other card's events. The card's own log stream
+            # (task:logs:<id>) always gets every line.
+            for ts, level, message in lines[:LOG_EVENTS_PER_BATCH]:
+                events.append({"type": "log", "card_id": self.card_id, "task_id": self.task_id,
+                               "timestamp": ts, "event_id": self._event_id(), "level": level,
+                               "message": message})
+            if len(lines) > LOG_EVENTS_PER_BATCH:
+                more = len(lines) - LOG_EVENTS_PER_BATCH
+                events.append(EventBus.make_event(
+                    "log", self.card_id, self.task_id, self._event_id(), level="INFO",
+                    message=f"[{more} more lines in the card's log]", skipped=more))
             self.ctx.events.append_logs(self.card_id, self.task_id, lines, events)
         elif events:
             self.ctx.events.publish_many(events)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -101,7 +102,7 @@ def read_pid(path: Path, timeout_s: float = 10.0) -> int:
 
 
 @pytest.fixture
-def reaper() -> object:
+def reaper() -> Iterator[list[int]]:
     """Kill any pid a failing test left behind, so one failure does not leak processes."""
     pids: list[int] = []
     yield pids
@@ -144,11 +145,11 @@ def test_failing_agent_is_failed_with_its_exit_code(tmp_path: Path) -> None:
     ids=["missing-program", "not-executable", "missing-cwd"],
 )
 def test_agent_that_cannot_start_is_spawn_failed_without_raising(
-    tmp_path: Path, argv_factory: object, cwd_name: str
+    tmp_path: Path, argv_factory: Callable[[Path], list[str]], cwd_name: str
 ) -> None:
     # Given
     (tmp_path / "not-executable.sh").write_text("echo hi\n")
-    argv = argv_factory(tmp_path)  # type: ignore[operator]
+    argv = argv_factory(tmp_path)
     # When
     result, seen = run(argv, tmp_path / cwd_name)
     # Expect
@@ -495,3 +496,41 @@ def test_late_low_marker_never_lowers_estimated_progress(tmp_path: Path, monkeyp
     assert result.outcome == "succeeded"
     assert values == sorted(values) and values[-1] > 35
     assert seen.progress[-1][1] == "late marker"
+
+
+# ---- the built-in demo agent --------------------------------------------------------------------
+DEMO = [sys.executable, "-m", "squad.agents.demo"]
+
+
+def demo_env(attempt: str, **extra: str) -> dict[str, str]:
+    return {"PYTHONPATH": str(SRC), "SQUAD_CARD_ID": "DEMO-1", "SQUAD_ATTEMPT": attempt,
+            "SQUAD_DEMO_DURATION": "0.5", **extra}
+
+
+def test_demo_agent_reports_progress_and_edits_its_workdir(tmp_path: Path) -> None:
+    # When
+    result, seen = run(DEMO, tmp_path, stdin=b"Do the demo card.", env=demo_env("1"))
+    # Expect
+    assert result.outcome == "succeeded"
+    assert "prompt of 17 characters" in seen.messages("INFO")[0]
+    assert [p for p, _ in seen.progress] == sorted(p for p, _ in seen.progress)
+    assert (95, "summarising") in seen.progress and seen.progress[-1][0] == 95
+    assert any(m.startswith("warning:") for m in seen.messages("ERROR"))
+    assert "card DEMO-1, attempt 1: done" in (tmp_path / "SQUAD_DEMO.md").read_text()
+
+
+def test_demo_agent_fail_first_fails_only_the_first_attempt(tmp_path: Path) -> None:
+    # When
+    first, _ = run(DEMO, tmp_path, env=demo_env("1", SQUAD_DEMO_FAIL="first"))
+    second, _ = run(DEMO, tmp_path, env=demo_env("2", SQUAD_DEMO_FAIL="first"))
+    # Expect
+    assert (first.outcome, first.error) == ("failed", "exit code 1")
+    assert second.outcome == "succeeded"
+
+
+def test_demo_agent_slow_mode_hangs_until_the_time_limit(tmp_path: Path) -> None:
+    # When
+    result, _ = run([*DEMO, "--slow"], tmp_path, env=demo_env("1"),
+                    limits=Limits(soft_time_limit_s=1, time_limit_s=5, kill_grace_s=0.5))
+    # Expect
+    assert result.outcome == "soft_timeout"

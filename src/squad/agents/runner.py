@@ -37,8 +37,9 @@ READ_CHUNK_BYTES = 64 * 1024
 READER_POLL_S = 0.5  # how soon a reader notices it must stop while a pipe is still held open
 DRAIN_TIMEOUT_S = 2.0  # after the agent is gone, how long to wait for the rest of its output
 THREAD_JOIN_S = 2.0
-QUEUE_MAX_ITEMS = 1024  # back-pressure: at most this many lines (each <= MAX_LINE_BYTES) in flight
+QUEUE_MAX_ITEMS = 64  # back-pressure: batches of one read chunk each, so a few MB in flight at most
 KILL_POLL_S = 0.05
+KILL_CONFIRM_S = 2.0
 
 _PR_SET_PDEATHSIG = 1
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
@@ -209,6 +210,11 @@ def _pipe_holders(inodes: set[int]) -> list[psutil.Process]:
     return holders
 
 
+def _seconds(value: float) -> str:
+    """1700.0 -> "1700", 2.5 -> "2.5": how limits read in error texts."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}".rstrip("0")
+
+
 def _alive(proc: psutil.Process) -> bool:
     """Running and not a zombie (a zombie is dead; an init that never reaps keeps it listed)."""
     try:
@@ -220,20 +226,24 @@ def _alive(proc: psutil.Process) -> bool:
 # ---- reading output -----------------------------------------------------------------------------
 @dataclass
 class _Channel:
-    """One queue for both streams and the exit, so the supervisor blocks on a single `get`."""
+    """One queue for both streams and the exit, so the supervisor blocks on a single `get`.
 
-    items: queue.Queue[tuple[str, str, bytes, int]] = field(
+    Items are (kind, stream, lines) with kind "lines", "eof" or "exit"; a line is (bytes, dropped).
+    Lines travel in batches of one read: one queue round trip per chunk, not per line.
+    """
+
+    items: queue.Queue[tuple[str, str, list[tuple[bytes, int]]]] = field(
         default_factory=lambda: queue.Queue(maxsize=QUEUE_MAX_ITEMS)
     )
     stopping: threading.Event = field(default_factory=threading.Event)
     exited: threading.Event = field(default_factory=threading.Event)
     last_activity: float = field(default_factory=time.monotonic)
 
-    def put(self, kind: str, stream: str = "", data: bytes = b"", dropped: int = 0) -> None:
+    def put(self, kind: str, stream: str = "", lines: list[tuple[bytes, int]] | None = None) -> None:
         """Blocks while the queue is full, but gives up once the supervisor stops listening."""
         while True:
             try:
-                self.items.put((kind, stream, data, dropped), timeout=READER_POLL_S)
+                self.items.put((kind, stream, lines or []), timeout=READER_POLL_S)
                 return
             except queue.Full:
                 if self.stopping.is_set():
@@ -257,6 +267,7 @@ def _read_lines(fd: int, stream: str, channel: _Channel) -> None:
             if not chunk:
                 break
             channel.last_activity = time.monotonic()
+            batch: list[tuple[bytes, int]] = []
             start = 0
             while start <= len(chunk):
                 newline = chunk.find(b"\n", start)
@@ -270,11 +281,13 @@ def _read_lines(fd: int, stream: str, channel: _Channel) -> None:
                         line = bytearray()
                 if newline < 0:
                     break
-                channel.put("line", stream, head if head is not None else bytes(line), dropped)
+                batch.append((head if head is not None else bytes(line), dropped))
                 line, head, dropped = bytearray(), None, 0
                 start = newline + 1
+            if batch:
+                channel.put("lines", stream, batch)
         if head is not None or line:
-            channel.put("line", stream, head if head is not None else bytes(line), dropped)
+            channel.put("lines", stream, [(head if head is not None else bytes(line), dropped)])
     except OSError:
         pass
     finally:
@@ -327,10 +340,15 @@ class _Supervisor:
         self.pipe_inodes = {os.fstat(p.fileno()).st_ino for p in (proc.stdin, proc.stdout, proc.stderr) if p}
         self.reported = (parser.progress, parser.step)
         self.last_real_progress = started
+        self.stdin_data = stdin_data
         self.threads: list[threading.Thread] = []
-        if stdin_data is not None and proc.stdin is not None:
-            self._start(_write_stdin, proc.stdin, stdin_data, name="stdin")
-        assert proc.stdout is not None and proc.stderr is not None
+
+    def _start_threads(self) -> None:
+        """A stdin writer, one reader per stream and an exit waiter: the calling thread only consumes."""
+        proc = self.proc
+        if self.stdin_data is not None and proc.stdin is not None:
+            self._start(_write_stdin, proc.stdin, self.stdin_data, name="stdin")
+        assert proc.stdout is not None and proc.stderr is not None  # both are PIPE
         self._start(_read_lines, proc.stdout.fileno(), "stdout", self.channel, name="stdout")
         self._start(_read_lines, proc.stderr.fileno(), "stderr", self.channel, name="stderr")
         self._start(_wait_exit, proc.pid, self.channel, name="wait")
@@ -341,8 +359,10 @@ class _Supervisor:
         self.threads.append(thread)
 
     def run(self) -> AgentResult:
+        """Supervise to the end; whatever happens, the agent's processes are gone on return."""
         ended = False
         try:
+            self._start_threads()
             outcome, error = self._supervise()
             if outcome == "timeout":
                 self._end_group(grace_s=0.0)
@@ -381,9 +401,9 @@ class _Supervisor:
         while True:
             now = time.monotonic()
             if now >= hard_at:
-                return "timeout", f"time limit exceeded ({limits.time_limit_s:g}s)"
+                return "timeout", f"time limit exceeded ({_seconds(limits.time_limit_s)}s)"
             if now >= soft_at:
-                return "soft_timeout", f"soft time limit exceeded ({limits.soft_time_limit_s:g}s)"
+                return "soft_timeout", f"soft time limit exceeded ({_seconds(limits.soft_time_limit_s)}s)"
             stall_at = self.channel.last_activity + limits.stall_timeout_s
             if limits.stall_timeout_s > 0 and now >= stall_at:
                 return "stalled", "stalled"
@@ -402,28 +422,31 @@ class _Supervisor:
             if limits.stall_timeout_s > 0:
                 wake = min(wake, stall_at)
             try:
-                kind, stream, data, dropped = self.channel.items.get(timeout=max(0.001, wake - now))
+                kind, stream, lines = self.channel.items.get(timeout=max(0.001, wake - now))
             except queue.Empty:
                 continue
             if kind == "exit":
                 return None, None
-            self._handle(kind, stream, data, dropped)
+            self._handle(kind, stream, lines)
 
-    def _handle(self, kind: str, stream: str, data: bytes, dropped: int) -> None:
+    def _handle(self, kind: str, stream: str, lines: list[tuple[bytes, int]]) -> None:
         if kind == "eof":
             self.open_streams.discard(stream)
             return
-        text = data.decode("utf-8", errors="replace")
-        if text.endswith("\r"):
-            text = text[:-1]
-        if dropped:
-            text += f" …[truncated {dropped} bytes]"
-        result = self.parser.feed(text, stream)
-        self.observer.on_line("INFO" if stream == "stdout" else "ERROR", result.message)
-        if result.progress is not None:
-            if result.progress > self.reported[0]:
-                self.last_real_progress = time.monotonic()
-            self._report(result.progress, result.step or self.parser.step)
+        level = "INFO" if stream == "stdout" else "ERROR"
+        feed, on_line = self.parser.feed, self.observer.on_line
+        for data, dropped in lines:
+            text = data.decode("utf-8", errors="replace")
+            if text.endswith("\r"):
+                text = text[:-1]
+            if dropped:
+                text += f" …[truncated {dropped} bytes]"
+            result = feed(text, stream)
+            on_line(level, result.message)
+            if result.progress is not None:
+                if result.progress > self.reported[0]:
+                    self.last_real_progress = time.monotonic()
+                self._report(result.progress, result.step or self.parser.step)
 
     def _report(self, progress: int, step: str) -> None:
         if (progress, step) != self.reported:
@@ -467,7 +490,7 @@ class _Supervisor:
     def _signal(self, sig: signal.Signals, procs: list[psutil.Process]) -> None:
         if not self.channel.exited.is_set():  # the leader may have left its own group
             with contextlib.suppress(OSError):
-                self.proc.send_signal(sig)
+                os.kill(self.proc.pid, sig)  # not Popen.send_signal: its poll() would reap the leader
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, sig)
         for proc in procs:
@@ -490,7 +513,11 @@ class _Supervisor:
                 if self.channel.exited.is_set() and not any(_alive(p) for p in survivors):
                     break
                 time.sleep(KILL_POLL_S)  # shutdown path only, never the output hot path
-        self._signal(signal.SIGKILL, self._survivors())
+        survivors = self._survivors()
+        self._signal(signal.SIGKILL, survivors)
+        deadline = time.monotonic() + KILL_CONFIRM_S  # SIGKILL is asynchronous: return once they are gone
+        while any(_alive(p) for p in survivors) and time.monotonic() < deadline:
+            time.sleep(KILL_POLL_S)
 
     def _drain(self) -> None:
         """Log what the agent printed before it died, waiting briefly for pipes still held open."""
@@ -500,11 +527,11 @@ class _Supervisor:
             if remaining <= 0:
                 break
             try:
-                kind, stream, data, dropped = self.channel.items.get(timeout=remaining)
+                kind, stream, lines = self.channel.items.get(timeout=remaining)
             except queue.Empty:
                 break
             if kind != "exit":
-                self._handle(kind, stream, data, dropped)
+                self._handle(kind, stream, lines)
 
     def _reap(self) -> int:
         try:

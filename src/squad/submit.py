@@ -1,0 +1,54 @@
+"""A small Python API to submit cards: one card, a chain (each after the previous) or a group.
+
+    from squad.submit import submit_chain
+    submit_chain(settings, [{"card_id": "a", "title": "A"}, {"card_id": "b", "title": "B"}])
+
+Dependencies are recorded in the store; the orchestrator releases each card once its dependencies
+are DONE (a chain runs in order, a group in parallel). With `release=True` one orchestrator pass runs
+at once, so the first cards are queued without waiting for the orchestrator's next tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from squad.backlog import parse_backlog
+from squad.config import Settings
+from squad.store import CardStore
+
+
+def _add(settings: Settings, cards: Sequence[Mapping[str, Any]], *, release: bool) -> list[str]:
+    store = CardStore(settings.database_url)
+    try:
+        specs = parse_backlog({"cards": [dict(c) for c in cards]}, known_ids=set(store.graph()))
+        store.add_cards(specs)
+        if release:
+            from squad.orchestrator import make_producer
+
+            orch = make_producer(settings, store, None)  # never runs cards in this process
+            orch.tick()
+            orch.dispatcher.close()
+        return [s.card_id for s in specs]
+    finally:
+        store.dispose()
+
+
+def submit_group(settings: Settings, cards: Sequence[Mapping[str, Any]], *, release: bool = False) -> list[str]:
+    """Add independent cards (they run in parallel). All or nothing."""
+    return _add(settings, cards, release=release)
+
+
+def submit_chain(settings: Settings, cards: Sequence[Mapping[str, Any]], *, release: bool = False) -> list[str]:
+    """Add cards that run one after the other: each depends on the previous one. All or nothing."""
+    chained: list[dict[str, Any]] = []
+    for index, card in enumerate(cards):
+        item = dict(card)
+        if index:
+            deps = list(item.get("depends_on") or [])
+            prev = chained[index - 1].get("card_id")
+            if prev not in deps:
+                deps.append(prev)
+            item["depends_on"] = deps
+        chained.append(item)
+    return _add(settings, chained, release=release)
