@@ -228,14 +228,20 @@ class Orchestrator:
     def run(self, *, once: bool = False, wait: bool = False, interval: float = 1.0) -> int:
         """Run passes until stopped; `--once` alone does one pass; with `--wait`, until settled."""
         while not self.stopping.is_set():
-            self.tick()
+            try:
+                self.tick()
+            except Exception as exc:  # a Redis/broker or database blip must not end the loop
+                if once and not wait:
+                    raise
+                log.warning("orchestrator pass failed; retrying next pass", error=f"{type(exc).__name__}: {exc}")
             if once and not wait:
                 return 0
             if wait and self.store.active_count() == 0:
                 counts = self.store.count_by_status()
                 return 1 if counts[Status.FAILED] else 0
             self.stopping.wait(interval)
-        return 0
+        # Stopped by a signal before the cards settled: never report success for unfinished work.
+        return 130 if wait else 0
 
     def stop(self) -> None:
         """Ask the loop to end after the current pass."""
