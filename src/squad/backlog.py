@@ -60,10 +60,10 @@ def parse_backlog(data: Any, known_ids: set[str] | None = None) -> list[CardSpec
                 problems.append(f"card {spec.card_id}: depends on itself")
             elif dep not in ids and dep not in known:
                 problems.append(f"card {spec.card_id}: depends_on unknown card {dep!r}")
-    if not problems:
-        cycle = find_cycle({s.card_id: [d for d in s.depends_on if d in ids] for s in specs})
-        if cycle:
-            problems.append(f"card {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
+    # Checked even when other problems were found: every problem is reported at once.
+    cycle = find_cycle({s.card_id: [d for d in s.depends_on if d in ids and d != s.card_id] for s in specs})
+    if cycle:
+        problems.append(f"card {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
     if problems:
         raise BacklogError(problems)
     return specs

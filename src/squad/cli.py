@@ -359,18 +359,18 @@ def init(force: Annotated[bool, typer.Option(help="Overwrite an existing squad.t
 def agents_check(as_json: JsonOpt = False) -> None:
     """Which configured agents are installed and runnable."""
     settings = _settings()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, agent in sorted(settings.all_agents.items()):
         exe = shutil.which(agent.command[0])
         runnable = False
-        detail = "not found on PATH"
+        detail: str = "not found on PATH"
         if exe:
             try:
                 proc = subprocess.run([exe, "--version"], capture_output=True, timeout=15, check=False,
                                       stdin=subprocess.DEVNULL)
                 runnable = proc.returncode == 0
-                detail = (proc.stdout or proc.stderr).decode(errors="replace").strip().splitlines()[:1]
-                detail = detail[0] if detail else f"exit {proc.returncode}"
+                first = (proc.stdout or proc.stderr).decode(errors="replace").strip().splitlines()[:1]
+                detail = first[0] if first else f"exit {proc.returncode}"
             except (OSError, subprocess.TimeoutExpired) as exc:
                 detail = str(exc)
         rows.append({"agent": name, "command": agent.command, "installed": bool(exe), "runnable": runnable,
@@ -395,14 +395,19 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: every error is one line on stderr (exit 2 for usage and input errors)."""
     _configure_logging()
     try:
-        app(args=argv, standalone_mode=False, prog_name="squad")
+        # standalone_mode=False: click returns (does not raise) the code of a `typer.Exit(code)`
+        code = app(args=argv, standalone_mode=False, prog_name="squad")
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         sys.stderr.write("squad: aborted\n")
         sys.exit(130)
-    except click.ClickException as exc:
-        sys.stderr.write(f"squad: error: {exc.format_message()}\n")
+    except (click.ClickException, typer.TyperException) as exc:
+        # Typer >= 0.26 parses with its own vendored click: its usage errors are TyperExceptions.
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `squad card` alone: the help, as click prints it
+            sys.stderr.write(exc.format_message().rstrip() + "\n")
+        else:
+            sys.stderr.write(f"squad: error: {' '.join(exc.format_message().split())}\n")
         sys.exit(2)
     except SquadError as exc:
         msg = "; ".join(exc.problems) if hasattr(exc, "problems") else str(exc)
@@ -422,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("SQUAD_DEBUG"):
             raise
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _configure_logging() -> None:

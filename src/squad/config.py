@@ -12,7 +12,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from squad.errors import ConfigError
 
@@ -229,6 +229,10 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**clean)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "settings"
-        env = f"SQUAD_{loc.upper()}" if "." not in loc and loc != "use_celery" else loc
+        loc = ".".join(str(p) for p in first["loc"])
+        if not loc:  # a check across settings (e.g. visibility timeout vs hard limit)
+            raise ConfigError(f"invalid settings: {first['msg']}") from None
+        env = loc if "." in loc else ("USE_CELERY" if loc.lower() == "use_celery" else f"SQUAD_{loc.upper()}")
         raise ConfigError(f"invalid setting {env}: {first['msg']}") from None
+    except SettingsError as exc:  # e.g. a list setting whose env value is not JSON
+        raise ConfigError(f"invalid setting: {str(exc).splitlines()[0]}") from None
