@@ -133,7 +133,8 @@ def parse_card(data: Any, where: str = "card") -> CardSpec:
     try:
         return CardSpec.model_validate(data)
     except ValidationError as exc:
-        ident = data.get("card_id") if isinstance(data.get("card_id"), str) else where
+        raw_id = data.get("card_id")
+        ident = raw_id if isinstance(raw_id, str) else where
         raise BacklogError([_format_error(ident, err) for err in exc.errors()]) from None
 
 

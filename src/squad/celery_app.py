@@ -78,7 +78,7 @@ def make_celery(settings: Settings) -> Celery:
                               "options": {"queue": MAINTENANCE_QUEUE}},
         },
     )
-    app.squad_settings = settings  # type: ignore[attr-defined]
+    app.squad_settings = settings
     return app
 
 

@@ -45,7 +45,8 @@ class EmbeddedRedis:
     """A redis-server child process with persistence (AOF), stopped with its owner."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.data_dir = data_dir
+        # Absolute: redis-server applies --dir (chdir) before it opens a relative --logfile.
+        self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 

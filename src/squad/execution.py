@@ -280,21 +280,23 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
         log.info("message could not claim card; nothing to do", card_id=card_id, task_id=task_id)
         return None
     reporter = Reporter(ctx, card_id, task_id, claim.token)
-    reporter.event("status", status=Status.IN_PROGRESS.value, attempt=claim.attempt, worker=ctx.worker)
-    for progress, step in (STEP_LOADING, STEP_SELECTING, STEP_IN_PROGRESS):
-        reporter.set_progress(progress, step, force=True)
+    # The lease is renewed from the claim until `finish`: reporting progress can block for as long as
+    # a Redis outage lasts, and a lease left to expire meanwhile would have the card run twice.
     with LeaseKeeper(store, card_id, claim.token, settings.lease_s, ctx.shutdown) as lease:
+        reporter.event("status", status=Status.IN_PROGRESS.value, attempt=claim.attempt, worker=ctx.worker)
+        for progress, step in (STEP_LOADING, STEP_SELECTING, STEP_IN_PROGRESS):
+            reporter.set_progress(progress, step, force=True)
         outcome = _attempt(ctx, claim, reporter, lease)
-    reporter.line("INFO" if outcome.succeeded else "ERROR",
-                  "attempt succeeded" if outcome.succeeded else f"attempt failed: {outcome.error}")
-    if outcome.succeeded:
-        reporter.set_progress(*STEP_DONE, force=True)
-    reporter.flush()
-    outcome = RunOutcome(**{**outcome.__dict__, "log": reporter.archived_log()})
-    max_retries = claim.card.max_retries if claim.card.max_retries is not None else settings.max_retries
-    new = store.finish(claim, outcome, max_retries=max_retries,
-                       retry_delay_s=retry_delay_s(settings, max(claim.attempt - 1, 0)),
-                       budget_usd=settings.budget_usd)
+        reporter.line("INFO" if outcome.succeeded else "ERROR",
+                      "attempt succeeded" if outcome.succeeded else f"attempt failed: {outcome.error}")
+        if outcome.succeeded:
+            reporter.set_progress(*STEP_DONE, force=True)
+        reporter.flush()
+        outcome = RunOutcome(**{**outcome.__dict__, "log": reporter.archived_log()})
+        max_retries = claim.card.max_retries if claim.card.max_retries is not None else settings.max_retries
+        new = store.finish(claim, outcome, max_retries=max_retries,
+                           retry_delay_s=retry_delay_s(settings, max(claim.attempt - 1, 0)),
+                           budget_usd=settings.budget_usd)
     if new is not None:
         reporter.event("status", status=new.value, attempt=claim.attempt, error=outcome.error)
     reporter.flush()

@@ -58,6 +58,7 @@ def retry_card(orch: Orchestrator, card_id: str, *, force: bool = False) -> Retr
     old = card.celery_task_id
     if old is None and card.attempts == 0:
         raise NotFoundError(f"card {card_id} has no task yet")
+    expected: list[Status]
     if card.status in (Status.FAILED, Status.CANCELLED):
         expected = [card.status]
     elif not force:

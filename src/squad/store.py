@@ -21,9 +21,8 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from squad.cards import ACTIVE, Card, CardSpec, Run, Status, allowed_sources, check_transition
 from squad.errors import BacklogError, ConflictError, NotFoundError, SquadError, TransitionError
-from squad.tables import SCHEMA_HEAD
+from squad.tables import SCHEMA_HEAD, metadata
 from squad.tables import cards as cards_t
-from squad.tables import metadata
 from squad.tables import runs as runs_t
 
 SPEC_FIELDS = tuple(CardSpec.model_fields)

@@ -68,7 +68,11 @@ class ProgressReportingTask(Task):
                 "current_step": step, "elapsed": elapsed, "worker": self.request.hostname,
                 "retries": self.request.retries}
         try:
-            self.update_state(state="PROGRESS", meta=meta)
+            # Not `update_state`: with result_backend_always_retry it would retry for as long as a Redis
+            # outage lasts, freezing the attempt (limits, cancel, output) in the middle of its run.
+            backend = self.backend
+            backend._store_result(self.request.id, backend.encode_result(meta, "PROGRESS"), "PROGRESS",
+                                  request=self.request)
         except Exception as exc:  # result backend down: progress is best effort
             log.warning("PROGRESS state not stored", error=str(exc))
 
