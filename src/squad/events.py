@@ -17,6 +17,8 @@ from typing import Any
 
 import redis
 import structlog
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from squad.constants import (
     REDIS_CONNECT_TIMEOUT_S,
@@ -39,8 +41,11 @@ def iso_now() -> str:
 
 def redis_client(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT_S) -> redis.Redis:
     """A Redis client whose every call is bounded (a hung Redis never hangs a worker)."""
+    # redis-py's default retries ten times with backoff up to 10 s: during an outage one event write
+    # would freeze an attempt (its output, limits and cancel checks) for tens of seconds.
     return redis.Redis.from_url(url, socket_timeout=socket_timeout,
                                 socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+                                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
                                 health_check_interval=15, decode_responses=True)
 
 
