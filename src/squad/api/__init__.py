@@ -1,0 +1,42 @@
+"""The HTTP API and WebSocket feed (SPEC §8): `create_app(settings)` and `serve(...)` for `squad serve`."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from fastapi import FastAPI
+
+from squad.api.app import create_app
+from squad.config import Settings
+from squad.errors import ConfigError
+
+__all__ = ["create_app", "is_loopback", "serve"]
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings, host: str, *, insecure: bool = False) -> None:
+    """Refuse to listen beyond this machine without a token (unless explicitly `--insecure`)."""
+    if not is_loopback(host) and not settings.api_token and not insecure:
+        raise ConfigError(
+            f"refusing to serve on {host} without an API token: anyone who can reach it could retry or "
+            "cancel cards. Set SQUAD_API_TOKEN, listen on 127.0.0.1, or pass --insecure to accept the risk"
+        )
+
+
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 3000, insecure: bool = False) -> None:
+    """Run the API with uvicorn until stopped (Ctrl-C / SIGTERM)."""
+    import uvicorn
+
+    check_exposure(settings, host, insecure=insecure)
+    app: FastAPI = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
+                ws_ping_interval=20, ws_ping_timeout=20, ws_per_message_deflate=False)

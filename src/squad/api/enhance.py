@@ -1,0 +1,157 @@
+"""Cards with their task state (`GET /api/cards/enhanced`), without N+1.
+
+One SQL query for the page of cards and one for their last runs; one MGET of the Celery result
+keys (results DB) and one script call checking every live log (events DB), sent concurrently.
+The store decides the status (the Celery result can say FAILURE for work that was done, see
+DESIGN); the Celery meta only adds what the worker reported (result, traceback, live elapsed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from pydantic import TypeAdapter
+from redis.exceptions import NoScriptError, RedisError
+
+from squad.api.schemas import CeleryTask, EnhancedCard, TaskState
+from squad.cards import Card, Run, Status
+from squad.constants import STEP_IN_PROGRESS, task_logs_key
+from squad.store import CardStore
+
+log = structlog.get_logger(__name__)
+CELERY_META_PREFIX = "celery-task-meta-"  # Celery's Redis result backend key of a task
+
+_BY_STATUS: dict[Status, TaskState] = {
+    Status.DONE: "SUCCESS",
+    Status.FAILED: "FAILURE",
+    Status.CANCELLED: "REVOKED",
+    Status.RETRYING: "RETRY",
+    Status.QUEUED: "PENDING",
+}
+_BY_RUN: dict[str, TaskState] = {
+    "succeeded": "SUCCESS",
+    "failed": "FAILURE",
+    "lost": "FAILURE",
+    "cancelled": "REVOKED",
+    "running": "STARTED",
+}
+
+
+def page_with_runs(store: CardStore, *, status: str | None, squad: str | None, limit: int | None,
+                   offset: int) -> tuple[list[Card], dict[str, Run]]:
+    """The page of cards and the last run of each: two queries (blocking; call from a thread)."""
+    cards = store.list_cards(status=status, squad=squad, limit=limit, offset=offset)
+    return cards, store.last_run_status([c.card_id for c in cards])
+
+
+def task_status(card: Card, run: Run | None, meta: dict[str, Any] | None) -> TaskState | None:
+    """The Celery-style status of a card's task, decided by the store."""
+    if card.status == Status.IN_PROGRESS:
+        reported = meta is not None and meta.get("status") == "PROGRESS"
+        return "PROGRESS" if reported or card.progress > STEP_IN_PROGRESS[0] else "STARTED"
+    if card.status in _BY_STATUS:
+        return _BY_STATUS[card.status]
+    # TODO / BLOCKED: only a card that ran before has a task to show.
+    return _BY_RUN.get(run.status, "FAILURE") if run is not None else None
+
+
+def celery_task(card: Card, run: Run | None, meta: dict[str, Any] | None, *, default_max_retries: int,
+                now: float) -> CeleryTask | None:
+    """The `celery_task` object of SPEC §8, or None for a card that never had a task."""
+    if card.celery_task_id is None and run is None:
+        return None
+    status = task_status(card, run, meta)
+    if status is None:
+        return None
+    # The last run belongs to the current task unless the card was queued again since.
+    current = run if run is not None and status != "PENDING" else None
+    elapsed = eta = None
+    if current is not None and current.started_at is not None:
+        end = current.ended_at.timestamp() if current.ended_at is not None else now
+        elapsed = round(max(0.0, end - current.started_at.timestamp()), 3)
+        if status in ("STARTED", "PROGRESS") and 0 < card.progress < 100:
+            eta = round(elapsed * (100 - card.progress) / card.progress, 1)
+    meta = meta or {}
+    result = meta.get("result") if meta.get("status") == "SUCCESS" else None
+    traceback = meta.get("traceback") if isinstance(meta.get("traceback"), str) else None
+    if traceback is None and status in ("FAILURE", "RETRY"):
+        traceback = card.last_error
+    worker = current.worker if current is not None else None
+    if worker is None and isinstance(meta.get("result"), dict):
+        worker = meta["result"].get("worker")
+    return CeleryTask(
+        task_id=card.celery_task_id or (run.task_id if run is not None else None),
+        status=status, progress=card.progress, current_step=card.current_step,
+        elapsed=elapsed, eta=eta, worker=worker, retries=max(0, card.attempts - 1),
+        max_retries=card.max_retries if card.max_retries is not None else default_max_retries,
+        result=result, traceback=traceback,
+    )
+
+
+async def task_metas(results: aioredis.Redis, task_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Celery result metas of many tasks in one MGET (empty when Redis is down)."""
+    if not task_ids:
+        return {}
+    try:
+        raw = await results.mget([CELERY_META_PREFIX + tid for tid in task_ids])
+    except RedisError as exc:
+        log.info("celery results unavailable", error=str(exc))
+        return {}
+    metas: dict[str, dict[str, Any]] = {}
+    for tid, value in zip(task_ids, raw, strict=True):
+        if not value:
+            continue
+        try:
+            data = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            metas[tid] = data
+    return metas
+
+
+#: EXISTS of many keys in one command (EXISTS k1 k2 … only returns a total).
+_EXISTS_EACH = "local r = {} for i, k in ipairs(KEYS) do r[i] = redis.call('EXISTS', k) end return r"
+_EXISTS_EACH_SHA = hashlib.sha1(_EXISTS_EACH.encode()).hexdigest()
+ENHANCED_LIST: TypeAdapter[list[EnhancedCard]] = TypeAdapter(list[EnhancedCard])
+
+
+async def live_logs(events: aioredis.Redis, card_ids: list[str]) -> dict[str, bool]:
+    """Which cards have a live log stream, in one command (empty when Redis is down)."""
+    if not card_ids:
+        return {}
+    keys = [task_logs_key(c) for c in card_ids]
+    try:
+        try:
+            flags = await events.evalsha(_EXISTS_EACH_SHA, len(keys), *keys)
+        except NoScriptError:  # first call on this Redis (or after a restart): load it
+            flags = await events.eval(_EXISTS_EACH, len(keys), *keys)
+    except RedisError as exc:
+        log.info("live logs unavailable", error=str(exc))
+        return {}
+    return {cid: bool(flag) for cid, flag in zip(card_ids, flags, strict=True)}
+
+
+async def enhance(cards: list[Card], runs: dict[str, Run], *, results: aioredis.Redis,
+                  events: aioredis.Redis, default_max_retries: int) -> list[EnhancedCard]:
+    """Attach `celery_task` and `logs_available` to a page of cards."""
+    task_ids = [c.celery_task_id for c in cards if c.celery_task_id]
+    metas, live = await asyncio.gather(task_metas(results, task_ids),
+                                       live_logs(events, [c.card_id for c in cards]))
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for card in cards:
+        run = runs.get(card.card_id)
+        meta = metas.get(card.celery_task_id) if card.celery_task_id else None
+        task = celery_task(card, run, meta, default_max_retries=default_max_retries, now=now)
+        archived = run is not None and run.log_available
+        rows.append({**card.__dict__, "celery_task": task,
+                     "logs_available": live.get(card.card_id, False) or archived})
+    # One validation pass in pydantic-core instead of a Python-level constructor per card.
+    return ENHANCED_LIST.validate_python(rows)

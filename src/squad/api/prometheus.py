@@ -1,0 +1,83 @@
+"""`GET /metrics`: Prometheus text from a private registry, read from the store at scrape time.
+
+Counts live in the store (several API processes and workers share it), so a custom collector
+reads them per scrape instead of keeping in-process counters that would differ per process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from squad.api.queries import Histogram, run_stats
+from squad.broker import queue_keys
+
+if TYPE_CHECKING:
+    from squad.api.state import AppState
+
+
+async def queue_depth(broker: aioredis.Redis) -> int:
+    """Messages waiting in the `cards` queue (every priority list) in one pipeline."""
+    async with broker.pipeline(transaction=False) as pipe:
+        for key in queue_keys():
+            pipe.llen(key)
+        return int(sum(await pipe.execute()))
+
+
+def _histogram(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
+    buckets: list[tuple[str, float]] = [(repr(float(le)), float(n)) for le, n in hist.buckets]
+    buckets.append(("+Inf", float(hist.count)))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=hist.total)
+
+
+class SquadCollector(Collector):
+    """Cards, runs, durations and live API state."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.queue_depth: int | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.state.store
+        cards = GaugeMetricFamily("squad_cards", "Cards by status.", labels=["status"])
+        for status, n in sorted(store.count_by_status().items()):
+            cards.add_metric([status], n)
+        yield cards
+        stats = run_stats(store)
+        runs = CounterMetricFamily("squad_runs", "Ended runs (attempts) by outcome.", labels=["status"])
+        for status, n in sorted(stats.by_status.items()):
+            runs.add_metric([status], n)
+        yield runs
+        yield _histogram("squad_run_duration_seconds", "Run time of ended runs.", stats.duration)
+        yield _histogram("squad_queue_wait_seconds", "Time from QUEUED to the start of a run.",
+                         stats.queue_wait)
+        yield CounterMetricFamily("squad_cost_usd", "Agent cost of every run, USD.", value=store.total_cost())
+        yield GaugeMetricFamily("squad_active_websockets", "Open /ws/tasks sockets in this API process.",
+                                value=self.state.hub.count)
+        snap = self.state.monitor.cached()
+        yield GaugeMetricFamily("squad_celery_workers", "Celery workers that answered the last broadcast.",
+                                value=snap.online if snap is not None else 0)
+        if self.queue_depth is not None:
+            yield GaugeMetricFamily("squad_queue_depth", "Messages waiting in the cards queue.",
+                                    value=self.queue_depth)
+        yield CounterMetricFamily("squad_api_internal_errors", "Requests that failed with a 500 in this process.",
+                                  value=self.state.internal_errors)
+
+
+class Exposition:
+    """The private registry of one app."""
+
+    def __init__(self, state: AppState) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = SquadCollector(state)
+        self.registry.register(self.collector)
+
+    def render(self, depth: int | None) -> bytes:
+        """The text exposition (blocking: reads the store)."""
+        self.collector.queue_depth = depth
+        return generate_latest(self.registry)

@@ -1,0 +1,49 @@
+"""`GET /health`: every probe bounded by a short timeout, so a dead dependency answers fast."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Response
+
+from squad.api.deps import StateDep
+from squad.api.routes import errors
+from squad.api.schemas import HealthOut
+from squad.api.state import AppState, bounded
+from squad.constants import VERSION
+
+router = APIRouter(tags=["health"])
+
+
+async def _redis(state: AppState) -> str:
+    if await bounded(state.events.ping()):
+        return "connected"
+    return "error" if state.settings.use_celery else "not_available"
+
+
+async def _execution_mode(state: AppState) -> str:
+    if state.settings.use_celery and await bounded(state.broker.ping()):
+        return "celery"
+    return "local"
+
+
+@router.get("/health", response_model=HealthOut, responses=errors())
+async def health(state: StateDep, response: Response) -> HealthOut:
+    """Database, Redis and Celery state, version, open sockets and execution mode."""
+    db_ok, redis, snap, mode = await asyncio.gather(
+        state.probe.run("db", state.store.ping), _redis(state), state.monitor.snapshot(),
+        _execution_mode(state))
+    database = "connected" if db_ok else "error"
+    if database == "error":
+        status = "unhealthy"
+        response.status_code = 503
+    elif redis == "error" or snap.status in ("error", "no_workers"):
+        status = "degraded"
+    else:
+        status = "healthy"
+    return HealthOut.model_validate({
+        "status": status, "timestamp": datetime.now(tz=UTC), "version": VERSION, "database": database,
+        "redis": redis, "celery": snap.status, "celery_workers": snap.online,
+        "active_websockets": state.hub.count, "execution_mode": mode,
+    })

@@ -1,0 +1,24 @@
+"""`GET /api/workers`: Celery workers as seen by the last broadcast (cached for a moment)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+
+from squad.api.deps import StateDep
+from squad.api.routes import errors
+from squad.api.schemas import WorkerOut, WorkersOut
+
+router = APIRouter(tags=["workers"])
+
+
+@router.get("/api/workers", response_model=WorkersOut, responses=errors())
+async def workers(state: StateDep) -> WorkersOut:
+    """Name, online/offline, active cards, processed count and last heartbeat of every worker."""
+    snap = await state.monitor.snapshot()
+    return WorkersOut(status=snap.status, checked_at=snap.checked_at_dt(), workers=[
+        WorkerOut(name=w.name, status="online" if w.online else "offline", active_cards=w.active_cards,
+                  processed=w.processed, concurrency=w.concurrency,
+                  last_heartbeat=None if w.last_seen is None else datetime.fromtimestamp(w.last_seen, tz=UTC))
+        for w in snap.workers])

@@ -1,0 +1,147 @@
+"""What one API process holds: settings, the store, bounded Redis clients, the socket hub.
+
+Built once by `create_app`; routes reach it through the aliases of `deps.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from squad.config import Settings
+from squad.constants import HEALTH_PROBE_TIMEOUT_S, REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S
+from squad.store import CardStore
+
+if TYPE_CHECKING:
+    from squad.api.monitor import WorkerMonitor
+    from squad.api.prometheus import Exposition
+    from squad.api.ws import EventHub
+    from squad.orchestrator import Orchestrator
+
+T = TypeVar("T")
+
+
+def async_redis(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT_S) -> aioredis.Redis:
+    """An asyncio Redis client whose every call is bounded.
+
+    One immediate retry covers a pooled connection that went stale (Redis restarted); redis-py's
+    default of ten retries with back-off would make a dead Redis hang a request for seconds.
+    """
+    return aioredis.Redis.from_url(url, socket_timeout=socket_timeout,
+                                   socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+                                   retry=Retry(NoBackoff(), 1), health_check_interval=15,
+                                   decode_responses=True)
+
+
+class Producers:
+    """A cached producer (orchestrator that only enqueues) for retry and cancel.
+
+    Rebuilt when the broker comes or goes, so a server started during a Redis outage recovers.
+    """
+
+    def __init__(self, settings: Settings, store: CardStore) -> None:
+        self.settings, self.store = settings, store
+        self._orch: Orchestrator | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Orchestrator:
+        """The producer for the current broker state (blocking: call from a thread)."""
+        from squad.events import try_event_bus
+        from squad.orchestrator import broker_answers, make_producer
+
+        with self._lock:
+            want = "celery" if self.settings.use_celery and broker_answers(self.settings) else "deferred"
+            orch = self._orch
+            if orch is None or orch.dispatcher.mode != want:
+                if orch is not None:
+                    self._close(orch)
+                orch = make_producer(self.settings, self.store,
+                                     try_event_bus(self.settings.events, self.settings.log_ttl))
+                self._orch = orch
+            elif orch.events is None:
+                orch.events = try_event_bus(self.settings.events, self.settings.log_ttl)
+            return orch
+
+    @staticmethod
+    def _close(orch: Orchestrator) -> None:
+        orch.dispatcher.close()
+        if orch.events is not None:
+            orch.events.close()
+
+    def close(self) -> None:
+        """Release the producer's connections."""
+        with self._lock:
+            if self._orch is not None:
+                self._close(self._orch)
+                self._orch = None
+
+
+class Probe:
+    """Runs blocking probes on a small private pool, bounded by a timeout.
+
+    A hung database or broker never blocks the event loop or the route threadpool, and probes do
+    not pile up: while one is still running, the next answers `None` at once.
+    """
+
+    def __init__(self, name: str, workers: int = 2) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"squad-{name}")
+        self._busy: dict[str, asyncio.Future[object]] = {}
+
+    async def run(self, key: str, fn: Callable[[], T], timeout_s: float = HEALTH_PROBE_TIMEOUT_S) -> T | None:
+        """`fn()` in the pool; None on timeout, on error, or while the previous call hangs."""
+        running = self._busy.get(key)
+        if running is not None and not running.done():
+            return None
+        fut: asyncio.Future[T] = asyncio.get_running_loop().run_in_executor(self.pool, fn)
+        self._busy[key] = fut  # type: ignore[assignment]
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except Exception:
+            return None
+
+    def close(self) -> None:
+        """Stop the pool without waiting for a hung probe."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def bounded(aw: Awaitable[T], timeout_s: float = HEALTH_PROBE_TIMEOUT_S) -> T | None:
+    """Await with a timeout; None on timeout or any error (for best-effort probes)."""
+    try:
+        return await asyncio.wait_for(aw, timeout_s)
+    except Exception:
+        return None
+
+
+@dataclass
+class AppState:
+    """Everything one server process shares between requests."""
+
+    settings: Settings
+    store: CardStore
+    events: aioredis.Redis
+    results: aioredis.Redis
+    broker: aioredis.Redis
+    hub: EventHub
+    monitor: WorkerMonitor
+    producers: Producers
+    probe: Probe = field(default_factory=lambda: Probe("probe"))
+    exposition: Exposition = field(init=False)
+    internal_errors: int = 0
+
+    async def aclose(self) -> None:
+        """Release connections (lifespan shutdown)."""
+        await self.hub.stop()
+        for client in (self.events, self.results, self.broker):
+            await client.aclose()
+        self.monitor.close()
+        self.probe.close()
+        await asyncio.to_thread(self.producers.close)
+        self.store.dispose()
