@@ -65,8 +65,8 @@ class CardSpec(BaseModel):
     title: str = Field(min_length=1, max_length=500)
     description: str = ""
     acceptance_criteria: list[str] = Field(default_factory=list)
-    squad: str | None = None
-    agent: str | None = None
+    squad: str | None = Field(default=None, max_length=100)
+    agent: str | None = Field(default=None, max_length=100)
     priority: int = Field(default=5, ge=0, le=9)
     depends_on: list[str] = Field(default_factory=list)
     labels: list[str] = Field(default_factory=list)
@@ -82,11 +82,18 @@ class CardSpec(BaseModel):
             raise ValueError(f"card_id {value!r} must match {CARD_ID_RE.pattern}")
         return value
 
-    @field_validator("priority", mode="before")
+    @field_validator("priority", "max_retries", mode="before")
     @classmethod
-    def _strict_priority(cls, value: Any) -> Any:
+    def _strict_int(cls, value: Any) -> Any:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError("priority must be an integer 0-9")
+            raise ValueError("must be an integer")
+        return value
+
+    @field_validator("time_limit", "soft_time_limit", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number of seconds")
         return value
 
 
@@ -131,11 +138,37 @@ def parse_card(data: Any, where: str = "card") -> CardSpec:
     if not isinstance(data, dict):
         raise BacklogError([f"{where}: must be an object, got {type(data).__name__}"])
     try:
-        return CardSpec.model_validate(data)
+        spec = CardSpec.model_validate(data)
     except ValidationError as exc:
         raw_id = data.get("card_id")
         ident = raw_id if isinstance(raw_id, str) else where
         raise BacklogError([_format_error(ident, err) for err in exc.errors()]) from None
+    check_storable(spec)
+    return spec
+
+
+def _strings(value: Any, path: str) -> list[tuple[str, str]]:
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, list):
+        return [pair for i, item in enumerate(value) for pair in _strings(item, f"{path}.{i}")]
+    return []
+
+
+def check_storable(spec: CardSpec) -> None:
+    """Reject what a store cannot hold (PostgreSQL refuses NUL characters and lone surrogates)."""
+    problems: list[str] = []
+    for name in CardSpec.model_fields:
+        for path, text in _strings(getattr(spec, name), name):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                problems.append(f"card {spec.card_id}: {path}: not valid UTF-8 text")
+                continue
+            if "\x00" in text:
+                problems.append(f"card {spec.card_id}: {path}: must not contain NUL characters")
+    if problems:
+        raise BacklogError(problems)
 
 
 def _format_error(ident: str, err: Any) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy import (
 
 metadata = MetaData()
 #: The newest Alembic revision in migrations/versions (a test keeps the two in step).
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 
 cards = Table(
     "cards",
@@ -54,6 +54,7 @@ cards = Table(
     Column("seq", Integer, nullable=False, default=0),
     Index("ix_cards_status", "status"),
 )
+Index("ix_cards_order", cards.c.priority.desc(), cards.c.created_at, cards.c.card_id)
 
 runs = Table(
     "runs",

@@ -13,8 +13,7 @@ from squad.api.enhance import ENHANCED_LIST, enhance, page_with_runs
 from squad.api.routes import errors
 from squad.api.schemas import CardDetail, CardIn, EnhancedCard, RunLog
 from squad.api.state import bounded
-from squad.api.validation import check_storable
-from squad.cards import Card, Run, Status
+from squad.cards import Card, Run, Status, check_storable
 from squad.constants import TASK_UPDATES_MAXLEN, TASK_UPDATES_STREAM
 from squad.events import EventBus
 
