@@ -19,7 +19,7 @@ from pathlib import Path
 import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import median, start_redis, table  # noqa: E402
+from _common import median, start_redis, table
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -146,7 +146,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every test starts with no SQUAD_* settings and its own working directory."""
     for key in list(os.environ):
-        if key.startswith("SQUAD_") and key != "SQUAD_TEST_DATABASE_URL" or key == "USE_CELERY":
+        if (key.startswith("SQUAD_") and key != "SQUAD_TEST_DATABASE_URL") or key == "USE_CELERY":
             monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SQUAD_WORKDIR", str(tmp_path / "work"))

@@ -75,10 +75,11 @@ class CardSpec(BaseModel):
     soft_time_limit: float | None = Field(default=None, gt=0)
     max_retries: int | None = Field(default=None, ge=0, le=100)
 
-    @field_validator("card_id")
+    @field_validator("card_id", mode="before")
     @classmethod
-    def _card_id(cls, value: str) -> str:
-        if not CARD_ID_RE.match(value):
+    def _card_id(cls, value: Any) -> Any:
+        # Checked before whitespace stripping and with fullmatch: "A-1\n" is not "A-1".
+        if isinstance(value, str) and not CARD_ID_RE.fullmatch(value):
             raise ValueError(f"card_id {value!r} must match {CARD_ID_RE.pattern}")
         return value
 

@@ -35,7 +35,7 @@ def get_settings(request: Request) -> Settings:
 
 def card_id_path(card_id: Annotated[str, Path(description="A card id")]) -> str:
     """A card id from the path; one that cannot be a card id is simply unknown (404)."""
-    if not CARD_ID_RE.match(card_id):
+    if not CARD_ID_RE.fullmatch(card_id):
         raise NotFoundError(f"unknown card {card_id!r}")
     return card_id
 

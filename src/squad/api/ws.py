@@ -237,7 +237,7 @@ class _Socket:
 def _bad_query(since: str | None, card_id: str | None) -> str | None:
     if since is not None and not STREAM_ID_RE.match(since):
         return "since must be a stream id like 1718000000000-0"
-    if card_id is not None and not CARD_ID_RE.match(card_id):
+    if card_id is not None and not CARD_ID_RE.fullmatch(card_id):
         return "card_id is not a valid card id"
     return None
 
