@@ -317,6 +317,10 @@ def status(as_json: JsonOpt = False) -> None:
         _print_json(report)
         return
     for key, value in report.items():
+        if isinstance(value, dict):
+            value = "  ".join(f"{k} {v}" for k, v in value.items() if v) or "none"
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value)) or "none"
         out.print(f"[bold]{key}[/bold]: {value}")
 
 

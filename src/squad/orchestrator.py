@@ -267,7 +267,7 @@ def resolve_mode(settings: Settings, mode: str) -> str:
         return "celery"
     if mode == "celery":
         raise BrokerUnavailable(f"no Redis broker answers at {settings.broker}")
-    log.warning("no broker answers; falling back to local mode", broker=settings.broker)
+    log.info("no broker answers; falling back to local mode", broker=settings.broker)
     return "local"
 
 
