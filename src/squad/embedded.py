@@ -42,12 +42,15 @@ def free_port(preferred: int = 6379) -> int:
 
 
 class EmbeddedRedis:
-    """A redis-server child process with persistence (AOF), stopped with its owner."""
+    """A redis-server child process with persistence (AOF by default), stopped with its owner."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, aof: bool = True,
+                 appendfsync: str = "everysec") -> None:
         # Absolute: redis-server applies --dir (chdir) before it opens a relative --logfile.
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
+        self.aof = aof
+        self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,7 +61,7 @@ class EmbeddedRedis:
         """Start and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                "--appendonly", "yes" if self.aof else "no", "--appendfsync", self.appendfsync, "--save", "",
                 "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)

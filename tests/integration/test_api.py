@@ -44,17 +44,6 @@ TASK_KEYS = {"task_id", "status", "progress", "current_step", "elapsed", "eta", 
 
 # ---- fixtures and seeding helpers ----------------------------------------------------------------
 @pytest.fixture
-def settings(redis_url: str, sqlite_url: str) -> Settings:
-    return load_settings(redis_url=redis_url, database_url=sqlite_url)
-
-
-@pytest.fixture
-def api(settings: Settings) -> Iterator[ApiServer]:
-    with run_api(settings) as server:
-        yield server
-
-
-@pytest.fixture
 def store(api: ApiServer) -> CardStore:
     return api.state.store
 

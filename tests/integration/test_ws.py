@@ -37,17 +37,6 @@ StartWorker = Callable[..., Worker]
 
 # ---- fixtures and helpers ---------------------------------------------------------------------
 @pytest.fixture
-def settings(redis_url: str, sqlite_url: str) -> Settings:
-    return load_settings(redis_url=redis_url, database_url=sqlite_url)
-
-
-@pytest.fixture
-def api(settings: Settings) -> Iterator[ApiServer]:
-    with run_api(settings) as server:
-        yield server
-
-
-@pytest.fixture
 def bus(settings: Settings) -> Iterator[EventBus]:
     event_bus = EventBus(settings.events)
     yield event_bus
