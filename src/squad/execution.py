@@ -295,7 +295,7 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
         outcome = RunOutcome(**{**outcome.__dict__, "log": reporter.archived_log()})
         max_retries = claim.card.max_retries if claim.card.max_retries is not None else settings.max_retries
         new = store.finish(claim, outcome, max_retries=max_retries,
-                           retry_delay_s=retry_delay_s(settings, max(claim.attempt - 1, 0)),
+                           retry_delay_s=retry_delay_s(settings, claim.retry_index),
                            budget_usd=settings.budget_usd)
     if new is not None:
         reporter.event("status", status=new.value, attempt=claim.attempt, error=outcome.error)
@@ -367,8 +367,9 @@ def sweep_stale_leases(settings: Settings, store: CardStore, events: EventBus | 
     for card_id, token in store.stale_claims():
         card = store.get_card(card_id)
         max_retries = card.max_retries if card.max_retries is not None else settings.max_retries
+        retry_index = max(card.attempts - int(store.execution_state(card_id)["retry_base"]) - 1, 0)
         new = store.lose_claim(card_id, token, "worker lost", max_retries=max_retries,
-                               retry_delay_s=retry_delay_s(settings, max(card.attempts - 1, 0)))
+                               retry_delay_s=retry_delay_s(settings, retry_index))
         if new is not None:
             lost.append(card_id)
             log.warning("stale lease swept", card_id=card_id, new_status=new.value)

@@ -196,10 +196,11 @@ class Orchestrator:
                 requeued.append(card_id)
         return requeued
 
-    def _send(self, card_id: str, *, expected: list[Status]) -> bool:
+    def _send(self, card_id: str, *, expected: list[Status], fresh_retries: bool = False) -> bool:
         card = self.store.get_card(card_id)
         task_id = new_task_id()
-        if not self.store.enqueue(card_id, task_id, expected=expected, session=self.session):
+        if not self.store.enqueue(card_id, task_id, expected=expected, session=self.session,
+                                  fresh_retries=fresh_retries):
             return False
         try:
             self._dispatch(card_id, task_id, card.priority, card.soft_time_limit, card.time_limit)
@@ -219,8 +220,8 @@ class Orchestrator:
             self.events.publish("status", card_id, task_id, status=status.value)
 
     def enqueue_now(self, card_id: str, *, expected: list[Status]) -> str | None:
-        """Queue one card right away (API/CLI retry); returns the new task id."""
-        if self._send(card_id, expected=expected):
+        """Queue one card right away (a user's retry: fresh retry budget); returns the new task id."""
+        if self._send(card_id, expected=expected, fresh_retries=True):
             return self.store.get_card(card_id).celery_task_id
         return None
 

@@ -49,6 +49,7 @@ class Claim:
     token: str
     attempt: int
     previous_session_id: str | None
+    retry_index: int = 0  # 0-based index of the retry that would follow this attempt
 
 
 @dataclass(frozen=True)
@@ -305,12 +306,16 @@ class CardStore:
             return res.rowcount == 1
 
     def enqueue(self, card_id: str, task_id: str, *, expected: Iterable[Status],
-                session: str | None = None) -> bool:
-        """Mark a card QUEUED under a new task id (the only id whose message may claim it)."""
+                session: str | None = None, fresh_retries: bool = False) -> bool:
+        """Mark a card QUEUED under a new task id (the only id whose message may claim it).
+
+        `fresh_retries` (a retry asked for by the user) restarts the automatic-retry budget.
+        """
+        extra: dict[str, Any] = {"retry_base": cards_t.c.attempts} if fresh_retries else {}
         return self.transition(card_id, Status.QUEUED, expected=expected, celery_task_id=task_id,
                                queued_at=now_s(), claim_token=None, claimed_by=None,
                                lease_expires_at=None, next_attempt_at=None, progress=0,
-                               current_step="queued", session=session)
+                               current_step="queued", session=session, **extra)
 
     def replace_task(self, card_id: str, old_task_id: str, new_task_id: str) -> bool:
         """Re-enqueue a QUEUED card whose message was lost: only the new task id may claim it."""
@@ -368,7 +373,8 @@ class CardStore:
             assert inserted is not None
             run_id = inserted[0]
         return Claim(card=_card_from_row(row), run_id=int(run_id), token=token,
-                     attempt=int(row.attempts), previous_session_id=prev)
+                     attempt=int(row.attempts), previous_session_id=prev,
+                     retry_index=max(int(row.attempts) - int(row.retry_base) - 1, 0))
 
     def renew_lease(self, card_id: str, token: str, lease_s: float) -> bool:
         """Extend the lease; False when the claim was taken away (cancelled, forced retry, swept)."""
@@ -421,7 +427,7 @@ class CardStore:
                 new = Status.DONE
                 values.update(progress=100, current_step="done", last_error=None)
             else:
-                retries_left = row.attempts <= max_retries and outcome.retryable
+                retries_left = row.attempts - row.retry_base <= max_retries and outcome.retryable
                 over_budget = budget_usd is not None and cost >= budget_usd
                 values["last_error"] = outcome.error
                 if retries_left and not over_budget:
@@ -461,7 +467,7 @@ class CardStore:
             conn.execute(update(runs_t).where(runs_t.c.card_id == card_id)
                          .where(runs_t.c.ended_at.is_(None))
                          .values(status="lost", ended_at=stamp, error=error))
-            retry = row.attempts <= max_retries
+            retry = row.attempts - row.retry_base <= max_retries
             new = Status.RETRYING if retry else Status.FAILED
             conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
                          .where(cards_t.c.claim_token == token)

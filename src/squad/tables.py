@@ -17,7 +17,7 @@ from sqlalchemy import (
 
 metadata = MetaData()
 #: The newest Alembic revision in migrations/versions (a test keeps the two in step).
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 
 cards = Table(
     "cards",
@@ -52,6 +52,8 @@ cards = Table(
     Column("session", String(100)),
     Column("cost_usd", Float, nullable=False, default=0.0),
     Column("seq", Integer, nullable=False, default=0),
+    # attempts already made when the user last retried by hand: retries left = max - (attempts - base)
+    Column("retry_base", Integer, nullable=False, default=0, server_default="0"),
     Index("ix_cards_status", "status"),
 )
 Index("ix_cards_order", cards.c.priority.desc(), cards.c.created_at, cards.c.card_id)

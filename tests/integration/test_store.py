@@ -268,6 +268,21 @@ def test_retries_are_spent_after_max_retries_then_failed(store: CardStore) -> No
     assert all(r.status == "failed" and r.exit_code == 3 for r in store.list_runs("A"))
 
 
+def test_a_manual_retry_of_a_failed_card_restarts_its_retry_budget(store: CardStore) -> None:
+    # Given a card that spent its only retry (max_retries=1) and is FAILED
+    store.add_cards([spec("A")])
+    assert [finish(store, start(store, "A"), ok=False, max_retries=1) for _ in range(2)] == [
+        Status.RETRYING, Status.FAILED]
+    # When the user retries it by hand (fresh budget) and it fails again
+    assert store.enqueue("A", "manual-1", expected=[Status.FAILED], fresh_retries=True)
+    claim = store.claim("A", "manual-1", "w1", 30)
+    assert claim is not None and (claim.attempt, claim.retry_index) == (3, 0)
+    # Expect an automatic retry again, then FAILED once that one is spent too
+    assert finish(store, claim, ok=False, max_retries=1) == Status.RETRYING
+    assert finish(store, start(store, "A"), ok=False, max_retries=1) == Status.FAILED
+    assert [r.attempt for r in store.list_runs("A")] == [1, 2, 3, 4]
+
+
 def test_a_non_retryable_failure_fails_at_once(store: CardStore) -> None:
     store.add_cards([spec("A")])
     assert finish(store, start(store, "A"), ok=False, max_retries=5, retryable=False) == Status.FAILED
