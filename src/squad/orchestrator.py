@@ -155,7 +155,8 @@ class Orchestrator:
     def tick(self, *, release: bool = True) -> TickResult:
         """One pass: block/unblock, sweep stale leases, retry due cards, requeue lost, release ready."""
         res = TickResult()
-        blocked, unblocked = self.store.update_blocked()
+        graph = self.store.graph()  # one read of the dependency graph per pass
+        blocked, unblocked = self.store.update_blocked(graph)
         res.blocked = blocked
         for cid in blocked:
             self._status_event(cid, Status.BLOCKED)
@@ -170,7 +171,7 @@ class Orchestrator:
             budget = None
             if self.max_in_flight is not None:
                 budget = max(0, self.max_in_flight - self.store.in_flight())
-            for card_id in self.store.ready_cards(limit=budget):
+            for card_id in self.store.ready_cards(limit=budget, graph=graph):
                 if self._send(card_id, expected=[Status.TODO]):
                     res.released.append(card_id)
         return res

@@ -30,6 +30,10 @@ _RUN_PUBLIC = [c for c in runs_t.c if c.name != "log"]
 _FAILED_DEP = {Status.FAILED.value, Status.CANCELLED.value, Status.BLOCKED.value}
 
 
+#: card_id -> (status, depends_on, priority, created_at)
+Graph = dict[str, tuple[str, list[str], int, float]]
+
+
 def now_s() -> float:
     """Wall-clock seconds (stored as floats: portable across SQLite and PostgreSQL)."""
     return time.time()
@@ -485,16 +489,16 @@ class CardStore:
                                     .values(status="lost", ended_at=now_s(), error=error)).rowcount)
 
     # ---- scheduling queries -----------------------------------------------------------------
-    def graph(self) -> dict[str, tuple[str, list[str], int, float]]:
+    def graph(self) -> Graph:
         """card_id -> (status, depends_on, priority, created_at) for every card."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(cards_t.c.card_id, cards_t.c.status, cards_t.c.depends_on,
                                        cards_t.c.priority, cards_t.c.created_at))
             return {r.card_id: (r.status, list(r.depends_on or []), r.priority, r.created_at) for r in rows}
 
-    def update_blocked(self) -> tuple[list[str], list[str]]:
+    def update_blocked(self, graph: Graph | None = None) -> tuple[list[str], list[str]]:
         """TODO cards with a failed/cancelled dependency become BLOCKED, and back when it recovers."""
-        graph = self.graph()
+        graph = self.graph() if graph is None else graph
         blocked: list[str] = []
         unblocked: list[str] = []
         for card_id, (status, deps, _p, _c) in graph.items():
@@ -507,9 +511,9 @@ class CardStore:
                 unblocked.append(card_id)
         return blocked, unblocked
 
-    def ready_cards(self, limit: int | None = None) -> list[str]:
+    def ready_cards(self, limit: int | None = None, graph: Graph | None = None) -> list[str]:
         """TODO cards whose dependencies are all DONE: priority 9 first, then oldest."""
-        graph = self.graph()
+        graph = self.graph() if graph is None else graph
         ready = [(cid, p, c) for cid, (st, deps, p, c) in graph.items()
                  if st == Status.TODO and all(graph.get(d, ("",))[0] == Status.DONE for d in deps)]
         ready.sort(key=lambda x: (-x[1], x[2], x[0]))
