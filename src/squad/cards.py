@@ -40,7 +40,6 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.DONE: frozenset({S.QUEUED}),
 }
 ACTIVE = frozenset({S.TODO, S.QUEUED, S.IN_PROGRESS, S.RETRYING})
-RUNNING = frozenset({S.QUEUED, S.IN_PROGRESS, S.RETRYING})
 FINAL = frozenset({S.DONE, S.FAILED, S.CANCELLED})
 
 

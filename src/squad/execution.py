@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -351,14 +351,6 @@ def outcome_of(result: AgentResult) -> RunOutcome:
         input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         cancelled=result.outcome == "cancelled", retryable=result.outcome != "spawn_failed",
     )
-
-
-@dataclass
-class SweepResult:
-    """What one reconcile pass changed."""
-
-    lost: list[str] = field(default_factory=list)
-    retried: list[str] = field(default_factory=list)
 
 
 def sweep_stale_leases(settings: Settings, store: CardStore, events: EventBus | None) -> list[str]:

@@ -7,7 +7,6 @@ task name; in local mode a thread pool runs the same `run_card()` the Celery tas
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -286,16 +285,6 @@ def make_orchestrator(settings: Settings, store: CardStore, *, mode: str = "auto
     else:
         dispatcher = LocalDispatcher(settings, store, events, concurrency=max_in_flight or 4)
     return Orchestrator(settings, store, dispatcher, events, session=session, max_in_flight=max_in_flight)
-
-
-def wait_settled(store: CardStore, timeout_s: float, poll_s: float = 0.2) -> bool:
-    """Wait until no card is active (helper for scripts and benchmarks)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if store.active_count() == 0:
-            return True
-        time.sleep(poll_s)
-    return False
 
 
 class DeferredDispatcher:

@@ -481,13 +481,6 @@ class CardStore:
                                  current_step=error, seq=cards_t.c.seq + 1))
             return new
 
-    def close_open_runs(self, card_id: str, error: str) -> int:
-        """Close runs left open (e.g. by a killed local executor) with `error`."""
-        with self.tx() as conn:
-            return int(conn.execute(update(runs_t).where(runs_t.c.card_id == card_id)
-                                    .where(runs_t.c.ended_at.is_(None))
-                                    .values(status="lost", ended_at=now_s(), error=error)).rowcount)
-
     # ---- scheduling queries -----------------------------------------------------------------
     def graph(self) -> Graph:
         """card_id -> (status, depends_on, priority, created_at) for every card."""
@@ -548,12 +541,6 @@ class CardStore:
     def queued(self) -> list[tuple[str, str, int]]:
         """(card_id, task_id, priority) of QUEUED cards, most urgent first."""
         return [(r[0], r[1], r[3]) for r in self._select_ids(cards_t.c.status == Status.QUEUED.value)]
-
-    def touch_queued(self, card_id: str, task_id: str) -> None:
-        """Restart the QUEUED clock of a card whose message is known to be alive."""
-        with self.tx() as conn:
-            conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
-                         .where(cards_t.c.celery_task_id == task_id).values(queued_at=now_s()))
 
     def in_flight(self) -> int:
         """Cards QUEUED or IN_PROGRESS."""

@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO
 
 import structlog
@@ -37,7 +37,6 @@ class Child:
     started_at: float = 0.0
     next_start: float = 0.0
     backoff: float = SUPERVISOR_BACKOFF_START_S
-    extra: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         """Spawn in its own process group so a terminal Ctrl-C reaches it only through us."""
