@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import statistics
 import subprocess
 import time
@@ -10,17 +9,11 @@ from pathlib import Path
 
 import redis
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from squad.embedded import free_port, redis_binary
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A private redis-server (no persistence) for one benchmark run."""
-    from squad.embedded import redis_binary
-
     binary = redis_binary()
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)

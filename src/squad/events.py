@@ -39,14 +39,39 @@ def iso_now() -> str:
     return datetime.now(tz=UTC).isoformat(timespec="milliseconds")
 
 
+def format_log_line(timestamp: str, level: str, message: str) -> str:
+    """One line of an archived log: `<timestamp> <LEVEL> <message>`."""
+    return f"{timestamp} {level} {message}"
+
+
+def parse_log_line(line: str) -> tuple[str, str, str]:
+    """(timestamp, level, message) of an archived line; a line of another shape is an INFO message."""
+    ts, level, message = [*line.split(" ", 2), "", ""][:3]
+    if not ts[:4].isdigit() or not level.isupper():
+        return "", "INFO", line
+    return ts, level, message
+
+
+#: Retries of one Redis call. redis-py's default is ten with back-off up to 10 s: during an outage a
+#: single event write would freeze an attempt (its output, limits and cancel checks), and an API
+#: request would hang. One quick retry still covers a pooled connection gone stale after a restart.
+REDIS_RETRIES = 2
+
+
+def redis_backoff() -> ExponentialBackoff:
+    """Back-off between those retries (shared by the sync and asyncio clients)."""
+    return ExponentialBackoff(cap=0.5, base=0.05)
+
+
+def redis_options(socket_timeout: float = REDIS_SOCKET_TIMEOUT_S) -> dict[str, Any]:
+    """Connection options of every Redis client we make: every call is bounded."""
+    return {"socket_timeout": socket_timeout, "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+            "health_check_interval": 15, "decode_responses": True}
+
+
 def redis_client(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT_S) -> redis.Redis:
     """A Redis client whose every call is bounded (a hung Redis never hangs a worker)."""
-    # redis-py's default retries ten times with backoff up to 10 s: during an outage one event write
-    # would freeze an attempt (its output, limits and cancel checks) for tens of seconds.
-    return redis.Redis.from_url(url, socket_timeout=socket_timeout,
-                                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-                                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-                                health_check_interval=15, decode_responses=True)
+    return redis.Redis.from_url(url, retry=Retry(redis_backoff(), REDIS_RETRIES), **redis_options(socket_timeout))
 
 
 def decode_event(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -151,25 +176,6 @@ class EventBus:
         else:
             rows = list(reversed(self.redis.xrevrange(key, max="+", min="-", count=limit)))
         return [{"id": entry_id, **fields} for entry_id, fields in rows]
-
-    def logs_exist(self, card_ids: list[str]) -> dict[str, bool]:
-        """Which cards have a live log, in one round trip."""
-        if not card_ids:
-            return {}
-        with self.redis.pipeline(transaction=False) as pipe:
-            for cid in card_ids:
-                pipe.exists(task_logs_key(cid))
-            flags = pipe.execute()
-        return {cid: bool(flag) for cid, flag in zip(card_ids, flags, strict=True)}
-
-    def read_events(self, *, after: str = "0-0", count: int = 1000,
-                    block_ms: int | None = None) -> list[dict[str, Any]]:
-        """Events after a stream id (optionally blocking until one arrives)."""
-        res = self.redis.xread({TASK_UPDATES_STREAM: after}, count=count, block=block_ms)
-        out: list[dict[str, Any]] = []
-        for _stream, entries in res or []:
-            out.extend(decode_event(eid, fields) for eid, fields in entries)
-        return out
 
     def close(self) -> None:
         """Release the connection pool."""

@@ -40,7 +40,7 @@ from squad.constants import (
     STORE_PROGRESS_INTERVAL_S,
 )
 from squad.errors import SquadError
-from squad.events import EventBus, iso_now
+from squad.events import EventBus, format_log_line, iso_now
 from squad.prompts import render_prompt
 from squad.store import CardStore, Claim, RunOutcome
 
@@ -111,7 +111,7 @@ class Reporter:
     def line(self, level: str, message: str) -> None:
         """One agent (or system) log line."""
         ts = iso_now()
-        entry = f"{ts} {level} {message}"
+        entry = format_log_line(ts, level, message)
         with self.lock:
             if self.archive_bytes + len(entry) <= ARCHIVE_MAX_BYTES:
                 self.archive.append(entry)

@@ -10,7 +10,7 @@ import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -21,6 +21,9 @@ from squad.errors import BrokerUnavailable, SquadError
 from squad.events import EventBus, try_event_bus
 from squad.execution import AttemptContext, run_card, sweep_stale_leases
 from squad.store import CardStore
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 log = structlog.get_logger(__name__)
 
@@ -45,11 +48,11 @@ class CeleryDispatcher:
 
     mode = "celery"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
         from squad.broker import BrokerView
         from squad.celery_app import make_celery
 
-        self.app = make_celery(settings)
+        self.app = app or make_celery(settings)
         self.broker = BrokerView(settings.broker)
 
     def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float) -> None:

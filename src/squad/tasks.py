@@ -105,11 +105,9 @@ def reconcile() -> dict[str, list[str]]:
     from squad.orchestrator import CeleryDispatcher, Orchestrator
 
     settings, store, events = _resources()
-    dispatcher = CeleryDispatcher(settings)
-    try:
-        res = Orchestrator(settings, store, dispatcher, events).tick(release=False)
-    finally:
-        dispatcher.close()
+    if "dispatcher" not in _state:  # one per pool process, on the worker's own app (runs every 5 s)
+        _state["dispatcher"] = CeleryDispatcher(settings, app=celery_app)
+    res = Orchestrator(settings, store, _state["dispatcher"], events).tick(release=False)
     return {"lost": res.lost, "retried": res.retried, "requeued": res.requeued}
 
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio.retry import Retry as AsyncRetry
 
 from squad.config import Settings
-from squad.constants import HEALTH_PROBE_TIMEOUT_S, REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S
+from squad.constants import HEALTH_PROBE_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S
+from squad.events import REDIS_RETRIES, redis_backoff, redis_options
 from squad.store import CardStore
 
 if TYPE_CHECKING:
@@ -30,15 +30,9 @@ T = TypeVar("T")
 
 
 def async_redis(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT_S) -> aioredis.Redis:
-    """An asyncio Redis client whose every call is bounded.
-
-    One immediate retry covers a pooled connection that went stale (Redis restarted); redis-py's
-    default of ten retries with back-off would make a dead Redis hang a request for seconds.
-    """
-    return aioredis.Redis.from_url(url, socket_timeout=socket_timeout,
-                                   socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-                                   retry=Retry(NoBackoff(), 1), health_check_interval=15,
-                                   decode_responses=True)
+    """The asyncio twin of `squad.events.redis_client`: same bounds, same retry policy."""
+    return aioredis.Redis.from_url(url, retry=AsyncRetry(redis_backoff(), REDIS_RETRIES),
+                                   **redis_options(socket_timeout))
 
 
 class Producers:

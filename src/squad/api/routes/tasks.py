@@ -14,6 +14,7 @@ from squad.api.routes import errors
 from squad.api.schemas import CancelOut, LogEntry, RetryIn, RetryOut
 from squad.api.ws import STREAM_ID_RE, stream_key
 from squad.constants import task_logs_key
+from squad.events import parse_log_line
 from squad.ops import cancel_card, retry_card
 from squad.store import CardStore
 
@@ -54,9 +55,7 @@ def archived_entries(store: CardStore, card_id: str) -> list[LogEntry]:
     run, text = found
     entries: list[LogEntry] = []
     for n, line in enumerate(text.splitlines(), start=1):
-        ts, level, message = [*line.split(" ", 2), "", ""][:3]
-        if not ts[:4].isdigit() or not level.isupper():
-            ts, level, message = "", "INFO", line
+        ts, level, message = parse_log_line(line)
         entries.append(LogEntry(id=f"0-{n}", timestamp=ts, level=level, message=message, task_id=run.task_id))
     return entries
 
