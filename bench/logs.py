@@ -41,10 +41,10 @@ def raw_xadd(url: str, lines: int) -> float:
 
 
 def squad_path(url: str, lines: int, tmp: Path) -> float:
+    from squad.attempt import AttemptContext, run_card
     from squad.cards import CardSpec, Status
     from squad.config import AgentConfig, load_settings
     from squad.events import EventBus
-    from squad.execution import AttemptContext, run_card
     from squad.store import CardStore
 
     agent = AgentConfig(command=[sys.executable, str(ROOT / "tests" / "agents" / "lines.py"), str(lines)],

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from squad.agents.progress import make_parser  # noqa: E402
 from squad.agents.runner import Limits, run_agent  # noqa: E402
+from squad.attempt import AttemptContext, run_card  # noqa: E402
 from squad.cards import CardSpec, Status  # noqa: E402
 from squad.config import AgentConfig, Settings, load_settings  # noqa: E402
-from squad.execution import AttemptContext, run_card  # noqa: E402
 from squad.store import CardStore  # noqa: E402
 
 LINES_AGENT = ROOT / "tests" / "agents" / "lines.py"

@@ -285,7 +285,7 @@ def logs(
 def retry(card_id: Annotated[str, typer.Argument(help="Card id.")],
           force: Annotated[bool, typer.Option(help="Also restart a running or DONE card.")] = False) -> None:
     """Queue a new attempt of a FAILED or CANCELLED card (a running one is ended first with --force)."""
-    from squad.ops import retry_card
+    from squad.actions import retry_card
     from squad.orchestrator import make_producer
 
     settings = _settings()
@@ -297,7 +297,7 @@ def retry(card_id: Annotated[str, typer.Argument(help="Card id.")],
 @app.command()
 def cancel(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> None:
     """Cancel a card: its agent's process group is ended, no retry."""
-    from squad.ops import cancel_card
+    from squad.actions import cancel_card
     from squad.orchestrator import make_producer
 
     settings = _settings()

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from squad.attempt import AttemptContext, run_card, sweep_stale_leases
 from squad.cards import Status
 from squad.config import Settings
 from squad.constants import CARDS_QUEUE, EXECUTE_TASK_NAME
 from squad.errors import BrokerUnavailable, SquadError
 from squad.events import EventBus, try_event_bus
-from squad.execution import AttemptContext, run_card, sweep_stale_leases
 from squad.store import CardStore
 
 if TYPE_CHECKING:

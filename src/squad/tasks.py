@@ -11,6 +11,7 @@ import structlog
 from celery import Task
 from celery.signals import worker_process_init
 
+from squad.attempt import AttemptContext, run_card
 from squad.celery_app import celery_app
 from squad.config import Settings
 from squad.constants import (
@@ -21,7 +22,6 @@ from squad.constants import (
     TASK_UPDATES_STREAM,
 )
 from squad.events import EventBus, iso_now, try_event_bus
-from squad.execution import AttemptContext, run_card
 from squad.store import CardStore
 
 log = structlog.get_logger(__name__)

@@ -24,7 +24,7 @@ from sqlalchemy import event, update
 
 from conftest import RedisServer, free_port, squad_env, wait_for
 from squad.api import serve
-from squad.api.enhance import CELERY_META_PREFIX
+from squad.api.task_view import CELERY_META_PREFIX
 from squad.cards import Status, parse_card
 from squad.config import Settings, load_settings
 from squad.constants import TASK_UPDATES_STREAM

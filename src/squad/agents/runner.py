@@ -164,7 +164,7 @@ def run_agent(
             duration_s=time.monotonic() - started,
             pid=None,
         )
-    return _Supervisor(proc, stdin_data, parser, limits, observer, started).run()
+    return _AgentWatch(proc, stdin_data, parser, limits, observer, started).run()
 
 
 # ---- spawning helpers ---------------------------------------------------------------------------
@@ -316,7 +316,7 @@ def _wait_exit(pid: int, channel: _Channel) -> None:
 
 
 # ---- supervision --------------------------------------------------------------------------------
-class _Supervisor:
+class _AgentWatch:
     """The state of one running agent; every method runs on the calling thread except the helpers."""
 
     def __init__(

@@ -19,8 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from squad.api import ws
+from squad.api.metrics.prometheus import Exposition
 from squad.api.monitor import WorkerMonitor
-from squad.api.prometheus import Exposition
 from squad.api.routes import cards, health, metrics, tasks, workers
 from squad.api.state import AppState, Producers, async_redis
 from squad.api.validation import request_problems

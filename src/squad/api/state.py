@@ -21,8 +21,8 @@ from squad.events import REDIS_RETRIES, redis_backoff, redis_options
 from squad.store import CardStore
 
 if TYPE_CHECKING:
+    from squad.api.metrics.prometheus import Exposition
     from squad.api.monitor import WorkerMonitor
-    from squad.api.prometheus import Exposition
     from squad.api.ws import EventHub
     from squad.orchestrator import Orchestrator
 

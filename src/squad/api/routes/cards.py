@@ -9,10 +9,10 @@ from anyio import to_thread
 from fastapi import APIRouter, Query, Response, status
 
 from squad.api.deps import Authorized, CardIdDep, RunIdDep, StateDep, StoreDep
-from squad.api.enhance import ENHANCED_LIST, enhance, page_with_runs
 from squad.api.routes import errors
 from squad.api.schemas import CardDetail, CardIn, EnhancedCard, RunLog
 from squad.api.state import bounded
+from squad.api.task_view import ENHANCED_LIST, enhance, page_with_runs
 from squad.cards import Card, Run, Status, check_storable
 from squad.constants import TASK_UPDATES_MAXLEN, TASK_UPDATES_STREAM
 from squad.events import EventBus

@@ -7,11 +7,11 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from squad.api.deps import StateDep
-from squad.api.prometheus import queue_depth
+from squad.api.metrics.prometheus import queue_depth
+from squad.api.metrics.stats import compute_metrics
 from squad.api.routes import errors
 from squad.api.schemas import MetricsOut
 from squad.api.state import bounded
-from squad.api.stats import compute_metrics
 
 router = APIRouter(tags=["metrics"])
 

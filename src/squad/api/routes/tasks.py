@@ -1,4 +1,4 @@
-"""A card's task: live log, retry, cancel (the last two shared with the CLI through `squad.ops`)."""
+"""A card's task: live log, retry, cancel (the last two shared with the CLI through `squad.actions`)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from anyio import to_thread
 from fastapi import APIRouter, Body, Query
 from redis.exceptions import RedisError
 
+from squad.actions import cancel_card, retry_card
 from squad.api.deps import Authorized, CardIdDep, StateDep
 from squad.api.routes import errors
 from squad.api.schemas import CancelOut, LogEntry, RetryIn, RetryOut
 from squad.api.ws import STREAM_ID_RE, stream_key
 from squad.constants import task_logs_key
 from squad.events import parse_log_line
-from squad.ops import cancel_card, retry_card
 from squad.store import CardStore
 
 router = APIRouter(tags=["tasks"])

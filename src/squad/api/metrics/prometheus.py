@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from squad.api.queries import Histogram, run_stats
+from squad.api.metrics.queries import Histogram, run_stats
 from squad.broker import queue_keys
 
 if TYPE_CHECKING:
