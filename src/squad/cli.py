@@ -64,8 +64,12 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Worker name (default squad@<host>).")] = None,
     autoscale: Annotated[str | None, typer.Option(help="MAX,MIN processes.")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    stop_timeout: Annotated[float | None, typer.Option(
+        min=1, help="Seconds a stopping worker lets running cards finish (default: hard limit + 30).")] = None,
 ) -> None:
     """Run a Celery worker under supervision (restarted with backoff if it dies)."""
+    from squad.config import mask_url
+    from squad.deploy import WORKER_STOP_MARGIN_S
     from squad.supervisor import Child, Supervisor
 
     settings = _settings()
@@ -76,8 +80,10 @@ def worker(
     argv = [sys.executable, "-m", "celery", "-A", "squad.celery_app", "worker", "-Q", queues,
             "--loglevel", loglevel, "-n", hostname or f"squad-{os.getpid()}@%h", "-E"]
     argv += ["--autoscale", autoscale] if autoscale else ["--concurrency", str(concurrency)]
-    err.print(f"squad worker: broker {settings.broker}, queues {queues}", style="dim")
-    sup = Supervisor([Child("celery-worker", argv)])
+    err.print(f"squad worker: broker {mask_url(settings.broker)}, queues {queues}", style="dim")
+    # Exit code 0 is a drained or remotely shut down worker: stop, and let the service manager decide.
+    sup = Supervisor([Child("celery-worker", argv, final_on_success=True)],
+                     stop_timeout_s=stop_timeout or settings.time_limit + WORKER_STOP_MARGIN_S)
     sup.install_signal_handlers()
     raise typer.Exit(sup.run())
 
@@ -335,14 +341,53 @@ def watch(interval: Annotated[float, typer.Option(min=0.1, help="Redraw period."
 
 # ---- setup ----------------------------------------------------------------------------------
 @app.command()
-def deploy(target: Annotated[str, typer.Argument(help="supervisord | systemd")]) -> None:
-    """Print ready configs that keep worker, beat, orchestrator and API running."""
+def deploy(
+    target: Annotated[str | None, typer.Argument(help="supervisord | systemd (none: list the targets)")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="supervisord: FILE; systemd: DIR.")] = None,
+    run_dir: Annotated[Path, typer.Option(help="supervisord: socket and pid file.")] = Path(".squad/run"),
+    log_dir: Annotated[Path | None, typer.Option(help="supervisord: logs (default RUN_DIR).")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Worker concurrency.")] = 2,
+    api_port: Annotated[int, typer.Option(min=1, max=65535, help="API port.")] = 3000,
+    programs: Annotated[str, typer.Option(help="Which of worker,beat,orchestrator,api to run here.")]
+    = "worker,beat,orchestrator,api",
+    user: Annotated[str | None, typer.Option(help="systemd: the services' user (default: you).")] = None,
+) -> None:
+    """Write configs that keep worker, beat, orchestrator and API running, with the current settings."""
     from squad import deploy as dep
 
+    only = [p.strip() for p in programs.split(",") if p.strip()]
+    cwd = Path.cwd()
+    if target is None:
+        out.print("targets:\n  supervisord  a complete supervisord config (squad deploy supervisord -o FILE)\n"
+                  "  systemd      one unit per program + an EnvironmentFile (squad deploy systemd -o DIR)")
+        return
+    settings = _settings()
     if target == "supervisord":
-        sys.stdout.write(dep.supervisord(Path.cwd()))
+        text = dep.supervisord(settings, cwd, run_dir=run_dir, log_dir=log_dir or run_dir,
+                               concurrency=concurrency, api_port=api_port, only=only)
+        if output is None:
+            sys.stdout.write(text)
+            return
+        dep.write_private(output, text)
+        for folder in {run_dir, log_dir or run_dir}:
+            folder.mkdir(parents=True, exist_ok=True)
+        out.print(f"wrote {output} (mode 0600: it holds the settings' passwords); "
+                  f"start it with: supervisord -c {output}")
     elif target == "systemd":
-        sys.stdout.write(dep.systemd(Path.cwd()))
+        folder = (output or Path("/etc/squad")).absolute()
+        files = dep.systemd(settings, cwd, env_file=folder / dep.ENV_FILE, concurrency=concurrency,
+                            api_port=api_port, user=user, only=only)
+        if output is None:
+            for name, text in files.items():
+                sys.stdout.write(f"# ---- {folder / name if name == dep.ENV_FILE else name}\n{text}\n")
+            return
+        for name, text in files.items():
+            if name == dep.ENV_FILE:
+                dep.write_private(folder / name, text)
+            else:
+                (folder / name).write_text(text, encoding="utf-8")
+        out.print(f"wrote {len(files) - 1} unit(s) and {folder / dep.ENV_FILE} (mode 0600: it holds the settings' "
+                  f"passwords) to {folder}; install with: systemctl link {folder}/squad-*.service")
     else:
         raise SquadError(f"unknown deploy target {target!r} (supervisord or systemd)")
 

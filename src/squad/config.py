@@ -61,7 +61,8 @@ def _builtin_agents() -> dict[str, AgentConfig]:
     }
 
 
-def _config_path() -> Path:
+def config_path() -> Path:
+    """The squad.toml in use: `SQUAD_CONFIG`, else `./squad.toml`."""
     return Path(os.environ.get("SQUAD_CONFIG", "squad.toml"))
 
 
@@ -70,7 +71,7 @@ class _TomlSource(PydanticBaseSettingsSource):
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
-        path = _config_path()
+        path = config_path()
         self.data: dict[str, Any] = {}
         if path.is_file():
             try:
@@ -115,6 +116,7 @@ class Settings(BaseSettings):
 
     default_agent: str = "demo"
     squads: dict[str, str] = Field(default_factory=dict)
+    routes: dict[str, str] = Field(default_factory=dict)  # squad name -> Celery queue of its cards
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     prompt_template: Path | None = None
     hooks: HooksConfig = Field(default_factory=HooksConfig)

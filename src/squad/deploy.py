@@ -1,10 +1,23 @@
-"""Ready-to-use supervisord and systemd configs (`squad deploy`), and the `squad init` template."""
+"""Deploy configs that run as generated (`squad deploy supervisord|systemd`), and the `squad init` template.
+
+Both targets carry the *current* settings (environment and squad.toml) into the services' environment,
+so what `squad status` sees here is what the services get. The files hold URLs with passwords and the
+API token: they are written with mode 0600.
+"""
 
 from __future__ import annotations
 
-import shutil
+import getpass
+import json
+import os
 import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from squad.config import Settings, config_path
+from squad.errors import ConfigError
 
 SQUAD_TOML = '''# squad.toml: Squad Orchestrator configuration (precedence: CLI flag > env > this file > default)
 
@@ -54,58 +67,221 @@ parser = "plain"
 '''
 
 
-def _squad_bin() -> str:
-    return shutil.which("squad") or f"{sys.executable} -m squad"
+
+PROGRAMS = ("worker", "beat", "orchestrator", "api")
+# A stopped worker finishes its running cards (warm shutdown): every stop timeout is above the
+# hard time limit, with margins so the inner supervisor's own kill comes before the outer one's.
+WORKER_STOP_MARGIN_S = 30
+SERVICE_STOP_MARGIN_S = 60
+LOG_MAX_BYTES = "50MB"
+LOG_BACKUPS = 10
+# Settings that are not single environment values: they come from squad.toml (SQUAD_CONFIG).
+_NOT_ENV = frozenset({"agents", "squads", "hooks", "routes"})
+_ALWAYS_ENV = frozenset({"redis_url", "database_url", "workdir"})
 
 
-def supervisord(cwd: Path) -> str:
-    """A supervisord program group: worker, beat, orchestrator, API (restarted when they exit)."""
-    squad = _squad_bin()
-    blocks = []
-    for name, args in (("worker", "worker --concurrency 2"), ("beat", "beat"),
-                       ("orchestrator", "orchestrate --mode celery"), ("api", "serve --port 3000")):
-        blocks.append(f"""[program:squad-{name}]
-command={squad} {args}
-directory={cwd}
+@dataclass(frozen=True)
+class Program:
+    """One long-running process of a deployment."""
+
+    name: str
+    args: list[str]
+
+    @property
+    def service(self) -> str:
+        """The program's name in supervisord and systemd."""
+        return f"squad-{self.name}"
+
+
+def programs(settings: Settings, *, concurrency: int, api_port: int, api_host: str = "127.0.0.1",
+             only: Iterable[str] = PROGRAMS) -> list[Program]:
+    """The processes of one machine: worker, beat (one per install), orchestrator (one), API."""
+    wanted = set(only)
+    unknown = wanted - set(PROGRAMS)
+    if unknown or not wanted:
+        raise ConfigError(f"--programs must name some of {', '.join(PROGRAMS)}, got {', '.join(sorted(unknown))}")
+    stop_s = int(settings.time_limit) + WORKER_STOP_MARGIN_S
+    table = {
+        "worker": ["worker", "--concurrency", str(concurrency), "--hostname", "squad-worker@%h",
+                   "--stop-timeout", str(stop_s)],
+        "beat": ["beat"],
+        "orchestrator": ["orchestrate", "--mode", "celery"],
+        "api": ["serve", "--host", api_host, "--port", str(api_port)],
+    }
+    return [Program(name, table[name]) for name in PROGRAMS if name in wanted]
+
+
+def stop_wait_s(settings: Settings) -> int:
+    """How long a service manager waits for a stopping service before killing it."""
+    return int(settings.time_limit) + SERVICE_STOP_MARGIN_S
+
+
+def _env_name(field: str) -> str:
+    return "USE_CELERY" if field == "use_celery" else f"SQUAD_{field.upper()}"
+
+
+def _env_value(field: str, value: Any, cwd: Path) -> str:
+    if isinstance(value, Path):
+        return str(value if value.is_absolute() else cwd / value)
+    if field == "database_url" and value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
+        rel = value.removeprefix("sqlite:///")
+        return f"sqlite:///{cwd / rel}" if rel and rel != ":memory:" else value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def service_env(settings: Settings, cwd: Path) -> dict[str, str]:
+    """The environment that gives a service exactly these settings, paths made absolute.
+
+    Scalar settings go in as variables (those left at their default are omitted, except the
+    infrastructure ones an operator looks for); agents, squads, hooks and routes stay in squad.toml,
+    named by an absolute SQUAD_CONFIG. PATH is kept so agents installed for this user are found.
+    """
+    env: dict[str, str] = {}
+    for field, info in Settings.model_fields.items():
+        if field in _NOT_ENV:
+            continue
+        value = getattr(settings, field)
+        if value is None or (value == info.get_default(call_default_factory=True) and field not in _ALWAYS_ENV):
+            continue
+        env[_env_name(field)] = _env_value(field, value, cwd)
+    config = config_path()
+    if config.is_file():
+        env["SQUAD_CONFIG"] = str(config if config.is_absolute() else cwd / config)
+    env["PATH"] = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
+
+
+def _squad_argv() -> list[str]:
+    """This interpreter runs the services: the same install (virtualenv) as the command that wrote them."""
+    return [sys.executable, "-m", "squad"]
+
+
+# ---- supervisord ------------------------------------------------------------------------------
+def _sv(value: str) -> str:
+    """Escape for supervisord, which %-interpolates every value."""
+    return value.replace("%", "%%")
+
+
+def _sv_env(env: dict[str, str]) -> str:
+    """supervisord's `environment=` value: KEY="value" pairs, quotes and backslashes escaped."""
+    return ",".join(f'{k}="{_sv(_quote_inner(v))}"' for k, v in env.items())
+
+
+def _quote_inner(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def supervisord(settings: Settings, cwd: Path, *, run_dir: Path, log_dir: Path, concurrency: int = 2,
+                api_port: int = 3000, only: Iterable[str] = PROGRAMS) -> str:
+    """A complete supervisord config (`supervisord -c FILE` runs it as is): server, control socket,
+    one program per process in group `squad`, restarted on exit, logs rotated."""
+    run_dir, log_dir = (d if d.is_absolute() else cwd / d for d in (run_dir, log_dir))
+    env = _sv_env(service_env(settings, cwd))
+    squad = " ".join(_squad_argv())
+    progs = programs(settings, concurrency=concurrency, api_port=api_port, only=only)
+    parts = [f"""; Generated by `squad deploy supervisord` in {cwd}.
+; It holds the settings' URLs and token: keep it private (mode 0600).
+; Start: supervisord -c THIS_FILE    Control: supervisorctl -c THIS_FILE status|restart squad:*|shutdown
+
+[unix_http_server]
+file={_sv(str(run_dir / "supervisor.sock"))}
+chmod=0700
+
+[supervisord]
+pidfile={_sv(str(run_dir / "supervisord.pid"))}
+logfile={_sv(str(log_dir / "supervisord.log"))}
+logfile_maxbytes={LOG_MAX_BYTES}
+logfile_backups={LOG_BACKUPS}
+childlogdir={_sv(str(log_dir))}
+directory={_sv(str(cwd))}
+environment={env}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{_sv(str(run_dir / "supervisor.sock"))}
+"""]
+    for prog in progs:
+        parts.append(f"""[program:{prog.service}]
+command={_sv(squad + " " + " ".join(prog.args))}
+directory={_sv(str(cwd))}
 autostart=true
 autorestart=true
-startretries=1000
+startsecs=3
+startretries=100
 stopsignal=TERM
-stopwaitsecs=60
-killasgroup=true
+stopwaitsecs={stop_wait_s(settings)}
 stopasgroup=true
+killasgroup=true
 redirect_stderr=true
-stdout_logfile=/var/log/squad/{name}.log
-environment=SQUAD_REDIS_URL="redis://127.0.0.1:6379",SQUAD_DATABASE_URL="sqlite:///{cwd}/.squad/squad.db"
+stdout_logfile={_sv(str(log_dir / f"{prog.service}.log"))}
+stdout_logfile_maxbytes={LOG_MAX_BYTES}
+stdout_logfile_backups={LOG_BACKUPS}
 """)
-    return "\n".join(blocks) + "\n[group:squad]\nprograms=squad-worker,squad-beat,squad-orchestrator,squad-api\n"
+    parts.append(f"[group:squad]\nprograms={','.join(p.service for p in progs)}\n")
+    return "\n".join(parts)
 
 
-def systemd(cwd: Path) -> str:
-    """systemd units (one file per unit, separated by comments)."""
-    squad = _squad_bin()
-    units = []
-    for name, args in (("worker", "worker --concurrency 2"), ("beat", "beat"),
-                       ("orchestrator", "orchestrate --mode celery"), ("api", "serve --port 3000")):
-        units.append(f"""# /etc/systemd/system/squad-{name}.service
+# ---- systemd ----------------------------------------------------------------------------------
+ENV_FILE = "squad.env"
+
+
+def _systemd_env_line(key: str, value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'{key}="{escaped}"'
+
+
+def _systemd_arg(arg: str) -> str:
+    """Escape for ExecStart: systemd expands % specifiers and $VARIABLES and splits on spaces."""
+    arg = arg.replace("%", "%%").replace("$", "$$")
+    return f'"{arg}"' if any(c.isspace() for c in arg) else arg
+
+
+def systemd(settings: Settings, cwd: Path, *, env_file: Path, concurrency: int = 2, api_port: int = 3000,
+            user: str | None = None, only: Iterable[str] = PROGRAMS) -> dict[str, str]:
+    """Unit files (one per program) and their EnvironmentFile, by file name."""
+    user = user or getpass.getuser()
+    files: dict[str, str] = {}
+    env = service_env(settings, cwd)
+    files[ENV_FILE] = ("# Generated by `squad deploy systemd`: the services' settings. Keep it 0600.\n"
+                       + "".join(_systemd_env_line(k, v) + "\n" for k, v in env.items()))
+    for prog in programs(settings, concurrency=concurrency, api_port=api_port, only=only):
+        exec_start = " ".join(_systemd_arg(a) for a in [*_squad_argv(), *prog.args])
+        files[f"{prog.service}.service"] = f"""# Generated by `squad deploy systemd` in {cwd}.
 [Unit]
-Description=Squad Orchestrator {name}
-After=network-online.target redis-server.service postgresql.service
+Description=Squad Orchestrator {prog.name}
 Wants=network-online.target
+After=network-online.target redis-server.service postgresql.service
 
 [Service]
+Type=simple
+User={user}
 WorkingDirectory={cwd}
-ExecStart={squad} {args}
+EnvironmentFile={env_file}
+ExecStart={exec_start}
 Restart=always
 RestartSec=3
 KillMode=mixed
 KillSignal=SIGTERM
-TimeoutStopSec=60
-Environment=SQUAD_REDIS_URL=redis://127.0.0.1:6379
-Environment=SQUAD_DATABASE_URL=sqlite:///{cwd}/.squad/squad.db
-# Environment=SQUAD_API_TOKEN=change-me
+TimeoutStopSec={stop_wait_s(settings)}
 
 [Install]
 WantedBy=multi-user.target
-""")
-    return "\n".join(units)
+"""
+    return files
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds passwords), also when it already exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)

@@ -6,12 +6,14 @@ Celery on Redis can exit with `Unrecoverable error` after a broker blip while a 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -22,6 +24,26 @@ from squad.constants import SUPERVISOR_BACKOFF_MAX_S, SUPERVISOR_BACKOFF_START_S
 log = structlog.get_logger(__name__)
 HEALTHY_AFTER_S = 30.0
 STOP_TIMEOUT_S = 30.0
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec_fn: Linux SIGKILLs the child when its supervisor dies, even by SIGKILL.
+
+    A service manager that kills only the supervisor (supervisord, systemd) must not leave its
+    children running in their own sessions; Celery's pool processes and the agents follow in turn.
+    """
+    prctl = getattr(_LIBC, "prctl", None)
+    if prctl is None:  # not Linux
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 @dataclass
@@ -34,6 +56,8 @@ class Child:
     stdout: IO[bytes] | None = None
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    # Exit code 0 means "done on purpose" (e.g. a drained Celery worker): stop, do not restart.
+    final_on_success: bool = False
     started_at: float = 0.0
     next_start: float = 0.0
     backoff: float = SUPERVISOR_BACKOFF_START_S
@@ -42,7 +66,7 @@ class Child:
         """Spawn in its own process group so a terminal Ctrl-C reaches it only through us."""
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self.stdout,
                                      stderr=subprocess.STDOUT if self.stdout else None,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
         self.started_at = time.monotonic()
         log.info("started", child=self.name, pid=self.proc.pid)
 
@@ -50,9 +74,10 @@ class Child:
 class Supervisor:
     """Keeps children running until stopped; restarts with exponential backoff."""
 
-    def __init__(self, children: Sequence[Child]) -> None:
+    def __init__(self, children: Sequence[Child], *, stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
         self.children = list(children)
         self.stopping = threading.Event()
+        self.stop_timeout_s = stop_timeout_s
 
     def install_signal_handlers(self) -> None:
         """SIGINT/SIGTERM stop everything cleanly."""
@@ -81,6 +106,11 @@ class Supervisor:
                 if now - child.started_at > HEALTHY_AFTER_S:
                     child.backoff = SUPERVISOR_BACKOFF_START_S
                 continue
+            if proc is not None and proc.returncode == 0 and child.final_on_success:
+                log.info("child finished; stopping", child=child.name)
+                child.proc = None
+                self.stopping.set()
+                return
             if proc is not None:
                 log.warning("child exited; restarting", child=child.name, code=proc.returncode,
                             backoff_s=child.backoff)
@@ -96,7 +126,7 @@ class Supervisor:
         for child in self.children:
             if child.proc is not None and child.proc.poll() is None:
                 child.proc.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
+        deadline = time.monotonic() + self.stop_timeout_s
         for child in self.children:
             if child.proc is None:
                 continue
