@@ -161,6 +161,31 @@ def kill_tree(proc: subprocess.Popen[bytes] | subprocess.Popen[str], sig: int = 
             pass
 
 
+def ignore_sigint() -> None:
+    """preexec_fn: start like a background job of a shell without job control (SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[Any]]]:
+    """Factory: start `python -m squad ARGS` subprocesses; each is ended with its descendants after
+    the test, whether it passed or failed, so no test leaks a process."""
+    procs: list[subprocess.Popen[Any]] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, stdout: Any = None, sigint_ignored: bool = False,
+              **popen: Any) -> subprocess.Popen[Any]:
+        popen.setdefault("stderr", subprocess.STDOUT if stdout is not None else None)
+        proc = subprocess.Popen([sys.executable, "-m", "squad", *args], env=env or dict(os.environ),
+                                stdout=stdout, preexec_fn=ignore_sigint if sigint_ignored else None, **popen)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            kill_tree(proc, timeout=10)
+
+
 @dataclass
 class Worker:
     """A real `squad worker` (supervised Celery worker) subprocess."""

@@ -440,9 +440,38 @@ def version() -> None:
     out.print(VERSION)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so each command's cleanup runs.
+
+    A shell without job control starts background jobs with SIGINT ignored: a command that stopped
+    only on Ctrl-C could then never be stopped cleanly. Commands that install their own handlers
+    (supervised services, the orchestrator, uvicorn) replace this one.
+    """
+
+
+EXIT_TERMINATED = 128 + signal.SIGTERM
+_terminated: list[bool] = []
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    _terminated.append(True)
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every error is one line on stderr (exit 2 for usage and input errors)."""
+    """Entry point: every error is one line on stderr (exit 2 for usage and input errors);
+    SIGTERM stops a command like Ctrl-C does, with exit code 143."""
     _configure_logging()
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        _main(argv)
+    except SystemExit:
+        if _terminated:  # Typer turns the interrupt into exit 130, a command may return normally
+            sys.exit(EXIT_TERMINATED)
+        raise
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         # standalone_mode=False: click returns (does not raise) the code of a `typer.Exit(code)`
         code = app(args=argv, standalone_mode=False, prog_name="squad")

@@ -160,9 +160,11 @@ def orchestrate(cli: Cli, env: dict[str, str], *args: str, timeout: float = 150)
     return cli("orchestrate", "--interval", "0.2", *args, env=env, timeout=timeout)
 
 
-def start_orchestrate(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([PY, "-m", "squad", "orchestrate", "--interval", "0.2", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start_orchestrate(spawn: Any, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """`squad orchestrate` in the background, ended after the test whatever its outcome."""
+    proc: subprocess.Popen[str] = spawn("orchestrate", "--interval", "0.2", *args, env=env,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc
 
 
 def watch_statuses(store: CardStore, card_id: str, proc: subprocess.Popen[str],
@@ -243,13 +245,13 @@ def test_cards_run_on_workers_with_ordered_progress_status_events_and_logs(
 # ---- retries ----------------------------------------------------------------------------------
 def test_failed_first_attempt_is_retried_after_backoff_and_shown_retrying(
         cli: Cli, env: dict[str, str], tmp_path: Path, start_worker: StartWorker, store: CardStore,
-        redis_server: RedisServer) -> None:
+        redis_server: RedisServer, spawn: Any) -> None:
     # Given a card whose agent fails its first attempt only, and a 1 s backoff
     import_cards(cli, env, tmp_path, [{"card_id": "FLAKY", "title": "flaky", "agent": "demo-flaky"}])
     start_worker(env, concurrency=1)
 
     # When the orchestrator runs it to the end
-    proc = start_orchestrate(env, "--once", "--wait", "--mode", "celery")
+    proc = start_orchestrate(spawn, env, "--once", "--wait", "--mode", "celery")
     seen = watch_statuses(store, "FLAKY", proc)
 
     # Expect RETRYING between the attempts, then DONE with two runs
@@ -267,14 +269,14 @@ def test_failed_first_attempt_is_retried_after_backoff_and_shown_retrying(
 
 def test_always_failing_card_ends_failed_after_max_retries_never_failed_before(
         cli: Cli, env: dict[str, str], tmp_path: Path, start_worker: StartWorker, store: CardStore,
-        redis_server: RedisServer) -> None:
+        redis_server: RedisServer, spawn: Any) -> None:
     # Given an agent that always fails and two retries allowed
     env = {**env, "SQUAD_MAX_RETRIES": "2", "SQUAD_RETRY_BACKOFF": "0.3", "SQUAD_DEMO_FAIL": "1"}
     import_cards(cli, env, tmp_path, [{"card_id": "BROKEN", "title": "broken", "agent": "demo"}])
     start_worker(env, concurrency=1)
 
     # When the orchestrator runs it to the end
-    proc = start_orchestrate(env, "--once", "--wait", "--mode", "celery")
+    proc = start_orchestrate(spawn, env, "--once", "--wait", "--mode", "celery")
     seen = watch_statuses(store, "BROKEN", proc)
 
     # Expect FAILED after three runs, exit 1, and FAILED never shown while a retry was pending
@@ -466,13 +468,13 @@ def test_dead_broker_falls_back_to_local_mode_with_warning_but_celery_mode_refus
 
 # ---- logs --follow and status ---------------------------------------------------------------------
 def test_logs_follow_prints_lines_live_and_ends_after_done(
-        cli: Cli, env: dict[str, str], tmp_path: Path, start_worker: StartWorker, store: CardStore) -> None:
+        cli: Cli, env: dict[str, str], tmp_path: Path, start_worker: StartWorker, store: CardStore,
+        spawn: Any) -> None:
     # Given a 3 s card and `squad logs --follow` started before it runs
     write_agents(tmp_path, agent_toml("talky", [PY, "-m", "squad.agents.demo"], SQUAD_DEMO_DURATION="3"))
     import_cards(cli, env, tmp_path, [{"card_id": "TALK", "title": "talk", "agent": "talky"}])
     start_worker(env, concurrency=1)
-    follower = subprocess.Popen([PY, "-m", "squad", "logs", "TALK", "--follow"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    follower = spawn("logs", "TALK", "--follow", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[tuple[str, str]] = []  # (card status when the line arrived, line)
 
     def read() -> None:

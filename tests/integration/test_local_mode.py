@@ -163,15 +163,16 @@ def test_dependants_run_after_their_dependency_is_done_and_are_blocked_by_a_fail
             "session_id", "num_turns", "input_tokens", "output_tokens"} <= set(run)
 
 
-def test_a_failed_attempt_is_retrying_after_backoff_then_done_and_never_shown_failed(project: Project) -> None:
+def test_a_failed_attempt_is_retrying_after_backoff_then_done_and_never_shown_failed(project: Project,
+                                                                                    spawn: Any) -> None:
     # Given the built-in flaky demo agent (fails its first attempt), 2 retries, backoff 0.5 s
     project.seed({"card_id": "FLAKY", "agent": "demo-flaky"})
     env = {**project.env, "SQUAD_MAX_RETRIES": "2"}
     # When orchestrating, while watching the card's status
-    proc = subprocess.Popen([PY, "-m", "squad", *ORCHESTRATE], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = spawn(*ORCHESTRATE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: list[Status] = []
-    while proc.poll() is None:
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
         status = project.status("FLAKY")
         if not seen or seen[-1] != status:
             seen.append(status)
