@@ -45,6 +45,7 @@ from squad.prompts import render_prompt
 from squad.store import CardStore, Claim, RunOutcome
 
 log = structlog.get_logger(__name__)
+LEASE_LOST = "lease lost: the card was taken over by another attempt"
 ProgressHook = Callable[[int, str, float], None]
 
 
@@ -93,6 +94,9 @@ class Reporter:
         self.last_progress_emit = 0.0
         self.last_store_write = time.monotonic()
         self.lock = threading.Lock()
+        # Set once another attempt owns the card (the sweeper closed this run as `lost`): from then
+        # on nothing of this attempt reaches the live log or the event stream (fencing).
+        self.fenced = threading.Event()
 
     def _event_id(self) -> str:
         self.seq += 1
@@ -100,7 +104,7 @@ class Reporter:
 
     def event(self, event_type: str, **fields: object) -> None:
         """Queue an event; it leaves with the next log batch (or now for status events)."""
-        if self.ctx.events is None:
+        if self.ctx.events is None or self.fenced.is_set():
             return
         ev = EventBus.make_event(event_type, self.card_id, self.task_id, self._event_id(), **fields)
         with self.lock:
@@ -138,7 +142,7 @@ class Reporter:
         elapsed = round(now - self.started, 2)
         # The store gets progress at most once a second (the live view comes from the events):
         # the fixed steps of a short card would otherwise cost seven write transactions.
-        if now - self.last_store_write >= STORE_PROGRESS_INTERVAL_S:
+        if now - self.last_store_write >= STORE_PROGRESS_INTERVAL_S and not self.fenced.is_set():
             self.last_store_write = now
             try:
                 self.ctx.store.set_progress(self.card_id, self.token, progress, step)
@@ -159,6 +163,8 @@ class Reporter:
             lines, self.pending = self.pending, []
             events, self.pending_events = self.pending_events, []
             self.last_flush = time.monotonic()
+        if self.fenced.is_set():
+            return
         if lines:
             # The shared, capped event stream gets at most LOG_EVENTS_PER_BATCH lines per batch: a
             # chatty agent must not evict every other card's events. The card's own log stream
@@ -185,12 +191,20 @@ class Reporter:
 
 
 class LeaseKeeper:
-    """Renews the claim's lease every lease/3 and notices when the claim is taken away."""
+    """Renews the claim's lease every lease/3 and notices when the claim is taken away.
+
+    A claim is taken away by a cancel (the run stays open: the attempt records `cancelled`) or by
+    the sweeper after the lease ran out (the run is closed as `lost` and the card re-run): then the
+    attempt is fenced: `fenced` is set, its agent is ended and its writes are dropped.
+    """
 
     def __init__(self, store: CardStore, card_id: str, token: str, lease_s: float,
-                 shutdown: threading.Event | None = None) -> None:
+                 shutdown: threading.Event | None = None, *, run_id: int | None = None,
+                 fenced: threading.Event | None = None) -> None:
         self.store, self.card_id, self.token, self.lease_s = store, card_id, token, lease_s
         self.shutdown = shutdown
+        self.run_id = run_id
+        self.fenced = fenced if fenced is not None else threading.Event()
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{card_id}", daemon=True)
@@ -208,15 +222,25 @@ class LeaseKeeper:
         while not self._stop.wait(self.lease_s / 3):
             try:
                 if not self.store.renew_lease(self.card_id, self.token, self.lease_s):
-                    self.lost.set()
+                    self._lose()
                     return
             except Exception as exc:  # database briefly unreachable: keep trying
                 log.warning("lease renewal failed", card_id=self.card_id, error=str(exc))
 
+    def _lose(self) -> None:
+        """The claim is gone: find out whether the run was closed under us (swept) before saying so."""
+        if self.run_id is not None:
+            try:
+                if not self.store.run_open(self.run_id):
+                    self.fenced.set()
+            except Exception:  # cannot tell: treat it as taken over, the safe side
+                self.fenced.set()
+        self.lost.set()
+
     def stop_reason(self) -> str | None:
-        """'cancelled' once the claim is gone (cancel, forced retry, swept)."""
+        """'cancelled' once the claim is gone (cancel, forced retry), 'lease lost' once swept."""
         if self.lost.is_set():
-            return "cancelled"
+            return LEASE_LOST if self.fenced.is_set() else "cancelled"
         if self.shutdown is not None and self.shutdown.is_set():
             return "stopped: the executor is shutting down"
         now = time.monotonic()
@@ -224,8 +248,8 @@ class LeaseKeeper:
             self._last_check = now
             try:
                 if not self.store.claim_alive(self.card_id, self.token):
-                    self.lost.set()
-                    return "cancelled"
+                    self._lose()
+                    return LEASE_LOST if self.fenced.is_set() else "cancelled"
             except Exception as exc:
                 log.warning("claim check failed", card_id=self.card_id, error=str(exc))
         return None
@@ -282,7 +306,8 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
     reporter = Reporter(ctx, card_id, task_id, claim.token)
     # The lease is renewed from the claim until `finish`: reporting progress can block for as long as
     # a Redis outage lasts, and a lease left to expire meanwhile would have the card run twice.
-    with LeaseKeeper(store, card_id, claim.token, settings.lease_s, ctx.shutdown) as lease:
+    with LeaseKeeper(store, card_id, claim.token, settings.lease_s, ctx.shutdown, run_id=claim.run_id,
+                     fenced=reporter.fenced) as lease:
         reporter.event("status", status=Status.IN_PROGRESS.value, attempt=claim.attempt, worker=ctx.worker)
         for progress, step in (STEP_LOADING, STEP_SELECTING, STEP_IN_PROGRESS):
             reporter.set_progress(progress, step, force=True)
@@ -297,6 +322,9 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
         new = store.finish(claim, outcome, max_retries=max_retries,
                            retry_delay_s=retry_delay_s(settings, claim.retry_index),
                            budget_usd=settings.budget_usd)
+    if new is None and reporter.fenced.is_set():
+        log.warning("attempt fenced: its lease was lost and the card taken over; outcome dropped",
+                    card_id=card_id, run_id=claim.run_id)
     if new is not None:
         reporter.event("status", status=new.value, attempt=claim.attempt, error=outcome.error)
     reporter.flush()
@@ -337,6 +365,8 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter, lease: Lease
     limits = Limits(soft_time_limit_s=soft, time_limit_s=hard, stall_timeout_s=settings.stall_timeout)
     result = run_agent(argv, cwd=workdir, env=env, stdin_data=stdin_data, parser=parser, limits=limits,
                        observer=_Observer(reporter, lease))
+    if lease.fenced.is_set():  # another attempt owns the workdir now: hands off
+        return outcome_of(result)
     if err := _run_hook("after_run", hooks.after_run, workdir, env, hooks.timeout, reporter):
         reporter.line("ERROR", err)
     return outcome_of(result)

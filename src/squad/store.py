@@ -389,6 +389,12 @@ class CardStore:
                                .values(lease_expires_at=now_s() + lease_s))
             return res.rowcount == 1
 
+    def run_open(self, run_id: int) -> bool:
+        """True while a run has not been closed (by its attempt, or by the sweeper as `lost`)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(runs_t.c.ended_at).where(runs_t.c.id == run_id)).first()
+        return row is not None and row.ended_at is None
+
     def claim_alive(self, card_id: str, token: str) -> bool:
         """True while this claim still owns the card."""
         with self.engine.connect() as conn:
@@ -414,10 +420,15 @@ class CardStore:
         stamp = now_s()
         with self.tx() as conn:
             run_status = "succeeded" if outcome.succeeded else ("cancelled" if outcome.cancelled else "failed")
-            conn.execute(update(runs_t).where(runs_t.c.id == claim.run_id).values(
+            # Fencing: only a run still open can be closed. A run the sweeper already closed as `lost`
+            # (its worker was frozen past its lease) keeps that verdict: the late outcome is dropped.
+            closed = conn.execute(update(runs_t).where(runs_t.c.id == claim.run_id)
+                                  .where(runs_t.c.ended_at.is_(None)).values(
                 status=run_status, ended_at=stamp, exit_code=outcome.exit_code, error=outcome.error,
                 cost_usd=outcome.cost_usd, session_id=outcome.session_id, num_turns=outcome.num_turns,
                 input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens, log=outcome.log))
+            if closed.rowcount != 1:
+                return None
             row = conn.execute(select(cards_t).where(cards_t.c.card_id == claim.card.card_id)).one()
             if row.claim_token != claim.token or row.status != Status.IN_PROGRESS:
                 if outcome.cost_usd:
@@ -461,13 +472,19 @@ class CardStore:
         return self.get_card(card_id)
 
     def lose_claim(self, card_id: str, token: str, error: str, *, max_retries: int,
-                   retry_delay_s: float) -> Status | None:
-        """Sweep a stale lease: fail the open run with `error` and retry the card like any failure."""
+                   retry_delay_s: float, now: float | None = None) -> Status | None:
+        """Sweep a stale lease: fail the open run with `error` and retry the card like any failure.
+
+        Only a lease still expired at `now` (default: the current time) is lost: a worker that
+        renewed it between `stale_claims` and this call keeps its card.
+        """
         with self.tx() as conn:
             row = conn.execute(select(cards_t).where(cards_t.c.card_id == card_id)).first()
+            stamp = now_s() if now is None else now
             if row is None or row.claim_token != token or row.status != Status.IN_PROGRESS:
                 return None
-            stamp = now_s()
+            if row.lease_expires_at is not None and row.lease_expires_at >= stamp:
+                return None  # renewed since it was found stale: the worker is alive
             conn.execute(update(runs_t).where(runs_t.c.card_id == card_id)
                          .where(runs_t.c.ended_at.is_(None))
                          .values(status="lost", ended_at=stamp, error=error))

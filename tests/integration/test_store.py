@@ -360,7 +360,8 @@ def test_a_claim_whose_lease_ran_out_is_found_and_lost_to_a_retry(store: CardSto
     # When the lease has run out and the sweeper loses the claim
     stale = store.stale_claims(now=time.time() + 1)
     assert stale == [("A", claim.token)]
-    assert store.lose_claim("A", claim.token, "worker lost", max_retries=3, retry_delay_s=0) == Status.RETRYING
+    assert store.lose_claim("A", claim.token, "worker lost", max_retries=3, retry_delay_s=0,
+                            now=time.time() + 1) == Status.RETRYING
     # Expect the run failed with `worker lost`, the card retried, and the old worker locked out
     (run,) = store.list_runs("A")
     assert (run.error, run.ended_at is not None) == ("worker lost", True)
@@ -373,7 +374,41 @@ def test_a_claim_whose_lease_ran_out_is_found_and_lost_to_a_retry(store: CardSto
 def test_losing_a_claim_with_no_retries_left_fails_the_card(store: CardStore) -> None:
     store.add_cards([spec("A")])
     claim = start(store, "A")
-    assert store.lose_claim("A", claim.token, "worker lost", max_retries=0, retry_delay_s=0) == Status.FAILED
+    assert store.lose_claim("A", claim.token, "worker lost", max_retries=0, retry_delay_s=0,
+                            now=time.time() + 60) == Status.FAILED
+
+
+def test_a_lease_renewed_after_it_was_found_stale_is_not_lost(store: CardStore) -> None:
+    # Given A whose lease was found stale, then renewed by its (slow but alive) worker
+    store.add_cards([spec("A")])
+    claim = start(store, "A", lease_s=0.5)
+    assert store.stale_claims(now=time.time() + 1) == [("A", claim.token)]
+    assert store.renew_lease("A", claim.token, 30)
+    # When the sweeper acts on what it found
+    lost = store.lose_claim("A", claim.token, "worker lost", max_retries=3, retry_delay_s=0)
+    # Expect nothing lost: the worker keeps its card and its open run
+    assert lost is None
+    assert store.claim_alive("A", claim.token)
+    assert [r.status for r in store.list_runs("A")] == ["running"]
+
+
+def test_a_late_finish_cannot_overwrite_a_run_the_sweeper_closed_as_lost(store: CardStore) -> None:
+    # Given A swept as `lost` (its worker froze past the lease) and re-run by a second claim
+    store.add_cards([spec("A")])
+    frozen = start(store, "A", lease_s=0.5)
+    assert store.lose_claim("A", frozen.token, "worker lost", max_retries=3, retry_delay_s=0,
+                            now=time.time() + 1) == Status.RETRYING
+    second = start(store, "A")
+    # When the frozen worker resumes and reports its outcome
+    late = finish(store, frozen, ok=True, cost=2.0)
+    # Expect its write rejected: run 1 stays lost, run 2 running, the card owned by the second claim
+    assert late is None
+    assert [(r.attempt, r.status, r.error) for r in store.list_runs("A")] == [
+        (1, "lost", "worker lost"), (2, "running", None)]
+    assert store.run_log(frozen.run_id) == ""
+    assert store.claim_alive("A", second.token)
+    assert store.renew_lease("A", frozen.token, 30) is False
+    assert finish(store, second, ok=True) == Status.DONE
 
 
 def test_losing_a_claim_with_a_wrong_token_does_nothing(store: CardStore) -> None:
