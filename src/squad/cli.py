@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from squad.cards import Status, parse_card
-from squad.config import Settings, load_settings
+from squad.config import Settings, load_settings, mask_url
 from squad.constants import VERSION
 from squad.errors import SquadError
 
@@ -68,7 +68,6 @@ def worker(
         min=1, help="Seconds a stopping worker lets running cards finish (default: hard limit + 30).")] = None,
 ) -> None:
     """Run a Celery worker under supervision (restarted with backoff if it dies)."""
-    from squad.config import mask_url
     from squad.deploy import WORKER_STOP_MARGIN_S
     from squad.supervisor import Child, Supervisor
 
@@ -132,7 +131,7 @@ def orchestrate(
     store = _store(settings)
     orch = make_orchestrator(settings, store, mode=mode, session=session, max_in_flight=max_in_flight)
     if mode == "auto" and orch.dispatcher.mode == "local" and settings.use_celery:
-        err.print(f"warning: no Redis broker answers at {settings.broker}; running cards in local mode",
+        err.print(f"warning: no Redis broker answers at {mask_url(settings.broker)}; running cards in local mode",
                   style="yellow")
 
     def stop(signum: int, _frame: object) -> None:

@@ -16,7 +16,7 @@ import structlog
 
 from squad.attempt import AttemptContext, run_card, sweep_stale_leases
 from squad.cards import Status
-from squad.config import Settings
+from squad.config import Settings, mask_url
 from squad.constants import CARDS_QUEUE, EXECUTE_TASK_NAME
 from squad.errors import BrokerUnavailable, SquadError
 from squad.events import EventBus, try_event_bus
@@ -270,8 +270,8 @@ def resolve_mode(settings: Settings, mode: str) -> str:
     if broker_answers(settings):
         return "celery"
     if mode == "celery":
-        raise BrokerUnavailable(f"no Redis broker answers at {settings.broker}")
-    log.info("no broker answers; falling back to local mode", broker=settings.broker)
+        raise BrokerUnavailable(f"no Redis broker answers at {mask_url(settings.broker)}")
+    log.info("no broker answers; falling back to local mode", broker=mask_url(settings.broker))
     return "local"
 
 

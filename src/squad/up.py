@@ -11,7 +11,7 @@ import redis
 from rich.console import Console
 
 from squad.backlog import load_file, parse_backlog
-from squad.config import load_settings
+from squad.config import load_settings, mask_url
 from squad.embedded import EmbeddedRedis
 from squad.supervisor import Child, Supervisor
 
@@ -47,15 +47,15 @@ def run_up(*, demo: bool, port: int, concurrency: int) -> int:
     env = dict(os.environ)
     embedded: EmbeddedRedis | None = None
     if _answers(settings.broker):
-        err.print(f"using Redis at {settings.redis_url}")
+        err.print(f"using Redis at {mask_url(settings.redis_url)}")
     else:
         embedded = EmbeddedRedis(Path(".squad") / "redis")
         embedded.start()
         env["SQUAD_REDIS_URL"] = embedded.url
         for key in ("SQUAD_BROKER_URL", "SQUAD_RESULT_BACKEND", "SQUAD_EVENTS_URL"):
             env.pop(key, None)
-        err.print(f"no Redis answered at {settings.redis_url}; started embedded redis-server at {embedded.url}"
-                  " (AOF in .squad/redis)")
+        err.print(f"no Redis answered at {mask_url(settings.redis_url)}; started embedded redis-server at "
+                  f"{embedded.url} (AOF in .squad/redis)")
     if demo:
         if "SQUAD_DATABASE_URL" not in os.environ:
             env["SQUAD_DATABASE_URL"] = "sqlite:///.squad/demo.db"

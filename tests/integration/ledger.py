@@ -1,0 +1,34 @@
+"""Helpers for tests that count agent runs with the ledger agent (tests/agents/ledger.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from conftest import AGENTS
+
+PY = sys.executable
+
+
+def write_ledger_agent(root: Path, seconds: float) -> Path:
+    """A squad.toml whose default agent appends start/done lines to a ledger file."""
+    ledger = root / "ledger.txt"
+    argv = [PY, str(AGENTS / "ledger.py"), str(ledger), str(seconds)]
+    (root / "squad.toml").write_text(
+        f'default_agent = "ledger"\n[agents.ledger]\ncommand = {json.dumps(argv)}\nparser = "markers"\n',
+        encoding="utf-8")
+    return ledger
+
+
+def ledger_counts(ledger: Path, event: str) -> Counter[str]:
+    """How many `event` lines each card has in the ledger."""
+    if not ledger.exists():
+        return Counter()
+    return Counter(line.split()[1] for line in ledger.read_text().splitlines() if line.startswith(event + " "))
+
+
+def backlog(path: Path, ids: list[str]) -> Path:
+    path.write_text(json.dumps({"cards": [{"card_id": i, "title": f"deploy card {i}"} for i in ids]}))
+    return path
