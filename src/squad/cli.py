@@ -392,6 +392,25 @@ def deploy(
 
 
 @app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Check this machine's setup (database, Redis persistence and memory policy, limits, agents, clock)."""
+    from squad.doctor import report, run_checks
+
+    checks = run_checks(_settings())
+    if as_json:
+        _print_json(report(checks))
+    else:
+        for check in checks:
+            out.print(f"{'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.detail}", markup=False)
+            if not check.ok:
+                out.print(f"      fix: {check.fix}", markup=False)
+    bad = sum(not c.ok for c in checks)
+    if not as_json:
+        out.print("everything looks right" if not bad else f"{bad} problem(s) to fix", markup=False)
+    raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
 def init(force: Annotated[bool, typer.Option(help="Overwrite an existing squad.toml.")] = False) -> None:
     """Write a commented squad.toml with agent presets."""
     from squad.deploy import SQUAD_TOML

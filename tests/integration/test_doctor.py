@@ -1,0 +1,124 @@
+"""`squad doctor` against real Redis servers and real databases: what is right passes, what is wrong
+is named with its fix and a non-zero exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from conftest import free_port, kill_tree, run_cli, squad_env, wait_for
+from squad.embedded import redis_binary
+from squad.store import CardStore
+
+StartRedis = Callable[..., str]
+
+
+@pytest.fixture
+def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
+    """Factory: a redis-server of our own with the given config arguments."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> str:
+        port = free_port()
+        data = tmp_path / f"redis-{port}"
+        data.mkdir()
+        proc = subprocess.Popen([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+                                 *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        procs.append(proc)
+        client = redis.Redis(port=port, socket_connect_timeout=1)
+
+        def pings() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_for(pings, 15, message="redis-server")
+        client.close()
+        return f"redis://127.0.0.1:{port}"
+
+    yield start
+    for proc in procs:
+        kill_tree(proc)
+
+
+def doctor(env: dict[str, str]) -> tuple[int, dict[str, dict[str, object]]]:
+    proc = run_cli("doctor", "--json", env=env)
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, {c["name"]: c for c in json.loads(proc.stdout)}
+
+
+def test_doctor_passes_a_right_setup_on_postgresql_and_reports_the_clock_skew(
+        tmp_path: Path, pg_url: str, start_redis: StartRedis) -> None:
+    # Given a migrated PostgreSQL store, a Redis with AOF and noeviction, and an installed agent
+    CardStore(pg_url).dispose()
+    url = start_redis("--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction")
+    (tmp_path / "squad.toml").write_text(f'default_agent = "py"\n[agents.py]\ncommand = ["{sys.executable}"]\n')
+    # When the doctor runs
+    code, checks = doctor(squad_env(SQUAD_REDIS_URL=url, SQUAD_DATABASE_URL=pg_url))
+    # Expect every check ok and exit 0, the clock compared with PostgreSQL's
+    assert code == 0, checks
+    assert all(c["ok"] for c in checks.values())
+    assert {"database", "schema", "redis", "redis persistence", "redis maxmemory-policy", "visibility timeout",
+            "agent py", "clock"} <= set(checks)
+    assert "against the database" in str(checks["clock"]["detail"])
+    assert "AOF" in str(checks["redis persistence"]["detail"])
+
+
+def test_doctor_names_redis_and_agent_problems_with_their_fix_and_exits_non_zero(
+        tmp_path: Path, start_redis: StartRedis) -> None:
+    # Given a Redis without persistence that evicts keys and a default agent that is not installed
+    url = start_redis("--appendonly", "no", "--save", "", "--maxmemory-policy", "allkeys-lru")
+    db = f"sqlite:///{tmp_path / 'squad.db'}"
+    CardStore(db).dispose()
+    (tmp_path / "squad.toml").write_text('default_agent = "ghost"\n[agents.ghost]\ncommand = ["no-such-agent-bin"]\n')
+    env = squad_env(SQUAD_REDIS_URL=url, SQUAD_DATABASE_URL=db)
+    # When the doctor runs (text output, as an operator reads it)
+    proc = run_cli("doctor", env=env)
+    code, checks = doctor(env)
+    # Expect exit 1 and each problem with what to do, the rest ok
+    assert proc.returncode == 1 and code == 1
+    assert "appendonly yes" in proc.stdout and "noeviction" in proc.stdout and "no-such-agent-bin" in proc.stdout
+    assert not checks["redis persistence"]["ok"] and not checks["redis maxmemory-policy"]["ok"]
+    assert not checks["agent ghost"]["ok"]
+    assert checks["redis"]["ok"] and checks["database"]["ok"] and checks["schema"]["ok"]
+
+
+def test_doctor_flags_an_unmigrated_database_and_a_card_limit_above_the_visibility_timeout(
+        tmp_path: Path, start_redis: StartRedis) -> None:
+    # Given a store migrated to an older revision holding a card whose hard limit beats the visibility timeout
+    url = start_redis("--appendonly", "yes", "--maxmemory-policy", "noeviction")
+    db = f"sqlite:///{tmp_path / 'squad.db'}"
+    store = CardStore(db)
+    from squad.cards import parse_card
+
+    store.add_cards([parse_card({"card_id": "LONG", "title": "long one", "time_limit": 5000})])
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    store.dispose()
+    env = squad_env(SQUAD_REDIS_URL=url, SQUAD_DATABASE_URL=db)
+    # When the doctor runs
+    code, checks = doctor(env)
+    # Expect both named, with the fix, and the database left as it was (the doctor never migrates)
+    assert code == 1
+    assert not checks["schema"]["ok"] and "squad status" in str(checks["schema"]["fix"])
+    assert not checks["visibility timeout"]["ok"] and "5000" in str(checks["visibility timeout"]["detail"])
+    assert "SQUAD_VISIBILITY_TIMEOUT" in str(checks["visibility timeout"]["fix"])
+    again = CardStore(db, migrate=False)
+    with again.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+    again.dispose()
+
+
+def test_doctor_on_a_missing_sqlite_file_does_not_create_it(tmp_path: Path, start_redis: StartRedis) -> None:
+    url = start_redis("--appendonly", "yes")
+    db = tmp_path / "nowhere" / "squad.db"
+    code, checks = doctor(squad_env(SQUAD_REDIS_URL=url, SQUAD_DATABASE_URL=f"sqlite:///{db}"))
+    assert code == 1 and not checks["database"]["ok"]
+    assert not db.exists()
