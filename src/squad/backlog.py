@@ -10,7 +10,8 @@ import yaml
 
 from squad.cards import CardSpec, parse_card
 from squad.errors import BacklogError
-from squad.store import CardStore, find_cycle
+from squad.scheduling import find_cycle
+from squad.store import CardStore
 
 
 def load_file(path: Path) -> Any:

@@ -8,30 +8,25 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import Connection, Update, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
+from squad import db, scheduling
 from squad.cards import ACTIVE, Card, CardSpec, Run, Status, allowed_sources, check_transition
 from squad.errors import BacklogError, ConflictError, NotFoundError, SquadError, TransitionError
-from squad.tables import SCHEMA_HEAD, metadata
+from squad.scheduling import Graph, find_cycle
 from squad.tables import cards as cards_t
+from squad.tables import metadata
 from squad.tables import runs as runs_t
 
 SPEC_FIELDS = tuple(CardSpec.model_fields)
 _RUN_PUBLIC = [c for c in runs_t.c if c.name != "log"]
-_FAILED_DEP = {Status.FAILED.value, Status.CANCELLED.value, Status.BLOCKED.value}
-
-
-#: card_id -> (status, depends_on, priority, created_at)
-Graph = dict[str, tuple[str, list[str], int, float]]
 
 
 def now_s() -> float:
@@ -73,6 +68,16 @@ class RunOutcome:
     retryable: bool = True
 
 
+def _move(card_id: str, new: Status, *, expected: Iterable[Status] | None = None) -> Update:
+    """The one way to write a status: an UPDATE that matches only from a source the transition
+    table (`cards.TRANSITIONS`) allows, narrowed to `expected`; callers add their own conditions."""
+    sources = set(allowed_sources(new))
+    if expected is not None:
+        sources &= set(expected)
+    return (update(cards_t).where(cards_t.c.card_id == card_id)
+            .where(cards_t.c.status.in_([s.value for s in sources])).values(status=new.value))
+
+
 def _card_from_row(row: Any) -> Card:
     data = dict(row._mapping)
     data["created_at"] = to_dt(data.get("created_at"))
@@ -93,96 +98,22 @@ class CardStore:
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
-        self.engine = self._make_engine(url)
+        self.engine = db.make_engine(url)
         if migrate:
             self.migrate()
 
-    # ---- setup ----------------------------------------------------------------------------
-    @staticmethod
-    def _make_engine(url: str) -> Engine:
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-            @event.listens_for(engine, "connect")
-            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-                # WAL + busy timeout: several processes (worker, API, orchestrator) share the file.
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.execute("PRAGMA synchronous=NORMAL")
-                cur.execute("PRAGMA foreign_keys=ON")
-                cur.close()
-
-            @event.listens_for(engine, "connect")
-            def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
-                # pysqlite's own transaction handling must be off for BEGIN IMMEDIATE to work.
-                dbapi_conn.isolation_level = None
-
-            @event.listens_for(engine, "begin")
-            def _begin(conn: Any) -> None:
-                # Writers take the write lock up front, so a read-then-write never deadlocks.
-                immediate = conn.get_execution_options().get("sqlite_immediate")
-                conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-            return engine
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-
+    # ---- setup (the database itself lives in `squad.db`) ------------------------------------
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (safe to call from many processes)."""
-        if self._schema_current():
-            return
-        from alembic import command
-        from alembic.config import Config
-        from alembic.runtime.migration import MigrationContext
-        from alembic.script import ScriptDirectory
+        db.migrate(self.engine)
 
-        cfg = Config()
-        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        head = ScriptDirectory.from_config(cfg).get_current_head()
-        for attempt in range(5):
-            try:
-                with self.tx() as conn:
-                    if self.engine.dialect.name == "postgresql":
-                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
-                    current = MigrationContext.configure(conn).get_current_revision()
-                    if current == head:
-                        return
-                    cfg.attributes["connection"] = conn
-                    command.upgrade(cfg, "head")
-                return
-            except (OperationalError, SQLAlchemyError):
-                if attempt == 4:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
-
-    def _schema_current(self) -> bool:
-        """Fast path (no Alembic import): a worker process opens the store every few dozen cards."""
-        try:
-            with self.engine.connect() as conn:
-                rev = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-            return rev == SCHEMA_HEAD
-        except SQLAlchemyError:
-            return False
-
-    @contextmanager
-    def tx(self) -> Iterator[Connection]:
-        """One short transaction."""
-        with self.engine.connect() as conn:
-            conn.execution_options(sqlite_immediate=True)
-            with conn.begin():
-                yield conn
+    def tx(self) -> AbstractContextManager[Connection]:
+        """One short write transaction."""
+        return db.transaction(self.engine)
 
     def ping(self) -> bool:
         """True when the database answers."""
-        try:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-            return True
-        except SQLAlchemyError:
-            return False
+        return db.ping(self.engine)
 
     def dispose(self) -> None:
         """Close pooled connections."""
@@ -234,7 +165,7 @@ class CardStore:
                 else:
                     conn.execute(insert(cards_t).values(
                         **values, status=Status.TODO.value, attempts=0, progress=0,
-                        created_at=stamp, updated_at=stamp, cost_usd=0.0, seq=0))
+                        created_at=stamp, updated_at=stamp, cost_usd=0.0))
                     added += 1
             self._check_no_cycle(conn)
             return added, updated
@@ -299,14 +230,8 @@ class CardStore:
     def transition(self, card_id: str, new: Status, *, expected: Iterable[Status] | None = None,
                    **values: Any) -> bool:
         """Compare-and-set: move to `new` only from an allowed (and expected) status."""
-        sources = set(allowed_sources(new))
-        if expected is not None:
-            sources &= set(expected)
         with self.tx() as conn:
-            res = conn.execute(
-                update(cards_t).where(cards_t.c.card_id == card_id)
-                .where(cards_t.c.status.in_([s.value for s in sources]))
-                .values(status=new.value, updated_at=now_s(), seq=cards_t.c.seq + 1, **values))
+            res = conn.execute(_move(card_id, new, expected=expected).values(updated_at=now_s(), **values))
             return res.rowcount == 1
 
     def enqueue(self, card_id: str, task_id: str, *, expected: Iterable[Status],
@@ -339,10 +264,9 @@ class CardStore:
     def unqueue(self, card_id: str, task_id: str) -> bool:
         """Undo `enqueue` when the message could not be sent."""
         with self.tx() as conn:
-            res = conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
-                               .where(cards_t.c.status == Status.QUEUED.value)
+            res = conn.execute(_move(card_id, Status.TODO, expected=[Status.QUEUED])
                                .where(cards_t.c.celery_task_id == task_id)
-                               .values(status=Status.TODO.value, updated_at=now_s(), current_step=None))
+                               .values(updated_at=now_s(), current_step=None))
             return res.rowcount == 1
 
     def claim(self, card_id: str, task_id: str, worker: str, lease_s: float) -> Claim | None:
@@ -354,13 +278,11 @@ class CardStore:
         stamp = now_s()
         with self.tx() as conn:
             row = conn.execute(
-                update(cards_t).where(cards_t.c.card_id == card_id)
-                .where(cards_t.c.status == Status.QUEUED.value)
+                _move(card_id, Status.IN_PROGRESS, expected=[Status.QUEUED])
                 .where(cards_t.c.celery_task_id == task_id)
-                .values(status=Status.IN_PROGRESS.value, claim_token=token, claimed_by=worker,
+                .values(claim_token=token, claimed_by=worker,
                         lease_expires_at=stamp + lease_s, attempts=cards_t.c.attempts + 1,
-                        progress=15, current_step="marked IN_PROGRESS", updated_at=stamp,
-                        seq=cards_t.c.seq + 1)
+                        progress=15, current_step="marked IN_PROGRESS", updated_at=stamp)
                 .returning(*cards_t.c)).first()
             if row is None:
                 return None
@@ -437,7 +359,7 @@ class CardStore:
                 return None
             cost = (row.cost_usd or 0.0) + (outcome.cost_usd or 0.0)
             values: dict[str, Any] = {"claim_token": None, "claimed_by": None, "lease_expires_at": None,
-                                      "updated_at": stamp, "cost_usd": cost, "seq": row.seq + 1}
+                                      "updated_at": stamp, "cost_usd": cost}
             if outcome.succeeded:
                 new = Status.DONE
                 values.update(progress=100, current_step="done", last_error=None)
@@ -454,8 +376,8 @@ class CardStore:
                     if over_budget and retries_left:
                         values["last_error"] = f"{outcome.error} (budget {budget_usd} USD spent)"
                     values["current_step"] = "failed"
-            conn.execute(update(cards_t).where(cards_t.c.card_id == row.card_id)
-                         .where(cards_t.c.claim_token == claim.token).values(status=new.value, **values))
+            conn.execute(_move(row.card_id, new, expected=[Status.IN_PROGRESS])
+                         .where(cards_t.c.claim_token == claim.token).values(**values))
             return new
 
     def cancel(self, card_id: str) -> Card:
@@ -490,12 +412,12 @@ class CardStore:
                          .values(status="lost", ended_at=stamp, error=error))
             retry = row.attempts - row.retry_base <= max_retries
             new = Status.RETRYING if retry else Status.FAILED
-            conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
+            conn.execute(_move(card_id, new, expected=[Status.IN_PROGRESS])
                          .where(cards_t.c.claim_token == token)
-                         .values(status=new.value, claim_token=None, claimed_by=None,
+                         .values(claim_token=None, claimed_by=None,
                                  lease_expires_at=None, last_error=error, updated_at=stamp,
                                  next_attempt_at=stamp + retry_delay_s if retry else None,
-                                 current_step=error, seq=cards_t.c.seq + 1))
+                                 current_step=error))
             return new
 
     # ---- scheduling queries -----------------------------------------------------------------
@@ -508,27 +430,16 @@ class CardStore:
 
     def update_blocked(self, graph: Graph | None = None) -> tuple[list[str], list[str]]:
         """TODO cards with a failed/cancelled dependency become BLOCKED, and back when it recovers."""
-        graph = self.graph() if graph is None else graph
-        blocked: list[str] = []
-        unblocked: list[str] = []
-        for card_id, (status, deps, _p, _c) in graph.items():
-            bad = any(graph.get(d, ("DONE",))[0] in _FAILED_DEP for d in deps)
-            if status == Status.TODO and bad and self.transition(
-                    card_id, Status.BLOCKED, expected=[Status.TODO], current_step="blocked by a dependency"):
-                blocked.append(card_id)
-            elif status == Status.BLOCKED and not bad and self.transition(
-                    card_id, Status.TODO, expected=[Status.BLOCKED], current_step=None):
-                unblocked.append(card_id)
+        to_block, to_release = scheduling.blocked_changes(self.graph() if graph is None else graph)
+        blocked = [cid for cid in to_block if self.transition(
+            cid, Status.BLOCKED, expected=[Status.TODO], current_step="blocked by a dependency")]
+        unblocked = [cid for cid in to_release if self.transition(
+            cid, Status.TODO, expected=[Status.BLOCKED], current_step=None)]
         return blocked, unblocked
 
     def ready_cards(self, limit: int | None = None, graph: Graph | None = None) -> list[str]:
         """TODO cards whose dependencies are all DONE: priority 9 first, then oldest."""
-        graph = self.graph() if graph is None else graph
-        ready = [(cid, p, c) for cid, (st, deps, p, c) in graph.items()
-                 if st == Status.TODO and all(graph.get(d, ("",))[0] == Status.DONE for d in deps)]
-        ready.sort(key=lambda x: (-x[1], x[2], x[0]))
-        ids = [cid for cid, _p, _c in ready]
-        return ids if limit is None else ids[:limit]
+        return scheduling.ready(self.graph() if graph is None else graph, limit)
 
     def _select_ids(self, *conds: Any) -> list[tuple[Any, ...]]:
         with self.engine.connect() as conn:
@@ -633,32 +544,6 @@ class CardStore:
         return [c.model_dump(include=set(SPEC_FIELDS), mode="json") for c in self.list_cards()]
 
 
-def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
-    """A dependency cycle as a path (first == last), or None."""
-    white, grey, black = 0, 1, 2
-    color = dict.fromkeys(graph, white)
-    for root in graph:
-        if color[root] != white:
-            continue
-        stack: list[tuple[str, Iterator[str]]] = [(root, iter(graph[root]))]
-        path = [root]
-        color[root] = grey
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                color[node] = black
-                stack.pop()
-                path.pop()
-            elif nxt in color and color[nxt] == grey:
-                return [*path[path.index(nxt):], nxt]
-            elif nxt in color and color[nxt] == white:
-                color[nxt] = grey
-                stack.append((nxt, iter(graph[nxt])))
-                path.append(nxt)
-    return None
-
-
 def open_store(url: str) -> CardStore:
     """Open (and migrate) the store, turning driver errors into one clear SquadError."""
     try:
@@ -668,4 +553,4 @@ def open_store(url: str) -> CardStore:
         raise SquadError(f"cannot open database {url.split('@')[-1]}: {msg}") from None
 
 
-__all__ = ["CardStore", "Claim", "RunOutcome", "find_cycle", "metadata", "now_s", "open_store", "to_dt"]
+__all__ = ["CardStore", "Claim", "Graph", "RunOutcome", "metadata", "now_s", "open_store", "to_dt"]

@@ -17,7 +17,7 @@ from sqlalchemy import (
 
 metadata = MetaData()
 #: The newest Alembic revision in migrations/versions (a test keeps the two in step).
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0010"
 
 cards = Table(
     "cards",
@@ -51,7 +51,6 @@ cards = Table(
     Column("lease_expires_at", Float),
     Column("session", String(100)),
     Column("cost_usd", Float, nullable=False, default=0.0),
-    Column("seq", Integer, nullable=False, default=0),
     # attempts already made when the user last retried by hand: retries left = max - (attempts - base)
     Column("retry_base", Integer, nullable=False, default=0, server_default="0"),
     Index("ix_cards_status", "status"),
