@@ -41,7 +41,7 @@ from squad.constants import (
 )
 from squad.errors import SquadError
 from squad.events import EventBus, format_log_line, iso_now
-from squad.prompts import render_prompt
+from squad.prompts import prompt_path, render_prompt
 from squad.store import CardStore, Claim, RunOutcome
 
 log = structlog.get_logger(__name__)
@@ -344,8 +344,8 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter, lease: Lease
     workdir = card_workdir(settings, card)
     created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
-    prompt_dir = settings.workdir.resolve() / ".prompts"
-    prompt_dir.mkdir(parents=True, exist_ok=True)
+    prompt_file = prompt_path(settings.workdir, card.card_id, claim.attempt)
+    prompt_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**agent.env, "SQUAD_CARD_ID": card.card_id, "SQUAD_ATTEMPT": str(claim.attempt),
            "SQUAD_TASK_ID": reporter.task_id}
     hooks = settings.hooks
@@ -356,7 +356,7 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter, lease: Lease
     reporter.set_progress(*STEP_STARTING, force=True)
     argv, stdin_data = build_command(
         agent, agent_name=agent_name, card_id=card.card_id, workdir=workdir, attempt=claim.attempt,
-        prompt=prompt, prompt_file=prompt_dir / f"{card.card_id}-{claim.attempt}.md",
+        prompt=prompt, prompt_file=prompt_file,
         resume_session_id=claim.previous_session_id if claim.attempt > 1 else None)
     reporter.line("INFO", f"starting agent {agent_name}: {argv[0]} (attempt {claim.attempt}, worker {ctx.worker})")
     reporter.set_progress(*STEP_EXECUTING, force=True)

@@ -11,6 +11,12 @@ import jinja2
 from squad.errors import ConfigError
 
 DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "prompt.md.j2"
+PROMPTS_DIR = ".prompts"  # under SQUAD_WORKDIR
+
+
+def prompt_path(workdir: Path, card_id: str, attempt: int) -> Path:
+    """Where the prompt of one attempt is written (the agent's `{prompt_file}`; the API reads it back)."""
+    return workdir.resolve() / PROMPTS_DIR / f"{card_id}-{attempt}.md"
 
 
 def render_prompt(template: Path | None, card: dict[str, Any], attempt: int, last_error: str | None) -> str:

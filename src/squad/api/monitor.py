@@ -42,6 +42,7 @@ class WorkerInfo:
     processed: int = 0
     concurrency: int | None = None
     last_seen: float | None = None
+    queues: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -63,12 +64,19 @@ class Snapshot:
 
 
 def _broadcast(app: Celery) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`stats` and `active` of every worker (each waits the broadcast timeout)."""
+    """`stats` (with the worker's queues under `_queues`) and `active` of every worker (the three
+    broadcasts run together; each waits the broadcast timeout)."""
     inspect = app.control.inspect(timeout=BROADCAST_TIMEOUT_S)
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=3) as pool:
         stats = pool.submit(inspect.stats)
         active = pool.submit(inspect.active)
-        return stats.result() or {}, active.result() or {}
+        queues = pool.submit(inspect.active_queues)
+        merged: dict[str, Any] = stats.result() or {}
+        for name, items in (queues.result() or {}).items():
+            entry = merged.setdefault(name, {})
+            if isinstance(entry, dict) and isinstance(items, list):
+                entry["_queues"] = [str(q.get("name")) for q in items if isinstance(q, dict) and q.get("name")]
+        return merged, active.result() or {}
 
 
 class WorkerMonitor:
@@ -146,6 +154,8 @@ class WorkerMonitor:
             pool = st.get("pool") or {}
             conc = pool.get("max-concurrency") if isinstance(pool, dict) else None
             info.concurrency = int(conc) if isinstance(conc, int) else info.concurrency
+            if isinstance(st.get("_queues"), list):
+                info.queues = sorted(st["_queues"])
             info.active_cards = [str(t["args"][0]) for t in active.get(name) or []
                                  if t.get("name") == EXECUTE_TASK_NAME and t.get("args")]
         if online:
@@ -157,7 +167,7 @@ class WorkerMonitor:
                 info.online, info.active_cards = False, []
         for name in [n for n, w in self._known.items() if not w.online and (w.last_seen or 0) < now - FORGET_S]:
             del self._known[name]
-        return [replace(w, active_cards=list(w.active_cards))
+        return [replace(w, active_cards=list(w.active_cards), queues=list(w.queues))
                 for w in sorted(self._known.values(), key=lambda w: w.name)]
 
     def close(self) -> None:

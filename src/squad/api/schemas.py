@@ -33,6 +33,13 @@ class HealthOut(BaseModel):
     execution_mode: Literal["celery", "local"]
 
 
+class AuthOut(BaseModel):
+    """`GET /api/auth`: the token presented (or none) is accepted."""
+
+    authorized: bool
+    token_required: bool
+
+
 _TEXT = r"^[^\x00]*$"  # the store cannot hold NUL characters
 
 
@@ -84,11 +91,22 @@ class CeleryTask(BaseModel):
     traceback: str | None = None
 
 
+class CardExtras(BaseModel):
+    """Execution state the dashboard shows that the public card shape lacks."""
+
+    next_attempt_at: datetime | None = None
+    cost_usd: float = 0.0
+
+
 class EnhancedCard(Card):
-    """A card with its task state and whether a log can be read."""
+    """A card with its task state, whether a log can be read, and what a board card shows."""
 
     celery_task: CeleryTask | None = None
     logs_available: bool = False
+    next_attempt_at: datetime | None = Field(default=None, description="RETRYING: when the next attempt is due")
+    cost_usd: float = Field(default=0.0, description="Cost of every run so far, USD")
+    last_output_at: datetime | None = Field(default=None, description="Last line in the live log")
+    time_limit_s: float | None = Field(default=None, description="Effective hard time limit of a run")
 
 
 class LogEntry(BaseModel):
@@ -117,6 +135,40 @@ class RetryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     force: bool = False
+
+
+class BulkRetryIn(BaseModel):
+    """Body of `POST /api/tasks/retry`: several cards at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    card_ids: list[str] = Field(min_length=1, max_length=1000)
+    force: bool = False
+
+
+class BulkRetryItem(BaseModel):
+    """The outcome of one card of a bulk retry."""
+
+    card_id: str
+    ok: bool
+    status_code: int
+    new_task_id: str | None = None
+    message: str
+
+
+class BulkRetryOut(BaseModel):
+    """Answer of a bulk retry: one item per card, in the order given."""
+
+    retried: int
+    results: list[BulkRetryItem]
+
+
+class PromptOut(BaseModel):
+    """The prompt an attempt was sent."""
+
+    card_id: str
+    attempt: int
+    prompt: str
 
 
 class RetryOut(BaseModel):
@@ -148,6 +200,8 @@ class WorkerOut(BaseModel):
     processed: int = 0
     concurrency: int | None = None
     last_heartbeat: datetime | None = None
+    queues: list[str] = Field(default_factory=list)
+    leases: list[str] = Field(default_factory=list, description="Cards it holds a claim on")
 
 
 class WorkersOut(BaseModel):
@@ -190,3 +244,57 @@ class MetricsOut(BaseModel):
     counts_by_status: dict[str, int]
     total_cost_usd: float
     queue_depth: int | None = None
+
+
+class HistoryRun(Run):
+    """A run with its card's title, squad and agent (`GET /api/runs`)."""
+
+    title: str
+    squad: str | None = None
+    agent: str | None = None
+
+
+class SeriesBucket(BaseModel):
+    """One time bucket of `GET /api/metrics/series`."""
+
+    start: datetime
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    retried: int = 0
+    run_time_p50: float | None = None
+    run_time_p95: float | None = None
+    error_rate: float | None = None
+    queue_depth: int = 0
+    cost_usd: float = 0.0
+
+
+class SquadCost(BaseModel):
+    """Cost of one squad's runs over the window."""
+
+    squad: str
+    cost_usd: float
+
+
+class DayCost(BaseModel):
+    """Cost of the runs that ended on one UTC day."""
+
+    day: str
+    cost_usd: float
+
+
+class MetricsSeries(BaseModel):
+    """`GET /api/metrics/series`: charts over a selectable window."""
+
+    window_s: int
+    bucket_s: int
+    generated_at: datetime
+    buckets: list[SeriesBucket]
+    succeeded: int
+    failed: int
+    retried: int
+    error_rate: float
+    run_time_p50: float | None
+    run_time_p95: float | None
+    cost_per_day: list[DayCost]
+    cost_per_squad: list[SquadCost]

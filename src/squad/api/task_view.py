@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -19,7 +20,8 @@ import structlog
 from pydantic import TypeAdapter
 from redis.exceptions import NoScriptError, RedisError
 
-from squad.api.schemas import CeleryTask, EnhancedCard, TaskState
+from squad.api.history import card_extras
+from squad.api.schemas import CardExtras, CeleryTask, EnhancedCard, TaskState
 from squad.cards import Card, Run, Status
 from squad.constants import STEP_IN_PROGRESS, task_logs_key
 from squad.store import CardStore
@@ -44,10 +46,21 @@ _BY_RUN: dict[str, TaskState] = {
 
 
 def page_with_runs(store: CardStore, *, status: str | None, squad: str | None, limit: int | None,
-                   offset: int) -> tuple[list[Card], dict[str, Run]]:
-    """The page of cards and the last run of each: two queries (blocking; call from a thread)."""
-    cards = store.list_cards(status=status, squad=squad, limit=limit, offset=offset)
-    return cards, store.last_run_status([c.card_id for c in cards])
+                   offset: int, card_ids: list[str] | None = None,
+                   ) -> tuple[list[Card], dict[str, Run], dict[str, CardExtras]]:
+    """The page of cards (or the cards named), the last run of each and their execution extras:
+    three queries (blocking; call from a thread)."""
+    if card_ids:
+        found = store.get_cards(card_ids)
+        cards = [found[c] for c in dict.fromkeys(card_ids) if c in found]
+    else:
+        cards = store.list_cards(status=status, squad=squad, limit=limit, offset=offset)
+    ids = [c.card_id for c in cards]
+    return cards, store.last_run_status(ids), card_extras(store, ids)
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 def task_status(card: Card, run: Run | None, meta: dict[str, Any] | None) -> TaskState | None:
@@ -116,14 +129,18 @@ async def task_metas(results: aioredis.Redis, task_ids: list[str]) -> dict[str, 
     return metas
 
 
-#: EXISTS of many keys in one command (EXISTS k1 k2 … only returns a total).
-_EXISTS_EACH = "local r = {} for i, k in ipairs(KEYS) do r[i] = redis.call('EXISTS', k) end return r"
+#: The last entry id of many log streams in one command ('' for a missing stream); an entry id
+#: starts with its time in ms, which is when the card last printed something.
+_EXISTS_EACH = ("local r = {} for i, k in ipairs(KEYS) do "
+                "local e = redis.call('XREVRANGE', k, '+', '-', 'COUNT', 1) "
+                "if e[1] then r[i] = e[1][1] else r[i] = '' end end return r")
 _EXISTS_EACH_SHA = hashlib.sha1(_EXISTS_EACH.encode()).hexdigest()
 ENHANCED_LIST: TypeAdapter[list[EnhancedCard]] = TypeAdapter(list[EnhancedCard])
 
 
-async def live_logs(events: aioredis.Redis, card_ids: list[str]) -> dict[str, bool]:
-    """Which cards have a live log stream, in one command (empty when Redis is down)."""
+async def live_logs(events: aioredis.Redis, card_ids: list[str]) -> dict[str, float]:
+    """Cards with a live log stream -> time of its last line (epoch s), in one command (empty when
+    Redis is down)."""
     if not card_ids:
         return {}
     keys = [task_logs_key(c) for c in card_ids]
@@ -135,12 +152,19 @@ async def live_logs(events: aioredis.Redis, card_ids: list[str]) -> dict[str, bo
     except RedisError as exc:
         log.info("live logs unavailable", error=str(exc))
         return {}
-    return {cid: bool(flag) for cid, flag in zip(card_ids, flags, strict=True)}
+    out: dict[str, float] = {}
+    for cid, last in zip(card_ids, flags, strict=True):
+        ms = str(last).partition("-")[0]
+        if ms.isdigit():
+            out[cid] = int(ms) / 1000
+    return out
 
 
 async def enhance(cards: list[Card], runs: dict[str, Run], *, results: aioredis.Redis,
-                  events: aioredis.Redis, default_max_retries: int) -> list[EnhancedCard]:
-    """Attach `celery_task` and `logs_available` to a page of cards."""
+                  events: aioredis.Redis, default_max_retries: int,
+                  extras: dict[str, CardExtras] | None = None,
+                  default_time_limit: float | None = None) -> list[EnhancedCard]:
+    """Attach `celery_task`, `logs_available` and the board's extras to a page of cards."""
     task_ids = [c.celery_task_id for c in cards if c.celery_task_id]
     metas, live = await asyncio.gather(task_metas(results, task_ids),
                                        live_logs(events, [c.card_id for c in cards]))
@@ -151,7 +175,13 @@ async def enhance(cards: list[Card], runs: dict[str, Run], *, results: aioredis.
         meta = metas.get(card.celery_task_id) if card.celery_task_id else None
         task = celery_task(card, run, meta, default_max_retries=default_max_retries, now=now)
         archived = run is not None and run.log_available
+        last_line = live.get(card.card_id)
+        extra = (extras or {}).get(card.card_id)
         rows.append({**card.__dict__, "celery_task": task,
-                     "logs_available": live.get(card.card_id, False) or archived})
+                     "logs_available": last_line is not None or archived,
+                     "last_output_at": _utc(last_line) if last_line is not None else None,
+                     "next_attempt_at": extra.next_attempt_at if extra is not None else None,
+                     "cost_usd": extra.cost_usd if extra is not None else 0.0,
+                     "time_limit_s": card.time_limit or default_time_limit})
     # One validation pass in pydantic-core instead of a Python-level constructor per card.
     return ENHANCED_LIST.validate_python(rows)

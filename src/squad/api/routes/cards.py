@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated
 
 from anyio import to_thread
@@ -10,16 +11,19 @@ from fastapi import APIRouter, Query, Response, status
 
 from squad.api.deps import Authorized, CardIdDep, RunIdDep, StateDep, StoreDep
 from squad.api.routes import errors
-from squad.api.schemas import CardDetail, CardIn, EnhancedCard, RunLog
+from squad.api.schemas import CardDetail, CardIn, EnhancedCard, PromptOut, RunLog
 from squad.api.state import bounded
 from squad.api.task_view import ENHANCED_LIST, enhance, page_with_runs
-from squad.cards import Card, Run, Status, check_storable
+from squad.cards import CARD_ID_RE, Card, Run, Status, check_storable
 from squad.constants import TASK_UPDATES_MAXLEN, TASK_UPDATES_STREAM
+from squad.errors import NotFoundError
 from squad.events import EventBus
+from squad.prompts import prompt_path
 
 router = APIRouter(tags=["cards"])
 MAX_PAGE = 10_000
 MAX_OFFSET = 1_000_000_000
+MAX_IDS = 1000
 _NO_NUL = re.compile(r"^[^\x00]*$").pattern
 
 StatusQ = Annotated[Status | None, Query(description="Only cards in this status")]
@@ -49,14 +53,24 @@ async def create_card(body: CardIn, state: StateDep) -> Card:
     return card
 
 
+CardIdsQ = Annotated[list[str] | None, Query(
+    alias="card_id", max_length=MAX_IDS,
+    description="Only these cards (repeat the parameter; at most 1000); unknown ids are left out")]
+
+
 @router.get("/api/cards/enhanced", response_model=list[EnhancedCard], responses=errors(422))
 async def enhanced_cards(state: StateDep, status: StatusQ = None, squad: SquadQ = None, limit: LimitQ = None,
-                         offset: OffsetQ = 0) -> Response:
-    """Cards with `celery_task` and `logs_available`: two SQL queries and two Redis round trips."""
-    cards, runs = await to_thread.run_sync(lambda: page_with_runs(
-        state.store, status=status, squad=squad or None, limit=limit, offset=offset))
+                         offset: OffsetQ = 0, card_ids: CardIdsQ = None) -> Response:
+    """Cards with `celery_task`, `logs_available` and the board's extras: three SQL queries and two
+    Redis round trips."""
+    ids = [c for c in card_ids or [] if CARD_ID_RE.fullmatch(c)] if card_ids else None
+    if card_ids and not ids:
+        return Response(b"[]", media_type="application/json")
+    cards, runs, extras = await to_thread.run_sync(lambda: page_with_runs(
+        state.store, status=status, squad=squad or None, limit=limit, offset=offset, card_ids=ids))
     page = await enhance(cards, runs, results=state.results, events=state.events,
-                         default_max_retries=state.settings.max_retries)
+                         default_max_retries=state.settings.max_retries, extras=extras,
+                         default_time_limit=state.settings.time_limit)
     # Already validated by `enhance`: serialize once, skipping FastAPI's second validation pass.
     return Response(ENHANCED_LIST.dump_json(page), media_type="application/json")
 
@@ -80,3 +94,27 @@ def run_log(run_id: RunIdDep, store: StoreDep) -> RunLog:
     run = store.get_run(run_id)
     return RunLog(run_id=run.id, card_id=run.card_id, attempt=run.attempt, status=run.status,
                   log=store.run_log(run_id))
+
+
+AttemptQ = Annotated[int | None, Query(ge=1, le=10_000, description="Attempt number (default: the latest)")]
+
+
+def _read_prompt(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+@router.get("/api/cards/{card_id}/prompt", response_model=PromptOut, responses=errors(404, 422))
+def card_prompt(card_id: CardIdDep, state: StateDep, attempt: AttemptQ = None) -> PromptOut:
+    """The prompt an attempt was sent, as the worker wrote it (readable when the API shares the
+    worker's `SQUAD_WORKDIR`, as with `squad up`)."""
+    card = state.store.get_card(card_id)
+    number = attempt or card.attempts
+    if number < 1:
+        raise NotFoundError(f"card {card_id} has not run yet")
+    text = _read_prompt(prompt_path(state.settings.workdir, card_id, number))
+    if text is None:
+        raise NotFoundError(f"the prompt of card {card_id} attempt {number} is not on this machine")
+    return PromptOut(card_id=card_id, attempt=number, prompt=text)

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response
 
-from squad.api.deps import StateDep
+from squad.api.deps import Authorized, StateDep
 from squad.api.routes import errors
-from squad.api.schemas import HealthOut
+from squad.api.schemas import AuthOut, HealthOut
 from squad.api.state import AppState, bounded
 from squad.constants import VERSION
 
@@ -47,3 +47,10 @@ async def health(state: StateDep, response: Response) -> HealthOut:
         "redis": redis, "celery": snap.status, "celery_workers": snap.online,
         "active_websockets": state.hub.count, "execution_mode": mode,
     })
+
+
+@router.get("/api/auth", response_model=AuthOut, dependencies=[Authorized], responses=errors(401))
+def auth_check(state: StateDep) -> AuthOut:
+    """Whether the presented token is accepted (401 when the server has a token and this is not it);
+    the dashboard asks before opening the socket."""
+    return AuthOut(authorized=True, token_required=bool(state.settings.api_token))

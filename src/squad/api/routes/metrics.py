@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from anyio import to_thread
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from squad.api.deps import StateDep
 from squad.api.metrics.prometheus import queue_depth
-from squad.api.metrics.stats import compute_metrics
+from squad.api.metrics.series import metrics_series as series
+from squad.api.metrics.stats import WINDOW_S, compute_metrics
 from squad.api.routes import errors
-from squad.api.schemas import MetricsOut
+from squad.api.schemas import MetricsOut, MetricsSeries
 from squad.api.state import bounded
 
 router = APIRouter(tags=["metrics"])
+MIN_WINDOW_S = 300
+MAX_WINDOW_S = 30 * 86_400
 
 
 @router.get("/api/metrics", response_model=MetricsOut, responses=errors())
@@ -24,6 +29,17 @@ async def metrics(state: StateDep) -> MetricsOut:
     if state.settings.use_celery:
         out.queue_depth = await bounded(queue_depth(state.broker))
     return out
+
+
+WindowQ = Annotated[int, Query(ge=MIN_WINDOW_S, le=MAX_WINDOW_S,
+                               description="Seconds back from now (300 s to 30 days)")]
+
+
+@router.get("/api/metrics/series", response_model=MetricsSeries, responses=errors(422))
+async def metrics_series(state: StateDep, window_s: WindowQ = WINDOW_S) -> MetricsSeries:
+    """Time series over a window, for charts: per bucket the runs succeeded / failed / cancelled /
+    retried, run time p50/p95, error rate, queue depth and cost; cost per day and per squad."""
+    return await to_thread.run_sync(lambda: series(state.store, window_s=window_s))
 
 
 @router.get("/metrics", response_class=Response, responses={

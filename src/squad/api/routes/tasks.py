@@ -12,9 +12,11 @@ from redis.exceptions import RedisError
 from squad.actions import cancel_card, retry_card
 from squad.api.deps import Authorized, CardIdDep, StateDep
 from squad.api.routes import errors
-from squad.api.schemas import CancelOut, LogEntry, RetryIn, RetryOut
+from squad.api.schemas import BulkRetryIn, BulkRetryItem, BulkRetryOut, CancelOut, LogEntry, RetryIn, RetryOut
 from squad.api.ws import STREAM_ID_RE, stream_key
+from squad.cards import CARD_ID_RE
 from squad.constants import task_logs_key
+from squad.errors import NotFoundError, SquadError
 from squad.events import parse_log_line
 from squad.store import CardStore
 
@@ -96,3 +98,22 @@ def cancel(card_id: CardIdDep, state: StateDep) -> CancelOut:
     card = cancel_card(orch, card_id)
     return CancelOut(status="cancelled", card_id=card_id, task_id=task_id, card=card,
                      message=f"card {card_id} cancelled")
+
+
+@router.post("/api/tasks/retry", response_model=BulkRetryOut, dependencies=[Authorized],
+             responses=errors(401, 422))
+def retry_many(body: BulkRetryIn, state: StateDep) -> BulkRetryOut:
+    """Retry several cards (the dashboard's "retry selected"); each card succeeds or fails on its own
+    with the status code a single retry would give."""
+    orch = state.producers.get()
+    results: list[BulkRetryItem] = []
+    for card_id in dict.fromkeys(body.card_ids):
+        try:
+            if not CARD_ID_RE.fullmatch(card_id):
+                raise NotFoundError(f"unknown card {card_id!r}")
+            res = retry_card(orch, card_id, force=body.force)
+            results.append(BulkRetryItem(card_id=card_id, ok=True, status_code=200, new_task_id=res.new_task_id,
+                                         message=res.message))
+        except SquadError as exc:
+            results.append(BulkRetryItem(card_id=card_id, ok=False, status_code=exc.http_status, message=str(exc)))
+    return BulkRetryOut(retried=sum(1 for r in results if r.ok), results=results)

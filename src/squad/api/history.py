@@ -1,0 +1,86 @@
+"""Reads the dashboard needs beyond single cards: run history pages, card extras, leases per worker.
+
+Each function is one or two SQL queries whatever the data size (the dashboard polls them), and
+runs in a worker thread (blocking).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
+
+from squad.api.schemas import CardExtras, HistoryRun
+from squad.store import CardStore, to_dt
+from squad.tables import cards as cards_t
+from squad.tables import runs as runs_t
+
+#: PostgreSQL refuses statements with more than 65,535 parameters: `IN (...)` lists are chunked.
+IN_CHUNK = 10_000
+_RUN_COLUMNS = [c for c in runs_t.c if c.name != "log"]
+
+
+def card_extras(store: CardStore, card_ids: Sequence[str]) -> dict[str, CardExtras]:
+    """Execution columns the public card shape lacks (next attempt time, cost so far)."""
+    out: dict[str, CardExtras] = {}
+    ids = list(card_ids)
+    with store.engine.connect() as conn:
+        for start in range(0, len(ids), IN_CHUNK):
+            chunk = ids[start:start + IN_CHUNK]
+            rows = conn.execute(select(cards_t.c.card_id, cards_t.c.next_attempt_at, cards_t.c.cost_usd,
+                                       cards_t.c.claimed_by)
+                                .where(cards_t.c.card_id.in_(chunk)))
+            for r in rows:
+                out[r.card_id] = CardExtras(next_attempt_at=to_dt(r.next_attempt_at),
+                                            cost_usd=round(float(r.cost_usd or 0.0), 6))
+    return out
+
+
+def leases_by_worker(store: CardStore) -> dict[str, list[str]]:
+    """Cards each worker holds a claim on (its live leases), in one query."""
+    held: dict[str, list[str]] = defaultdict(list)
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(cards_t.c.card_id, cards_t.c.claimed_by)
+                            .where(cards_t.c.claim_token.is_not(None), cards_t.c.claimed_by.is_not(None))
+                            .order_by(cards_t.c.card_id))
+        for r in rows:
+            held[r.claimed_by].append(r.card_id)
+    return dict(held)
+
+
+def _history_filter(query: Select[Any], *, status: str | None, squad: str | None, agent: str | None,
+                    text: str | None) -> Select[Any]:
+    if status:
+        query = query.where(runs_t.c.status == status)
+    if squad:
+        query = query.where(cards_t.c.squad == squad)
+    if agent:
+        query = query.where(cards_t.c.agent == agent)
+    if text:
+        like = f"%{text.lower()}%"
+        query = query.where(or_(func.lower(runs_t.c.card_id).like(like), func.lower(cards_t.c.title).like(like)))
+    return query
+
+
+def run_history(store: CardStore, *, status: str | None = None, squad: str | None = None,
+                agent: str | None = None, text: str | None = None, limit: int = 50,
+                offset: int = 0) -> tuple[list[HistoryRun], int]:
+    """One page of runs, newest first, with their card's title, squad and agent; and the total."""
+    joined = runs_t.join(cards_t, runs_t.c.card_id == cards_t.c.card_id)
+    page = _history_filter(select(*_RUN_COLUMNS, cards_t.c.title, cards_t.c.squad, cards_t.c.agent)
+                           .select_from(joined), status=status, squad=squad, agent=agent, text=text)
+    count = _history_filter(select(func.count()).select_from(joined), status=status, squad=squad,
+                            agent=agent, text=text)
+    with store.engine.connect() as conn:
+        total = int(conn.execute(count).scalar() or 0)
+        rows = conn.execute(page.order_by(runs_t.c.id.desc()).limit(limit).offset(offset)).all()
+    runs = []
+    for r in rows:
+        data = dict(r._mapping)
+        for key in ("started_at", "ended_at"):
+            data[key] = to_dt(data[key])
+        data["log_available"] = False
+        runs.append(HistoryRun.model_validate(data))
+    return runs, total
