@@ -38,6 +38,7 @@ HEALTH_KEYS = {"status", "timestamp", "version", "database", "redis", "celery", 
 CARD_KEYS = {"card_id", "title", "description", "acceptance_criteria", "squad", "agent", "priority", "depends_on",
              "labels", "workdir", "time_limit", "soft_time_limit", "max_retries", "status", "attempts", "progress",
              "current_step", "celery_task_id", "last_error", "created_at", "updated_at"}
+ENHANCED_EXTRAS = {"celery_task", "logs_available", "next_attempt_at", "cost_usd", "last_output_at", "time_limit_s"}
 TASK_KEYS = {"task_id", "status", "progress", "current_step", "elapsed", "eta", "worker", "retries",
              "max_retries", "result", "traceback"}
 
@@ -296,7 +297,7 @@ def test_enhanced_maps_every_store_status_to_a_celery_task_status(
     assert cards["E-todo"]["celery_task"] is None and cards["E-todo"]["logs_available"] is False
     for cid in expected:
         assert set(cards[cid]["celery_task"]) == TASK_KEYS
-        assert set(cards[cid]) == CARD_KEYS | {"celery_task", "logs_available"}
+        assert set(cards[cid]) == CARD_KEYS | ENHANCED_EXTRAS
         assert cards[cid]["celery_task"]["task_id"] == tasks[cid]
     done, failed, running = cards["E-done"]["celery_task"], cards["E-failed"]["celery_task"], \
         cards["E-progress"]["celery_task"]
@@ -322,7 +323,7 @@ def _commandstats(client: Any) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in info.items()}
 
 
-def test_enhanced_page_of_100_costs_two_queries_and_two_redis_round_trips(
+def test_enhanced_page_of_100_costs_three_queries_and_two_redis_round_trips(
         db_url: str, redis_url: str, redis_server: RedisServer) -> None:
     # Given 150 cards (100 on the page), half of them with a task, a Celery result and a live log
     settings = load_settings(redis_url=redis_url, database_url=db_url)
@@ -354,10 +355,11 @@ def test_enhanced_page_of_100_costs_two_queries_and_two_redis_round_trips(
         finally:
             event.remove(store.engine, "before_cursor_execute", count)
 
-    # Expect one query for the page, one for the last runs
+    # Expect one query for the page, one for the last runs, one for the board's extras
     cards = res.json()
     assert len(cards) == 100 and sum(c["celery_task"] is not None for c in cards) == 50
-    assert len(statements) == 2, statements
+    assert len(statements) == 3, statements
+    assert sum(c["last_output_at"] is not None for c in cards) == 50
     # ... one MGET for the task states and one script call checking the 100 live logs, nothing per card
     calls = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     calls = {k: v for k, v in calls.items() if v and k not in ("info", "xread", "xrevrange", "ping")}

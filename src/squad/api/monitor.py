@@ -64,19 +64,12 @@ class Snapshot:
 
 
 def _broadcast(app: Celery) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`stats` (with the worker's queues under `_queues`) and `active` of every worker (the three
-    broadcasts run together; each waits the broadcast timeout)."""
+    """`stats` and `active` of every worker (each waits the broadcast timeout)."""
     inspect = app.control.inspect(timeout=BROADCAST_TIMEOUT_S)
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         stats = pool.submit(inspect.stats)
         active = pool.submit(inspect.active)
-        queues = pool.submit(inspect.active_queues)
-        merged: dict[str, Any] = stats.result() or {}
-        for name, items in (queues.result() or {}).items():
-            entry = merged.setdefault(name, {})
-            if isinstance(entry, dict) and isinstance(items, list):
-                entry["_queues"] = [str(q.get("name")) for q in items if isinstance(q, dict) and q.get("name")]
-        return merged, active.result() or {}
+        return stats.result() or {}, active.result() or {}
 
 
 class WorkerMonitor:
@@ -127,7 +120,24 @@ class WorkerMonitor:
                                         workers=self._merge({}, {}, online=False)))
         workers = self._merge(stats, active, online=True)
         status: CeleryStatus = "connected" if any(w.online for w in workers) else "no_workers"
+        if any(w.online and not w.queues for w in workers):
+            # Queues rarely change: asked once per new worker, after the probe, never waited for.
+            loop.run_in_executor(self._pool, self._ask_queues)
         return self._store(Snapshot(status=status, checked_at=time.time(), workers=workers))
+
+    def _ask_queues(self) -> None:
+        """The queues each worker consumes (`inspect active_queues`), kept until it is forgotten."""
+        if self._app is None:
+            return
+        try:
+            answer = self._app.control.inspect(timeout=BROADCAST_TIMEOUT_S).active_queues() or {}
+        except Exception as exc:
+            log.info("celery active_queues failed", error=str(exc))
+            return
+        for name, items in answer.items():
+            info = self._known.get(name)
+            if info is not None and isinstance(items, list):
+                info.queues = sorted(str(q["name"]) for q in items if isinstance(q, dict) and q.get("name"))
 
     def _inspect(self) -> tuple[dict[str, Any], dict[str, Any]]:
         if self._app is None:
@@ -154,8 +164,6 @@ class WorkerMonitor:
             pool = st.get("pool") or {}
             conc = pool.get("max-concurrency") if isinstance(pool, dict) else None
             info.concurrency = int(conc) if isinstance(conc, int) else info.concurrency
-            if isinstance(st.get("_queues"), list):
-                info.queues = sorted(st["_queues"])
             info.active_cards = [str(t["args"][0]) for t in active.get(name) or []
                                  if t.get("name") == EXECUTE_TASK_NAME and t.get("args")]
         if online:

@@ -1,0 +1,110 @@
+"""Browser fixtures: a real `squad serve` subprocess and Debian's Chromium driven by Playwright.
+
+Never a downloaded browser: Chromium comes from the distribution (`scripts/test` installs the
+`chromium` package when /usr/bin/chromium is missing).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import free_port, kill_tree, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+#: Console messages a page may log while the server it talks to is deliberately down or refusing it.
+EXPECTED_WHILE_DOWN = ("WebSocket connection to", "net::ERR_CONNECTION_REFUSED", "status of 401")
+
+
+@dataclass
+class Serve:
+    """`squad serve` as a subprocess on a fixed port, so a test can stop and restart it."""
+
+    env: dict[str, str]
+    cwd: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.cwd / f"serve-{self.port}.log", "ab")  # noqa: SIM115 - kept for the process lifetime
+        self.proc = subprocess.Popen([sys.executable, "-m", "squad", "serve", "--port", str(self.port)],
+                                     cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+        def up() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log()
+            try:
+                return httpx.get(self.url + "/health", timeout=2).status_code in (200, 503)
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 60, interval=0.2, message="squad serve answering")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            kill_tree(self.proc)
+        self.proc = None
+
+    def log(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.cwd.glob(f"serve-{self.port}.log"))
+
+
+@pytest.fixture
+def serve_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[Serve] = []
+
+    def make(env: dict[str, str]) -> Serve:
+        server = Serve(env=env, cwd=tmp_path)
+        server.start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@dataclass
+class PageErrors:
+    """Every uncaught page error and console error of a page."""
+
+    items: list[str] = field(default_factory=list)
+
+    def unexpected(self, allowed: tuple[str, ...] = ()) -> list[str]:
+        return [e for e in self.items if not any(a in e for a in allowed)]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "install Debian's chromium package (scripts/test does)"
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser: Any, url: str, **context_args: Any) -> tuple[Any, PageErrors]:
+    """A fresh context and page with its errors collected."""
+    context = browser.new_context(viewport={"width": 1500, "height": 900}, **context_args)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    errors = PageErrors()
+    page.on("pageerror", lambda exc: errors.items.append(f"pageerror: {exc}"))
+    page.on("console", lambda msg: errors.items.append(f"console: {msg.text}") if msg.type == "error" else None)
+    page.goto(url)
+    return page, errors

@@ -1,0 +1,153 @@
+"""The dashboard in a real browser (Debian's Chromium via Playwright) against a real `squad serve`,
+a real worker running fake agents, and Redis: what a team lead sees and does, without reloading."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from browserkit import EXPECTED_WHILE_DOWN, browser, open_page, serve_factory  # noqa: F401 - fixtures
+
+from conftest import AGENTS, run_cli, squad_env, wait_for
+from squad.config import Settings
+from squad.store import open_store
+
+PY = sys.executable
+TOKEN = "board-token-1234"
+
+
+def _env(settings: Settings, tmp_path: Path, **extra: str) -> dict[str, str]:
+    gate = [PY, str(AGENTS / "gate.py"), str(tmp_path / "gates" / "{card_id}"), "0.4"]
+    agents = {
+        "gate": gate,
+        "fail": [PY, str(AGENTS / "fail.py")],
+        "hang": [PY, str(AGENTS / "hang.py")],
+    }
+    (tmp_path / "gates").mkdir(exist_ok=True)
+    (tmp_path / "squad.toml").write_text("".join(
+        f'[agents.{name}]\ncommand = {json.dumps(argv)}\nparser = "markers"\n' for name, argv in agents.items()),
+        encoding="utf-8")
+    return squad_env(SQUAD_REDIS_URL=settings.redis_url, SQUAD_DATABASE_URL=settings.database_url,
+                     SQUAD_LEASE_S="5", SQUAD_RETRY_BACKOFF="1", **extra)
+
+
+def _import(env: dict[str, str], tmp_path: Path, cards: list[dict[str, Any]]) -> None:
+    path = tmp_path / "backlog.json"
+    path.write_text(json.dumps({"cards": cards}), encoding="utf-8")
+    res = run_cli("backlog", "import", str(path), env=env)
+    assert res.returncode == 0, res.stderr
+
+
+def _in_lane(page: Any, card_id: str, lane: str, timeout_s: float = 60) -> None:
+    page.wait_for_selector(f'.lane[data-lane="{lane}"] [data-card-id="{card_id}"][data-status="{lane}"]',
+                           timeout=timeout_s * 1000, state="attached")
+
+
+def test_board_shows_a_live_backlog_and_steers_it_through_an_api_restart(
+        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path,  # noqa: F811 - fixtures
+        start_worker: Any) -> None:
+    # Given a backlog, a real worker and `squad serve`, and the page open before anything runs
+    env = _env(settings, tmp_path)
+    _import(env, tmp_path, [
+        {"card_id": "B-GATE", "title": "Runs until its gate opens", "agent": "gate", "squad": "web", "priority": 9},
+        {"card_id": "B-NEXT", "title": "Waits for B-GATE", "agent": "gate", "depends_on": ["B-GATE"]},
+        {"card_id": "B-FAIL", "title": "Always fails", "agent": "fail", "squad": "qa", "max_retries": 0},
+        {"card_id": "B-HANG", "title": "Hangs until cancelled", "agent": "hang", "squad": "qa"},
+        {"card_id": "B-SLOW", "title": "Finishes while the API is down", "agent": "gate", "priority": 8},
+    ])
+    server = serve_factory(env)
+    start_worker(env, concurrency=4)
+    page, errors = open_page(browser, server.url)
+    page.wait_for_selector('#conn[data-state="live"]')
+    for card_id in ("B-GATE", "B-NEXT", "B-FAIL", "B-HANG", "B-SLOW"):
+        _in_lane(page, card_id, "TODO")
+    page.evaluate("window.__sameDocument = true")
+
+    # When the orchestrator releases the ready cards
+    res = subprocess.run([PY, "-m", "squad", "orchestrate", "--once", "--mode", "celery"], env=env,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+
+    # Expect every card in its lane, live
+    _in_lane(page, "B-GATE", "IN_PROGRESS")
+    _in_lane(page, "B-HANG", "IN_PROGRESS")
+    _in_lane(page, "B-SLOW", "IN_PROGRESS")
+    _in_lane(page, "B-FAIL", "FAILED")
+    _in_lane(page, "B-NEXT", "TODO")
+    # ... a running card's bar moves without a reload
+    bar = '[data-card-id="B-GATE"] [role="progressbar"]'
+    page.wait_for_function(f"Number(document.querySelector('{bar}').getAttribute('aria-valuenow')) >= 40")
+    first = int(page.get_attribute(bar, "aria-valuenow") or 0)
+    page.wait_for_function(f"Number(document.querySelector('{bar}').getAttribute('aria-valuenow')) > {first}")
+    assert "working step" in (page.text_content('[data-card-id="B-GATE"] .c-step') or "")
+
+    # ... it moves to DONE when its agent finishes
+    (tmp_path / "gates" / "B-GATE").touch()
+    _in_lane(page, "B-GATE", "DONE")
+    assert page.get_attribute(f'{bar}', "aria-valuenow") == "100"
+
+    # When retry is clicked on the FAILED card: a new attempt runs (and fails again)
+    page.click('[data-card-id="B-FAIL"] [data-action="retry"]')
+    wait_for(lambda: len(httpx.get(f"{server.url}/api/cards/B-FAIL/runs").json()) == 2, 60,
+             message="second attempt of B-FAIL")
+    _in_lane(page, "B-FAIL", "FAILED")
+    page.wait_for_function("""document.querySelector('[data-card-id="B-FAIL"] .c-meta').textContent
+                              .includes('attempt 2')""")
+
+    # When cancel is clicked on a running card: it is CANCELLED and its run ends
+    page.click('[data-card-id="B-HANG"] [data-action="cancel"]')
+    _in_lane(page, "B-HANG", "CANCELLED")
+    wait_for(lambda: [r["status"] for r in httpx.get(f"{server.url}/api/cards/B-HANG/runs").json()] == ["cancelled"],
+             30, message="B-HANG's run ended as cancelled")
+    assert errors.items == []
+
+    # When the API process stops, a card finishes meanwhile, and the API comes back
+    server.stop()
+    page.wait_for_selector('#conn:not([data-state="live"])')
+    (tmp_path / "gates" / "B-SLOW").touch()
+    store = open_store(settings.database_url)
+    wait_for(lambda: store.get_card("B-SLOW").status.value == "DONE", 60, message="B-SLOW done while the API is down")
+    store.dispose()
+    server.start()
+
+    # Expect the page to reconnect by itself and show the lane change it missed, without a reload
+    page.wait_for_selector('#conn[data-state="live"]', timeout=60_000)
+    _in_lane(page, "B-SLOW", "DONE")
+    assert page.evaluate("window.__sameDocument") is True
+    assert errors.unexpected(EXPECTED_WHILE_DOWN) == []
+
+
+def test_token_is_asked_once_a_wrong_one_is_explained_and_the_board_goes_live(
+        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path) -> None:  # noqa: F811 - fixtures
+    # Given a server with an API token and one card
+    env = _env(settings, tmp_path, SQUAD_API_TOKEN=TOKEN)
+    _import(env, tmp_path, [{"card_id": "T-1", "title": "token card", "agent": "gate"}])
+    server = serve_factory(env)
+
+    # When the page opens: it asks for the token
+    page, errors = open_page(browser, server.url)
+    page.wait_for_selector("#token-dialog[open]")
+
+    # ... a wrong one is refused with a clear message
+    page.fill("#token-input", "not-the-token")
+    page.click("#token-submit")
+    page.wait_for_selector("#token-error:not([hidden])")
+    assert "refused" in (page.text_content("#token-error") or "")
+
+    # ... the right one closes the prompt and the board goes live
+    page.fill("#token-input", TOKEN)
+    page.click("#token-submit")
+    page.wait_for_selector('#conn[data-state="live"]')
+    _in_lane(page, "T-1", "TODO")
+    assert not page.is_visible("#token-dialog")
+
+    # Expect the token kept for the browser session: a reload does not ask again
+    page.reload()
+    page.wait_for_selector('#conn[data-state="live"]')
+    _in_lane(page, "T-1", "TODO")
+    assert not page.is_visible("#token-dialog")
+    assert errors.unexpected(EXPECTED_WHILE_DOWN) == []
