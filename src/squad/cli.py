@@ -121,18 +121,32 @@ def orchestrate(
     interval: Annotated[float, typer.Option(min=0.05, help="Seconds between passes.")] = 1.0,
     max_in_flight: Annotated[int | None, typer.Option(min=1, help="Cards QUEUED+IN_PROGRESS at most.")] = None,
     mode: Annotated[str, typer.Option(help="auto | celery | local.")] = "auto",
+    timeout: Annotated[float | None, typer.Option(min=0.1, help="With --wait: give up after S seconds (exit 124)."
+                                                  )] = None,
 ) -> None:
     """Release ready cards (priority 9 first), retry failed ones when due, until stopped."""
     from squad.orchestrator import LocalDispatcher, make_orchestrator
+    from squad.waiting import EXIT_TIMEOUT, WaitReporter
 
     if mode not in ("auto", "celery", "local"):
         raise SquadError(f"--mode must be auto, celery or local, got {mode!r}")
+    if timeout is not None and not wait:
+        raise SquadError("--timeout bounds --wait: use both")
     settings = _settings()
     store = _store(settings)
     orch = make_orchestrator(settings, store, mode=mode, session=session, max_in_flight=max_in_flight)
-    if mode == "auto" and orch.dispatcher.mode == "local" and settings.use_celery:
-        err.print(f"warning: no Redis broker answers at {mask_url(settings.broker)}; running cards in local mode",
-                  style="yellow")
+    if once and store.active_count() == 0:
+        counts = {k: v for k, v in store.count_by_status().items() if v}
+        what = ", ".join(f"{n} {s}" for s, n in counts.items()) if counts else "the store has no cards"
+        err.print(f"orchestrator: nothing to do: no card is TODO, QUEUED, IN_PROGRESS or RETRYING ({what})")
+        orch.dispatcher.close()
+        raise typer.Exit(1 if counts.get(Status.FAILED.value) and wait else 0)
+    if orch.fallback_reason:
+        err.print(f"warning: {orch.fallback_reason}; running cards in local mode", style="yellow")
+    # In celery mode the first report comes at once: it says whether any worker consumes `cards`.
+    reporter = WaitReporter(settings, orch.dispatcher.mode, store.count_by_status,
+                            lambda line: err.print(f"orchestrator: {line}", style="dim"),
+                            report_first_pass=orch.dispatcher.mode == "celery")
 
     def stop(signum: int, _frame: object) -> None:
         orch.stop()
@@ -143,7 +157,9 @@ def orchestrate(
     signal.signal(signal.SIGTERM, stop)
     err.print(f"orchestrator: mode {orch.dispatcher.mode}, session {session}", style="dim")
     try:
-        code = orch.run(once=once, wait=wait, interval=interval)
+        code = orch.run(once=once, wait=wait, interval=interval, timeout=timeout, on_wait=reporter.maybe_report)
+        if code == EXIT_TIMEOUT:
+            err.print(f"squad: error: --timeout {timeout:g} s reached, {reporter.describe()}")
     finally:
         if isinstance(orch.dispatcher, LocalDispatcher):
             orch.dispatcher.close(abort=orch.stopping.is_set())

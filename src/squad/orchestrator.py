@@ -7,7 +7,9 @@ task name; in local mode a thread pool runs the same `run_card()` the Celery tas
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,6 +23,7 @@ from squad.constants import CARDS_QUEUE, EXECUTE_TASK_NAME
 from squad.errors import BrokerUnavailable, SquadError
 from squad.events import EventBus, try_event_bus
 from squad.store import CardStore
+from squad.waiting import EXIT_TIMEOUT, no_consumer_reason
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -152,6 +155,7 @@ class Orchestrator:
         self.session = session
         self.max_in_flight = max_in_flight
         self.stopping = threading.Event()
+        self.fallback_reason: str | None = None  # why auto mode runs cards locally
 
     # ---- one pass ---------------------------------------------------------------------------
     def tick(self, *, release: bool = True) -> TickResult:
@@ -229,8 +233,11 @@ class Orchestrator:
         return None
 
     # ---- loop -------------------------------------------------------------------------------
-    def run(self, *, once: bool = False, wait: bool = False, interval: float = 1.0) -> int:
-        """Run passes until stopped; `--once` alone does one pass; with `--wait`, until settled."""
+    def run(self, *, once: bool = False, wait: bool = False, interval: float = 1.0, timeout: float | None = None,
+            on_wait: Callable[[], None] | None = None) -> int:
+        """Run passes until stopped; `--once` alone does one pass; with `--wait`, until settled, or
+        `timeout` seconds (then `EXIT_TIMEOUT`); `on_wait` is called after each pass while waiting."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while not self.stopping.is_set():
             try:
                 self.tick()
@@ -243,6 +250,11 @@ class Orchestrator:
             if wait and self.store.active_count() == 0:
                 counts = self.store.count_by_status()
                 return 1 if counts[Status.FAILED] else 0
+            if deadline is not None and time.monotonic() >= deadline:
+                self.stop()  # local attempts still running are ended (and retried later)
+                return EXIT_TIMEOUT
+            if wait and on_wait is not None:
+                on_wait()
             self.stopping.wait(interval)
         # Stopped by a signal before the cards settled: never report success for unfinished work.
         return 130 if wait else 0
@@ -265,14 +277,26 @@ def broker_answers(settings: Settings) -> bool:
 
 def resolve_mode(settings: Settings, mode: str) -> str:
     """auto → celery when USE_CELERY and a broker answers, else local (with a warning)."""
+    return choose_mode(settings, mode)[0]
+
+
+def choose_mode(settings: Settings, mode: str) -> tuple[str, str | None]:
+    """(mode, why auto mode fell back to local or None).
+
+    auto → celery when USE_CELERY, a broker answers and a worker consumes `cards`; otherwise local,
+    because cards sent to a queue nobody consumes would wait forever.
+    """
     if mode == "local" or (mode == "auto" and not settings.use_celery):
-        return "local"
-    if broker_answers(settings):
-        return "celery"
+        return "local", None
+    if not broker_answers(settings):
+        if mode == "celery":
+            raise BrokerUnavailable(f"no Redis broker answers at {mask_url(settings.broker)}")
+        log.info("no broker answers; falling back to local mode", broker=mask_url(settings.broker))
+        return "local", f"no Redis broker answers at {mask_url(settings.broker)}"
     if mode == "celery":
-        raise BrokerUnavailable(f"no Redis broker answers at {mask_url(settings.broker)}")
-    log.info("no broker answers; falling back to local mode", broker=mask_url(settings.broker))
-    return "local"
+        return "celery", None
+    reason = no_consumer_reason(settings)
+    return ("local", reason) if reason else ("celery", None)
 
 
 def make_orchestrator(settings: Settings, store: CardStore, *, mode: str = "auto", session: str = "default",
@@ -280,14 +304,16 @@ def make_orchestrator(settings: Settings, store: CardStore, *, mode: str = "auto
     """Build an orchestrator for a mode (auto|celery|local)."""
     if mode not in ("auto", "celery", "local"):
         raise SquadError(f"unknown mode {mode!r} (use auto, celery or local)")
-    actual = resolve_mode(settings, mode)
+    actual, reason = choose_mode(settings, mode)
     events = try_event_bus(settings.events, settings.log_ttl)
     dispatcher: Dispatcher
     if actual == "celery":
         dispatcher = CeleryDispatcher(settings)
     else:
         dispatcher = LocalDispatcher(settings, store, events, concurrency=max_in_flight or 4)
-    return Orchestrator(settings, store, dispatcher, events, session=session, max_in_flight=max_in_flight)
+    orch = Orchestrator(settings, store, dispatcher, events, session=session, max_in_flight=max_in_flight)
+    orch.fallback_reason = reason
+    return orch
 
 
 class DeferredDispatcher:

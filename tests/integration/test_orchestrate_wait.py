@@ -1,0 +1,63 @@
+"""`squad orchestrate --wait` never waits silently or forever (a Redis answering with no worker used to hang it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import run_cli, squad_env
+
+
+def _project(tmp_path: Path, redis_url: str, *cards: dict[str, object]) -> dict[str, str]:
+    env = squad_env(SQUAD_REDIS_URL=redis_url, SQUAD_DATABASE_URL=f"sqlite:///{tmp_path / 'squad.db'}",
+                    SQUAD_DEMO_DURATION="0.5")
+    if cards:
+        (tmp_path / "backlog.json").write_text(json.dumps({"cards": list(cards)}))
+        assert run_cli("backlog", "import", "backlog.json", env=env).returncode == 0
+    return env
+
+
+def test_auto_mode_with_redis_but_no_worker_runs_locally_and_says_why(redis_url: str, tmp_path: Path) -> None:
+    # Given a Redis that answers, no worker, and two cards (one depending on the other)
+    env = _project(tmp_path, redis_url, {"card_id": "A-1", "title": "a", "agent": "demo"},
+                   {"card_id": "A-2", "title": "b", "agent": "demo", "depends_on": ["A-1"]})
+    # When orchestrating in auto mode until settled
+    res = run_cli("orchestrate", "--once", "--wait", "--interval", "0.2", env=env, timeout=150)
+    # Expect a warning saying why, the cards run locally, and exit 0
+    assert res.returncode == 0, res.stderr
+    assert "no worker is consuming `cards`" in res.stderr and "running cards in local mode" in res.stderr, res.stderr
+    assert "mode local" in res.stderr
+    listed = json.loads(run_cli("card", "list", "--json", env=env).stdout)
+    assert {c["card_id"]: c["status"] for c in listed} == {"A-1": "DONE", "A-2": "DONE"}
+
+
+def test_celery_mode_without_worker_says_what_it_waits_for_and_timeout_bounds_it(
+        redis_url: str, tmp_path: Path) -> None:
+    # Given a card and a Redis with no worker
+    env = _project(tmp_path, redis_url, {"card_id": "Q-1", "title": "q", "agent": "demo"})
+    # When waiting in celery mode with a 12 s timeout
+    res = run_cli("orchestrate", "--mode", "celery", "--once", "--wait", "--timeout", "12", env=env, timeout=120)
+    # Expect: what it waits for, said at once and again within 10 s; then exit 124 with a clear message
+    assert res.returncode == 124, res.stderr
+    waiting = [line for line in res.stderr.splitlines()
+               if "waiting for 1 card(s): 1 QUEUED; no worker is consuming `cards`" in line]
+    assert len(waiting) >= 2, res.stderr
+    assert "squad: error: --timeout 12 s reached, waiting for 1 card(s): 1 QUEUED" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_timeout_without_wait_is_a_usage_error(tmp_path: Path, redis_url: str) -> None:
+    env = _project(tmp_path, redis_url)
+    res = run_cli("orchestrate", "--once", "--timeout", "5", env=env)
+    assert res.returncode == 2 and res.stderr.strip() == "squad: error: --timeout bounds --wait: use both"
+
+
+def test_nothing_to_do_is_said(tmp_path: Path, redis_url: str) -> None:
+    # Given an empty store
+    env = _project(tmp_path, redis_url)
+    # When orchestrating once
+    res = run_cli("orchestrate", "--once", "--wait", env=env)
+    # Expect one line saying there is nothing to do, exit 0
+    assert res.returncode == 0, res.stderr
+    assert "orchestrator: nothing to do: no card is TODO, QUEUED, IN_PROGRESS or RETRYING (the store has no cards)" \
+        in res.stderr, res.stderr
