@@ -364,7 +364,7 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter, lease: Lease
     soft = min(card.soft_time_limit or settings.soft_time_limit, hard)
     limits = Limits(soft_time_limit_s=soft, time_limit_s=hard, stall_timeout_s=settings.stall_timeout)
     result = run_agent(argv, cwd=workdir, env=env, stdin_data=stdin_data, parser=parser, limits=limits,
-                       observer=_Observer(reporter, lease))
+                       observer=_Observer(reporter, lease), rlimits=agent.rlimits)
     if lease.fenced.is_set():  # another attempt owns the workdir now: hands off
         return outcome_of(result)
     if err := _run_hook("after_run", hooks.after_run, workdir, env, hooks.timeout, reporter):

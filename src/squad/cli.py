@@ -82,7 +82,8 @@ def worker(
     err.print(f"squad worker: broker {mask_url(settings.broker)}, queues {queues}", style="dim")
     # Exit code 0 is a drained or remotely shut down worker: stop, and let the service manager decide.
     sup = Supervisor([Child("celery-worker", argv, final_on_success=True)],
-                     stop_timeout_s=stop_timeout or settings.time_limit + WORKER_STOP_MARGIN_S)
+                     stop_timeout_s=stop_timeout or settings.time_limit + WORKER_STOP_MARGIN_S,
+                     adopt_orphans=True)
     sup.install_signal_handlers()
     raise typer.Exit(sup.run())
 
@@ -147,6 +148,11 @@ def orchestrate(
     reporter = WaitReporter(settings, orch.dispatcher.mode, store.count_by_status,
                             lambda line: err.print(f"orchestrator: {line}", style="dim"),
                             report_first_pass=orch.dispatcher.mode == "celery")
+
+    if isinstance(orch.dispatcher, LocalDispatcher):
+        from squad.agents.orphans import own_all_orphans
+
+        own_all_orphans()  # this process runs agents: what they leave behind is ended with them
 
     def stop(signum: int, _frame: object) -> None:
         orch.stop()

@@ -20,6 +20,32 @@ PromptMode = Literal["stdin", "arg", "file"]
 ParserName = Literal["claude-stream-json", "markers", "plain"]
 
 
+class AgentRlimits(BaseModel):
+    """Resource limits applied to an agent process (and inherited by what it starts).
+
+    `processes` is Linux's RLIMIT_NPROC: it counts every process of the worker's user, not only the
+    agent's, so set it well above what the worker itself runs.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    address_space_mb: int | None = Field(default=None, ge=16)
+    open_files: int | None = Field(default=None, ge=16)
+    processes: int | None = Field(default=None, ge=1)
+    file_size_mb: int | None = Field(default=None, ge=1)
+
+    def as_resource_limits(self) -> list[tuple[int, int]]:
+        """(resource.RLIMIT_*, value) pairs for the limits that are set; soft = hard = value."""
+        import resource
+
+        mib = 1024 * 1024
+        pairs = [(resource.RLIMIT_AS, self.address_space_mb and self.address_space_mb * mib),
+                 (resource.RLIMIT_NOFILE, self.open_files),
+                 (resource.RLIMIT_NPROC, self.processes),
+                 (resource.RLIMIT_FSIZE, self.file_size_mb and self.file_size_mb * mib)]
+        return [(res, int(value)) for res, value in pairs if value]
+
+
 class AgentConfig(BaseModel):
     """One agent: an argv (never a shell), how the prompt is passed, how output is parsed."""
 
@@ -30,6 +56,7 @@ class AgentConfig(BaseModel):
     parser: ParserName = "markers"
     resume: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    rlimits: AgentRlimits | None = None
 
 
 class HooksConfig(BaseModel):

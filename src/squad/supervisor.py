@@ -6,6 +6,7 @@ Celery on Redis can exit with `Unrecoverable error` after a broker blip while a 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -19,6 +20,7 @@ from typing import IO
 
 import structlog
 
+from squad.agents import orphans
 from squad.constants import SUPERVISOR_BACKOFF_MAX_S, SUPERVISOR_BACKOFF_START_S
 
 log = structlog.get_logger(__name__)
@@ -72,12 +74,20 @@ class Child:
 
 
 class Supervisor:
-    """Keeps children running until stopped; restarts with exponential backoff."""
+    """Keeps children running until stopped; restarts with exponential backoff.
 
-    def __init__(self, children: Sequence[Child], *, stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
+    With `adopt_orphans` it is a child subreaper: a pool process that dies (hard time limit,
+    kill -9) hands what it adopted from its agents to us, and every process we did not start
+    ourselves is ended at the next check.
+    """
+
+    def __init__(self, children: Sequence[Child], *, stop_timeout_s: float = STOP_TIMEOUT_S,
+                 adopt_orphans: bool = False) -> None:
         self.children = list(children)
         self.stopping = threading.Event()
         self.stop_timeout_s = stop_timeout_s
+        self.adopt_orphans = adopt_orphans and orphans.become_subreaper()
+        self.orphans_ended = 0
 
     def install_signal_handlers(self) -> None:
         """SIGINT/SIGTERM stop everything cleanly."""
@@ -98,7 +108,9 @@ class Supervisor:
         return 0
 
     def check(self) -> None:
-        """Restart children that exited."""
+        """Restart children that exited; end adopted orphans."""
+        if self.adopt_orphans:
+            self.end_adopted()
         now = time.monotonic()
         for child in self.children:
             proc = child.proc
@@ -120,6 +132,21 @@ class Supervisor:
             if now >= child.next_start:
                 child.restarts += 1
                 child.start()
+
+    def end_adopted(self) -> None:
+        """SIGKILL and reap every direct child that is not one of ours (a dead worker's leftovers)."""
+        if not orphans.has_children():
+            return
+        ours = {child.proc.pid for child in self.children if child.proc is not None}
+        for pid in orphans.direct_children():
+            if pid in ours:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                self.orphans_ended += 1
+                log.warning("ended a process left by a dead worker process", pid=pid)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # not reaped yet: the next check finds its zombie
 
     def stop(self) -> None:
         """SIGTERM every child (warm shutdown), SIGKILL its group after a timeout."""

@@ -11,6 +11,7 @@ import structlog
 from celery import Task
 from celery.signals import worker_process_init
 
+from squad.agents import orphans
 from squad.attempt import AttemptContext, run_card
 from squad.celery_app import celery_app
 from squad.config import Settings
@@ -46,6 +47,8 @@ def _resources() -> tuple[Settings, CardStore, EventBus | None]:
 @worker_process_init.connect
 def _reset_after_fork(**_: Any) -> None:
     _state.clear()
+    # A pool process runs nothing but attempts: anything it adopts was left by one of its agents.
+    orphans.own_all_orphans()
 
 
 class ProgressReportingTask(Task):

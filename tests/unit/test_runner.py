@@ -534,3 +534,150 @@ def test_demo_agent_slow_mode_hangs_until_the_time_limit(tmp_path: Path) -> None
                     limits=Limits(soft_time_limit_s=1, time_limit_s=5, kill_grace_s=0.5))
     # Expect
     assert result.outcome == "soft_timeout"
+
+
+# ---- escapees: double-forked, setsid daemons are ended through the subreaper ---------------------
+@pytest.mark.parametrize(
+    ("mode", "limits", "observer", "outcome"),
+    [
+        ("exit", GENEROUS, None, "succeeded"),
+        ("sleep", Limits(soft_time_limit_s=3, time_limit_s=30, kill_grace_s=0.5), None, "soft_timeout"),
+        ("sleep", Limits(soft_time_limit_s=30, time_limit_s=3, kill_grace_s=5), None, "timeout"),
+        ("sleep", Limits(soft_time_limit_s=30, time_limit_s=60, stall_timeout_s=3, kill_grace_s=0.5), None,
+         "stalled"),
+        ("sleep", GENEROUS, 3.0, "cancelled"),
+    ],
+    ids=["normal-end", "soft-limit", "hard-limit", "stall", "cancel"],
+)
+def test_double_forked_setsid_daemon_is_ended_with_its_attempt(
+    tmp_path: Path, reaper: list[int], mode: str, limits: Limits, observer: float | None, outcome: str
+) -> None:
+    # Given: an agent whose daemon left its group and session, lost its parent and ignores SIGTERM
+    pidfile = tmp_path / "daemon.pid"
+    # When
+    result, seen = run(fake("double_fork.py", str(pidfile), mode), tmp_path, limits=limits,
+                       observer=Recorder(stop_after_s=observer) if observer else None)
+    # Expect
+    daemon = read_pid(pidfile)
+    reaper.append(daemon)
+    assert result.outcome == outcome
+    assert "daemon ready" in seen.messages("INFO")
+    assert not alive(daemon)
+
+
+def test_daemon_of_another_running_attempt_is_left_to_that_attempt(tmp_path: Path, reaper: list[int]) -> None:
+    # Given: attempt A's daemon is alive while attempt B, in the same process, ends
+    pid_a, pid_b = tmp_path / "a.pid", tmp_path / "b.pid"
+    results: list[AgentResult] = []
+    slow = threading.Thread(target=lambda: results.append(run(
+        fake("double_fork.py", str(pid_a), "sleep"), tmp_path, observer=Recorder(stop_after_s=4.0))[0]))
+    slow.start()
+    daemon_a = read_pid(pid_a)
+    reaper.append(daemon_a)
+    # When
+    result_b, _ = run(fake("double_fork.py", str(pid_b), "exit"), tmp_path)
+    # Expect: B's daemon is gone, A's lives until A is cancelled
+    reaper.append(read_pid(pid_b))
+    assert result_b.outcome == "succeeded" and not alive(read_pid(pid_b))
+    assert alive(daemon_a)
+    slow.join(timeout=30)
+    assert results and results[0].outcome == "cancelled"
+    assert not alive(daemon_a)
+
+
+DEDICATED_HELPER = """
+import sys
+from pathlib import Path
+from squad.agents import orphans
+from squad.agents.progress import make_parser
+from squad.agents.runner import Limits, run_agent
+
+class Quiet:
+    def on_line(self, level, message): pass
+    def on_progress(self, progress, step): pass
+    def stop_reason(self): return None
+
+orphans.own_all_orphans()
+result = run_agent([sys.executable, *sys.argv[1:]], cwd=Path.cwd(), env={}, stdin_data=None,
+                   parser=make_parser("plain"), limits=Limits(60, 60, kill_grace_s=0.5), observer=Quiet())
+print(result.outcome, flush=True)
+"""
+
+
+def test_daemon_that_scrubbed_its_environment_is_ended_in_a_process_dedicated_to_agents(
+    tmp_path: Path, reaper: list[int]
+) -> None:
+    # Given: the daemon carries no task id, so only a dedicated process may claim it
+    pidfile = tmp_path / "daemon.pid"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    # When
+    done = subprocess.run([sys.executable, "-c", DEDICATED_HELPER, str(AGENTS / "double_fork.py"), str(pidfile),
+                           "exit", "--clear-env"], cwd=tmp_path, env=env, capture_output=True, timeout=60,
+                          check=False)
+    # Expect
+    daemon = read_pid(pidfile)
+    reaper.append(daemon)
+    assert done.stdout.decode().strip() == "succeeded", done.stderr.decode()[-2000:]
+    assert gone_within(daemon, 2.0)
+
+
+SUPERVISED = """
+import sys, threading
+from squad.supervisor import Child, Supervisor
+
+sup = Supervisor([Child("pool", [sys.executable, "-c", sys.argv[1], *sys.argv[2:]])], adopt_orphans=True)
+sup.install_signal_handlers()
+sup.run(poll_s=0.1)
+"""
+
+
+def test_supervisor_ends_what_a_killed_worker_process_leaves(tmp_path: Path, reaper: list[int]) -> None:
+    # Given: a supervised "pool process" running an agent whose daemon it adopted
+    pidfile, agent_pidfile = tmp_path / "daemon.pid", tmp_path / "agent.pid"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    helper = HELPER.replace("sys.argv[1], sys.argv[2]", "sys.argv[1], sys.argv[2], sys.argv[3]")
+    sup = subprocess.Popen([sys.executable, "-c", SUPERVISED, helper, str(AGENTS / "double_fork.py"), str(pidfile),
+                            "sleep"], cwd=tmp_path, env=env)
+    try:
+        daemon = read_pid(pidfile)
+        reaper.append(daemon)
+        pool = [p for p in psutil.Process(sup.pid).children() if p.pid != daemon]
+        assert len(pool) == 1
+        agent_pidfile.write_text("")
+        # When: the pool process dies without any chance to clean up
+        pool[0].kill()
+        # Expect: its agent dies with it (parent-death signal) and the supervisor ends the daemon
+        assert gone_within(daemon, 10.0)
+    finally:
+        sup.terminate()
+        sup.wait(timeout=30)
+
+
+def test_rlimits_reach_the_agent(tmp_path: Path) -> None:
+    # Given
+    from squad.config import AgentRlimits
+
+    script = ("import resource; print(*[resource.getrlimit(r)[0] for r in (resource.RLIMIT_AS, "
+              "resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC, resource.RLIMIT_FSIZE)])")
+    limits = AgentRlimits(address_space_mb=4096, open_files=64, processes=5000, file_size_mb=10)
+    # When
+    result = run_agent([sys.executable, "-c", script], cwd=tmp_path, env={}, stdin_data=None,
+                       parser=make_parser("plain"), limits=GENEROUS, observer=(seen := Recorder()),
+                       rlimits=limits)
+    # Expect
+    assert result.outcome == "succeeded"
+    assert seen.messages("INFO") == [f"{4096 * 2**20} 64 5000 {10 * 2**20}"]
+
+
+def test_file_size_limit_stops_an_agent_writing_a_huge_file(tmp_path: Path) -> None:
+    # Given
+    from squad.config import AgentRlimits
+
+    script = "open('big', 'wb').write(b'x' * (3 * 2**20))"
+    # When
+    result = run_agent([sys.executable, "-c", script], cwd=tmp_path, env={}, stdin_data=None,
+                       parser=make_parser("plain"), limits=GENEROUS, observer=Recorder(),
+                       rlimits=AgentRlimits(file_size_mb=1))
+    # Expect: SIGXFSZ (or EFBIG) ends it; the file never grew past the limit
+    assert result.outcome == "failed"
+    assert (tmp_path / "big").stat().st_size <= 2**20

@@ -8,23 +8,26 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+import functools
 import os
-import queue
 import re
-import select
+import resource
+import selectors
+import shutil
 import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Any, Protocol
 
-import psutil
-
+from squad.agents import orphans
 from squad.agents.progress import ProgressParser, Usage
-from squad.config import AgentConfig
+from squad.config import AgentConfig, AgentRlimits
 from squad.constants import CANCEL_POLL_S, KILL_GRACE_S, MAX_LINE_BYTES
 
 __all__ = ["AgentResult", "Limits", "RunObserver", "build_command", "expand_argv", "run_agent"]
@@ -32,18 +35,18 @@ __all__ = ["AgentResult", "Limits", "RunObserver", "build_command", "expand_argv
 PLACEHOLDERS = ("card_id", "agent", "prompt_file", "workdir", "attempt", "session_id")
 ESTIMATE_AFTER_S = 5.0  # no real progress for this long: the time-based estimate may take over
 ESTIMATE_EVERY_S = 1.0
-DESCENDANT_SCAN_S = 1.0  # how often the agent's process tree is recorded while it runs
 READ_CHUNK_BYTES = 64 * 1024
-READER_POLL_S = 0.5  # how soon a reader notices it must stop while a pipe is still held open
+STDIN_CHUNK_BYTES = 64 * 1024
 DRAIN_TIMEOUT_S = 2.0  # after the agent is gone, how long to wait for the rest of its output
-THREAD_JOIN_S = 2.0
-QUEUE_MAX_ITEMS = 64  # back-pressure: batches of one read chunk each, so a few MB in flight at most
 KILL_POLL_S = 0.05
 KILL_CONFIRM_S = 2.0
 
 _PR_SET_PDEATHSIG = 1
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before fork: the child only makes the call
+_PRCTL: Any = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # loaded before any fork
+_TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"  # util-linux helpers, never the agent's PATH
+_PRLIMIT_FLAGS = {resource.RLIMIT_AS: "as", resource.RLIMIT_NOFILE: "nofile",
+                  resource.RLIMIT_NPROC: "nproc", resource.RLIMIT_FSIZE: "fsize"}
 
 
 @dataclass
@@ -136,24 +139,31 @@ def run_agent(
     parser: ProgressParser,
     limits: Limits,
     observer: RunObserver,
+    rlimits: AgentRlimits | None = None,
 ) -> AgentResult:
     """Run one agent to its end and report how it ended.
 
     Spawned from the calling thread on purpose: the parent-death signal fires when the spawning
-    *thread* ends, so the agent lives exactly as long as this call (or dies with the worker).
+    *thread* ends, so the agent lives exactly as long as this call (or dies with the worker). The
+    same thread supervises it (one selector over the pipes and a pidfd): no helper thread.
     """
     started = time.monotonic()
+    full_env = {**os.environ, **env}
+    marker = full_env.setdefault(orphans.MARKER_ENV, f"run-{uuid.uuid4().hex}")
+    orphans.become_subreaper()
     try:
+        program = _resolve(argv[0], cwd, full_env.get("PATH", os.defpath))
+        wrapper, preexec = _wrapper(rlimits)
         proc = subprocess.Popen(
-            argv,
+            [*wrapper, program, *argv[1:]],
             shell=False,
-            start_new_session=True,
+            start_new_session=True,  # own session and group: no terminal signals, one group to kill
             cwd=cwd,
-            env={**os.environ, **env},
+            env=full_env,
             stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent(os.getpid()),
+            preexec_fn=preexec,  # None unless setpriv/prlimit are missing: then a full fork
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         return AgentResult(
@@ -164,21 +174,73 @@ def run_agent(
             duration_s=time.monotonic() - started,
             pid=None,
         )
-    return _AgentWatch(proc, stdin_data, parser, limits, observer, started).run()
+    orphans.register(marker, proc.pid)
+    try:
+        return _AgentWatch(proc, stdin_data, parser, limits, observer, started, marker).run()
+    finally:
+        orphans.unregister(marker)
 
 
 # ---- spawning helpers ---------------------------------------------------------------------------
-def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to SIGKILL the child when the spawning thread dies."""
-    prctl = getattr(_LIBC, "prctl", None)
-    if prctl is None:  # not Linux: no parent-death signal available
-        return None
+def _resolve(program: str, cwd: Path, path: str) -> str:
+    """The executable the agent's argv[0] names, checked here because the wrapper would only exit 127.
+
+    Relative paths with a slash are relative to the agent's cwd, as exec in the child would see them.
+    """
+    if not cwd.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(cwd))
+    if os.sep in program:
+        candidate = program if os.path.isabs(program) else str(cwd / program)
+        if not os.path.exists(candidate):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+        if os.path.isdir(candidate) or not os.access(candidate, os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied", program)
+        return candidate
+    found = shutil.which(program, path=path)
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+    return found if os.path.isabs(found) else str(Path(found).resolve())
+
+
+def _wrapper(rlimits: AgentRlimits | None) -> tuple[list[str], Callable[[], None] | None]:
+    """An exec prefix that sets the parent-death signal (and rlimits) inside the child.
+
+    Popen with a `preexec_fn` must fully fork the worker (~3.6 ms in a worker-sized process, more
+    when the machine is busy); without one it uses vfork (~1 ms), and util-linux's `setpriv`
+    (`prlimit` for rlimits) makes the same calls after exec. Where they are missing, fall back to
+    the preexec_fn: slower, same guarantees. The window between exec and setpriv's prctl (a worker
+    dying in that millisecond) is covered by the subreaper chain (see `squad.agents.orphans`).
+    """
+    limits = rlimits.as_resource_limits() if rlimits is not None else []
+    setpriv = _tool("setpriv")
+    prlimit = _tool("prlimit") if limits else None
+    if _PRCTL is None:  # not Linux: no parent-death signal at all
+        return [], _preexec(None, limits) if limits else None
+    if setpriv is None or (limits and prlimit is None):
+        return [], _preexec(os.getpid(), limits)
+    prefix: list[str] = []
+    if limits and prlimit is not None:
+        prefix = [prlimit, *(f"--{_PRLIMIT_FLAGS[res]}={value}" for res, value in limits), "--"]
+    return [*prefix, setpriv, "--pdeathsig", "KILL", "--"], None
+
+
+@functools.cache
+def _tool(name: str) -> str | None:
+    """Absolute path of a util-linux helper, looked up once per process."""
+    return shutil.which(name, path=_TOOL_PATH)
+
+
+def _preexec(parent_pid: int | None, limits: list[tuple[int, int]]) -> Callable[[], None]:
+    """The fallback preexec_fn: rlimits, then SIGKILL the child when the spawning thread dies."""
     sigkill = int(signal.SIGKILL)
 
     def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os.kill(os.getpid(), sigkill)
+        for res, value in limits:
+            resource.setrlimit(res, (value, value))
+        if parent_pid is not None and _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+            if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                os.kill(os.getpid(), sigkill)
 
     return preexec
 
@@ -189,135 +251,84 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _pipe_holders(inodes: set[int]) -> list[psutil.Process]:
-    """Other processes holding one of the agent's pipes: its tree, even members that left the group.
-
-    Pipes are close-on-exec and Popen closes other fds, so only the agent and its descendants
-    can hold them.
-    """
-    me, holders = os.getpid(), []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            for fd in os.scandir(f"/proc/{entry.name}/fd"):
-                target = os.readlink(fd.path)
-                if target.startswith("pipe:[") and int(target[6:-1]) in inodes:
-                    holders.append(psutil.Process(int(entry.name)))
-                    break
-        except (OSError, ValueError, psutil.Error):
-            continue
-    return holders
-
-
 def _seconds(value: float) -> str:
     """1700.0 -> "1700", 2.5 -> "2.5": how limits read in error texts."""
     return str(int(value)) if float(value).is_integer() else f"{value:.3f}".rstrip("0")
 
 
-def _alive(proc: psutil.Process) -> bool:
-    """Running and not a zombie (a zombie is dead; an init that never reaps keeps it listed)."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 # ---- reading output -----------------------------------------------------------------------------
-@dataclass
-class _Channel:
-    """One queue for both streams and the exit, so the supervisor blocks on a single `get`.
-
-    Items are (kind, stream, lines) with kind "lines", "eof" or "exit"; a line is (bytes, dropped).
-    Lines travel in batches of one read: one queue round trip per chunk, not per line.
-    """
-
-    items: queue.Queue[tuple[str, str, list[tuple[bytes, int]]]] = field(
-        default_factory=lambda: queue.Queue(maxsize=QUEUE_MAX_ITEMS)
-    )
-    stopping: threading.Event = field(default_factory=threading.Event)
-    exited: threading.Event = field(default_factory=threading.Event)
-    last_activity: float = field(default_factory=time.monotonic)
-
-    def put(self, kind: str, stream: str = "", lines: list[tuple[bytes, int]] | None = None) -> None:
-        """Blocks while the queue is full, but gives up once the supervisor stops listening."""
-        while True:
-            try:
-                self.items.put((kind, stream, lines or []), timeout=READER_POLL_S)
-                return
-            except queue.Full:
-                if self.stopping.is_set():
-                    return
-
-
-def _read_lines(fd: int, stream: str, channel: _Channel) -> None:
-    """Split a pipe into lines without ever holding more than MAX_LINE_BYTES of one line.
+class _LineSplitter:
+    """Split a pipe's chunks into lines without ever holding more than MAX_LINE_BYTES of one line.
 
     A longer line keeps its head and the count of bytes thrown away up to its newline.
     """
-    line = bytearray()
-    head: bytes | None = None
-    dropped = 0
-    try:
-        while not channel.stopping.is_set():
-            ready, _, _ = select.select([fd], [], [], READER_POLL_S)
-            if not ready:
-                continue
-            chunk = os.read(fd, READ_CHUNK_BYTES)
-            if not chunk:
+
+    def __init__(self) -> None:
+        self.line = bytearray()
+        self.head: bytes | None = None
+        self.dropped = 0
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, int]]:
+        batch: list[tuple[bytes, int]] = []
+        start = 0
+        while start <= len(chunk):
+            newline = chunk.find(b"\n", start)
+            end = newline if newline >= 0 else len(chunk)
+            if self.head is not None:
+                self.dropped += end - start
+            else:
+                self.line += chunk[start:end]
+                if len(self.line) > MAX_LINE_BYTES:
+                    self.head = bytes(self.line[:MAX_LINE_BYTES])
+                    self.dropped = len(self.line) - MAX_LINE_BYTES
+                    self.line = bytearray()
+            if newline < 0:
                 break
-            channel.last_activity = time.monotonic()
-            batch: list[tuple[bytes, int]] = []
-            start = 0
-            while start <= len(chunk):
-                newline = chunk.find(b"\n", start)
-                end = newline if newline >= 0 else len(chunk)
-                if head is not None:
-                    dropped += end - start
-                else:
-                    line += chunk[start:end]
-                    if len(line) > MAX_LINE_BYTES:
-                        head, dropped = bytes(line[:MAX_LINE_BYTES]), len(line) - MAX_LINE_BYTES
-                        line = bytearray()
-                if newline < 0:
-                    break
-                batch.append((head if head is not None else bytes(line), dropped))
-                line, head, dropped = bytearray(), None, 0
-                start = newline + 1
-            if batch:
-                channel.put("lines", stream, batch)
-        if head is not None or line:
-            channel.put("lines", stream, [(head if head is not None else bytes(line), dropped)])
-    except OSError:
-        pass
-    finally:
-        channel.put("eof", stream)
+            batch.append((self.head if self.head is not None else bytes(self.line), self.dropped))
+            self.line, self.head, self.dropped = bytearray(), None, 0
+            start = newline + 1
+        return batch
+
+    def rest(self) -> list[tuple[bytes, int]]:
+        """The unterminated last line, if any."""
+        if self.head is None and not self.line:
+            return []
+        last = (self.head if self.head is not None else bytes(self.line), self.dropped)
+        self.line, self.head, self.dropped = bytearray(), None, 0
+        return [last]
 
 
-def _write_stdin(pipe: IO[bytes], data: bytes) -> None:
-    """Feed the prompt then close stdin; an agent that stops reading is not an error."""
-    try:
-        pipe.write(data)
-    except OSError:
-        pass
-    finally:
+class _ExitWatch:
+    """Readable once the agent exits, without reaping it: a pidfd, else a waiter thread and a pipe."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.thread: threading.Thread | None = None
+        self.write_fd = -1
+        try:
+            self.fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # not Linux >= 5.3
+            self.fd, self.write_fd = os.pipe()
+            self.thread = threading.Thread(target=self._wait, name=f"agent-{pid}-wait", daemon=True)
+            self.thread.start()
+
+    def _wait(self) -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
         with contextlib.suppress(OSError):
-            pipe.close()
+            os.write(self.write_fd, b"x")
 
-
-def _wait_exit(pid: int, channel: _Channel) -> None:
-    """Report the agent's exit without reaping it: its pid (= group id) stays reserved until we kill the group."""
-    try:
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-    except ChildProcessError:
-        pass
-    channel.exited.set()
-    channel.put("exit")
+    def close(self) -> None:
+        for fd in (self.fd, self.write_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.fd = self.write_fd = -1
 
 
 # ---- supervision --------------------------------------------------------------------------------
 class _AgentWatch:
-    """The state of one running agent; every method runs on the calling thread except the helpers."""
+    """The state of one running agent, driven entirely by the calling thread."""
 
     def __init__(
         self,
@@ -327,6 +338,7 @@ class _AgentWatch:
         limits: Limits,
         observer: RunObserver,
         started: float,
+        marker: str,
     ) -> None:
         self.proc = proc
         self.pgid = proc.pid  # start_new_session: the agent leads its own group
@@ -334,46 +346,45 @@ class _AgentWatch:
         self.limits = limits
         self.observer = observer
         self.started = started
-        self.channel = _Channel()
-        self.tracked: dict[int, psutil.Process] = {}
-        self.open_streams = {"stdout", "stderr"}
-        self.pipe_inodes = {os.fstat(p.fileno()).st_ino for p in (proc.stdin, proc.stdout, proc.stderr) if p}
+        self.marker = marker
+        self.exited = False
+        self.returncode: int | None = None
+        self.last_activity = started
         self.reported = (parser.progress, parser.step)
         self.last_real_progress = started
-        self.stdin_data = stdin_data
-        self.threads: list[threading.Thread] = []
+        self.selector = selectors.DefaultSelector()
+        self.splitters: dict[str, _LineSplitter] = {}
+        self.stdin_view = memoryview(stdin_data or b"")
+        self.exit_watch = _ExitWatch(proc.pid)
+        self.selector.register(self.exit_watch.fd, selectors.EVENT_READ, "exit")
+        for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            assert pipe is not None  # both are PIPE
+            self.selector.register(pipe.fileno(), selectors.EVENT_READ, name)
+            self.splitters[name] = _LineSplitter()
+        if stdin_data is not None and proc.stdin is not None:
+            os.set_blocking(proc.stdin.fileno(), False)
+            self.selector.register(proc.stdin.fileno(), selectors.EVENT_WRITE, "stdin")
 
-    def _start_threads(self) -> None:
-        """A stdin writer, one reader per stream and an exit waiter: the calling thread only consumes."""
-        proc = self.proc
-        if self.stdin_data is not None and proc.stdin is not None:
-            self._start(_write_stdin, proc.stdin, self.stdin_data, name="stdin")
-        assert proc.stdout is not None and proc.stderr is not None  # both are PIPE
-        self._start(_read_lines, proc.stdout.fileno(), "stdout", self.channel, name="stdout")
-        self._start(_read_lines, proc.stderr.fileno(), "stderr", self.channel, name="stderr")
-        self._start(_wait_exit, proc.pid, self.channel, name="wait")
-
-    def _start(self, target: Callable[..., None], *args: object, name: str) -> None:
-        thread = threading.Thread(target=target, args=args, name=f"agent-{self.proc.pid}-{name}", daemon=True)
-        thread.start()
-        self.threads.append(thread)
+    @property
+    def open_streams(self) -> bool:
+        return any(key.data in ("stdout", "stderr") for key in self.selector.get_map().values())
 
     def run(self) -> AgentResult:
         """Supervise to the end; whatever happens, the agent's processes are gone on return."""
         ended = False
         try:
-            self._start_threads()
             outcome, error = self._supervise()
             if outcome == "timeout":
-                self._end_group(grace_s=0.0)
+                self._end(grace_s=0.0)
             elif outcome is not None:
                 remaining = self.started + self.limits.time_limit_s - time.monotonic()
-                self._end_group(grace_s=max(0.0, min(self.limits.kill_grace_s, remaining)))
+                self._end(grace_s=max(0.0, min(self.limits.kill_grace_s, remaining)))
             else:
-                self._end_group(grace_s=self.limits.kill_grace_s, only_leftovers=True)
+                self._end(grace_s=self.limits.kill_grace_s)
             ended = True
             self._drain()
-            exit_code = self._reap()
+            exit_code = self._reap(block=True) if self.returncode is None else self.returncode
+            assert exit_code is not None  # a blocking reap always yields a status
             if outcome is None:
                 error = self.parser.verdict(exit_code)
                 outcome = "succeeded" if error is None else "failed"
@@ -387,7 +398,7 @@ class _AgentWatch:
             )
         finally:
             if not ended:  # a caller bug or an exception raised into us (e.g. a Celery soft limit)
-                self._end_group(grace_s=self.limits.kill_grace_s)
+                self._end(grace_s=self.limits.kill_grace_s)
             self._close()
 
     def _supervise(self) -> tuple[str | None, str | None]:
@@ -396,7 +407,6 @@ class _AgentWatch:
         soft_at = self.started + limits.soft_time_limit_s
         hard_at = self.started + limits.time_limit_s
         next_poll = self.started
-        next_scan = self.started + min(DESCENDANT_SCAN_S, 0.2)
         next_estimate = self.started + ESTIMATE_AFTER_S
         while True:
             now = time.monotonic()
@@ -404,7 +414,7 @@ class _AgentWatch:
                 return "timeout", f"time limit exceeded ({_seconds(limits.time_limit_s)}s)"
             if now >= soft_at:
                 return "soft_timeout", f"soft time limit exceeded ({_seconds(limits.soft_time_limit_s)}s)"
-            stall_at = self.channel.last_activity + limits.stall_timeout_s
+            stall_at = self.last_activity + limits.stall_timeout_s
             if limits.stall_timeout_s > 0 and now >= stall_at:
                 return "stalled", "stalled"
             if now >= next_poll:
@@ -412,27 +422,63 @@ class _AgentWatch:
                 reason = self.observer.stop_reason()
                 if reason is not None:
                     return "cancelled", reason
-            if now >= next_scan:
-                next_scan = now + DESCENDANT_SCAN_S
-                self._track_descendants()
             if now >= next_estimate:
                 next_estimate = now + ESTIMATE_EVERY_S
                 self._estimate(now)
-            wake = min(hard_at, soft_at, next_poll, next_scan, next_estimate)
+            wake = min(hard_at, soft_at, next_poll, next_estimate)
             if limits.stall_timeout_s > 0:
                 wake = min(wake, stall_at)
-            try:
-                kind, stream, lines = self.channel.items.get(timeout=max(0.001, wake - now))
-            except queue.Empty:
-                continue
-            if kind == "exit":
+            if self._pump(max(0.001, wake - now)):
                 return None, None
-            self._handle(kind, stream, lines)
 
-    def _handle(self, kind: str, stream: str, lines: list[tuple[bytes, int]]) -> None:
-        if kind == "eof":
-            self.open_streams.discard(stream)
+    def _pump(self, timeout_s: float) -> bool:
+        """One select round: read output, feed stdin; True once the agent has exited."""
+        for key, _mask in self.selector.select(timeout_s):
+            name = key.data
+            if name == "exit":
+                self.selector.unregister(key.fd)
+                self.exited = True
+            elif name == "stdin":
+                self._feed_stdin(key.fd)
+            else:
+                self._read(key.fd, name)
+        return self.exited
+
+    def _read(self, fd: int, name: str) -> None:
+        try:
+            chunk = os.read(fd, READ_CHUNK_BYTES)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.selector.unregister(fd)
+            self._handle(name, self.splitters[name].rest())
             return
+        self.last_activity = time.monotonic()
+        self._handle(name, self.splitters[name].feed(chunk))
+
+    def _feed_stdin(self, fd: int) -> None:
+        """Write what the pipe takes now; an agent that stops reading is not an error."""
+        try:
+            written = os.write(fd, self.stdin_view[:STDIN_CHUNK_BYTES])
+            self.stdin_view = self.stdin_view[written:]
+            if self.stdin_view:
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        stdin = self.proc.stdin
+        if stdin is None or stdin.closed:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(stdin.fileno())
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+    def _handle(self, stream: str, lines: list[tuple[bytes, int]]) -> None:
         level = "INFO" if stream == "stdout" else "ERROR"
         feed, on_line = self.parser.feed, self.observer.on_line
         for data, dropped in lines:
@@ -462,62 +508,66 @@ class _AgentWatch:
             self._report(self.parser.progress, self.parser.step)
 
     # ---- ending -------------------------------------------------------------------------------
-    def _track_descendants(self) -> None:
-        """Remember the agent's tree while it runs: a grandchild that leaves the group is still ours."""
-        if self.channel.exited.is_set():
-            return
-        try:
-            children = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.Error:
-            return
-        for child in children:
-            self.tracked.setdefault(child.pid, child)
+    def _signal(self, sig: signal.Signals) -> bool:
+        """Signal the leader (if it has not exited: it may have left its own group) and the group.
 
-    def _survivors(self) -> list[psutil.Process]:
-        """Everything left of the agent except its leader: descendants, group members, pipe holders."""
-        self._track_descendants()
-        if self.open_streams:
-            for holder in _pipe_holders(self.pipe_inodes):
-                self.tracked.setdefault(holder.pid, holder)
-        for proc in psutil.process_iter():
-            if proc.pid == self.proc.pid or proc.pid in self.tracked:
-                continue
-            with contextlib.suppress(OSError):
-                if os.getpgid(proc.pid) == self.pgid:
-                    self.tracked[proc.pid] = proc
-        return [p for p in self.tracked.values() if p.pid != self.proc.pid and _alive(p)]
-
-    def _signal(self, sig: signal.Signals, procs: list[psutil.Process]) -> None:
-        if not self.channel.exited.is_set():  # the leader may have left its own group
+        Returns False when the group has no member left. The leader is reaped only once it exited,
+        and a pid still used as a group id is never handed to a new process, so the group id
+        cannot name anyone else while members remain.
+        """
+        if not self.exited:
             with contextlib.suppress(OSError):
                 os.kill(self.proc.pid, sig)  # not Popen.send_signal: its poll() would reap the leader
-        with contextlib.suppress(ProcessLookupError, PermissionError):
+        try:
             os.killpg(self.pgid, sig)
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(sig)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
 
-    def _end_group(self, grace_s: float, only_leftovers: bool = False) -> None:
-        """SIGTERM the group and every tracked descendant, wait up to the grace, then SIGKILL.
+    def _wait_exit(self, deadline: float) -> bool:
+        """Keep reading output until the leader exits or the deadline passes."""
+        while not self.exited:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._pump(min(remaining, KILL_POLL_S))
+        return True
 
-        The leader is not reaped yet, so its pid cannot have been reused as a group id.
+    def _group_gone(self) -> bool:
+        """True once no process of the group is left (the leader must be reaped to tell)."""
+        if self.exited and self.returncode is None:
+            self._reap(block=False)
+        if self.returncode is None:
+            return False
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def _end(self, grace_s: float) -> None:
+        """SIGTERM the group, wait up to the grace, SIGKILL what is left, then end adopted orphans.
+
+        After a normal exit with nothing left in the group this costs three system calls.
         """
-        survivors = self._survivors()
-        leader_done = self.channel.exited.is_set()
-        if only_leftovers and leader_done and not survivors:
-            return
-        if grace_s > 0:
-            self._signal(signal.SIGTERM, survivors)
+        if grace_s > 0 and not (self.exited and self._group_gone()):
+            self._signal(signal.SIGTERM)
             deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline:
-                if self.channel.exited.is_set() and not any(_alive(p) for p in survivors):
-                    break
+            while self._wait_exit(deadline) and not self._group_gone() and time.monotonic() < deadline:
+                orphans.reap_zombies(self.pgid)  # members that obeyed SIGTERM, if adopted by us
                 time.sleep(KILL_POLL_S)  # shutdown path only, never the output hot path
-        survivors = self._survivors()
-        self._signal(signal.SIGKILL, survivors)
-        deadline = time.monotonic() + KILL_CONFIRM_S  # SIGKILL is asynchronous: return once they are gone
-        while any(_alive(p) for p in survivors) and time.monotonic() < deadline:
-            time.sleep(KILL_POLL_S)
+        if not (self.exited and self._group_gone()):
+            self._signal(signal.SIGKILL)
+            deadline = time.monotonic() + KILL_CONFIRM_S  # SIGKILL is asynchronous: confirm
+            self._wait_exit(deadline)
+            while not self._group_gone() and time.monotonic() < deadline:
+                orphans.end_orphans(self.marker, timeout_s=0.0, pgid=self.pgid)  # killed members' zombies may be ours
+                time.sleep(KILL_POLL_S)
+        orphans.end_orphans(self.marker, timeout_s=KILL_CONFIRM_S, pgid=self.pgid)
 
     def _drain(self) -> None:
         """Log what the agent printed before it died, waiting briefly for pipes still held open."""
@@ -526,29 +576,31 @@ class _AgentWatch:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            try:
-                kind, stream, lines = self.channel.items.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if kind != "exit":
-                self._handle(kind, stream, lines)
+            self._pump(remaining)
 
-    def _reap(self) -> int:
+    def _reap(self, *, block: bool) -> int | None:
+        """Collect the leader's exit status (as Popen would report it)."""
         try:
-            return self.proc.wait(timeout=THREAD_JOIN_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+            pid, status = os.waitpid(self.proc.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.proc.pid, 0
+        if pid == 0:
+            return None
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self.proc.returncode = self.returncode
+        self.exited = True
+        return self.returncode
 
     def _close(self) -> None:
-        """Stop the helper threads and release the pipes; also reaps the agent if still unreaped."""
-        self.channel.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=THREAD_JOIN_S)
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        """Release the pipes and the pidfd; reaps the leader if still unreaped."""
+        self._close_stdin()
+        self.selector.close()
+        self.exit_watch.close()
+        for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
-        if self.proc.returncode is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=THREAD_JOIN_S)
+        if self.returncode is None:
+            with contextlib.suppress(OSError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self._reap(block=True)
