@@ -177,6 +177,25 @@ class EventBus:
             rows = list(reversed(self.redis.xrevrange(key, max="+", min="-", count=limit)))
         return [{"id": entry_id, **fields} for entry_id, fields in rows]
 
+    def wait_status(self, after_id: str, statuses: frozenset[str], *, block_s: float) -> tuple[bool, str]:
+        """Block up to `block_s` for `status` events in `statuses` after stream id `after_id`.
+
+        Returns (seen, last id read): the caller resumes from that id, so no event is missed
+        between two waits. `after_id` "$" means "from now".
+        """
+        last = after_id
+        if after_id == "$":  # pin "now" to a real id, or events between two calls would be lost
+            newest = self.redis.xrevrange(TASK_UPDATES_STREAM, count=1)
+            last = str(newest[0][0]) if newest else "0-0"
+        rows = self.redis.xread({TASK_UPDATES_STREAM: last}, count=500, block=max(1, int(block_s * 1000)))
+        seen = False
+        for _stream, entries in rows or []:
+            for entry_id, fields in entries:
+                last = str(entry_id)
+                if fields.get("type") == "status" and fields.get("status") in statuses:
+                    seen = True
+        return seen, last
+
     def close(self) -> None:
         """Release the connection pool."""
         self.redis.close()

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from celery import Celery
 
 log = structlog.get_logger(__name__)
+WAKE_CHECK_S = 0.5  # longest block on the event stream before looking at the stop flag again
+#: statuses after which a pass may have something to do (QUEUED/IN_PROGRESS never free a dependant)
+SETTLED_STATUSES = frozenset({Status.DONE.value, Status.FAILED.value, Status.CANCELLED.value,
+                              Status.RETRYING.value, Status.TODO.value})
 
 
 class Dispatcher(Protocol):
@@ -92,6 +96,7 @@ class LocalDispatcher:
         self.pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="squad-local")
         self.running: dict[str, Future[Any]] = {}
         self.lock = threading.Lock()
+        self.settled = threading.Event()  # an attempt ended: the orchestrator reacts at once
 
     def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float) -> None:
         fut = self.pool.submit(self._run, card_id, task_id)
@@ -106,6 +111,7 @@ class LocalDispatcher:
         finally:
             with self.lock:
                 self.running.pop(task_id, None)
+            self.settled.set()
 
     def live_task_ids(self, task_ids: list[str]) -> set[str]:
         with self.lock:
@@ -156,6 +162,7 @@ class Orchestrator:
         self.max_in_flight = max_in_flight
         self.stopping = threading.Event()
         self.fallback_reason: str | None = None  # why auto mode runs cards locally
+        self._last_event_id = "$"  # where the wait for status events resumes
 
     # ---- one pass ---------------------------------------------------------------------------
     def tick(self, *, release: bool = True) -> TickResult:
@@ -255,13 +262,48 @@ class Orchestrator:
                 return EXIT_TIMEOUT
             if wait and on_wait is not None:
                 on_wait()
-            self.stopping.wait(interval)
+            if deadline is not None:
+                self.wait_for_change(max(0.0, min(interval, deadline - time.monotonic())))
+            else:
+                self.wait_for_change(interval)
         # Stopped by a signal before the cards settled: never report success for unfinished work.
         return 130 if wait else 0
 
     def stop(self) -> None:
         """Ask the loop to end after the current pass."""
         self.stopping.set()
+        settled = getattr(self.dispatcher, "settled", None)
+        if settled is not None:
+            settled.set()
+
+    def wait_for_change(self, interval: float) -> None:
+        """Sleep until an attempt settles (react at once) or `interval` passes (the safety-net poll).
+
+        Local mode: the executor's own signal. Celery mode: a status event on `task_updates` that a
+        worker publishes after its `finish` transaction committed, so the next pass sees the change.
+        """
+        deadline = time.monotonic() + interval
+        settled: threading.Event | None = getattr(self.dispatcher, "settled", None)
+        if settled is not None:
+            settled.wait(interval)
+            settled.clear()
+            return
+        if self.events is None:
+            self.stopping.wait(interval)
+            return
+        while not self.stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                found, self._last_event_id = self.events.wait_status(
+                    self._last_event_id, SETTLED_STATUSES, block_s=min(remaining, WAKE_CHECK_S))
+            except Exception as exc:  # Redis blip: fall back to the poll
+                log.warning("waiting for status events failed", error=f"{type(exc).__name__}: {exc}")
+                self.stopping.wait(remaining)
+                return
+            if found:
+                return
 
 
 def broker_answers(settings: Settings) -> bool:

@@ -242,6 +242,20 @@ def test_cards_run_on_workers_with_ordered_progress_status_events_and_logs(
     assert "done: updated SQUAD_DEMO.md" in archived.stdout
 
 
+def test_a_card_done_on_a_worker_releases_its_dependant_at_once_not_at_the_next_poll(
+        cli: Cli, env: dict[str, str], tmp_path: Path, start_worker: StartWorker, store: CardStore) -> None:
+    # Given a chain A <- B <- C, a worker, and an orchestrator whose safety-net poll never comes
+    import_cards(cli, env, tmp_path, [{"card_id": "CH-A", "title": "a", "agent": "demo"},
+                                      {"card_id": "CH-B", "title": "b", "agent": "demo", "depends_on": ["CH-A"]},
+                                      {"card_id": "CH-C", "title": "c", "agent": "demo", "depends_on": ["CH-B"]}])
+    start_worker(env, concurrency=1)
+    # When
+    res = cli("orchestrate", "--interval", "3600", "--once", "--wait", "--mode", "celery", env=env, timeout=150)
+    # Expect every card DONE: the worker's status event woke the orchestrator each time
+    assert res.returncode == 0, res.stderr
+    assert [store.get_card(c).status for c in ("CH-A", "CH-B", "CH-C")] == [Status.DONE] * 3
+
+
 # ---- retries ----------------------------------------------------------------------------------
 def test_failed_first_attempt_is_retried_after_backoff_and_shown_retrying(
         cli: Cli, env: dict[str, str], tmp_path: Path, start_worker: StartWorker, store: CardStore,

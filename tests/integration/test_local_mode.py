@@ -163,6 +163,16 @@ def test_dependants_run_after_their_dependency_is_done_and_are_blocked_by_a_fail
             "session_id", "num_turns", "input_tokens", "output_tokens"} <= set(run)
 
 
+def test_a_settled_card_releases_its_dependant_at_once_not_at_the_next_poll(project: Project) -> None:
+    # Given a chain A <- B <- C and an orchestrator whose safety-net poll never comes (an hour)
+    project.seed({"card_id": "A"}, {"card_id": "B", "depends_on": ["A"]}, {"card_id": "C", "depends_on": ["B"]})
+    # When
+    proc = project.orchestrate("--interval", "3600")
+    # Expect the whole chain DONE: each end woke the orchestrator (else this waits for an hour)
+    assert proc.returncode == 0, proc.stderr
+    assert [project.status(c) for c in "ABC"] == [Status.DONE] * 3
+
+
 def test_a_failed_attempt_is_retrying_after_backoff_then_done_and_never_shown_failed(project: Project,
                                                                                     spawn: Any) -> None:
     # Given the built-in flaky demo agent (fails its first attempt), 2 retries, backoff 0.5 s
