@@ -22,6 +22,7 @@ from squad.constants import (
     REDIS_CONNECT_TIMEOUT_S,
     REDIS_SOCKET_TIMEOUT_S,
     RESULT_EXPIRES_S,
+    WORKER_MAX_MEMORY_KIB,
 )
 
 
@@ -37,10 +38,13 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        worker_max_tasks_per_child=50,
+        # Recycle a pool process by memory, not by task count: max_tasks_per_child=50 halved the
+        # throughput of short cards (a fork + imports every 50 tasks, with stalls).
+        worker_max_memory_per_child=WORKER_MAX_MEMORY_KIB,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        task_track_started=True,
+        # No STARTED write per task: the API derives STARTED/PROGRESS from the store's claim.
+        task_track_started=False,
         task_default_queue=CARDS_QUEUE,
         task_queues=[Queue(CARDS_QUEUE), Queue(MAINTENANCE_QUEUE)],
         task_routes={EXECUTE_TASK_NAME: {"queue": CARDS_QUEUE},
@@ -50,7 +54,6 @@ def make_celery(settings: Settings) -> Celery:
         task_soft_time_limit=settings.time_limit + 30,
         task_time_limit=settings.time_limit + 60,
         result_expires=RESULT_EXPIRES_S,
-        result_extended=True,
         result_backend_always_retry=True,
         result_backend_max_retries=20,
         broker_connection_retry_on_startup=True,

@@ -46,6 +46,7 @@ HEALTH_PROBE_TIMEOUT_S = 1.0
 RECONCILE_INTERVAL_S = 5.0
 CLEANUP_INTERVAL_S = 3600.0
 RESULT_EXPIRES_S = 86_400
+WORKER_MAX_MEMORY_KIB = 512 * 1024  # a pool process above this is replaced after its task
 
 # Worker supervision.
 SUPERVISOR_BACKOFF_START_S = 1.0

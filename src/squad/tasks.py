@@ -27,6 +27,7 @@ from squad.store import CardStore
 
 log = structlog.get_logger(__name__)
 STATE_MIN_INTERVAL_S = 0.25
+STATE_FIRST_AFTER_S = 1.0  # attempt age before its first PROGRESS state write
 _state: dict[str, Any] = {}
 
 
@@ -63,8 +64,11 @@ class ProgressReportingTask(Task):
         now = time.monotonic()
         since = now - self._last_state
         # Every step goes to the event stream; the Celery state (a result-backend write) follows
-        # step changes at most 4 times a second and otherwise every PROGRESS_MIN_INTERVAL_S.
-        if progress < 100 and since < (STATE_MIN_INTERVAL_S if step != self._last_step else PROGRESS_MIN_INTERVAL_S):
+        # step changes at most 4 times a second and otherwise every PROGRESS_MIN_INTERVAL_S. A short
+        # attempt writes none: nothing before STATE_FIRST_AFTER_S, and 100 % is followed by SUCCESS.
+        if progress >= 100 or elapsed < STATE_FIRST_AFTER_S:
+            return
+        if since < (STATE_MIN_INTERVAL_S if step != self._last_step else PROGRESS_MIN_INTERVAL_S):
             return
         self._last_state, self._last_step = now, step
         meta = {"card_id": card_id or (self.request.args or [""])[0], "progress": progress,
