@@ -13,6 +13,7 @@ import random
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +43,11 @@ from squad.constants import (
 from squad.errors import SquadError
 from squad.events import EventBus, format_log_line, iso_now
 from squad.prompts import prompt_path, render_prompt
+from squad.resilience import retry_db
 from squad.store import CardStore, Claim, RunOutcome
 
 log = structlog.get_logger(__name__)
+LIVE_LOG_PAGE = 1000
 LEASE_LOST = "lease lost: the card was taken over by another attempt"
 ProgressHook = Callable[[int, str, float], None]
 
@@ -73,6 +76,47 @@ def retry_delay_s(settings: Settings, retry_index: int) -> float:
     return settings.retry_delay_s(retry_index, jitter=random.uniform(0.0, 0.25))
 
 
+class LogArchive:
+    """The archived log of one attempt, bounded: the first half of the cap and the last half.
+
+    Errors are usually at the end of a log, so an oversized log keeps its head *and* its tail,
+    with a marker line saying how many lines and bytes were cut in between.
+    """
+
+    def __init__(self, max_bytes: int = ARCHIVE_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.head: list[str] = []
+        self.head_bytes = 0
+        self.tail: deque[tuple[str, int]] = deque()
+        self.tail_bytes = 0
+        self.cut_lines = 0
+        self.cut_bytes = 0
+
+    def add(self, entry: str) -> None:
+        """One formatted log line."""
+        size = len(entry.encode("utf-8", errors="replace")) + 1
+        if not self.tail and self.head_bytes + size <= self.max_bytes // 2:
+            self.head.append(entry)
+            self.head_bytes += size
+            return
+        self.tail.append((entry, size))
+        self.tail_bytes += size
+        while self.tail_bytes > self.max_bytes // 2 and self.tail:
+            _old, old_size = self.tail.popleft()
+            self.tail_bytes -= old_size
+            self.cut_lines += 1
+            self.cut_bytes += old_size
+
+    def text(self) -> str:
+        """Head, the cut marker (if anything was cut), tail."""
+        parts = list(self.head)
+        if self.cut_lines:
+            parts.append(f"[… {self.cut_lines} lines ({self.cut_bytes} bytes) cut: the log outgrew "
+                         f"{self.max_bytes} bytes; its head and tail are kept]")
+        parts.extend(entry for entry, _size in self.tail)
+        return "\n".join(parts)
+
+
 class Reporter:
     """Batches log lines and throttles progress for one attempt; also keeps the archive."""
 
@@ -83,9 +127,7 @@ class Reporter:
         self.token = token
         self.started = time.monotonic()
         self.seq = 0
-        self.archive: list[str] = []
-        self.archive_bytes = 0
-        self.archive_dropped = 0
+        self.archive = LogArchive()
         self.pending: list[tuple[str, str, str]] = []
         self.pending_events: list[dict[str, str]] = []
         self.last_flush = time.monotonic()
@@ -117,11 +159,7 @@ class Reporter:
         ts = iso_now()
         entry = format_log_line(ts, level, message)
         with self.lock:
-            if self.archive_bytes + len(entry) <= ARCHIVE_MAX_BYTES:
-                self.archive.append(entry)
-                self.archive_bytes += len(entry) + 1
-            else:
-                self.archive_dropped += 1
+            self.archive.add(entry)
             if self.ctx.events is not None:
                 self.pending.append((ts, level, message))
                 due = (len(self.pending) >= LOG_FLUSH_LINES
@@ -183,11 +221,8 @@ class Reporter:
             self.ctx.events.publish_many(events)
 
     def archived_log(self) -> str:
-        """The attempt's log as text, noting lines dropped past the archive cap."""
-        text = "\n".join(self.archive)
-        if self.archive_dropped:
-            text += f"\n[{self.archive_dropped} lines not archived: log larger than {ARCHIVE_MAX_BYTES} bytes]"
-        return text
+        """The attempt's log as text (head and tail when it outgrew the archive cap)."""
+        return self.archive.text()
 
 
 class LeaseKeeper:
@@ -299,7 +334,7 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
     duplicate or stale delivery, or a card no longer QUEUED): then nothing ran.
     """
     settings, store = ctx.settings, ctx.store
-    claim = store.claim(card_id, task_id, ctx.worker, settings.lease_s)
+    claim = retry_db(lambda: store.claim(card_id, task_id, ctx.worker, settings.lease_s), what="claim")
     if claim is None:
         log.info("message could not claim card; nothing to do", card_id=card_id, task_id=task_id)
         return None
@@ -319,9 +354,11 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
         reporter.flush()
         outcome = RunOutcome(**{**outcome.__dict__, "log": reporter.archived_log()})
         max_retries = claim.card.max_retries if claim.card.max_retries is not None else settings.max_retries
-        new = store.finish(claim, outcome, max_retries=max_retries,
-                           retry_delay_s=retry_delay_s(settings, claim.retry_index),
-                           budget_usd=settings.budget_usd)
+        delay = retry_delay_s(settings, claim.retry_index)
+        # A database restart or a lock held past the busy timeout must not lose the outcome: retried
+        # with backoff (bounded) while the lease keeper goes on renewing the claim.
+        new = retry_db(lambda: store.finish(claim, outcome, max_retries=max_retries, retry_delay_s=delay,
+                                            budget_usd=settings.budget_usd), what="finish")
     if new is None and reporter.fenced.is_set():
         log.warning("attempt fenced: its lease was lost and the card taken over; outcome dropped",
                     card_id=card_id, run_id=claim.run_id)
@@ -384,14 +421,23 @@ def outcome_of(result: AgentResult) -> RunOutcome:
 
 
 def sweep_stale_leases(settings: Settings, store: CardStore, events: EventBus | None) -> list[str]:
-    """Cards whose claim was not renewed for a lease: failed run `worker lost`, then retried."""
+    """Cards whose claim was not renewed for a lease: failed run `worker lost`, then retried.
+
+    The live log the attempt left in Redis becomes the lost run's archive. No lease is judged
+    while the database cannot be written (a SQLite file locked by another process still answers
+    reads) or less than a lease after this process saw it fail: workers could not renew during
+    the outage and get one lease, after it, to do so.
+    """
+    if not store.ping() or store.failed_within(settings.lease_s):
+        return []
     lost: list[str] = []
     for card_id, token in store.stale_claims():
         card = store.get_card(card_id)
         max_retries = card.max_retries if card.max_retries is not None else settings.max_retries
         retry_index = max(card.attempts - int(store.execution_state(card_id)["retry_base"]) - 1, 0)
+        archived = live_log_archive(events, card_id, card.celery_task_id)
         new = store.lose_claim(card_id, token, "worker lost", max_retries=max_retries,
-                               retry_delay_s=retry_delay_s(settings, retry_index))
+                               retry_delay_s=retry_delay_s(settings, retry_index), log=archived)
         if new is not None:
             lost.append(card_id)
             log.warning("stale lease swept", card_id=card_id, new_status=new.value)
@@ -399,3 +445,24 @@ def sweep_stale_leases(settings: Settings, store: CardStore, events: EventBus | 
                 events.publish("status", card_id, card.celery_task_id, status=new.value,
                                attempt=card.attempts, error="worker lost")
     return lost
+
+
+def live_log_archive(events: EventBus | None, card_id: str, task_id: str | None) -> str:
+    """What the card's live log (Redis) kept of one attempt, as an archive ('' without Redis)."""
+    if events is None or not task_id:
+        return ""
+    archive = LogArchive()
+    after: str | None = None
+    try:
+        while True:
+            page = events.read_logs(card_id, after=after or "0-0", limit=LIVE_LOG_PAGE)
+            for entry in page:
+                if entry.get("task_id") == task_id:
+                    archive.add(format_log_line(entry.get("timestamp", ""), entry.get("level", "INFO"),
+                                                entry.get("message", "")))
+            if len(page) < LIVE_LOG_PAGE:
+                break
+            after = page[-1]["id"]
+    except Exception as exc:  # Redis down: the run is still closed, without its log
+        log.warning("live log not archived", card_id=card_id, error=str(exc))
+    return archive.text()

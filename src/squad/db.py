@@ -32,14 +32,17 @@ def make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
+    # The busy timeout (seconds) may be given in the URL: sqlite:///file.db?timeout=5.
+    busy_s = float(parsed.query.get("timeout", SQLITE_BUSY_TIMEOUT_S))  # type: ignore[arg-type]
+    url = parsed.difference_update_query(["timeout"]).render_as_string(hide_password=False)
+    engine = create_engine(url, connect_args={"timeout": busy_s, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         # WAL + busy timeout: several processes (worker, API, orchestrator) share the file.
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_s * 1000)}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -107,8 +110,13 @@ def migrate(engine: Engine) -> None:
 
 
 def ping(engine: Engine) -> bool:
-    """True when the database answers."""
+    """True when the database answers and (SQLite) its write lock can be taken: a file locked by
+    another process still answers reads, but no attempt could record its outcome."""
     try:
+        if engine.dialect.name == "sqlite":
+            with transaction(engine) as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
         return True

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Update, func, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import event
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from squad import db, scheduling
 from squad.cards import ACTIVE, Card, CardSpec, Run, Status, allowed_sources, check_transition
@@ -99,8 +100,15 @@ class CardStore:
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
         self.engine = db.make_engine(url)
+        self.last_db_error_at: float | None = None  # monotonic time of the last outage-like error
         if migrate:
             self.migrate()
+
+        @event.listens_for(self.engine, "handle_error")
+        def _note_error(ctx: Any) -> None:
+            # Connection lost, server down, lock past the busy timeout (not a bug in a statement).
+            if ctx.is_disconnect or isinstance(ctx.sqlalchemy_exception, OperationalError | InterfaceError):
+                self.last_db_error_at = time.monotonic()
 
     # ---- setup (the database itself lives in `squad.db`) ------------------------------------
     def migrate(self) -> None:
@@ -112,8 +120,12 @@ class CardStore:
         return db.transaction(self.engine)
 
     def ping(self) -> bool:
-        """True when the database answers."""
+        """True when the database answers (SQLite: and its write lock can be taken)."""
         return db.ping(self.engine)
+
+    def failed_within(self, seconds: float) -> bool:
+        """True when a statement of this process failed less than `seconds` ago (database outage)."""
+        return self.last_db_error_at is not None and time.monotonic() - self.last_db_error_at < seconds
 
     def dispose(self) -> None:
         """Close pooled connections."""
@@ -394,11 +406,12 @@ class CardStore:
         return self.get_card(card_id)
 
     def lose_claim(self, card_id: str, token: str, error: str, *, max_retries: int,
-                   retry_delay_s: float, now: float | None = None) -> Status | None:
+                   retry_delay_s: float, now: float | None = None, log: str = "") -> Status | None:
         """Sweep a stale lease: fail the open run with `error` and retry the card like any failure.
 
         Only a lease still expired at `now` (default: the current time) is lost: a worker that
-        renewed it between `stale_claims` and this call keeps its card.
+        renewed it between `stale_claims` and this call keeps its card. `log` (what the live log
+        kept of the attempt) is archived into the lost run.
         """
         with self.tx() as conn:
             row = conn.execute(select(cards_t).where(cards_t.c.card_id == card_id)).first()
@@ -409,7 +422,7 @@ class CardStore:
                 return None  # renewed since it was found stale: the worker is alive
             conn.execute(update(runs_t).where(runs_t.c.card_id == card_id)
                          .where(runs_t.c.ended_at.is_(None))
-                         .values(status="lost", ended_at=stamp, error=error))
+                         .values(status="lost", ended_at=stamp, error=error, log=log))
             retry = row.attempts - row.retry_base <= max_retries
             new = Status.RETRYING if retry else Status.FAILED
             conn.execute(_move(card_id, new, expected=[Status.IN_PROGRESS])
