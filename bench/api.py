@@ -48,6 +48,7 @@ def seed(db_url: str, redis_url: str, cards: int) -> None:
     """10,000 cards; the first 300 (highest priority) in every status, with metas and live logs."""
     from squad.cards import CardSpec, Status
     from squad.events import EventBus
+    from squad.retries import RetryPolicy
     from squad.store import CardStore, RunOutcome
 
     store = CardStore(db_url)
@@ -72,7 +73,7 @@ def seed(db_url: str, redis_url: str, cards: int) -> None:
             {"status": "PROGRESS", "result": {"progress": 50, "current_step": "agent executing"}}))
         if kind != Status.IN_PROGRESS:
             store.finish(claim, RunOutcome(succeeded=kind == Status.DONE, error="boom", log="x"),
-                         max_retries=0, retry_delay_s=1, budget_usd=None)
+                         RetryPolicy.fixed(0, delay_s=1))
     store.dispose()
     bus.close()
 

@@ -9,7 +9,6 @@ attempt runs through, not branches inside it.
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import threading
 import time
@@ -44,6 +43,7 @@ from squad.errors import SquadError
 from squad.events import EventBus, format_log_line, iso_now
 from squad.prompts import prompt_path, render_prompt
 from squad.resilience import retry_db
+from squad.retries import RetryPolicy
 from squad.store import CardStore, Claim, RunOutcome
 
 log = structlog.get_logger(__name__)
@@ -71,9 +71,6 @@ def card_workdir(settings: Settings, card: Card) -> Path:
     return (settings.workdir / card.card_id).resolve()
 
 
-def retry_delay_s(settings: Settings, retry_index: int) -> float:
-    """Backoff before retry n (0-based), with up to 25 % jitter, capped."""
-    return settings.retry_delay_s(retry_index, jitter=random.uniform(0.0, 0.25))
 
 
 class LogArchive:
@@ -353,12 +350,10 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
             reporter.set_progress(*STEP_DONE, force=True)
         reporter.flush()
         outcome = RunOutcome(**{**outcome.__dict__, "log": reporter.archived_log()})
-        max_retries = claim.card.max_retries if claim.card.max_retries is not None else settings.max_retries
-        delay = retry_delay_s(settings, claim.retry_index)
+        policy = RetryPolicy.for_card(settings, claim.card)
         # A database restart or a lock held past the busy timeout must not lose the outcome: retried
         # with backoff (bounded) while the lease keeper goes on renewing the claim.
-        new = retry_db(lambda: store.finish(claim, outcome, max_retries=max_retries, retry_delay_s=delay,
-                                            budget_usd=settings.budget_usd), what="finish")
+        new = retry_db(lambda: store.finish(claim, outcome, policy), what="finish")
     if new is None and reporter.fenced.is_set():
         log.warning("attempt fenced: its lease was lost and the card taken over; outcome dropped",
                     card_id=card_id, run_id=claim.run_id)
@@ -397,9 +392,9 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter, lease: Lease
         resume_session_id=claim.previous_session_id if claim.attempt > 1 else None)
     reporter.line("INFO", f"starting agent {agent_name}: {argv[0]} (attempt {claim.attempt}, worker {ctx.worker})")
     reporter.set_progress(*STEP_EXECUTING, force=True)
-    hard = card.time_limit or settings.time_limit
-    soft = min(card.soft_time_limit or settings.soft_time_limit, hard)
-    limits = Limits(soft_time_limit_s=soft, time_limit_s=hard, stall_timeout_s=settings.stall_timeout)
+    own = settings.limits_for(card)
+    limits = Limits(soft_time_limit_s=own.soft_time_limit_s, time_limit_s=own.time_limit_s,
+                    stall_timeout_s=settings.stall_timeout)
     result = run_agent(argv, cwd=workdir, env=env, stdin_data=stdin_data, parser=parser, limits=limits,
                        observer=_Observer(reporter, lease), rlimits=agent.rlimits)
     if lease.fenced.is_set():  # another attempt owns the workdir now: hands off
@@ -433,11 +428,8 @@ def sweep_stale_leases(settings: Settings, store: CardStore, events: EventBus | 
     lost: list[str] = []
     for card_id, token in store.stale_claims():
         card = store.get_card(card_id)
-        max_retries = card.max_retries if card.max_retries is not None else settings.max_retries
-        retry_index = max(card.attempts - int(store.execution_state(card_id)["retry_base"]) - 1, 0)
         archived = live_log_archive(events, card_id, card.celery_task_id)
-        new = store.lose_claim(card_id, token, "worker lost", max_retries=max_retries,
-                               retry_delay_s=retry_delay_s(settings, retry_index), log=archived)
+        new = store.lose_claim(card_id, token, "worker lost", RetryPolicy.for_card(settings, card), log=archived)
         if new is not None:
             lost.append(card_id)
             log.warning("stale lease swept", card_id=card_id, new_status=new.value)

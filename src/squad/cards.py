@@ -110,6 +110,9 @@ class Card(CardSpec):
     last_error: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    #: Attempts made before the user's last retry (automatic retries are counted from here);
+    #: internal, so never serialized.
+    retry_base: int = Field(default=0, exclude=True)
 
 
 class Run(BaseModel):

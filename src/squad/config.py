@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from squad.errors import ConfigError
+
+if TYPE_CHECKING:
+    from squad.cards import CardSpec
 
 PromptMode = Literal["stdin", "arg", "file"]
 ParserName = Literal["claude-stream-json", "markers", "plain"]
@@ -44,6 +48,15 @@ class AgentRlimits(BaseModel):
                  (resource.RLIMIT_NPROC, self.processes),
                  (resource.RLIMIT_FSIZE, self.file_size_mb and self.file_size_mb * mib)]
         return [(res, int(value)) for res, value in pairs if value]
+
+
+@dataclass(frozen=True)
+class CardLimits:
+    """A card's effective limits: its own values where it sets them, else the settings'."""
+
+    soft_time_limit_s: float
+    time_limit_s: float
+    max_retries: int
 
 
 class AgentConfig(BaseModel):
@@ -226,10 +239,13 @@ class Settings(BaseSettings):
             raise ConfigError(f"unknown agent {name!r} (configured: {', '.join(sorted(agents))})")
         return name, agents[name]
 
-    def retry_delay_s(self, retry_index: int, jitter: float = 0.0) -> float:
-        """Delay before retry n (0-based): backoff * 2**n, plus jitter, capped."""
-        base = self.retry_backoff * (2**retry_index)
-        return float(min(self.retry_backoff_max, base * (1.0 + jitter)))
+    def limits_for(self, card: CardSpec) -> CardLimits:
+        """The one place a card's limits and retry budget are resolved (the soft limit never
+        exceeds the hard one)."""
+        hard = card.time_limit or self.time_limit
+        return CardLimits(soft_time_limit_s=min(card.soft_time_limit or self.soft_time_limit, hard),
+                          time_limit_s=hard,
+                          max_retries=card.max_retries if card.max_retries is not None else self.max_retries)
 
     def display(self) -> dict[str, Any]:
         """Settings with secrets masked, for `squad status`."""

@@ -20,6 +20,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from squad import db, scheduling
 from squad.cards import ACTIVE, Card, CardSpec, Run, Status, allowed_sources, check_transition
 from squad.errors import BacklogError, ConflictError, NotFoundError, SquadError, TransitionError
+from squad.retries import RetryPolicy, retries_used
 from squad.scheduling import Graph, find_cycle
 from squad.tables import cards as cards_t
 from squad.tables import metadata
@@ -311,7 +312,7 @@ class CardStore:
             run_id = inserted[0]
         return Claim(card=_card_from_row(row), run_id=int(run_id), token=token,
                      attempt=int(row.attempts), previous_session_id=prev,
-                     retry_index=max(int(row.attempts) - int(row.retry_base) - 1, 0))
+                     retry_index=retries_used(int(row.attempts), int(row.retry_base)))
 
     def renew_lease(self, card_id: str, token: str, lease_s: float) -> bool:
         """Extend the lease; False when the claim was taken away (cancelled, forced retry, swept)."""
@@ -343,9 +344,9 @@ class CardStore:
         with self.tx() as conn:
             conn.execute(query.values(progress=progress, current_step=step))
 
-    def finish(self, claim: Claim, outcome: RunOutcome, *, max_retries: int,
-               retry_delay_s: float, budget_usd: float | None) -> Status | None:
-        """Close the run and move the card: DONE, RETRYING (with next_attempt_at) or FAILED.
+    def finish(self, claim: Claim, outcome: RunOutcome, policy: RetryPolicy) -> Status | None:
+        """Close the run and move the card: DONE, or RETRYING (with next_attempt_at) / FAILED as
+        `policy` decides.
 
         Returns the new status, or None when the claim had been taken away (the run is closed
         but the card is left to whoever took it).
@@ -375,17 +376,14 @@ class CardStore:
                 new = Status.DONE
                 values.update(progress=100, current_step="done", last_error=None)
             else:
-                retries_left = row.attempts - row.retry_base <= max_retries and outcome.retryable
-                over_budget = budget_usd is not None and cost >= budget_usd
-                values["last_error"] = outcome.error
-                if retries_left and not over_budget:
-                    new = Status.RETRYING
-                    values.update(next_attempt_at=stamp + retry_delay_s,
-                                  current_step=f"retrying in {retry_delay_s:.0f}s")
+                decision = policy.decide(attempts=row.attempts, retry_base=row.retry_base, cost_usd=cost,
+                                         error=outcome.error, retryable=outcome.retryable)
+                new = decision.status
+                values["last_error"] = decision.error
+                if decision.delay_s is not None:
+                    values.update(next_attempt_at=stamp + decision.delay_s,
+                                  current_step=f"retrying in {decision.delay_s:.0f}s")
                 else:
-                    new = Status.FAILED
-                    if over_budget and retries_left:
-                        values["last_error"] = f"{outcome.error} (budget {budget_usd} USD spent)"
                     values["current_step"] = "failed"
             conn.execute(_move(row.card_id, new, expected=[Status.IN_PROGRESS])
                          .where(cards_t.c.claim_token == claim.token).values(**values))
@@ -404,9 +402,10 @@ class CardStore:
             return self.cancel(card_id)  # status moved under us: look again
         return self.get_card(card_id)
 
-    def lose_claim(self, card_id: str, token: str, error: str, *, max_retries: int,
-                   retry_delay_s: float, now: float | None = None, log: str = "") -> Status | None:
-        """Sweep a stale lease: fail the open run with `error` and retry the card like any failure.
+    def lose_claim(self, card_id: str, token: str, error: str, policy: RetryPolicy, *,
+                   now: float | None = None, log: str = "") -> Status | None:
+        """Sweep a stale lease: fail the open run with `error` and retry the card like any failure
+        (same `policy`, budget included).
 
         Only a lease still expired at `now` (default: the current time) is lost: a worker that
         renewed it between `stale_claims` and this call keeps its card. `log` (what the live log
@@ -422,15 +421,15 @@ class CardStore:
             conn.execute(update(runs_t).where(runs_t.c.card_id == card_id)
                          .where(runs_t.c.ended_at.is_(None))
                          .values(status="lost", ended_at=stamp, error=error, log=log))
-            retry = row.attempts - row.retry_base <= max_retries
-            new = Status.RETRYING if retry else Status.FAILED
-            conn.execute(_move(card_id, new, expected=[Status.IN_PROGRESS])
+            decision = policy.decide(attempts=row.attempts, retry_base=row.retry_base,
+                                     cost_usd=row.cost_usd or 0.0, error=error)
+            conn.execute(_move(card_id, decision.status, expected=[Status.IN_PROGRESS])
                          .where(cards_t.c.claim_token == token)
                          .values(claim_token=None, claimed_by=None,
-                                 lease_expires_at=None, last_error=error, updated_at=stamp,
-                                 next_attempt_at=stamp + retry_delay_s if retry else None,
+                                 lease_expires_at=None, last_error=decision.error, updated_at=stamp,
+                                 next_attempt_at=None if decision.delay_s is None else stamp + decision.delay_s,
                                  current_step=error))
-            return new
+            return decision.status
 
     # ---- scheduling queries -----------------------------------------------------------------
     def graph(self) -> Graph:

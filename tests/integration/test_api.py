@@ -30,6 +30,7 @@ from squad.config import Settings, load_settings
 from squad.constants import TASK_UPDATES_STREAM
 from squad.errors import ConfigError
 from squad.events import EventBus
+from squad.retries import RetryPolicy
 from squad.store import CardStore, RunOutcome
 from squad.tables import runs as runs_t
 
@@ -81,8 +82,7 @@ def seed(store: CardStore, card_id: str, status: Status, *, progress: int | None
     outcome = RunOutcome(succeeded=status == Status.DONE, error=None if status == Status.DONE else error,
                          exit_code=0 if status == Status.DONE else 1, cost_usd=0.25,
                          log="2026-01-01T00:00:00.000+00:00 INFO hello\n2026-01-01T00:00:01.000+00:00 ERROR bad")
-    new = store.finish(claim, outcome, max_retries=0 if status == Status.FAILED else 3, retry_delay_s=60,
-                       budget_usd=None)
+    new = store.finish(claim, outcome, RetryPolicy.fixed(0 if status == Status.FAILED else 3, delay_s=60))
     assert new == status
     return task_id
 
@@ -307,6 +307,21 @@ def test_enhanced_maps_every_store_status_to_a_celery_task_status(
     assert cards["E-progress"]["logs_available"] is True  # live stream
     assert cards["E-done"]["logs_available"] is True  # archived log
     assert cards["E-queued"]["logs_available"] is False
+
+
+def test_enhanced_retries_restart_from_zero_after_a_user_s_retry(http: httpx.Client, store: CardStore) -> None:
+    # Given A failed after two attempts, then retried by the user (a fresh budget) and running again
+    seed(store, "A", Status.RETRYING)
+    assert store.enqueue("A", "t-2", expected=[Status.RETRYING])
+    second = store.claim("A", "t-2", "w1@test", 30)
+    assert second is not None
+    assert store.finish(second, RunOutcome(succeeded=False, error="boom"), RetryPolicy.fixed(0)) == Status.FAILED
+    assert store.enqueue("A", "t-3", expected=[Status.FAILED], fresh_retries=True)
+    assert store.claim("A", "t-3", "w1@test", 30) is not None
+    # When the enhanced list is read
+    task = by_id(http.get("/api/cards/enhanced").json())["A"]["celery_task"]
+    # Expect no automatic retry counted yet: attempts before the user's retry are not retries
+    assert (task["retries"], task["max_retries"]) == (0, 3)
 
 
 def test_enhanced_works_without_redis(sqlite_url: str) -> None:

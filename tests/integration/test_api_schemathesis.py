@@ -19,6 +19,7 @@ from hypothesis import settings as hyp_settings
 
 from squad.cards import Status, parse_card
 from squad.config import Settings, load_settings
+from squad.retries import RetryPolicy
 from squad.store import CardStore, RunOutcome
 
 TOKEN = "schemathesis-token"
@@ -34,7 +35,7 @@ def _seed(store: CardStore) -> None:
         claim = store.claim(cid, f"task-{cid}", "w@test", 30)
         assert claim is not None
         store.finish(claim, RunOutcome(succeeded=ok, error=None if ok else "boom", log="2026 INFO x"),
-                     max_retries=0, retry_delay_s=1, budget_usd=None)
+                     RetryPolicy.fixed(0, delay_s=1))
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from squad.cards import CardSpec, Status
 from squad.config import Settings
 from squad.events import EventBus, iso_now
 from squad.resilience import retry_db
+from squad.retries import RetryPolicy
 from squad.store import CardStore, RunOutcome
 
 
@@ -61,8 +62,8 @@ def test_finish_through_a_lock_held_past_the_busy_timeout_is_retried_and_recorde
     started = time.monotonic()
     try:
         assert not store.ping()  # meanwhile the store reports itself unusable
-        new = retry_db(lambda: store.finish(claim, RunOutcome(succeeded=True, log="the log"), max_retries=0,
-                                            retry_delay_s=0, budget_usd=None), what="finish", budget_s=30)
+        new = retry_db(lambda: store.finish(claim, RunOutcome(succeeded=True, log="the log"),
+                                            RetryPolicy.fixed(0)), what="finish", budget_s=30)
     finally:
         release.join()
         locker.close()

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import AGENTS, free_port, run_cli, squad_env
 from squad.cards import CardSpec, Status
+from squad.retries import RetryPolicy
 from squad.store import CardStore
 
 PY = sys.executable
@@ -368,7 +369,7 @@ def test_retry_of_a_card_that_never_ran_or_is_done_is_refused_with_exit_2(projec
     assert claim is not None
     from squad.store import RunOutcome
 
-    project.store.finish(claim, RunOutcome(succeeded=True), max_retries=0, retry_delay_s=0, budget_usd=None)
+    project.store.finish(claim, RunOutcome(succeeded=True), RetryPolicy.fixed(0))
     never = project.cli("retry", "NEW")
     assert never.returncode == 2 and "no task yet" in one_error_line(never)
     done = project.cli("retry", "OK")

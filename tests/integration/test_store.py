@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 import squad.store
 from squad.cards import CardSpec, Status
 from squad.errors import BacklogError, ConflictError, NotFoundError, TransitionError
+from squad.retries import RetryPolicy
 from squad.store import CardStore, Claim, RunOutcome
 from squad.tables import metadata
 
@@ -55,7 +56,7 @@ def finish(store: CardStore, claim: Claim, *, ok: bool, max_retries: int = 0, co
            budget: float | None = None, retryable: bool = True) -> Status | None:
     outcome = RunOutcome(succeeded=ok, error=None if ok else "exit 3", exit_code=0 if ok else 3, cost_usd=cost,
                          log="line one\nline two", retryable=retryable)
-    return store.finish(claim, outcome, max_retries=max_retries, retry_delay_s=60, budget_usd=budget)
+    return store.finish(claim, outcome, RetryPolicy.fixed(max_retries, delay_s=60, budget_usd=budget))
 
 
 def status_of(store: CardStore, card_id: str) -> Status:
@@ -303,8 +304,7 @@ def test_the_previous_session_id_reaches_the_next_claim(store: CardStore) -> Non
     claim = start(store, "A")
     assert claim.previous_session_id is None
     store.finish(claim, RunOutcome(succeeded=False, error="rate limit", session_id="sess-1", num_turns=4,
-                                   input_tokens=10, output_tokens=20), max_retries=3, retry_delay_s=0,
-                 budget_usd=None)
+                                   input_tokens=10, output_tokens=20), RetryPolicy.fixed(3))
     again = start(store, "A")
     assert (again.attempt, again.previous_session_id) == (2, "sess-1")
     first = store.list_runs("A")[0]
@@ -360,7 +360,7 @@ def test_a_claim_whose_lease_ran_out_is_found_and_lost_to_a_retry(store: CardSto
     # When the lease has run out and the sweeper loses the claim
     stale = store.stale_claims(now=time.time() + 1)
     assert stale == [("A", claim.token)]
-    assert store.lose_claim("A", claim.token, "worker lost", max_retries=3, retry_delay_s=0,
+    assert store.lose_claim("A", claim.token, "worker lost", RetryPolicy.fixed(3),
                             now=time.time() + 1) == Status.RETRYING
     # Expect the run failed with `worker lost`, the card retried, and the old worker locked out
     (run,) = store.list_runs("A")
@@ -374,8 +374,23 @@ def test_a_claim_whose_lease_ran_out_is_found_and_lost_to_a_retry(store: CardSto
 def test_losing_a_claim_with_no_retries_left_fails_the_card(store: CardStore) -> None:
     store.add_cards([spec("A")])
     claim = start(store, "A")
-    assert store.lose_claim("A", claim.token, "worker lost", max_retries=0, retry_delay_s=0,
+    assert store.lose_claim("A", claim.token, "worker lost", RetryPolicy.fixed(0),
                             now=time.time() + 60) == Status.FAILED
+
+
+def test_losing_a_claim_of_a_card_over_its_cost_budget_fails_it_instead_of_retrying(store: CardStore) -> None:
+    # Given A whose first attempt failed after spending 2 USD, now running again
+    store.add_cards([spec("A")])
+    assert finish(store, start(store, "A"), ok=False, max_retries=3, cost=2.0) == Status.RETRYING
+    assert store.enqueue("A", "t-2", expected=[Status.RETRYING])
+    claim = store.claim("A", "t-2", "w@test", 30)
+    assert claim is not None
+    # When its worker is lost, with a budget of 1 USD and retries left
+    new = store.lose_claim("A", claim.token, "worker lost", RetryPolicy.fixed(3, budget_usd=1.0),
+                           now=time.time() + 60)
+    # Expect the same verdict as a failed attempt over budget: FAILED, with the note
+    assert new == Status.FAILED
+    assert store.get_card("A").last_error == "worker lost (budget 1.0 USD spent)"
 
 
 def test_a_lease_renewed_after_it_was_found_stale_is_not_lost(store: CardStore) -> None:
@@ -385,7 +400,7 @@ def test_a_lease_renewed_after_it_was_found_stale_is_not_lost(store: CardStore) 
     assert store.stale_claims(now=time.time() + 1) == [("A", claim.token)]
     assert store.renew_lease("A", claim.token, 30)
     # When the sweeper acts on what it found
-    lost = store.lose_claim("A", claim.token, "worker lost", max_retries=3, retry_delay_s=0)
+    lost = store.lose_claim("A", claim.token, "worker lost", RetryPolicy.fixed(3))
     # Expect nothing lost: the worker keeps its card and its open run
     assert lost is None
     assert store.claim_alive("A", claim.token)
@@ -396,7 +411,7 @@ def test_a_late_finish_cannot_overwrite_a_run_the_sweeper_closed_as_lost(store: 
     # Given A swept as `lost` (its worker froze past the lease) and re-run by a second claim
     store.add_cards([spec("A")])
     frozen = start(store, "A", lease_s=0.5)
-    assert store.lose_claim("A", frozen.token, "worker lost", max_retries=3, retry_delay_s=0,
+    assert store.lose_claim("A", frozen.token, "worker lost", RetryPolicy.fixed(3),
                             now=time.time() + 1) == Status.RETRYING
     second = start(store, "A")
     # When the frozen worker resumes and reports its outcome
@@ -414,7 +429,7 @@ def test_a_late_finish_cannot_overwrite_a_run_the_sweeper_closed_as_lost(store: 
 def test_losing_a_claim_with_a_wrong_token_does_nothing(store: CardStore) -> None:
     store.add_cards([spec("A")])
     claim = start(store, "A")
-    assert store.lose_claim("A", "not-the-token", "worker lost", max_retries=3, retry_delay_s=0) is None
+    assert store.lose_claim("A", "not-the-token", "worker lost", RetryPolicy.fixed(3)) is None
     assert store.claim_alive("A", claim.token)
 
 

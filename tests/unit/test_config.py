@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, squad_env
-from squad.config import AgentConfig, Settings, load_settings
+from squad.cards import CardSpec
+from squad.config import AgentConfig, CardLimits, Settings, load_settings
 from squad.errors import ConfigError
+from squad.retries import RetryPolicy
 
 
 def write_toml(path: Path, text: str) -> Path:
@@ -205,9 +207,15 @@ def test_soft_limit_above_the_hard_limit_is_rejected(monkeypatch: pytest.MonkeyP
 def test_retry_delay_doubles_per_retry_and_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SQUAD_RETRY_BACKOFF", "60")
     monkeypatch.setenv("SQUAD_RETRY_BACKOFF_MAX", "300")
-    s = load_settings()
-    assert [s.retry_delay_s(n) for n in range(4)] == [60, 120, 240, 300]
-    assert s.retry_delay_s(1, jitter=0.25) == 150
+    policy = RetryPolicy.for_card(load_settings(), CardSpec(card_id="A", title="a"))
+    assert [policy.delay_s(n) for n in range(4)] == [60, 120, 240, 300]
+    assert policy.delay_s(1, jitter=0.25) == 150
+
+
+def test_a_card_s_own_limits_win_and_its_soft_limit_never_exceeds_its_hard_one() -> None:
+    s = load_settings(time_limit=100, soft_time_limit=90, max_retries=3)
+    assert s.limits_for(CardSpec(card_id="A", title="a")) == CardLimits(90, 100, 3)
+    assert s.limits_for(CardSpec(card_id="B", title="b", time_limit=50, max_retries=0)) == CardLimits(50, 50, 0)
 
 
 # ---- agents -------------------------------------------------------------------------------------

@@ -23,7 +23,9 @@ from redis.exceptions import NoScriptError, RedisError
 from squad.api.history import card_extras
 from squad.api.schemas import CardExtras, CeleryTask, EnhancedCard, TaskState
 from squad.cards import Card, Run, Status
+from squad.config import Settings
 from squad.constants import STEP_IN_PROGRESS, task_logs_key
+from squad.retries import retries_used
 from squad.store import CardStore
 
 log = structlog.get_logger(__name__)
@@ -74,7 +76,7 @@ def task_status(card: Card, run: Run | None, meta: dict[str, Any] | None) -> Tas
     return _BY_RUN.get(run.status, "FAILURE") if run is not None else None
 
 
-def celery_task(card: Card, run: Run | None, meta: dict[str, Any] | None, *, default_max_retries: int,
+def celery_task(card: Card, run: Run | None, meta: dict[str, Any] | None, *, settings: Settings,
                 now: float) -> CeleryTask | None:
     """The `celery_task` object of SPEC §8, or None for a card that never had a task."""
     if card.celery_task_id is None and run is None:
@@ -101,8 +103,8 @@ def celery_task(card: Card, run: Run | None, meta: dict[str, Any] | None, *, def
     return CeleryTask(
         task_id=card.celery_task_id or (run.task_id if run is not None else None),
         status=status, progress=card.progress, current_step=card.current_step,
-        elapsed=elapsed, eta=eta, worker=worker, retries=max(0, card.attempts - 1),
-        max_retries=card.max_retries if card.max_retries is not None else default_max_retries,
+        elapsed=elapsed, eta=eta, worker=worker, retries=retries_used(card.attempts, card.retry_base),
+        max_retries=settings.limits_for(card).max_retries,
         result=result, traceback=traceback,
     )
 
@@ -161,9 +163,8 @@ async def live_logs(events: aioredis.Redis, card_ids: list[str]) -> dict[str, fl
 
 
 async def enhance(cards: list[Card], runs: dict[str, Run], *, results: aioredis.Redis,
-                  events: aioredis.Redis, default_max_retries: int,
-                  extras: dict[str, CardExtras] | None = None,
-                  default_time_limit: float | None = None) -> list[EnhancedCard]:
+                  events: aioredis.Redis, settings: Settings,
+                  extras: dict[str, CardExtras] | None = None) -> list[EnhancedCard]:
     """Attach `celery_task`, `logs_available` and the board's extras to a page of cards."""
     task_ids = [c.celery_task_id for c in cards if c.celery_task_id]
     metas, live = await asyncio.gather(task_metas(results, task_ids),
@@ -173,7 +174,7 @@ async def enhance(cards: list[Card], runs: dict[str, Run], *, results: aioredis.
     for card in cards:
         run = runs.get(card.card_id)
         meta = metas.get(card.celery_task_id) if card.celery_task_id else None
-        task = celery_task(card, run, meta, default_max_retries=default_max_retries, now=now)
+        task = celery_task(card, run, meta, settings=settings, now=now)
         archived = run is not None and run.log_available
         last_line = live.get(card.card_id)
         extra = (extras or {}).get(card.card_id)
@@ -182,6 +183,6 @@ async def enhance(cards: list[Card], runs: dict[str, Run], *, results: aioredis.
                      "last_output_at": _utc(last_line) if last_line is not None else None,
                      "next_attempt_at": extra.next_attempt_at if extra is not None else None,
                      "cost_usd": extra.cost_usd if extra is not None else 0.0,
-                     "time_limit_s": card.time_limit or default_time_limit})
+                     "time_limit_s": settings.limits_for(card).time_limit_s})
     # One validation pass in pydantic-core instead of a Python-level constructor per card.
     return ENHANCED_LIST.validate_python(rows)

@@ -69,8 +69,7 @@ async def enhanced_cards(state: StateDep, status: StatusQ = None, squad: SquadQ 
     cards, runs, extras = await to_thread.run_sync(lambda: page_with_runs(
         state.store, status=status, squad=squad or None, limit=limit, offset=offset, card_ids=ids))
     page = await enhance(cards, runs, results=state.results, events=state.events,
-                         default_max_retries=state.settings.max_retries, extras=extras,
-                         default_time_limit=state.settings.time_limit)
+                         settings=state.settings, extras=extras)
     # Already validated by `enhance`: serialize once, skipping FastAPI's second validation pass.
     return Response(ENHANCED_LIST.dump_json(page), media_type="application/json")
 
