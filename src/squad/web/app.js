@@ -24,6 +24,8 @@
   const OFFLINE_AFTER_FAILURES = 4;  // reconnect attempts before the indicator says Offline
   const MAX_PAUSED_EVENTS = 50000;   // beyond this, resuming re-reads the board instead
   const HISTORY_PAGE = 50;
+  const LANE_WINDOW = 60;            // cards per lane in the DOM at first (a screen shows about ten)
+  const LANE_STEP = 200;             // "show more" adds this many
 
   const $ = (sel, root = document) => root.querySelector(sel);
   const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[ch]));
@@ -220,8 +222,8 @@
       `<div class="c-act">${actionsHtml(c)}</div>`;
   }
   function cardHtml(c) {
-    return `<article class="card${state.selected.has(c.card_id) ? " selected" : ""}" tabindex="0" data-card-id="${esc(c.card_id)}" ` +
-      `data-status="${esc(c.status)}"${matches(c) ? "" : " hidden"}>${cardInner(c)}</article>`;
+    return `<article class="card${state.selected.has(c.card_id) ? " selected" : ""}" tabindex="0" role="listitem" ` +
+      `data-card-id="${esc(c.card_id)}" data-status="${esc(c.status)}">${cardInner(c)}</article>`;
   }
 
   // Lane order: active lanes most urgent first; finished lanes most recent first.
@@ -243,21 +245,71 @@
       el.dataset.lane = lane;
       el.setAttribute("aria-label", `${lane} lane`);
       el.innerHTML = `<div class="lane-head"><span class="dot"></span><span class="lane-name">${lane.replace("_", " ")}</span>` +
-        `<span class="pill lane-count">0</span></div><div class="lane-body" role="list"></div>`;
+        `<span class="pill lane-count">0</span></div><div class="lane-body" role="list"></div>` +
+        `<button type="button" class="lane-more" hidden></button>`;
       board.append(el);
-      state.lanes.set(lane, { el, body: $(".lane-body", el), count: $(".lane-count", el), ids: [] });
+      const L = { name: lane, el, body: $(".lane-body", el), count: $(".lane-count", el), more: $(".lane-more", el),
+        ids: [], limit: LANE_WINDOW, shown: 0, matching: 0 };
+      L.more.addEventListener("click", () => { L.limit += LANE_STEP; syncLane(L); });
+      state.lanes.set(lane, L);
     }
+  }
+
+  // Each lane keeps every card id in order (L.ids) but puts only the first L.limit matching cards
+  // in the DOM; "show more" (or scrolling to the end) widens the window. A lane is reconciled by
+  // key: elements of cards still shown stay (and keep focus), missing ones are created, others go.
+  function syncLane(L) {
+    const wanted = [];
+    let matching = 0;
+    for (const id of L.ids) {
+      if (!matches(state.cards.get(id))) continue;
+      matching += 1;
+      if (wanted.length < L.limit) wanted.push(id);
+    }
+    const body = L.body;
+    if (!body.firstElementChild && wanted.length) {
+      body.innerHTML = wanted.map((id) => cardHtml(state.cards.get(id))).join("");
+      for (const el of body.children) { state.els.set(el.dataset.cardId, el); el._lane = L.name; }
+    } else {
+      let cursor = body.firstElementChild;
+      for (const id of wanted) {
+        let el = state.els.get(id);
+        if (!el) el = makeCard(state.cards.get(id));
+        el._lane = L.name;
+        if (el === cursor) cursor = cursor.nextElementSibling;
+        else body.insertBefore(el, cursor);
+      }
+      while (cursor) {
+        const next = cursor.nextElementSibling;
+        if (state.els.get(cursor.dataset.cardId) === cursor) state.els.delete(cursor.dataset.cardId);
+        cursor.remove();
+        cursor = next;
+      }
+    }
+    L.shown = wanted.length;
+    L.matching = matching;
+    L.count.textContent = matching;
+    const rest = matching - wanted.length;
+    L.more.hidden = rest <= 0;
+    if (rest > 0) L.more.textContent = `Show ${Math.min(rest, LANE_STEP)} more of ${rest}`;
+  }
+  function makeCard(c) {
+    const tpl = document.createElement("template");
+    tpl.innerHTML = cardHtml(c);
+    const el = tpl.content.firstElementChild;
+    state.els.set(c.card_id, el);
+    return el;
   }
 
   function renderAll() {
     const groups = new Map(LANES.map((l) => [l, []]));
-    for (const c of state.cards.values()) groups.get(laneOf(c)).push(c);
+    for (const c of state.cards.values()) { const lane = laneOf(c); c._lane = lane; groups.get(lane).push(c); }
     state.els.clear();
     for (const [lane, cards] of groups) {
       const L = state.lanes.get(lane);
       L.ids = sortedIds(lane, cards);
-      L.body.innerHTML = L.ids.map((id) => cardHtml(state.cards.get(id))).join("");
-      for (const el of L.body.children) { state.els.set(el.dataset.cardId, el); el._lane = lane; }
+      L.body.textContent = "";
+      syncLane(L);
     }
     updateCounts();
   }
@@ -270,51 +322,51 @@
     }
     return lo;
   }
-  function placeCard(c, el) {
+  // Keep a card's id in the right lane's order; returns the lanes whose DOM must be reconciled.
+  function relane(c, dirty) {
     const lane = laneOf(c);
+    if (c._lane === lane) return false;
+    if (c._lane) {
+      const old = state.lanes.get(c._lane);
+      const i = old.ids.indexOf(c.card_id);
+      if (i >= 0) old.ids.splice(i, 1);
+      dirty.add(old);
+    }
     const L = state.lanes.get(lane);
-    const at = bisect(lane, L.ids, c);
-    L.ids.splice(at, 0, c.card_id);
-    const before = at + 1 < L.ids.length ? state.els.get(L.ids[at + 1]) : null;
-    L.body.insertBefore(el, before || null);
-    el._lane = lane;
-  }
-  function unplaceCard(id, lane) {
-    const L = state.lanes.get(lane);
-    const i = L.ids.indexOf(id);
-    if (i >= 0) L.ids.splice(i, 1);
+    L.ids.splice(bisect(lane, L.ids, c), 0, c.card_id);
+    c._lane = lane;
+    dirty.add(L);
+    return true;
   }
 
-  function addCard(c) {
-    const tpl = document.createElement("template");
-    tpl.innerHTML = cardHtml(c);
-    const el = tpl.content.firstElementChild;
-    state.els.set(c.card_id, el);
-    placeCard(c, el);
+  // Redraw touched cards: lane moves first (one reconciliation per lane), then contents.
+  function redrawMany(touched) {
+    const dirty = new Set();
+    const f = state.filters;
+    const filtering = Boolean(f.text || f.squad || f.agent || f.status || f.failed);
+    for (const [id, full] of touched) {
+      const c = state.cards.get(id);
+      if (!c) continue;
+      if (relane(c, dirty)) touched.set(id, true);
+      else if (full && filtering) dirty.add(state.lanes.get(c._lane)); // it may match the filter no more
+    }
+    for (const L of dirty) syncLane(L);
+    for (const [id, full] of touched) {
+      const c = state.cards.get(id);
+      const el = state.els.get(id);
+      if (!c || !el) continue;
+      if (full) {
+        el.dataset.status = c.status;
+        el.className = state.selected.has(id) ? "card selected" : "card";
+        el.innerHTML = cardInner(c);
+      } else {
+        drawProgress(el, c);
+      }
+    }
+    if (dirty.size) updateCounts();
   }
+  function redraw(id, full) { redrawMany(new Map([[id, full]])); }
 
-  // Redraw one card: a move when its lane changed, its content when anything else did.
-  function redraw(id, full) {
-    const c = state.cards.get(id);
-    if (!c) return;
-    let el = state.els.get(id);
-    if (!el) { addCard(c); return; }
-    const oldLane = el._lane;
-    const lane = laneOf(c);
-    if (oldLane !== lane) {
-      unplaceCard(id, oldLane);
-      el.remove();
-      placeCard(c, el);
-      full = true;
-    }
-    if (full) {
-      el.dataset.status = c.status;
-      el.innerHTML = cardInner(c);
-      el.hidden = !matches(c);
-    } else {
-      drawProgress(el, c);
-    }
-  }
   function drawProgress(el, c) {
     const p = Math.max(0, Math.min(100, c.progress | 0));
     const bar = el.querySelector(".bar");
@@ -328,29 +380,15 @@
   }
 
   function updateCounts() {
-    const counts = new Map(LANES.map((l) => [l, 0]));
     let shown = 0;
-    for (const [id, el] of state.els) {
-      if (el.hidden) continue;
-      shown += 1;
-      const c = state.cards.get(id);
-      counts.set(laneOf(c), counts.get(laneOf(c)) + 1);
-    }
     for (const [lane, L] of state.lanes) {
-      L.count.textContent = counts.get(lane);
-      L.el.hidden = (lane === "REVIEW" && counts.get(lane) === 0 && !state.hasReview) ||
-        (state.filters.status && state.filters.status !== lane);
+      shown += L.matching;
+      L.el.hidden = (lane === "REVIEW" && L.ids.length === 0 && !state.hasReview) ||
+        Boolean(state.filters.status && state.filters.status !== lane);
     }
-    const running = counts.get("IN_PROGRESS");
+    const running = state.lanes.get("IN_PROGRESS").ids.length;
     $("#summary").textContent = `${shown} of ${state.cards.size} cards · ${running} running`;
   }
-  let countsQueued = false;
-  function queueCounts() {
-    if (countsQueued) return;
-    countsQueued = true;
-    setTimeout(() => { countsQueued = false; updateCounts(); }, 250);
-  }
-
   // ---- filters -------------------------------------------------------------------------------
   function matches(c) {
     const f = state.filters;
@@ -365,7 +403,7 @@
     return true;
   }
   function applyFilters() {
-    for (const [id, el] of state.els) el.hidden = !matches(state.cards.get(id));
+    for (const L of state.lanes.values()) { L.limit = LANE_WINDOW; syncLane(L); }
     updateCounts();
     if (state.view === "history") { history.offset = 0; loadHistory(); }
   }
@@ -495,7 +533,7 @@
     $("#bulk-retry").addEventListener("click", bulkRetry);
     $("#select-failed").addEventListener("click", () => {
       for (const id of state.lanes.get("FAILED").ids) {
-        if (!state.els.get(id).hidden) toggleSelect(id, true);
+        if (matches(state.cards.get(id))) toggleSelect(id, true);
       }
     });
   }
@@ -520,11 +558,11 @@
       if (old._lastOut && (!c._lastOut || old._lastOut > c._lastOut)) c._lastOut = old._lastOut;
       if (RUNNING.has(c.status) && old._elapsed != null && c._elapsed == null) { c._elapsed = old._elapsed; c._elapsedAt = old._elapsedAt; }
       c._evTs = old._evTs;
+      c._lane = old._lane;
     }
     state.cards.set(c.card_id, c);
     if (noteOptions(c)) fillOptions();
     redraw(c.card_id, full);
-    queueCounts();
     if (state.detailId === c.card_id) detail.update(c);
   }
 
@@ -569,8 +607,7 @@
     state.queue = [];
     const touched = new Map(); // id -> full redraw?
     for (const ev of events) applyEvent(ev, touched);
-    for (const [id, full] of touched) redraw(id, full);
-    if (touched.size) queueCounts();
+    redrawMany(touched);
     if (state.detailId && touched.has(state.detailId)) detail.update(state.cards.get(state.detailId));
   }
 
@@ -618,7 +655,7 @@
     const touched = new Map();
     for (const ev of state.preload) applyEvent(ev, touched, true);
     state.preload = [];
-    for (const [id, full] of touched) redraw(id, full);
+    redrawMany(touched);
     updateCounts();
   }
 
@@ -626,13 +663,14 @@
     const t0 = performance.now();
     const cards = await api("/api/cards/enhanced");
     const at = performance.now();
+    window.__squad.timing = { start: t0, fetched: at };
     state.cards.clear();
     for (const c of cards) { prepare(c, at); state.cards.set(c.card_id, c); noteOptions(c); }
     fillOptions();
     renderAll();
     afterLoad();
     document.body.dataset.loaded = "true";
-    window.__squad.firstRenderMs = performance.now() - t0;
+    window.__squad.timing.rendered = performance.now();
     if (state.detailId) detail.open(state.detailId);
   }
 
@@ -755,7 +793,7 @@
       for (const id of L.ids) {
         const el = state.els.get(id);
         const c = state.cards.get(id);
-        if (!el || el.hidden) continue;
+        if (!el) continue;
         const t = el.querySelector(".c-time");
         if (t) t.innerHTML = timeText(c);
         const d = el.querySelector(".c-due");

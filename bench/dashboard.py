@@ -1,0 +1,217 @@
+"""Dashboard: time to first render of the board, and main-thread time per 100 progress events,
+with 2,000 cards against a baseline of 20 cards in the same run.
+
+Run: `python bench/dashboard.py [--cards 2000] [--baseline 20] [--rounds 5] [--events 100]`.
+
+A private redis-server and a SQLite store in a temporary directory; the real `python -m squad
+serve` in its own process; Debian's Chromium (`/usr/bin/chromium`) driven by Playwright. Cards are
+written straight into the store in every status (half settled, with runs and costs, 40 running).
+
+- **First render**: a fresh page, from navigation start to the board drawn (the page marks
+  `body[data-loaded]` after reading `/api/cards/enhanced`, rendering every lane and applying
+  buffered events) plus the next frame, read with `performance.now()` in the page.
+- **Events**: 100 `progress` events for the running cards, XADDed in one burst to the event
+  stream the page follows; main-thread time is Chromium's `TaskDuration` (CDP
+  `Performance.getMetrics`) from before the burst until the page has applied the last event and
+  painted, minus the same window measured with no events (the page's 1-second clock still ticks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import free_port, start_redis, table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+RUNNING = 40
+SQUADS = ["backend", "frontend", "platform", "data", "qa", "docs"]
+AGENTS = ["claude", "codex", "aider"]
+VERBS = ["Add", "Fix", "Refactor", "Document", "Test", "Speed up", "Remove", "Migrate"]
+THINGS = ["login form", "billing webhook", "search index", "rate limiter", "CSV export", "audit log",
+          "session cache", "feature flags", "retry policy", "upload widget", "SSO callback", "API pagination"]
+
+
+def seed(db_url: str, cards: int) -> list[str]:
+    """`cards` cards in every status, written directly (a benchmark needs the shape, not the path)."""
+    from squad.cards import CardSpec
+    from squad.store import CardStore
+    from squad.tables import cards as cards_t
+    from squad.tables import runs as runs_t
+
+    store = CardStore(db_url)
+    store.add_cards([CardSpec(card_id=f"D-{i:05d}", title=f"{VERBS[i % len(VERBS)]} {THINGS[i % len(THINGS)]}",
+                              squad=SQUADS[i % len(SQUADS)], agent=AGENTS[i % len(AGENTS)],
+                              priority=(i * 7) % 10, labels=["bench"]) for i in range(cards)])
+    now = time.time()
+    running = min(RUNNING, cards)
+    plan = (["IN_PROGRESS"] * running + ["FAILED", "RETRYING", "CANCELLED", "QUEUED", "TODO", "BLOCKED"]
+            + ["DONE"] * 6)
+    statuses = {f"D-{i:05d}": plan[i] if i < running else plan[running + (i - running) % (len(plan) - running)]
+                for i in range(cards)}
+    runs: list[dict[str, Any]] = []
+    with store.engine.begin() as conn:
+        for card_id, status in statuses.items():
+            n = int(card_id[2:])
+            values: dict[str, Any] = {"status": status}
+            if status in ("IN_PROGRESS", "DONE", "FAILED", "RETRYING", "CANCELLED"):
+                ended = now - (n % 1440) * 60
+                started = ended - 30 - n % 300
+                attempts = 2 if status in ("FAILED", "RETRYING") else 1
+                values.update(attempts=attempts, celery_task_id=f"t-{card_id}", cost_usd=0.05 * (1 + n % 9),
+                              progress=100 if status == "DONE" else 30 + n % 60, current_step="agent executing")
+                if status == "IN_PROGRESS":
+                    values.update(claim_token=f"c-{card_id}", claimed_by=f"worker-{n % 4}@bench",
+                                  lease_expires_at=now + 3600)
+                if status == "RETRYING":
+                    values["next_attempt_at"] = now + 60 + n % 600
+                if status in ("FAILED", "RETRYING"):
+                    values["last_error"] = "exit code 1: tests failed"
+                for attempt in range(1, attempts + 1):
+                    open_run = status == "IN_PROGRESS"
+                    outcome = {"DONE": "succeeded", "CANCELLED": "cancelled"}.get(status, "failed")
+                    runs.append({"card_id": card_id, "attempt": attempt, "task_id": f"t-{card_id}",
+                                 "worker": f"worker-{n % 4}@bench", "status": "running" if open_run else outcome,
+                                 "queued_at": started - 5, "started_at": now - 20 if open_run else started,
+                                 "ended_at": None if open_run else ended, "exit_code": None if open_run else 1,
+                                 "cost_usd": 0.05 * (1 + n % 9), "log": "bench"})
+            conn.execute(cards_t.update().where(cards_t.c.card_id == card_id).values(**values))
+        if runs:
+            conn.execute(runs_t.insert(), runs)
+    store.dispose()
+    return [cid for cid, st in statuses.items() if st == "IN_PROGRESS"]
+
+
+def start_server(tmp: Path, redis_url: str, db_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    import httpx
+
+    port = free_port()
+    env = dict(os.environ, SQUAD_REDIS_URL=redis_url, SQUAD_DATABASE_URL=db_url, SQUAD_WORKDIR=str(tmp / "work"),
+               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "squad", "serve", "--port", str(port)], cwd=tmp, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(url + "/openapi.json", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("squad serve did not start")
+
+
+FIRST_RENDER_JS = """() => new Promise((resolve) => {
+  const done = () => requestAnimationFrame(() => setTimeout(() => resolve(performance.now()), 0));
+  if (document.body.dataset.loaded) done();
+  else new MutationObserver((_, obs) => { if (document.body.dataset.loaded) { obs.disconnect(); done(); } })
+    .observe(document.body, {attributes: true});
+})"""
+
+APPLIED_JS = """(lastId) => new Promise((resolve) => {
+  const s = window.__squad.state;
+  const check = () => (s.lastId === lastId && s.queue.length === 0 && !s.frame)
+    ? requestAnimationFrame(() => setTimeout(resolve, 0)) : setTimeout(check, 5);
+  check();
+})"""
+
+
+def task_duration_s(cdp: Any) -> float:
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    return float(metrics["TaskDuration"])
+
+
+def measure(browser: Any, url: str, redis_url: str, running: list[str], rounds: int,
+            events: int) -> tuple[list[float], list[float]]:
+    """(first render ms per round, main-thread ms per `events` progress events per round)."""
+    from squad.events import EventBus
+
+    bus = EventBus(redis_url + "/2")
+    renders: list[float] = []
+    costs: list[float] = []
+    for r in range(rounds):
+        context = browser.new_context(viewport={"width": 1600, "height": 900})
+        page = context.new_page()
+        page.goto(url)
+        renders.append(page.evaluate(FIRST_RENDER_JS))
+        page.wait_for_selector('#conn[data-state="live"]')
+        cdp = context.new_cdp_session(page)
+        cdp.send("Performance.enable")
+        time.sleep(0.3)
+        # Idle window: the same wait as below, without events.
+        before = task_duration_s(cdp)
+        start = time.perf_counter()
+        page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)))")
+        time.sleep(0.25)
+        idle_s = task_duration_s(cdp) - before
+        idle_wall = time.perf_counter() - start
+        # Burst of progress events for the running cards.
+        batch = [EventBus.make_event("progress", running[i % len(running)], f"t-{running[i % len(running)]}",
+                                     f"bench:{r}:{i}", progress=30 + (i + r) % 60,
+                                     current_step=f"step {i}", elapsed=1.0 + i, worker="worker-0@bench")
+                 for i in range(events)]
+        before = task_duration_s(cdp)
+        start = time.perf_counter()
+        last_id = bus.publish_many(batch)
+        page.evaluate(APPLIED_JS, last_id)
+        time.sleep(max(0.0, idle_wall - (time.perf_counter() - start)))
+        busy_s = task_duration_s(cdp) - before
+        costs.append(max(0.0, busy_s - idle_s) * 1000)
+        context.close()
+    bus.close()
+    return renders, costs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cards", type=int, default=2000)
+    parser.add_argument("--baseline", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--events", type=int, default=100)
+    args = parser.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    results: list[list[str]] = []
+    with tempfile.TemporaryDirectory() as tmpdir, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for cards in (args.baseline, args.cards):
+            tmp = Path(tmpdir) / f"n{cards}"
+            tmp.mkdir()
+            redis_proc, redis_url = start_redis(tmp / "redis")
+            db_url = f"sqlite:///{tmp / 'squad.db'}"
+            server = None
+            try:
+                running = seed(db_url, cards)
+                server, url = start_server(tmp, redis_url, db_url)
+                renders, costs = measure(browser, url, redis_url, running, args.rounds, args.events)
+            finally:
+                if server is not None:
+                    server.terminate()
+                    server.wait(timeout=20)
+                redis_proc.terminate()
+                redis_proc.wait(timeout=20)
+            results.append([f"{cards:,}", f"{statistics.median(renders):.0f} ms",
+                            f"{min(renders):.0f}-{max(renders):.0f} ms",
+                            f"{statistics.median(costs):.1f} ms", f"{min(costs):.1f}-{max(costs):.1f} ms"])
+        browser.close()
+    print(f"Dashboard, {args.rounds} rounds each (median, range); {args.events} progress events per burst")
+    print(table(["cards on the board", "first render", "range", f"main thread per {args.events} events",
+                 "range"], results))
+
+
+if __name__ == "__main__":
+    main()
