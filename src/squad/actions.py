@@ -11,6 +11,7 @@ from squad.errors import NotFoundError, TransitionError
 from squad.orchestrator import CeleryDispatcher, Orchestrator
 
 STOP_WAIT_S = KILL_GRACE_S + 10
+STOP_POLL_S = 0.25
 
 
 @dataclass
@@ -29,13 +30,18 @@ def _revoke(orch: Orchestrator, task_id: str | None) -> None:
         orch.dispatcher.revoke(task_id)
 
 
+def runs_closed(orch: Orchestrator, card_id: str) -> bool:
+    """True when no run of the card is open (its agent group has been ended)."""
+    return all(run.ended_at is not None for run in orch.store.list_runs(card_id))
+
+
 def wait_stopped(orch: Orchestrator, card_id: str, timeout_s: float = STOP_WAIT_S) -> bool:
     """Wait until no run of the card is open (its agent group has been ended)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if all(run.ended_at is not None for run in orch.store.list_runs(card_id)):
+        if runs_closed(orch, card_id):
             return True
-        time.sleep(0.1)
+        time.sleep(STOP_POLL_S)
     return False
 
 
@@ -43,7 +49,10 @@ def cancel_card(orch: Orchestrator, card_id: str, *, wait: bool = True) -> Card:
     """Cancel: card CANCELLED at once, queued message revoked, running agent group ended, no retry."""
     before = orch.store.get_card(card_id)
     card = orch.store.cancel(card_id)
-    _revoke(orch, before.celery_task_id)
+    if before.status != Status.IN_PROGRESS:
+        # Only a message still waiting in the broker needs revoking; a running attempt sees its
+        # claim vanish (and a broadcast per card would slow a storm of cancels down).
+        _revoke(orch, before.celery_task_id)
     if orch.events is not None:
         orch.events.publish("status", card_id, before.celery_task_id, status=Status.CANCELLED.value,
                             attempt=before.attempts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated
 
 import redis.asyncio as aioredis
@@ -9,12 +11,12 @@ from anyio import to_thread
 from fastapi import APIRouter, Body, Query
 from redis.exceptions import RedisError
 
-from squad.actions import cancel_card, retry_card
+from squad.actions import STOP_POLL_S, STOP_WAIT_S, cancel_card, retry_card, runs_closed
 from squad.api.deps import Authorized, CardIdDep, StateDep
 from squad.api.routes import errors
 from squad.api.schemas import BulkRetryIn, BulkRetryItem, BulkRetryOut, CancelOut, LogEntry, RetryIn, RetryOut
 from squad.api.ws import STREAM_ID_RE, stream_key
-from squad.cards import CARD_ID_RE
+from squad.cards import CARD_ID_RE, Status
 from squad.constants import task_logs_key
 from squad.errors import NotFoundError, SquadError
 from squad.events import parse_log_line
@@ -91,11 +93,20 @@ def retry(card_id: CardIdDep, state: StateDep, body: Annotated[RetryIn | None, B
 
 @router.post("/api/tasks/{card_id}/cancel", response_model=CancelOut, dependencies=[Authorized],
              responses=errors(400, 401, 404))
-def cancel(card_id: CardIdDep, state: StateDep) -> CancelOut:
-    """Cancel: the card becomes CANCELLED, a running agent's process group is ended, no retry."""
+async def cancel(card_id: CardIdDep, state: StateDep) -> CancelOut:
+    """Cancel: the card becomes CANCELLED, a running agent's process group is ended, no retry.
+
+    The answer waits for the attempt to end its agent, but without holding a worker thread while it
+    waits: a storm of cancels must not queue behind one another in the thread pool.
+    """
     orch = state.producers.get()
-    task_id = orch.store.get_card(card_id).celery_task_id
-    card = cancel_card(orch, card_id)
+    before = await to_thread.run_sync(orch.store.get_card, card_id)
+    card = await to_thread.run_sync(lambda: cancel_card(orch, card_id, wait=False))
+    task_id = before.celery_task_id
+    if before.status == Status.IN_PROGRESS:
+        deadline = time.monotonic() + STOP_WAIT_S
+        while time.monotonic() < deadline and not await to_thread.run_sync(runs_closed, orch, card_id):
+            await asyncio.sleep(STOP_POLL_S)
     return CancelOut(status="cancelled", card_id=card_id, task_id=task_id, card=card,
                      message=f"card {card_id} cancelled")
 
