@@ -13,8 +13,10 @@ from rich.console import Console
 from squad.backlog import load_file, parse_backlog
 from squad.config import load_settings, mask_url
 from squad.embedded import EmbeddedRedis
+from squad.listen import ensure_port_free
 from squad.supervisor import Child, Supervisor
 
+API_HOST = "127.0.0.1"
 DEMO_BACKLOG = Path(__file__).parent / "demo" / "backlog.json"
 err = Console(stderr=True, highlight=False)
 
@@ -44,6 +46,7 @@ def load_demo(database_url: str) -> int:
 def run_up(*, demo: bool, port: int, concurrency: int) -> int:
     """Start Redis (if needed), worker, beat, orchestrator and API; supervise until stopped."""
     settings = load_settings()
+    ensure_port_free(API_HOST, port)  # before anything starts: never advertise another process's URL
     env = dict(os.environ)
     embedded: EmbeddedRedis | None = None
     if _answers(settings.broker):
@@ -70,7 +73,7 @@ def run_up(*, demo: bool, port: int, concurrency: int) -> int:
     ]
     if importlib.util.find_spec("squad.api") is not None:
         children.append(Child("api", [*py, "serve", "--port", str(port)], env))
-        err.print(f"dashboard and API on http://127.0.0.1:{port} (Ctrl-C stops everything)")
+        err.print(f"dashboard and API on http://{API_HOST}:{port} (Ctrl-C stops everything)")
     sup = Supervisor(children)
     sup.install_signal_handlers()
     try:

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from squad.api.app import create_app
 from squad.config import Settings
 from squad.errors import ConfigError
+from squad.listen import bind_tcp
 
 __all__ = ["create_app", "is_loopback", "serve"]
 
@@ -37,6 +38,11 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 3000, inse
     import uvicorn
 
     check_exposure(settings, host, insecure=insecure)
-    app: FastAPI = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
-                ws_ping_interval=20, ws_ping_timeout=20, ws_per_message_deflate=False)
+    sock = bind_tcp(host, port)  # before the app starts: a taken port is one line and exit 2
+    try:
+        app: FastAPI = create_app(settings)
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
+                                ws_ping_interval=20, ws_ping_timeout=20, ws_per_message_deflate=False)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

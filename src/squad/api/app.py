@@ -22,7 +22,7 @@ from squad.api import ws
 from squad.api.metrics.prometheus import Exposition
 from squad.api.monitor import WorkerMonitor
 from squad.api.routes import cards, health, metrics, runs, tasks, workers
-from squad.api.state import AppState, Producers, async_redis
+from squad.api.state import AppState, Producers, async_redis, bounded_step
 from squad.api.validation import request_problems
 from squad.config import Settings
 from squad.constants import VERSION
@@ -136,7 +136,7 @@ def create_app(settings: Settings, *, store: CardStore | None = None, ws_queue_s
             yield
         finally:
             await state.aclose()
-            await hub_redis.aclose()
+            await bounded_step(hub_redis.aclose(), "event reader's redis client")
 
     app = FastAPI(title="Squad Orchestrator", version=VERSION, lifespan=lifespan,
                   description="Cards run by AI coding agents on Celery workers: monitor and steer them.")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 import redis.asyncio as aioredis
+import structlog
 from redis.asyncio.retry import Retry as AsyncRetry
 
 from squad.config import Settings
@@ -26,7 +27,17 @@ if TYPE_CHECKING:
     from squad.api.ws import EventHub
     from squad.orchestrator import Orchestrator
 
+log = structlog.get_logger(__name__)
 T = TypeVar("T")
+SHUTDOWN_STEP_TIMEOUT_S = 5.0
+
+
+async def bounded_step(step: Awaitable[object], what: str) -> None:
+    """Await one shutdown step for at most SHUTDOWN_STEP_TIMEOUT_S: shutdown must always end."""
+    try:
+        await asyncio.wait_for(step, SHUTDOWN_STEP_TIMEOUT_S)
+    except Exception as exc:  # TimeoutError or the step's own failure: log it and go on closing
+        log.warning("shutdown step did not finish cleanly", step=what, error=repr(exc))
 
 
 def async_redis(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT_S) -> aioredis.Redis:
@@ -134,8 +145,8 @@ class AppState:
         """Release connections (lifespan shutdown)."""
         await self.hub.stop()
         for client in (self.events, self.results, self.broker):
-            await client.aclose()
+            await bounded_step(client.aclose(), "redis client")
         self.monitor.close()
         self.probe.close()
-        await asyncio.to_thread(self.producers.close)
+        await bounded_step(asyncio.to_thread(self.producers.close), "producers")
         self.store.dispose()

@@ -31,6 +31,7 @@ from squad.events import decode_event, iso_now
 log = structlog.get_logger(__name__)
 router = APIRouter()
 
+STOP_TIMEOUT_S = 3.0  # shutdown waits this long for the reader task
 QUEUE_SIZE = 1000  # events buffered per socket before it counts as too slow
 READ_COUNT = 500
 BLOCK_MS = 2000
@@ -93,13 +94,17 @@ class EventHub:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="squad-ws-reader")
 
-    async def stop(self) -> None:
-        """Stop the reader and tell every socket to close."""
+    async def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop the reader, waiting at most `timeout_s`: a reader stuck in a socket read (seen with
+        uvloop) must not hold the server's shutdown, and with it SIGINT/SIGTERM, forever."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            task.cancel()
+            done, _pending = await asyncio.wait({task}, timeout=timeout_s)
+            if not done:
+                log.warning("event reader did not stop in time; abandoning it", timeout_s=timeout_s)
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning("event reader ended with an error", error=repr(task.exception()))
 
     def subscribe(self, card_id: str | None) -> Subscriber:
         """Start buffering live events for a socket (before any backfill, so nothing falls between)."""
