@@ -287,8 +287,8 @@ class CardStore:
         A duplicate or redelivered message (same or stale task id) can never claim twice.
         """
         token = uuid.uuid4().hex
-        stamp = now_s()
         with self.tx() as conn:
+            stamp = self._clock(conn)  # leases are judged by the database's clock
             row = conn.execute(
                 _move(card_id, Status.IN_PROGRESS, expected=[Status.QUEUED])
                 .where(cards_t.c.celery_task_id == task_id)
@@ -320,8 +320,20 @@ class CardStore:
             res = conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
                                .where(cards_t.c.claim_token == token)
                                .where(cards_t.c.status == Status.IN_PROGRESS.value)
-                               .values(lease_expires_at=now_s() + lease_s))
+                               .values(lease_expires_at=self._clock(conn) + lease_s))
             return res.rowcount == 1
+
+    def _clock(self, conn: Connection) -> float:
+        """Now, by the database's clock (PostgreSQL), so a worker or sweeper whose own clock is
+        off can neither shorten its lease nor judge another's; SQLite lives on one machine."""
+        if self.engine.dialect.name == "postgresql":
+            return float(conn.exec_driver_sql("SELECT extract(epoch from clock_timestamp())").scalar_one())
+        return now_s()
+
+    def db_now(self) -> float:
+        """The database's clock (see `_clock`)."""
+        with self.engine.connect() as conn:
+            return self._clock(conn)
 
     def run_open(self, run_id: int) -> bool:
         """True while a run has not been closed (by its attempt, or by the sweeper as `lost`)."""
@@ -413,7 +425,7 @@ class CardStore:
         """
         with self.tx() as conn:
             row = conn.execute(select(cards_t).where(cards_t.c.card_id == card_id)).first()
-            stamp = now_s() if now is None else now
+            stamp = self._clock(conn) if now is None else now
             if row is None or row.claim_token != token or row.status != Status.IN_PROGRESS:
                 return None
             if row.lease_expires_at is not None and row.lease_expires_at >= stamp:
@@ -466,8 +478,8 @@ class CardStore:
                                                cards_t.c.next_attempt_at <= at)]
 
     def stale_claims(self, now: float | None = None) -> list[tuple[str, str]]:
-        """(card_id, claim_token) of IN_PROGRESS cards whose lease ran out."""
-        at = now_s() if now is None else now
+        """(card_id, claim_token) of IN_PROGRESS cards whose lease ran out (by the database's clock)."""
+        at = self.db_now() if now is None else now
         return [(r[0], r[2]) for r in self._select_ids(cards_t.c.status == Status.IN_PROGRESS.value,
                                                        cards_t.c.lease_expires_at < at)]
 
