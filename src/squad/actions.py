@@ -58,6 +58,10 @@ def cancel_card(orch: Orchestrator, card_id: str, *, wait: bool = True) -> Card:
                             attempt=before.attempts)
     if wait and before.status == Status.IN_PROGRESS:
         wait_stopped(orch, card_id)
+    if before.status != Status.IN_PROGRESS:  # a running attempt removes its own worktree when it ends
+        from squad.review import cleanup_local
+
+        cleanup_local(orch.settings, orch.store, card)
     return card
 
 

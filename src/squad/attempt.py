@@ -21,7 +21,7 @@ import structlog
 
 from squad.agents.progress import make_parser
 from squad.agents.runner import AgentResult, Limits, build_command, run_agent
-from squad.cards import Card, Status
+from squad.cards import Card, Run, Status
 from squad.config import Settings
 from squad.constants import (
     ARCHIVE_MAX_BYTES,
@@ -45,6 +45,17 @@ from squad.prompts import prompt_path, render_prompt
 from squad.resilience import retry_db
 from squad.retries import RetryPolicy
 from squad.store import CardStore, Claim, RunOutcome
+from squad.workspaces import (
+    Workspace,
+    WorkspaceError,
+    commit_all,
+    facts,
+    prepare,
+    remove,
+    review_enabled,
+    workspace_for,
+)
+from squad.workspaces import should_remove as workspace_should_remove
 
 log = structlog.get_logger(__name__)
 LIVE_LOG_PAGE = 1000
@@ -343,7 +354,7 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
         reporter.event("status", status=Status.IN_PROGRESS.value, attempt=claim.attempt, worker=ctx.worker)
         for progress, step in (STEP_LOADING, STEP_SELECTING, STEP_IN_PROGRESS):
             reporter.set_progress(progress, step, force=True)
-        outcome = _attempt(ctx, claim, reporter, lease)
+        outcome, ws = _attempt(ctx, claim, reporter, lease)
         reporter.line("INFO" if outcome.succeeded else "ERROR",
                       "attempt succeeded" if outcome.succeeded else f"attempt failed: {outcome.error}")
         if outcome.succeeded:
@@ -351,31 +362,66 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
         reporter.flush()
         outcome = RunOutcome(**{**outcome.__dict__, "log": reporter.archived_log()})
         policy = RetryPolicy.for_card(settings, claim.card)
+        review = review_enabled(settings, claim.card)
         # A database restart or a lock held past the busy timeout must not lose the outcome: retried
         # with backoff (bounded) while the lease keeper goes on renewing the claim.
-        new = retry_db(lambda: store.finish(claim, outcome, policy), what="finish")
+        new = retry_db(lambda: store.finish(claim, outcome, policy, review=review), what="finish")
     if new is None and reporter.fenced.is_set():
         log.warning("attempt fenced: its lease was lost and the card taken over; outcome dropped",
                     card_id=card_id, run_id=claim.run_id)
     if new is not None:
         reporter.event("status", status=new.value, attempt=claim.attempt, error=outcome.error)
     reporter.flush()
+    if ws is not None:
+        _cleanup(ctx, ws, new)
     return new
 
 
-def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter, lease: LeaseKeeper) -> RunOutcome:
+def _cleanup(ctx: AttemptContext, ws: Workspace, new: Status | None) -> None:
+    """After the attempt: DONE/CANCELLED worktrees go (branch kept), failures follow `keep`."""
+    store = ctx.store
+    status = new
+    if status is None:  # the claim was taken away: cancelled, or a forced retry
+        try:
+            status = store.get_card(ws.card_id).status
+        except SquadError:
+            return
+    if not workspace_should_remove(ctx.settings, status):
+        return
+    try:
+        remove(ctx.settings, ws, store.save_patch,
+               guard=lambda: store.get_card(ws.card_id).status != Status.IN_PROGRESS)
+    except SquadError as exc:
+        log.warning("worktree not removed", card_id=ws.card_id, error=str(exc))
+
+
+def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter,
+             lease: LeaseKeeper) -> tuple[RunOutcome, Workspace | None]:
     settings, card = ctx.settings, claim.card
     try:
         agent_name, agent = settings.agent_for(card.agent, card.squad)
         parser = make_parser(agent.parser)
         reporter.set_progress(*STEP_PROMPT, force=True)
         last_error = card.last_error if claim.attempt > 1 else None
-        prompt = render_prompt(settings.prompt_template, card.model_dump(mode="json"), claim.attempt, last_error)
+        previous = [_run_summary(r) for r in ctx.store.list_runs(card.card_id) if r.id != claim.run_id]
+        prompt = render_prompt(settings.prompt_template, card.model_dump(mode="json"), claim.attempt, last_error,
+                               feedback=card.feedback or "", previous_runs=previous)
+        ws = workspace_for(settings, card)
     except SquadError as exc:
-        return RunOutcome(succeeded=False, error=str(exc), retryable=False)
-    workdir = card_workdir(settings, card)
-    created = not workdir.exists()
-    workdir.mkdir(parents=True, exist_ok=True)
+        return RunOutcome(succeeded=False, error=str(exc), retryable=False), None
+    base_commit = ""
+    if ws is not None:
+        try:
+            created, base_commit = prepare(settings, ws)
+        except SquadError as exc:
+            reporter.line("ERROR", f"workspace: {exc}")
+            return RunOutcome(succeeded=False, error=f"workspace: {exc}"), None
+        workdir = ws.path
+        reporter.line("INFO", f"workspace {ws.path} on branch {ws.branch}" + (" (created)" if created else " (reused)"))
+    else:
+        workdir = card_workdir(settings, card)
+        created = not workdir.exists()
+        workdir.mkdir(parents=True, exist_ok=True)
     prompt_file = prompt_path(settings.workdir, card.card_id, claim.attempt)
     prompt_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**agent.env, "SQUAD_CARD_ID": card.card_id, "SQUAD_ATTEMPT": str(claim.attempt),
@@ -384,7 +430,7 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter, lease: Lease
     if created and (err := _run_hook("after_create", hooks.after_create, workdir, env, hooks.timeout, reporter)):
         reporter.line("ERROR", err)
     if err := _run_hook("before_run", hooks.before_run, workdir, env, hooks.timeout, reporter):
-        return RunOutcome(succeeded=False, error=err)
+        return RunOutcome(succeeded=False, error=err), ws
     reporter.set_progress(*STEP_STARTING, force=True)
     argv, stdin_data = build_command(
         agent, agent_name=agent_name, card_id=card.card_id, workdir=workdir, attempt=claim.attempt,
@@ -398,10 +444,35 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter, lease: Lease
     result = run_agent(argv, cwd=workdir, env=env, stdin_data=stdin_data, parser=parser, limits=limits,
                        observer=_Observer(reporter, lease), rlimits=agent.rlimits)
     if lease.fenced.is_set():  # another attempt owns the workdir now: hands off
-        return outcome_of(result)
+        return outcome_of(result), None
     if err := _run_hook("after_run", hooks.after_run, workdir, env, hooks.timeout, reporter):
         reporter.line("ERROR", err)
-    return outcome_of(result)
+    outcome = outcome_of(result)
+    if ws is None:
+        return outcome, None
+    return _record_git(ctx, ws, base_commit, claim, outcome, reporter), ws
+
+
+def _record_git(ctx: AttemptContext, ws: Workspace, base_commit: str, claim: Claim, outcome: RunOutcome,
+                reporter: Reporter) -> RunOutcome:
+    """Commit what the agent left (with `auto_commit`) and put the branch's git facts on the run."""
+    try:
+        if ctx.settings.workspace.auto_commit and commit_all(ws, f"squad: {ws.card_id} attempt {claim.attempt}"):
+            reporter.line("INFO", f"committed the agent's changes on {ws.branch}")
+        git_facts = facts(ws, base_commit)
+    except WorkspaceError as exc:
+        reporter.line("ERROR", f"workspace: {exc}")
+        return outcome
+    reporter.line("INFO", f"{ws.branch}: {git_facts.files_changed} file(s) changed, +{git_facts.insertions} "
+                          f"-{git_facts.deletions} since {git_facts.base_commit[:12]}")
+    return RunOutcome(**{**outcome.__dict__, **git_facts.__dict__})
+
+
+def _run_summary(run: Run) -> dict[str, object]:
+    """What a prompt template sees of an earlier attempt."""
+    return {"attempt": run.attempt, "status": run.status, "error": run.error, "exit_code": run.exit_code,
+            "branch": run.branch, "head_commit": run.head_commit, "files_changed": run.files_changed,
+            "insertions": run.insertions, "deletions": run.deletions}
 
 
 def outcome_of(result: AgentResult) -> RunOutcome:

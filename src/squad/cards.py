@@ -25,6 +25,7 @@ class Status(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     BLOCKED = "BLOCKED"
+    REVIEW = "REVIEW"
 
 
 S = Status
@@ -32,12 +33,14 @@ S = Status
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.TODO: frozenset({S.QUEUED, S.CANCELLED, S.BLOCKED}),
     S.QUEUED: frozenset({S.QUEUED, S.IN_PROGRESS, S.CANCELLED, S.TODO}),
-    S.IN_PROGRESS: frozenset({S.DONE, S.RETRYING, S.FAILED, S.CANCELLED, S.QUEUED}),
+    S.IN_PROGRESS: frozenset({S.DONE, S.REVIEW, S.RETRYING, S.FAILED, S.CANCELLED, S.QUEUED}),
     S.RETRYING: frozenset({S.QUEUED, S.CANCELLED, S.FAILED}),
     S.FAILED: frozenset({S.QUEUED, S.TODO, S.CANCELLED}),
     S.CANCELLED: frozenset({S.QUEUED, S.TODO}),
     S.BLOCKED: frozenset({S.TODO, S.CANCELLED}),
     S.DONE: frozenset({S.QUEUED}),
+    # A successful attempt waits for a person: approval, rejection (a new attempt) or cancel.
+    S.REVIEW: frozenset({S.DONE, S.QUEUED, S.CANCELLED}),
 }
 ACTIVE = frozenset({S.TODO, S.QUEUED, S.IN_PROGRESS, S.RETRYING})
 FINAL = frozenset({S.DONE, S.FAILED, S.CANCELLED})
@@ -73,6 +76,10 @@ class CardSpec(BaseModel):
     time_limit: float | None = Field(default=None, gt=0)
     soft_time_limit: float | None = Field(default=None, gt=0)
     max_retries: int | None = Field(default=None, ge=0, le=100)
+    # Workspace overrides (docs/workspaces.md): the card's git repository, base ref, review gate.
+    repo: str | None = Field(default=None, max_length=4096)
+    base: str | None = Field(default=None, max_length=255)
+    review: bool | None = None
 
     @field_validator("card_id", mode="before")
     @classmethod
@@ -108,6 +115,7 @@ class Card(CardSpec):
     current_step: str | None = None
     celery_task_id: str | None = None
     last_error: str | None = None
+    feedback: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     #: Attempts made before the user's last retry (automatic retries are counted from here);
@@ -133,6 +141,12 @@ class Run(BaseModel):
     num_turns: int | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    branch: str | None = None
+    base_commit: str | None = None
+    head_commit: str | None = None
+    files_changed: int | None = None
+    insertions: int | None = None
+    deletions: int | None = None
     log_available: bool = False
 
 

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from squad.cards import CardSpec
 
 PromptMode = Literal["stdin", "arg", "file"]
-ParserName = Literal["claude-stream-json", "markers", "plain"]
+ParserName = Literal["claude-stream-json", "codex-json", "markers", "plain"]
+KeepPolicy = Literal["on_failure", "always", "never"]
 
 
 class AgentRlimits(BaseModel):
@@ -81,6 +82,22 @@ class HooksConfig(BaseModel):
     before_run: list[str] | None = None
     after_run: list[str] | None = None
     timeout: float = Field(default=120.0, gt=0)
+
+
+class WorkspaceConfig(BaseModel):
+    """`[workspace]`: each card in its own git worktree of `repo` (docs/workspaces.md)."""
+
+    model_config = {"extra": "forbid"}
+
+    repo: Path | None = None
+    base: str | None = Field(default=None, max_length=255)
+    branch_prefix: str = Field(default="squad/", max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    keep: KeepPolicy = "on_failure"
+    review: bool = False
+    auto_commit: bool = True
+    ttl_days: float = Field(default=7, gt=0)
+    after_approve: list[str] | None = None
+    hook_timeout: float = Field(default=600.0, gt=0)
 
 
 def _builtin_agents() -> dict[str, AgentConfig]:
@@ -153,6 +170,8 @@ class Settings(BaseSettings):
     requeue_after: float = Field(default=60, gt=0)
     lease_s: float = Field(default=30, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
+    #: os.pathsep-separated roots a card's workdir or workspace repo may lie in (default: workdir only)
+    allowed_roots: str | None = None
 
     default_agent: str = "demo"
     squads: dict[str, str] = Field(default_factory=dict)
@@ -160,6 +179,7 @@ class Settings(BaseSettings):
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     prompt_template: Path | None = None
     hooks: HooksConfig = Field(default_factory=HooksConfig)
+    workspace: WorkspaceConfig = Field(default_factory=WorkspaceConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -225,6 +245,21 @@ class Settings(BaseSettings):
     def visibility_timeout_s(self) -> float:
         """Broker redelivery timeout: always above the hard limit."""
         return self.visibility_timeout or self.time_limit + 600
+
+    def allowed_root_paths(self) -> list[Path]:
+        """The resolved allowed roots (`SQUAD_ALLOWED_ROOTS`, else only `SQUAD_WORKDIR`)."""
+        raw = [p for p in (self.allowed_roots or "").split(os.pathsep) if p.strip()]
+        roots = [Path(p).expanduser() for p in raw] if raw else [self.workdir]
+        return [r.resolve() for r in roots]
+
+    def check_allowed(self, path: Path, what: str) -> Path:
+        """`path` resolved, or ConfigError when it lies outside every allowed root."""
+        resolved = path.expanduser().resolve()
+        roots = self.allowed_root_paths()
+        if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+            raise ConfigError(f"{what} {resolved} is outside the allowed roots "
+                              f"({os.pathsep.join(str(r) for r in roots)}; set SQUAD_ALLOWED_ROOTS)")
+        return resolved
 
     @property
     def all_agents(self) -> dict[str, AgentConfig]:

@@ -19,15 +19,20 @@ def prompt_path(workdir: Path, card_id: str, attempt: int) -> Path:
     return workdir.resolve() / PROMPTS_DIR / f"{card_id}-{attempt}.md"
 
 
-def render_prompt(template: Path | None, card: dict[str, Any], attempt: int, last_error: str | None) -> str:
-    """Render the prompt of one attempt; any template problem is a ConfigError with the reason."""
+def render_prompt(template: Path | None, card: dict[str, Any], attempt: int, last_error: str | None, *,
+                  feedback: str = "", previous_runs: list[dict[str, Any]] | None = None) -> str:
+    """Render the prompt of one attempt; any template problem is a ConfigError with the reason.
+
+    `feedback` is the latest rejection's text ('' when none); `previous_runs` the earlier attempts.
+    """
     path = template or DEFAULT_TEMPLATE
     try:
         mtime = path.stat().st_mtime_ns
     except OSError as exc:
         raise ConfigError(f"prompt_template {path}: {exc.strerror}") from None
     try:
-        return _compiled(str(path), mtime).render(card=card, attempt=attempt, last_error=last_error)
+        return _compiled(str(path), mtime).render(card=card, attempt=attempt, last_error=last_error,
+                                                   feedback=feedback, previous_runs=previous_runs or [])
     except jinja2.TemplateError as exc:
         raise ConfigError(f"prompt template {path.name}: {exc}") from None
 

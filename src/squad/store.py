@@ -27,7 +27,9 @@ from squad.tables import metadata
 from squad.tables import runs as runs_t
 
 SPEC_FIELDS = tuple(CardSpec.model_fields)
-_RUN_PUBLIC = [c for c in runs_t.c if c.name != "log"]
+_RUN_PUBLIC = [c for c in runs_t.c if c.name not in ("log", "patch")]
+#: uncommitted work saved on a run before its worktree was removed (bigger patches stay on disk only)
+PATCH_MAX_BYTES = 4 * 1024 * 1024
 
 
 def now_s() -> float:
@@ -67,6 +69,13 @@ class RunOutcome:
     log: str = ""
     cancelled: bool = False
     retryable: bool = True
+    # in a workspace: what the attempt left on the card branch
+    branch: str | None = None
+    base_commit: str | None = None
+    head_commit: str | None = None
+    files_changed: int | None = None
+    insertions: int | None = None
+    deletions: int | None = None
 
 
 def _move(card_id: str, new: Status, *, expected: Iterable[Status] | None = None) -> Update:
@@ -356,9 +365,10 @@ class CardStore:
         with self.tx() as conn:
             conn.execute(query.values(progress=progress, current_step=step))
 
-    def finish(self, claim: Claim, outcome: RunOutcome, policy: RetryPolicy) -> Status | None:
-        """Close the run and move the card: DONE, or RETRYING (with next_attempt_at) / FAILED as
-        `policy` decides.
+    def finish(self, claim: Claim, outcome: RunOutcome, policy: RetryPolicy, *,
+               review: bool = False) -> Status | None:
+        """Close the run and move the card: DONE (REVIEW with `review`), or RETRYING (with
+        next_attempt_at) / FAILED as `policy` decides.
 
         Returns the new status, or None when the claim had been taken away (the run is closed
         but the card is left to whoever took it).
@@ -372,7 +382,10 @@ class CardStore:
                                   .where(runs_t.c.ended_at.is_(None)).values(
                 status=run_status, ended_at=stamp, exit_code=outcome.exit_code, error=outcome.error,
                 cost_usd=outcome.cost_usd, session_id=outcome.session_id, num_turns=outcome.num_turns,
-                input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens, log=outcome.log))
+                input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens, log=outcome.log,
+                branch=outcome.branch, base_commit=outcome.base_commit, head_commit=outcome.head_commit,
+                files_changed=outcome.files_changed, insertions=outcome.insertions,
+                deletions=outcome.deletions))
             if closed.rowcount != 1:
                 return None
             row = conn.execute(select(cards_t).where(cards_t.c.card_id == claim.card.card_id)).one()
@@ -385,8 +398,9 @@ class CardStore:
             values: dict[str, Any] = {"claim_token": None, "claimed_by": None, "lease_expires_at": None,
                                       "updated_at": stamp, "cost_usd": cost}
             if outcome.succeeded:
-                new = Status.DONE
-                values.update(progress=100, current_step="done", last_error=None)
+                new = Status.REVIEW if review else Status.DONE
+                values.update(progress=100, current_step="waiting for review" if review else "done",
+                              last_error=None)
             else:
                 decision = policy.decide(attempts=row.attempts, retry_base=row.retry_base, cost_usd=cost,
                                          error=outcome.error, retryable=outcome.retryable)
@@ -442,6 +456,57 @@ class CardStore:
                                  next_attempt_at=None if decision.delay_s is None else stamp + decision.delay_s,
                                  current_step=error))
             return decision.status
+
+    # ---- review ---------------------------------------------------------------------------------
+    def approve(self, card_id: str) -> bool:
+        """REVIEW → DONE; False when the card is not in REVIEW (any more)."""
+        return self.transition(card_id, Status.DONE, expected=[Status.REVIEW], current_step="approved",
+                               last_error=None)
+
+    def set_feedback(self, card_id: str, feedback: str) -> bool:
+        """Record a rejection's feedback on a card still in REVIEW (the next attempt's prompt shows it)."""
+        with self.tx() as conn:
+            res = conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
+                               .where(cards_t.c.status == Status.REVIEW.value)
+                               .values(feedback=feedback, updated_at=now_s()))
+            return res.rowcount == 1
+
+    def note_review_error(self, card_id: str, error: str) -> bool:
+        """Show an error on a card that stays in REVIEW (e.g. a failed `after_approve` hook)."""
+        with self.tx() as conn:
+            res = conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
+                               .where(cards_t.c.status == Status.REVIEW.value)
+                               .values(last_error=error, current_step="approval failed", updated_at=now_s()))
+            return res.rowcount == 1
+
+    def save_patch(self, card_id: str, patch: str) -> None:
+        """Keep uncommitted work on the card's latest run (appended; capped, the full file stays on disk)."""
+        if len(patch.encode("utf-8", "replace")) > PATCH_MAX_BYTES:
+            patch = (patch[:PATCH_MAX_BYTES]
+                     + "\n[patch larger than the run archive holds: see SQUAD_WORKDIR/.archive]\n")
+        patch = patch.replace("\x00", "")
+        with self.tx() as conn:
+            row = conn.execute(select(runs_t.c.id, runs_t.c.patch).where(runs_t.c.card_id == card_id)
+                               .order_by(runs_t.c.id.desc()).limit(1)).first()
+            if row is None:
+                return
+            conn.execute(update(runs_t).where(runs_t.c.id == row.id)
+                         .values(patch=(row.patch + "\n" if row.patch else "") + patch))
+
+    def run_patch(self, run_id: int) -> str:
+        """Uncommitted work saved on a run before its worktree was removed ('' if none)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(runs_t.c.patch).where(runs_t.c.id == run_id)).first()
+        if row is None:
+            raise NotFoundError(f"unknown run {run_id}")
+        return row.patch or ""
+
+    def latest_workspace_run(self, card_id: str) -> Run | None:
+        """The card's latest run that recorded a branch (its diff is the card's change)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*_RUN_PUBLIC).where(runs_t.c.card_id == card_id)
+                               .where(runs_t.c.branch.is_not(None)).order_by(runs_t.c.id.desc()).limit(1)).first()
+        return None if row is None else _run_from_row(row)
 
     # ---- scheduling queries -----------------------------------------------------------------
     def graph(self) -> Graph:

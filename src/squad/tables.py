@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -17,7 +18,7 @@ from sqlalchemy import (
 
 metadata = MetaData()
 #: The newest Alembic revision in migrations/versions (a test keeps the two in step).
-SCHEMA_HEAD = "0010"
+SCHEMA_HEAD = "0005"
 
 cards = Table(
     "cards",
@@ -53,6 +54,11 @@ cards = Table(
     Column("cost_usd", Float, nullable=False, default=0.0),
     # attempts already made when the user last retried by hand: retries left = max - (attempts - base)
     Column("retry_base", Integer, nullable=False, default=0, server_default="0"),
+    # workspace overrides and the latest rejection's feedback (docs/workspaces.md)
+    Column("repo", Text),
+    Column("base", String(255)),
+    Column("review", Boolean),
+    Column("feedback", Text),
     Index("ix_cards_status", "status"),
 )
 Index("ix_cards_order", cards.c.priority.desc(), cards.c.created_at, cards.c.card_id)
@@ -77,6 +83,14 @@ runs = Table(
     Column("input_tokens", Integer),
     Column("output_tokens", Integer),
     Column("log", Text),
+    # git facts of an attempt in a workspace, and uncommitted work saved before a removal
+    Column("branch", String(255)),
+    Column("base_commit", String(64)),
+    Column("head_commit", String(64)),
+    Column("files_changed", Integer),
+    Column("insertions", Integer),
+    Column("deletions", Integer),
+    Column("patch", Text),
     Index("ix_runs_card", "card_id"),
     Index("ix_runs_ended", "ended_at"),
 )

@@ -87,7 +87,14 @@ def test_allowed_sources_is_the_inverse_of_the_table(new: Status) -> None:
 
 def test_status_values_are_the_spec_names() -> None:
     assert {s.value for s in Status} == {"TODO", "QUEUED", "IN_PROGRESS", "DONE", "RETRYING", "FAILED",
-                                         "CANCELLED", "BLOCKED"}
+                                         "CANCELLED", "BLOCKED", "REVIEW"}
+
+
+def test_review_goes_to_done_queued_or_cancelled_only_and_is_reached_from_in_progress() -> None:
+    assert TRANSITIONS[Status.REVIEW] == {Status.DONE, Status.QUEUED, Status.CANCELLED}
+    assert allowed_sources(Status.REVIEW) == [Status.IN_PROGRESS]
+    with pytest.raises(TransitionError):
+        check_transition("C-1", "REVIEW", "FAILED")
 
 
 # ---- card id ------------------------------------------------------------------------------------
@@ -157,10 +164,12 @@ def test_all_spec_fields_are_accepted() -> None:
         "card_id": "API-1", "title": "Add health", "description": "d", "acceptance_criteria": ["a", "b"],
         "squad": "backend", "agent": "claude", "priority": 9, "depends_on": ["API-0"], "labels": ["api"],
         "workdir": "/tmp/x", "time_limit": 60, "soft_time_limit": 50, "max_retries": 1,
+        "repo": "/srv/app", "base": "main", "review": True,
     })
+    assert (card.repo, card.base, card.review) == ("/srv/app", "main", True)
     assert set(CardSpec.model_fields) == {
         "card_id", "title", "description", "acceptance_criteria", "squad", "agent", "priority", "depends_on",
-        "labels", "workdir", "time_limit", "soft_time_limit", "max_retries"}
+        "labels", "workdir", "time_limit", "soft_time_limit", "max_retries", "repo", "base", "review"}
     assert card.depends_on == ["API-0"] and card.time_limit == 60
 
 

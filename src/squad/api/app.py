@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from squad.api import ws
 from squad.api.metrics.prometheus import Exposition
 from squad.api.monitor import WorkerMonitor
-from squad.api.routes import cards, health, metrics, runs, tasks, workers
+from squad.api.routes import cards, health, metrics, review, runs, tasks, workers
 from squad.api.state import AppState, Producers, async_redis, bounded_step
 from squad.api.validation import request_problems
 from squad.config import Settings
@@ -145,7 +145,7 @@ def create_app(settings: Settings, *, store: CardStore | None = None, ws_queue_s
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     _install_error_handlers(app, state)
-    routers = [module.router for module in (health, cards, runs, tasks, workers, metrics)]
+    routers = [module.router for module in (health, cards, runs, tasks, workers, metrics, review)]
     for router in routers:
         app.include_router(router)
     app.state.route_methods = _route_methods(routers)

@@ -250,6 +250,7 @@ class MetricsOut(BaseModel):
     counts_by_status: dict[str, int]
     total_cost_usd: float
     queue_depth: int | None = None
+    workspace_disk_bytes: int = 0
 
 
 class HistoryRun(Run):
@@ -304,3 +305,53 @@ class MetricsSeries(BaseModel):
     run_time_p95: float | None
     cost_per_day: list[DayCost]
     cost_per_squad: list[SquadCost]
+
+
+class FileStatOut(BaseModel):
+    """One file of a card's diff."""
+
+    path: str
+    insertions: int
+    deletions: int
+
+
+class DiffOut(BaseModel):
+    """`GET /api/cards/{card_id}/diff`: `base…branch` of the card's workspace; `patch` is capped
+    (a `[patch truncated: …]` line marks the cut, and `truncated` is true)."""
+
+    branch: str
+    base_commit: str
+    head_commit: str
+    files: list[FileStatOut]
+    patch: str
+    truncated: bool = False
+
+
+class RejectIn(BaseModel):
+    """Body of `POST /api/cards/{card_id}/reject`: what the next attempt must change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feedback: str = Field(min_length=1, max_length=20_000, pattern=r"^[^\x00]*\S[^\x00]*$")
+
+
+class ReviewOut(BaseModel):
+    """Answer of approve (card DONE) and reject (card QUEUED under `task_id`)."""
+
+    status: Literal["approved", "rejected"]
+    card_id: str
+    task_id: str | None = None
+    message: str
+    card: Card
+
+
+class WorkspaceOut(BaseModel):
+    """One card worktree on the API's machine."""
+
+    card_id: str
+    branch: str | None
+    path: str
+    size_bytes: int
+    age_s: float
+    dirty: bool
+    status: str | None

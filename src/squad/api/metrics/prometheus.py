@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from squad.api.metrics.queries import Histogram, run_stats
 from squad.broker import queue_keys
+from squad.workspaces import disk_usage_bytes
 
 if TYPE_CHECKING:
     from squad.api.state import AppState
@@ -65,6 +66,9 @@ class SquadCollector(Collector):
         if self.queue_depth is not None:
             yield GaugeMetricFamily("squad_queue_depth", "Messages waiting in the cards queue.",
                                     value=self.queue_depth)
+        yield GaugeMetricFamily("squad_workspace_disk_bytes",
+                                "Bytes on disk of the card worktrees under SQUAD_WORKDIR on the API's machine.",
+                                value=disk_usage_bytes(self.state.settings))
         yield CounterMetricFamily("squad_api_internal_errors", "Requests that failed with a 500 in this process.",
                                   value=self.state.internal_errors)
 

@@ -15,6 +15,7 @@ from squad.api.metrics.stats import WINDOW_S, compute_metrics
 from squad.api.routes import errors
 from squad.api.schemas import MetricsOut, MetricsSeries
 from squad.api.state import bounded
+from squad.workspaces import disk_usage_bytes
 
 router = APIRouter(tags=["metrics"])
 MIN_WINDOW_S = 300
@@ -26,6 +27,7 @@ async def metrics(state: StateDep) -> MetricsOut:
     """Throughput per minute over the last hour, queue wait and run time p50/p95, error rate,
     counts by status and total cost."""
     out = await to_thread.run_sync(compute_metrics, state.store)
+    out.workspace_disk_bytes = await to_thread.run_sync(disk_usage_bytes, state.settings)
     if state.settings.use_celery:
         out.queue_depth = await bounded(queue_depth(state.broker))
     return out

@@ -1,0 +1,302 @@
+"""Workspaces and the review gate with real git repositories made here, real `squad` subprocesses
+(local-mode orchestrator, supervised Celery workers) and a fake agent that edits files
+(tests/agents/git_worker.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import AGENTS, Worker, free_port, kill_tree, run_cli, squad_env, wait_for
+from squad.cards import CardSpec, Status
+from squad.config import load_settings
+from squad.store import CardStore
+from squad.workspaces import Workspace, gc, git, list_workspaces, prepare, workspace_for
+
+PY = sys.executable
+
+
+def make_repo(path: Path) -> str:
+    """A git repository with one commit on main; returns that commit."""
+    path.mkdir(parents=True)
+    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "dev@example.com"],
+                 ["config", "user.name", "Dev"]):
+        git(args, path)
+    (path / "README.md").write_text("hello\n", encoding="utf-8")
+    git(["add", "-A"], path)
+    git(["commit", "-q", "-m", "initial"], path)
+    return git(["rev-parse", "HEAD"], path).strip()
+
+
+class Repo:
+    """A project directory with a git repository, squad.toml pointing at it, and a local store."""
+
+    def __init__(self, root: Path, workspace_toml: str = "", agent_args: str = "") -> None:
+        self.root = root
+        self.repo = root / "repo"
+        self.initial = make_repo(self.repo)
+        self.marks = root / "marks"
+        self.marks.mkdir()
+        self.work = root / "work"
+        self.db_url = f"sqlite:///{root / '.squad' / 'squad.db'}"
+        args = ", ".join(f'"{a}"' for a in agent_args.split()) if agent_args else ""
+        (root / "squad.toml").write_text(f"""
+default_agent = "git"
+[agents.git]
+command = ["{PY}", "{AGENTS / 'git_worker.py'}", "{self.marks}"{", " + args if args else ""}]
+[workspace]
+repo = "{self.repo}"
+{workspace_toml}
+""", encoding="utf-8")
+        self.env = squad_env(USE_CELERY="false", SQUAD_REDIS_URL=f"redis://127.0.0.1:{free_port()}",
+                             SQUAD_DATABASE_URL=self.db_url, SQUAD_MAX_RETRIES="0", SQUAD_RETRY_BACKOFF="0.3",
+                             SQUAD_ALLOWED_ROOTS=str(root), SQUAD_WORKDIR=str(self.work))
+        self.store = CardStore(self.db_url)
+
+    def seed(self, *cards: dict[str, Any]) -> None:
+        self.store.add_cards([CardSpec(**{"title": f"title of {c['card_id']}", **c}) for c in cards])
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, env=self.env)
+
+    def orchestrate(self) -> subprocess.CompletedProcess[str]:
+        return self.cli("orchestrate", "--mode", "local", "--once", "--wait", "--interval", "0.2")
+
+    def start_orchestrator(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([PY, "-m", "squad", "orchestrate", "--mode", "local", "--wait", "--interval", "0.2"],
+                                env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.root / "orch.log", "wb"),
+                                start_new_session=True)
+
+    def mark(self, card_id: str, attempt: int) -> dict[str, Any]:
+        return dict(json.loads((self.marks / f"{card_id}-{attempt}.json").read_text()))
+
+    def show(self, ref: str, path: str) -> str:
+        return git(["show", f"{ref}:{path}"], self.repo)
+
+    def main_untouched(self) -> None:
+        assert git(["status", "--porcelain", "--untracked-files=all"], self.repo) == ""
+        assert git(["rev-parse", "HEAD"], self.repo).strip() == self.initial
+        assert git(["rev-parse", "--abbrev-ref", "HEAD"], self.repo).strip() == "main"
+
+    def status(self, card_id: str) -> Status:
+        return self.store.get_card(card_id).status
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Repo]:
+    p = Repo(tmp_path)
+    yield p
+    p.store.dispose()
+
+
+def _repo(tmp_path: Path, **kw: str) -> Repo:
+    return Repo(tmp_path, **kw)
+
+
+# ---- one card in its worktree ------------------------------------------------------------------
+def test_a_card_runs_in_its_own_worktree_commits_its_work_and_done_removes_the_worktree_keeps_the_branch(
+        project: Repo) -> None:
+    project.seed({"card_id": "A"})
+    proc = project.orchestrate()
+    assert proc.returncode == 0, proc.stderr
+    assert project.status("A") == Status.DONE
+    assert project.mark("A", 1)["cwd"] == str((project.work / "A").resolve())
+    # the branch keeps the agent's work, committed by squad; the worktree is gone; main untouched
+    assert project.show("squad/A", "A.txt") == "attempt 1\n"
+    assert "squad: A attempt 1" in git(["log", "--format=%s", "squad/A"], project.repo)
+    assert not (project.work / "A").exists()
+    project.main_untouched()
+    run = project.store.list_runs("A")[0]
+    assert (run.branch, run.base_commit) == ("squad/A", project.initial)
+    assert run.head_commit == git(["rev-parse", "squad/A"], project.repo).strip()
+    assert (run.files_changed, run.insertions, run.deletions) == (2, 1 + len(project.show("squad/A", "PROMPT_1.md")
+                                                                             .splitlines()), 0)
+
+
+def test_a_repository_outside_the_allowed_roots_fails_the_attempt_with_a_clear_error(project: Repo) -> None:
+    project.env["SQUAD_ALLOWED_ROOTS"] = str(project.work)
+    project.seed({"card_id": "A"})
+    project.orchestrate()
+    card = project.store.get_card("A")
+    assert card.status == Status.FAILED
+    assert "outside the allowed roots" in (card.last_error or "")
+    project.main_untouched()
+
+
+# ---- review gate -------------------------------------------------------------------------------
+def test_review_reject_reuses_the_worktree_with_feedback_then_approve_releases_dependants(tmp_path: Path) -> None:
+    project = _repo(tmp_path, workspace_toml="review = true")
+    project.seed({"card_id": "A"}, {"card_id": "B", "depends_on": ["A"], "review": False})
+    orch = project.start_orchestrator()
+    try:
+        wait_for(lambda: project.status("A") == Status.REVIEW, 90, message="A in REVIEW")
+        time.sleep(1.0)  # a few orchestrator passes: B must keep waiting behind a card in REVIEW
+        assert project.status("B") == Status.TODO
+        listed = json.loads(project.cli("review", "list", "--json").stdout)
+        assert [(c["card_id"], c["branch"], c["files_changed"]) for c in listed] == [("A", "squad/A", 2)]
+        stat = project.cli("review", "show", "A", "--stat")
+        assert stat.returncode == 0 and "A.txt | +1 -0" in stat.stdout and "+attempt 1" not in stat.stdout
+        assert "+attempt 1" in project.cli("review", "show", "A").stdout
+        # approving or rejecting a card that is not in REVIEW: one line, exit 2
+        bad = project.cli("review", "approve", "B")
+        assert bad.returncode == 2 and "not REVIEW" in bad.stderr and "Traceback" not in bad.stderr
+
+        rej = project.cli("review", "reject", "A", "--feedback", "Please also handle the EMPTY case")
+        assert rej.returncode == 0, rej.stderr
+        wait_for(lambda: len(project.store.list_runs("A")) == 2 and project.status("A") == Status.REVIEW, 90,
+                 message="second attempt back in REVIEW")
+        second = project.mark("A", 2)
+        assert second["cwd"] == project.mark("A", 1)["cwd"]  # same worktree
+        assert second["had_file"]  # the agent continued its own work
+        prompt = project.show("squad/A", "PROMPT_2.md")
+        assert "Please also handle the EMPTY case" in prompt.split("# title of A")[0]  # before the task
+        assert project.show("squad/A", "A.txt") == "attempt 1\nattempt 2\n"
+        assert project.status("B") == Status.TODO
+
+        ok = project.cli("review", "approve", "A")
+        assert ok.returncode == 0, ok.stderr
+        assert project.status("A") == Status.DONE
+        assert orch.wait(timeout=120) == 0
+    finally:
+        kill_tree(orch)
+    assert project.status("B") == Status.DONE
+    assert not (project.work / "A").exists() and not (project.work / "B").exists()
+    assert git(["log", "--format=%s", "squad/A"], project.repo).split("\n")[:2] == [
+        "squad: A attempt 2", "squad: A attempt 1"]
+    project.main_untouched()
+
+
+def test_a_failing_after_approve_hook_keeps_the_card_in_review_with_the_error(tmp_path: Path) -> None:
+    project = _repo(tmp_path, workspace_toml=f'review = true\nafter_approve = ["{PY}", "-c", '
+                                             '"import sys; sys.exit(\'cannot push {branch}\')"]')
+    project.seed({"card_id": "A"})
+    assert project.orchestrate().returncode == 0
+    assert project.status("A") == Status.REVIEW
+    proc = project.cli("review", "approve", "A")
+    assert proc.returncode == 1 and "after_approve exited with 1: cannot push squad/A" in proc.stderr
+    card = project.store.get_card("A")
+    assert card.status == Status.REVIEW and "cannot push squad/A" in (card.last_error or "")
+
+
+# ---- retries and cleanup -----------------------------------------------------------------------
+def test_a_retry_reuses_the_worktree_and_a_failed_card_keeps_it_on_failure(tmp_path: Path) -> None:
+    project = _repo(tmp_path, agent_args="--fail-first")
+    project.env["SQUAD_MAX_RETRIES"] = "1"
+    project.seed({"card_id": "A"}, {"card_id": "F", "max_retries": 0})
+    assert project.orchestrate().returncode == 1  # F failed
+    assert project.status("A") == Status.DONE
+    assert project.mark("A", 2)["had_file"] and project.mark("A", 2)["cwd"] == project.mark("A", 1)["cwd"]
+    assert [r.head_commit is not None for r in project.store.list_runs("A")] == [True, True]
+    assert project.show("squad/A", "A.txt") == "attempt 1\nattempt 2\n"
+    # keep = "on_failure": the failed card's worktree stays for a look, committed
+    assert project.status("F") == Status.FAILED
+    assert (project.work / "F" / "F.txt").read_text() == "attempt 1\n"
+    assert not (project.work / "A").exists()
+    project.main_untouched()
+
+
+def test_uncommitted_work_is_saved_as_a_patch_before_the_worktree_is_removed(tmp_path: Path) -> None:
+    project = _repo(tmp_path, workspace_toml="auto_commit = false")
+    project.seed({"card_id": "A"})
+    assert project.orchestrate().returncode == 0
+    assert not (project.work / "A").exists()
+    run = project.store.list_runs("A")[0]
+    patch = project.store.run_patch(run.id)
+    assert "+++ b/A.txt" in patch and "+attempt 1" in patch
+    files = list((project.work / ".archive" / "A").glob("uncommitted-*.patch"))
+    assert len(files) == 1 and files[0].read_text() == patch
+    # the patch applies on the kept branch and gives back the work
+    check = project.root / "check"
+    git(["worktree", "add", "-q", str(check), "squad/A"], project.repo)
+    git(["apply", str(files[0])], check)
+    assert (check / "A.txt").read_text() == "attempt 1\n"
+
+
+# ---- repair and gc (real git, no agent) ----------------------------------------------------------
+def _workspace(project: Repo, card_id: str) -> tuple[Any, Workspace]:
+    settings = load_settings(workdir=project.work, allowed_roots=str(project.root), workspace={"repo": project.repo})
+    card = project.store.get_card(card_id)
+    ws = workspace_for(settings, card)
+    assert ws is not None
+    return settings, ws
+
+
+def test_a_deleted_or_half_created_worktree_is_repaired_on_the_card_branch(project: Repo) -> None:
+    project.seed({"card_id": "A"})
+    settings, ws = _workspace(project, "A")
+    assert prepare(settings, ws) == (True, project.initial)
+    (ws.path / "work.txt").write_text("x\n")
+    git(["add", "-A"], ws.path)
+    git(["commit", "-q", "-m", "agent work"], ws.path)
+    assert prepare(settings, ws)[0] is False  # reused
+    shutil.rmtree(ws.path)  # deleted behind git's back
+    assert prepare(settings, ws) == (True, project.initial)
+    assert (ws.path / "work.txt").read_text() == "x\n"  # the branch's work is back
+    # an unregistered directory with content at the worktree's place is moved aside, not lost
+    git(["worktree", "remove", "--force", str(ws.path)], project.repo)
+    ws.path.mkdir()
+    (ws.path / "stray.txt").write_text("keep me\n")
+    assert prepare(settings, ws)[0] is True
+    assert (ws.path / ".git").is_file()
+    assert [p.read_text() for p in (project.work / ".archive" / "A").glob("leftover-*/stray.txt")] == ["keep me\n"]
+    project.main_untouched()
+
+
+def test_gc_respects_the_ttl_and_never_removes_a_running_cards_worktree(project: Repo) -> None:
+    ids = ["OLD", "YOUNG", "RUNNING", "FINISHED"]
+    project.seed(*({"card_id": c} for c in ids))
+    for cid in ids:
+        settings, ws = _workspace(project, cid)
+        prepare(settings, ws)
+    (project.work / "OLD" / "notes.txt").write_text("unsaved\n")
+    project.store.transition("RUNNING", Status.QUEUED, expected=[Status.TODO], celery_task_id="t1")
+    assert project.store.claim("RUNNING", "t1", "w", 300) is not None
+    project.store.transition("FINISHED", Status.CANCELLED, expected=[Status.TODO])
+    ten_days_ago = time.time() - 10 * 86_400
+    for cid in ("OLD", "RUNNING"):
+        for p in (project.work / cid, project.work / cid / ".git"):
+            os.utime(p, (ten_days_ago, ten_days_ago))
+    listed = json.loads(project.cli("workspace", "list", "--json").stdout)
+    assert {(w["card_id"], w["branch"], w["dirty"], w["status"]) for w in listed} == {
+        ("OLD", "squad/OLD", True, "TODO"), ("YOUNG", "squad/YOUNG", False, "TODO"),
+        ("RUNNING", "squad/RUNNING", False, "IN_PROGRESS"), ("FINISHED", "squad/FINISHED", False, "CANCELLED")}
+    assert all(w["size_bytes"] > 0 and w["age_s"] >= 0 for w in listed)
+    proc = project.cli("workspace", "gc")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in project.work.iterdir() if not p.name.startswith(".")) == ["RUNNING", "YOUNG"]
+    assert "+unsaved" in (next((project.work / ".archive" / "OLD").glob("*.patch")).read_text())
+    # every branch is kept
+    assert all(git(["rev-parse", "--verify", f"squad/{c}"], project.repo) for c in ids)
+    # --older-than 0: everything idle goes, still never the running card's
+    settings, _ws = _workspace(project, "YOUNG")
+    cards = project.store.get_cards(ids)
+    assert gc(settings, cards, project.store.save_patch, older_than_days=0) == ["YOUNG"]
+    assert [w.card_id for w in list_workspaces(settings)] == ["RUNNING"]
+    project.main_untouched()
+
+
+# ---- distributed: two worker slots on one repository ----------------------------------------------
+def test_two_cards_on_one_repo_run_at_once_on_two_worker_slots_in_separate_worktrees(
+        tmp_path: Path, redis_url: str, start_worker: Any) -> None:
+    project = _repo(tmp_path, agent_args="--sleep 3")
+    env = {**project.env, "USE_CELERY": "true", "SQUAD_REDIS_URL": redis_url, "SQUAD_LEASE_S": "5"}
+    worker: Worker = start_worker(env, concurrency=2)
+    project.seed({"card_id": "A"}, {"card_id": "B"})
+    proc = run_cli("orchestrate", "--mode", "celery", "--once", "--wait", "--interval", "0.2", env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr + worker.log()[-3000:]
+    a, b = project.mark("A", 1), project.mark("B", 1)
+    assert a["start"] < b["end"] and b["start"] < a["end"], "the two cards did not overlap"
+    assert {a["cwd"], b["cwd"]} == {str((project.work / "A").resolve()), str((project.work / "B").resolve())}
+    assert project.show("squad/A", "A.txt") == "attempt 1\n" and project.show("squad/B", "B.txt") == "attempt 1\n"
+    assert "B.txt" not in git(["ls-tree", "-r", "--name-only", "squad/A"], project.repo)
+    assert {r.worker for c in "AB" for r in project.store.list_runs(c)} == {worker.hostname}
+    project.main_untouched()
