@@ -27,6 +27,7 @@ from squad.tables import metadata
 from squad.tables import runs as runs_t
 
 SPEC_FIELDS = tuple(CardSpec.model_fields)
+_OPTIONAL_EXPORT = frozenset({"repo", "base", "review"})
 _RUN_PUBLIC = [c for c in runs_t.c if c.name not in ("log", "patch")]
 #: uncommitted work saved on a run before its worktree was removed (bigger patches stay on disk only)
 PATCH_MAX_BYTES = 4 * 1024 * 1024
@@ -629,7 +630,9 @@ class CardStore:
 
     def export_specs(self) -> list[dict[str, Any]]:
         """Every card's user-written fields (for `backlog export`)."""
-        return [c.model_dump(include=set(SPEC_FIELDS), mode="json") for c in self.list_cards()]
+        specs = [c.model_dump(include=set(SPEC_FIELDS), mode="json") for c in self.list_cards()]
+        # workspace overrides appear only where a card sets them (older exports stay unchanged)
+        return [{k: v for k, v in spec.items() if v is not None or k not in _OPTIONAL_EXPORT} for spec in specs]
 
 
 def open_store(url: str) -> CardStore:

@@ -316,7 +316,8 @@ def test_card_add_then_list_shows_the_card_in_json(project: Project) -> None:
     assert [(c["card_id"], c["priority"], c["depends_on"], c["agent"], c["status"]) for c in listed] == [
         ("C-1", 8, ["C-0"], "env", "TODO")]
     assert set(listed[0]) == set(CardSpec.model_fields) | {
-        "status", "attempts", "progress", "current_step", "celery_task_id", "last_error", "created_at", "updated_at"}
+        "status", "attempts", "progress", "current_step", "celery_task_id", "last_error", "created_at", "updated_at",
+        "feedback"}
 
 
 @pytest.mark.parametrize("args", [["card", "add", "--id", "bad id", "--title", "t"],

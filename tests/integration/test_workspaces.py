@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from conftest import AGENTS, Worker, free_port, kill_tree, run_cli, squad_env, wait_for
 from squad.cards import CardSpec, Status
@@ -300,3 +301,57 @@ def test_two_cards_on_one_repo_run_at_once_on_two_worker_slots_in_separate_workt
     assert "B.txt" not in git(["ls-tree", "-r", "--name-only", "squad/A"], project.repo)
     assert {r.worker for c in "AB" for r in project.store.list_runs(c)} == {worker.hostname}
     project.main_untouched()
+
+
+# ---- API ---------------------------------------------------------------------------------------
+def test_api_diff_approve_reject_need_the_token_answer_409_outside_review_and_emit_status_events(
+        tmp_path: Path, redis_url: str) -> None:
+    from apiserver import run_api
+
+    from squad.constants import TASK_UPDATES_STREAM
+    from squad.events import decode_event
+
+    project = _repo(tmp_path, workspace_toml="review = true")
+    project.seed({"card_id": "A"}, {"card_id": "B"})
+    assert project.orchestrate().returncode == 0
+    assert project.status("A") == project.status("B") == Status.REVIEW
+    project.seed({"card_id": "T"})  # TODO: not in REVIEW
+    settings = load_settings(redis_url=redis_url, database_url=project.db_url, use_celery=False, api_token="tok",
+                             workdir=project.work, allowed_roots=str(project.root))
+    auth = {"Authorization": "Bearer tok"}
+    with run_api(settings) as api, api.client() as http:
+        diff = http.get("/api/cards/A/diff", headers=auth).json()
+        assert set(diff) >= {"base_commit", "head_commit", "branch", "files", "patch"}
+        assert (diff["branch"], diff["base_commit"]) == ("squad/A", project.initial)
+        assert {f["path"]: (f["insertions"], f["deletions"]) for f in diff["files"]}["A.txt"] == (1, 0)
+        assert "+attempt 1" in diff["patch"]
+        assert http.get("/api/cards/NOPE/diff", headers=auth).status_code == 404
+        # both actions need the token
+        assert http.post("/api/cards/A/approve").status_code == 401
+        assert http.post("/api/cards/A/reject", json={"feedback": "x"}).status_code == 401
+        # bad bodies are 422, unknown cards 404
+        assert http.post("/api/cards/A/reject", json={}, headers=auth).status_code == 422
+        assert http.post("/api/cards/A/reject", json={"feedback": "  "}, headers=auth).status_code == 422
+        assert http.post("/api/cards/NOPE/approve", headers=auth).status_code == 404
+        approved = http.post("/api/cards/A/approve", headers=auth)
+        assert approved.status_code == 200 and approved.json()["card"]["status"] == "DONE"
+        # not in REVIEW any more: 409, with a reason
+        again = http.post("/api/cards/A/approve", headers=auth)
+        assert again.status_code == 409 and "not REVIEW" in again.json()["detail"]
+        assert http.post("/api/cards/T/reject", json={"feedback": "x"}, headers=auth).status_code == 409
+        rejected = http.post("/api/cards/B/reject", json={"feedback": "rename it"}, headers=auth)
+        assert rejected.status_code == 200, rejected.text
+        body = rejected.json()
+        assert body["card"]["status"] == "QUEUED" and body["card"]["feedback"] == "rename it" and body["task_id"]
+        assert api.state.settings.api_token == "tok"
+        metrics = http.get("/api/metrics", headers=auth).json()
+        assert metrics["workspace_disk_bytes"] > 0  # B's worktree is still there
+        assert "squad_workspace_disk_bytes" in http.get("/metrics").text
+        spaces = http.get("/api/workspaces", headers=auth).json()
+        assert [(w["card_id"], w["status"]) for w in spaces] == [("B", "QUEUED")]
+    client = redis.Redis.from_url(settings.events, decode_responses=True)
+    seen = [(e["card_id"], e["status"]) for eid, f in client.xrange(TASK_UPDATES_STREAM)
+            for e in [decode_event(eid, f)] if e.get("type") == "status"]
+    assert ("A", "DONE") in seen and ("B", "QUEUED") in seen
+    assert not (project.work / "A").exists()  # approved: worktree removed, branch kept
+    assert git(["rev-parse", "--verify", "squad/A"], project.repo)

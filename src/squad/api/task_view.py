@@ -33,6 +33,7 @@ CELERY_META_PREFIX = "celery-task-meta-"  # Celery's Redis result backend key of
 
 _BY_STATUS: dict[Status, TaskState] = {
     Status.DONE: "SUCCESS",
+    Status.REVIEW: "SUCCESS",  # the attempt succeeded; a person decides what happens next
     Status.FAILED: "FAILURE",
     Status.CANCELLED: "REVOKED",
     Status.RETRYING: "RETRY",
