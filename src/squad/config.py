@@ -103,18 +103,14 @@ class WorkspaceConfig(BaseModel):
 def _builtin_agents() -> dict[str, AgentConfig]:
     import sys
 
+    from squad.agents.presets import preset_agents
+
     return {
         "demo": AgentConfig(command=[sys.executable, "-m", "squad.agents.demo"], prompt="stdin",
                             parser="markers"),
         "demo-flaky": AgentConfig(command=[sys.executable, "-m", "squad.agents.demo", "--fail-first"],
                                   prompt="stdin", parser="markers"),
-        "claude": AgentConfig(
-            command=["claude", "-p", "--output-format", "stream-json", "--verbose"],
-            prompt="stdin", parser="claude-stream-json", resume=["--resume", "{session_id}"],
-        ),
-        "codex": AgentConfig(command=["codex", "exec", "--full-auto"], prompt="arg", parser="plain"),
-        "aider": AgentConfig(command=["aider", "--yes-always", "--message-file", "{prompt_file}"],
-                             prompt="file", parser="plain"),
+        **preset_agents(),
     }
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from squad.agents.presets import agents_toml
 from squad.config import Settings, config_path
 from squad.errors import ConfigError
 
@@ -32,7 +33,7 @@ SQUAD_TOML = '''# squad.toml: Squad Orchestrator configuration (precedence: CLI 
 # stall_timeout = 900                           # an agent silent this long is ended (0 = off)
 # budget_usd = 10.0                             # per card: no retry once its runs cost this much
 # workdir = ".squad/work"
-# prompt_template = "prompt.md.j2"              # Jinja2, strict: card, attempt, last_error
+# prompt_template = "prompt.md.j2"              # Jinja2, strict: card, attempt, last_error, feedback, previous_runs
 
 default_agent = "claude"
 
@@ -40,22 +41,7 @@ default_agent = "claude"
 # backend = "claude"
 # frontend = "codex"
 
-[agents.claude]
-command = ["claude", "-p", "--output-format", "stream-json", "--verbose"]
-prompt = "stdin"                         # "stdin" | "arg" | "file" ({prompt_file})
-parser = "claude-stream-json"            # "claude-stream-json" | "markers" | "plain"
-resume = ["--resume", "{session_id}"]    # only on a retry whose last attempt had a session
-
-[agents.codex]
-command = ["codex", "exec", "--full-auto"]
-prompt = "arg"
-parser = "plain"
-
-[agents.aider]
-command = ["aider", "--yes-always", "--message-file", "{prompt_file}"]
-prompt = "file"
-parser = "plain"
-
+''' + agents_toml() + '''
 # [agents.mine]
 # command = ["python3", "my_agent.py", "{card_id}", "{prompt_file}"]
 # env = { MY_FLAG = "1" }
@@ -64,6 +50,16 @@ parser = "plain"
 # after_create = ["git", "init"]
 # before_run = ["git", "pull", "--ff-only"]
 # after_run = ["git", "status", "--short"]
+
+# [workspace]             # each card in its own git worktree (docs/workspaces.md)
+# repo = "/path/to/repo"  # must lie inside SQUAD_ALLOWED_ROOTS
+# base = "main"           # default: the repository's HEAD
+# branch_prefix = "squad/"
+# keep = "on_failure"     # on_failure | always | never: what happens to a failed card's worktree
+# review = false          # true: a successful card waits in REVIEW for `squad review approve|reject`
+# auto_commit = true      # commit what the agent left, "squad: <card_id> attempt <n>"
+# ttl_days = 7            # `squad workspace gc` removes worktrees idle longer than this
+# after_approve = ["git", "push", "origin", "{branch}"]
 '''
 
 

@@ -17,6 +17,7 @@ from squad.errors import ConfigError
 
 __all__ = [
     "ClaudeStreamJsonParser",
+    "CodexJsonParser",
     "LineResult",
     "MarkersParser",
     "PlainParser",
@@ -297,8 +298,110 @@ def _flatten(content: object) -> str:
     return ""
 
 
+class CodexJsonParser(ProgressParser):
+    """Codex `codex exec --json` JSONL: `thread.started` gives the session, `item.*` the steps,
+    `turn.completed` the tokens; a `turn.failed` or `error` event fails the attempt whatever the
+    exit code, and so does a stream that ends without a completed turn."""
+
+    name: ClassVar[str] = "codex-json"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.completed_turns = 0
+        self.error: str | None = None
+
+    def feed(self, line: str, stream: str) -> LineResult:
+        """Parse one JSON event from stdout; anything else is a text line."""
+        if stream != "stdout" or not line.lstrip().startswith("{"):
+            return self._text_line(line)
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return self._text_line(line)
+        if not isinstance(event, dict):
+            return self._text_line(line)
+        kind = _str(event.get("type"))
+        if kind in ("thread.started", "thread.resumed"):
+            self.usage.session_id = _str(event.get("thread_id")) or self.usage.session_id
+            return LineResult(message=f"session {self.usage.session_id or '?'} started")
+        if kind == "turn.started":
+            return LineResult(message="turn started")
+        if kind == "turn.completed":
+            return self._turn_completed(event)
+        if kind == "turn.failed":
+            err = event.get("error")
+            self.error = _str(err.get("message")) if isinstance(err, dict) else _str(err)
+            self.error = self.error or "turn failed"
+            return LineResult(message=f"turn failed: {_clip(self.error, SUMMARY_MAX_CHARS)}")
+        if kind == "error":
+            self.error = _str(event.get("message")) or "agent reported an error"
+            return LineResult(message=f"error: {_clip(self.error, SUMMARY_MAX_CHARS)}")
+        if kind.startswith("item."):
+            item = event.get("item")
+            return self._item(kind, item if isinstance(item, dict) else {})
+        return LineResult(message=f"event: {kind or '?'}")
+
+    def verdict(self, exit_code: int) -> str | None:
+        """An error event decides first; no completed turn is a failure; else the exit code."""
+        if self.error is not None:
+            return self.error
+        if self.completed_turns == 0:
+            return "agent ended without a completed turn"
+        return None if exit_code == 0 else f"exit code {exit_code}"
+
+    def _turn_completed(self, event: dict[str, Any]) -> LineResult:
+        self.completed_turns += 1
+        usage = self.usage
+        usage.num_turns = self.completed_turns
+        tokens = event.get("usage")
+        if isinstance(tokens, dict):
+            ins = _int(tokens.get("input_tokens"), None)
+            outs = _int(tokens.get("output_tokens"), None)
+            if ins is not None:
+                usage.input_tokens = (usage.input_tokens or 0) + ins
+            if outs is not None:
+                usage.output_tokens = (usage.output_tokens or 0) + outs
+        return LineResult(message=f"turn completed: {usage.input_tokens or 0} input, "
+                                  f"{usage.output_tokens or 0} output tokens")
+
+    def _item(self, kind: str, item: dict[str, Any]) -> LineResult:
+        itype = _str(item.get("type") or item.get("item_type"))
+        done = kind == "item.completed"
+        if itype == "agent_message":
+            text = _str(item.get("text")).strip()
+            return LineResult(message=f"assistant: {text[:SUMMARY_MAX_CHARS]}" if text else "assistant: (empty)")
+        if itype == "reasoning":
+            return LineResult(message="assistant: (thinking)")
+        if itype == "command_execution":
+            command = _str(item.get("command"))
+            step = _clip(f"run {command}", STEP_MAX_CHARS)
+            if done:
+                code = item.get("exit_code")
+                out = _clip(_str(item.get("aggregated_output")), TOOL_RESULT_MAX_CHARS)
+                return LineResult(message=f"command exited {code}: {step}" + (f": {out}" if out else ""))
+            return self._report(f"tool: {step}", READING_PROGRESS, step)
+        if itype == "file_change":
+            changes = item.get("changes")
+            paths = [_str(c.get("path")) for c in changes if isinstance(c, dict)] if isinstance(changes, list) else []
+            step = _clip("edit " + ", ".join(p for p in paths if p), STEP_MAX_CHARS) if paths else "edit files"
+            return self._report(f"tool: {step}", WRITING_PROGRESS, step)
+        if itype == "mcp_tool_call":
+            step = _clip(f"{_str(item.get('server'))}.{_str(item.get('tool'))}", STEP_MAX_CHARS)
+            return self._report(f"tool: {step}", READING_PROGRESS, step)
+        if itype == "web_search":
+            step = _clip(f"search {_str(item.get('query'))}", STEP_MAX_CHARS)
+            return self._report(f"tool: {step}", READING_PROGRESS, step)
+        if itype == "todo_list":
+            todos = item.get("items")
+            n = len(todos) if isinstance(todos, list) else 0
+            return LineResult(message=f"plan: {n} step(s)")
+        if itype == "error":
+            return LineResult(message=f"item error: {_clip(_str(item.get('message')), SUMMARY_MAX_CHARS)}")
+        return LineResult(message=f"{kind}: {itype or '?'}")
+
+
 _PARSERS: dict[str, type[ProgressParser]] = {
-    cls.name: cls for cls in (MarkersParser, PlainParser, ClaudeStreamJsonParser)
+    cls.name: cls for cls in (MarkersParser, PlainParser, ClaudeStreamJsonParser, CodexJsonParser)
 }
 
 

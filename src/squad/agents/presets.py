@@ -1,0 +1,77 @@
+"""Agent presets: the real coding agents' command lines, in one place.
+
+The built-in agents (`Settings.all_agents`), the agents section of `squad init`'s squad.toml and
+`squad agents check` all come from `PRESETS`, so the three can never disagree. Flags as of the
+agents' current CLIs (late 2026):
+
+- Claude Code: `claude -p` (print mode) with `--output-format stream-json --verbose`; edits need a
+  permission mode that allows them unattended (`acceptEdits`); `--resume <session id>`.
+- Codex: `codex exec --json` streams JSONL events; `--full-auto` lets it edit its working
+  directory; a session continues with `codex exec … resume <thread id> <prompt>`.
+- Aider: `--message-file` runs one instruction and exits; `--yes-always` answers its questions;
+  it commits its own edits on the card branch (no session to resume).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from squad.config import AgentConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One agent preset: its configuration, the argv that prints its version, and a note."""
+
+    name: str
+    config: AgentConfig
+    version_command: list[str]
+    note: str
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p for p in (
+        Preset("claude", AgentConfig(
+            command=["claude", "-p", "--output-format", "stream-json", "--verbose",
+                     "--permission-mode", "acceptEdits"],
+            prompt="stdin", parser="claude-stream-json", resume=["--resume", "{session_id}"]),
+            ["claude", "--version"],
+            "Claude Code; the final `result` event decides success"),
+        Preset("codex", AgentConfig(
+            command=["codex", "exec", "--json", "--full-auto", "--skip-git-repo-check"],
+            prompt="arg", parser="codex-json", resume=["resume", "{session_id}"]),
+            ["codex", "--version"],
+            "OpenAI Codex CLI; a turn.failed or error event fails the attempt"),
+        Preset("aider", AgentConfig(
+            command=["aider", "--yes-always", "--no-pretty", "--no-stream", "--no-check-update",
+                     "--message-file", "{prompt_file}"],
+            prompt="file", parser="plain"),
+            ["aider", "--version"],
+            "Aider; commits its own edits"),
+    )
+}
+
+
+def preset_agents() -> dict[str, AgentConfig]:
+    """name -> AgentConfig of every preset (copies: callers may not change the presets)."""
+    return {name: p.config.model_copy(deep=True) for name, p in PRESETS.items()}
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(item) for item in items) + "]"
+
+
+def agents_toml() -> str:
+    """The `[agents.*]` sections of `squad init`'s squad.toml, generated from the presets."""
+    blocks: list[str] = []
+    for p in PRESETS.values():
+        cfg = p.config
+        lines = [f"[agents.{p.name}]                 # {p.note}",
+                 f"command = {_toml_list(cfg.command)}",
+                 f'prompt = "{cfg.prompt}"',
+                 f'parser = "{cfg.parser}"']
+        if cfg.resume:
+            lines.append(f"resume = {_toml_list(cfg.resume)}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"

@@ -1,0 +1,86 @@
+"""The Codex `exec --json` parser on recorded samples (tests/agents/samples/codex_*.jsonl), and the
+agent presets that `squad init` and the built-in agents share."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from squad.agents.presets import PRESETS, agents_toml
+from squad.agents.progress import CodexJsonParser, LineResult, make_parser
+from squad.agents.runner import build_command
+from squad.config import load_settings
+from squad.deploy import SQUAD_TOML
+
+SAMPLES = Path(__file__).resolve().parents[1] / "agents" / "samples"
+THREAD = "0199a213-81c0-7800-8aa1-bbab2a035a53"
+
+
+def feed(name: str) -> tuple[CodexJsonParser, list[LineResult]]:
+    parser = make_parser("codex-json")
+    assert isinstance(parser, CodexJsonParser)
+    lines = (SAMPLES / name).read_text(encoding="utf-8").splitlines()
+    return parser, [parser.feed(line, "stdout") for line in lines]
+
+
+def test_a_completed_codex_turn_succeeds_with_its_session_tokens_and_steps() -> None:
+    parser, results = feed("codex_success.jsonl")
+    assert parser.verdict(0) is None
+    usage = parser.usage
+    assert (usage.session_id, usage.input_tokens, usage.output_tokens, usage.num_turns) == (THREAD, 24763, 122, 1)
+    steps = [(r.progress, r.step) for r in results if r.step]
+    assert (40, "run bash -lc 'rg -n health src'") in steps
+    assert (70, "edit src/app.py, tests/test_app.py") in steps
+    messages = [r.message for r in results]
+    assert "assistant: Added the version and a timestamp to /health, with a test." in messages
+    assert any(m.startswith("command exited 0: run bash -lc 'pytest -q': 2 passed") for m in messages)
+    assert [p for p, _s in steps] == sorted(p for p, _s in steps)  # progress never goes down
+
+
+@pytest.mark.parametrize(("sample", "error"), [
+    ("codex_turn_failed.jsonl", "stream disconnected before completion: Rate limit reached"),
+    ("codex_error_only.jsonl", "unexpected status 401 Unauthorized"),
+    ("codex_truncated.jsonl", "agent ended without a completed turn"),
+])
+def test_a_failed_or_unfinished_codex_turn_fails_the_attempt_even_with_exit_code_0(sample: str, error: str) -> None:
+    parser, _results = feed(sample)
+    verdict = parser.verdict(0)
+    assert verdict is not None and verdict.startswith(error)
+
+
+def test_a_resumed_codex_session_keeps_its_thread_id_and_a_nonzero_exit_still_fails() -> None:
+    parser, _results = feed("codex_resumed.jsonl")
+    assert parser.usage.session_id == THREAD and parser.usage.output_tokens == 88
+    assert parser.verdict(0) is None and parser.verdict(1) == "exit code 1"
+
+
+def test_codex_parser_treats_junk_and_stderr_as_text() -> None:
+    parser = make_parser("codex-json")
+    assert parser.feed("{not json", "stdout").message == "{not json"
+    assert parser.feed('{"type":"error","message":"x"}', "stderr").message == '{"type":"error","message":"x"}'
+    assert parser.feed("[1, 2]", "stdout").message == "[1, 2]"
+    assert parser.verdict(0) == "agent ended without a completed turn"
+
+
+def test_codex_resume_continues_the_thread_with_the_prompt_last(tmp_path: Path) -> None:
+    agent = PRESETS["codex"].config
+    argv, stdin = build_command(agent, agent_name="codex", card_id="C", workdir=tmp_path, attempt=2,
+                                prompt="do it", prompt_file=tmp_path / "p.md", resume_session_id=THREAD)
+    assert argv == ["codex", "exec", "--json", "--full-auto", "--skip-git-repo-check", "resume", THREAD, "do it"]
+    assert stdin is None
+
+
+def test_squad_init_template_is_generated_from_the_presets_and_loads_as_the_same_agents(tmp_path: Path,
+                                                                                        monkeypatch: pytest.MonkeyPatch
+                                                                                        ) -> None:
+    assert agents_toml() in SQUAD_TOML
+    (tmp_path / "squad.toml").write_text(SQUAD_TOML, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert tomllib.loads(SQUAD_TOML)["default_agent"] in PRESETS
+    for name, preset in PRESETS.items():
+        assert settings.agents[name] == preset.config
+        assert settings.all_agents[name] == preset.config
+        assert settings.all_agents[name].parser in ("claude-stream-json", "codex-json", "plain")
