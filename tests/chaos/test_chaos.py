@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
+from chaos.figures import record
 from conftest import AGENTS, RedisServer, Worker, free_port, kill_tree, squad_env, wait_for
 from squad.cards import Run, Status, parse_card
 from squad.store import CardStore
@@ -163,6 +164,8 @@ def test_worker_killed_mid_card_completes_exactly_once(
         wait_for(lambda: not alive(second_pid), 10, message="second agent to exit")
     print(f"\nagent died {agent_gone_s:.2f}s after the kill; re-run started {rerun_s:.1f}s after the kill")
     assert not [p for p in leftovers(tmp_path) if "pid_sleep.py" in p]
+    record("worker SIGKILLed mid-card", in_flight=1, done=1, lost=0, run_twice=0, orphans=0, recover_s=rerun_s,
+           note=f"agent gone {agent_gone_s:.2f} s after the kill; time = kill to re-run started")
 
 
 # ---- 2. stale lease swept, healthy long card left alone --------------------------------------
@@ -188,6 +191,7 @@ def test_stale_lease_is_swept_but_a_healthy_long_card_is_never_marked_lost(
 
         # When the worker holding DOOMED is SIGKILLed while LONG keeps running
         sigkill_worker_tree(other)
+        swept_at = time.monotonic()
         long_status: set[Status] = set()
         swept_while_long_ran = False
         deadline = time.monotonic() + 60
@@ -210,6 +214,8 @@ def test_stale_lease_is_swept_but_a_healthy_long_card_is_never_marked_lost(
         doomed_runs = store.list_runs("DOOMED")
         assert [(r.status, r.error) for r in doomed_runs] == [("lost", "worker lost"), ("succeeded", None)]
     assert not [p for p in leftovers(tmp_path) if "pid_sleep.py" in p]
+    record("stale lease swept, healthy long card kept", in_flight=2, done=2, lost=0, run_twice=0, orphans=0,
+           recover_s=time.monotonic() - swept_at, note="time = kill to both cards DONE")
 
 
 # ---- 3. Redis stopped and restarted while 20 cards run ---------------------------------------
@@ -292,6 +298,10 @@ def test_redis_restart_while_twenty_cards_run_ends_every_card_done_exactly_once(
     requeued = orch_log.count("re-enqueueing card whose message is gone")
     print(f"\nbefore the blip {before}; all DONE {settle_s:.1f}s after Redis returned; {'; '.join(facts)}; "
           f"messages re-sent {requeued}; failed runs {failed}")
+    record(f"Redis restarted mid-run ({'AOF' if aof else 'no persistence'})",
+           in_flight=before.get(Status.QUEUED, 0) + before.get(Status.IN_PROGRESS, 0), done=len(ids), lost=0,
+           run_twice=0, orphans=0, recover_s=settle_s,
+           note=f"{requeued} messages re-sent; time = Redis back to all 20 DONE")
 
 
 # ---- 4. a dead Celery worker process is restarted -------------------------------------------
@@ -399,6 +409,8 @@ def test_hung_agent_hits_the_time_limit_and_its_whole_group_is_gone(
             assert [(r.status, r.error) for r in store.list_runs(cid)] == [("failed", error)]
         wait_for(lambda: not any(alive(p) for p in [*agents.values(), *grandchildren.values()]), 15,
                  message="agents and grandchildren gone")
+    record("hung agents past soft/hard time limits", in_flight=3, done=0, lost=0, run_twice=0, orphans=0,
+           recover_s=0.0, note="3 attempts failed with their limit error, every agent and grandchild gone")
 
 
 def test_silent_agent_is_ended_as_stalled(
@@ -422,3 +434,5 @@ def test_silent_agent_is_ended_as_stalled(
         assert [(r.status, r.error) for r in runs] == [("failed", "stalled")]
         assert status_of(store, "SILENT") == Status.FAILED
         wait_for(lambda: not alive(pid), 10, message="silent agent gone")
+    record("silent agent (stall timeout)", in_flight=1, done=0, lost=0, run_twice=0, orphans=0, recover_s=0.0,
+           note="attempt failed as stalled, agent gone")
