@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Regenerate the measured table of docs/reliability.md from the chaos suite's figures.
 
-The chaos tests append one JSON line per run to the file named by SQUAD_RELIABILITY_FIGURES
+The chaos tests append one JSON line per run to the file named by RELIABILITY_FIGURES
 (tests/chaos/figures.py). This script keeps, for every scenario, the worst figure of all its runs
 (fewest cards done; most lost, run twice, orphans; longest time to recover) and rewrites the part
 of docs/reliability.md between the `figures:start` and `figures:end` markers.
 
-    SQUAD_RELIABILITY_FIGURES=docs/reliability-figures.jsonl pytest tests/chaos   # 3 times
+    RELIABILITY_FIGURES=docs/reliability-figures.jsonl pytest tests/chaos   # 3 times
     python3 scripts/reliability_table.py docs/reliability-figures.jsonl
 """
 

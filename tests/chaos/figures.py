@@ -1,6 +1,6 @@
 """What a chaos test measured, appended as one JSON line per run for `docs/reliability.md`.
 
-Set `SQUAD_RELIABILITY_FIGURES` to a file to record (the 3x local runs that feed the doc); unset,
+Set `RELIABILITY_FIGURES` to a file to record (the 3x local runs that feed the doc); unset,
 nothing is written and the tests still assert everything. `scripts/reliability_table.py` turns the
 file into the table, keeping the worst figure of each scenario.
 """
@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-FIGURES_ENV = "SQUAD_RELIABILITY_FIGURES"
+FIGURES_ENV = "RELIABILITY_FIGURES"  # not SQUAD_*: the tests clear those
 
 
 def record(scenario: str, *, in_flight: int, done: int, lost: int, run_twice: int, orphans: int,
