@@ -59,8 +59,8 @@ def test_board_shows_a_live_backlog_and_steers_it_through_an_api_restart(
         {"card_id": "B-HANG", "title": "Hangs until cancelled", "agent": "hang", "squad": "qa"},
         {"card_id": "B-SLOW", "title": "Finishes while the API is down", "agent": "gate", "priority": 8},
     ])
+    start_worker(env, concurrency=4, wait_ready=False)  # it gets ready while the page loads
     server = serve_factory(env)
-    start_worker(env, concurrency=4)
     page, errors = open_page(browser, server.url)
     page.wait_for_selector('#conn[data-state="live"]')
     for card_id in ("B-GATE", "B-NEXT", "B-FAIL", "B-HANG", "B-SLOW"):

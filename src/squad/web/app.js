@@ -24,7 +24,7 @@
   const OFFLINE_AFTER_FAILURES = 4;  // reconnect attempts before the indicator says Offline
   const MAX_PAUSED_EVENTS = 50000;   // beyond this, resuming re-reads the board instead
   const HISTORY_PAGE = 50;
-  const LANE_WINDOW = 60;            // cards per lane in the DOM at first (a screen shows about ten)
+  const LANE_WINDOW = 40;            // cards per lane in the DOM at first (a screen shows about ten)
   const LANE_STEP = 200;             // "show more" adds this many
 
   const $ = (sel, root = document) => root.querySelector(sel);
@@ -216,7 +216,7 @@
       `<div class="c-title">${esc(c.title)}</div>` +
       `<div class="c-meta">${meta ? meta + " · " : ""}${att}</div>` +
       `<div class="bar" role="progressbar" aria-label="Progress of ${esc(c.card_id)}" aria-valuemin="0" aria-valuemax="100" ` +
-      `aria-valuenow="${p}" aria-valuetext="${p}%${step ? " " + step : ""}"><i style="width:${p}%"></i></div>` +
+      `aria-valuenow="${p}" aria-valuetext="${p}%${step ? " " + step : ""}"><i style="transform:scaleX(${p / 100})"></i></div>` +
       `<div class="c-step">${p}%${step ? " · " + step : ""}</div>` +
       `<div class="c-time">${timeText(c)}</div>${due}${err}` +
       `<div class="c-act">${actionsHtml(c)}</div>`;
@@ -373,7 +373,7 @@
     const step = c.current_step || "";
     if (bar.getAttribute("aria-valuenow") !== String(p)) {
       bar.setAttribute("aria-valuenow", String(p));
-      bar.firstElementChild.style.width = `${p}%`;
+      bar.firstElementChild.style.transform = `scaleX(${p / 100})`;
     }
     bar.setAttribute("aria-valuetext", `${p}%${step ? " " + step : ""}`);
     el.querySelector(".c-step").textContent = `${p}%${step ? " · " + step : ""}`;
@@ -667,6 +667,7 @@
     state.cards.clear();
     for (const c of cards) { prepare(c, at); state.cards.set(c.card_id, c); noteOptions(c); }
     fillOptions();
+    window.__squad.timing.prepared = performance.now();
     renderAll();
     afterLoad();
     document.body.dataset.loaded = "true";
@@ -808,7 +809,7 @@
     id: null, card: null, runs: [], lastLogId: null, follow: true, fetching: false, again: false,
     lastTask: undefined, archived: null, gen: 0,
     async open(id) {
-      this.id = id; state.detailId = id; this.gen += 1;
+      this.id = id; state.detailId = id; this.gen += 1; this.ready = false;
       const gen = this.gen;
       this.lastLogId = null; this.lastTask = undefined; this.follow = true; this.archived = null;
       const box = $("#detail");
@@ -825,11 +826,11 @@
         const full = await api(`/api/cards/${encodeURIComponent(id)}`);
         if (gen !== this.gen) return;
         this.runs = full.runs || [];
-        this.desc = full.description || "";
+        this.ready = true;
         this.drawRuns();
         if (!local) this.update({ ...full, celery_task: null });
         $("#d-desc").textContent = full.description || "(none)";
-        await this.loadLog();
+        this.poke();
         if (this.card && this.card.status === "REVIEW") this.loadDiff();
       } catch (err) {
         if (gen !== this.gen) return;
@@ -883,12 +884,12 @@
     },
     // New log lines may exist: fetch what follows the last one seen (one request at a time).
     poke() {
-      if (!this.id || this.archived) return;
+      if (!this.id || this.archived || !this.ready) return; // runs first: they name the attempts
       if (this.fetching) { this.again = true; return; }
       this.loadLog();
     },
     async loadLog() {
-      if (!this.id) return;
+      if (!this.id || this.fetching) return;
       const id = this.id, gen = this.gen;
       this.fetching = true;
       try {
@@ -1173,7 +1174,7 @@
       g.stroke();
     }
     g.fillStyle = text; g.textAlign = "center"; g.textBaseline = "top";
-    const every = Math.max(1, Math.ceil(n / 8));
+    const every = Math.max(1, Math.ceil(n / Math.max(2, Math.floor(pw / 70))));
     labels.forEach((l, i) => { if (i % every === 0) g.fillText(l, left + i * bw + bw / 2, top + ph + 5); });
   }
   function hbars(g, w, h, labels, s, fmt, text) {
@@ -1192,7 +1193,7 @@
   }
   function niceMax(v) {
     const p = 10 ** Math.floor(Math.log10(v));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    for (const m of [1, 2, 4, 8, 10]) if (m * p >= v) return m * p;
     return 10 * p;
   }
   async function loadMetrics() {
@@ -1204,7 +1205,7 @@
         const d = new Date(b.start);
         return series.bucket_s >= 86400 ? d.toLocaleDateString([], { month: "short", day: "numeric" })
           : series.window_s > 86400 ? `${d.toLocaleDateString([], { weekday: "short" })} ${d.getHours()}h`
-            : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+            : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
       });
       const perMin = series.bucket_s / 60;
       const tile = (v, k) => `<div class="tile"><b>${v}</b><span>${k}</span></div>`;
@@ -1237,8 +1238,9 @@
       chart($("#c-costday"), series.cost_per_day.map((d) => d.day.slice(5)), [
         { name: "USD", type: "bar", color: acc, values: series.cost_per_day.map((d) => d.cost_usd) },
       ], { yFmt: (v) => `$${v.toFixed(2)}` });
-      chart($("#c-costsquad"), series.cost_per_squad.map((s) => s.squad), [
-        { name: "USD", type: "bar", color: info, values: series.cost_per_squad.map((s) => s.cost_usd) },
+      const paid = series.cost_per_squad.filter((s) => s.cost_usd > 0);
+      chart($("#c-costsquad"), paid.map((s) => s.squad), [
+        { name: "USD", type: "bar", color: info, values: paid.map((s) => s.cost_usd) },
       ], { yFmt: (v) => `$${v.toFixed(2)}`, horizontal: true });
       $("#m-updated").textContent = `updated ${fmtTime(series.generated_at)}`;
     } catch (err) {
