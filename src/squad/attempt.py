@@ -14,10 +14,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 
 from squad.agents.progress import make_parser
 from squad.agents.runner import AgentResult, Limits, build_command, run_agent
@@ -42,7 +43,7 @@ from squad.constants import (
 from squad.errors import SquadError
 from squad.events import EventBus, format_log_line, iso_now
 from squad.prompts import prompt_path, render_prompt
-from squad.resilience import retry_db
+from squad.resilience import is_disk_full, retry_db
 from squad.retries import RetryPolicy
 from squad.store import CardStore, Claim, RunOutcome
 from squad.workspaces import (
@@ -59,6 +60,7 @@ from squad.workspaces import should_remove as workspace_should_remove
 
 log = structlog.get_logger(__name__)
 LIVE_LOG_PAGE = 1000
+DISK_FULL_LOG_BYTES = 16 * 1024  # what a run keeps of its log when the database is full
 LEASE_LOST = "lease lost: the card was taken over by another attempt"
 ProgressHook = Callable[[int, str, float], None]
 
@@ -365,7 +367,16 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
         review = review_enabled(settings, claim.card)
         # A database restart or a lock held past the busy timeout must not lose the outcome: retried
         # with backoff (bounded) while the lease keeper goes on renewing the claim.
-        new = retry_db(lambda: store.finish(claim, outcome, policy, review=review), what="finish")
+        try:
+            new = retry_db(lambda: store.finish(claim, outcome, policy, review=review), what="finish")
+        except DBAPIError as exc:
+            if not is_disk_full(exc):
+                raise
+            # No room for the outcome and its archive: record a failed attempt with a short log,
+            # so the card is retried once there is room again, instead of staying claimed.
+            outcome = disk_full_outcome(outcome, exc)
+            reporter.line("ERROR", f"attempt failed: {outcome.error}")
+            new = retry_db(lambda: store.finish(claim, outcome, policy, review=review), what="finish (disk full)")
     if new is None and reporter.fenced.is_set():
         log.warning("attempt fenced: its lease was lost and the card taken over; outcome dropped",
                     card_id=card_id, run_id=claim.run_id)
@@ -475,6 +486,22 @@ def _run_summary(run: Run) -> dict[str, object]:
             "insertions": run.insertions, "deletions": run.deletions}
 
 
+def _tail(text: str, max_bytes: int) -> str:
+    """The end of a log (where errors are), at most about `max_bytes`, with a marker when cut."""
+    if len(text.encode()) <= max_bytes:
+        return text
+    tail = text.encode()[-max_bytes:].decode(errors="ignore")
+    return f"[… log cut to its last {max_bytes} bytes: the database disk is full]\n{tail}"
+
+
+def disk_full_outcome(outcome: RunOutcome, exc: BaseException) -> RunOutcome:
+    """A failed, retryable outcome with a short log: what still fits when the database is full."""
+    reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+    return replace(outcome, succeeded=False, cancelled=False, retryable=True,
+                   error=f"could not record the attempt: database disk full ({reason})",
+                   log=_tail(outcome.log, DISK_FULL_LOG_BYTES))
+
+
 def outcome_of(result: AgentResult) -> RunOutcome:
     """Map the runner's result to what the run row records."""
     usage = result.usage
@@ -500,7 +527,13 @@ def sweep_stale_leases(settings: Settings, store: CardStore, events: EventBus | 
     for card_id, token in store.stale_claims():
         card = store.get_card(card_id)
         archived = live_log_archive(events, card_id, card.celery_task_id)
-        new = store.lose_claim(card_id, token, "worker lost", RetryPolicy.for_card(settings, card), log=archived)
+        policy = RetryPolicy.for_card(settings, card)
+        try:
+            new = store.lose_claim(card_id, token, "worker lost", policy, log=archived)
+        except DBAPIError as exc:
+            if not is_disk_full(exc):
+                raise
+            new = store.lose_claim(card_id, token, "worker lost", policy, log=_tail(archived, DISK_FULL_LOG_BYTES))
         if new is not None:
             lost.append(card_id)
             log.warning("stale lease swept", card_id=card_id, new_status=new.value)

@@ -23,8 +23,22 @@ DB_RETRY_MAX_DELAY_S = 5.0
 DB_RETRY_BUDGET_S = 120.0  # after this long without a database, give up (the sweeper takes over)
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """The database has no room left (SQLite `SQLITE_FULL`, PostgreSQL `53100 disk_full`)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    return (getattr(orig, "sqlite_errorname", "") == "SQLITE_FULL" or getattr(orig, "sqlstate", "") == "53100"
+            or "database or disk is full" in str(orig) or "No space left on device" in str(orig))
+
+
 def is_transient(exc: BaseException) -> bool:
-    """A database error worth retrying: lost connection, server restarting, lock or busy timeout."""
+    """A database error worth retrying: lost connection, server restarting, lock or busy timeout.
+
+    A full disk is not: the same write would fail the same way; the caller writes less instead.
+    """
+    if is_disk_full(exc):
+        return False
     if isinstance(exc, OperationalError | InterfaceError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
