@@ -56,7 +56,7 @@ def seed(db_url: str, redis_url: str, cards: int) -> None:
                               squad="backend" if i % 2 else "frontend", labels=["bench"])
                      for i in range(cards)])
     results = redis.Redis.from_url(redis_url + "/1")
-    bus = EventBus(redis_url + "/2")
+    bus = EventBus(redis_url + "/2", store.redis_keys)
     kinds = [Status.DONE, Status.FAILED, Status.IN_PROGRESS, Status.QUEUED, Status.TODO]
     for i in range(300):
         card_id, kind = f"B-{i:05d}", kinds[i % len(kinds)]
@@ -76,6 +76,17 @@ def seed(db_url: str, redis_url: str, cards: int) -> None:
                          RetryPolicy.fixed(0, delay_s=1))
     store.dispose()
     bus.close()
+
+
+def stream_of(db_url: str) -> str:
+    """The store's namespaced event stream (`squad:<instance id>:task_updates`)."""
+    from squad.store import CardStore
+
+    store = CardStore(db_url)
+    try:
+        return store.redis_keys.task_updates
+    finally:
+        store.dispose()
 
 
 def start_server(tmp: Path, redis_url: str, db_url: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -112,7 +123,7 @@ def http_latencies(url: str, requests: int) -> dict[str, list[float]]:
     return out
 
 
-async def ws_latencies(url: str, redis_url: str, clients: int, events: int, rate: float) -> list[float]:
+async def ws_latencies(url: str, redis_url: str, stream: str, clients: int, events: int, rate: float) -> list[float]:
     from websockets.asyncio.client import ClientConnection, connect
 
     ws_url = url.replace("http://", "ws://") + "/ws/tasks"
@@ -134,7 +145,7 @@ async def ws_latencies(url: str, redis_url: str, clients: int, events: int, rate
     def publisher() -> None:
         client = redis.Redis.from_url(redis_url + "/2")
         for i in range(events):
-            client.xadd("task_updates", {"type": "progress", "card_id": f"B-{i % 300:05d}", "task_id": "t",
+            client.xadd(stream, {"type": "progress", "card_id": f"B-{i % 300:05d}", "task_id": "t",
                                          "timestamp": "2026-01-01T00:00:00Z", "progress": str(i % 100),
                                          "current_step": "agent executing", "elapsed": "1.0",
                                          "worker": "bench@host", "sent_ns": str(time.perf_counter_ns())})
@@ -181,7 +192,7 @@ def main() -> None:
             print(f"seeded {args.cards} cards in {time.perf_counter() - started:.1f} s")
             server, url = start_server(tmp, redis_url, db_url)
             http = http_latencies(url, args.requests)
-            ws = asyncio.run(ws_latencies(url, redis_url, args.clients, args.events, args.rate))
+            ws = asyncio.run(ws_latencies(url, redis_url, stream_of(db_url), args.clients, args.events, args.rate))
         finally:
             if server is not None:
                 server.terminate()

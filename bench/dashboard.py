@@ -129,12 +129,15 @@ def task_duration_s(cdp: Any) -> float:
     return float(metrics["TaskDuration"])
 
 
-def measure(browser: Any, url: str, redis_url: str, running: list[str], rounds: int, events: int,
+def measure(browser: Any, url: str, redis_url: str, db_url: str, running: list[str], rounds: int, events: int,
             window_s: float) -> dict[str, list[float]]:
     """Per round: first render, its board fetch and in-page parts (ms), and main-thread ms per burst."""
     from squad.events import EventBus
+    from squad.store import CardStore
 
-    bus = EventBus(redis_url + "/2")
+    store = CardStore(db_url)
+    bus = EventBus(redis_url + "/2", store.redis_keys)
+    store.dispose()
     out: dict[str, list[float]] = {"render": [], "fetch": [], "page": [], "events": []}
     for r in range(rounds):
         context = browser.new_context(viewport={"width": 1600, "height": 900})
@@ -192,7 +195,7 @@ def main() -> None:
             try:
                 running = seed(db_url, cards)
                 server, url = start_server(tmp, redis_url, db_url)
-                got = measure(browser, url, redis_url, running, args.rounds, args.events, args.window)
+                got = measure(browser, url, redis_url, db_url, running, args.rounds, args.events, args.window)
             finally:
                 if server is not None:
                     server.terminate()

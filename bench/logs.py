@@ -56,12 +56,12 @@ def squad_path(url: str, lines: int, tmp: Path) -> float:
     store.add_cards([CardSpec(card_id="logs", title="print lines")])
     task_id = str(uuid.uuid4())
     store.enqueue("logs", task_id, expected=[Status.TODO])
-    ctx = AttemptContext(settings=settings, store=store, events=EventBus(settings.events))
+    ctx = AttemptContext(settings=settings, store=store, events=EventBus(settings.events, store.redis_keys))
     start = time.perf_counter()
     status = run_card(ctx, "logs", task_id)
     elapsed = time.perf_counter() - start
     assert status == Status.DONE, status
-    got = ctx.events.redis.xlen("task:logs:logs") if ctx.events else 0
+    got = ctx.events.redis.xlen(store.redis_keys.task_logs("logs")) if ctx.events else 0
     assert got > 0
     store.dispose()
     redis.Redis.from_url(f"{url}/2").flushdb()

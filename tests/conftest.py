@@ -121,6 +121,17 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PYTHONPATH", str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
+def redis_keys(database_url: str) -> Any:
+    """The Redis names of the store at this URL (`squad:<instance id>:...`)."""
+    from squad.store import CardStore
+
+    store = CardStore(database_url)
+    try:
+        return store.redis_keys
+    finally:
+        store.dispose()
+
+
 def squad_env(**values: str) -> dict[str, str]:
     """The current environment plus SQUAD settings, for subprocesses."""
     env = dict(os.environ)

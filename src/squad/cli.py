@@ -50,10 +50,10 @@ def _store(settings: Settings) -> Any:
     return open_store(settings.database_url)
 
 
-def _events(settings: Settings) -> Any:
+def _events(settings: Settings, store: Any) -> Any:
     from squad.events import try_event_bus
 
-    return try_event_bus(settings.events, settings.log_ttl)
+    return try_event_bus(settings.events, settings.log_ttl, store.redis_keys)
 
 
 def _print_json(data: Any) -> None:
@@ -321,7 +321,7 @@ def retry(card_id: Annotated[str, typer.Argument(help="Card id.")],
 
     settings = _settings()
     store = _store(settings)
-    result = retry_card(make_producer(settings, store, _events(settings)), card_id, force=force)
+    result = retry_card(make_producer(settings, store, _events(settings, store)), card_id, force=force)
     out.print(result.message)
 
 
@@ -333,7 +333,7 @@ def cancel(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> None:
 
     settings = _settings()
     store = _store(settings)
-    card = cancel_card(make_producer(settings, store, _events(settings)), card_id)
+    card = cancel_card(make_producer(settings, store, _events(settings, store)), card_id)
     out.print(f"card {card.card_id} {card.status.value}")
 
 
@@ -526,7 +526,7 @@ def review_approve(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> 
 
     settings = _settings()
     store = _store(settings)
-    card = approve_card(make_producer(settings, store, _events(settings)), card_id)
+    card = approve_card(make_producer(settings, store, _events(settings, store)), card_id)
     out.print(f"card {card.card_id} {card.status.value}")
 
 
@@ -540,7 +540,7 @@ def review_reject(card_id: Annotated[str, typer.Argument(help="Card id.")],
 
     settings = _settings()
     store = _store(settings)
-    task_id = reject_card(make_producer(settings, store, _events(settings)), card_id, feedback)
+    task_id = reject_card(make_producer(settings, store, _events(settings, store)), card_id, feedback)
     out.print(f"card {card_id} rejected: queued again as task {task_id}")
 
 

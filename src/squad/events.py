@@ -25,9 +25,8 @@ from squad.constants import (
     REDIS_SOCKET_TIMEOUT_S,
     TASK_LOGS_MAXLEN,
     TASK_UPDATES_MAXLEN,
-    TASK_UPDATES_STREAM,
-    task_logs_key,
 )
+from squad.namespace import RedisKeys
 
 log = structlog.get_logger(__name__)
 OUTAGE_BACKOFF_S = 2.0
@@ -90,10 +89,12 @@ def decode_event(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
 
 
 class EventBus:
-    """Publishes events to `task_updates` and log lines to `task:logs:<card_id>`."""
+    """Publishes events to `<namespace>:task_updates` and log lines to `<namespace>:task:logs:<card_id>`
+    (the namespace is the store's: `store.redis_keys`)."""
 
-    def __init__(self, url: str, *, log_ttl_s: int = 86400) -> None:
+    def __init__(self, url: str, keys: RedisKeys, *, log_ttl_s: int = 86400) -> None:
         self.url = url
+        self.keys = keys
         self.log_ttl_s = log_ttl_s
         self.redis = redis_client(url)
         self._down_until = 0.0
@@ -139,7 +140,7 @@ class EventBus:
         try:
             with self.redis.pipeline(transaction=False) as pipe:
                 for ev in events:
-                    pipe.xadd(TASK_UPDATES_STREAM, ev, maxlen=TASK_UPDATES_MAXLEN, approximate=True)
+                    pipe.xadd(self.keys.task_updates, ev, maxlen=TASK_UPDATES_MAXLEN, approximate=True)
                 ids = pipe.execute()
             return str(ids[-1])
         except redis.RedisError as exc:
@@ -151,7 +152,7 @@ class EventBus:
         """Write a batch of (timestamp, level, message) lines, plus their events, in one pipeline."""
         if not entries or not self._available():
             return False
-        key = task_logs_key(card_id)
+        key = self.keys.task_logs(card_id)
         try:
             with self.redis.pipeline(transaction=False) as pipe:
                 for ts, level, message in entries:
@@ -160,7 +161,7 @@ class EventBus:
                               maxlen=TASK_LOGS_MAXLEN, approximate=True)
                 pipe.expire(key, self.log_ttl_s)
                 for ev in events or []:
-                    pipe.xadd(TASK_UPDATES_STREAM, ev, maxlen=TASK_UPDATES_MAXLEN, approximate=True)
+                    pipe.xadd(self.keys.task_updates, ev, maxlen=TASK_UPDATES_MAXLEN, approximate=True)
                 pipe.execute()
             return True
         except redis.RedisError as exc:
@@ -170,7 +171,7 @@ class EventBus:
     # ---- readers ----------------------------------------------------------------------------
     def read_logs(self, card_id: str, *, after: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Live log entries of a card: the last `limit`, or the first `limit` after an entry id."""
-        key = task_logs_key(card_id)
+        key = self.keys.task_logs(card_id)
         if after:
             rows = self.redis.xrange(key, min=f"({after}", max="+", count=limit)
         else:
@@ -185,9 +186,9 @@ class EventBus:
         """
         last = after_id
         if after_id == "$":  # pin "now" to a real id, or events between two calls would be lost
-            newest = self.redis.xrevrange(TASK_UPDATES_STREAM, count=1)
+            newest = self.redis.xrevrange(self.keys.task_updates, count=1)
             last = str(newest[0][0]) if newest else "0-0"
-        rows = self.redis.xread({TASK_UPDATES_STREAM: last}, count=500, block=max(1, int(block_s * 1000)))
+        rows = self.redis.xread({self.keys.task_updates: last}, count=500, block=max(1, int(block_s * 1000)))
         seen = False
         for _stream, entries in rows or []:
             for entry_id, fields in entries:
@@ -201,7 +202,7 @@ class EventBus:
         self.redis.close()
 
 
-def try_event_bus(url: str, log_ttl_s: int) -> EventBus | None:
+def try_event_bus(url: str, log_ttl_s: int, keys: RedisKeys) -> EventBus | None:
     """An EventBus when Redis answers, else None (local mode without Redis)."""
-    bus = EventBus(url, log_ttl_s=log_ttl_s)
+    bus = EventBus(url, keys, log_ttl_s=log_ttl_s)
     return bus if bus.ping() else None

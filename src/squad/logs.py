@@ -9,7 +9,6 @@ import redis
 
 from squad.cards import FINAL
 from squad.config import Settings
-from squad.constants import task_logs_key
 from squad.errors import NotFoundError
 from squad.events import EventBus, redis_client, try_event_bus
 from squad.store import CardStore
@@ -25,7 +24,7 @@ def _print(entry: dict[str, str]) -> None:
 def show_logs(settings: Settings, store: CardStore, card_id: str, *, limit: int, attempt: int | None) -> None:
     """Print the last `limit` lines: the live stream when present, else the archive."""
     if attempt is None:
-        bus = try_event_bus(settings.events, settings.log_ttl)
+        bus = try_event_bus(settings.events, settings.log_ttl, store.redis_keys)
         if bus is not None:
             entries = bus.read_logs(card_id, limit=limit)
             bus.close()
@@ -52,10 +51,10 @@ def follow_logs(settings: Settings, store: CardStore, card_id: str, *, limit: in
     Ends once the card is DONE/FAILED/CANCELLED and the stream has been quiet for a moment.
     """
     client = redis_client(settings.events, socket_timeout=FOLLOW_BLOCK_MS / 1000 + 5)
-    key = task_logs_key(card_id)
+    key = store.redis_keys.task_logs(card_id)
     last_id = "0-0"
     try:
-        bus = EventBus(settings.events, log_ttl_s=settings.log_ttl)
+        bus = EventBus(settings.events, store.redis_keys, log_ttl_s=settings.log_ttl)
         for entry in bus.read_logs(card_id, limit=limit):
             _print(entry)
             last_id = entry["id"]

@@ -347,7 +347,7 @@ def make_orchestrator(settings: Settings, store: CardStore, *, mode: str = "auto
     if mode not in ("auto", "celery", "local"):
         raise SquadError(f"unknown mode {mode!r} (use auto, celery or local)")
     actual, reason = choose_mode(settings, mode)
-    events = try_event_bus(settings.events, settings.log_ttl)
+    events = try_event_bus(settings.events, settings.log_ttl, store.redis_keys)
     dispatcher: Dispatcher
     if actual == "celery":
         dispatcher = CeleryDispatcher(settings)

@@ -20,9 +20,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from squad import db, scheduling
 from squad.cards import ACTIVE, Card, CardSpec, Run, Status, allowed_sources, check_transition
 from squad.errors import BacklogError, ConflictError, NotFoundError, SquadError, TransitionError
+from squad.namespace import RedisKeys
 from squad.retries import RetryPolicy, retries_used
 from squad.scheduling import Graph, find_cycle
 from squad.tables import cards as cards_t
+from squad.tables import instance as instance_t
 from squad.tables import metadata
 from squad.tables import runs as runs_t
 
@@ -111,6 +113,7 @@ class CardStore:
         self.url = url
         self.engine = db.make_engine(url)
         self.last_db_error_at: float | None = None  # monotonic time of the last outage-like error
+        self._instance_id: str | None = None
         if migrate:
             self.migrate()
 
@@ -140,6 +143,19 @@ class CardStore:
     def dispose(self) -> None:
         """Close pooled connections."""
         self.engine.dispose()
+
+    @property
+    def instance_id(self) -> str:
+        """This store's id (made by its first migration; the same for every process using it)."""
+        if self._instance_id is None:
+            with self.engine.connect() as conn:
+                self._instance_id = str(conn.execute(select(instance_t.c.instance_id)).scalar_one())
+        return self._instance_id
+
+    @property
+    def redis_keys(self) -> RedisKeys:
+        """The names of this store's Redis keys and streams (`squad:<instance id>:...`)."""
+        return RedisKeys.for_instance(self.instance_id)
 
     # ---- cards: create / read ---------------------------------------------------------------
     def add_cards(self, specs: Sequence[CardSpec], *, update_existing: bool = False) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from sqlalchemy import (
 
 metadata = MetaData()
 #: The newest Alembic revision in migrations/versions (a test keeps the two in step).
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0004"
 
 cards = Table(
     "cards",
@@ -93,4 +93,13 @@ runs = Table(
     Column("patch", Text),
     Index("ix_runs_card", "card_id"),
     Index("ix_runs_ended", "ended_at"),
+)
+
+#: One row: this store's id, created by its first migration. It namespaces the store's Redis keys,
+#: so two stores sharing one Redis never see each other's events and logs.
+instance = Table(
+    "instance",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("instance_id", String(32), nullable=False),
 )

@@ -20,7 +20,6 @@ from squad.constants import (
     EXECUTE_TASK_NAME,
     PROGRESS_MIN_INTERVAL_S,
     RECONCILE_TASK_NAME,
-    TASK_UPDATES_STREAM,
 )
 from squad.events import EventBus, iso_now, try_event_bus
 from squad.store import CardStore
@@ -41,7 +40,7 @@ def _resources() -> tuple[Settings, CardStore, EventBus | None]:
     if _state["events"] is None and time.monotonic() - _state["events_checked"] > 5:
         _state["events_checked"] = time.monotonic()
         s: Settings = _state["settings"]
-        _state["events"] = try_event_bus(s.events, s.log_ttl)
+        _state["events"] = try_event_bus(s.events, s.log_ttl, _state["store"].redis_keys)
     return _state["settings"], _state["store"], _state["events"]
 
 
@@ -126,5 +125,5 @@ def cleanup_old_results() -> dict[str, int]:
     trimmed = 0
     if events is not None:
         min_id = f"{int((time.time() - settings.log_ttl) * 1000)}-0"
-        trimmed = int(events.redis.xtrim(TASK_UPDATES_STREAM, minid=min_id, approximate=True))
+        trimmed = int(events.redis.xtrim(events.keys.task_updates, minid=min_id, approximate=True))
     return {"trimmed_events": trimmed}

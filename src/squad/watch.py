@@ -12,7 +12,6 @@ from rich.text import Text
 
 from squad.cards import Status
 from squad.config import Settings
-from squad.constants import TASK_UPDATES_STREAM
 from squad.events import decode_event, redis_client
 from squad.store import CardStore
 
@@ -33,11 +32,12 @@ def run_watch(settings: Settings, store: CardStore, *, interval: float = 0.5) ->
         ensure(card.card_id, card.progress, card.current_step or "")
     client = redis_client(settings.events, socket_timeout=interval + 5)
     last_id = "$"
+    stream = store.redis_keys.task_updates
     with Live(Group(progress, status_line), refresh_per_second=max(1, int(1 / interval)), transient=False):
         try:
             while True:
                 try:
-                    res = client.xread({TASK_UPDATES_STREAM: last_id}, count=500, block=int(interval * 1000))
+                    res = client.xread({stream: last_id}, count=500, block=int(interval * 1000))
                 except redis.RedisError:
                     status_line.plain = "event stream unreachable; retrying"
                     time.sleep(1)

@@ -14,9 +14,9 @@ import redis
 
 from chaos.figures import record
 from chaos.test_chaos import StartWorker, add_cards, open_store, orchestrator, write_agents
-from conftest import AGENTS, squad_env
+from conftest import AGENTS, redis_keys, squad_env
 from squad.cards import Status
-from squad.constants import ARCHIVE_MAX_BYTES, TASK_LOGS_MAXLEN, task_logs_key
+from squad.constants import ARCHIVE_MAX_BYTES, TASK_LOGS_MAXLEN
 
 pytestmark = pytest.mark.slow
 PY = sys.executable
@@ -53,7 +53,7 @@ def test_output_flood_keeps_worker_memory_and_logs_bounded(
     def sample() -> None:
         while not stop.wait(0.2):
             peak[0] = max(peak[0], _celery_rss(worker.proc.pid))
-            live_peak[0] = max(live_peak[0], int(client.xlen(task_logs_key("FLOOD"))))
+            live_peak[0] = max(live_peak[0], int(client.xlen(redis_keys(sqlite_url).task_logs("FLOOD"))))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

@@ -27,7 +27,6 @@ from squad.api import serve
 from squad.api.task_view import CELERY_META_PREFIX
 from squad.cards import Status, parse_card
 from squad.config import Settings, load_settings
-from squad.constants import TASK_UPDATES_STREAM
 from squad.errors import ConfigError
 from squad.events import EventBus
 from squad.retries import RetryPolicy
@@ -159,7 +158,8 @@ def test_health_in_local_mode_says_not_available(redis_url: str, sqlite_url: str
 
 
 # ---- cards ------------------------------------------------------------------------------------
-def test_post_card_creates_it_with_the_card_list_shape(http: httpx.Client, redis_server: RedisServer) -> None:
+def test_post_card_creates_it_with_the_card_list_shape(http: httpx.Client, redis_server: RedisServer,
+                                                        store: CardStore) -> None:
     # When
     res = http.post("/api/cards", json={"card_id": "NEW-1", "title": "Build it", "priority": 7,
                                         "labels": ["api"], "acceptance_criteria": ["works"]})
@@ -170,7 +170,7 @@ def test_post_card_creates_it_with_the_card_list_shape(http: httpx.Client, redis
     assert set(card) == CARD_KEYS
     assert (card["status"], card["priority"], card["attempts"]) == ("TODO", 7, 0)
     assert http.get("/api/cards/NEW-1").json()["title"] == "Build it"
-    events = redis_server.client(2).xrange(TASK_UPDATES_STREAM)
+    events = redis_server.client(2).xrange(store.redis_keys.task_updates)
     assert [(f["type"], f["card_id"], f["status"]) for _id, f in events] == [("status", "NEW-1", "TODO")]
 
 
@@ -285,7 +285,7 @@ def test_enhanced_maps_every_store_status_to_a_celery_task_status(
     results = redis_server.client(1)
     results.set(CELERY_META_PREFIX + str(tasks["E-done"]), json.dumps(
         {"status": "SUCCESS", "result": {"card_id": "E-done", "status": "DONE"}, "traceback": None}))
-    EventBus(redis_server.url + "/2").append_logs("E-progress", tasks["E-progress"],
+    EventBus(redis_server.url + "/2", store.redis_keys).append_logs("E-progress", tasks["E-progress"],
                                                   [("2026-01-01T00:00:00Z", "INFO", "working")])
 
     # When
@@ -346,7 +346,7 @@ def test_enhanced_page_of_100_costs_two_queries_and_two_redis_round_trips(
     with run_api(settings) as api, api.client() as http:
         store = api.state.store
         store.add_cards([parse_card({"card_id": f"Q-{i:03d}", "title": "q"}) for i in range(150)])
-        bus = EventBus(settings.events)
+        bus = EventBus(settings.events, store.redis_keys)
         for i in range(0, 150, 2):
             task_id = seed_task(store, f"Q-{i:03d}")
             redis_server.client(1).set(CELERY_META_PREFIX + task_id, json.dumps({"status": "STARTED"}))
@@ -399,7 +399,8 @@ def test_task_logs_from_the_live_stream_with_limit_and_after(http: httpx.Client,
                                                             settings: Settings) -> None:
     # Given a running card with 5 live log lines
     task_id = seed(store, "G-1", Status.IN_PROGRESS)
-    EventBus(settings.events).append_logs("G-1", task_id, [(f"t{i}", "INFO", f"line {i}") for i in range(5)])
+    EventBus(settings.events, store.redis_keys).append_logs("G-1", task_id,
+                                                        [(f"t{i}", "INFO", f"line {i}") for i in range(5)])
 
     # When / Expect: the last `limit` lines, oldest first
     last = http.get("/api/tasks/G-1/logs", params={"limit": 2}).json()

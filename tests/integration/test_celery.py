@@ -30,8 +30,6 @@ from squad.constants import (
     EXECUTE_TASK_NAME,
     KOMBU_UNACKED_KEY,
     RECONCILE_TASK_NAME,
-    TASK_UPDATES_STREAM,
-    task_logs_key,
 )
 from squad.events import decode_event
 from squad.orchestrator import CeleryDispatcher, Orchestrator
@@ -101,7 +99,10 @@ def add_card(store: CardStore, card_id: str, **fields: Any) -> None:
 
 def events_of(redis_server: RedisServer, card_id: str, event_type: str) -> list[dict[str, Any]]:
     """Events of one card and type from `task_updates` (DB 2), in stream order."""
-    entries = redis_server.client(2).xrange(TASK_UPDATES_STREAM)
+    client = redis_server.client(2)
+    streams = client.keys("squad:*:task_updates")  # one store in these tests: one namespace
+    assert len(streams) <= 1, streams
+    entries = client.xrange(streams[0]) if streams else []
     events = [decode_event(eid, fields) for eid, fields in entries]
     return [e for e in events if e["card_id"] == card_id and e["type"] == event_type]
 
@@ -222,7 +223,7 @@ def test_cards_run_on_workers_with_ordered_progress_status_events_and_logs(
 
     # Expect the live log in Redis with a TTL, and the archived log in the store
     events_db = redis_server.client(2)
-    key = task_logs_key("HAPPY-1")
+    key = store.redis_keys.task_logs("HAPPY-1")
     entries = events_db.xrange(key)
     assert any("demo agent: card HAPPY-1" in fields["message"] for _id, fields in entries)
     assert {"timestamp", "level", "message", "task_id"} <= set(entries[0][1])

@@ -31,7 +31,7 @@ def test_enhanced_cards_carry_the_board_extras_and_can_be_read_by_id(api: Any, s
     seed(store, "X-DONE", Status.DONE)
     task = seed(store, "X-RUN", Status.IN_PROGRESS, time_limit=120)
     seed(store, "X-TODO", Status.TODO)
-    EventBus(settings.events).append_logs("X-RUN", task, [("2026-01-01T00:00:00Z", "INFO", "hello")])
+    EventBus(settings.events, store.redis_keys).append_logs("X-RUN", task, [("2026-01-01T00:00:00Z", "INFO", "hello")])
 
     with api.client() as http:
         # When three of them are read by id (one unknown, one twice)

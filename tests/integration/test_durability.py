@@ -80,7 +80,7 @@ def test_the_sweeper_archives_the_live_log_of_a_lost_attempt(
         tmp_path: Path, redis_url: str, settings: Settings) -> None:
     # Given a running card whose attempt wrote lines to its live log, and a line of another attempt
     store = CardStore(settings.database_url)
-    events = EventBus(redis_url)
+    events = EventBus(redis_url, store.redis_keys)
     claim = _claimed(store, "LOST", lease_s=0.2)
     events.append_logs("LOST", "task-LOST", [(iso_now(), "INFO", "step one"), (iso_now(), "ERROR", "the error")])
     events.append_logs("LOST", "another-task", [(iso_now(), "INFO", "not this attempt")])

@@ -308,7 +308,6 @@ def test_api_diff_approve_reject_need_the_token_answer_409_outside_review_and_em
         tmp_path: Path, redis_url: str) -> None:
     from apiserver import run_api
 
-    from squad.constants import TASK_UPDATES_STREAM
     from squad.events import decode_event
 
     project = _repo(tmp_path, workspace_toml="review = true")
@@ -350,7 +349,7 @@ def test_api_diff_approve_reject_need_the_token_answer_409_outside_review_and_em
         spaces = http.get("/api/workspaces", headers=auth).json()
         assert [(w["card_id"], w["status"]) for w in spaces] == [("B", "QUEUED")]
     client = redis.Redis.from_url(settings.events, decode_responses=True)
-    seen = [(e["card_id"], e["status"]) for eid, f in client.xrange(TASK_UPDATES_STREAM)
+    seen = [(e["card_id"], e["status"]) for eid, f in client.xrange(api.state.keys.task_updates)
             for e in [decode_event(eid, f)] if e.get("type") == "status"]
     assert ("A", "DONE") in seen and ("B", "QUEUED") in seen
     assert not (project.work / "A").exists()  # approved: worktree removed, branch kept

@@ -26,7 +26,7 @@ from apiserver import ApiServer, run_api
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import AGENTS, RedisServer, Worker, squad_env, wait_for
+from conftest import AGENTS, RedisServer, Worker, redis_keys, squad_env, wait_for
 from squad.cards import Status, parse_card
 from squad.config import Settings, load_settings
 from squad.events import EventBus
@@ -38,7 +38,7 @@ StartWorker = Callable[..., Worker]
 # ---- fixtures and helpers ---------------------------------------------------------------------
 @pytest.fixture
 def bus(settings: Settings) -> Iterator[EventBus]:
-    event_bus = EventBus(settings.events)
+    event_bus = EventBus(settings.events, redis_keys(settings.database_url))
     yield event_bus
     event_bus.close()
 
@@ -67,7 +67,7 @@ def publish(bus: EventBus, card_id: str, n: int, start: int = 0, **extra: Any) -
               for i in range(n)]
     with bus.redis.pipeline(transaction=False) as pipe:
         for ev in events:
-            pipe.xadd("task_updates", ev)
+            pipe.xadd(bus.keys.task_updates, ev)
         return [str(i) for i in pipe.execute()]
 
 
@@ -261,7 +261,7 @@ def test_health_counts_open_sockets(api: ApiServer) -> None:
 
 def test_reader_survives_a_redis_restart(api: ApiServer, redis_server: RedisServer, settings: Settings) -> None:
     with open_socket(api) as ws:
-        bus = EventBus(settings.events)
+        bus = EventBus(settings.events, redis_keys(settings.database_url))
         before = publish(bus, "RR-1", 3)
         assert [e["id"] for e in receive(ws, 3)] == before
 
@@ -269,7 +269,7 @@ def test_reader_survives_a_redis_restart(api: ApiServer, redis_server: RedisServ
         redis_server.stop()
         redis_server.start(aof=False)
         bus.close()
-        bus = EventBus(settings.events)
+        bus = EventBus(settings.events, redis_keys(settings.database_url))
         after = publish(bus, "RR-1", 3, start=3)
 
         # Expect the reader to notice and deliver the new stream's events

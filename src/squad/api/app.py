@@ -124,7 +124,7 @@ def create_app(settings: Settings, *, store: CardStore | None = None, ws_queue_s
     hub_redis = async_redis(settings.events, socket_timeout=ws.BLOCK_MS / 1000 + 5)
     state = AppState(
         settings=settings, store=store, events=events, results=async_redis(settings.results), broker=broker,
-        hub=ws.EventHub(hub_redis, queue_size=ws_queue_size),
+        hub=ws.EventHub(hub_redis, store.redis_keys, queue_size=ws_queue_size),
         monitor=WorkerMonitor(settings, broker), producers=Producers(settings, store),
     )
     state.exposition = Exposition(state)

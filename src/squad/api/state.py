@@ -19,6 +19,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from squad.config import Settings
 from squad.constants import HEALTH_PROBE_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S
 from squad.events import REDIS_RETRIES, redis_backoff, redis_options
+from squad.namespace import RedisKeys
 from squad.store import CardStore
 
 if TYPE_CHECKING:
@@ -69,10 +70,11 @@ class Producers:
                 if orch is not None:
                     self._close(orch)
                 orch = make_producer(self.settings, self.store,
-                                     try_event_bus(self.settings.events, self.settings.log_ttl))
+                                     try_event_bus(self.settings.events, self.settings.log_ttl,
+                                                   self.store.redis_keys))
                 self._orch = orch
             elif orch.events is None:
-                orch.events = try_event_bus(self.settings.events, self.settings.log_ttl)
+                orch.events = try_event_bus(self.settings.events, self.settings.log_ttl, self.store.redis_keys)
             return orch
 
     @staticmethod
@@ -140,6 +142,11 @@ class AppState:
     probe: Probe = field(default_factory=lambda: Probe("probe"))
     exposition: Exposition = field(init=False)
     internal_errors: int = 0
+
+    @property
+    def keys(self) -> RedisKeys:
+        """The store's Redis names (its instance id is read once, when the app is created)."""
+        return self.store.redis_keys
 
     async def aclose(self) -> None:
         """Release connections (lifespan shutdown)."""

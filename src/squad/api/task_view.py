@@ -24,7 +24,8 @@ from squad.api.history import CardExtras, board_cards
 from squad.api.schemas import CeleryTask, EnhancedCard, TaskState, built
 from squad.cards import Card, Run, Status
 from squad.config import Settings
-from squad.constants import STEP_IN_PROGRESS, task_logs_key
+from squad.constants import STEP_IN_PROGRESS
+from squad.namespace import RedisKeys
 from squad.retries import retries_used
 from squad.store import CardStore
 
@@ -136,17 +137,17 @@ _EXISTS_EACH_SHA = hashlib.sha1(_EXISTS_EACH.encode()).hexdigest()
 ENHANCED_LIST: TypeAdapter[list[EnhancedCard]] = TypeAdapter(list[EnhancedCard])
 
 
-async def live_logs(events: aioredis.Redis, card_ids: list[str]) -> dict[str, float]:
+async def live_logs(events: aioredis.Redis, keys: RedisKeys, card_ids: list[str]) -> dict[str, float]:
     """Cards with a live log stream -> time of its last line (epoch s), in one command (empty when
     Redis is down)."""
     if not card_ids:
         return {}
-    keys = [task_logs_key(c) for c in card_ids]
+    streams = [keys.task_logs(c) for c in card_ids]
     try:
         try:
-            flags = await events.evalsha(_EXISTS_EACH_SHA, len(keys), *keys)
+            flags = await events.evalsha(_EXISTS_EACH_SHA, len(streams), *streams)
         except NoScriptError:  # first call on this Redis (or after a restart): load it
-            flags = await events.eval(_EXISTS_EACH, len(keys), *keys)
+            flags = await events.eval(_EXISTS_EACH, len(streams), *streams)
     except RedisError as exc:
         log.info("live logs unavailable", error=str(exc))
         return {}
@@ -159,12 +160,12 @@ async def live_logs(events: aioredis.Redis, card_ids: list[str]) -> dict[str, fl
 
 
 async def enhance(cards: list[Card], runs: dict[str, Run], *, results: aioredis.Redis,
-                  events: aioredis.Redis, settings: Settings,
+                  events: aioredis.Redis, keys: RedisKeys, settings: Settings,
                   extras: dict[str, CardExtras] | None = None) -> list[EnhancedCard]:
     """Attach `celery_task`, `logs_available` and the board's extras to a page of cards."""
     task_ids = [c.celery_task_id for c in cards if c.celery_task_id]
     metas, live = await asyncio.gather(task_metas(results, task_ids),
-                                       live_logs(events, [c.card_id for c in cards]))
+                                       live_logs(events, keys, [c.card_id for c in cards]))
     now = time.time()
     rows: list[EnhancedCard] = []
     for card in cards:

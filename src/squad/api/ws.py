@@ -25,8 +25,8 @@ from redis.exceptions import RedisError
 
 from squad.api.auth import websocket_authorized
 from squad.cards import CARD_ID_RE
-from squad.constants import TASK_UPDATES_STREAM
 from squad.events import decode_event, iso_now
+from squad.namespace import RedisKeys
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -72,8 +72,10 @@ class Subscriber:
 class EventHub:
     """The process's single reader of `task_updates` and its fan-out."""
 
-    def __init__(self, redis: aioredis.Redis, *, queue_size: int = QUEUE_SIZE, block_ms: int = BLOCK_MS) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: RedisKeys, *, queue_size: int = QUEUE_SIZE,
+                 block_ms: int = BLOCK_MS) -> None:
         self.redis = redis
+        self.stream = keys.task_updates
         self.queue_size = queue_size
         # A socket must hold a whole batch, or a burst alone would count as falling behind.
         self.read_count = max(1, min(READ_COUNT, queue_size // 2))
@@ -117,7 +119,7 @@ class EventHub:
         self.subscribers.discard(sub)
 
     async def _tail_id(self) -> str:
-        rows = await self.redis.xrevrange(TASK_UPDATES_STREAM, max="+", min="-", count=1)
+        rows = await self.redis.xrevrange(self.stream, max="+", min="-", count=1)
         return str(rows[0][0]) if rows else "0-0"
 
     async def _run(self) -> None:
@@ -132,7 +134,7 @@ class EventHub:
                     if stream_key(tail) < stream_key(self.last_id):
                         log.warning("event stream restarted; reading it from the start", old=self.last_id)
                         self.last_id = "0-0"
-                res = await self.redis.xread({TASK_UPDATES_STREAM: self.last_id}, count=self.read_count,
+                res = await self.redis.xread({self.stream: self.last_id}, count=self.read_count,
                                              block=self.block_ms)
                 failures = 0
             except asyncio.CancelledError:
@@ -184,12 +186,12 @@ class EventHub:
         sub.queue.put_nowait(None)
 
 
-async def backfill(redis: aioredis.Redis, since: str, card_id: str | None) -> AsyncIterator[Item]:
+async def backfill(redis: aioredis.Redis, stream: str, since: str, card_id: str | None) -> AsyncIterator[Item]:
     """Events after `since` still in the stream, page by page, up to its current end."""
     cursor = since
     seen: set[str] = set()
     while True:
-        rows = await redis.xrange(TASK_UPDATES_STREAM, min=f"({cursor}", max="+", count=BACKFILL_PAGE)
+        rows = await redis.xrange(stream, min=f"({cursor}", max="+", count=BACKFILL_PAGE)
         for entry_id, fields in rows:
             cursor = str(entry_id)
             event_id = fields.get("event_id")
@@ -271,7 +273,7 @@ async def tasks_feed(ws: WebSocket) -> None:
         await ws.send_text(json.dumps({"type": "connected", "timestamp": iso_now(),
                                        "message": "connected to squad task updates"}))
         if since is not None:
-            await _send_backfill(sock, state.events, since, card_id)
+            await _send_backfill(sock, state.events, hub.stream, since, card_id)
         await _serve(sock)
     except _GONE:
         pass  # the client went away mid-send
@@ -279,10 +281,11 @@ async def tasks_feed(ws: WebSocket) -> None:
         hub.unsubscribe(sub)
 
 
-async def _send_backfill(sock: _Socket, redis: aioredis.Redis, since: str, card_id: str | None) -> None:
+async def _send_backfill(sock: _Socket, redis: aioredis.Redis, stream: str, since: str,
+                         card_id: str | None) -> None:
     last: StreamKey = stream_key(since)
     try:
-        async for key, entry_id, text in backfill(redis, since, card_id):
+        async for key, entry_id, text in backfill(redis, stream, since, card_id):
             await sock.ws.send_text(text)
             sock.sub.last_sent, last = entry_id, key
     except RedisError as exc:

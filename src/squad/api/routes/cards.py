@@ -15,7 +15,7 @@ from squad.api.schemas import CardDetail, CardIn, EnhancedCard, PromptOut, RunLo
 from squad.api.state import bounded
 from squad.api.task_view import ENHANCED_LIST, enhance, page_with_runs
 from squad.cards import CARD_ID_RE, Card, Run, Status, check_storable
-from squad.constants import TASK_UPDATES_MAXLEN, TASK_UPDATES_STREAM
+from squad.constants import TASK_UPDATES_MAXLEN
 from squad.errors import NotFoundError
 from squad.events import EventBus
 from squad.prompts import prompt_path
@@ -48,7 +48,7 @@ async def create_card(body: CardIn, state: StateDep) -> Card:
     await to_thread.run_sync(state.store.add_cards, [spec])
     card = await to_thread.run_sync(state.store.get_card, spec.card_id)
     event = EventBus.make_event("status", card.card_id, None, status=card.status.value)
-    await bounded(state.events.xadd(TASK_UPDATES_STREAM, event,
+    await bounded(state.events.xadd(state.keys.task_updates, event,
                                     maxlen=TASK_UPDATES_MAXLEN, approximate=True))
     return card
 
@@ -68,7 +68,7 @@ async def enhanced_cards(state: StateDep, status: StatusQ = None, squad: SquadQ 
         return Response(b"[]", media_type="application/json")
     cards, runs, extras = await to_thread.run_sync(lambda: page_with_runs(
         state.store, status=status, squad=squad or None, limit=limit, offset=offset, card_ids=ids))
-    page = await enhance(cards, runs, results=state.results, events=state.events,
+    page = await enhance(cards, runs, results=state.results, events=state.events, keys=state.keys,
                          settings=state.settings, extras=extras)
     # Already validated by `enhance`: serialize once, skipping FastAPI's second validation pass.
     return Response(ENHANCED_LIST.dump_json(page), media_type="application/json")

@@ -17,7 +17,6 @@ from squad.api.routes import errors
 from squad.api.schemas import BulkRetryIn, BulkRetryItem, BulkRetryOut, CancelOut, LogEntry, RetryIn, RetryOut
 from squad.api.ws import STREAM_ID_RE, stream_key
 from squad.cards import CARD_ID_RE, Status
-from squad.constants import task_logs_key
 from squad.errors import NotFoundError, SquadError
 from squad.events import parse_log_line
 from squad.store import CardStore
@@ -30,9 +29,8 @@ AfterQ = Annotated[str | None, Query(pattern=STREAM_ID_RE.pattern,
                                      description="Only entries after this entry id (for polling)")]
 
 
-async def _live(events: aioredis.Redis, card_id: str, after: str | None, limit: int) -> list[LogEntry] | None:
-    """Entries of the live stream; None when it does not exist (expired) or Redis is down."""
-    key = task_logs_key(card_id)
+async def _live(events: aioredis.Redis, key: str, after: str | None, limit: int) -> list[LogEntry] | None:
+    """Entries of the live stream `key`; None when it does not exist (expired) or Redis is down."""
     try:
         async with events.pipeline(transaction=False) as pipe:
             pipe.exists(key)
@@ -70,7 +68,7 @@ async def task_logs(card_id: CardIdDep, state: StateDep, limit: LimitQ = 100,
     """The card's live log (last `limit` lines, or the first `limit` after `after`); once the live
     stream has expired, the archived log of its last run."""
     await to_thread.run_sync(state.store.get_card, card_id)
-    live = await _live(state.events, card_id, after, limit)
+    live = await _live(state.events, state.keys.task_logs(card_id), after, limit)
     if live is not None:
         return live
     entries = await to_thread.run_sync(archived_entries, state.store, card_id)
