@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from conftest import run_cli, squad_env
 from squad.api.ws import EventHub
+from squad.namespace import RedisKeys
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_event_hub_stop_is_bounded_when_the_reader_ignores_cancellation(redis_ur
 
     async def scenario() -> None:
         client = aioredis.Redis.from_url(redis_url)
-        hub = EventHub(client)
+        hub = EventHub(client, RedisKeys.for_instance("test"))
 
         release = asyncio.Event()
 
