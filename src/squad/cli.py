@@ -41,6 +41,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _settings(**overrides: Any) -> Settings:
+    from squad.upstate import apply_state
+
+    apply_state()  # a `squad up` running in this folder: use what it started
     return load_settings(**overrides)
 
 

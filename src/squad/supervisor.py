@@ -98,12 +98,14 @@ class Supervisor:
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
 
-    def run(self, poll_s: float = 0.5) -> int:
-        """Supervise until stopped; returns 0."""
+    def run(self, poll_s: float = 0.5, on_tick: Callable[[], None] | None = None) -> int:
+        """Supervise until stopped (calling `on_tick` after each check); returns 0."""
         for child in self.children:
             child.start()
         while not self.stopping.wait(poll_s):
             self.check()
+            if on_tick is not None:
+                on_tick()
         self.stop()
         return 0
 

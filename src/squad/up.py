@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import time
 from pathlib import Path
 
 import redis
@@ -13,12 +14,18 @@ from rich.console import Console
 from squad.backlog import load_file, parse_backlog
 from squad.config import load_settings, mask_url
 from squad.embedded import EmbeddedRedis
+from squad.health import celery_workers
 from squad.listen import ensure_port_free
+from squad.store import CardStore
 from squad.supervisor import Child, Supervisor
+from squad.upstate import remove_state, write_state
+from squad.upview import Probes, UpView, read_cards
 
 API_HOST = "127.0.0.1"
+DEMO_DATABASE_URL = "sqlite:///.squad/demo.db"
+DEMO_AGENT_DURATION_S = 2.0  # each demo card's agent run (the demo must end within 30 s)
+DEMO_RETRY_BACKOFF_S = 1  # the demo's flaky card is retried after ~1 s, not a minute
 DEMO_BACKLOG = Path(__file__).parent / "demo" / "backlog.json"
-err = Console(stderr=True, highlight=False)
 
 
 def _answers(url: str) -> bool:
@@ -33,8 +40,6 @@ def _answers(url: str) -> bool:
 
 def load_demo(database_url: str) -> int:
     """(Re)load the demo backlog: its cards start from TODO every time."""
-    from squad.store import CardStore
-
     store = CardStore(database_url)
     specs = parse_backlog(load_file(DEMO_BACKLOG))
     store.delete_cards([s.card_id for s in specs])
@@ -44,41 +49,89 @@ def load_demo(database_url: str) -> int:
 
 
 def run_up(*, demo: bool, port: int, concurrency: int) -> int:
-    """Start Redis (if needed), worker, beat, orchestrator and API; supervise until stopped."""
+    """Start Redis (if needed), worker, beat, orchestrator and API; show their progress; supervise
+    until stopped."""
+    started = time.monotonic()
     settings = load_settings()
     ensure_port_free(API_HOST, port)  # before anything starts: never advertise another process's URL
     env = dict(os.environ)
+    console = Console(highlight=False)
+    live = console.is_terminal
+    logs_dir = Path(".squad") / "logs"
+    logs_dir.mkdir(parents=True, exist_ok=True)
     embedded: EmbeddedRedis | None = None
     if _answers(settings.broker):
-        err.print(f"using Redis at {mask_url(settings.redis_url)}")
+        redis_desc = f"at {mask_url(settings.redis_url)}"
     else:
         embedded = EmbeddedRedis(Path(".squad") / "redis")
         embedded.start()
         env["SQUAD_REDIS_URL"] = embedded.url
         for key in ("SQUAD_BROKER_URL", "SQUAD_RESULT_BACKEND", "SQUAD_EVENTS_URL"):
             env.pop(key, None)
-        err.print(f"no Redis answered at {mask_url(settings.redis_url)}; started embedded redis-server at "
-                  f"{embedded.url} (AOF in .squad/redis)")
+        redis_desc = (f"embedded redis-server at {embedded.url} (none answered at {mask_url(settings.redis_url)};"
+                      " AOF in .squad/redis)")
+    env.setdefault("SQUAD_REDIS_URL", settings.redis_url)
+    env.setdefault("SQUAD_DATABASE_URL", settings.database_url)
     if demo:
         if "SQUAD_DATABASE_URL" not in os.environ:
-            env["SQUAD_DATABASE_URL"] = "sqlite:///.squad/demo.db"
-        n = load_demo(env.get("SQUAD_DATABASE_URL", settings.database_url))
-        err.print(f"loaded the demo backlog: {n} cards run by the built-in demo agent")
+            env["SQUAD_DATABASE_URL"] = DEMO_DATABASE_URL
+        # The demo's own pace: short agent runs and a short retry backoff (unless set by the user).
+        env.setdefault("SQUAD_DEMO_DURATION", str(DEMO_AGENT_DURATION_S))
+        env.setdefault("SQUAD_RETRY_BACKOFF", str(DEMO_RETRY_BACKOFF_S))
+        load_demo(env["SQUAD_DATABASE_URL"])
     env["USE_CELERY"] = "true"
     py = [sys.executable, "-m", "squad"]
-    children = [
-        Child("worker", [*py, "worker", "--concurrency", str(concurrency), "--hostname", "squad-up@%h"], env),
-        Child("beat", [*py, "beat", "--loglevel", "WARNING"], env),
-        Child("orchestrator", [*py, "orchestrate", "--mode", "celery", "--interval", "1"], env),
+    specs = [
+        ("worker", [*py, "worker", "--concurrency", str(concurrency), "--hostname", "squad-up@%h"]),
+        ("beat", [*py, "beat", "--loglevel", "WARNING"]),
+        ("orchestrator", [*py, "orchestrate", "--mode", "celery", "--interval", "1"]),
     ]
+    api_url: str | None = None
     if importlib.util.find_spec("squad.api") is not None:
-        children.append(Child("api", [*py, "serve", "--port", str(port)], env))
-        err.print(f"dashboard and API on http://{API_HOST}:{port} (Ctrl-C stops everything)")
+        specs.append(("api", [*py, "serve", "--port", str(port)]))
+        api_url = f"http://{API_HOST}:{port}"
+    log_files = [(logs_dir / f"{name}.log").open("ab") for name, _argv in specs]
+    children = [Child(name, argv, env, stdout=out) for (name, argv), out in zip(specs, log_files, strict=True)]
+    write_state(env, api_url=api_url)
+    store = CardStore(env["SQUAD_DATABASE_URL"])
+    store_desc = mask_url(env["SQUAD_DATABASE_URL"])
+    probe_settings = load_settings(redis_url=env["SQUAD_REDIS_URL"], database_url=env["SQUAD_DATABASE_URL"])
+    probes = Probes(lambda: celery_workers(probe_settings), f"{api_url}/health" if api_url else None)
     sup = Supervisor(children)
     sup.install_signal_handlers()
+    view = UpView(console, live=live, api_url=api_url, redis_desc=redis_desc, store_desc=store_desc,
+                  logs_dir=logs_dir, started=started)
+
+    def tick() -> None:
+        try:
+            lines = read_cards(store, time.time())
+        except Exception:  # the store briefly locked or down: show the last state
+            return
+        view.update(lines, api_ready=probes.api_ready, workers=probes.workers, children=_states(children))
+
     try:
-        return sup.run()
+        probes.start()
+        with view:
+            return sup.run(on_tick=tick)
     finally:
+        probes.stop()
+        remove_state()
+        store.dispose()
         if embedded is not None:
             embedded.stop()
-        err.print("stopped")
+        for out in log_files:
+            out.close()
+        console.print("stopped")
+
+
+def _states(children: list[Child]) -> dict[str, str]:
+    """Each service as `running` or `restarting (exit N)`."""
+    states: dict[str, str] = {}
+    for child in children:
+        proc = child.proc
+        if proc is not None and proc.poll() is None:
+            states[child.name] = "running" if not child.restarts else f"running (restarted {child.restarts}x)"
+        else:
+            code = proc.returncode if proc is not None else "?"
+            states[child.name] = f"restarting (exit {code}, see .squad/logs/{child.name}.log)"
+    return states

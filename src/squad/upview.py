@@ -101,10 +101,10 @@ class UpView:
     """Draws the state of `squad up`: live on a terminal, as plain lines otherwise."""
 
     def __init__(self, console: Console, *, live: bool, api_url: str | None, redis_desc: str, store_desc: str,
-                 logs_dir: Path) -> None:
+                 logs_dir: Path, started: float) -> None:
         self.console, self.live_mode = console, live
         self.api_url, self.redis_desc, self.store_desc, self.logs_dir = api_url, redis_desc, store_desc, logs_dir
-        self.started = time.monotonic()
+        self.started = started  # time.monotonic() when `squad up` began
         self.done_line: str | None = None
         self._seen: dict[str, tuple[str, int]] = {}
         self._announced_api = False
@@ -127,10 +127,9 @@ class UpView:
                children: dict[str, str]) -> None:
         """Show the current state (live), or print what changed (plain)."""
         elapsed = time.monotonic() - self.started
-        if self.done_line is None:
+        finished = self.done_line is None and summary(lines, elapsed) is not None
+        if finished:
             self.done_line = summary(lines, elapsed)
-            if self.done_line is not None and not self.live_mode:
-                self.console.print(self.done_line)
         if self._live is not None:
             self._live.update(self._render(lines, api_ready, workers, children, elapsed))
             return
@@ -143,6 +142,8 @@ class UpView:
                 self._seen[line.card_id] = key
                 self.console.print(f"{datetime.now().strftime('%H:%M:%S')} {line.card_id} {line.status}"
                                    f"{self._detail(line)}")
+        if finished:
+            self.console.print(self.done_line)
 
     @staticmethod
     def _detail(line: CardLine) -> str:
