@@ -76,7 +76,7 @@ def retry_card(orch: Orchestrator, card_id: str, *, force: bool = False) -> Retr
         expected = [card.status]
     elif not force:
         raise TransitionError(f"card {card_id} is {card.status}: only FAILED or CANCELLED cards can be "
-                              "retried (use force to restart it)")
+                              "retried (use --force to restart it)")
     elif card.status in (Status.IN_PROGRESS, Status.QUEUED, Status.RETRYING):
         cancel_card(orch, card_id, wait=True)
         expected = [Status.CANCELLED]

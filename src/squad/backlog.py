@@ -26,9 +26,13 @@ def load_file(path: Path) -> Any:
         if path.suffix.lower() in (".yaml", ".yml"):
             return yaml.safe_load(text)
         return json.loads(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise BacklogError([f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}:"
-                            f" {str(exc).splitlines()[0]}"]) from None
+    except json.JSONDecodeError as exc:
+        raise BacklogError([f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BacklogError([f"{where}: not valid YAML: {what}"]) from None
 
 
 def parse_backlog(data: Any, known_ids: set[str] | None = None) -> list[CardSpec]:
@@ -42,6 +46,7 @@ def parse_backlog(data: Any, known_ids: set[str] | None = None) -> list[CardSpec
     problems: list[str] = []
     specs: list[CardSpec] = []
     seen: dict[str, int] = {}
+    duplicates: list[CardSpec] = []
     for index, item in enumerate(raw):
         try:
             spec = parse_card(item, where=f"cards[{index}]")
@@ -50,12 +55,13 @@ def parse_backlog(data: Any, known_ids: set[str] | None = None) -> list[CardSpec
             continue
         if spec.card_id in seen:
             problems.append(f"card {spec.card_id}: duplicate card_id (also cards[{seen[spec.card_id]}])")
+            duplicates.append(spec)  # its depends_on is still checked below
             continue
         seen[spec.card_id] = index
         specs.append(spec)
     ids = set(seen)
     known = known_ids or set()
-    for spec in specs:
+    for spec in [*specs, *duplicates]:
         for dep in spec.depends_on:
             if dep == spec.card_id:
                 problems.append(f"card {spec.card_id}: depends on itself")

@@ -40,6 +40,18 @@ err = Console(highlight=False, soft_wrap=True, stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"squad {VERSION}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Squad Orchestrator: run a backlog of cards through AI coding agents."""
+
+
 def _settings(**overrides: Any) -> Settings:
     from squad.upstate import apply_state
 

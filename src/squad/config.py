@@ -198,6 +198,10 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _db_scheme(cls, value: str) -> str:
+        # `postgres://` and `postgresql://` (as hosting providers print them) mean psycopg 3, our driver.
+        for plain in ("postgres://", "postgresql://"):
+            if value.startswith(plain):
+                value = "postgresql+psycopg://" + value[len(plain):]
         if not (value.startswith("sqlite") or value.startswith("postgresql")):
             raise ValueError(f"must be sqlite:///… or postgresql+psycopg://…, got {value!r}")
         return value

@@ -10,14 +10,16 @@ import redis
 from squad.cards import FINAL
 from squad.config import Settings
 from squad.errors import NotFoundError
-from squad.events import EventBus, redis_client, try_event_bus
+from squad.events import EventBus, format_log_line, redis_client, try_event_bus
 from squad.store import CardStore
 
 FOLLOW_BLOCK_MS = 1000
 
 
 def _print(entry: dict[str, str]) -> None:
-    sys.stdout.write(f"{entry.get('timestamp', '')} {entry.get('level', 'INFO'):5} {entry.get('message', '')}\n")
+    # The archived log's format, so a live line and its archived copy read the same.
+    sys.stdout.write(format_log_line(entry.get("timestamp", ""), entry.get("level", "INFO"), entry.get("message", ""))
+                     + "\n")
     sys.stdout.flush()
 
 

@@ -227,7 +227,7 @@ def test_cards_run_on_workers_with_ordered_progress_status_events_and_logs(
     entries = events_db.xrange(key)
     assert any("demo agent: card HAPPY-1" in fields["message"] for _id, fields in entries)
     assert {"timestamp", "level", "message", "task_id"} <= set(entries[0][1])
-    assert any(fields["level"] == "ERROR" for _id, fields in entries), "stderr lines must be ERROR"
+    assert any(fields["level"] == "STDERR" for _id, fields in entries), "stderr lines must be STDERR"
     assert 0 < events_db.ttl(key) <= 86400
 
     shown = cli("card", "show", "HAPPY-1", "--json", env=env)

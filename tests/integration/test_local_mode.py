@@ -374,7 +374,7 @@ def test_retry_of_a_card_that_never_ran_or_is_done_is_refused_with_exit_2(projec
     never = project.cli("retry", "NEW")
     assert never.returncode == 2 and "no task yet" in one_error_line(never)
     done = project.cli("retry", "OK")
-    assert done.returncode == 2 and "DONE" in one_error_line(done)
+    assert done.returncode == 2 and "DONE" in one_error_line(done) and "use --force" in one_error_line(done)
 
 
 # ---- orchestrate usage errors -------------------------------------------------------------------

@@ -118,7 +118,7 @@ def test_agent_lines_become_info_and_error_log_entries_with_progress(tmp_path: P
     # Expect
     assert (result.outcome, result.exit_code, result.error) == ("succeeded", 0, None)
     assert seen.messages("INFO")[:2] == ["::progress 45 analysing", "reading src/app.py"]
-    assert seen.messages("ERROR") == ["a warning on stderr"]
+    assert seen.messages("STDERR") == ["a warning on stderr"]
     assert seen.progress[0] == (45, "analysing")
     assert (70, "writing src/app.py") in seen.progress
     assert seen.progress[-1] == (90, "running tests")
@@ -132,7 +132,7 @@ def test_failing_agent_is_failed_with_its_exit_code(tmp_path: Path) -> None:
     result, seen = run(fake("fail.py"), tmp_path)
     # Expect
     assert (result.outcome, result.exit_code, result.error) == ("failed", 3, "exit code 3")
-    assert ("ERROR", "fatal: something broke") in seen.lines
+    assert ("STDERR", "fatal: something broke") in seen.lines
 
 
 @pytest.mark.parametrize(
@@ -247,7 +247,7 @@ def test_big_prompt_on_stdin_with_big_output_does_not_deadlock(tmp_path: Path) -
     result, seen = run(fake("cat.py"), tmp_path, stdin=prompt, parser="plain")
     # Expect
     assert result.outcome == "succeeded"
-    assert len(seen.messages("INFO")) == 20_000 and len(seen.messages("ERROR")) == 20_000
+    assert len(seen.messages("INFO")) == 20_000 and len(seen.messages("STDERR")) == 20_000
     assert seen.messages("INFO")[-1].startswith("0019999 ")
 
 
@@ -515,7 +515,7 @@ def test_demo_agent_reports_progress_and_edits_its_workdir(tmp_path: Path) -> No
     assert "prompt of 17 characters" in seen.messages("INFO")[0]
     assert [p for p, _ in seen.progress] == sorted(p for p, _ in seen.progress)
     assert (95, "summarising") in seen.progress and seen.progress[-1][0] == 95
-    assert any(m.startswith("warning:") for m in seen.messages("ERROR"))
+    assert any(m.startswith("warning:") for m in seen.messages("STDERR"))
     assert "card DEMO-1, attempt 1: done" in (tmp_path / "SQUAD_DEMO.md").read_text()
 
 

@@ -479,7 +479,8 @@ class _AgentWatch:
             stdin.close()
 
     def _handle(self, stream: str, lines: list[tuple[bytes, int]]) -> None:
-        level = "INFO" if stream == "stdout" else "ERROR"
+        # stderr is not an error by itself (agents print progress and warnings there): its own level.
+        level = "INFO" if stream == "stdout" else "STDERR"
         feed, on_line = self.parser.feed, self.observer.on_line
         for data, dropped in lines:
             text = data.decode("utf-8", errors="replace")

@@ -925,7 +925,7 @@
           frag.append(h);
         }
         const d = document.createElement("div");
-        d.className = l.level === "ERROR" ? "ln stderr" : "ln";
+        d.className = l.level === "ERROR" || l.level === "STDERR" ? "ln stderr" : "ln";
         const ts = document.createElement("span");
         ts.className = "ts";
         ts.textContent = (l.timestamp || "").slice(11, 19);
