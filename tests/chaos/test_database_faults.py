@@ -118,7 +118,7 @@ def test_database_outage_with_ten_cards_in_flight_loses_nothing_and_runs_nothing
     base = f"http://127.0.0.1:{port}"
     with open(tmp_path / "api.log", "wb") as api_log:
         spawn("serve", "--port", str(port), env=env, stdout=api_log)
-    wait_for(lambda: _db_state(base)() == "connected", 60, message="API up")
+    wait_for(lambda: _db_state(base)() == "connected", 120, message="API up")
     ids = [f"DB-{i:02d}" for i in range(CARDS)]
     with open_store(fault.url) as store, orchestrator(env, tmp_path / "orch.log"):
         add_cards(store, *({"card_id": cid} for cid in ids))

@@ -54,7 +54,7 @@ def test_cancel_storm_of_fifty_running_cards_ends_every_agent_and_frees_every_sl
         spawn("serve", "--port", str(port), env=env, stdout=api_log)
     ids = [f"STORM-{i:02d}" for i in range(CARDS)]
     with open_store(sqlite_url) as store, orchestrator(env, tmp_path / "orch.log"):
-        wait_for(lambda: _up(base), 60, interval=0.3, message="API up")
+        wait_for(lambda: _up(base), 120, interval=0.3, message="API up")
         add_cards(store, *({"card_id": cid} for cid in ids))
         wait_for(lambda: len(_pids(pid_dir)) == CARDS and store.count_by_status()[Status.IN_PROGRESS] == CARDS,
                  150, interval=0.3, message="all 50 agents running")
