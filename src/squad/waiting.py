@@ -51,6 +51,9 @@ def describe_wait(counts: Mapping[str, int], mode: str, consumers: list[str] | N
     total = sum(waiting.values())
     parts = ", ".join(f"{n} {status}" for status, n in waiting.items() if n)
     line = f"waiting for {total} card(s): {parts}" if total else "no card left to wait for"
+    in_review = counts.get("REVIEW", 0)
+    if total and in_review:  # their dependants wait for a person, not for a worker
+        line += f" ({in_review} in REVIEW: see squad review list)"
     if mode == "local":
         return f"{line} (running locally)"
     if consumers is None:

@@ -1,4 +1,5 @@
-"""The prompt gets `feedback` and `previous_runs`; the default template puts the feedback first."""
+"""The prompt gets `feedback` and `previous_runs` (the default template puts the feedback first);
+`orchestrate --wait` names the cards in REVIEW."""
 
 from __future__ import annotations
 
@@ -30,3 +31,11 @@ def test_a_custom_template_sees_previous_runs_and_feedback(tmp_path: Path) -> No
     assert render_prompt(template, CARD, 3, None, feedback="more tests", previous_runs=runs) == \
         "1:failed:0 2:succeeded:3 [more tests]"
     assert render_prompt(template, CARD, 1, None) == "[]"
+
+
+def test_orchestrate_wait_says_when_cards_wait_for_a_review() -> None:
+    from squad.waiting import describe_wait
+
+    line = describe_wait({"TODO": 2, "REVIEW": 1, "DONE": 4}, "local", None)
+    assert line == "waiting for 2 card(s): 2 TODO (1 in REVIEW: see squad review list) (running locally)"
+    assert "REVIEW" not in describe_wait({"TODO": 1, "REVIEW": 0}, "local", None)
