@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from squad.cards import Card, Status
 from squad.constants import KILL_GRACE_S
+from squad.dispatch import Producer
 from squad.errors import NotFoundError, TransitionError
-from squad.orchestrator import CeleryDispatcher, Orchestrator
 
 STOP_WAIT_S = KILL_GRACE_S + 10
 STOP_POLL_S = 0.25
@@ -25,49 +25,42 @@ class RetryResult:
     message: str
 
 
-def _revoke(orch: Orchestrator, task_id: str | None) -> None:
-    if task_id and isinstance(orch.dispatcher, CeleryDispatcher):
-        orch.dispatcher.revoke(task_id)
-
-
-def runs_closed(orch: Orchestrator, card_id: str) -> bool:
+def runs_closed(producer: Producer, card_id: str) -> bool:
     """True when no run of the card is open (its agent group has been ended)."""
-    return all(run.ended_at is not None for run in orch.store.list_runs(card_id))
+    return all(run.ended_at is not None for run in producer.store.list_runs(card_id))
 
 
-def wait_stopped(orch: Orchestrator, card_id: str, timeout_s: float = STOP_WAIT_S) -> bool:
+def wait_stopped(producer: Producer, card_id: str, timeout_s: float = STOP_WAIT_S) -> bool:
     """Wait until no run of the card is open (its agent group has been ended)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if runs_closed(orch, card_id):
+        if runs_closed(producer, card_id):
             return True
         time.sleep(STOP_POLL_S)
     return False
 
 
-def cancel_card(orch: Orchestrator, card_id: str, *, wait: bool = True) -> Card:
+def cancel_card(producer: Producer, card_id: str, *, wait: bool = True) -> Card:
     """Cancel: card CANCELLED at once, queued message revoked, running agent group ended, no retry."""
-    before = orch.store.get_card(card_id)
-    card = orch.store.cancel(card_id)
+    before = producer.store.get_card(card_id)
+    card = producer.store.cancel(card_id)
     if before.status != Status.IN_PROGRESS:
         # Only a message still waiting in the broker needs revoking; a running attempt sees its
         # claim vanish (and a broadcast per card would slow a storm of cancels down).
-        _revoke(orch, before.celery_task_id)
-    if orch.events is not None:
-        orch.events.publish("status", card_id, before.celery_task_id, status=Status.CANCELLED.value,
-                            attempt=before.attempts)
+        producer.revoke(before.celery_task_id)
+    producer.status_event(card_id, Status.CANCELLED, before.celery_task_id, attempt=before.attempts)
     if wait and before.status == Status.IN_PROGRESS:
-        wait_stopped(orch, card_id)
+        wait_stopped(producer, card_id)
     if before.status != Status.IN_PROGRESS:  # a running attempt removes its own worktree when it ends
         from squad.review import cleanup_local
 
-        cleanup_local(orch.settings, orch.store, card)
+        cleanup_local(producer.settings, producer.store, card)
     return card
 
 
-def retry_card(orch: Orchestrator, card_id: str, *, force: bool = False) -> RetryResult:
+def retry_card(producer: Producer, card_id: str, *, force: bool = False) -> RetryResult:
     """Queue a new attempt; FAILED/CANCELLED only, unless `force` (a running one is ended first)."""
-    card = orch.store.get_card(card_id)
+    card = producer.store.get_card(card_id)
     old = card.celery_task_id
     if old is None and card.attempts == 0:
         raise NotFoundError(f"card {card_id} has no task yet")
@@ -78,13 +71,13 @@ def retry_card(orch: Orchestrator, card_id: str, *, force: bool = False) -> Retr
         raise TransitionError(f"card {card_id} is {card.status}: only FAILED or CANCELLED cards can be "
                               "retried (use --force to restart it)")
     elif card.status in (Status.IN_PROGRESS, Status.QUEUED, Status.RETRYING):
-        cancel_card(orch, card_id, wait=True)
+        cancel_card(producer, card_id, wait=True)
         expected = [Status.CANCELLED]
     elif card.status == Status.DONE:
         expected = [Status.DONE]
     else:
         raise TransitionError(f"card {card_id} is {card.status} and cannot be retried")
-    new = orch.enqueue_now(card_id, expected=expected)
+    new = producer.send(card_id, expected=expected, fresh_retries=True)
     if new is None:
         raise TransitionError(f"card {card_id} changed status meanwhile; try again")
     return RetryResult(status="queued", card_id=card_id, old_task_id=old, new_task_id=new,

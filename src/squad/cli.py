@@ -145,7 +145,7 @@ def orchestrate(
                                                   )] = None,
 ) -> None:
     """Release ready cards (priority 9 first), retry failed ones when due, until stopped."""
-    from squad.orchestrator import LocalDispatcher, make_orchestrator
+    from squad.orchestrator import make_orchestrator
     from squad.waiting import EXIT_TIMEOUT, WaitReporter
 
     if mode not in ("auto", "celery", "local"):
@@ -168,15 +168,14 @@ def orchestrate(
                             lambda line: err.print(f"orchestrator: {line}", style="dim"),
                             report_first_pass=orch.dispatcher.mode == "celery")
 
-    if isinstance(orch.dispatcher, LocalDispatcher):
+    if orch.dispatcher.runs_agents:
         from squad.agents.orphans import own_all_orphans
 
         own_all_orphans()  # this process runs agents: what they leave behind is ended with them
 
     def stop(signum: int, _frame: object) -> None:
         orch.stop()
-        if isinstance(orch.dispatcher, LocalDispatcher):
-            orch.dispatcher.shutdown.set()
+        orch.dispatcher.interrupt()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -186,10 +185,7 @@ def orchestrate(
         if code == EXIT_TIMEOUT:
             err.print(f"squad: error: --timeout {timeout:g} s reached, {reporter.describe()}")
     finally:
-        if isinstance(orch.dispatcher, LocalDispatcher):
-            orch.dispatcher.close(abort=orch.stopping.is_set())
-        else:
-            orch.dispatcher.close()
+        orch.dispatcher.close(abort=orch.stopping.is_set())
     raise typer.Exit(code)
 
 
@@ -332,7 +328,7 @@ def retry(card_id: Annotated[str, typer.Argument(help="Card id.")],
           force: Annotated[bool, typer.Option(help="Also restart a running or DONE card.")] = False) -> None:
     """Queue a new attempt of a FAILED or CANCELLED card (a running one is ended first with --force)."""
     from squad.actions import retry_card
-    from squad.orchestrator import make_producer
+    from squad.dispatch import make_producer
 
     settings = _settings()
     store = _store(settings)
@@ -344,7 +340,7 @@ def retry(card_id: Annotated[str, typer.Argument(help="Card id.")],
 def cancel(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> None:
     """Cancel a card: its agent's process group is ended, no retry."""
     from squad.actions import cancel_card
-    from squad.orchestrator import make_producer
+    from squad.dispatch import make_producer
 
     settings = _settings()
     store = _store(settings)
@@ -536,7 +532,7 @@ def _safe_text(text: str) -> str:
 @review_app.command("approve")
 def review_approve(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> None:
     """REVIEW → DONE (runs `[workspace] after_approve` first; its failure keeps the card in REVIEW)."""
-    from squad.orchestrator import make_producer
+    from squad.dispatch import make_producer
     from squad.review import approve_card
 
     settings = _settings()
@@ -550,7 +546,7 @@ def review_reject(card_id: Annotated[str, typer.Argument(help="Card id.")],
                   feedback: Annotated[str, typer.Option("--feedback", help="What to change (shown to the agent).")]
                   ) -> None:
     """REVIEW → QUEUED: a new attempt in the same worktree, with your feedback in its prompt."""
-    from squad.orchestrator import make_producer
+    from squad.dispatch import make_producer
     from squad.review import reject_card
 
     settings = _settings()

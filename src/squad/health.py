@@ -51,5 +51,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     report["celery"] = ("not_available" if not redis_ok else "error" if workers is None
                         else "connected" if workers else "no_workers")
     report["celery_workers"] = workers or []
-    report["execution_mode"] = "celery" if settings.use_celery and redis_ok else "local"
+    from squad.dispatch import execution_mode
+
+    report["execution_mode"] = execution_mode(settings, broker_ok=redis_ok).name
     return report

@@ -14,8 +14,8 @@ import structlog
 
 from squad.cards import Card, Status
 from squad.config import Settings
+from squad.dispatch import Producer
 from squad.errors import ConflictError, NotFoundError, SquadError
-from squad.orchestrator import Orchestrator
 from squad.store import CardStore
 from squad.workspaces import FileStat, WorkspaceError, git, numstat, remove, repo_root, workspace_for
 
@@ -116,9 +116,9 @@ class _Keep(dict[str, str]):
         return "{" + key + "}"
 
 
-def approve_card(orch: Orchestrator, card_id: str) -> Card:
+def approve_card(producer: Producer, card_id: str) -> Card:
     """REVIEW → DONE (after the optional `after_approve` hook); dependants are released next pass."""
-    store, settings = orch.store, orch.settings
+    store, settings = producer.store, producer.settings
     card = _require_review(store, card_id)
     try:
         _run_after_approve(settings, card)
@@ -127,23 +127,22 @@ def approve_card(orch: Orchestrator, card_id: str) -> Card:
         raise
     if not store.approve(card_id):
         raise NotInReview(f"card {card_id} left REVIEW meanwhile")
-    if orch.events is not None:
-        orch.events.publish("status", card_id, card.celery_task_id, status=Status.DONE.value, attempt=card.attempts)
+    producer.status_event(card_id, Status.DONE, card.celery_task_id, attempt=card.attempts)
     cleanup_local(settings, store, store.get_card(card_id))
     return store.get_card(card_id)
 
 
-def reject_card(orch: Orchestrator, card_id: str, feedback: str) -> str:
+def reject_card(producer: Producer, card_id: str, feedback: str) -> str:
     """REVIEW → QUEUED with feedback for the next attempt (same worktree, same branch); the new task id."""
     text = feedback.strip()
     if not text:
         raise SquadError("feedback must not be empty: say what to change")
     if len(text) > FEEDBACK_MAX_CHARS or "\x00" in text:
         raise SquadError(f"feedback must be at most {FEEDBACK_MAX_CHARS} characters of text")
-    _require_review(orch.store, card_id)
-    if not orch.store.set_feedback(card_id, text):
+    _require_review(producer.store, card_id)
+    if not producer.store.set_feedback(card_id, text):
         raise NotInReview(f"card {card_id} left REVIEW meanwhile")
-    task_id = orch.enqueue_now(card_id, expected=[Status.REVIEW])
+    task_id = producer.send(card_id, expected=[Status.REVIEW], fresh_retries=True)
     if task_id is None:
         raise NotInReview(f"card {card_id} left REVIEW meanwhile")
     return task_id

@@ -24,11 +24,14 @@ def _add(settings: Settings, cards: Sequence[Mapping[str, Any]], *, release: boo
         specs = parse_backlog({"cards": [dict(c) for c in cards]}, known_ids=set(store.graph()))
         store.add_cards(specs)
         if release:
-            from squad.orchestrator import make_producer
+            from squad.dispatch import make_producer
+            from squad.orchestrator import Orchestrator
 
-            orch = make_producer(settings, store, None)  # never runs cards in this process
-            orch.tick()
-            orch.dispatcher.close()
+            producer = make_producer(settings, store, None)  # never runs cards in this process
+            try:
+                Orchestrator.for_producer(producer).tick()
+            finally:
+                producer.close()
         return [s.card_id for s in specs]
     finally:
         store.dispose()

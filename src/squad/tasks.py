@@ -108,7 +108,8 @@ def execute_card_task(self: ProgressReportingTask, card_id: str) -> dict[str, An
 @celery_app.task(name=RECONCILE_TASK_NAME, ignore_result=True)
 def reconcile() -> dict[str, list[str]]:
     """Sweep stale leases, queue due retries and re-send lost messages (never releases TODO cards)."""
-    from squad.orchestrator import CeleryDispatcher, Orchestrator
+    from squad.dispatch import CeleryDispatcher
+    from squad.orchestrator import Orchestrator
 
     settings, store, events = _resources()
     if "dispatcher" not in _state:  # one per pool process, on the worker's own app (runs every 5 s)

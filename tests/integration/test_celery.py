@@ -31,8 +31,9 @@ from squad.constants import (
     KOMBU_UNACKED_KEY,
     RECONCILE_TASK_NAME,
 )
+from squad.dispatch import CeleryDispatcher
 from squad.events import decode_event
-from squad.orchestrator import CeleryDispatcher, Orchestrator
+from squad.orchestrator import Orchestrator
 from squad.store import CardStore
 
 PY = sys.executable

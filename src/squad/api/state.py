@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from squad.api.metrics.prometheus import Exposition
     from squad.api.monitor import WorkerMonitor
     from squad.api.ws import EventHub
-    from squad.orchestrator import Orchestrator
+    from squad.dispatch import Producer
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -48,47 +48,42 @@ def async_redis(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT_S) -> 
 
 
 class Producers:
-    """A cached producer (orchestrator that only enqueues) for retry and cancel.
+    """A cached producer (it only enqueues) for retry and cancel.
 
     Rebuilt when the broker comes or goes, so a server started during a Redis outage recovers.
     """
 
     def __init__(self, settings: Settings, store: CardStore) -> None:
         self.settings, self.store = settings, store
-        self._orch: Orchestrator | None = None
+        self._producer: Producer | None = None
+        self._mode: str | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> Orchestrator:
+    def get(self) -> Producer:
         """The producer for the current broker state (blocking: call from a thread)."""
+        from squad.dispatch import execution_mode, make_producer
         from squad.events import try_event_bus
-        from squad.orchestrator import broker_answers, make_producer
 
         with self._lock:
-            want = "celery" if self.settings.use_celery and broker_answers(self.settings) else "deferred"
-            orch = self._orch
-            if orch is None or orch.dispatcher.mode != want:
-                if orch is not None:
-                    self._close(orch)
-                orch = make_producer(self.settings, self.store,
-                                     try_event_bus(self.settings.events, self.settings.log_ttl,
-                                                   self.store.redis_keys))
-                self._orch = orch
-            elif orch.events is None:
-                orch.events = try_event_bus(self.settings.events, self.settings.log_ttl, self.store.redis_keys)
-            return orch
-
-    @staticmethod
-    def _close(orch: Orchestrator) -> None:
-        orch.dispatcher.close()
-        if orch.events is not None:
-            orch.events.close()
+            mode = execution_mode(self.settings)
+            producer = self._producer
+            if producer is None or self._mode != mode.name:
+                if producer is not None:
+                    producer.close()
+                producer = make_producer(self.settings, self.store,
+                                         try_event_bus(self.settings.events, self.settings.log_ttl,
+                                                       self.store.redis_keys), mode)
+                self._producer, self._mode = producer, mode.name
+            elif producer.events is None:
+                producer.events = try_event_bus(self.settings.events, self.settings.log_ttl, self.store.redis_keys)
+            return producer
 
     def close(self) -> None:
         """Release the producer's connections."""
         with self._lock:
-            if self._orch is not None:
-                self._close(self._orch)
-                self._orch = None
+            if self._producer is not None:
+                self._producer.close()
+                self._producer = None
 
 
 class Probe:

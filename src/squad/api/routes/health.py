@@ -12,6 +12,7 @@ from squad.api.routes import errors
 from squad.api.schemas import AuthOut, HealthOut
 from squad.api.state import AppState, bounded
 from squad.constants import VERSION
+from squad.dispatch import execution_mode
 
 router = APIRouter(tags=["health"])
 
@@ -23,9 +24,8 @@ async def _redis(state: AppState) -> str:
 
 
 async def _execution_mode(state: AppState) -> str:
-    if state.settings.use_celery and await bounded(state.broker.ping()):
-        return "celery"
-    return "local"
+    broker_ok = state.settings.use_celery and bool(await bounded(state.broker.ping()))
+    return execution_mode(state.settings, broker_ok=broker_ok).name
 
 
 @router.get("/health", response_model=HealthOut, responses=errors())

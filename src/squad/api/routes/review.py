@@ -36,9 +36,9 @@ def approve(card_id: CardIdDep, state: StateDep) -> ReviewOut:
              responses=errors(401, 404, 409, 422))
 def reject(card_id: CardIdDep, body: RejectIn, state: StateDep) -> ReviewOut:
     """REVIEW → QUEUED: a new attempt in the same worktree, with `feedback` in its prompt."""
-    orch = state.producers.get()
-    task_id = reject_card(orch, card_id, body.feedback)
-    return ReviewOut(status="rejected", card_id=card_id, task_id=task_id, card=orch.store.get_card(card_id),
+    producer = state.producers.get()
+    task_id = reject_card(producer, card_id, body.feedback)
+    return ReviewOut(status="rejected", card_id=card_id, task_id=task_id, card=producer.store.get_card(card_id),
                      message=f"card {card_id} rejected: queued again as task {task_id}")
 
 

@@ -97,13 +97,13 @@ async def cancel(card_id: CardIdDep, state: StateDep) -> CancelOut:
     The answer waits for the attempt to end its agent, but without holding a worker thread while it
     waits: a storm of cancels must not queue behind one another in the thread pool.
     """
-    orch = state.producers.get()
-    before = await to_thread.run_sync(orch.store.get_card, card_id)
-    card = await to_thread.run_sync(lambda: cancel_card(orch, card_id, wait=False))
+    producer = state.producers.get()
+    before = await to_thread.run_sync(producer.store.get_card, card_id)
+    card = await to_thread.run_sync(lambda: cancel_card(producer, card_id, wait=False))
     task_id = before.celery_task_id
     if before.status == Status.IN_PROGRESS:
         deadline = time.monotonic() + STOP_WAIT_S
-        while time.monotonic() < deadline and not await to_thread.run_sync(runs_closed, orch, card_id):
+        while time.monotonic() < deadline and not await to_thread.run_sync(runs_closed, producer, card_id):
             await asyncio.sleep(STOP_POLL_S)
     return CancelOut(status="cancelled", card_id=card_id, task_id=task_id, card=card,
                      message=f"card {card_id} cancelled")
@@ -114,13 +114,13 @@ async def cancel(card_id: CardIdDep, state: StateDep) -> CancelOut:
 def retry_many(body: BulkRetryIn, state: StateDep) -> BulkRetryOut:
     """Retry several cards (the dashboard's "retry selected"); each card succeeds or fails on its own
     with the status code a single retry would give."""
-    orch = state.producers.get()
+    producer = state.producers.get()
     results: list[BulkRetryItem] = []
     for card_id in dict.fromkeys(body.card_ids):
         try:
             if not CARD_ID_RE.fullmatch(card_id):
                 raise NotFoundError(f"unknown card {card_id!r}")
-            res = retry_card(orch, card_id, force=body.force)
+            res = retry_card(producer, card_id, force=body.force)
             results.append(BulkRetryItem(card_id=card_id, ok=True, status_code=200, new_task_id=res.new_task_id,
                                          message=res.message))
         except SquadError as exc:

@@ -1,0 +1,281 @@
+"""Who runs a QUEUED card: the dispatchers, the one "Celery or local" decision, and the Producer.
+
+Every process that queues cards (orchestrator, `squad retry`/`cancel`, `submit`, the API) goes
+through a `Producer`: store transition first (a fresh task id), then the message, then the status
+event — so a message can only ever claim a card already QUEUED under its own id. The dispatcher
+behind it is chosen once, by `execution_mode()`, and used only through the `Dispatcher` protocol.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import structlog
+
+from squad.attempt import AttemptContext, run_card
+from squad.cards import Status
+from squad.config import Settings, mask_url
+from squad.constants import CARDS_QUEUE, EXECUTE_TASK_NAME
+from squad.errors import BrokerUnavailable, SquadError
+from squad.events import EventBus
+from squad.store import CardStore
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+log = structlog.get_logger(__name__)
+MODES = ("auto", "celery", "local")
+#: Celery's own limits sit above the attempt's hard limit: the attempt ends its agent itself first.
+CELERY_SOFT_MARGIN_S = 30
+CELERY_HARD_MARGIN_S = 60
+
+
+class Dispatcher(Protocol):
+    """Hands a QUEUED card to something that will run it."""
+
+    mode: str  # "celery", "local" or "deferred"
+    runs_agents: bool  # attempts run in this process (its agents die with it)
+    settled: threading.Event | None  # set when an attempt of this process ends (local only)
+
+    def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float) -> None:
+        """Send or start the card's attempt for `task_id`."""
+
+    def revoke(self, task_id: str) -> None:
+        """Drop a message still waiting (a running attempt is ended through its claim)."""
+
+    def live_task_ids(self, task_ids: list[str]) -> set[str]:
+        """Which task ids are still waiting or running."""
+
+    def interrupt(self) -> None:
+        """Ask attempts running in this process to end their agents now (they are retried)."""
+
+    def close(self, *, abort: bool = False) -> None:
+        """Release resources; local attempts are waited for, or with `abort` ended first."""
+
+
+class CeleryDispatcher:
+    """Sends `squad.execute_card_task` messages to the `cards` queue."""
+
+    mode = "celery"
+    runs_agents = False
+    settled: threading.Event | None = None
+
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        from squad.broker import BrokerView
+        from squad.celery_app import make_celery
+
+        self.app = app or make_celery(settings)
+        self.broker = BrokerView(settings.broker)
+
+    def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float) -> None:
+        from squad.celery_app import card_priority
+
+        self.app.send_task(EXECUTE_TASK_NAME, args=[card_id], task_id=task_id, queue=CARDS_QUEUE,
+                           priority=card_priority(priority),
+                           soft_time_limit=hard_limit + CELERY_SOFT_MARGIN_S,
+                           time_limit=hard_limit + CELERY_HARD_MARGIN_S)
+
+    def live_task_ids(self, task_ids: list[str]) -> set[str]:
+        return self.broker.live_task_ids(task_ids)
+
+    def revoke(self, task_id: str) -> None:
+        try:
+            self.app.control.revoke(task_id)
+        except Exception as exc:  # revoke is an optimisation: the claim already makes it a no-op
+            log.warning("revoke failed", task_id=task_id, error=str(exc))
+
+    def interrupt(self) -> None:
+        return None
+
+    def close(self, *, abort: bool = False) -> None:
+        self.broker.close()
+
+
+class LocalDispatcher:
+    """Runs attempts in this process's threads (no broker)."""
+
+    mode = "local"
+    runs_agents = True
+
+    def __init__(self, settings: Settings, store: CardStore, events: EventBus | None, concurrency: int) -> None:
+        self.shutdown = threading.Event()
+        self.ctx = AttemptContext(settings=settings, store=store, events=events,
+                                  worker=f"local@{socket.gethostname()}", shutdown=self.shutdown)
+        # Each thread lives as long as its attempts, so the agent's parent-death signal is safe.
+        self.pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="squad-local")
+        self.running: dict[str, Future[Any]] = {}
+        self.lock = threading.Lock()
+        self.settled: threading.Event | None = threading.Event()
+
+    def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float) -> None:
+        fut = self.pool.submit(self._run, card_id, task_id)
+        with self.lock:
+            self.running[task_id] = fut
+
+    def _run(self, card_id: str, task_id: str) -> None:
+        try:
+            run_card(self.ctx, card_id, task_id)
+        except Exception:
+            log.exception("local attempt crashed", card_id=card_id)
+        finally:
+            with self.lock:
+                self.running.pop(task_id, None)
+            if self.settled is not None:
+                self.settled.set()  # the orchestrator reacts at once
+
+    def live_task_ids(self, task_ids: list[str]) -> set[str]:
+        with self.lock:
+            return {t for t in task_ids if t in self.running}
+
+    def revoke(self, task_id: str) -> None:
+        return None  # nothing waits in a broker; a running attempt sees its claim vanish
+
+    def interrupt(self) -> None:
+        self.shutdown.set()
+
+    def close(self, *, abort: bool = False) -> None:
+        if abort:
+            self.shutdown.set()
+        self.pool.shutdown(wait=True, cancel_futures=abort)
+
+
+class DeferredDispatcher:
+    """Local mode seen from another process (CLI, API): a QUEUED card is adopted by the running
+    local orchestrator, which runs every QUEUED card that no one in its process holds."""
+
+    mode = "deferred"
+    runs_agents = False
+    settled: threading.Event | None = None
+
+    def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float) -> None:
+        log.info("card queued for the local orchestrator", card_id=card_id, task_id=task_id)
+
+    def live_task_ids(self, task_ids: list[str]) -> set[str]:
+        return set(task_ids)
+
+    def revoke(self, task_id: str) -> None:
+        return None
+
+    def interrupt(self) -> None:
+        return None
+
+    def close(self, *, abort: bool = False) -> None:
+        return None
+
+
+# ---- the one "Celery or local" decision ---------------------------------------------------------
+@dataclass(frozen=True)
+class ExecutionMode:
+    """Where cards run, and why auto mode fell back to local (None when it did not)."""
+
+    name: Literal["celery", "local"]
+    reason: str | None = None
+
+
+def broker_answers(settings: Settings) -> bool:
+    """True when the Celery broker's Redis answers a PING."""
+    from squad.broker import BrokerView
+
+    view = BrokerView(settings.broker)
+    try:
+        return view.ping()
+    finally:
+        view.close()
+
+
+def execution_mode(settings: Settings, requested: str = "auto", *, broker_ok: bool | None = None,
+                   need_consumer: bool = False) -> ExecutionMode:
+    """Celery when asked for (or `auto` with USE_CELERY) and a broker answers, else local.
+
+    `broker_ok` is a ping the caller already made (the API pings asynchronously); otherwise the
+    broker is pinged here. `need_consumer` (the orchestrator in `auto` mode) also asks whether a
+    worker consumes `cards`, because cards sent to a queue nobody consumes would wait forever.
+    `celery` asked for explicitly with no broker raises BrokerUnavailable.
+    """
+    if requested not in MODES:
+        raise SquadError(f"unknown mode {requested!r} (use auto, celery or local)")
+    if requested == "local" or (requested == "auto" and not settings.use_celery):
+        return ExecutionMode("local")
+    if not (broker_answers(settings) if broker_ok is None else broker_ok):
+        if requested == "celery":
+            raise BrokerUnavailable(f"no Redis broker answers at {mask_url(settings.broker)}")
+        return ExecutionMode("local", f"no Redis broker answers at {mask_url(settings.broker)}")
+    if requested == "celery" or not need_consumer:
+        return ExecutionMode("celery")
+    from squad.waiting import no_consumer_reason
+
+    reason = no_consumer_reason(settings)
+    return ExecutionMode("local", reason) if reason else ExecutionMode("celery")
+
+
+def new_task_id() -> str:
+    """A fresh message id."""
+    return str(uuid.uuid4())
+
+
+# ---- the producer -------------------------------------------------------------------------------
+class Producer:
+    """Queues cards and tells the world: store transition, message, status event."""
+
+    def __init__(self, settings: Settings, store: CardStore, dispatcher: Dispatcher,
+                 events: EventBus | None = None, *, session: str = "default") -> None:
+        self.settings, self.store, self.dispatcher, self.events = settings, store, dispatcher, events
+        self.session = session
+
+    def send(self, card_id: str, *, expected: list[Status], fresh_retries: bool = False) -> str | None:
+        """Move the card to QUEUED under a new task id and dispatch it; None when its status was not
+        one of `expected`. `fresh_retries` (a user's retry) restarts the automatic-retry budget."""
+        self.store.get_card(card_id)  # an unknown card is a NotFoundError, not a silent None
+        task_id = new_task_id()
+        if not self.store.enqueue(card_id, task_id, expected=expected, session=self.session,
+                                  fresh_retries=fresh_retries):
+            return None
+        try:
+            self._dispatch(card_id, task_id)
+        except Exception as exc:
+            self.store.unqueue(card_id, task_id)
+            raise BrokerUnavailable(f"cannot enqueue card {card_id}: {exc}") from exc
+        self.status_event(card_id, Status.QUEUED, task_id)
+        return task_id
+
+    def resend(self, card_id: str, old_task_id: str) -> bool:
+        """Send a QUEUED card again under a new id (its message was lost): the old id can no longer claim."""
+        new_id = new_task_id()
+        if not self.store.replace_task(card_id, old_task_id, new_id):
+            return False
+        self._dispatch(card_id, new_id)
+        return True
+
+    def _dispatch(self, card_id: str, task_id: str) -> None:
+        card = self.store.get_card(card_id)
+        own = self.settings.limits_for(card)
+        self.dispatcher.dispatch(card_id, task_id, card.priority, own.soft_time_limit_s, own.time_limit_s)
+
+    def revoke(self, task_id: str | None) -> None:
+        """Drop the card's message if it still waits somewhere."""
+        if task_id:
+            self.dispatcher.revoke(task_id)
+
+    def status_event(self, card_id: str, status: Status, task_id: str | None = None, **fields: Any) -> None:
+        """Publish a status change (best effort: without Redis there is nobody to tell)."""
+        if self.events is not None:
+            self.events.publish("status", card_id, task_id, status=status.value, **fields)
+
+    def close(self, *, abort: bool = False) -> None:
+        """Release the dispatcher and the event connection."""
+        self.dispatcher.close(abort=abort)
+        if self.events is not None:
+            self.events.close()
+
+
+def make_producer(settings: Settings, store: CardStore, events: EventBus | None,
+                  mode: ExecutionMode | None = None) -> Producer:
+    """A producer for one-off operations (retry, cancel, submit): it never runs cards itself."""
+    mode = mode or execution_mode(settings)
+    dispatcher: Dispatcher = CeleryDispatcher(settings) if mode.name == "celery" else DeferredDispatcher()
+    return Producer(settings, store, dispatcher, events)
