@@ -151,3 +151,52 @@ def test_token_is_asked_once_a_wrong_one_is_explained_and_the_board_goes_live(
     _in_lane(page, "T-1", "TODO")
     assert not page.is_visible("#token-dialog")
     assert errors.unexpected(EXPECTED_WHILE_DOWN) == []
+
+
+def test_review_lane_shows_the_diff_and_approve_and_reject_move_the_cards(
+        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path) -> None:  # noqa: F811 - fixtures
+    from squad.workspaces import git
+
+    # Given two cards whose agent edited a git worktree and that now wait in REVIEW
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "dev@example.com"],
+                 ["config", "user.name", "Dev"]):
+        git(args, repo)
+    (repo / "README.md").write_text("hello\n", encoding="utf-8")
+    git(["add", "-A"], repo)
+    git(["commit", "-q", "-m", "initial"], repo)
+    (tmp_path / "marks").mkdir()
+    agent = [PY, str(AGENTS / "git_worker.py"), str(tmp_path / "marks")]
+    (tmp_path / "squad.toml").write_text(
+        f'default_agent = "git"\n[agents.git]\ncommand = {json.dumps(agent)}\n'
+        f'[workspace]\nrepo = "{repo}"\nreview = true\n', encoding="utf-8")
+    env = squad_env(SQUAD_REDIS_URL=settings.redis_url, SQUAD_DATABASE_URL=settings.database_url, USE_CELERY="false",
+                    SQUAD_ALLOWED_ROOTS=str(tmp_path))
+    _import(env, tmp_path, [{"card_id": "R-OK", "title": "Approve me"}, {"card_id": "R-NO", "title": "Reject me"}])
+    res = subprocess.run([PY, "-m", "squad", "orchestrate", "--mode", "local", "--once", "--wait", "--interval", "0.2"],
+                         env=env, capture_output=True, text=True, timeout=180, check=False)
+    assert res.returncode == 0, res.stderr
+    server = serve_factory(env)
+    page, errors = open_page(browser, server.url)
+    _in_lane(page, "R-OK", "REVIEW")
+    _in_lane(page, "R-NO", "REVIEW")
+
+    # When a card in review is opened: its diff is shown; Escape closes the drawer
+    page.click('[data-card-id="R-OK"] .c-title')
+    page.wait_for_selector("#d-diff .add")
+    assert "squad/R-OK" in (page.text_content("#d-diffstat") or "")
+    assert "+attempt 1" in (page.text_content("#d-diff") or "")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#detail", state="hidden")
+
+    # When one is approved and the other rejected with feedback
+    page.click('[data-card-id="R-OK"] [data-action="approve"]')
+    _in_lane(page, "R-OK", "DONE")
+    page.click('[data-card-id="R-NO"] [data-action="reject"]')
+    page.fill("#reject-feedback", "Handle the empty list too")
+    page.click("#reject-submit")
+
+    # Expect DONE and QUEUED (a new attempt will get the feedback), without a reload
+    _in_lane(page, "R-NO", "QUEUED")
+    assert errors.items == []
