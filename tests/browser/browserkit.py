@@ -102,7 +102,7 @@ def open_page(browser: Any, url: str, **context_args: Any) -> tuple[Any, PageErr
     """A fresh context and page with its errors collected."""
     context = browser.new_context(viewport={"width": 1500, "height": 900}, **context_args)
     page = context.new_page()
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(120_000)
     errors = PageErrors()
     page.on("pageerror", lambda exc: errors.items.append(f"pageerror: {exc}"))
     page.on("console", lambda msg: errors.items.append(f"console: {msg.text}") if msg.type == "error" else None)

@@ -42,7 +42,7 @@ def _import(env: dict[str, str], tmp_path: Path, cards: list[dict[str, Any]]) ->
     assert res.returncode == 0, res.stderr
 
 
-def _in_lane(page: Any, card_id: str, lane: str, timeout_s: float = 60) -> None:
+def _in_lane(page: Any, card_id: str, lane: str, timeout_s: float = 120) -> None:
     page.wait_for_selector(f'.lane[data-lane="{lane}"] [data-card-id="{card_id}"][data-status="{lane}"]',
                            timeout=timeout_s * 1000, state="attached")
 
