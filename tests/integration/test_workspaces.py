@@ -354,3 +354,19 @@ def test_api_diff_approve_reject_need_the_token_answer_409_outside_review_and_em
     assert ("A", "DONE") in seen and ("B", "QUEUED") in seen
     assert not (project.work / "A").exists()  # approved: worktree removed, branch kept
     assert git(["rev-parse", "--verify", "squad/A"], project.repo)
+
+
+def test_workspace_hooks_run_inside_the_worktree(tmp_path: Path) -> None:
+    hook = "import os, sys; open(sys.argv[1], 'a').write(os.getcwd() + chr(10))"
+    marks = tmp_path / "marks"
+    project = _repo(tmp_path, workspace_toml=f"""
+[hooks]
+after_create = ["{PY}", "-c", "{hook}", "{marks / 'after_create.txt'}"]
+before_run = ["{PY}", "-c", "{hook}", "{marks / 'before_run.txt'}"]
+""")
+    project.seed({"card_id": "A"})
+    assert project.orchestrate().returncode == 0
+    worktree = str((project.work / "A").resolve())
+    assert (marks / "after_create.txt").read_text().splitlines() == [worktree]
+    assert (marks / "before_run.txt").read_text().splitlines() == [worktree]
+    project.main_untouched()
