@@ -23,7 +23,7 @@ from squad.upview import Probes, UpView, read_cards
 
 API_HOST = "127.0.0.1"
 DEMO_DATABASE_URL = "sqlite:///.squad/demo.db"
-DEMO_AGENT_DURATION_S = 2.0  # each demo card's agent run (the demo must end within 30 s)
+DEMO_AGENT_DURATION_S = 1.5  # each demo card's agent run (the demo must end within 30 s)
 DEMO_RETRY_BACKOFF_S = 1  # the demo's flaky card is retried after ~1 s, not a minute
 DEMO_BACKLOG = Path(__file__).parent / "demo" / "backlog.json"
 
