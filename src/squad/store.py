@@ -571,10 +571,6 @@ class CardStore:
         return [(r[0], r[1]) for r in self._select_ids(cards_t.c.status == Status.QUEUED.value,
                                                        cards_t.c.queued_at < at - older_than_s)]
 
-    def queued(self) -> list[tuple[str, str, int]]:
-        """(card_id, task_id, priority) of QUEUED cards, most urgent first."""
-        return [(r[0], r[1], r[3]) for r in self._select_ids(cards_t.c.status == Status.QUEUED.value)]
-
     def in_flight(self) -> int:
         """Cards QUEUED or IN_PROGRESS."""
         counts = self.count_by_status()

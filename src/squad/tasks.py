@@ -21,7 +21,7 @@ from squad.constants import (
     PROGRESS_MIN_INTERVAL_S,
     RECONCILE_TASK_NAME,
 )
-from squad.events import EventBus, iso_now, try_event_bus
+from squad.events import EventBus, try_event_bus
 from squad.store import CardStore
 
 log = structlog.get_logger(__name__)
@@ -52,8 +52,8 @@ def _reset_after_fork(**_: Any) -> None:
 
 
 class ProgressReportingTask(Task):
-    """Task base: `update_progress` sets Celery state PROGRESS and emits a `progress` event;
-    `log_message` appends to the card's live log. Both throttled/batched by the caller."""
+    """Task base: `update_progress` sets Celery state PROGRESS (throttled; the attempt's reporter
+    writes the `progress` events and the live log)."""
 
     _last_state = 0.0
     _last_step = ""
@@ -81,13 +81,6 @@ class ProgressReportingTask(Task):
                                   request=self.request)
         except Exception as exc:  # result backend down: progress is best effort
             log.warning("PROGRESS state not stored", error=str(exc))
-
-    def log_message(self, level: str, text: str) -> None:
-        """Append one line to the card's live log."""
-        _settings, _store, events = _resources()
-        card_id = (self.request.args or [""])[0]
-        if events is not None:
-            events.append_logs(card_id, self.request.id, [(iso_now(), level, text)])
 
 
 @celery_app.task(bind=True, base=ProgressReportingTask, name=EXECUTE_TASK_NAME, acks_late=True)
