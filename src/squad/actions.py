@@ -16,7 +16,7 @@ STOP_POLL_S = 0.25
 
 @dataclass
 class RetryResult:
-    """The answer of a retry (SPEC §8)."""
+    """The answer of a retry (docs/api.md)."""
 
     status: str
     card_id: str

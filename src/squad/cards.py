@@ -1,4 +1,4 @@
-"""Cards, runs, statuses and the allowed status transitions (SPEC §4)."""
+"""Cards, runs, statuses and the allowed status transitions (docs/architecture.md "Card lifecycle")."""
 
 from __future__ import annotations
 

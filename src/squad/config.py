@@ -142,7 +142,7 @@ class _TomlSource(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
-    """Every setting of SPEC §3."""
+    """Every setting of README.md "Configuration"."""
 
     model_config = SettingsConfigDict(env_prefix="SQUAD_", extra="ignore", populate_by_name=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 VERSION = "0.1.0"
 
-# Redis streams (SPEC §7).
+# Redis streams (docs/api.md "WebSocket").
 TASK_UPDATES_STREAM = "task_updates"
 TASK_UPDATES_MAXLEN = 100_000
 TASK_LOGS_PREFIX = "task:logs:"
@@ -19,7 +19,7 @@ RECONCILE_TASK_NAME = "squad.reconcile"
 PRIORITY_STEPS = list(range(10))
 KOMBU_UNACKED_KEY = "unacked"
 
-# Fixed progress steps (SPEC §6).
+# Fixed progress steps (docs/architecture.md "Card lifecycle").
 STEP_LOADING = (0, "loading card")
 STEP_SELECTING = (10, "selecting agent")
 STEP_IN_PROGRESS = (15, "marked IN_PROGRESS")

@@ -1,4 +1,4 @@
-"""EventBus and LogStore over Redis streams (SPEC §7).
+"""EventBus and LogStore over Redis streams (docs/api.md "WebSocket").
 
 Events and live logs are best effort: a Redis outage must never fail a card, so writes are bounded
 by socket timeouts and, after a failure, skipped for a short back-off instead of blocking every line.

@@ -1,4 +1,4 @@
-"""The Redis names of one store: every key and stream carries `squad:<instance id>:` (SPEC §7).
+"""The Redis names of one store: every key and stream carries `squad:<instance id>:` (docs/api.md "WebSocket").
 
 Live logs and events used to be keyed by card id only, so two stores on one Redis (a PostgreSQL
 store and a SQLite one, or `squad up --demo` next to the default store) showed each other's logs

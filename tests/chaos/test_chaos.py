@@ -221,7 +221,8 @@ def test_stale_lease_is_swept_but_a_healthy_long_card_is_never_marked_lost(
 # ---- 3. Redis stopped and restarted while 20 cards run ---------------------------------------
 # With AOF the broker keeps its messages; the run caps cards in flight below the four slots so a
 # worker is polling Redis with a card running when it goes away: the setting in which Celery exits
-# with `Unrecoverable error` (DESIGN.md, known traps) and `squad worker` must restart it. Without
+# with `Unrecoverable error` (docs/architecture.md, "Surviving Redis faults") and `squad worker`
+# must restart it. Without
 # persistence every message waiting in the broker vanishes and the reconciler must send it again.
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("aof", "extra"), [(True, ["--max-in-flight", "3"]), (False, [])],

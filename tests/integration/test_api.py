@@ -1,4 +1,4 @@
-"""The HTTP API (SPEC §8) against a real uvicorn server, a real redis-server and real stores.
+"""The HTTP API (docs/api.md) against a real uvicorn server, a real redis-server and real stores.
 
 Cards are seeded through the store's own transitions (enqueue, claim, finish), Redis through the
 same streams and keys the workers write; no mocks. The worker-driven cases are in test_ws.py.

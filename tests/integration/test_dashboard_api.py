@@ -1,4 +1,4 @@
-"""The API the dashboard reads beyond SPEC's list: card extras, run history, metric series, bulk
+"""The API the dashboard reads beyond the core list of docs/api.md: card extras, run history, metric series, bulk
 retry, prompts, the token check and worker leases (real server, Redis and store)."""
 
 from __future__ import annotations

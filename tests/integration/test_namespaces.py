@@ -1,4 +1,4 @@
-"""Two stores on one Redis never see each other's live logs or events (SPEC §7 namespaces).
+"""Two stores on one Redis never see each other's live logs or events (docs/api.md "WebSocket" namespaces).
 
 Keys used to be the card id alone: a PostgreSQL store showed the live log of the SQLite store's card
 with the same id, and `squad up --demo` mixed its events with the default store's.

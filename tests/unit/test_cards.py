@@ -22,7 +22,7 @@ from squad.cards import (
 from squad.errors import BacklogError, SquadError, TransitionError
 
 S = Status
-#: The lifecycle of SPEC §4, written out independently of the table in cards.py.
+#: The lifecycle of docs/architecture.md "Card lifecycle", written out independently of the table in cards.py.
 EXPECTED_EDGES = {
     (S.TODO, S.QUEUED), (S.QUEUED, S.IN_PROGRESS), (S.IN_PROGRESS, S.DONE),
     (S.IN_PROGRESS, S.RETRYING), (S.RETRYING, S.QUEUED), (S.IN_PROGRESS, S.FAILED),

@@ -1,4 +1,4 @@
-"""Settings: precedence, every SPEC §3 variable, derived URLs, and bad values as one-line errors."""
+"""Settings: precedence, every README.md "Configuration" variable, derived URLs, and bad values as one-line errors."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_defaults_apply_when_nothing_is_configured(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("SQUAD_WORKDIR")
     # When
     s = load_settings()
-    # Expect the defaults of SPEC §3
+    # Expect the defaults of README.md "Configuration"
     assert s.redis_url == "redis://127.0.0.1:6379"
     assert s.database_url == "sqlite:///.squad/squad.db"
     assert s.use_celery is True
@@ -83,7 +83,7 @@ def test_squad_config_naming_a_missing_file_is_a_config_error(monkeypatch: pytes
         load_settings()
 
 
-# ---- every SPEC §3 variable parses from the environment ------------------------------------------
+# ---- every README.md "Configuration" variable parses from the environment ------------------------------------------
 SPEC_ENV = {
     "SQUAD_REDIS_URL": ("redis://10.0.0.5:6380", "redis_url", "redis://10.0.0.5:6380"),
     "SQUAD_BROKER_URL": ("rediss://:pw@b.example:6379/4", "broker_url", "rediss://:pw@b.example:6379/4"),

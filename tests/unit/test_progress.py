@@ -1,4 +1,4 @@
-"""Progress parsers (SPEC §6): markers, keywords, Claude stream-json events, estimates, verdicts."""
+"""Progress parsers: markers, keywords, Claude stream-json events, estimates, verdicts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Turn an agent's output lines into log messages, progress, usage and a verdict (SPEC §6).
+"""Turn an agent's output lines into log messages, progress, usage and a verdict.
+
+Progress steps: docs/architecture.md, "Card lifecycle".
 
 Agents lie and differ: some print `::progress` markers, some only words, Claude Code prints JSON
 events whose final `result` decides success. One parser per output style keeps the runner generic.

@@ -1,4 +1,4 @@
-"""The HTTP API and WebSocket feed (SPEC §8): `create_app(settings)` and `serve(...)` for `squad serve`."""
+"""The HTTP API and WebSocket feed (docs/api.md): `create_app(settings)` and `serve(...)` for `squad serve`."""
 
 from __future__ import annotations
 

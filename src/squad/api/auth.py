@@ -1,4 +1,4 @@
-"""Bearer-token check for mutating endpoints and the socket (SPEC §3 `SQUAD_API_TOKEN`).
+"""Bearer-token check for mutating endpoints and the socket (`SQUAD_API_TOKEN`, docs/operations.md).
 
 GETs stay open; with a token configured every POST and `/ws/tasks` need it. Tokens are compared
 in constant time (over their SHA-256 digests, so not even the length leaks).

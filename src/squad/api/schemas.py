@@ -1,4 +1,4 @@
-"""Response and request models of the HTTP API (SPEC §8); cards reuse `squad.cards.Card`."""
+"""Response and request models of the HTTP API (docs/api.md); cards reuse `squad.cards.Card`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class ErrorOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    """`GET /health`: exactly the keys of SPEC §8."""
+    """`GET /health`: exactly the keys of docs/api.md."""
 
     status: Literal["healthy", "degraded", "unhealthy"]
     timestamp: datetime
@@ -178,7 +178,7 @@ class PromptOut(BaseModel):
 
 
 class RetryOut(BaseModel):
-    """Answer of a retry (SPEC §8)."""
+    """Answer of a retry (docs/api.md)."""
 
     status: str
     card_id: str

@@ -3,7 +3,8 @@
 One SQL query for the page of cards and one for their last runs; one MGET of the Celery result
 keys (results DB) and one script call checking every live log (events DB), sent concurrently.
 The store decides the status (the Celery result can say FAILURE for work that was done, see
-DESIGN); the Celery meta only adds what the worker reported (result, traceback, live elapsed).
+docs/architecture.md "Surviving Redis faults"); the Celery meta only adds what the worker
+reported (result, traceback, live elapsed).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def task_status(card: Card, run: Run | None, meta: dict[str, Any] | None) -> Tas
 
 def celery_task(card: Card, run: Run | None, meta: dict[str, Any] | None, *, settings: Settings,
                 now: float) -> CeleryTask | None:
-    """The `celery_task` object of SPEC §8, or None for a card that never had a task."""
+    """The `celery_task` object of docs/api.md, or None for a card that never had a task."""
     if card.celery_task_id is None and run is None:
         return None
     status = task_status(card, run, meta)

@@ -1,4 +1,4 @@
-"""`WS /ws/tasks`: every event of `task_updates` (SPEC §7) to every socket, in order.
+"""`WS /ws/tasks`: every event of `task_updates` (docs/api.md "WebSocket") to every socket, in order.
 
 One reader per server process (`XREAD BLOCK` on the stream) fans each event out to a bounded
 queue per socket; it never awaits a socket, so a slow client cannot stall the others. A client
