@@ -8,8 +8,6 @@ attempt runs through, not branches inside it.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 import time
 from collections import deque
@@ -20,7 +18,8 @@ from pathlib import Path
 import structlog
 from sqlalchemy.exc import DBAPIError
 
-from squad.agents.progress import make_parser
+from squad.agent_env import agent_environment
+from squad.agents.progress import make_parser, valid_session_id
 from squad.agents.runner import AgentResult, Limits, build_command, run_agent
 from squad.cards import Card, Run, Status
 from squad.config import Settings
@@ -42,7 +41,9 @@ from squad.constants import (
 )
 from squad.errors import SquadError
 from squad.events import EventBus, format_log_line, iso_now
-from squad.prompts import prompt_path, render_prompt
+from squad.hooks import run_hook
+from squad.policy import WorkdirEscape, resolve_workdir
+from squad.prompts import prompt_path, remove_prompt_file, render_prompt
 from squad.resilience import is_disk_full, retry_db
 from squad.retries import RetryPolicy
 from squad.store import CardStore, Claim, RunOutcome
@@ -78,10 +79,9 @@ class AttemptContext:
 
 
 def card_workdir(settings: Settings, card: Card) -> Path:
-    """The card's working directory: its own `workdir`, else `SQUAD_WORKDIR/<card_id>`."""
-    if card.workdir:
-        return Path(card.workdir).expanduser().resolve()
-    return (settings.workdir / card.card_id).resolve()
+    """The card's working directory, symlinks resolved: its own `workdir` (relative to `SQUAD_WORKDIR`),
+    else `SQUAD_WORKDIR/<card_id>`; WorkdirEscape when it lies outside every allowed root."""
+    return resolve_workdir(settings, card.card_id, card.workdir)
 
 
 
@@ -318,25 +318,6 @@ class _Observer:
         return self.lease.stop_reason()
 
 
-def _run_hook(name: str, argv: list[str] | None, cwd: Path, env: dict[str, str], timeout: float,
-              reporter: Reporter) -> str | None:
-    """Run one hook; returns an error text or None."""
-    if not argv:
-        return None
-    try:
-        proc = subprocess.run(argv, cwd=cwd, env={**os.environ, **env}, capture_output=True, timeout=timeout,
-                              check=False, start_new_session=True)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        reporter.line("ERROR", f"hook {name} failed: {exc}")
-        return f"hook {name} failed: {exc}"
-    for stream, level in ((proc.stdout, "INFO"), (proc.stderr, "ERROR")):
-        for text in stream.decode(errors="replace").splitlines()[-50:]:
-            reporter.line(level, f"[{name}] {text}")
-    if proc.returncode != 0:
-        return f"hook {name} exited with {proc.returncode}"
-    return None
-
-
 def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
     """Run one attempt of a card for the message `task_id`.
 
@@ -430,34 +411,48 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter,
         workdir = ws.path
         reporter.line("INFO", f"workspace {ws.path} on branch {ws.branch}" + (" (created)" if created else " (reused)"))
     else:
-        workdir = card_workdir(settings, card)
-        created = not workdir.exists()
-        workdir.mkdir(parents=True, exist_ok=True)
-    prompt_file = prompt_path(settings.workdir, card.card_id, claim.attempt)
-    prompt_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**agent.env, "SQUAD_CARD_ID": card.card_id, "SQUAD_ATTEMPT": str(claim.attempt),
-           "SQUAD_TASK_ID": reporter.task_id}
+        try:
+            workdir = card_workdir(settings, card)
+            created = not workdir.exists()
+            workdir.mkdir(parents=True, exist_ok=True)
+            workdir = card_workdir(settings, card)  # again: mkdir followed whatever links exist by now
+        except WorkdirEscape as exc:
+            return RunOutcome(succeeded=False, error=f"workdir refused: {exc}", retryable=False), None
+        except OSError as exc:
+            return RunOutcome(succeeded=False, error=f"cannot create workdir: {exc.strerror or exc}"), None
+    env = agent_environment(settings, agent, card_id=card.card_id, attempt=claim.attempt,
+                            task_id=reporter.task_id, workdir=workdir)
     hooks = settings.hooks
-    if created and (err := _run_hook("after_create", hooks.after_create, workdir, env, hooks.timeout, reporter)):
-        reporter.line("ERROR", err)
-    if err := _run_hook("before_run", hooks.before_run, workdir, env, hooks.timeout, reporter):
+
+    def hook(name: str, argv: list[str] | None) -> str | None:
+        return run_hook(name, argv, cwd=workdir, env=env, timeout_s=hooks.timeout, on_line=reporter.line)
+
+    if created:
+        hook("after_create", hooks.after_create)
+    if err := hook("before_run", hooks.before_run):
         return RunOutcome(succeeded=False, error=err), ws
     reporter.set_progress(*STEP_STARTING, force=True)
+    prompt_file = prompt_path(settings.workdir, card.card_id, claim.attempt)
     argv, stdin_data = build_command(
         agent, agent_name=agent_name, card_id=card.card_id, workdir=workdir, attempt=claim.attempt,
         prompt=prompt, prompt_file=prompt_file,
-        resume_session_id=claim.previous_session_id if claim.attempt > 1 else None)
+        resume_session_id=valid_session_id(claim.previous_session_id) if claim.attempt > 1 else None)
     reporter.line("INFO", f"starting agent {agent_name}: {argv[0]} (attempt {claim.attempt}, worker {ctx.worker})")
     reporter.set_progress(*STEP_EXECUTING, force=True)
     own = settings.limits_for(card)
     limits = Limits(soft_time_limit_s=own.soft_time_limit_s, time_limit_s=own.time_limit_s,
                     stall_timeout_s=settings.stall_timeout)
-    result = run_agent(argv, cwd=workdir, env=env, stdin_data=stdin_data, parser=parser, limits=limits,
-                       observer=_Observer(reporter, lease), rlimits=agent.rlimits)
+    try:
+        result = run_agent(argv, cwd=workdir, env=env, stdin_data=stdin_data, parser=parser, limits=limits,
+                           observer=_Observer(reporter, lease), rlimits=agent.rlimits)
+    finally:
+        if not settings.keep_prompts:
+            remove_prompt_file(prompt_file)
+    if result.outcome == "succeeded":
+        remove_prompt_file(prompt_file)
     if lease.fenced.is_set():  # another attempt owns the workdir now: hands off
         return outcome_of(result), None
-    if err := _run_hook("after_run", hooks.after_run, workdir, env, hooks.timeout, reporter):
-        reporter.line("ERROR", err)
+    hook("after_run", hooks.after_run)
     outcome = outcome_of(result)
     if ws is None:
         return outcome, None

@@ -9,7 +9,9 @@ from typing import Any
 import yaml
 
 from squad.cards import CardSpec, parse_card
+from squad.config import Settings
 from squad.errors import BacklogError
+from squad.policy import check_specs
 from squad.scheduling import find_cycle
 from squad.store import CardStore
 
@@ -35,8 +37,12 @@ def load_file(path: Path) -> Any:
         raise BacklogError([f"{where}: not valid YAML: {what}"]) from None
 
 
-def parse_backlog(data: Any, known_ids: set[str] | None = None) -> list[CardSpec]:
-    """Validate a whole backlog; every problem (one line each, naming the card) is reported at once."""
+def parse_backlog(data: Any, known_ids: set[str] | None = None, settings: Settings | None = None) -> list[CardSpec]:
+    """Validate a whole backlog; every problem (one line each, naming the card) is reported at once.
+
+    With `settings`, also what this installation allows (workdir inside the allowed roots, time
+    limits under the hard limit).
+    """
     if isinstance(data, list):
         raw = data
     elif isinstance(data, dict) and isinstance(data.get("cards"), list):
@@ -71,19 +77,25 @@ def parse_backlog(data: Any, known_ids: set[str] | None = None) -> list[CardSpec
     cycle = find_cycle({s.card_id: [d for d in s.depends_on if d in ids and d != s.card_id] for s in specs})
     if cycle:
         problems.append(f"card {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
+    if settings is not None:
+        try:
+            check_specs(specs, settings)
+        except BacklogError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise BacklogError(problems)
     return specs
 
 
-def validate_file(path: Path) -> list[CardSpec]:
+def validate_file(path: Path, settings: Settings | None = None) -> list[CardSpec]:
     """Check a file without touching any store."""
-    return parse_backlog(load_file(path))
+    return parse_backlog(load_file(path), settings=settings)
 
 
-def import_file(store: CardStore, path: Path, *, update: bool = False) -> tuple[int, int]:
+def import_file(store: CardStore, path: Path, *, update: bool = False,
+                settings: Settings | None = None) -> tuple[int, int]:
     """Import a file: everything or nothing. Returns (added, updated)."""
-    specs = parse_backlog(load_file(path), known_ids=set(store.graph()))
+    specs = parse_backlog(load_file(path), known_ids=set(store.graph()), settings=settings)
     return store.add_cards(specs, update_existing=update)
 
 

@@ -5,13 +5,27 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from squad.errors import BacklogError, TransitionError
 
 CARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# Bounds of what a card may hold: a card is user input, stored, rendered into prompts and shown
+# on every screen, so nothing in it is unbounded.
+TITLE_MAX_CHARS = 500
+DESCRIPTION_MAX_CHARS = 64 * 1024
+NAME_MAX_CHARS = 100
+WORKDIR_MAX_CHARS = 4096
+LIST_ITEM_MAX_CHARS = 2000
+CRITERIA_MAX_ITEMS = 100
+LABELS_MAX_ITEMS = 50
+DEPENDS_MAX_ITEMS = 200
+CARD_ID_MAX_CHARS = 64
+MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
+MAX_RETRIES_LIMIT = 100
 
 
 class Status(StrEnum):
@@ -64,18 +78,21 @@ class CardSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     card_id: str
-    title: str = Field(min_length=1, max_length=500)
-    description: str = ""
-    acceptance_criteria: list[str] = Field(default_factory=list)
-    squad: str | None = Field(default=None, max_length=100)
-    agent: str | None = Field(default=None, max_length=100)
+    title: str = Field(min_length=1, max_length=TITLE_MAX_CHARS)
+    description: str = Field(default="", max_length=DESCRIPTION_MAX_CHARS)
+    acceptance_criteria: list[Annotated[str, Field(max_length=LIST_ITEM_MAX_CHARS)]] = Field(
+        default_factory=list, max_length=CRITERIA_MAX_ITEMS)
+    squad: str | None = Field(default=None, max_length=NAME_MAX_CHARS)
+    agent: str | None = Field(default=None, max_length=NAME_MAX_CHARS)
     priority: int = Field(default=5, ge=0, le=9)
-    depends_on: list[str] = Field(default_factory=list)
-    labels: list[str] = Field(default_factory=list)
-    workdir: str | None = None
-    time_limit: float | None = Field(default=None, gt=0)
-    soft_time_limit: float | None = Field(default=None, gt=0)
-    max_retries: int | None = Field(default=None, ge=0, le=100)
+    depends_on: list[Annotated[str, Field(max_length=CARD_ID_MAX_CHARS)]] = Field(
+        default_factory=list, max_length=DEPENDS_MAX_ITEMS)
+    labels: list[Annotated[str, Field(max_length=NAME_MAX_CHARS)]] = Field(
+        default_factory=list, max_length=LABELS_MAX_ITEMS)
+    workdir: str | None = Field(default=None, max_length=WORKDIR_MAX_CHARS)
+    time_limit: float | None = Field(default=None, gt=0, le=MAX_TIME_LIMIT_S, allow_inf_nan=False)
+    soft_time_limit: float | None = Field(default=None, gt=0, le=MAX_TIME_LIMIT_S, allow_inf_nan=False)
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
     # Workspace overrides (docs/workspaces.md): the card's git repository, base ref, review gate.
     repo: str | None = Field(default=None, max_length=4096)
     base: str | None = Field(default=None, max_length=255)
@@ -103,11 +120,28 @@ class CardSpec(BaseModel):
             raise ValueError("must be a number of seconds")
         return value
 
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> CardSpec:
+        if (self.soft_time_limit is not None and self.time_limit is not None
+                and self.soft_time_limit > self.time_limit):
+            raise ValueError(f"soft_time_limit ({self.soft_time_limit:g}) must not exceed time_limit"
+                             f" ({self.time_limit:g})")
+        return self
+
 
 class Card(CardSpec):
     """A card as stored, with its execution state (the shape of `squad card list --json`)."""
 
     model_config = ConfigDict(extra="ignore")
+
+    # Read back as stored: cards written before a bound was introduced must stay readable.
+    description: str = ""
+    acceptance_criteria: list[str] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)
+    workdir: str | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
 
     status: Status = Status.TODO
     attempts: int = 0
@@ -121,6 +155,10 @@ class Card(CardSpec):
     #: Attempts made before the user's last retry (automatic retries are counted from here);
     #: internal, so never serialized.
     retry_base: int = Field(default=0, exclude=True)
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> Card:  # replaces the input check: see the fields above
+        return self
 
 
 class Run(BaseModel):

@@ -15,11 +15,13 @@ import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from squad.cards import Status, parse_card
 from squad.config import Settings, load_settings, mask_url
 from squad.constants import VERSION
 from squad.errors import SquadError
+from squad.safetext import escape_controls
 
 app = typer.Typer(help="Squad Orchestrator: run a backlog of cards through AI coding agents.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -34,8 +36,8 @@ review_app = typer.Typer(help="Review what cards changed: diff, approve, reject.
 workspace_app = typer.Typer(help="Cards' git worktrees: list and garbage-collect.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
 app.add_typer(workspace_app, name="workspace")
-out = Console(highlight=False, soft_wrap=True)
-err = Console(highlight=False, soft_wrap=True, stderr=True)
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)  # text is data
+err = Console(highlight=False, soft_wrap=True, stderr=True, markup=False, emoji=False)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -73,6 +75,16 @@ def _events(settings: Settings, store: Any) -> Any:
 
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _cell(value: object) -> Text:
+    """Card or agent text for a table: never Rich markup, never a raw control character."""
+    return Text(escape_controls(str(value)))
+
+
+def _field(key: str, value: object) -> Text:
+    """`key: value` with a bold key; the value is shown as plain text (see `_cell`)."""
+    return Text.assemble((key, "bold"), ": ", escape_controls(str(value)))
 
 
 # ---- services -------------------------------------------------------------------------------
@@ -211,7 +223,7 @@ def backlog_import(
     from squad.backlog import import_file
 
     settings = _settings()
-    added, updated = import_file(_store(settings), file, update=update)
+    added, updated = import_file(_store(settings), file, update=update, settings=settings)
     out.print(f"imported {added} card(s), updated {updated}")
 
 
@@ -234,7 +246,7 @@ def backlog_validate(file: Annotated[Path, typer.Argument(help="JSON or YAML bac
     """Check a file without importing it."""
     from squad.backlog import validate_file
 
-    specs = validate_file(file)
+    specs = validate_file(file, _settings())
     out.print(f"{file}: {len(specs)} card(s), valid")
 
 
@@ -248,11 +260,16 @@ def card_add(
     priority: Annotated[int, typer.Option(help="0-9, 9 = most urgent.")] = 5,
     depends_on: Annotated[list[str] | None, typer.Option("--depends-on", help="Dependency (repeatable).")] = None,
     description: Annotated[str, typer.Option(help="What to do.")] = "",
+    workdir: Annotated[str | None, typer.Option(help="Working directory (inside SQUAD_WORKDIR or an allowed root).")
+                       ] = None,
 ) -> None:
     """Add one card."""
+    from squad.policy import check_specs
+
     settings = _settings()
     spec = parse_card({"card_id": card_id, "title": title, "agent": agent, "squad": squad, "priority": priority,
-                       "depends_on": depends_on or [], "description": description})
+                       "depends_on": depends_on or [], "description": description, "workdir": workdir})
+    check_specs([spec], settings)
     _store(settings).add_cards([spec])
     out.print(f"added card {card_id}")
 
@@ -276,8 +293,8 @@ def card_list(
         return
     table = Table("card", "status", "p", "squad", "agent", "progress", "step", "title")
     for c in cards:
-        table.add_row(c.card_id, c.status.value, str(c.priority), c.squad or "", c.agent or "",
-                      f"{c.progress}%", (c.current_step or "")[:40], c.title[:60])
+        table.add_row(*map(_cell, (c.card_id, c.status.value, str(c.priority), c.squad or "", c.agent or "",
+                                   f"{c.progress}%", (c.current_step or "")[:40], c.title[:60])))
     out.print(table)
 
 
@@ -294,12 +311,12 @@ def card_show(card_id: Annotated[str, typer.Argument(help="Card id.")], as_json:
         return
     for key, value in data.items():
         if key != "runs":
-            out.print(f"[bold]{key}[/bold]: {value}")
+            out.print(_field(key, value))
     table = Table("attempt", "status", "worker", "started", "ended", "exit", "cost", "error")
     for r in runs:
-        table.add_row(str(r.attempt), r.status, r.worker or "", str(r.started_at or ""), str(r.ended_at or ""),
-                      "" if r.exit_code is None else str(r.exit_code),
-                      "" if r.cost_usd is None else f"{r.cost_usd:.4f}", (r.error or "")[:60])
+        table.add_row(*map(_cell, (str(r.attempt), r.status, r.worker or "", str(r.started_at or ""),
+                                   str(r.ended_at or ""), "" if r.exit_code is None else str(r.exit_code),
+                                   "" if r.cost_usd is None else f"{r.cost_usd:.4f}", (r.error or "")[:60])))
     out.print(table)
 
 
@@ -310,6 +327,8 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines live.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Lines to show.")] = 100,
     run: Annotated[int | None, typer.Option(min=1, help="Archived log of attempt N.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Bytes as the agent wrote them (control characters"
+                                      " included); otherwise they are shown escaped.")] = False,
 ) -> None:
     """Show a card's log: live from Redis, or archived in the store."""
     from squad.logs import follow_logs, show_logs
@@ -318,9 +337,9 @@ def logs(
     store = _store(settings)
     store.get_card(card_id)
     if follow:
-        follow_logs(settings, store, card_id, limit=limit)
+        follow_logs(settings, store, card_id, limit=limit, raw=raw)
     else:
-        show_logs(settings, store, card_id, limit=limit, attempt=run)
+        show_logs(settings, store, card_id, limit=limit, attempt=run, raw=raw)
 
 
 @app.command()
@@ -363,7 +382,7 @@ def status(as_json: JsonOpt = False) -> None:
             value = "  ".join(f"{k} {v}" for k, v in value.items() if v) or "none"
         elif isinstance(value, list):
             value = ", ".join(map(str, value)) or "none"
-        out.print(f"[bold]{key}[/bold]: {value}")
+        out.print(_field(key, value))
 
 
 @app.command()
@@ -667,12 +686,13 @@ def _main(argv: list[str] | None) -> None:
             sys.stderr.write(f"squad: error: {' '.join(exc.format_message().split())}\n")
         sys.exit(2)
     except SquadError as exc:
+        # Problems quote user input (ids, paths): shown escaped, never as terminal control sequences.
         msg = "; ".join(exc.problems) if hasattr(exc, "problems") else str(exc)
         if hasattr(exc, "problems") and len(exc.problems) > 1:
             for problem in exc.problems:
-                sys.stderr.write(f"squad: error: {problem}\n")
+                sys.stderr.write(f"squad: error: {escape_controls(problem)}\n")
         else:
-            sys.stderr.write(f"squad: error: {msg}\n")
+            sys.stderr.write(f"squad: error: {escape_controls(msg)}\n")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

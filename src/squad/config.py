@@ -9,13 +9,14 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from squad.errors import ConfigError
+from squad.masking import mask_url as mask_url  # re-exported: the one masking function
 
 if TYPE_CHECKING:
     from squad.cards import CardSpec
@@ -71,6 +72,8 @@ class AgentConfig(BaseModel):
     resume: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
     rlimits: AgentRlimits | None = None
+    #: Names (shell-style globs, e.g. "AWS_*") of environment variables this agent must not receive.
+    env_deny: list[str] = Field(default_factory=list)
 
 
 class HooksConfig(BaseModel):
@@ -105,11 +108,14 @@ def _builtin_agents() -> dict[str, AgentConfig]:
 
     from squad.agents.presets import preset_agents
 
+    # The built-in demo agent is ours: it keeps its SQUAD_DEMO_* knobs, which the scrubbed agent
+    # environment would otherwise drop with every other SQUAD_* variable.
+    demo_env = {k: v for k, v in os.environ.items() if k.startswith("SQUAD_DEMO_")}
     return {
         "demo": AgentConfig(command=[sys.executable, "-m", "squad.agents.demo"], prompt="stdin",
-                            parser="markers"),
+                            parser="markers", env=demo_env),
         "demo-flaky": AgentConfig(command=[sys.executable, "-m", "squad.agents.demo", "--fail-first"],
-                                  prompt="stdin", parser="markers"),
+                                  prompt="stdin", parser="markers", env=demo_env),
         **preset_agents(),
     }
 
@@ -166,8 +172,13 @@ class Settings(BaseSettings):
     requeue_after: float = Field(default=60, gt=0)
     lease_s: float = Field(default=30, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
-    #: os.pathsep-separated roots a card's workdir or workspace repo may lie in (default: workdir only)
-    allowed_roots: str | None = None
+    #: Where a card's `workdir` may lie besides `workdir` (env: `os.pathsep`-separated).
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    #: Host names the API answers besides the loopback names (env: comma-separated).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    protect_metrics: bool = False
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    keep_prompts: bool = False
 
     default_agent: str = "demo"
     squads: dict[str, str] = Field(default_factory=dict)
@@ -193,6 +204,20 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("database_url")
@@ -247,10 +272,8 @@ class Settings(BaseSettings):
         return self.visibility_timeout or self.time_limit + 600
 
     def allowed_root_paths(self) -> list[Path]:
-        """The resolved allowed roots (`SQUAD_ALLOWED_ROOTS`, else only `SQUAD_WORKDIR`)."""
-        raw = [p for p in (self.allowed_roots or "").split(os.pathsep) if p.strip()]
-        roots = [Path(p).expanduser() for p in raw] if raw else [self.workdir]
-        return [r.resolve() for r in roots]
+        """The resolved allowed roots: `SQUAD_WORKDIR` and every `allowed_roots` entry (docs/security.md)."""
+        return [Path(root).expanduser().resolve() for root in (self.workdir, *self.allowed_roots)]
 
     def check_allowed(self, path: Path, what: str) -> Path:
         """`path` resolved, or ConfigError when it lies outside every allowed root."""
@@ -276,8 +299,8 @@ class Settings(BaseSettings):
 
     def limits_for(self, card: CardSpec) -> CardLimits:
         """The one place a card's limits and retry budget are resolved (the soft limit never
-        exceeds the hard one)."""
-        hard = card.time_limit or self.time_limit
+        exceeds the hard one, and no card runs longer than this installation's hard limit)."""
+        hard = min(card.time_limit or self.time_limit, self.time_limit)
         return CardLimits(soft_time_limit_s=min(card.soft_time_limit or self.soft_time_limit, hard),
                           time_limit_s=hard,
                           max_retries=card.max_retries if card.max_retries is not None else self.max_retries)
@@ -291,15 +314,6 @@ class Settings(BaseSettings):
             if data.get(key):
                 data[key] = mask_url(data[key])
         return data
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a URL."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return url
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from squad.config import Settings, mask_url
+from squad.config import Settings
 from squad.constants import HEALTH_PROBE_TIMEOUT_S, VERSION
+from squad.masking import mask_url
 
 
 def celery_workers(settings: Settings, timeout_s: float = HEALTH_PROBE_TIMEOUT_S) -> list[str] | None:

@@ -11,19 +11,26 @@ from squad.cards import FINAL
 from squad.config import Settings
 from squad.errors import NotFoundError
 from squad.events import EventBus, format_log_line, redis_client, try_event_bus
+from squad.safetext import escape_controls
 from squad.store import CardStore
 
 FOLLOW_BLOCK_MS = 1000
 
 
-def _print(entry: dict[str, str]) -> None:
+def _line(text: str, raw: bool) -> str:
+    """One output line: agent text with control characters escaped unless `--raw` asked for bytes."""
+    return text if raw else escape_controls(text)
+
+
+def _print(entry: dict[str, str], raw: bool = False) -> None:
     # The archived log's format, so a live line and its archived copy read the same.
-    sys.stdout.write(format_log_line(entry.get("timestamp", ""), entry.get("level", "INFO"), entry.get("message", ""))
-                     + "\n")
+    line = format_log_line(entry.get("timestamp", ""), entry.get("level", "INFO"), entry.get("message", ""))
+    sys.stdout.write(_line(line, raw) + "\n")
     sys.stdout.flush()
 
 
-def show_logs(settings: Settings, store: CardStore, card_id: str, *, limit: int, attempt: int | None) -> None:
+def show_logs(settings: Settings, store: CardStore, card_id: str, *, limit: int, attempt: int | None,
+              raw: bool = False) -> None:
     """Print the last `limit` lines: the live stream when present, else the archive."""
     if attempt is None:
         bus = try_event_bus(settings.events, settings.log_ttl, store.redis_keys)
@@ -32,7 +39,7 @@ def show_logs(settings: Settings, store: CardStore, card_id: str, *, limit: int,
             bus.close()
             if entries:
                 for entry in entries:
-                    _print(entry)
+                    _print(entry, raw)
                 return
     found = store.last_run_log(card_id, attempt)
     if found is None:
@@ -42,12 +49,12 @@ def show_logs(settings: Settings, store: CardStore, card_id: str, *, limit: int,
         return
     run, text = found
     lines = text.splitlines()[-limit:]
-    sys.stdout.write(f"# attempt {run.attempt} ({run.status}) on {run.worker}\n")
+    sys.stdout.write(_line(f"# attempt {run.attempt} ({run.status}) on {run.worker}", raw) + "\n")
     for line in lines:
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(_line(line, raw) + "\n")
 
 
-def follow_logs(settings: Settings, store: CardStore, card_id: str, *, limit: int) -> None:
+def follow_logs(settings: Settings, store: CardStore, card_id: str, *, limit: int, raw: bool = False) -> None:
     """Print the last lines, then tail the stream live; resume after a Redis reconnect.
 
     Ends once the card is DONE/FAILED/CANCELLED and the stream has been quiet for a moment.
@@ -58,7 +65,7 @@ def follow_logs(settings: Settings, store: CardStore, card_id: str, *, limit: in
     try:
         bus = EventBus(settings.events, store.redis_keys, log_ttl_s=settings.log_ttl)
         for entry in bus.read_logs(card_id, limit=limit):
-            _print(entry)
+            _print(entry, raw)
             last_id = entry["id"]
         bus.close()
     except redis.RedisError:
@@ -73,7 +80,7 @@ def follow_logs(settings: Settings, store: CardStore, card_id: str, *, limit: in
         got = False
         for _stream, entries in res or []:
             for entry_id, fields in entries:
-                _print(fields)
+                _print(fields, raw)
                 last_id = entry_id
                 got = True
         if got:

@@ -21,7 +21,7 @@ from squad.store import CardStore
 def _add(settings: Settings, cards: Sequence[Mapping[str, Any]], *, release: bool) -> list[str]:
     store = CardStore(settings.database_url)
     try:
-        specs = parse_backlog({"cards": [dict(c) for c in cards]}, known_ids=set(store.graph()))
+        specs = parse_backlog({"cards": [dict(c) for c in cards]}, known_ids=set(store.graph()), settings=settings)
         store.add_cards(specs)
         if release:
             from squad.dispatch import make_producer

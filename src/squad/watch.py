@@ -13,20 +13,24 @@ from rich.text import Text
 from squad.cards import Status
 from squad.config import Settings
 from squad.events import decode_event, redis_client
+from squad.safetext import escape_controls
 from squad.store import CardStore
 
 
 def run_watch(settings: Settings, store: CardStore, *, interval: float = 0.5) -> None:
     """Draw until Ctrl-C; starts from the store's state, then follows events."""
-    progress = Progress(TextColumn("{task.fields[card]:<16}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                        TextColumn("{task.fields[step]}"), TimeElapsedColumn())
+    # Card ids and steps are agent/user text: columns without markup, values with controls escaped.
+    progress = Progress(TextColumn("{task.fields[card]:<16}", markup=False), BarColumn(),
+                        TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[step]}", markup=False),
+                        TimeElapsedColumn())
     bars: dict[str, TaskID] = {}
     status_line = Text("")
 
     def ensure(card_id: str, value: int, step: str) -> None:
+        step = escape_controls(step[:50])
         if card_id not in bars:
-            bars[card_id] = progress.add_task(card_id, total=100, card=card_id, step=step)
-        progress.update(bars[card_id], completed=value, step=step[:50])
+            bars[card_id] = progress.add_task(card_id, total=100, card=escape_controls(card_id), step=step)
+        progress.update(bars[card_id], completed=value, step=step)
 
     for card in store.list_cards(status=Status.IN_PROGRESS.value):
         ensure(card.card_id, card.progress, card.current_step or "")

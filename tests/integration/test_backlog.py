@@ -20,7 +20,7 @@ from squad.store import CardStore
 FULL_CARD = {
     "card_id": "API-1", "title": "Add a health endpoint", "description": "GET /health returns 200",
     "acceptance_criteria": ["returns 200", "has a version"], "squad": "backend", "agent": "demo", "priority": 9,
-    "depends_on": [], "labels": ["api", "ops"], "workdir": "/tmp/api-1", "time_limit": 600.0,
+    "depends_on": [], "labels": ["api", "ops"], "workdir": "api-1", "time_limit": 600.0,
     "soft_time_limit": 500.0, "max_retries": 1,
 }
 BACKLOG = {"cards": [

@@ -67,7 +67,7 @@ def run(
     result = run_agent(
         argv,
         cwd=cwd,
-        env=env or {},
+        env={**os.environ, **(env or {})},  # run_agent takes the complete environment
         stdin_data=stdin,
         parser=make_parser(parser) if isinstance(parser, str) else parser,
         limits=limits,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from squad.constants import STEP_EXECUTING
@@ -26,6 +26,7 @@ __all__ = [
     "ProgressParser",
     "Usage",
     "make_parser",
+    "valid_session_id",
 ]
 
 AGENT_MIN_PROGRESS = 30
@@ -39,7 +40,13 @@ STEP_MAX_CHARS = 80
 SUMMARY_MAX_CHARS = 500
 TOOL_RESULT_MAX_CHARS = 200
 
-_MARKER_RE = re.compile(r"^\s*::progress\s+(\d{1,3})(?:\s+(.*?))?\s*$")
+# Matched against the stripped line: no lazy group followed by `\s*$`, so the match is linear in
+# the line's length (a hostile 64 KiB line of spaces cannot make it quadratic).
+_MARKER_RE = re.compile(r"::progress\s+(\d{1,3})(?:\s+(.*))?", re.DOTALL)
+#: What a session id must look like to reach a `resume` argv (no spaces, no leading "-" option).
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9._:][A-Za-z0-9._:-]{0,127}")
+MAX_STORED_INT = 2**31 - 1  # the store's INTEGER columns
+MAX_COST_USD = 1e9
 
 # Claude Code tools, by the kind of work they show; the keyword levels apply to them too.
 _READ_TOOLS = frozenset({"Read", "Grep", "Glob", "LS", "NotebookRead", "WebFetch", "WebSearch"})
@@ -60,11 +67,49 @@ class Usage:
 
 @dataclass
 class LineResult:
-    """One parsed line: what to log and, when the line carried progress, the new progress and step."""
+    """One parsed line: what to log and, when the line carried progress, the new progress and step.
+
+    `warnings` are extra log lines about fields the parser had to drop or clamp.
+    """
 
     message: str
     progress: int | None = None
     step: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def valid_session_id(value: object) -> str | None:
+    """`value` when it can safely be a `resume` argv item, else None."""
+    return value if isinstance(value, str) and SESSION_ID_RE.fullmatch(value) else None
+
+
+def _number(value: object, name: str, warnings: list[str], *, maximum: float) -> float | None:
+    """A finite number clamped to [0, maximum]; anything else is dropped with a warning."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        warnings.append(f"warning: ignored {name}: not a number")
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        number = math.inf
+    if not math.isfinite(number):
+        if math.isnan(number):
+            warnings.append(f"warning: ignored {name}: not a number (NaN)")
+            return None
+        number = maximum if number > 0 else 0.0
+        warnings.append(f"warning: clamped {name}: infinite")
+        return number
+    if number < 0 or number > maximum:
+        warnings.append(f"warning: clamped {name}: {number:g} outside 0..{maximum:g}")
+        return min(max(number, 0.0), maximum)
+    return number
+
+
+def _count(value: object, name: str, warnings: list[str]) -> int | None:
+    number = _number(value, name, warnings, maximum=MAX_STORED_INT)
+    return None if number is None else int(number)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -118,7 +163,8 @@ class ProgressParser:
 
     def _text_line(self, line: str) -> LineResult:
         """Marker first, then keywords, else just a log line."""
-        marker = _MARKER_RE.match(line)
+        stripped = line.strip()
+        marker = _MARKER_RE.fullmatch(stripped) if stripped.startswith("::progress") else None
         if marker:
             step = marker.group(2) or None
             return self._report(line, int(marker.group(1)), _clip(step, STEP_MAX_CHARS) if step else None)
@@ -167,7 +213,7 @@ class ClaudeStreamJsonParser(ProgressParser):
             return self._text_line(line)
         try:
             event = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
             return self._text_line(line)
         if not isinstance(event, dict):
             return self._text_line(line)
@@ -180,7 +226,8 @@ class ClaudeStreamJsonParser(ProgressParser):
             return self._user(event)
         if kind == "result":
             return self._result(event)
-        return LineResult(message=f"event: {kind}" if isinstance(kind, str) else _clip(line, SUMMARY_MAX_CHARS))
+        return LineResult(message=f"event: {_clip(kind, STEP_MAX_CHARS)}" if isinstance(kind, str)
+                          else _clip(line, SUMMARY_MAX_CHARS))
 
     def verdict(self, exit_code: int) -> str | None:
         """Error from the `result` event (even with exit 0); no such event is an error too."""
@@ -194,16 +241,30 @@ class ClaudeStreamJsonParser(ProgressParser):
         return None if exit_code == 0 else f"exit code {exit_code}"
 
     # ---- events ---------------------------------------------------------------------------
+    def _session(self, event: dict[str, Any], warnings: list[str]) -> str | None:
+        """The event's session id when it is safe to keep (and later to pass to `resume`)."""
+        raw = event.get("session_id")
+        if raw is None or raw == "":
+            return None
+        session = valid_session_id(raw)
+        if session is None:
+            warnings.append(f"warning: ignored session_id: must match {SESSION_ID_RE.pattern}"
+                            f" (got {len(raw) if isinstance(raw, str) else type(raw).__name__}"
+                            f"{' chars' if isinstance(raw, str) else ''})")
+            return None
+        self.usage.session_id = session
+        return session
+
     def _system(self, event: dict[str, Any]) -> LineResult:
-        subtype = _str(event.get("subtype")) or "?"
-        session = _str(event.get("session_id"))
-        if session:
-            self.usage.session_id = session
+        subtype = _clip(_str(event.get("subtype")), STEP_MAX_CHARS) or "?"
+        warnings: list[str] = []
+        session = self._session(event, warnings)
         if subtype == "init":
             self._cwd = _str(event.get("cwd")) or None
-            model = _str(event.get("model"))
-            return LineResult(message=f"session {session or '?'} started" + (f" ({model})" if model else ""))
-        return LineResult(message=f"system: {subtype}")
+            model = _clip(_str(event.get("model")), STEP_MAX_CHARS)
+            return LineResult(message=f"session {session or '?'} started" + (f" ({model})" if model else ""),
+                              warnings=warnings)
+        return LineResult(message=f"system: {subtype}", warnings=warnings)
 
     def _assistant(self, event: dict[str, Any]) -> LineResult:
         message = event.get("message")
@@ -250,22 +311,27 @@ class ClaudeStreamJsonParser(ProgressParser):
             text = "; ".join(_str(e) for e in event["errors"] if e)
         self.result = _ResultEvent(subtype=subtype, is_error=is_error, text=text.strip())
         usage = self.usage
-        usage.session_id = _str(event.get("session_id")) or usage.session_id
-        cost = event.get("total_cost_usd", event.get("cost_usd"))
-        usage.cost_usd = float(cost) if isinstance(cost, int | float) else usage.cost_usd
-        turns = event.get("num_turns")
-        usage.num_turns = int(turns) if isinstance(turns, int | float) else usage.num_turns
+        warnings: list[str] = []
+        self._session(event, warnings)
+        cost = _number(event.get("total_cost_usd", event.get("cost_usd")), "total_cost_usd", warnings,
+                       maximum=MAX_COST_USD)
+        usage.cost_usd = cost if cost is not None else usage.cost_usd
+        turns = _count(event.get("num_turns"), "num_turns", warnings)
+        usage.num_turns = turns if turns is not None else usage.num_turns
         tokens = event.get("usage")
         if isinstance(tokens, dict):
-            usage.input_tokens = _int(tokens.get("input_tokens"), usage.input_tokens)
-            usage.output_tokens = _int(tokens.get("output_tokens"), usage.output_tokens)
+            for name in ("input_tokens", "output_tokens"):
+                value = _count(tokens.get(name), name, warnings)
+                if value is not None:
+                    setattr(usage, name, value)
         ok = not is_error and subtype == "success"
         details = [f"{usage.num_turns} turns" if usage.num_turns is not None else "",
                    f"${usage.cost_usd:.4f}" if usage.cost_usd is not None else ""]
-        head = f"result: {subtype or '?'}" + ("" if ok else " (error)")
+        head = f"result: {_clip(subtype, STEP_MAX_CHARS) or '?'}" + ("" if ok else " (error)")
         extra = ", ".join(d for d in details if d)
         body = _clip(text, SUMMARY_MAX_CHARS)
-        return LineResult(message=head + (f", {extra}" if extra else "") + (f": {body}" if body else ""))
+        return LineResult(message=head + (f", {extra}" if extra else "") + (f": {body}" if body else ""),
+                          warnings=warnings)
 
     def _tool_step(self, block: dict[str, Any]) -> str:
         """`Edit src/app.py`: the tool and its target, paths relative to the session's cwd."""
@@ -285,10 +351,6 @@ class ClaudeStreamJsonParser(ProgressParser):
 
 def _str(value: object) -> str:
     return value if isinstance(value, str) else ""
-
-
-def _int(value: object, default: int | None) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
 def _flatten(content: object) -> str:
@@ -318,14 +380,18 @@ class CodexJsonParser(ProgressParser):
             return self._text_line(line)
         try:
             event = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
             return self._text_line(line)
         if not isinstance(event, dict):
             return self._text_line(line)
         kind = _str(event.get("type"))
         if kind in ("thread.started", "thread.resumed"):
-            self.usage.session_id = _str(event.get("thread_id")) or self.usage.session_id
-            return LineResult(message=f"session {self.usage.session_id or '?'} started")
+            thread = event.get("thread_id")
+            session = valid_session_id(thread)
+            warnings = [] if session or not thread else [
+                f"warning: ignored thread_id: must match {SESSION_ID_RE.pattern}"]
+            self.usage.session_id = session or self.usage.session_id
+            return LineResult(message=f"session {self.usage.session_id or '?'} started", warnings=warnings)
         if kind == "turn.started":
             return LineResult(message="turn started")
         if kind == "turn.completed":
@@ -356,15 +422,16 @@ class CodexJsonParser(ProgressParser):
         usage = self.usage
         usage.num_turns = self.completed_turns
         tokens = event.get("usage")
+        warnings: list[str] = []
         if isinstance(tokens, dict):
-            ins = _int(tokens.get("input_tokens"), None)
-            outs = _int(tokens.get("output_tokens"), None)
+            ins = _count(tokens.get("input_tokens"), "input_tokens", warnings)
+            outs = _count(tokens.get("output_tokens"), "output_tokens", warnings)
             if ins is not None:
-                usage.input_tokens = (usage.input_tokens or 0) + ins
+                usage.input_tokens = min(MAX_STORED_INT, (usage.input_tokens or 0) + ins)
             if outs is not None:
-                usage.output_tokens = (usage.output_tokens or 0) + outs
+                usage.output_tokens = min(MAX_STORED_INT, (usage.output_tokens or 0) + outs)
         return LineResult(message=f"turn completed: {usage.input_tokens or 0} input, "
-                                  f"{usage.output_tokens or 0} output tokens")
+                                  f"{usage.output_tokens or 0} output tokens", warnings=warnings)
 
     def _item(self, kind: str, item: dict[str, Any]) -> LineResult:
         itype = _str(item.get("type") or item.get("item_type"))

@@ -29,6 +29,7 @@ from squad.agents import orphans
 from squad.agents.progress import ProgressParser, Usage
 from squad.config import AgentConfig, AgentRlimits
 from squad.constants import CANCEL_POLL_S, KILL_GRACE_S, MAX_LINE_BYTES
+from squad.prompts import write_prompt_file
 
 __all__ = ["AgentResult", "Limits", "RunObserver", "build_command", "expand_argv", "run_agent"]
 
@@ -112,8 +113,7 @@ def build_command(
     The prompt file is written in every mode so `{prompt_file}` always points at the prompt; resume
     items are added only when a previous attempt left a session id and the agent can resume.
     """
-    prompt_file.parent.mkdir(parents=True, exist_ok=True)
-    prompt_file.write_text(prompt, encoding="utf-8")
+    write_prompt_file(prompt_file, prompt)
     values = {
         "card_id": card_id,
         "agent": agent_name,
@@ -148,7 +148,7 @@ def run_agent(
     same thread supervises it (one selector over the pipes and a pidfd): no helper thread.
     """
     started = time.monotonic()
-    full_env = {**os.environ, **env}
+    full_env = dict(env)  # complete: the caller scrubbed it (squad.agent_env), nothing else is inherited
     marker = full_env.setdefault(orphans.MARKER_ENV, f"run-{uuid.uuid4().hex}")
     orphans.become_subreaper()
     try:
@@ -490,6 +490,8 @@ class _AgentWatch:
                 text += f" …[truncated {dropped} bytes]"
             result = feed(text, stream)
             on_line(level, result.message)
+            for warning in result.warnings:  # fields the parser dropped or clamped
+                on_line("WARNING", warning)
             if result.progress is not None:
                 if result.progress > self.reported[0]:
                     self.last_real_progress = time.monotonic()

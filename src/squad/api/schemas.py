@@ -7,7 +7,16 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from squad.cards import CARD_ID_RE, Card, CardSpec, Run
+from squad.cards import (
+    CARD_ID_RE,
+    DESCRIPTION_MAX_CHARS,
+    NAME_MAX_CHARS,
+    TITLE_MAX_CHARS,
+    WORKDIR_MAX_CHARS,
+    Card,
+    CardSpec,
+    Run,
+)
 
 M = TypeVar("M", bound=BaseModel)
 TaskState = Literal["PENDING", "STARTED", "PROGRESS", "SUCCESS", "FAILURE", "RETRY", "REVOKED"]
@@ -52,11 +61,11 @@ class CardIn(CardSpec):
     """
 
     card_id: str = Field(pattern=CARD_ID_RE.pattern)
-    title: str = Field(min_length=1, max_length=500, pattern=r"\S")
-    description: str = Field(default="", pattern=_TEXT)
-    squad: str | None = Field(default=None, max_length=100, pattern=_TEXT)
-    agent: str | None = Field(default=None, max_length=100, pattern=_TEXT)
-    workdir: str | None = Field(default=None, pattern=_TEXT)
+    title: str = Field(min_length=1, max_length=TITLE_MAX_CHARS, pattern=r"\S")
+    description: str = Field(default="", max_length=DESCRIPTION_MAX_CHARS, pattern=_TEXT)
+    squad: str | None = Field(default=None, max_length=NAME_MAX_CHARS, pattern=_TEXT)
+    agent: str | None = Field(default=None, max_length=NAME_MAX_CHARS, pattern=_TEXT)
+    workdir: str | None = Field(default=None, max_length=WORKDIR_MAX_CHARS, pattern=_TEXT)
 
     @field_validator("time_limit", "soft_time_limit", "max_retries", mode="before")
     @classmethod

@@ -12,13 +12,14 @@ from fastapi import APIRouter, Query, Response, status
 from squad.api.deps import Authorized, CardIdDep, RunIdDep, StateDep, StoreDep
 from squad.api.routes import errors
 from squad.api.schemas import CardDetail, CardIn, EnhancedCard, PromptOut, RunLog
-from squad.api.state import bounded
+from squad.api.state import AppState, bounded
 from squad.api.task_view import ENHANCED_LIST, enhance, page_with_runs
 from squad.cards import CARD_ID_RE, Card, Run, Status, check_storable
 from squad.constants import TASK_UPDATES_MAXLEN
-from squad.errors import NotFoundError
+from squad.errors import NotFoundError, SquadError
 from squad.events import EventBus
-from squad.prompts import prompt_path
+from squad.policy import check_specs
+from squad.prompts import prompt_path, render_prompt
 
 router = APIRouter(tags=["cards"])
 MAX_PAGE = 10_000
@@ -45,6 +46,7 @@ async def create_card(body: CardIn, state: StateDep) -> Card:
     """Add one card, validated exactly like a backlog import (422 lists every problem)."""
     spec = body.spec()
     check_storable(spec)
+    check_specs([spec], state.settings)
     await to_thread.run_sync(state.store.add_cards, [spec])
     card = await to_thread.run_sync(state.store.get_card, spec.card_id)
     event = EventBus.make_event("status", card.card_id, None, status=card.status.value)
@@ -105,6 +107,19 @@ def _read_prompt(path: Path) -> str | None:
         return None
 
 
+def _render_again(state: AppState, card: Card, attempt: int) -> str | None:
+    """The prompt of a past attempt, rendered from the card and the previous attempt's error."""
+    runs = {run.attempt: run for run in state.store.list_runs(card.card_id)}
+    if attempt not in runs:
+        return None
+    previous = runs.get(attempt - 1)
+    try:
+        return render_prompt(state.settings.prompt_template, card.model_dump(mode="json"), attempt,
+                             previous.error if previous is not None else None)
+    except SquadError:
+        return None
+
+
 @router.get("/api/cards/{card_id}/prompt", response_model=PromptOut, responses=errors(404, 422))
 def card_prompt(card_id: CardIdDep, state: StateDep, attempt: AttemptQ = None) -> PromptOut:
     """The prompt an attempt was sent, as the worker wrote it (readable when the API shares the
@@ -114,6 +129,8 @@ def card_prompt(card_id: CardIdDep, state: StateDep, attempt: AttemptQ = None) -
     if number < 1:
         raise NotFoundError(f"card {card_id} has not run yet")
     text = _read_prompt(prompt_path(state.settings.workdir, card_id, number))
+    if text is None:  # removed after its attempt (docs/security.md): render it again from the card
+        text = _render_again(state, card, number)
     if text is None:
         raise NotFoundError(f"the prompt of card {card_id} attempt {number} is not on this machine")
     return PromptOut(card_id=card_id, attempt=number, prompt=text)

@@ -1,0 +1,104 @@
+"""Hooks (`after_create`, `before_run`, `after_run`): short argv commands around an attempt.
+
+A hook runs in its own process group so a timeout ends everything it started (a `sh -c 'sleep
+1000 &'` included), and only the tail of its output is kept: a hook that prints gigabytes costs
+a bounded amount of memory and log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["HOOK_OUTPUT_MAX_BYTES", "HOOK_OUTPUT_MAX_LINES", "run_hook"]
+
+HOOK_OUTPUT_MAX_BYTES = 64 * 1024  # per stream: only the tail is kept
+HOOK_OUTPUT_MAX_LINES = 50  # lines of each stream copied into the attempt's log
+HOOK_KILL_GRACE_S = 2.0
+READ_CHUNK_BYTES = 64 * 1024
+READER_JOIN_S = 5.0
+
+LineSink = Callable[[str, str], None]  # (level, message)
+
+
+class _Tail:
+    """The last HOOK_OUTPUT_MAX_BYTES of a pipe, and how many bytes came before them."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.dropped = 0
+
+    def read_all(self, fd: int) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := os.read(fd, READ_CHUNK_BYTES):
+                self.data += chunk
+                extra = len(self.data) - HOOK_OUTPUT_MAX_BYTES
+                if extra > 0:
+                    del self.data[:extra]
+                    self.dropped += extra
+
+
+def _end_group(pgid: int, proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the whole group, then SIGKILL whatever is left after a short grace."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=HOOK_KILL_GRACE_S)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def run_hook(name: str, argv: list[str] | None, *, cwd: Path, env: dict[str, str], timeout_s: float,
+             on_line: LineSink) -> str | None:
+    """Run one hook to its end (or its timeout); its output tail goes to `on_line`; an error text or None.
+
+    `env` is the complete environment (already scrubbed of secrets by the caller).
+    """
+    if not argv:
+        return None
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        on_line("ERROR", f"hook {name} failed: {exc}")
+        return f"hook {name} failed: {exc}"
+    assert proc.stdout is not None and proc.stderr is not None
+    tails = {"INFO": _Tail(), "ERROR": _Tail()}
+    readers = [threading.Thread(target=tails[level].read_all, args=(pipe.fileno(),), daemon=True,
+                                name=f"hook-{name}-{level}")
+               for level, pipe in (("INFO", proc.stdout), ("ERROR", proc.stderr))]
+    for reader in readers:
+        reader.start()
+    error: str | None = None
+    try:
+        code = proc.wait(timeout=timeout_s)
+        if code != 0:
+            error = f"hook {name} exited with {code}"
+    except subprocess.TimeoutExpired:
+        error = f"hook {name} timed out after {timeout_s:g}s"
+    finally:
+        # The leader is gone or timed out: end its whole group, so nothing it started outlives it
+        # (or keeps our pipes open).
+        _end_group(proc.pid, proc)
+        for reader in readers:
+            reader.join(timeout=READER_JOIN_S)
+        for pipe in (proc.stdout, proc.stderr):
+            with contextlib.suppress(OSError):
+                pipe.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=READER_JOIN_S)
+    for level, tail in tails.items():
+        lines = tail.data.decode("utf-8", errors="replace").splitlines()
+        cut = tail.dropped + sum(len(line) + 1 for line in lines[:-HOOK_OUTPUT_MAX_LINES])
+        if cut:
+            on_line(level, f"[{name}] …[{cut} earlier bytes not kept]")
+        for text in lines[-HOOK_OUTPUT_MAX_LINES:]:
+            on_line(level, f"[{name}] {text}")
+    if error is not None:
+        on_line("ERROR", error)
+    return error

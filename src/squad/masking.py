@@ -1,0 +1,67 @@
+"""The one place that hides secrets in what we print or log: every URL goes through `mask_url`.
+
+A Redis or PostgreSQL URL may carry a password (`redis://:pw@host`, `postgresql://user:pw@host/db`,
+`?password=pw`); logs, banners and `squad status` are read by people and shipped to log stores
+that must never receive it. Free text that may contain URLs (a library's banner, an error
+message) goes through `mask_text`.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+__all__ = ["MASK", "mask_text", "mask_url", "url_secrets"]
+
+MASK = "***"
+_SECRET_PARAMS = frozenset({"password", "pass", "pwd", "token", "secret"})
+# scheme://user:password@  (the password may itself hold '@': the last '@' before a '/' ends it)
+_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)([^\s/]+)@")
+_PARAM_RE = re.compile(r"([?&;](?:password|pass|pwd|token|secret)=)([^&\s#]+)", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password (user info or a `password=` query parameter) replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL we can parse: mask whatever looks like a secret in it
+        return mask_text(url)
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        if colon and password:
+            netloc = f"{user}:{MASK}@{hostport}"
+    query = parts.query
+    if query and _PARAM_RE.search("?" + query):
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() in _SECRET_PARAMS for k, _ in pairs):
+            query = urlencode([(k, MASK if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*")
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing to hide: keep it exactly as written (urlunsplit would drop "//" of sqlite:///)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def mask_text(text: str) -> str:
+    """Free text with the password of every URL in it (and `password=` parameters) masked."""
+    return _PARAM_RE.sub(lambda m: m.group(1) + MASK, _USERINFO_RE.sub(lambda m: m.group(1) + MASK + "@", text))
+
+
+def url_secrets(url: str | None) -> set[str]:
+    """The secrets a URL carries (its password, `password=` values), for scrubbing environments."""
+    if not url:
+        return set()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return set()
+    found: set[str] = set()
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at:
+        _, colon, password = userinfo.partition(":")
+        if colon and password:
+            found.update({password, unquote(password)})
+    for key, value in parse_qsl(parts.query, keep_blank_values=False):
+        if key.lower() in _SECRET_PARAMS and value:
+            found.add(value)
+    return found

@@ -1,0 +1,91 @@
+"""What a card may ask of this installation: where its agent runs and for how long.
+
+Card authors are not trusted with the machine: a card's `workdir` must lie inside `SQUAD_WORKDIR`
+or one of `allowed_roots` (checked on import and again, after resolving symlinks, right before
+an attempt starts, since a directory can be swapped for a link in between), and its time limits
+cannot exceed the installation's hard limit (refused here; `Settings.limits_for` also clamps
+what is already stored).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from squad.cards import CardSpec
+from squad.config import Settings
+from squad.errors import BacklogError, SquadError
+from squad.safetext import excerpt
+
+__all__ = ["WorkdirEscape", "check_specs", "resolve_workdir", "roots"]
+
+
+class WorkdirEscape(SquadError):
+    """A card's working directory resolves outside every allowed root."""
+
+
+def roots(settings: Settings) -> list[Path]:
+    """`SQUAD_WORKDIR` and every allowed root, absolute (not yet resolved through symlinks)."""
+    found = [settings.workdir, *settings.allowed_roots]
+    return [Path(os.path.abspath(os.path.expanduser(root))) for root in found]
+
+
+def _lexical(settings: Settings, card_id: str, workdir: str | None) -> Path:
+    """The card's directory without touching the disk: relative paths are under `SQUAD_WORKDIR`."""
+    base = Path(os.path.abspath(settings.workdir))
+    if not workdir:
+        return base / card_id
+    if workdir.startswith("~"):
+        raise WorkdirEscape(f"{excerpt(workdir)}: '~' is not expanded; use a path inside SQUAD_WORKDIR")
+    return Path(os.path.normpath(base / workdir))
+
+
+def _inside(path: Path, allowed: Iterable[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in allowed)
+
+
+def _outside_message(workdir: str) -> str:
+    return (f"{excerpt(workdir)} is outside SQUAD_WORKDIR and every allowed root"
+            " (add its parent to allowed_roots / SQUAD_ALLOWED_ROOTS)")
+
+
+def check_workdir(settings: Settings, card_id: str, workdir: str | None) -> Path:
+    """The card's directory as written, or WorkdirEscape (`..` escapes, `~`, foreign absolute paths)."""
+    path = _lexical(settings, card_id, workdir)
+    allowed = roots(settings)
+    if not _inside(path, allowed + [Path(os.path.realpath(r)) for r in allowed]):
+        raise WorkdirEscape(_outside_message(workdir or str(path)))
+    return path
+
+
+def resolve_workdir(settings: Settings, card_id: str, workdir: str | None) -> Path:
+    """The card's directory with symlinks resolved; WorkdirEscape if that leaves the allowed roots.
+
+    Called right before an attempt's hooks and agent start: a check at import time alone would let
+    a symlink planted later (by an earlier agent, say) send the next agent anywhere.
+    """
+    path = check_workdir(settings, card_id, workdir)
+    real = Path(os.path.realpath(path))
+    if not _inside(real, [Path(os.path.realpath(r)) for r in roots(settings)]):
+        raise WorkdirEscape(f"working directory {excerpt(str(path))} resolves to {excerpt(str(real))},"
+                            " outside SQUAD_WORKDIR and every allowed root")
+    return real
+
+
+def check_specs(specs: Iterable[CardSpec], settings: Settings) -> None:
+    """Reject cards this installation will not run: every problem, one line each, naming the card."""
+    problems: list[str] = []
+    for spec in specs:
+        if spec.workdir is not None:
+            try:
+                check_workdir(settings, spec.card_id, spec.workdir)
+            except WorkdirEscape as exc:
+                problems.append(f"card {spec.card_id}: workdir: {exc}")
+        for name in ("time_limit", "soft_time_limit"):
+            value = getattr(spec, name)
+            if value is not None and value > settings.time_limit:
+                problems.append(f"card {spec.card_id}: {name}: {value:g} s exceeds the hard limit"
+                                f" SQUAD_TIME_LIMIT ({settings.time_limit:g} s)")
+    if problems:
+        raise BacklogError(problems)
