@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from squad.errors import BacklogError, TransitionError
+from squad.safetext import excerpt
 
 CARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -103,7 +104,7 @@ class CardSpec(BaseModel):
     def _card_id(cls, value: Any) -> Any:
         # Checked before whitespace stripping and with fullmatch: "A-1\n" is not "A-1".
         if isinstance(value, str) and not CARD_ID_RE.fullmatch(value):
-            raise ValueError(f"card_id {value!r} must match {CARD_ID_RE.pattern}")
+            raise ValueError(f"card_id {excerpt(repr(value))} must match {CARD_ID_RE.pattern}")
         return value
 
     @field_validator("priority", "max_retries", mode="before")
@@ -196,7 +197,7 @@ def parse_card(data: Any, where: str = "card") -> CardSpec:
         spec = CardSpec.model_validate(data)
     except ValidationError as exc:
         raw_id = data.get("card_id")
-        ident = raw_id if isinstance(raw_id, str) else where
+        ident = excerpt(raw_id) if isinstance(raw_id, str) else where
         raise BacklogError([_format_error(ident, err) for err in exc.errors()]) from None
     check_storable(spec)
     return spec

@@ -9,6 +9,14 @@ TASK_UPDATES_STREAM = "task_updates"
 TASK_UPDATES_MAXLEN = 100_000
 TASK_LOGS_PREFIX = "task:logs:"
 TASK_LOGS_MAXLEN = 20_000
+# Redis memory bounds (docs/security.md): a card's live log holds at most TASK_LOGS_MAXLEN entries and
+# about TASK_LOGS_MAX_BYTES (each entry at most LIVE_LOG_ENTRY_MAX_CHARS); a log event on the shared
+# stream carries at most LOG_EVENT_MAX_CHARS of its line. Archived logs keep the full lines.
+TASK_LOGS_MAX_BYTES = 8 * 1024 * 1024
+TASK_LOGS_MIN_ENTRIES = 100
+LIVE_LOG_ENTRY_MAX_CHARS = 4096
+LOG_EVENT_MAX_CHARS = 1024
+EMBEDDED_REDIS_MAXMEMORY = "512mb"
 
 # Celery.
 CARDS_QUEUE = "cards"

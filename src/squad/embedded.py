@@ -10,6 +10,7 @@ from pathlib import Path
 
 import redis
 
+from squad.constants import EMBEDDED_REDIS_MAXMEMORY
 from squad.errors import SquadError
 
 DEFAULT_REDIS_PORT = 6379
@@ -47,12 +48,13 @@ class EmbeddedRedis:
     """A redis-server child process with persistence (AOF by default), stopped with its owner."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, aof: bool = True,
-                 appendfsync: str = "everysec") -> None:
+                 appendfsync: str = "everysec", maxmemory: str = EMBEDDED_REDIS_MAXMEMORY) -> None:
         # Absolute: redis-server applies --dir (chdir) before it opens a relative --logfile.
         self.data_dir = data_dir.resolve()
         self.port = port or free_port(DEFAULT_REDIS_PORT)  # Redis's usual port when it is free
         self.aof = aof
         self.appendfsync = appendfsync
+        self.maxmemory = maxmemory
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -64,7 +66,9 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
                 "--appendonly", "yes" if self.aof else "no", "--appendfsync", self.appendfsync, "--save", "",
-                "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no"]
+                "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no",
+                # Bounded memory; a full Redis refuses writes (squad reports it) instead of evicting queued tasks.
+                "--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)

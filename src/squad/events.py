@@ -21,9 +21,13 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from squad.constants import (
+    LIVE_LOG_ENTRY_MAX_CHARS,
+    LOG_EVENT_MAX_CHARS,
     REDIS_CONNECT_TIMEOUT_S,
     REDIS_SOCKET_TIMEOUT_S,
+    TASK_LOGS_MAX_BYTES,
     TASK_LOGS_MAXLEN,
+    TASK_LOGS_MIN_ENTRIES,
     TASK_UPDATES_MAXLEN,
 )
 from squad.namespace import RedisKeys
@@ -31,6 +35,30 @@ from squad.namespace import RedisKeys
 log = structlog.get_logger(__name__)
 OUTAGE_BACKOFF_S = 2.0
 NUMERIC_FIELDS = {"progress": int, "attempt": int, "elapsed": float}
+
+
+REDIS_FULL_HINT = ("Redis is full (maxmemory reached with noeviction): live logs and events are not being"
+                   " written; raise maxmemory, lower SQUAD_LOG_TTL, or delete old task:logs:* streams")
+
+
+def redis_is_full(exc: BaseException) -> bool:
+    """True for the error Redis answers a write with once `maxmemory` is reached (noeviction)."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or (
+        isinstance(exc, redis.ResponseError) and str(exc).startswith("OOM "))
+
+
+def clip_text(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters with a marker of how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} …[cut {len(text) - limit} chars]"
+
+
+def live_log_maxlen(entries: list[tuple[str, str, str]]) -> int:
+    """MAXLEN for a card's live stream: TASK_LOGS_MAXLEN entries, fewer when this batch's lines are big,
+    so the stream stays near TASK_LOGS_MAX_BYTES whatever the line sizes."""
+    average = sum(len(message) + 48 for _ts, _level, message in entries) // max(1, len(entries))
+    return max(TASK_LOGS_MIN_ENTRIES, min(TASK_LOGS_MAXLEN, TASK_LOGS_MAX_BYTES // max(1, average)))
 
 
 def iso_now() -> str:
@@ -105,7 +133,10 @@ class EventBus:
 
     def _failed(self, exc: Exception, what: str) -> None:
         self._down_until = time.monotonic() + OUTAGE_BACKOFF_S
-        log.warning("redis write failed", what=what, error=str(exc))
+        if redis_is_full(exc):
+            log.error(REDIS_FULL_HINT, what=what)
+        else:
+            log.warning("redis write failed", what=what, error=str(exc))
 
     def ping(self) -> bool:
         """True when Redis answers."""
@@ -140,6 +171,8 @@ class EventBus:
         try:
             with self.redis.pipeline(transaction=False) as pipe:
                 for ev in events:
+                    if ev.get("type") == "log" and len(ev.get("message", "")) > LOG_EVENT_MAX_CHARS:
+                        ev = {**ev, "message": clip_text(ev["message"], LOG_EVENT_MAX_CHARS)}
                     pipe.xadd(self.keys.task_updates, ev, maxlen=TASK_UPDATES_MAXLEN, approximate=True)
                 ids = pipe.execute()
             return str(ids[-1])
@@ -153,14 +186,18 @@ class EventBus:
         if not entries or not self._available():
             return False
         key = self.keys.task_logs(card_id)
+        entries = [(ts, level, clip_text(message, LIVE_LOG_ENTRY_MAX_CHARS)) for ts, level, message in entries]
+        maxlen = live_log_maxlen(entries)
         try:
             with self.redis.pipeline(transaction=False) as pipe:
                 for ts, level, message in entries:
                     pipe.xadd(key, {"timestamp": ts, "level": level, "message": message,
                                     "task_id": task_id or ""},
-                              maxlen=TASK_LOGS_MAXLEN, approximate=True)
+                              maxlen=maxlen, approximate=True)
                 pipe.expire(key, self.log_ttl_s)
                 for ev in events or []:
+                    if ev.get("type") == "log" and len(ev.get("message", "")) > LOG_EVENT_MAX_CHARS:
+                        ev = {**ev, "message": clip_text(ev["message"], LOG_EVENT_MAX_CHARS)}
                     pipe.xadd(self.keys.task_updates, ev, maxlen=TASK_UPDATES_MAXLEN, approximate=True)
                 pipe.execute()
             return True

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+
 from squad.config import Settings
 from squad.constants import HEALTH_PROBE_TIMEOUT_S, VERSION
-from squad.masking import mask_url
+from squad.events import REDIS_FULL_HINT
+from squad.masking import mask_text, mask_url
 
 
 def celery_workers(settings: Settings, timeout_s: float = HEALTH_PROBE_TIMEOUT_S) -> list[str] | None:
@@ -23,6 +26,25 @@ def celery_workers(settings: Settings, timeout_s: float = HEALTH_PROBE_TIMEOUT_S
     return sorted(name for reply in replies for name in reply)
 
 
+FULL_FRACTION = 0.98  # used/maxmemory from which writes are about to be refused
+
+
+def redis_memory(client: redis.Redis) -> str:
+    """`12.3 MiB used of 512.0 MiB`, or a line starting with FULL once writes are (about to be) refused."""
+    try:
+        info = client.info("memory")
+    except redis.RedisError as exc:
+        return f"unknown ({exc})"
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    mib = 1024 * 1024
+    if not limit:
+        return f"{used / mib:.1f} MiB used, no maxmemory (unbounded)"
+    text = f"{used / mib:.1f} MiB used of {limit / mib:.1f} MiB ({info.get('maxmemory_policy', '?')})"
+    if used >= limit * FULL_FRACTION:
+        return f"FULL: {text}: {REDIS_FULL_HINT}"
+    return text
+
+
 def collect_status(settings: Settings) -> dict[str, Any]:
     """One dict with every probe's answer (never raises for a dead dependency)."""
     from squad.broker import BrokerView
@@ -34,7 +56,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         report["database"] = "connected"
         report["cards"] = store.count_by_status()
     except Exception as exc:
-        report["database"] = f"error: {str(exc).splitlines()[0]}"
+        report["database"] = f"error: {mask_text(str(exc).splitlines()[0])}"
         report["cards"] = {}
     report["database_url"] = mask_url(settings.database_url)
     view = BrokerView(settings.broker)
@@ -43,6 +65,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     report["broker_url"] = mask_url(settings.broker)
     workers: list[str] | None = None
     if redis_ok:
+        report["redis_memory"] = redis_memory(view.redis)
+        if report["redis_memory"].startswith("FULL"):
+            report["redis"] = "full"
         try:
             report["queue_depth"] = view.queue_depth()
         except Exception:

@@ -248,6 +248,16 @@ class CardStore:
         with self.engine.connect() as conn:
             return [_card_from_row(r) for r in conn.execute(query)]
 
+    def count_cards(self, *, status: str | None = None, squad: str | None = None) -> int:
+        """How many cards `list_cards` would return without a page (the API's `X-Total-Count`)."""
+        query = select(func.count()).select_from(cards_t)
+        if status:
+            query = query.where(cards_t.c.status == Status(status).value)
+        if squad:
+            query = query.where(cards_t.c.squad == squad)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def count_by_status(self) -> dict[str, int]:
         """Card counts for every status (zeros included)."""
         counts = {s.value: 0 for s in Status}

@@ -520,7 +520,7 @@ def test_metrics_from_runs_of_the_last_hour(http: httpx.Client, store: CardStore
 
 
 # ---- auth, CORS, serving ----------------------------------------------------------------------
-def test_token_protects_every_post_and_leaves_gets_open(redis_url: str, sqlite_url: str) -> None:
+def test_token_protects_every_post_and_api_reads_but_not_health(redis_url: str, sqlite_url: str) -> None:
     settings = load_settings(redis_url=redis_url, database_url=sqlite_url, api_token="s3cret")
     with run_api(settings) as api, api.client() as http:
         seed(api.state.store, "A-1", Status.FAILED)
@@ -531,7 +531,7 @@ def test_token_protects_every_post_and_leaves_gets_open(redis_url: str, sqlite_u
             assert http.post("/api/tasks/A-1/retry", headers=headers).status_code == 401
             assert http.post("/api/tasks/A-1/cancel", headers=headers).status_code == 401
         assert api.state.store.get_card("A-1").status == Status.FAILED
-        assert http.get("/api/cards").status_code == 200 and http.get("/health").status_code == 200
+        assert http.get("/api/cards").status_code == 401 and http.get("/health").status_code == 200
         good = {"Authorization": "Bearer s3cret"}
         assert http.post("/api/cards", json=body, headers=good).status_code == 201
         assert http.post("/api/tasks/A-1/cancel", headers=good).status_code == 200

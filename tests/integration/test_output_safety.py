@@ -99,7 +99,9 @@ def test_watch_shows_hostile_steps_escaped(redis_url: str, tmp_path: Path) -> No
             wait_for(lambda: any(c.raddr and c.raddr[1] == port for c in psutil.Process(watch.pid).net_connections()),
                      60, message="watch subscribed")
             time.sleep(0.5)
-            bus = EventBus(env["SQUAD_REDIS_URL"].rstrip("/") + "/2")
+            store = CardStore(env["SQUAD_DATABASE_URL"])  # the watcher's store: its Redis namespace
+            bus = EventBus(env["SQUAD_REDIS_URL"].rstrip("/") + "/2", store.redis_keys)
+            store.dispose()
             bus.publish("progress", "W-EVIL", "t1", progress=40, current_step="[/] \x1b]0;evil\x07 [bold]b")
             bus.close()
             time.sleep(2)

@@ -37,12 +37,18 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 3000, inse
     """Run the API with uvicorn until stopped (Ctrl-C / SIGTERM)."""
     import uvicorn
 
+    from squad.api.guard import uvicorn_log_config
+
     check_exposure(settings, host, insecure=insecure)
+    if host not in ("0.0.0.0", "::", "") and host.lower() not in settings.allowed_hosts:
+        # Served on a named address: that name is a Host the clients will send.
+        settings = settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, host.lower()]})
     sock = bind_tcp(host, port)  # before the app starts: a taken port is one line and exit 2
     try:
         app: FastAPI = create_app(settings)
         config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
-                                ws_ping_interval=20, ws_ping_timeout=20, ws_per_message_deflate=False)
+                                ws_ping_interval=20, ws_ping_timeout=20, ws_per_message_deflate=False,
+                                log_config=uvicorn_log_config())
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from squad.api import ws
+from squad.api.guard import Guard
 from squad.api.metrics.prometheus import Exposition
 from squad.api.monitor import WorkerMonitor
 from squad.api.routes import cards, health, metrics, review, runs, tasks, workers
@@ -27,6 +28,7 @@ from squad.api.validation import request_problems
 from squad.config import Settings
 from squad.constants import VERSION
 from squad.errors import BacklogError, SquadError
+from squad.safetext import excerpt
 from squad.store import CardStore, open_store
 
 log = structlog.get_logger(__name__)
@@ -43,9 +45,14 @@ PLACEHOLDER = """<!doctype html>
 _BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's 400 for an undecodable body
 
 
+ERROR_LINE_MAX_CHARS = 300  # an error body quotes at most a short excerpt of the input
+
+
 def _error(status: int, detail: str, problems: list[str] | None = None,
            headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail, "problems": problems or []}, status_code=status, headers=headers)
+    lines = [excerpt(p, ERROR_LINE_MAX_CHARS) for p in problems or []][:100]
+    return JSONResponse({"detail": excerpt(detail, ERROR_LINE_MAX_CHARS), "problems": lines}, status_code=status,
+                        headers=headers)
 
 
 def _install_error_handlers(app: FastAPI, state: AppState) -> None:
@@ -144,6 +151,8 @@ def create_app(settings: Settings, *, store: CardStore | None = None, ws_queue_s
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
+    # Outermost: Host, Origin, token and body size are checked before anything else runs.
+    app.add_middleware(Guard, settings=settings)
     _install_error_handlers(app, state)
     routers = [module.router for module in (health, cards, runs, tasks, workers, metrics, review)]
     for router in routers:

@@ -1,7 +1,8 @@
-"""Bearer-token check for mutating endpoints and the socket (`SQUAD_API_TOKEN`, docs/operations.md).
+"""Bearer-token check (`SQUAD_API_TOKEN`, docs/security.md).
 
-GETs stay open; with a token configured every POST and `/ws/tasks` need it. Tokens are compared
-in constant time (over their SHA-256 digests, so not even the length leaks).
+With a token configured every `/api/` route (reads too) and `/ws/tasks` need it; `squad.api.guard`
+enforces it for every HTTP route, the socket checks it here. Tokens are compared in constant time
+(over their SHA-256 digests, so not even the length leaks).
 """
 
 from __future__ import annotations
@@ -37,19 +38,30 @@ async def require_token(
     expected = _expected(request)
     if expected is None:
         return
+    from squad.api.guard import presented_token
+
     given = credentials.credentials if credentials is not None else None
+    if given is None:
+        given = presented_token(request.scope, {k.lower(): v for k, v in request.headers.items()})
     if not token_matches(expected, given):
         raise HTTPException(status_code=401, detail="missing or wrong API token",
                             headers={"WWW-Authenticate": "Bearer"})
 
 
 def websocket_authorized(ws: WebSocket) -> bool:
-    """The socket's token: `?token=` (browsers cannot set headers) or an `Authorization` header."""
+    """The socket's token: an `Authorization` header, a `squad.token.<token>` subprotocol, or
+    `?token=` (browsers cannot set headers on a socket)."""
+    from squad.api.guard import presented_token
+
     expected = _expected(ws)
     if expected is None:
         return True
-    given = ws.query_params.get("token")
-    if given is None:
-        scheme, _, value = ws.headers.get("authorization", "").partition(" ")
-        given = value if scheme.lower() == "bearer" else None
-    return token_matches(expected, given)
+    headers = {k.lower(): v for k, v in ws.headers.items()}
+    return token_matches(expected, presented_token(ws.scope, headers))
+
+
+def websocket_subprotocol(ws: WebSocket) -> str | None:
+    """The subprotocol to accept: `squad` when offered (a browser sending its token as a subprotocol
+    must get one of its offers back, and never the token itself)."""
+    offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    return "squad" if "squad" in offered else None

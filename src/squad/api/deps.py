@@ -11,6 +11,7 @@ from squad.api.state import AppState
 from squad.cards import CARD_ID_RE
 from squad.config import Settings
 from squad.errors import NotFoundError
+from squad.safetext import excerpt
 from squad.store import CardStore
 
 #: Run ids are 32-bit integers in the store; a larger one can never exist (and must not reach SQL).
@@ -36,7 +37,7 @@ def get_settings(request: Request) -> Settings:
 def card_id_path(card_id: Annotated[str, Path(description="A card id")]) -> str:
     """A card id from the path; one that cannot be a card id is simply unknown (404)."""
     if not CARD_ID_RE.fullmatch(card_id):
-        raise NotFoundError(f"unknown card {card_id!r}")
+        raise NotFoundError(f"unknown card {excerpt(card_id)!r}")
     return card_id
 
 

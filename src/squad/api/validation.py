@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from squad.safetext import excerpt
+
 
 def request_problems(errors: Sequence[Any], body: Any) -> list[str]:
     """FastAPI/pydantic validation errors as lines naming the card when the body has an id."""
-    ident = body.get("card_id") if isinstance(body, dict) and isinstance(body.get("card_id"), str) else None
+    raw = body.get("card_id") if isinstance(body, dict) else None
+    ident = excerpt(raw) if isinstance(raw, str) else None
     lines: list[str] = []
     for err in errors:
         loc = [str(p) for p in err.get("loc", ())]

@@ -23,7 +23,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from squad.api.auth import websocket_authorized
+from squad.api.auth import websocket_authorized, websocket_subprotocol
 from squad.cards import CARD_ID_RE
 from squad.events import decode_event, iso_now
 from squad.namespace import RedisKeys
@@ -261,7 +261,7 @@ async def tasks_feed(ws: WebSocket) -> None:
         return
     since = ws.query_params.get("since")
     card_id = ws.query_params.get("card_id") or None
-    await ws.accept()
+    await ws.accept(subprotocol=websocket_subprotocol(ws))
     problem = _bad_query(since, card_id)
     if problem is not None:
         await ws.close(code=CLOSE_BAD_REQUEST, reason=problem)

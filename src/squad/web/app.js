@@ -661,7 +661,7 @@
 
   async function loadBoard() {
     const t0 = performance.now();
-    const cards = await api("/api/cards/enhanced");
+    const cards = await api("/api/cards/enhanced?limit=1000");
     const at = performance.now();
     window.__squad.timing = { start: t0, fetched: at };
     state.cards.clear();
@@ -753,7 +753,7 @@
   };
   async function reloadBoard() {
     try {
-      const cards = await api("/api/cards/enhanced");
+      const cards = await api("/api/cards/enhanced?limit=1000");
       const at = performance.now();
       state.cards.clear();
       for (const c of cards) { prepare(c, at); state.cards.set(c.card_id, c); noteOptions(c); }

@@ -22,21 +22,23 @@ from squad.policy import check_specs
 from squad.prompts import prompt_path, render_prompt
 
 router = APIRouter(tags=["cards"])
-MAX_PAGE = 10_000
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
 MAX_OFFSET = 1_000_000_000
 MAX_IDS = 1000
 _NO_NUL = re.compile(r"^[^\x00]*$").pattern
 
 StatusQ = Annotated[Status | None, Query(description="Only cards in this status")]
 SquadQ = Annotated[str | None, Query(max_length=100, pattern=_NO_NUL, description="Only cards of this squad")]
-LimitQ = Annotated[int | None, Query(ge=1, le=MAX_PAGE, description="Page size (default: every card)")]
+LimitQ = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size (the total is in `X-Total-Count`)")]
 OffsetQ = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Cards to skip")]
 
 
 @router.get("/api/cards", response_model=list[Card], responses=errors(422))
-def list_cards(store: StoreDep, status: StatusQ = None, squad: SquadQ = None, limit: LimitQ = None,
-               offset: OffsetQ = 0) -> list[Card]:
-    """Cards, most urgent first, then oldest."""
+def list_cards(store: StoreDep, response: Response, status: StatusQ = None, squad: SquadQ = None,
+               limit: LimitQ = DEFAULT_PAGE, offset: OffsetQ = 0) -> list[Card]:
+    """A page of cards, most urgent first, then oldest; the matching total is in `X-Total-Count`."""
+    response.headers["X-Total-Count"] = str(store.count_cards(status=status, squad=squad or None))
     return store.list_cards(status=status, squad=squad or None, limit=limit, offset=offset)
 
 
@@ -61,10 +63,10 @@ CardIdsQ = Annotated[list[str] | None, Query(
 
 
 @router.get("/api/cards/enhanced", response_model=list[EnhancedCard], responses=errors(422))
-async def enhanced_cards(state: StateDep, status: StatusQ = None, squad: SquadQ = None, limit: LimitQ = None,
-                         offset: OffsetQ = 0, card_ids: CardIdsQ = None) -> Response:
-    """Cards with `celery_task`, `logs_available` and the board's extras: three SQL queries and two
-    Redis round trips."""
+async def enhanced_cards(state: StateDep, status: StatusQ = None, squad: SquadQ = None,
+                         limit: LimitQ = DEFAULT_PAGE, offset: OffsetQ = 0, card_ids: CardIdsQ = None) -> Response:
+    """A page of cards with `celery_task`, `logs_available` and the board's extras (three SQL queries
+    and two Redis round trips); the matching total is in `X-Total-Count` (without `card_id`)."""
     ids = [c for c in card_ids or [] if CARD_ID_RE.fullmatch(c)] if card_ids else None
     if card_ids and not ids:
         return Response(b"[]", media_type="application/json")
@@ -72,8 +74,12 @@ async def enhanced_cards(state: StateDep, status: StatusQ = None, squad: SquadQ 
         state.store, status=status, squad=squad or None, limit=limit, offset=offset, card_ids=ids))
     page = await enhance(cards, runs, results=state.results, events=state.events, keys=state.keys,
                          settings=state.settings, extras=extras)
+    headers = {}
+    if ids is None:
+        total = await to_thread.run_sync(lambda: state.store.count_cards(status=status, squad=squad or None))
+        headers["X-Total-Count"] = str(total)
     # Already validated by `enhance`: serialize once, skipping FastAPI's second validation pass.
-    return Response(ENHANCED_LIST.dump_json(page), media_type="application/json")
+    return Response(ENHANCED_LIST.dump_json(page), media_type="application/json", headers=headers)
 
 
 @router.get("/api/cards/{card_id}", response_model=CardDetail, responses=errors(404))

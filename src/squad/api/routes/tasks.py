@@ -22,7 +22,7 @@ from squad.events import parse_log_line
 from squad.store import CardStore
 
 router = APIRouter(tags=["tasks"])
-MAX_LOG_LIMIT = 10_000
+MAX_LOG_LIMIT = 1000
 
 LimitQ = Annotated[int, Query(ge=1, le=MAX_LOG_LIMIT, description="At most this many entries")]
 AfterQ = Annotated[str | None, Query(pattern=STREAM_ID_RE.pattern,
