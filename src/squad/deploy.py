@@ -34,6 +34,10 @@ SQUAD_TOML = '''# squad.toml: Squad Orchestrator configuration (precedence: CLI 
 # budget_usd = 10.0                             # per card: no retry once its runs cost this much
 # workdir = ".squad/work"
 # prompt_template = "prompt.md.j2"              # Jinja2, strict: card, attempt, last_error, feedback, previous_runs
+# Security (docs/security.md)
+# allowed_roots = ["/srv/repos"]                # where a card's workdir may lie besides workdir
+# allowed_hosts = ["squad.internal"]            # Host names the API answers besides loopback
+# keep_prompts = false                          # keep the prompt file of a failed attempt (0600)
 
 default_agent = "claude"
 
@@ -44,7 +48,8 @@ default_agent = "claude"
 ''' + agents_toml() + '''
 # [agents.mine]
 # command = ["python3", "my_agent.py", "{card_id}", "{prompt_file}"]
-# env = { MY_FLAG = "1" }
+# env = { MY_FLAG = "1" }                 # added to the (scrubbed) environment
+# env_deny = ["AWS_*", "GITHUB_TOKEN"]    # variables this agent must not receive
 
 # [hooks]                 # argv lists run in the card's working directory
 # after_create = ["git", "init"]

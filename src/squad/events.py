@@ -30,6 +30,7 @@ from squad.constants import (
     TASK_LOGS_MIN_ENTRIES,
     TASK_UPDATES_MAXLEN,
 )
+from squad.masking import mask_text
 from squad.namespace import RedisKeys
 
 log = structlog.get_logger(__name__)
@@ -136,7 +137,7 @@ class EventBus:
         if redis_is_full(exc):
             log.error(REDIS_FULL_HINT, what=what)
         else:
-            log.warning("redis write failed", what=what, error=str(exc))
+            log.warning("redis write failed", what=what, error=mask_text(str(exc)))
 
     def ping(self) -> bool:
         """True when Redis answers."""

@@ -339,7 +339,7 @@ def _commandstats(client: Any) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in info.items()}
 
 
-def test_enhanced_page_of_100_costs_two_queries_and_two_redis_round_trips(
+def test_enhanced_page_of_100_costs_three_queries_and_two_redis_round_trips(
         db_url: str, redis_url: str, redis_server: RedisServer) -> None:
     # Given 150 cards (100 on the page), half of them with a task, a Celery result and a live log
     settings = load_settings(redis_url=redis_url, database_url=db_url)
@@ -371,10 +371,11 @@ def test_enhanced_page_of_100_costs_two_queries_and_two_redis_round_trips(
         finally:
             event.remove(store.engine, "before_cursor_execute", count)
 
-    # Expect one query for the page (with the board's extras), one for the last runs
+    # Expect one query for the page (with the board's extras), one for the last runs, one count
     cards = res.json()
     assert len(cards) == 100 and sum(c["celery_task"] is not None for c in cards) == 50
-    assert len(statements) == 2, statements
+    assert len(statements) == 3, statements
+    assert res.headers["X-Total-Count"] == "150"
     assert sum(c["last_output_at"] is not None for c in cards) == 50
     # ... one MGET for the task states and one script call checking the 100 live logs, nothing per card
     calls = {k: after.get(k, 0) - before.get(k, 0) for k in after}

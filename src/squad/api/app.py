@@ -28,6 +28,7 @@ from squad.api.validation import request_problems
 from squad.config import Settings
 from squad.constants import VERSION
 from squad.errors import BacklogError, SquadError
+from squad.masking import mask_text
 from squad.safetext import excerpt
 from squad.store import CardStore, open_store
 
@@ -80,12 +81,12 @@ def _install_error_handlers(app: FastAPI, state: AppState) -> None:
 
     @app.exception_handler(SQLAlchemyError)
     async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
-        log.error("database error", path=request.url.path, error=str(exc).splitlines()[0])
+        log.error("database error", path=request.url.path, error=mask_text(str(exc).splitlines()[0]))
         return _error(503, "database unavailable")
 
     @app.exception_handler(RedisError)
     async def redis_error(request: Request, exc: RedisError) -> JSONResponse:
-        log.error("redis error", path=request.url.path, error=str(exc))
+        log.error("redis error", path=request.url.path, error=mask_text(str(exc)))
         return _error(503, "redis unavailable")
 
     @app.exception_handler(Exception)
