@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from squad.cards import ACTIVE, Status
+from squad.safetext import escape_controls
 from squad.store import CardStore
 
 MAX_ROWS = 30  # cards shown in the live view (active ones first)
@@ -140,8 +141,9 @@ class UpView:
             key = (line.status, line.attempts)
             if self._seen.get(line.card_id) != key:
                 self._seen[line.card_id] = key
-                self.console.print(f"{datetime.now().strftime('%H:%M:%S')} {line.card_id} {line.status}"
-                                   f"{self._detail(line)}")
+                # Card and agent text (the error) is data: no markup, controls escaped.
+                self.console.print(escape_controls(f"{datetime.now().strftime('%H:%M:%S')} {line.card_id} "
+                                                   f"{line.status}{self._detail(line)}"), markup=False)
         if finished:
             self.console.print(self.done_line)
 
@@ -170,8 +172,10 @@ class UpView:
                     f", next attempt in {line.next_in_s:.0f} s" if line.next_in_s is not None else "")
             elif line.status == "FAILED":
                 step = line.error
-            table.add_row(line.card_id, Text(line.status, style=STATUS_STYLE.get(line.status, "")),
-                          ProgressBar(total=100, completed=line.progress, width=20), f"{line.progress:>3}%", step[:60])
+            table.add_row(Text(escape_controls(line.card_id)),
+                          Text(line.status, style=STATUS_STYLE.get(line.status, "")),
+                          ProgressBar(total=100, completed=line.progress, width=20), f"{line.progress:>3}%",
+                          Text(escape_controls(step[:60])))
         more = len(lines) - len(shown)
         counts = {s: sum(1 for c in lines if c.status == s) for s in dict.fromkeys(c.status for c in lines)}
         services = "  ".join(f"{name} {state}" for name, state in children.items())

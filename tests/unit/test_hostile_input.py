@@ -179,3 +179,29 @@ def test_mask_text_hides_passwords_of_urls_inside_messages() -> None:
     text = "Error 111 connecting to redis://:hunter2@10.0.0.1:6379/0 and postgresql://u:pw@db/x."
     masked = mask_text(text)
     assert "hunter2" not in masked and ":pw@" not in masked and "redis://:***@10.0.0.1:6379/0" in masked
+
+
+# ---- squad up's view ----------------------------------------------------------------------------
+@pytest.mark.parametrize("live", [False, True])
+def test_squad_up_view_shows_hostile_card_text_escaped_and_never_as_markup(tmp_path: Path, live: bool) -> None:
+    import io
+
+    from rich.console import Console
+
+    from squad.upview import CardLine, UpView
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=False, width=200, highlight=False)
+    hostile = [CardLine(card_id="EVIL", status="FAILED", progress=50, step="::progress 50 [/] \x1b]0;t\x07",
+                        attempts=1, error="[bold]boom[/] \x1b[2J", next_in_s=None),
+               CardLine(card_id="RUN", status="IN_PROGRESS", progress=40, step="[/] step \x9b", attempts=1,
+                        error="", next_in_s=None)]
+    view = UpView(console, live=False, api_url="http://127.0.0.1:3000", redis_desc="r", store_desc="s",
+                  logs_dir=tmp_path, started=time.monotonic())
+    if live:
+        console.print(view._render(hostile, True, [], {}, 1.0))
+    else:
+        view.update(hostile, api_ready=True, workers=[], children={})
+    text = buffer.getvalue()
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+    assert "[bold]boom[/]" in text and "\\x1b[2J" in text
