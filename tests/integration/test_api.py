@@ -511,13 +511,15 @@ def test_metrics_from_runs_of_the_last_hour(http: httpx.Client, store: CardStore
     assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for fam in text_string_to_metric_families(text.text) for s in fam.samples}
-    assert samples[("squad_cards", (("status", "DONE"),))] == 4
-    assert samples[("squad_runs_total", (("status", "succeeded"),))] == 4
-    assert samples[("squad_runs_total", (("status", "failed"),))] == 1
+    assert samples[("squad_cards_total", (("status", "DONE"),))] == 4
+    assert samples[("squad_runs_total", (("outcome", "succeeded"),))] == 4
+    assert samples[("squad_runs_total", (("outcome", "failed"),))] == 1
     assert samples[("squad_run_duration_seconds_count", ())] == 5
     assert samples[("squad_run_duration_seconds_bucket", (("le", "30.0"),))] == 3
     assert samples[("squad_active_websockets", ())] == 0
-    assert samples[("squad_queue_depth", ())] == 0
+    assert samples[("squad_queue_length", ())] == 0
+    assert samples[("squad_workers_online", ())] >= 0
+    assert samples[("squad_cost_usd_total", ())] == 1.25
 
 
 # ---- auth, CORS, serving ----------------------------------------------------------------------

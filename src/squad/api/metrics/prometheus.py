@@ -45,12 +45,13 @@ class SquadCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         store = self.state.store
-        cards = GaugeMetricFamily("squad_cards", "Cards by status.", labels=["status"])
+        # A gauge (cards in each status now); named squad_cards_total as dashboards expect it.
+        cards = GaugeMetricFamily("squad_cards_total", "Cards in each status now.", labels=["status"])
         for status, n in sorted(store.count_by_status().items()):
             cards.add_metric([status], n)
         yield cards
         stats = run_stats(store)
-        runs = CounterMetricFamily("squad_runs", "Ended runs (attempts) by outcome.", labels=["status"])
+        runs = CounterMetricFamily("squad_runs", "Ended runs (attempts) by outcome.", labels=["outcome"])
         for status, n in sorted(stats.by_status.items()):
             runs.add_metric([status], n)
         yield runs
@@ -61,10 +62,10 @@ class SquadCollector(Collector):
         yield GaugeMetricFamily("squad_active_websockets", "Open /ws/tasks sockets in this API process.",
                                 value=self.state.hub.count)
         snap = self.state.monitor.cached()
-        yield GaugeMetricFamily("squad_celery_workers", "Celery workers that answered the last broadcast.",
+        yield GaugeMetricFamily("squad_workers_online", "Celery workers that answered the last broadcast.",
                                 value=snap.online if snap is not None else 0)
         if self.queue_depth is not None:
-            yield GaugeMetricFamily("squad_queue_depth", "Messages waiting in the cards queue.",
+            yield GaugeMetricFamily("squad_queue_length", "Messages waiting in the cards queues.",
                                     value=self.queue_depth)
         yield GaugeMetricFamily("squad_workspace_disk_bytes",
                                 "Bytes on disk of the card worktrees under SQUAD_WORKDIR on the API's machine.",

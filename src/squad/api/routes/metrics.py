@@ -48,7 +48,7 @@ async def metrics_series(state: StateDep, window_s: WindowQ = WINDOW_S) -> Metri
     200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"},
     **errors()})
 async def prometheus(state: StateDep) -> Response:
-    """Prometheus exposition: squad_cards, squad_runs_total, squad_run_duration_seconds, …"""
+    """Prometheus exposition: squad_cards_total, squad_runs_total, squad_run_duration_seconds, …"""
     depth = await bounded(queue_depth(state.broker)) if state.settings.use_celery else None
     body = await to_thread.run_sync(state.exposition.render, depth)
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)
