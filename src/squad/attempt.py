@@ -329,6 +329,8 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
     if claim is None:
         log.info("message could not claim card; nothing to do", card_id=card_id, task_id=task_id)
         return None
+    structlog.contextvars.bind_contextvars(attempt=claim.attempt)
+    log.info("attempt started")
     reporter = Reporter(ctx, card_id, task_id, claim.token)
     # The lease is renewed from the claim until `finish`: reporting progress can block for as long as
     # a Redis outage lasts, and a lease left to expire meanwhile would have the card run twice.

@@ -41,15 +41,16 @@ class BrokerView:
                 pipe.llen(key)
             return int(sum(pipe.execute()))
 
-    def live_task_ids(self, task_ids: Iterable[str], queue: str = CARDS_QUEUE) -> set[str]:
-        """Which of `task_ids` still have a message waiting or delivered-but-unacked."""
+    def live_task_ids(self, task_ids: Iterable[str], queues: Iterable[str] = (CARDS_QUEUE,)) -> set[str]:
+        """Which of `task_ids` still have a message waiting (in any of `queues`) or delivered-but-unacked."""
         wanted = set(task_ids)
         if not wanted:
             return set()
         found: set[str] = set()
         with self.redis.pipeline(transaction=False) as pipe:
-            for key in queue_keys(queue):
-                pipe.lrange(key, 0, -1)
+            for queue in queues:
+                for key in queue_keys(queue):
+                    pipe.lrange(key, 0, -1)
             pipe.hvals(KOMBU_UNACKED_KEY)
             results = pipe.execute()
         for payloads in results:

@@ -6,7 +6,10 @@ the hard time limit, or Redis would hand a running card to a second worker.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.signals import setup_logging
 from kombu import Queue
 
 from squad.config import Settings, load_settings
@@ -83,6 +86,14 @@ def make_celery(settings: Settings) -> Celery:
     )
     app.squad_settings = settings
     return app
+
+
+@setup_logging.connect
+def _structured_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Celery worker and beat log through squad's structured handler (JSON when not on a terminal)."""
+    from squad.logconfig import configure_logging
+
+    configure_logging(loglevel or "INFO")
 
 
 def card_priority(priority: int) -> int:

@@ -97,12 +97,22 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
     stop_timeout: Annotated[float | None, typer.Option(
         min=1, help="Seconds a stopping worker lets running cards finish (default: hard limit + 30).")] = None,
+    drain: Annotated[bool, typer.Option(
+        "--drain", help="Instead of starting one: make the running worker --hostname (default: every worker "
+        "of this host) take no new cards, finish its running ones and exit.")] = False,
 ) -> None:
     """Run a Celery worker under supervision (restarted with backoff if it dies)."""
+    _service_logging()
     from squad.deploy import WORKER_STOP_MARGIN_S
     from squad.supervisor import Child, Supervisor
 
     settings = _settings()
+    if drain:
+        from squad.drain import drain_workers
+
+        drain_workers(settings, hostname, timeout_s=stop_timeout or settings.time_limit + WORKER_STOP_MARGIN_S,
+                      say=lambda text: out.print(text, markup=False))
+        return
     if autoscale is not None:
         parts = autoscale.split(",")
         if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
@@ -122,6 +132,7 @@ def worker(
 @app.command()
 def beat(loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO") -> None:
     """Run Celery beat (reconciler every few seconds, result cleanup hourly), supervised."""
+    _service_logging()
     from squad.supervisor import Child, Supervisor
 
     _settings()
@@ -140,6 +151,7 @@ def serve(
     insecure: Annotated[bool, typer.Option(help="Allow a non-loopback host without SQUAD_API_TOKEN.")] = False,
 ) -> None:
     """Serve the monitoring API, WebSocket feed and dashboard."""
+    _service_logging()
     from squad.api import serve as serve_api
 
     serve_api(_settings(), host=host, port=port, insecure=insecure)
@@ -157,6 +169,7 @@ def orchestrate(
                                                   )] = None,
 ) -> None:
     """Release ready cards (priority 9 first), retry failed ones when due, until stopped."""
+    _service_logging()
     from squad.orchestrator import make_orchestrator
     from squad.waiting import EXIT_TIMEOUT, WaitReporter
 
@@ -710,14 +723,13 @@ def _main(argv: list[str] | None) -> None:
 def _configure_logging() -> None:
     import logging
 
-    import structlog
+    from squad.logconfig import configure_logging
 
-    level = logging.DEBUG if os.environ.get("SQUAD_DEBUG") else logging.WARNING
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
-    structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
-                    structlog.dev.ConsoleRenderer(colors=False)],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-    )
+    configure_logging(logging.DEBUG if os.environ.get("SQUAD_DEBUG") else logging.WARNING)
 
+
+def _service_logging(level: str = "INFO") -> None:
+    """Long-running services log what they do (JSON lines when not on a terminal)."""
+    from squad.logconfig import configure_logging
+
+    configure_logging("DEBUG" if os.environ.get("SQUAD_DEBUG") else level)

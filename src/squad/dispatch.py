@@ -42,7 +42,8 @@ class Dispatcher(Protocol):
     runs_agents: bool  # attempts run in this process (its agents die with it)
     settled: threading.Event | None  # set when an attempt of this process ends (local only)
 
-    def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float) -> None:
+    def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float,
+                 queue: str = CARDS_QUEUE) -> None:
         """Send or start the card's attempt for `task_id`."""
 
     def revoke(self, task_id: str) -> None:
@@ -59,7 +60,7 @@ class Dispatcher(Protocol):
 
 
 class CeleryDispatcher:
-    """Sends `squad.execute_card_task` messages to the `cards` queue."""
+    """Sends `squad.execute_card_task` messages to the `cards` queue (or a squad's routed queue)."""
 
     mode = "celery"
     runs_agents = False
@@ -71,17 +72,19 @@ class CeleryDispatcher:
 
         self.app = app or make_celery(settings)
         self.broker = BrokerView(settings.broker)
+        self.queues = sorted({CARDS_QUEUE, *settings.routes.values()})
 
-    def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float) -> None:
+    def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float,
+                 queue: str = CARDS_QUEUE) -> None:
         from squad.celery_app import card_priority
 
-        self.app.send_task(EXECUTE_TASK_NAME, args=[card_id], task_id=task_id, queue=CARDS_QUEUE,
+        self.app.send_task(EXECUTE_TASK_NAME, args=[card_id], task_id=task_id, queue=queue,
                            priority=card_priority(priority),
                            soft_time_limit=hard_limit + CELERY_SOFT_MARGIN_S,
                            time_limit=hard_limit + CELERY_HARD_MARGIN_S)
 
     def live_task_ids(self, task_ids: list[str]) -> set[str]:
-        return self.broker.live_task_ids(task_ids)
+        return self.broker.live_task_ids(task_ids, self.queues)
 
     def revoke(self, task_id: str) -> None:
         try:
@@ -112,7 +115,8 @@ class LocalDispatcher:
         self.lock = threading.Lock()
         self.settled: threading.Event | None = threading.Event()
 
-    def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float) -> None:
+    def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float,
+                 queue: str = CARDS_QUEUE) -> None:
         fut = self.pool.submit(self._run, card_id, task_id)
         with self.lock:
             self.running[task_id] = fut
@@ -152,7 +156,8 @@ class DeferredDispatcher:
     runs_agents = False
     settled: threading.Event | None = None
 
-    def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float) -> None:
+    def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float,
+                 queue: str = CARDS_QUEUE) -> None:
         log.info("card queued for the local orchestrator", card_id=card_id, task_id=task_id)
 
     def live_task_ids(self, task_ids: list[str]) -> set[str]:
@@ -254,7 +259,10 @@ class Producer:
     def _dispatch(self, card_id: str, task_id: str) -> None:
         card = self.store.get_card(card_id)
         own = self.settings.limits_for(card)
-        self.dispatcher.dispatch(card_id, task_id, card.priority, own.soft_time_limit_s, own.time_limit_s)
+        queue = self.settings.routes.get(card.squad or "", CARDS_QUEUE)  # squad.toml [routes]: squad -> queue
+        self.dispatcher.dispatch(card_id, task_id, card.priority, own.soft_time_limit_s, own.time_limit_s,
+                                 queue=queue)
+        log.info("card enqueued", card_id=card_id, task_id=task_id, queue=queue, mode=self.dispatcher.mode)
 
     def revoke(self, task_id: str | None) -> None:
         """Drop the card's message if it still waits somewhere."""

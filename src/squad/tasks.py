@@ -92,9 +92,14 @@ def execute_card_task(self: ProgressReportingTask, card_id: str) -> dict[str, An
     def on_progress(progress: int, step: str, elapsed: float) -> None:
         self.update_progress(progress, step, elapsed, card_id=card_id)
 
-    ctx = AttemptContext(settings=settings, store=store, events=events,
-                         worker=self.request.hostname or socket.gethostname(), on_progress=on_progress)
+    worker = self.request.hostname or socket.gethostname()
+    # Every log line of this attempt carries these (run_card adds `attempt` once it has claimed).
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(card_id=card_id, task_id=self.request.id, worker=worker)
+    ctx = AttemptContext(settings=settings, store=store, events=events, worker=worker, on_progress=on_progress)
     new = run_card(ctx, card_id, self.request.id)
+    log.info("attempt ended" if new is not None else "message did not claim the card",
+             status=new.value if new else None)
     return {"card_id": card_id, "status": new.value if new else None, "claimed": new is not None}
 
 

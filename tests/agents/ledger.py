@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Fake agent keeping a ledger: appends `start` and, when it finishes, `done` lines to argv[1].
 
-argv: LEDGER SECONDS. Each line: `<event> <card id> <attempt> <pid> <working directory>`, written with
-O_APPEND (one write per line), so several agents on several workers can share one ledger file.
+argv: LEDGER SECONDS [RELEASE_FILE]: with a release file, it runs until that file exists (at most
+SECONDS), so a test decides when a card ends. Each line: `<event> <card id> <attempt> <pid> <cwd>`,
+written with O_APPEND (one write per line), so several agents on several workers can share one ledger file.
 A card run exactly once has exactly one `done` line, whatever was killed in between.
 """
 
@@ -23,7 +24,8 @@ def note(event: str) -> None:
 
 note("start")
 deadline = time.monotonic() + float(sys.argv[2])
-while time.monotonic() < deadline:
+release = sys.argv[3] if len(sys.argv) > 3 else None
+while time.monotonic() < deadline and not (release and os.path.exists(release)):
     print("::progress 50 working", flush=True)
     time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 note("done")

@@ -12,10 +12,11 @@ from conftest import AGENTS
 PY = sys.executable
 
 
-def write_ledger_agent(root: Path, seconds: float) -> Path:
-    """A squad.toml whose default agent appends start/done lines to a ledger file."""
+def write_ledger_agent(root: Path, seconds: float, release: Path | None = None) -> Path:
+    """A squad.toml whose default agent appends start/done lines to a ledger file (and, with
+    `release`, runs until that file exists)."""
     ledger = root / "ledger.txt"
-    argv = [PY, str(AGENTS / "ledger.py"), str(ledger), str(seconds)]
+    argv = [PY, str(AGENTS / "ledger.py"), str(ledger), str(seconds), *([str(release)] if release else [])]
     (root / "squad.toml").write_text(
         f'default_agent = "ledger"\n[agents.ledger]\ncommand = {json.dumps(argv)}\nparser = "markers"\n',
         encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from fastapi import FastAPI
 
@@ -37,7 +38,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 3000, inse
     """Run the API with uvicorn until stopped (Ctrl-C / SIGTERM)."""
     import uvicorn
 
-    from squad.api.guard import uvicorn_log_config
+    from squad.api.guard import SecretFilter
 
     check_exposure(settings, host, insecure=insecure)
     if host not in ("0.0.0.0", "::", "") and host.lower() not in settings.allowed_hosts:
@@ -46,9 +47,13 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 3000, inse
     sock = bind_tcp(host, port)  # before the app starts: a taken port is one line and exit 2
     try:
         app: FastAPI = create_app(settings)
-        config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
-                                ws_ping_interval=20, ws_ping_timeout=20, ws_per_message_deflate=False,
-                                log_config=uvicorn_log_config())
+        # log_config=None: uvicorn's loggers go through our structured handler (squad.logconfig),
+        # with the secrets of their lines masked.
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).addFilter(SecretFilter())
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", log_config=None,
+                                timeout_graceful_shutdown=5, ws_ping_interval=20, ws_ping_timeout=20,
+                                ws_per_message_deflate=False)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

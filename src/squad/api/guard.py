@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -203,16 +202,3 @@ class SecretFilter(logging.Filter):
         elif isinstance(record.msg, str):
             record.msg = mask_text(record.msg)
         return True
-
-
-def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's default logging, with `SecretFilter` on every handler."""
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
-    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["squad_secrets"] = {"()": SecretFilter}
-    for handler in config.get("handlers", {}).values():
-        handler.setdefault("filters", []).append("squad_secrets")
-    return config
