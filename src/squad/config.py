@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
@@ -156,6 +156,10 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     result_backend: str | None = None
     events_url: str | None = None
+    # TLS for rediss:// URLs (every Redis client: broker, results, events): CA bundle, client cert and key.
+    redis_tls_ca_certs: Path | None = None
+    redis_tls_certfile: Path | None = None
+    redis_tls_keyfile: Path | None = None
     database_url: str = "sqlite:///.squad/squad.db"
     use_celery: bool = Field(default=True, validation_alias=AliasChoices("USE_CELERY", "use_celery"))
     soft_time_limit: float = Field(default=1700, gt=0)
@@ -254,17 +258,31 @@ class Settings(BaseSettings):
     @property
     def broker(self) -> str:
         """Celery broker URL (DB 0 unless explicit)."""
-        return self.broker_url or self._redis_db(0)
+        return self._with_tls(self.broker_url or self._redis_db(0))
 
     @property
     def results(self) -> str:
         """Celery result backend URL (DB 1 unless explicit)."""
-        return self.result_backend or self._redis_db(1)
+        return self._with_tls(self.result_backend or self._redis_db(1))
 
     @property
     def events(self) -> str:
         """Events and live logs URL (DB 2 unless explicit)."""
-        return self.events_url or self._redis_db(2)
+        return self._with_tls(self.events_url or self._redis_db(2))
+
+    def _with_tls(self, url: str) -> str:
+        """A `rediss://` URL with the TLS options as query parameters, which redis-py, kombu and
+        Celery's result backend all read: certificates required, CA and client cert from settings."""
+        parts = urlsplit(url)
+        if parts.scheme != "rediss":
+            return url
+        query = dict(parse_qsl(parts.query))
+        query.setdefault("ssl_cert_reqs", "required")
+        for key, value in (("ssl_ca_certs", self.redis_tls_ca_certs), ("ssl_certfile", self.redis_tls_certfile),
+                           ("ssl_keyfile", self.redis_tls_keyfile)):
+            if value is not None:
+                query.setdefault(key, str(value.expanduser().resolve()))
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, safe="/"), parts.fragment))
 
     @property
     def visibility_timeout_s(self) -> float:

