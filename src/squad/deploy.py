@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from squad.agents.presets import agents_toml
 from squad.config import Settings, config_path
 from squad.errors import ConfigError
@@ -68,7 +70,6 @@ default_agent = "claude"
 '''
 
 
-
 PROGRAMS = ("worker", "beat", "orchestrator", "api")
 # A stopped worker finishes its running cards (warm shutdown): every stop timeout is above the
 # hard time limit, with margins so the inner supervisor's own kill comes before the outer one's.
@@ -76,8 +77,8 @@ WORKER_STOP_MARGIN_S = 30
 SERVICE_STOP_MARGIN_S = 60
 LOG_MAX_BYTES = "50MB"
 LOG_BACKUPS = 10
-# Settings that are not single environment values: they come from squad.toml (SQUAD_CONFIG).
-_NOT_ENV = frozenset({"agents", "squads", "hooks", "routes"})
+# Tables of squad.toml (agents, squads, hooks, routes, ...) are not single environment values:
+# the services read them from squad.toml itself (SQUAD_CONFIG).
 _ALWAYS_ENV = frozenset({"redis_url", "database_url", "workdir"})
 
 
@@ -129,8 +130,8 @@ def _env_value(field: str, value: Any, cwd: Path) -> str:
         return f"sqlite:///{cwd / rel}" if rel and rel != ":memory:" else value
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, list | dict):
-        return json.dumps(value)
+    if isinstance(value, list):
+        return json.dumps(value, default=str)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -145,9 +146,9 @@ def service_env(settings: Settings, cwd: Path) -> dict[str, str]:
     """
     env: dict[str, str] = {}
     for field, info in Settings.model_fields.items():
-        if field in _NOT_ENV:
-            continue
         value = getattr(settings, field)
+        if isinstance(value, dict | BaseModel):
+            continue
         if value is None or (value == info.get_default(call_default_factory=True) and field not in _ALWAYS_ENV):
             continue
         env[_env_name(field)] = _env_value(field, value, cwd)

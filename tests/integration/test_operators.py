@@ -211,3 +211,45 @@ def test_every_metric_in_the_sample_alert_rules_is_exposed_by_metrics(api: Any) 
     assert named and named <= exposed, named - exposed
     assert {"squad_cards_total", "squad_runs_total", "squad_run_duration_seconds", "squad_queue_length",
             "squad_workers_online", "squad_cost_usd_total"} <= exposed
+
+
+def test_a_process_opening_a_fresh_database_waits_while_another_holds_the_migration_lock(pg_url: str) -> None:
+    # Given a fresh PostgreSQL database whose migration lock another process (this test) holds
+    import sqlalchemy as sa
+
+    from squad.db import PG_MIGRATION_LOCK_ID
+
+    engine = sa.create_engine(pg_url)
+    holder = engine.connect()
+    holder.exec_driver_sql(f"SELECT pg_advisory_lock({PG_MIGRATION_LOCK_ID})")
+    code = "import sys; from squad.store import CardStore; CardStore(sys.argv[1]).dispose(); print('migrated')"
+    proc = subprocess.Popen([PY, "-c", code, pg_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # When a second process opens (and would migrate) the store
+        # Expect it to wait: no schema appears while the lock is held
+        def tables() -> set[str]:
+            with engine.connect() as conn:
+                return set(sa.inspect(conn).get_table_names())
+
+        wait_for(lambda: any(a["wait_event_type"] == "Lock" and "advisory" in a["query"] for a in _pg_activity(engine)),
+                 60, interval=0.2, message="the second process to wait on the migration lock")
+        assert proc.poll() is None and "cards" not in tables()
+        # When the lock is released, it migrates and finishes
+        holder.exec_driver_sql(f"SELECT pg_advisory_unlock({PG_MIGRATION_LOCK_ID})")
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert out.strip() == "migrated" and "cards" in tables()
+    finally:
+        holder.close()
+        if proc.poll() is None:
+            kill_tree(proc)
+        engine.dispose()
+
+
+def _pg_activity(engine: Any) -> list[dict[str, Any]]:
+    """Other sessions of this database, with what they wait for."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT wait_event_type, query FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()").mappings().all()
+    return [dict(r) for r in rows]
