@@ -149,8 +149,22 @@ def test_broker_results_and_events_are_db_0_1_2_of_the_redis_url(monkeypatch: py
 def test_derived_urls_keep_tls_scheme_and_replace_a_db_in_the_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SQUAD_REDIS_URL", "rediss://cache.example:6380/7")
     s = load_settings()
+    # rediss:// always verifies the server's certificate (a query option every Redis client reads)
     assert (s.broker, s.results, s.events) == (
-        "rediss://cache.example:6380/0", "rediss://cache.example:6380/1", "rediss://cache.example:6380/2")
+        "rediss://cache.example:6380/0?ssl_cert_reqs=required", "rediss://cache.example:6380/1?ssl_cert_reqs=required",
+        "rediss://cache.example:6380/2?ssl_cert_reqs=required")
+
+
+def test_tls_settings_reach_every_rediss_url_and_leave_redis_urls_alone(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    monkeypatch.setenv("SQUAD_REDIS_URL", "rediss://:pw@cache.example:6380")
+    monkeypatch.setenv("SQUAD_EVENTS_URL", "redis://events.example/5")
+    monkeypatch.setenv("SQUAD_REDIS_TLS_CA_CERTS", str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SQUAD_REDIS_TLS_CERTFILE", str(tmp_path / "client.pem"))
+    s = load_settings()
+    assert s.broker == (f"rediss://:pw@cache.example:6380/0?ssl_cert_reqs=required&ssl_ca_certs={tmp_path}/ca.pem"
+                        f"&ssl_certfile={tmp_path}/client.pem")
+    assert s.events == "redis://events.example/5"
 
 
 def test_explicit_broker_result_and_events_urls_win_over_derived_ones(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,7 +174,7 @@ def test_explicit_broker_result_and_events_urls_win_over_derived_ones(monkeypatc
     monkeypatch.setenv("SQUAD_EVENTS_URL", "redis://events.example/5")
     s = load_settings()
     assert s.broker == "redis://broker.example/3"
-    assert s.results == "rediss://:pw@results.example/4"
+    assert s.results == "rediss://:pw@results.example/4?ssl_cert_reqs=required"
     assert s.events == "redis://events.example/5"
 
 
