@@ -43,6 +43,17 @@ class Status(StrEnum):
     REVIEW = "REVIEW"
 
 
+class RunStatus(StrEnum):
+    """Status of one run (attempt) row: `lost` when the sweeper closed it after its worker
+    stopped renewing the lease."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
 S = Status
 #: Every allowed status change, in one place. Anything else raises TransitionError.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
@@ -170,7 +181,7 @@ class Run(BaseModel):
     attempt: int
     task_id: str | None = None
     worker: str | None = None
-    status: str = "running"
+    status: RunStatus = RunStatus.RUNNING
     started_at: datetime | None = None
     ended_at: datetime | None = None
     exit_code: int | None = None

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Update, event, func, insert, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from squad import db, scheduling
-from squad.cards import ACTIVE, Card, CardSpec, Run, Status, allowed_sources, check_transition
+from squad.cards import ACTIVE, Card, CardSpec, Run, RunStatus, Status, allowed_sources, check_transition
 from squad.errors import BacklogError, ConflictError, NotFoundError, SquadError, TransitionError
 from squad.namespace import RedisKeys
 from squad.retries import RetryPolicy, retries_used
@@ -342,7 +342,7 @@ class CardStore:
                 ).scalar()
             inserted = conn.execute(insert(runs_t).values(
                 card_id=card_id, attempt=row.attempts, task_id=task_id, worker=worker,
-                status="running", queued_at=row.queued_at, started_at=stamp,
+                status=RunStatus.RUNNING.value, queued_at=row.queued_at, started_at=stamp,
             )).inserted_primary_key
             assert inserted is not None
             run_id = inserted[0]
@@ -402,7 +402,8 @@ class CardStore:
         """
         stamp = now_s()
         with self.tx() as conn:
-            run_status = "succeeded" if outcome.succeeded else ("cancelled" if outcome.cancelled else "failed")
+            run_status = (RunStatus.SUCCEEDED if outcome.succeeded
+                          else RunStatus.CANCELLED if outcome.cancelled else RunStatus.FAILED).value
             # Fencing: only a run still open can be closed. A run the sweeper already closed as `lost`
             # (its worker was frozen past its lease) keeps that verdict: the late outcome is dropped.
             closed = conn.execute(update(runs_t).where(runs_t.c.id == claim.run_id)
@@ -473,7 +474,7 @@ class CardStore:
                 return None  # renewed since it was found stale: the worker is alive
             conn.execute(update(runs_t).where(runs_t.c.card_id == card_id)
                          .where(runs_t.c.ended_at.is_(None))
-                         .values(status="lost", ended_at=stamp, error=error, log=log))
+                         .values(status=RunStatus.LOST.value, ended_at=stamp, error=error, log=log))
             decision = policy.decide(attempts=row.attempts, retry_base=row.retry_base,
                                      cost_usd=row.cost_usd or 0.0, error=error)
             conn.execute(_move(card_id, decision.status, expected=[Status.IN_PROGRESS])

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from squad.agents import orphans
 from squad.agents.progress import ProgressParser, Usage
@@ -73,11 +73,15 @@ class RunObserver(Protocol):
         """Polled every CANCEL_POLL_S; a text (e.g. "cancelled") ends the agent."""
 
 
+#: How an agent ended: by itself (succeeded/failed, as its parser judged), or by a limit or a cancel.
+AgentOutcome = Literal["succeeded", "failed", "soft_timeout", "timeout", "stalled", "cancelled", "spawn_failed"]
+
+
 @dataclass
 class AgentResult:
     """How an attempt's agent ended; `error` is None only when it succeeded."""
 
-    outcome: str  # succeeded | failed | soft_timeout | timeout | stalled | cancelled | spawn_failed
+    outcome: AgentOutcome
     exit_code: int | None
     error: str | None
     usage: Usage
@@ -401,7 +405,7 @@ class _AgentWatch:
                 self._end(grace_s=self.limits.kill_grace_s)
             self._close()
 
-    def _supervise(self) -> tuple[str | None, str | None]:
+    def _supervise(self) -> tuple[AgentOutcome | None, str | None]:
         """Consume output until the agent exits (None, None) or a limit ends it (outcome, error)."""
         limits = self.limits
         soft_at = self.started + limits.soft_time_limit_s

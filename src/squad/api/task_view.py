@@ -23,7 +23,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from squad.api.history import CardExtras, board_cards
 from squad.api.schemas import CeleryTask, EnhancedCard, TaskState, built
-from squad.cards import Card, Run, Status
+from squad.cards import Card, Run, RunStatus, Status
 from squad.config import Settings
 from squad.constants import STEP_IN_PROGRESS
 from squad.namespace import RedisKeys
@@ -42,11 +42,11 @@ _BY_STATUS: dict[Status, TaskState] = {
     Status.QUEUED: "PENDING",
 }
 _BY_RUN: dict[str, TaskState] = {
-    "succeeded": "SUCCESS",
-    "failed": "FAILURE",
-    "lost": "FAILURE",
-    "cancelled": "REVOKED",
-    "running": "STARTED",
+    RunStatus.SUCCEEDED: "SUCCESS",
+    RunStatus.FAILED: "FAILURE",
+    RunStatus.LOST: "FAILURE",
+    RunStatus.CANCELLED: "REVOKED",
+    RunStatus.RUNNING: "STARTED",
 }
 
 

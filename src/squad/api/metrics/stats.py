@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from squad.api.schemas import MetricsOut, MinuteBucket, Percentiles
+from squad.cards import RunStatus
 from squad.store import CardStore, now_s
 
 WINDOW_S = 3600
-FAILED_RUNS = frozenset({"failed", "lost"})
+FAILED_RUNS = frozenset({RunStatus.FAILED.value, RunStatus.LOST.value})
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -43,7 +44,7 @@ def compute_metrics(store: CardStore, *, now: float | None = None, window_s: int
     for run in runs:
         ended, started, queued = run["ended_at"], run["started_at"], run["queued_at"]
         bucket = buckets[min(len(buckets) - 1, max(0, int((ended - first_minute) // 60)))]
-        if run["status"] == "succeeded":
+        if run["status"] == RunStatus.SUCCEEDED:
             succeeded += 1
             bucket.succeeded += 1
         elif run["status"] in FAILED_RUNS:
