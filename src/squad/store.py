@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Update, event, func, insert, select, update
+from sqlalchemy import Connection, Select, Update, event, func, insert, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from squad import db, scheduling
@@ -89,6 +89,21 @@ def _move(card_id: str, new: Status, *, expected: Iterable[Status] | None = None
         sources &= set(expected)
     return (update(cards_t).where(cards_t.c.card_id == card_id)
             .where(cards_t.c.status.in_([s.value for s in sources])).values(status=new.value))
+
+
+def card_page_query(*, status: str | None = None, squad: str | None = None, limit: int | None = None,
+                    offset: int = 0) -> Select[Any]:
+    """SELECT of a page of cards in board order (most urgent, then oldest, then by id), filtered."""
+    query = select(cards_t).order_by(cards_t.c.priority.desc(), cards_t.c.created_at, cards_t.c.card_id)
+    if status:
+        query = query.where(cards_t.c.status == Status(status).value)
+    if squad:
+        query = query.where(cards_t.c.squad == squad)
+    if limit is not None:
+        query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
+    return query
 
 
 def _card_from_row(row: Any) -> Card:
@@ -235,16 +250,7 @@ class CardStore:
     def list_cards(self, *, status: str | None = None, squad: str | None = None,
                    limit: int | None = None, offset: int = 0) -> list[Card]:
         """Cards, most urgent first, then oldest; one query."""
-        query = select(cards_t).order_by(cards_t.c.priority.desc(), cards_t.c.created_at,
-                                         cards_t.c.card_id)
-        if status:
-            query = query.where(cards_t.c.status == Status(status).value)
-        if squad:
-            query = query.where(cards_t.c.squad == squad)
-        if limit is not None:
-            query = query.limit(limit)
-        if offset:
-            query = query.offset(offset)
+        query = card_page_query(status=status, squad=squad, limit=limit, offset=offset)
         with self.engine.connect() as conn:
             return [_card_from_row(r) for r in conn.execute(query)]
 

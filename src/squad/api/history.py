@@ -15,7 +15,7 @@ from sqlalchemy import Select, func, or_, select
 
 from squad.api.schemas import HistoryRun, built
 from squad.cards import Card, Status
-from squad.store import CardStore, to_dt
+from squad.store import CardStore, card_page_query, to_dt
 from squad.tables import cards as cards_t
 from squad.tables import runs as runs_t
 
@@ -42,15 +42,7 @@ def board_cards(store: CardStore, *, status: str | None, squad: str | None, limi
     if card_ids:
         query = query.where(cards_t.c.card_id.in_(list(dict.fromkeys(card_ids))))
     else:
-        query = query.order_by(cards_t.c.priority.desc(), cards_t.c.created_at, cards_t.c.card_id)
-        if status:
-            query = query.where(cards_t.c.status == Status(status).value)
-        if squad:
-            query = query.where(cards_t.c.squad == squad)
-        if limit is not None:
-            query = query.limit(limit)
-        if offset:
-            query = query.offset(offset)
+        query = card_page_query(status=status, squad=squad, limit=limit, offset=offset)
     cards: list[Card] = []
     extras: dict[str, CardExtras] = {}
     with store.engine.connect() as conn:
