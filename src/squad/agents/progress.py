@@ -197,6 +197,17 @@ class _ResultEvent:
     text: str
 
 
+def json_event(line: str, stream: str) -> dict[str, Any] | None:
+    """The JSON object an agent printed on one stdout line, or None (the line is then plain text)."""
+    if stream != "stdout" or not line.lstrip().startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
+        return None
+    return event if isinstance(event, dict) else None
+
+
 class ClaudeStreamJsonParser(ProgressParser):
     """Claude Code `--output-format stream-json`: the final `result` event decides, not the exit code."""
 
@@ -209,13 +220,8 @@ class ClaudeStreamJsonParser(ProgressParser):
 
     def feed(self, line: str, stream: str) -> LineResult:
         """Parse one JSON event from stdout; anything else is a text line."""
-        if stream != "stdout" or not line.lstrip().startswith("{"):
-            return self._text_line(line)
-        try:
-            event = json.loads(line)
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
-            return self._text_line(line)
-        if not isinstance(event, dict):
+        event = json_event(line, stream)
+        if event is None:
             return self._text_line(line)
         kind = event.get("type")
         if kind == "system":
@@ -376,13 +382,8 @@ class CodexJsonParser(ProgressParser):
 
     def feed(self, line: str, stream: str) -> LineResult:
         """Parse one JSON event from stdout; anything else is a text line."""
-        if stream != "stdout" or not line.lstrip().startswith("{"):
-            return self._text_line(line)
-        try:
-            event = json.loads(line)
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
-            return self._text_line(line)
-        if not isinstance(event, dict):
+        event = json_event(line, stream)
+        if event is None:
             return self._text_line(line)
         kind = _str(event.get("type"))
         if kind in ("thread.started", "thread.resumed"):
