@@ -16,12 +16,15 @@ import structlog
 from squad.attempt import sweep_stale_leases
 from squad.cards import Status
 from squad.config import Settings
+from squad.constants import CARDS_QUEUE
 from squad.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher, Producer, execution_mode
+from squad.errors import BrokerUnavailable
 from squad.events import EventBus, try_event_bus
 from squad.store import CardStore
 from squad.waiting import EXIT_TIMEOUT
 
 log = structlog.get_logger(__name__)
+REQUEUE_CHECK_S = 5.0  # lost-message check (reads queued messages back) at most this often
 WAKE_CHECK_S = 0.5  # longest block on the event stream before looking at the stop flag again
 #: statuses after which a pass may have something to do (QUEUED/IN_PROGRESS never free a dependant)
 SETTLED_STATUSES = frozenset({Status.DONE.value, Status.FAILED.value, Status.CANCELLED.value,
@@ -51,6 +54,7 @@ class Orchestrator:
         self.stopping = threading.Event()
         self.fallback_reason: str | None = None  # why auto mode runs cards locally
         self._last_event_id = "$"  # where the wait for status events resumes
+        self._next_requeue_check = 0.0
 
     @classmethod
     def for_producer(cls, producer: Producer) -> Orchestrator:
@@ -74,7 +78,7 @@ class Orchestrator:
     def tick(self, *, release: bool = True) -> TickResult:
         """One pass: block/unblock, sweep stale leases, retry due cards, requeue lost, release ready."""
         res = TickResult()
-        graph = self.store.graph()  # one read of the dependency graph per pass
+        graph = self.store.pass_graph()  # waiting cards and their dependencies, not the history
         blocked, unblocked = self.store.update_blocked(graph)
         res.blocked = blocked
         for cid in blocked:
@@ -85,15 +89,48 @@ class Orchestrator:
         for card_id in self.store.due_retries():
             if self._send(card_id, expected=[Status.RETRYING]):
                 res.retried.append(card_id)
-        res.requeued = self.requeue_lost()
+        now = time.monotonic()
+        # Celery: reads queued messages back, so not on every reaction; local: an in-memory check
+        # that also adopts cards queued by other processes, so every pass.
+        if self.dispatcher.mode == "local" or now >= self._next_requeue_check:
+            self._next_requeue_check = now + REQUEUE_CHECK_S
+            res.requeued = self.requeue_lost()
         if release:
             budget = None
             if self.max_in_flight is not None:
                 budget = max(0, self.max_in_flight - self.store.in_flight())
-            for card_id in self.store.ready_cards(limit=budget, graph=graph):
-                if self._send(card_id, expected=[Status.TODO]):
-                    res.released.append(card_id)
+            res.released = self._release(self.store.ready_cards(limit=budget, graph=graph))
         return res
+
+    def _release(self, card_ids: list[str]) -> list[str]:
+        """Queue ready cards: one store transaction, one broker connection, one event pipeline."""
+        if not card_ids:
+            return []
+        queued = self.store.enqueue_many(card_ids, session=self.producer.session)
+        items = []
+        for cid, tid, prio, soft, hard, squad in queued:  # limits as Settings.limits_for resolves them
+            hard_s = hard or self.settings.time_limit
+            queue = self.settings.routes.get(squad or "", CARDS_QUEUE)  # squad.toml [routes]
+            items.append((cid, tid, prio, min(soft or self.settings.soft_time_limit, hard_s), hard_s, queue))
+        if self.events is not None:  # the store says QUEUED now: say it before a worker says IN_PROGRESS
+            self.events.publish_many([EventBus.make_event("status", cid, tid, status=Status.QUEUED.value)
+                                      for cid, tid, *_rest in items])
+        out: list[str] = []
+        try:
+            many = getattr(self.dispatcher, "dispatch_many", None)
+            if many is not None:
+                many(items, out)
+            else:
+                for cid, tid, prio, soft, hard, queue in items:
+                    self.dispatcher.dispatch(cid, tid, prio, soft, hard, queue)
+                    out.append(tid)
+        except Exception as exc:
+            sent = len(out)
+            for cid, tid, *_rest in items[sent:]:
+                if self.store.unqueue(cid, tid):
+                    self._status_event(cid, Status.TODO, tid)
+            raise BrokerUnavailable(f"cannot enqueue card {items[min(sent, len(items) - 1)][0]}: {exc}") from exc
+        return [cid for cid, *_rest in items]
 
     def requeue_lost(self) -> list[str]:
         """QUEUED too long with no live message (e.g. Redis lost its data): send again."""

@@ -81,6 +81,18 @@ class RunOutcome:
     deletions: int | None = None
 
 
+#: Ids per `IN (...)` list and rows per multi-row statement: PostgreSQL refuses a statement with
+#: more than 65,535 parameters, and an insert row of a card carries ~20.
+IN_CHUNK = 5_000
+INSERT_CHUNK = 1_000
+
+
+def chunks(items: Sequence[str], size: int = IN_CHUNK) -> Iterable[list[str]]:
+    """Consecutive slices of at most `size` items (for IN lists and bulk statements)."""
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
+
+
 def _move(card_id: str, new: Status, *, expected: Iterable[Status] | None = None) -> Update:
     """The one way to write a status: an UPDATE that matches only from a source the transition
     table (`cards.TRANSITIONS`) allows, narrowed to `expected`; callers add their own conditions."""
@@ -181,11 +193,11 @@ class CardStore:
         """
         with self.tx() as conn:
             ids = [s.card_id for s in specs]
-            existing = {
-                r.card_id: r.status
-                for r in conn.execute(select(cards_t.c.card_id, cards_t.c.status)
-                                      .where(cards_t.c.card_id.in_(ids)))
-            }
+            id_set = set(ids)
+            existing: dict[str, str] = {}
+            for chunk in chunks(ids):
+                existing.update((r.card_id, r.status) for r in conn.execute(
+                    select(cards_t.c.card_id, cards_t.c.status).where(cards_t.c.card_id.in_(chunk))))
             problems: list[str] = []
             for spec in specs:
                 status = existing.get(spec.card_id)
@@ -195,33 +207,34 @@ class CardStore:
                     problems.append(f"card {spec.card_id}: already exists (use --update to rewrite it)")
                 elif status != Status.TODO:
                     problems.append(f"card {spec.card_id}: is {status}, only TODO cards can be updated")
-            all_deps = {d for s in specs for d in s.depends_on} - set(ids)
-            known = {r[0] for r in conn.execute(select(cards_t.c.card_id)
-                                                 .where(cards_t.c.card_id.in_(all_deps)))}
+            all_deps = sorted({d for s in specs for d in s.depends_on} - id_set)
+            known: set[str] = set()
+            for chunk in chunks(all_deps):
+                known.update(r[0] for r in conn.execute(select(cards_t.c.card_id)
+                                                          .where(cards_t.c.card_id.in_(chunk))))
             for spec in specs:
                 for dep in spec.depends_on:
-                    if dep not in ids and dep not in known:
+                    if dep not in id_set and dep not in known:
                         problems.append(f"card {spec.card_id}: depends_on unknown card {dep!r}")
             if problems:
                 if all("already exists" in p for p in problems):
                     raise ConflictError("; ".join(problems))
                 raise BacklogError(problems)
             stamp = now_s()
-            added = updated = 0
-            for spec in specs:
-                values = spec.model_dump()
-                if spec.card_id in existing:
-                    conn.execute(update(cards_t).where(cards_t.c.card_id == spec.card_id)
-                                 .where(cards_t.c.status == Status.TODO.value)
-                                 .values(**values, updated_at=stamp))
-                    updated += 1
-                else:
-                    conn.execute(insert(cards_t).values(
-                        **values, status=Status.TODO.value, attempts=0, progress=0,
-                        created_at=stamp, updated_at=stamp, cost_usd=0.0))
-                    added += 1
+            fresh = {"status": Status.TODO.value, "attempts": 0, "progress": 0, "created_at": stamp,
+                     "updated_at": stamp, "cost_usd": 0.0}
+            new_rows = [{**spec.model_dump(), **fresh} for spec in specs if spec.card_id not in existing]
+            # executemany of one statement compiled once (SQLAlchemy turns it into multi-row INSERTs
+            # on PostgreSQL, sqlite3 runs it in C); `.values([...])` would compile each chunk anew.
+            for start in range(0, len(new_rows), INSERT_CHUNK):
+                conn.execute(insert(cards_t), new_rows[start:start + INSERT_CHUNK])
+            rewrites = [spec for spec in specs if spec.card_id in existing]
+            for spec in rewrites:
+                conn.execute(update(cards_t).where(cards_t.c.card_id == spec.card_id)
+                             .where(cards_t.c.status == Status.TODO.value)
+                             .values(**spec.model_dump(), updated_at=stamp))
             self._check_no_cycle(conn)
-            return added, updated
+            return len(new_rows), len(rewrites)
 
     def _check_no_cycle(self, conn: Connection) -> None:
         graph = {r.card_id: list(r.depends_on or [])
@@ -243,8 +256,10 @@ class CardStore:
         ids = list(card_ids)
         if not ids:
             return {}
+        rows: list[Any] = []
         with self.engine.connect() as conn:
-            rows = conn.execute(select(cards_t).where(cards_t.c.card_id.in_(ids))).all()
+            for chunk in chunks(ids):
+                rows += conn.execute(select(cards_t).where(cards_t.c.card_id.in_(chunk))).all()
         return {r.card_id: _card_from_row(r) for r in rows}
 
     def list_cards(self, *, status: str | None = None, squad: str | None = None,
@@ -311,9 +326,12 @@ class CardStore:
 
     def delete_cards(self, card_ids: Sequence[str]) -> int:
         """Remove cards and their runs (used to reset the demo backlog)."""
+        deleted = 0
         with self.tx() as conn:
-            conn.execute(runs_t.delete().where(runs_t.c.card_id.in_(list(card_ids))))
-            return int(conn.execute(cards_t.delete().where(cards_t.c.card_id.in_(list(card_ids)))).rowcount)
+            for chunk in chunks(card_ids):
+                conn.execute(runs_t.delete().where(runs_t.c.card_id.in_(chunk)))
+                deleted += int(conn.execute(cards_t.delete().where(cards_t.c.card_id.in_(chunk))).rowcount)
+        return deleted
 
     def unqueue(self, card_id: str, task_id: str) -> bool:
         """Undo `enqueue` when the message could not be sent."""
@@ -549,6 +567,54 @@ class CardStore:
             rows = conn.execute(select(cards_t.c.card_id, cards_t.c.status, cards_t.c.depends_on,
                                        cards_t.c.priority, cards_t.c.created_at))
             return {r.card_id: (r.status, list(r.depends_on or []), r.priority, r.created_at) for r in rows}
+
+    def pass_graph(self) -> Graph:
+        """The part of the graph a pass needs: TODO and BLOCKED cards plus their dependencies.
+
+        O(waiting cards), not O(cards): DONE history is never read (status index), and the
+        dependencies' statuses come in chunked IN lists.
+        """
+        graph: Graph = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(cards_t.c.card_id, cards_t.c.status, cards_t.c.depends_on,
+                                       cards_t.c.priority, cards_t.c.created_at)
+                                .where(cards_t.c.status.in_([Status.TODO.value, Status.BLOCKED.value])))
+            for r in rows:
+                graph[r.card_id] = (r.status, list(r.depends_on or []), r.priority, r.created_at)
+            deps = sorted({d for _st, ds, _p, _c in graph.values() for d in ds} - graph.keys())
+            for chunk in chunks(deps):
+                for dep in conn.execute(select(cards_t.c.card_id, cards_t.c.status)
+                                        .where(cards_t.c.card_id.in_(chunk))):
+                    graph[dep.card_id] = (dep.status, [], 0, 0.0)
+        return graph
+
+    def enqueue_many(self, card_ids: Sequence[str], *, session: str | None = None
+                     ) -> list[tuple[str, str, int, float | None, float | None, str | None]]:
+        """Mark TODO cards QUEUED in one transaction, each under its own new task id.
+
+        Compare-and-set per card (`status = TODO` in the UPDATE, one statement per chunk with
+        RETURNING): a card another process moved meanwhile is simply not returned.
+        Returns (card_id, task_id, priority, soft_time_limit, time_limit, squad) of the cards queued.
+        """
+        assert Status.TODO in allowed_sources(Status.QUEUED)
+        batch = uuid.uuid4().hex
+        stamp = now_s()
+        queued: list[tuple[str, str, int, float | None, float | None, str | None]] = []
+        with self.tx() as conn:
+            for chunk in chunks(card_ids):
+                rows = conn.execute(
+                    update(cards_t).where(cards_t.c.card_id.in_(chunk))
+                    .where(cards_t.c.status == Status.TODO.value)
+                    .values(status=Status.QUEUED.value, celery_task_id=f"{batch}-" + cards_t.c.card_id,
+                            queued_at=stamp, updated_at=stamp, claim_token=None, claimed_by=None,
+                            lease_expires_at=None, next_attempt_at=None, progress=0,
+                            current_step="queued", session=session)
+                    .returning(cards_t.c.card_id, cards_t.c.celery_task_id, cards_t.c.priority,
+                               cards_t.c.soft_time_limit, cards_t.c.time_limit, cards_t.c.squad))
+                queued += [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+        order = {cid: i for i, cid in enumerate(card_ids)}
+        queued.sort(key=lambda q: order[q[0]])  # keep the caller's order: priority 9 first
+        return queued
 
     def update_blocked(self, graph: Graph | None = None) -> tuple[list[str], list[str]]:
         """TODO cards with a failed/cancelled dependency become BLOCKED, and back when it recovers."""

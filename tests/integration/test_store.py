@@ -484,6 +484,57 @@ def test_a_retrying_dependency_does_not_block(store: CardStore) -> None:
     assert status_of(store, "B") == Status.TODO
 
 
+def test_a_pass_reads_only_waiting_cards_and_their_dependencies(store: CardStore) -> None:
+    # Given a DONE history, a chain waiting on it and a card waiting on a running one
+    store.add_cards([spec("OLD"), spec("A"), spec("B", depends_on=["A", "OLD"]), spec("R"),
+                     spec("W", depends_on=["R"])])
+    finish(store, start(store, "OLD"), ok=True)
+    start(store, "R")
+    # When
+    graph = store.pass_graph()
+    # Expect waiting cards with their dependencies' statuses, and the same decisions as the full graph
+    assert set(graph) == {"A", "B", "W", "OLD", "R"}
+    assert (graph["OLD"][0], graph["R"][0]) == ("DONE", "IN_PROGRESS")
+    assert store.ready_cards(graph=graph) == store.ready_cards() == ["A"]
+    finish(store, start(store, "A"), ok=True)
+    assert store.pass_graph().keys() == {"B", "W", "A", "OLD", "R"}
+    assert store.ready_cards(graph=store.pass_graph()) == ["B"]
+
+
+def test_enqueue_many_queues_each_todo_card_under_its_own_task_id_and_skips_moved_ones(store: CardStore) -> None:
+    # Given three TODO cards, one of which another process cancels before the batch
+    store.add_cards([spec("P", priority=9), spec("Q"), spec("X")])
+    store.cancel("X")
+    # When
+    queued = store.enqueue_many(["P", "Q", "X"], session="s1")
+    # Expect P and Q QUEUED in the caller's order, each claimable only by its own new task id
+    assert [q[0] for q in queued] == ["P", "Q"]
+    (_p, p_task, p_prio, *_), (_q, q_task, *_) = queued
+    assert p_task != q_task and p_prio == 9
+    assert store.get_card("P").celery_task_id == p_task and status_of(store, "X") == Status.CANCELLED
+    assert store.claim("P", q_task, "w1", 30) is None
+    assert store.claim("P", p_task, "w1", 30) is not None
+    # And a second batch finds nothing left to queue
+    assert store.enqueue_many(["P", "Q"]) == []
+
+
+def test_a_backlog_larger_than_the_postgresql_parameter_limit_is_added_and_queued(pg_url: str) -> None:
+    # Given 66,000 cards: one IN list of their ids alone would exceed PostgreSQL's 65,535 parameters
+    store = CardStore(pg_url)
+    n = 66_000
+    specs = [CardSpec(card_id=f"K{i}", title="t") for i in range(n)]
+    try:
+        # When
+        assert store.add_cards(specs) == (n, 0)
+        queued = store.enqueue_many(store.ready_cards(graph=store.pass_graph()))
+        # Expect every card stored and queued, and a second import refused whole
+        assert len(queued) == n and store.count_by_status()["QUEUED"] == n
+        with pytest.raises(ConflictError):
+            store.add_cards(specs)
+    finally:
+        store.dispose()
+
+
 def test_stale_queued_cards_are_those_queued_longer_than_the_threshold(store: CardStore) -> None:
     store.add_cards([spec("A")])
     task = queue(store, "A")
