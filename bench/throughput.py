@@ -35,6 +35,25 @@ def _worker(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subpr
     return proc
 
 
+def pool_memory_mib(proc: subprocess.Popen[bytes]) -> float:
+    """Median unique memory (USS, MiB) of the Celery pool processes under `proc`: what one more
+    worker slot costs (RSS would count pages shared with the parent after fork)."""
+    import psutil
+
+    procs = psutil.Process(proc.pid).children(recursive=True)
+    pool = [p for p in procs if p.children() == [] and p.ppid() != proc.pid] or procs
+    values = []
+    for p in pool:
+        try:
+            values.append(p.memory_full_info().uss / 2**20)
+        except psutil.Error:
+            continue
+    return sorted(values)[len(values) // 2] if values else 0.0
+
+
+MEMORY: dict[str, list[float]] = {"bare": [], "squad": []}
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -59,7 +78,9 @@ def bare_celery(url: str, cards: int, concurrency: int, tmp: Path) -> float:
             baseline_app.run_true.delay()
         while int(counter.get("baseline:done") or 0) < cards:
             time.sleep(0.05)
-        return cards / (time.perf_counter() - start)
+        rate = cards / (time.perf_counter() - start)
+        MEMORY["bare"].append(pool_memory_mib(proc))
+        return rate
     finally:
         _stop(proc)
 
@@ -82,7 +103,9 @@ def squad_run(url: str, cards: int, concurrency: int, tmp: Path) -> float:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "squad", "orchestrate", "--once", "--wait", "--mode", "celery",
                         "--interval", "0.5"], env=env, cwd=work, check=True, capture_output=True)
-        return cards / (time.perf_counter() - start)
+        rate = cards / (time.perf_counter() - start)
+        MEMORY["squad"].append(pool_memory_mib(proc))
+        return rate
     finally:
         _stop(proc)
 
@@ -93,6 +116,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=2)
     args = ap.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         redis_proc, url = start_redis(tmp / "redis")
@@ -104,11 +128,18 @@ def main() -> None:
                 print(f"round {r + 1}: bare {bare[-1]:.1f}/s squad {ours[-1]:.1f}/s", flush=True)
         finally:
             redis_proc.terminate()
-    mb, mo = median(bare), median(ours)
-    print(table(["path", "cards/s (median)", "rounds"],
-                [["bare Celery + subprocess.run(true)", f"{mb:.1f}", str(args.rounds)],
-                 ["squad worker + run_card (agent true)", f"{mo:.1f}", str(args.rounds)],
-                 ["ratio squad / bare", f"{mo / mb:.2f}", f"cards={args.cards} c={args.concurrency}"]]))
+    ratios = sorted(o / b for o, b in zip(ours, bare, strict=True))
+
+    def mmm(values: list[float], fmt: str = "{:.1f}") -> str:
+        v = sorted(values)
+        return " / ".join(fmt.format(x) for x in (v[0], median(v), v[-1]))
+
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    print(table(["path", "cards/s (min / median / max)", "pool process USS MiB (min / median / max)"],
+                [["bare Celery + subprocess.run(true)", mmm(bare), mmm(MEMORY["bare"])],
+                 ["squad worker + run_card (agent true)", mmm(ours), mmm(MEMORY["squad"])],
+                 ["ratio squad / bare (per round)", mmm(ratios, "{:.2f}"),
+                  f"cards={args.cards} c={args.concurrency}"]]))
 
 
 if __name__ == "__main__":

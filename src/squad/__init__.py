@@ -1,9 +1,29 @@
-"""Squad Orchestrator: run a backlog of cards through AI coding agents on Celery workers over Redis."""
+"""Squad Orchestrator: run a backlog of cards through AI coding agents on Celery workers over Redis.
 
-from squad.cards import Card, CardSpec, Run, Status
-from squad.config import Settings, load_settings
+The public names below are imported on first use: `squad --help` must not pay for pydantic.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from squad.constants import VERSION
 from squad.errors import BacklogError, ConfigError, NotFoundError, SquadError, TransitionError
+
+if TYPE_CHECKING:
+    from squad.cards import Card, CardSpec, Run, Status
+    from squad.config import Settings, load_settings
+
+_LAZY = {"Card": "squad.cards", "CardSpec": "squad.cards", "Run": "squad.cards", "Status": "squad.cards",
+         "Settings": "squad.config", "load_settings": "squad.config"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'squad' has no attribute {name!r}")
+
 
 __version__ = VERSION
 __all__ = [

@@ -8,20 +8,24 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from squad.cards import Status, parse_card
-from squad.config import Settings, load_settings, mask_url
 from squad.constants import VERSION
 from squad.errors import SquadError
 from squad.safetext import escape_controls
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from squad.config import Settings
+
+# Imports are lazy on purpose: `squad --help` must not pay for Rich, pydantic or structlog, and a
+# read-only command only for what it uses (docs/benchmarks.md, "CLI").
 
 app = typer.Typer(help="Squad Orchestrator: run a backlog of cards through AI coding agents.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -36,15 +40,33 @@ review_app = typer.Typer(help="Review what cards changed: diff, approve, reject.
 workspace_app = typer.Typer(help="Cards' git worktrees: list and garbage-collect.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
 app.add_typer(workspace_app, name="workspace")
-out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)  # text is data
-err = Console(highlight=False, soft_wrap=True, stderr=True, markup=False, emoji=False)
+
+
+class _LazyConsole:
+    """A Rich console built on first use (importing Rich costs about as much as `--help` itself)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+out: Any = _LazyConsole(highlight=False, soft_wrap=True, markup=False, emoji=False)  # text is data
+err: Any = _LazyConsole(highlight=False, soft_wrap=True, stderr=True, markup=False, emoji=False)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+CARD_PAGE = 100  # `card list` shows one page by default
 
 
 def _print_version(value: bool) -> None:
     if value:
-        out.print(f"squad {VERSION}")
+        sys.stdout.write(f"squad {VERSION}\n")
         raise typer.Exit()
 
 
@@ -58,7 +80,16 @@ def _settings(**overrides: Any) -> Settings:
     from squad.upstate import apply_state
 
     apply_state()  # a `squad up` running in this folder: use what it started
+    from squad.config import load_settings
+
     return load_settings(**overrides)
+
+
+def mask_url(url: str) -> str:
+    """squad.config.mask_url, imported when a URL is printed."""
+    from squad.config import mask_url as mask
+
+    return mask(url)
 
 
 def _store(settings: Settings) -> Any:
@@ -79,11 +110,15 @@ def _print_json(data: Any) -> None:
 
 def _cell(value: object) -> Text:
     """Card or agent text for a table: never Rich markup, never a raw control character."""
+    from rich.text import Text
+
     return Text(escape_controls(str(value)))
 
 
 def _field(key: str, value: object) -> Text:
     """`key: value` with a bold key; the value is shown as plain text (see `_cell`)."""
+    from rich.text import Text
+
     return Text.assemble((key, "bold"), ": ", escape_controls(str(value)))
 
 
@@ -185,7 +220,7 @@ def orchestrate(
         what = ", ".join(f"{n} {s}" for s, n in counts.items()) if counts else "the store has no cards"
         err.print(f"orchestrator: nothing to do: no card is TODO, QUEUED, IN_PROGRESS or RETRYING ({what})")
         orch.dispatcher.close()
-        raise typer.Exit(1 if counts.get(Status.FAILED.value) and wait else 0)
+        raise typer.Exit(1 if counts.get("FAILED") and wait else 0)
     if orch.fallback_reason:
         err.print(f"warning: {orch.fallback_reason}; running cards in local mode", style="yellow")
     # In celery mode the first report comes at once: it says whether any worker consumes `cards`.
@@ -280,6 +315,8 @@ def card_add(
     from squad.policy import check_specs
 
     settings = _settings()
+    from squad.cards import parse_card
+
     spec = parse_card({"card_id": card_id, "title": title, "agent": agent, "squad": squad, "priority": priority,
                        "depends_on": depends_on or [], "description": description, "workdir": workdir})
     check_specs([spec], settings)
@@ -295,20 +332,41 @@ def _card_json(card: Any) -> dict[str, Any]:
 def card_list(
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
     squad: Annotated[str | None, typer.Option(help="Only this squad.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Cards per page (the most urgent first).")] = CARD_PAGE,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many cards.")] = 0,
+    show_all: Annotated[bool, typer.Option("--all", help="Every card, no page.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List cards, most urgent first."""
+    """List cards, most urgent first (one page of --limit cards unless --all)."""
+    from squad.cards import Status
+
     if status is not None and status.upper() not in Status.__members__:
         raise SquadError(f"unknown status {status!r} (one of {', '.join(Status.__members__)})")
-    cards = _store(_settings()).list_cards(status=status.upper() if status else None, squad=squad)
+    store = _store(_settings())
+    wanted = status.upper() if status else None
+    cards = store.list_cards(status=wanted, squad=squad, limit=None if show_all else limit, offset=offset)
     if as_json:
         _print_json([_card_json(c) for c in cards])
         return
-    table = Table("card", "status", "p", "squad", "agent", "progress", "step", "title")
-    for c in cards:
-        table.add_row(*map(_cell, (c.card_id, c.status.value, str(c.priority), c.squad or "", c.agent or "",
-                                   f"{c.progress}%", (c.current_step or "")[:40], c.title[:60])))
-    out.print(table)
+    rows = [(c.card_id, c.status.value, str(c.priority), c.squad or "", c.agent or "", f"{c.progress}%",
+             (c.current_step or "")[:40], c.title[:60]) for c in cards]
+    sys.stdout.write(_plain_table(("card", "status", "p", "squad", "agent", "progress", "step", "title"), rows))
+    if not show_all and len(cards) == limit:
+        total = store.count_cards(status=wanted, squad=squad)
+        if total > offset + limit:
+            sys.stderr.write(f"showing {offset + 1}-{offset + limit} of {total} cards "
+                             f"(--offset {offset + limit} for the next page, --all for every card)\n")
+
+
+def _plain_table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    """Aligned columns as plain text: a few microseconds a row (a Rich table costs ~1 ms a row).
+
+    Control characters in card text are shown escaped, never sent to the terminal.
+    """
+    cells = [headers, *[tuple(escape_controls(cell) for cell in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines) + "\n"
 
 
 @card_app.command("show")
@@ -325,6 +383,8 @@ def card_show(card_id: Annotated[str, typer.Argument(help="Card id.")], as_json:
     for key, value in data.items():
         if key != "runs":
             out.print(_field(key, value))
+    from rich.table import Table
+
     table = Table("attempt", "status", "worker", "started", "ended", "exit", "cost", "error")
     for r in runs:
         table.add_row(*map(_cell, (str(r.attempt), r.status, r.worker or "", str(r.started_at or ""),
@@ -514,6 +574,8 @@ def agents_check(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(rows)
         return
+    from rich.table import Table
+
     table = Table("agent", "installed", "runnable", "command", "detail")
     for row in rows:
         table.add_row(row["agent"] + (" (default)" if row["default"] else ""), "yes" if row["installed"] else "no",
@@ -531,6 +593,8 @@ def review_list(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(rows)
         return
+    from rich.table import Table
+
     table = Table("card", "branch", "files", "+", "-", "title")
     for row in rows:
         table.add_row(row["card_id"], str(row["branch"] or ""), str(row["files_changed"] or 0),
@@ -601,6 +665,8 @@ def workspace_list(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(rows)
         return
+    from rich.table import Table
+
     table = Table("card", "status", "branch", "path", "size", "age", "dirty")
     for row in rows:
         table.add_row(row["card_id"], row["status"] or "", row["branch"] or "", row["path"],

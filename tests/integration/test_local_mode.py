@@ -320,6 +320,24 @@ def test_card_add_then_list_shows_the_card_in_json(project: Project) -> None:
         "feedback"}
 
 
+def test_card_list_shows_one_page_by_default_and_every_card_with_all(project: Project) -> None:
+    # Given 130 cards, one with a control character in its title
+    project.seed(*({"card_id": f"L{i:03d}", "title": f"card {i}"} for i in range(129)),
+                 {"card_id": "ESC", "title": "bad \x1b[31mred", "priority": 9})
+    # When
+    page = project.cli("card", "list")
+    rest = project.cli("card", "list", "--offset", "100")
+    everything = project.cli("card", "list", "--all", "--json")
+    # Expect a header and 100 rows, the most urgent first, with a hint on stderr; --all has them all
+    assert page.returncode == 0, page.stderr
+    lines = page.stdout.splitlines()
+    assert lines[0].split()[:2] == ["card", "status"] and len(lines) == 101
+    assert lines[1].startswith("ESC") and "\\x1b[31mred" in lines[1] and "\x1b" not in page.stdout
+    assert "showing 1-100 of 130 cards" in page.stderr
+    assert len(rest.stdout.splitlines()) == 31 and rest.stderr == ""
+    assert len(json.loads(everything.stdout)) == 130
+
+
 @pytest.mark.parametrize("args", [["card", "add", "--id", "bad id", "--title", "t"],
                                   ["card", "add", "--id", "C", "--title", "t", "--priority", "10"],
                                   ["card", "show", "NOPE"],
