@@ -216,16 +216,18 @@ class EventBus:
             rows = list(reversed(self.redis.xrevrange(key, max="+", min="-", count=limit)))
         return [{"id": entry_id, **fields} for entry_id, fields in rows]
 
+    def stream_position(self) -> str:
+        """The id of the newest event: a reader starting there misses nothing published later."""
+        newest = self.redis.xrevrange(self.keys.task_updates, count=1)
+        return str(newest[0][0]) if newest else "0-0"
+
     def wait_status(self, after_id: str, statuses: frozenset[str], *, block_s: float) -> tuple[bool, str]:
         """Block up to `block_s` for `status` events in `statuses` after stream id `after_id`.
 
         Returns (seen, last id read): the caller resumes from that id, so no event is missed
         between two waits. `after_id` "$" means "from now".
         """
-        last = after_id
-        if after_id == "$":  # pin "now" to a real id, or events between two calls would be lost
-            newest = self.redis.xrevrange(self.keys.task_updates, count=1)
-            last = str(newest[0][0]) if newest else "0-0"
+        last = self.stream_position() if after_id == "$" else after_id
         rows = self.redis.xread({self.keys.task_updates: last}, count=500, block=max(1, int(block_s * 1000)))
         seen = False
         for _stream, entries in rows or []:

@@ -162,6 +162,11 @@ class Orchestrator:
         """Run passes until stopped; `--once` alone does one pass; with `--wait`, until settled, or
         `timeout` seconds (then `EXIT_TIMEOUT`); `on_wait` is called after each pass while waiting."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self.events is not None and self._last_event_id == "$":
+            try:  # before the first pass: a card settling during it must still wake the next wait
+                self._last_event_id = self.events.stream_position()
+            except Exception as exc:
+                log.warning("cannot read the event stream; polling only", error=f"{type(exc).__name__}: {exc}")
         while not self.stopping.is_set():
             try:
                 self.tick()
