@@ -714,7 +714,7 @@ def workspace_gc(older_than: Annotated[float | None, typer.Option(
 @app.command()
 def version() -> None:
     """Print the version."""
-    out.print(VERSION)
+    sys.stdout.write(f"{VERSION}\n")  # not Rich: printing one word must not import it
 
 
 class Terminated(KeyboardInterrupt):
