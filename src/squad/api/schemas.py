@@ -149,7 +149,7 @@ class RetryIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    force: bool = False
+    force: bool = Field(default=False, strict=True)  # JSON true/false only, not 0/1
 
 
 class BulkRetryIn(BaseModel):
@@ -158,7 +158,7 @@ class BulkRetryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     card_ids: list[str] = Field(min_length=1, max_length=1000)
-    force: bool = False
+    force: bool = Field(default=False, strict=True)  # JSON true/false only, not 0/1
 
 
 class BulkRetryItem(BaseModel):
