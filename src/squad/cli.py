@@ -728,6 +728,7 @@ class Terminated(KeyboardInterrupt):
 
 EXIT_TERMINATED = 128 + signal.SIGTERM
 _terminated: list[bool] = []
+_HELP_ONLY = {"--help", "-h", "--version"}
 
 
 def _raise_terminated(_signum: int, _frame: object) -> None:
@@ -738,7 +739,9 @@ def _raise_terminated(_signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every error is one line on stderr (exit 2 for usage and input errors);
     SIGTERM stops a command like Ctrl-C does, with exit code 143."""
-    _configure_logging()
+    args = sys.argv[1:] if argv is None else argv
+    if args and not _HELP_ONLY & set(args):  # help and version log nothing: spare them structlog's import
+        _configure_logging()
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         _main(argv)
