@@ -4,6 +4,13 @@ uvicorn binds only after the app's lifespan has started; on a taken port it then
 shutdown, which (with uvloop) could wait forever for a cancelled reader while ignoring SIGINT and
 SIGTERM. So `squad serve` binds its socket first and hands it to uvicorn, and `squad up` checks its
 API port before it starts Redis, a worker or anything else: a taken port is one line and exit 2.
+
+The socket is bound but not listening: uvicorn calls `listen()` once the app has started. A
+restarting API therefore refuses connections until it can serve them. Were it listening from the
+start, the kernel would complete every connection made during start-up (which takes seconds on a
+loaded machine) and queue it; clients with an open timeout give up and retry, and once up the
+server would work through hundreds of abandoned WebSocket handshakes (each with its `since`
+backfill) ahead of the live clients and `/health`, which on a loaded machine never caught up.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ class PortTaken(SquadError):
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (SO_REUSEADDR, like uvicorn); PortTaken when in use."""
+    """A TCP socket bound to host:port, not yet listening (SO_REUSEADDR, like uvicorn); PortTaken
+    when another socket listens there (Linux refuses that bind even with SO_REUSEADDR)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -29,7 +37,6 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(2048)
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
