@@ -112,6 +112,14 @@ def statuses_of(redis_server: RedisServer, card_id: str) -> list[str]:
     return [e["status"] for e in events_of(redis_server, card_id, "status")]
 
 
+def statuses_ending(redis_server: RedisServer, card_id: str, final: str) -> list[str]:
+    """The card's status events once its final one is in the stream: the worker publishes it just
+    after its commit, so a test that saw the store settle can be a moment ahead of the stream."""
+    wait_for(lambda: statuses_of(redis_server, card_id)[-1:] == [final], timeout=30,
+             message=f"{card_id}'s {final} status event")
+    return statuses_of(redis_server, card_id)
+
+
 def runs_of(store: CardStore, card_id: str) -> list[Run]:
     return store.list_runs(card_id)
 
@@ -218,7 +226,7 @@ def test_cards_run_on_workers_with_ordered_progress_status_events_and_logs(
         assert progress == sorted(progress), progress
         assert set(progress) >= FIXED_STEPS, progress
         assert any(35 <= p <= 95 for p in progress), "the agent's own ::progress markers are missing"
-        assert statuses_of(redis_server, card_id) == ["QUEUED", "IN_PROGRESS", "DONE"]
+        assert statuses_ending(redis_server, card_id, "DONE") == ["QUEUED", "IN_PROGRESS", "DONE"]
         event = events_of(redis_server, card_id, "progress")[-1]
         assert {"task_id", "timestamp", "current_step", "elapsed", "worker"} <= set(event)
 
@@ -273,8 +281,8 @@ def test_failed_first_attempt_is_retried_after_backoff_and_shown_retrying(
     # Expect RETRYING between the attempts, then DONE with two runs
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     assert ("RETRYING", 1, 0) in seen, seen
-    assert statuses_of(redis_server, "FLAKY") == ["QUEUED", "IN_PROGRESS", "RETRYING",
-                                                 "QUEUED", "IN_PROGRESS", "DONE"]
+    assert statuses_ending(redis_server, "FLAKY", "DONE") == ["QUEUED", "IN_PROGRESS", "RETRYING",
+                                                         "QUEUED", "IN_PROGRESS", "DONE"]
     runs = runs_of(store, "FLAKY")
     assert [(r.attempt, r.status, r.exit_code) for r in runs] == [(1, "failed", 1), (2, "succeeded", 0)]
     assert runs[0].ended_at is not None and runs[1].started_at is not None
@@ -301,7 +309,7 @@ def test_always_failing_card_ends_failed_after_max_retries_never_failed_before(
     assert [(r.attempt, r.status, r.exit_code) for r in runs] == [(1, "failed", 1), (2, "failed", 1),
                                                                   (3, "failed", 1)]
     assert all(state == ("FAILED", 3, 0) for state in seen if state[0] == "FAILED"), seen
-    statuses = statuses_of(redis_server, "BROKEN")
+    statuses = statuses_ending(redis_server, "BROKEN", "FAILED")
     assert statuses.count("RETRYING") == 2
     assert statuses.count("FAILED") == 1 and statuses[-1] == "FAILED", statuses
     card = store.get_card("BROKEN")
