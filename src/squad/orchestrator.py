@@ -130,6 +130,8 @@ class Orchestrator:
                 if self.store.unqueue(cid, tid):
                     self._status_event(cid, Status.TODO, tid)
             raise BrokerUnavailable(f"cannot enqueue card {items[min(sent, len(items) - 1)][0]}: {exc}") from exc
+        for cid, tid, _prio, _soft, _hard, queue in items:  # the same line as Producer.send writes
+            log.info("card enqueued", card_id=cid, task_id=tid, queue=queue, mode=self.dispatcher.mode)
         return [cid for cid, *_rest in items]
 
     def requeue_lost(self) -> list[str]:

@@ -87,7 +87,9 @@ class PageErrors:
         return [e for e in self.items if not any(a in e for a in allowed)]
 
 
-@pytest.fixture(scope="session")
+# Module scope: the sync API keeps an event loop running in the main thread while it lives, and
+# later tests that call asyncio.run() there must not find it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 

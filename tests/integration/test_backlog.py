@@ -173,7 +173,7 @@ def test_invalid_json_and_yaml_are_one_problem_naming_the_file(tmp_path: Path) -
         with pytest.raises(BacklogError) as info:
             validate_file(path)
         (problem,) = info.value.problems
-        assert problem.startswith(f"{path}: not valid {kind}") and "\n" not in problem
+        assert problem.startswith(f"{path}:") and f": not valid {kind}" in problem and "\n" not in problem
 
 
 # ---- end to end through the CLI -----------------------------------------------------------------
