@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from squad.agents.orphans import HELPER_MARKER, MARKER_ENV
 from squad.cards import Card, Status
 from squad.config import Settings
 from squad.errors import ConfigError, SquadError
@@ -102,7 +103,7 @@ class WorkspaceInfo:
 def git(args: list[str], cwd: Path, *, check: bool = True, env: dict[str, str] | None = None,
         timeout: float = GIT_TIMEOUT_S) -> str:
     """Run git (argv, never a shell); its stdout, or WorkspaceError with git's first error line."""
-    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
+    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", MARKER_ENV: HELPER_MARKER, **(env or {})}
     try:
         proc = subprocess.run(["git", *args], cwd=cwd, env=full_env, capture_output=True, timeout=timeout,
                               check=False, stdin=subprocess.DEVNULL)

@@ -682,3 +682,24 @@ def test_file_size_limit_stops_an_agent_writing_a_huge_file(tmp_path: Path) -> N
     # Expect: SIGXFSZ (or EFBIG) ends it; the file never grew past the limit
     assert result.outcome == "failed"
     assert (tmp_path / "big").stat().st_size <= 2**20
+
+
+def test_end_of_an_attempt_in_a_dedicated_process_spares_squads_own_git_helpers(tmp_path: Path) -> None:
+    # Given a process dedicated to agents (local mode, a pool process) with two children: one of
+    # squad's own helpers (a workspace `git` run for another attempt) and an unmarked leftover
+    script = (
+        "import os, subprocess, sys\n"
+        "from squad.agents import orphans\n"
+        "orphans.own_all_orphans()\n"
+        "env = {k: v for k, v in os.environ.items() if k != 'SQUAD_TASK_ID'}\n"
+        "helper = subprocess.Popen(['sleep', '60'], env={**env, 'SQUAD_TASK_ID': orphans.HELPER_MARKER})\n"
+        "leftover = subprocess.Popen(['sleep', '60'], env=env)\n"
+        "orphans.end_orphans('attempt-1', timeout_s=5.0)\n"
+        "alive = [p.poll() is None for p in (helper, leftover)]\n"
+        "helper.kill(); helper.wait()\n"
+        "print(alive)\n"
+    )
+    # When one attempt ends there
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    # Expect the helper untouched and the leftover ended
+    assert out.stdout.strip() == "[True, False]", out.stdout + out.stderr

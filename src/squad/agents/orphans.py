@@ -22,9 +22,14 @@ import signal
 import threading
 import time
 
-__all__ = ["become_subreaper", "direct_children", "end_orphans", "own_all_orphans", "register", "unregister"]
+__all__ = ["HELPER_MARKER", "become_subreaper", "direct_children", "end_orphans", "own_all_orphans", "register",
+           "unregister"]
 
 MARKER_ENV = "SQUAD_TASK_ID"
+# The marker of squad's own helper processes (git for workspaces): in a process that runs several
+# attempts at once (local mode), the end of one attempt must not take another's `git worktree add`
+# for an agent's leftover.
+HELPER_MARKER = "squad-helper"
 _PR_SET_CHILD_SUBREAPER = 36
 _MARKER_PREFIX = (MARKER_ENV + "=").encode()
 ORPHAN_POLL_S = 0.02
@@ -125,8 +130,8 @@ def _ours(pid: int, marker: str, pgid: int | None) -> bool:
     found = marker_of(pid)
     if found == marker:
         return True
-    if found is not None and found in live:
-        return False  # adopted from another attempt still running here: it ends its own
+    if found is not None and (found in live or found == HELPER_MARKER):
+        return False  # another attempt still running here ends its own; squad's own helpers are not leftovers
     return bool(_state["dedicated"])
 
 
