@@ -39,3 +39,17 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     sep = "-|-".join("-" * w for w in widths)
     body = "\n".join(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
     return f"{line}\n{sep}\n{body}"
+
+
+def noop_project(tmp: Path, url: str) -> tuple[Path, dict[str, str]]:
+    """A fresh folder with a squad.toml whose default agent is `true`, and the env to run squad there."""
+    import os
+    import time
+
+    work = tmp / f"squad-{time.time_ns()}"
+    work.mkdir()
+    (work / "squad.toml").write_text('default_agent = "noop"\n[agents.noop]\ncommand = ["true"]\n'
+                                     'prompt = "arg"\nparser = "plain"\n')
+    env = {**os.environ, "SQUAD_REDIS_URL": url, "SQUAD_DATABASE_URL": f"sqlite:///{work / 'squad.db'}",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src"), "SQUAD_WORKDIR": str(work / "w")}
+    return work, env

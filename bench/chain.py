@@ -22,7 +22,7 @@ from pathlib import Path
 import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import start_redis, table
+from _common import noop_project, start_redis, table
 from throughput import ROOT, _stop, _worker
 
 
@@ -52,12 +52,7 @@ def bare_chain(url: str, cards: int, tmp: Path) -> float:
 
 def squad_chain(url: str, cards: int, tmp: Path, interval: float) -> float:
     """ms per hop of a chain of `cards` cards (each depends on the previous one) with agent `true`."""
-    work = tmp / f"squad-{time.time_ns()}"
-    work.mkdir()
-    (work / "squad.toml").write_text('default_agent = "noop"\n[agents.noop]\ncommand = ["true"]\n'
-                                     'prompt = "arg"\nparser = "plain"\n')
-    env = {**os.environ, "SQUAD_REDIS_URL": url, "SQUAD_DATABASE_URL": f"sqlite:///{work / 'squad.db'}",
-           "PYTHONPATH": str(ROOT / "src"), "SQUAD_WORKDIR": str(work / "w")}
+    work, env = noop_project(tmp, url)
     backlog = {"cards": [{"card_id": f"c{i:03d}", "title": f"card {i}",
                           **({"depends_on": [f"c{i - 1:03d}"]} if i else {})} for i in range(cards)]}
     (work / "backlog.json").write_text(json.dumps(backlog))

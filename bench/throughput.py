@@ -19,7 +19,7 @@ from pathlib import Path
 import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import median, start_redis, table
+from _common import median, noop_project, start_redis, table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,12 +86,7 @@ def bare_celery(url: str, cards: int, concurrency: int, tmp: Path) -> float:
 
 
 def squad_run(url: str, cards: int, concurrency: int, tmp: Path) -> float:
-    work = tmp / f"squad-{time.time_ns()}"
-    work.mkdir()
-    (work / "squad.toml").write_text('default_agent = "noop"\n[agents.noop]\ncommand = ["true"]\n'
-                                     'prompt = "arg"\nparser = "plain"\n')
-    env = {**os.environ, "SQUAD_REDIS_URL": url, "SQUAD_DATABASE_URL": f"sqlite:///{work / 'squad.db'}",
-           "PYTHONPATH": str(ROOT / "src"), "SQUAD_WORKDIR": str(work / "w")}
+    work, env = noop_project(tmp, url)
     backlog = {"cards": [{"card_id": f"c{i}", "title": f"card {i}"} for i in range(cards)]}
     (work / "backlog.json").write_text(json.dumps(backlog))
     subprocess.run([sys.executable, "-m", "squad", "backlog", "import", "backlog.json"], env=env, cwd=work, check=True,
