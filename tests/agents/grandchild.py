@@ -5,6 +5,7 @@ argv: PIDFILE MODE [--setsid] [--ignore-term]
   MODE "exit": exit 0 once the grandchild is ready; "sleep": then sleep forever printing nothing;
   "wait2": sleep 2 s then exit 0 (long enough for the runner to record the tree).
   --setsid: the grandchild leaves the agent's process group; --ignore-term: so does this agent.
+This agent's own pid goes to PIDFILE.agent (tests check that it is gone too).
 """
 
 import os
@@ -14,6 +15,9 @@ import sys
 import time
 
 pidfile, mode = sys.argv[1], sys.argv[2]
+with open(pidfile + ".agent.tmp", "w") as own:
+    own.write(str(os.getpid()))
+os.replace(pidfile + ".agent.tmp", pidfile + ".agent")
 flags = sys.argv[3:]
 if "--ignore-term" in flags:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -217,7 +217,7 @@ def test_a_slow_client_is_closed_with_a_reason_while_others_get_everything(setti
 
             # Expect the fast client to have every event, in order, while the slow one was dropped
             assert received == ids
-            assert api.state.hub.kicked_total == 1 and api.state.hub.count == 1
+            assert api.state.hub.count == 1
             # ... and, once it reads, the slow one to find a close 4008 naming the last id it was sent
             slow_ids: list[str] = []
             while True:

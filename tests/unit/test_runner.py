@@ -124,7 +124,6 @@ def test_agent_lines_become_info_and_error_log_entries_with_progress(tmp_path: P
     assert seen.progress[-1] == (90, "running tests")
     values = [p for p, _ in seen.progress]
     assert values == sorted(values)
-    assert result.pid is not None and result.duration_s > 0
 
 
 def test_failing_agent_is_failed_with_its_exit_code(tmp_path: Path) -> None:
@@ -155,7 +154,7 @@ def test_agent_that_cannot_start_is_spawn_failed_without_raising(
     # Expect
     assert result.outcome == "spawn_failed"
     assert result.error is not None and result.error.startswith("cannot start agent: ")
-    assert result.pid is None and result.exit_code is None
+    assert result.exit_code is None
     assert seen.lines == []
 
 
@@ -312,7 +311,7 @@ def test_grandchild_ignoring_sigterm_is_killed_on_soft_limit(tmp_path: Path, rea
     reaper.append(grandchild)
     assert (result.outcome, result.error) == ("soft_timeout", "soft time limit exceeded (1s)")
     assert result.exit_code == -signal.SIGKILL
-    assert not alive(grandchild) and not alive(result.pid or 0)
+    assert not alive(grandchild) and not alive(read_pid(pidfile.with_name(pidfile.name + ".agent")))
 
 
 def test_soft_limit_ends_a_cooperative_agent_with_sigterm(tmp_path: Path) -> None:
@@ -368,7 +367,7 @@ def test_cancel_ends_the_group_with_the_stop_reason(tmp_path: Path, reaper: list
     grandchild = read_pid(pidfile)
     reaper.append(grandchild)
     assert (result.outcome, result.error) == ("cancelled", "cancelled by user")
-    assert not alive(grandchild) and not alive(result.pid or 0)
+    assert not alive(grandchild) and not alive(read_pid(pidfile.with_name(pidfile.name + ".agent")))
 
 
 def test_observer_error_propagates_but_the_agent_is_ended_first(tmp_path: Path, reaper: list[int]) -> None:

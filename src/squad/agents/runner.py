@@ -85,8 +85,6 @@ class AgentResult:
     exit_code: int | None
     error: str | None
     usage: Usage
-    duration_s: float
-    pid: int | None
 
 
 def expand_argv(items: list[str], values: dict[str, str]) -> list[str]:
@@ -175,8 +173,6 @@ def run_agent(
             exit_code=None,
             error=f"cannot start agent: {_describe(exc)}",
             usage=parser.usage,
-            duration_s=time.monotonic() - started,
-            pid=None,
         )
     orphans.register(marker, proc.pid)
     try:
@@ -397,8 +393,6 @@ class _AgentWatch:
                 exit_code=exit_code,
                 error=error,
                 usage=self.parser.usage,
-                duration_s=time.monotonic() - self.started,
-                pid=self.proc.pid,
             )
         finally:
             if not ended:  # a caller bug or an exception raised into us (e.g. a Celery soft limit)

@@ -84,7 +84,6 @@ class EventHub:
         self.last_id: str | None = None
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
-        self.kicked_total = 0
 
     @property
     def count(self) -> int:
@@ -180,7 +179,6 @@ class EventHub:
         """Drop a socket that fell too far behind: empty its queue and ask it to close."""
         self.subscribers.discard(sub)
         sub.kicked = True
-        self.kicked_total += 1
         while not sub.queue.empty():
             sub.queue.get_nowait()
         sub.queue.put_nowait(None)
