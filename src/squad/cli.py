@@ -794,7 +794,7 @@ def _configure_logging() -> None:
 
     from squad.logconfig import configure_logging
 
-    configure_logging(logging.DEBUG if os.environ.get("SQUAD_DEBUG") else logging.WARNING)
+    configure_logging(logging.DEBUG if os.environ.get("SQUAD_DEBUG") else logging.WARNING, lazy=True)
 
 
 def _service_logging(level: str = "INFO") -> None:
