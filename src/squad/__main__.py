@@ -1,5 +1,5 @@
 """`python -m squad` runs the CLI."""
 
-from squad.cli import main
+from squad.entry import main
 
 main()

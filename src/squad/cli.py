@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import click
 import typer
 
-from squad.constants import VERSION
+from squad.entry import VERSION_LINES
 from squad.errors import SquadError
 from squad.safetext import escape_controls
 
@@ -66,7 +66,7 @@ CARD_PAGE = 100  # `card list` shows one page by default
 
 def _print_version(value: bool) -> None:
     if value:
-        sys.stdout.write(f"squad {VERSION}\n")
+        sys.stdout.write(VERSION_LINES["--version"])
         raise typer.Exit()
 
 
@@ -714,7 +714,7 @@ def workspace_gc(older_than: Annotated[float | None, typer.Option(
 @app.command()
 def version() -> None:
     """Print the version."""
-    sys.stdout.write(f"{VERSION}\n")  # not Rich: printing one word must not import it
+    sys.stdout.write(VERSION_LINES["version"])  # `squad version` alone is answered by squad.entry
 
 
 class Terminated(KeyboardInterrupt):

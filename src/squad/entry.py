@@ -1,0 +1,26 @@
+"""The `squad` program's entry point (`python -m squad`, the `squad` script).
+
+`squad version` and `squad --version` are answered here, before the Typer app is imported: Typer
+and Click, and pydantic, which Typer uses to coerce every option, cost several times the
+interpreter's own start-up (docs/benchmarks.md, "CLI"). Everything else goes to `squad.cli`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from squad.constants import VERSION
+
+#: What `squad version` and `squad --version` print.
+VERSION_LINES = {"version": f"{VERSION}\n", "--version": f"squad {VERSION}\n"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one `squad` command and exit with its code."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 1 and args[0] in VERSION_LINES:
+        sys.stdout.write(VERSION_LINES[args[0]])
+        sys.exit(0)
+    from squad.cli import main as run_command
+
+    run_command(argv)

@@ -1,0 +1,87 @@
+"""What a short `squad` command imports: `--help` and `version` stay light, and the CLI's logging
+set-up imports structlog only when something logs (docs/benchmarks.md, "CLI": the timings are
+measured by bench/cli.py, not here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from squad.cli import app
+
+#: Libraries that cost a short command more than the interpreter's own start-up.
+HEAVY = ("pydantic", "pydantic_settings", "sqlalchemy", "structlog", "rich", "redis", "celery", "kombu",
+         "yaml", "jinja2", "psutil", "fastapi", "alembic")
+
+# Runs one `squad` command in a fresh interpreter, then reports what it imported on stderr.
+PROBE = """
+import json, sys
+from squad.entry import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+sys.stderr.write(json.dumps({"code": code, "modules": sorted(m for m in sys.modules if "." not in m)}))
+"""
+
+
+def probe(*args: str) -> tuple[int, str, set[str]]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60,
+                          check=False)
+    report = json.loads(proc.stderr.splitlines()[-1])
+    return report["code"], proc.stdout, set(report["modules"])
+
+
+def test_help_lists_every_command_without_importing_heavy_libraries() -> None:
+    # When
+    code, out, modules = probe("--help")
+    # Expect the whole help, and none of the libraries a command imports when it runs
+    names = [c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands]
+    names += [g.name or "" for g in app.registered_groups]
+    assert code == 0 and len(names) > 10
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("  ") and line.strip()}
+    assert set(names) <= listed, set(names) - listed
+    assert not modules & set(HEAVY), modules & set(HEAVY)
+
+
+def test_version_answers_without_the_typer_app() -> None:
+    for args, text in ((["version"], "0.1.0\n"), (["--version"], "squad 0.1.0\n")):
+        code, out, modules = probe(*args)
+        assert (code, out) == (0, text)
+        assert not modules & {"typer", "click", *HEAVY}, modules & {"typer", "click", *HEAVY}
+    # `squad version --help` is still the Typer command's help
+    code, out, _ = probe("version", "--help")
+    assert code == 0 and "Usage: squad version" in out and "Print the version." in out
+
+
+LOGS = """
+import logging, sys
+from squad.logconfig import configure_logging
+configure_logging(logging.INFO, json_lines=True, lazy=True)
+print("structlog" in sys.modules)
+logging.getLogger("squad.std").warning("from the stdlib")
+print("structlog" in sys.modules)
+import structlog
+structlog.get_logger("squad.sl").warning("from structlog", card_id="C1")
+"""
+
+
+def test_lazy_cli_logging_imports_structlog_only_to_log_and_logs_the_same_json_lines() -> None:
+    # When a command configures logging lazily, then logs through the stdlib and through structlog
+    proc = subprocess.run([sys.executable, "-c", LOGS], capture_output=True, text=True, timeout=60, check=True)
+    # Expect structlog imported by the first record only, and both records as JSON lines on stderr
+    assert proc.stdout.split() == ["False", "True"]
+    lines = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert [(x["logger"], x["event"], x["level"]) for x in lines] == [
+        ("squad.std", "from the stdlib", "warning"), ("squad.sl", "from structlog", "warning")]
+    assert lines[1]["card_id"] == "C1" and all("timestamp" in x for x in lines)
+
+
+def test_structlog_imported_first_is_configured_before_its_first_line() -> None:
+    # When the first thing to import structlog is a module using its logger (no stdlib record before)
+    script = LOGS.replace('logging.getLogger("squad.std").warning("from the stdlib")\n', "")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    # Expect the line rendered by our configuration (JSON on stderr), not structlog's default (stdout)
+    assert proc.stdout.split() == ["False", "False"]
+    assert json.loads(proc.stderr)["event"] == "from structlog"
