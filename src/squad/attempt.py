@@ -23,6 +23,7 @@ from squad.agents.progress import make_parser, valid_session_id
 from squad.agents.runner import AgentResult, Limits, build_command, run_agent
 from squad.cards import Card, Run, Status
 from squad.config import Settings
+from squad.connections import STREAM_START
 from squad.constants import (
     ARCHIVE_MAX_BYTES,
     CANCEL_POLL_S,
@@ -548,7 +549,7 @@ def live_log_archive(events: EventBus | None, card_id: str, task_id: str | None)
     after: str | None = None
     try:
         while True:
-            page = events.read_logs(card_id, after=after or "0-0", limit=LIVE_LOG_PAGE)
+            page = events.read_logs(card_id, after=after or STREAM_START, limit=LIVE_LOG_PAGE)
             for entry in page:
                 if entry.get("task_id") == task_id:
                     archive.add(format_log_line(entry.get("timestamp", ""), entry.get("level", "INFO"),

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 import redis
 
+from squad.connections import redis_client
 from squad.constants import CARDS_QUEUE, KOMBU_UNACKED_KEY, PRIORITY_STEPS
-from squad.events import redis_client
 
 
 def queue_keys(queue: str = CARDS_QUEUE) -> list[str]:

@@ -92,7 +92,7 @@ def _database(settings: Settings, engine: Any) -> list[Check]:
 def _redis(settings: Settings) -> list[Check]:
     import redis
 
-    from squad.events import redis_client
+    from squad.connections import redis_client
 
     url = mask_url(settings.broker)
     client = redis_client(settings.broker, socket_timeout=HEALTH_PROBE_TIMEOUT_S * 3)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import redis
 
+from squad.connections import redis_client
 from squad.constants import EMBEDDED_REDIS_MAXMEMORY
 from squad.errors import SquadError
 
@@ -71,7 +72,7 @@ class EmbeddedRedis:
                 "--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis_client(self.url, connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

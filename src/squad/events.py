@@ -17,14 +17,11 @@ from typing import Any
 
 import redis
 import structlog
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
+from squad.connections import REDIS_FULL_HINT, STREAM_START, redis_client, redis_is_full
 from squad.constants import (
     LIVE_LOG_ENTRY_MAX_CHARS,
     LOG_EVENT_MAX_CHARS,
-    REDIS_CONNECT_TIMEOUT_S,
-    REDIS_SOCKET_TIMEOUT_S,
     TASK_LOGS_MAX_BYTES,
     TASK_LOGS_MAXLEN,
     TASK_LOGS_MIN_ENTRIES,
@@ -36,16 +33,6 @@ from squad.namespace import RedisKeys
 log = structlog.get_logger(__name__)
 OUTAGE_BACKOFF_S = 2.0
 NUMERIC_FIELDS = {"progress": int, "attempt": int, "elapsed": float}
-
-
-REDIS_FULL_HINT = ("Redis is full (maxmemory reached with noeviction): live logs and events are not being"
-                   " written; raise maxmemory, lower SQUAD_LOG_TTL, or delete old task:logs:* streams")
-
-
-def redis_is_full(exc: BaseException) -> bool:
-    """True for the error Redis answers a write with once `maxmemory` is reached (noeviction)."""
-    return isinstance(exc, redis.exceptions.OutOfMemoryError) or (
-        isinstance(exc, redis.ResponseError) and str(exc).startswith("OOM "))
 
 
 def clip_text(text: str, limit: int) -> str:
@@ -78,28 +65,6 @@ def parse_log_line(line: str) -> tuple[str, str, str]:
     if not ts[:4].isdigit() or not level.isupper():
         return "", "INFO", line
     return ts, level, message
-
-
-#: Retries of one Redis call. redis-py's default is ten with back-off up to 10 s: during an outage a
-#: single event write would freeze an attempt (its output, limits and cancel checks), and an API
-#: request would hang. One quick retry still covers a pooled connection gone stale after a restart.
-REDIS_RETRIES = 2
-
-
-def redis_backoff() -> ExponentialBackoff:
-    """Back-off between those retries (shared by the sync and asyncio clients)."""
-    return ExponentialBackoff(cap=0.5, base=0.05)
-
-
-def redis_options(socket_timeout: float = REDIS_SOCKET_TIMEOUT_S) -> dict[str, Any]:
-    """Connection options of every Redis client we make: every call is bounded."""
-    return {"socket_timeout": socket_timeout, "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
-            "health_check_interval": 15, "decode_responses": True}
-
-
-def redis_client(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT_S) -> redis.Redis:
-    """A Redis client whose every call is bounded (a hung Redis never hangs a worker)."""
-    return redis.Redis.from_url(url, retry=Retry(redis_backoff(), REDIS_RETRIES), **redis_options(socket_timeout))
 
 
 def decode_event(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -219,7 +184,7 @@ class EventBus:
     def stream_position(self) -> str:
         """The id of the newest event: a reader starting there misses nothing published later."""
         newest = self.redis.xrevrange(self.keys.task_updates, count=1)
-        return str(newest[0][0]) if newest else "0-0"
+        return str(newest[0][0]) if newest else STREAM_START
 
     def wait_status(self, after_id: str, statuses: frozenset[str], *, block_s: float) -> tuple[bool, str]:
         """Block up to `block_s` for `status` events in `statuses` after stream id `after_id`.

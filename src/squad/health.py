@@ -7,8 +7,8 @@ from typing import Any
 import redis
 
 from squad.config import Settings
+from squad.connections import REDIS_FULL_HINT
 from squad.constants import HEALTH_PROBE_TIMEOUT_S, VERSION
-from squad.events import REDIS_FULL_HINT
 from squad.masking import mask_text, mask_url
 
 

@@ -9,8 +9,9 @@ import redis
 
 from squad.cards import FINAL
 from squad.config import Settings
+from squad.connections import STREAM_START, redis_client
 from squad.errors import NotFoundError
-from squad.events import EventBus, format_log_line, redis_client, try_event_bus
+from squad.events import EventBus, format_log_line, try_event_bus
 from squad.safetext import escape_controls
 from squad.store import CardStore
 
@@ -61,7 +62,7 @@ def follow_logs(settings: Settings, store: CardStore, card_id: str, *, limit: in
     """
     client = redis_client(settings.events, socket_timeout=FOLLOW_BLOCK_MS / 1000 + 5)
     key = store.redis_keys.task_logs(card_id)
-    last_id = "0-0"
+    last_id = STREAM_START
     try:
         bus = EventBus(settings.events, store.redis_keys, log_ttl_s=settings.log_ttl)
         for entry in bus.read_logs(card_id, limit=limit):

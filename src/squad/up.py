@@ -13,6 +13,7 @@ from rich.console import Console
 
 from squad.backlog import load_file, parse_backlog
 from squad.config import load_settings, mask_url
+from squad.connections import redis_client
 from squad.embedded import EmbeddedRedis
 from squad.health import celery_workers
 from squad.listen import ensure_port_free
@@ -29,7 +30,7 @@ DEMO_BACKLOG = Path(__file__).parent / "demo" / "backlog.json"
 
 
 def _answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    client = redis_client(url, socket_timeout=1, connect_timeout=1)
     try:
         return bool(client.ping())
     except redis.RedisError:

@@ -12,7 +12,8 @@ from rich.text import Text
 
 from squad.cards import Status
 from squad.config import Settings
-from squad.events import decode_event, redis_client
+from squad.connections import redis_client
+from squad.events import decode_event
 from squad.safetext import escape_controls
 from squad.store import CardStore
 

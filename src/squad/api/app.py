@@ -23,9 +23,10 @@ from squad.api.guard import Guard
 from squad.api.metrics.prometheus import Exposition
 from squad.api.monitor import WorkerMonitor
 from squad.api.routes import cards, health, metrics, review, runs, tasks, workers
-from squad.api.state import AppState, Producers, async_redis, bounded_step
+from squad.api.state import AppState, Producers, bounded_step
 from squad.api.validation import request_problems
 from squad.config import Settings
+from squad.connections import async_redis
 from squad.constants import VERSION
 from squad.errors import BacklogError, SquadError
 from squad.masking import mask_text

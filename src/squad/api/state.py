@@ -14,11 +14,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.retry import Retry as AsyncRetry
 
 from squad.config import Settings
-from squad.constants import HEALTH_PROBE_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S
-from squad.events import REDIS_RETRIES, redis_backoff, redis_options
+from squad.constants import HEALTH_PROBE_TIMEOUT_S
 from squad.namespace import RedisKeys
 from squad.store import CardStore
 
@@ -39,12 +37,6 @@ async def bounded_step(step: Awaitable[object], what: str) -> None:
         await asyncio.wait_for(step, SHUTDOWN_STEP_TIMEOUT_S)
     except Exception as exc:  # TimeoutError or the step's own failure: log it and go on closing
         log.warning("shutdown step did not finish cleanly", step=what, error=repr(exc))
-
-
-def async_redis(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT_S) -> aioredis.Redis:
-    """The asyncio twin of `squad.events.redis_client`: same bounds, same retry policy."""
-    return aioredis.Redis.from_url(url, retry=AsyncRetry(redis_backoff(), REDIS_RETRIES),
-                                   **redis_options(socket_timeout))
 
 
 class Producers:

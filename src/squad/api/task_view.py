@@ -25,6 +25,7 @@ from squad.api.history import CardExtras, board_cards
 from squad.api.schemas import CeleryTask, EnhancedCard, TaskState, built
 from squad.cards import Card, Run, RunStatus, Status
 from squad.config import Settings
+from squad.connections import stream_id_time
 from squad.constants import STEP_IN_PROGRESS
 from squad.namespace import RedisKeys
 from squad.retries import retries_used
@@ -154,9 +155,9 @@ async def live_logs(events: aioredis.Redis, keys: RedisKeys, card_ids: list[str]
         return {}
     out: dict[str, float] = {}
     for cid, last in zip(card_ids, flags, strict=True):
-        ms = str(last).partition("-")[0]
-        if ms.isdigit():
-            out[cid] = int(ms) / 1000
+        at = stream_id_time(str(last))
+        if at is not None:
+            out[cid] = at
     return out
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from redis.exceptions import RedisError
 
 from squad.api.auth import websocket_authorized, websocket_subprotocol
 from squad.cards import CARD_ID_RE
+from squad.connections import STREAM_ID_RE, STREAM_START, StreamKey, stream_key
 from squad.events import decode_event, iso_now
 from squad.namespace import RedisKeys
 
@@ -41,17 +41,9 @@ ERROR_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 CLOSE_TOO_SLOW = 4008
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_REQUEST = 1008
-STREAM_ID_RE = re.compile(r"^\d{1,19}(-\d{1,19})?$")
 
 _GONE = (WebSocketDisconnect, RuntimeError, OSError)  # a client that went away mid-send
-StreamKey = tuple[int, int]
 Item = tuple[StreamKey, str, str]  # (key, stream id, JSON text)
-
-
-def stream_key(entry_id: str) -> StreamKey:
-    """A stream id as a comparable tuple ('5' means '5-0')."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def encode(entry_id: str, fields: dict[str, str]) -> str:
@@ -119,7 +111,7 @@ class EventHub:
 
     async def _tail_id(self) -> str:
         rows = await self.redis.xrevrange(self.stream, max="+", min="-", count=1)
-        return str(rows[0][0]) if rows else "0-0"
+        return str(rows[0][0]) if rows else STREAM_START
 
     async def _run(self) -> None:
         failures = 0
@@ -132,7 +124,7 @@ class EventHub:
                     tail = await self._tail_id()
                     if stream_key(tail) < stream_key(self.last_id):
                         log.warning("event stream restarted; reading it from the start", old=self.last_id)
-                        self.last_id = "0-0"
+                        self.last_id = STREAM_START
                 res = await self.redis.xread({self.stream: self.last_id}, count=self.read_count,
                                              block=self.block_ms)
                 failures = 0

@@ -15,8 +15,8 @@ from squad.actions import STOP_POLL_S, STOP_WAIT_S, cancel_card, retry_card, run
 from squad.api.deps import Authorized, CardIdDep, StateDep
 from squad.api.routes import errors
 from squad.api.schemas import BulkRetryIn, BulkRetryItem, BulkRetryOut, CancelOut, LogEntry, RetryIn, RetryOut
-from squad.api.ws import STREAM_ID_RE, stream_key
 from squad.cards import CARD_ID_RE, Status
+from squad.connections import STREAM_ID_RE, stream_key
 from squad.errors import NotFoundError, SquadError
 from squad.events import parse_log_line
 from squad.store import CardStore
