@@ -346,7 +346,7 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
         if outcome.succeeded:
             reporter.set_progress(*STEP_DONE, force=True)
         reporter.flush()
-        outcome = RunOutcome(**{**outcome.__dict__, "log": reporter.archived_log()})
+        outcome = replace(outcome, log=reporter.archived_log())
         policy = RetryPolicy.for_card(settings, claim.card)
         review = review_enabled(settings, claim.card)
         # A database restart or a lock held past the busy timeout must not lose the outcome: retried
@@ -474,7 +474,7 @@ def _record_git(ctx: AttemptContext, ws: Workspace, base_commit: str, claim: Cla
         return outcome
     reporter.line("INFO", f"{ws.branch}: {git_facts.files_changed} file(s) changed, +{git_facts.insertions} "
                           f"-{git_facts.deletions} since {git_facts.base_commit[:12]}")
-    return RunOutcome(**{**outcome.__dict__, **git_facts.__dict__})
+    return replace(outcome, git=git_facts)
 
 
 def _run_summary(run: Run) -> dict[str, object]:
@@ -502,11 +502,8 @@ def disk_full_outcome(outcome: RunOutcome, exc: BaseException) -> RunOutcome:
 
 def outcome_of(result: AgentResult) -> RunOutcome:
     """Map the runner's result to what the run row records."""
-    usage = result.usage
     return RunOutcome(
-        succeeded=result.outcome == "succeeded", error=result.error, exit_code=result.exit_code,
-        cost_usd=usage.cost_usd, session_id=usage.session_id, num_turns=usage.num_turns,
-        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        succeeded=result.outcome == "succeeded", error=result.error, exit_code=result.exit_code, usage=result.usage,
         cancelled=result.outcome == "cancelled", retryable=result.outcome != "spawn_failed",
     )
 

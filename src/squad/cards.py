@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -173,8 +174,35 @@ class Card(CardSpec):
         return self
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What an agent reported about its session and spend: one value from the agent's parser to the
+    run row (its fields are the `runs` columns and the `Run` fields of the same names)."""
+
+    session_id: str | None = None
+    cost_usd: float | None = None
+    num_turns: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class GitFacts:
+    """What an attempt left on the card branch: recorded on the run (the `runs` columns and the
+    `Run` fields of the same names)."""
+
+    branch: str
+    base_commit: str
+    head_commit: str
+    files_changed: int
+    insertions: int
+    deletions: int
+
+
 class Run(BaseModel):
     """One attempt of a card."""
+
+    # The API's shape of a run: flat, the fields of its `Usage` and `GitFacts` among the others.
 
     id: int
     card_id: str

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,18 @@ from sqlalchemy import Connection, Select, Update, event, func, insert, select, 
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from squad import db, scheduling
-from squad.cards import ACTIVE, Card, CardSpec, Run, RunStatus, Status, allowed_sources, check_transition
+from squad.cards import (
+    ACTIVE,
+    Card,
+    CardSpec,
+    GitFacts,
+    Run,
+    RunStatus,
+    Status,
+    Usage,
+    allowed_sources,
+    check_transition,
+)
 from squad.errors import BacklogError, ConflictError, NotFoundError, SquadError, TransitionError
 from squad.namespace import RedisKeys
 from squad.retries import RetryPolicy, retries_used
@@ -64,21 +75,12 @@ class RunOutcome:
     succeeded: bool
     error: str | None = None
     exit_code: int | None = None
-    cost_usd: float | None = None
-    session_id: str | None = None
-    num_turns: int | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
+    usage: Usage = field(default_factory=Usage)
     log: str = ""
     cancelled: bool = False
     retryable: bool = True
-    # in a workspace: what the attempt left on the card branch
-    branch: str | None = None
-    base_commit: str | None = None
-    head_commit: str | None = None
-    files_changed: int | None = None
-    insertions: int | None = None
-    deletions: int | None = None
+    #: in a workspace: what the attempt left on the card branch
+    git: GitFacts | None = None
 
 
 #: Ids per `IN (...)` list and rows per multi-row statement: PostgreSQL refuses a statement with
@@ -433,20 +435,16 @@ class CardStore:
             closed = conn.execute(update(runs_t).where(runs_t.c.id == claim.run_id)
                                   .where(runs_t.c.ended_at.is_(None)).values(
                 status=run_status, ended_at=stamp, exit_code=outcome.exit_code, error=outcome.error,
-                cost_usd=outcome.cost_usd, session_id=outcome.session_id, num_turns=outcome.num_turns,
-                input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens, log=outcome.log,
-                branch=outcome.branch, base_commit=outcome.base_commit, head_commit=outcome.head_commit,
-                files_changed=outcome.files_changed, insertions=outcome.insertions,
-                deletions=outcome.deletions))
+                log=outcome.log, **asdict(outcome.usage), **(asdict(outcome.git) if outcome.git else {})))
             if closed.rowcount != 1:
                 return None
             row = conn.execute(select(cards_t).where(cards_t.c.card_id == claim.card.card_id)).one()
             if row.claim_token != claim.token or row.status != Status.IN_PROGRESS:
-                if outcome.cost_usd:
+                if outcome.usage.cost_usd:
                     conn.execute(update(cards_t).where(cards_t.c.card_id == row.card_id)
-                                 .values(cost_usd=cards_t.c.cost_usd + outcome.cost_usd))
+                                 .values(cost_usd=cards_t.c.cost_usd + outcome.usage.cost_usd))
                 return None
-            cost = (row.cost_usd or 0.0) + (outcome.cost_usd or 0.0)
+            cost = (row.cost_usd or 0.0) + (outcome.usage.cost_usd or 0.0)
             values: dict[str, Any] = {"claim_token": None, "claimed_by": None, "lease_expires_at": None,
                                       "updated_at": stamp, "cost_usd": cost}
             if outcome.succeeded:
@@ -547,11 +545,7 @@ class CardStore:
 
     def run_patch(self, run_id: int) -> str:
         """Uncommitted work saved on a run before its worktree was removed ('' if none)."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(runs_t.c.patch).where(runs_t.c.id == run_id)).first()
-        if row is None:
-            raise NotFoundError(f"unknown run {run_id}")
-        return row.patch or ""
+        return self._run_text(run_id, "patch")
 
     def latest_workspace_run(self, card_id: str) -> Run | None:
         """The card's latest run that recorded a branch (its diff is the card's change)."""
@@ -683,11 +677,15 @@ class CardStore:
 
     def run_log(self, run_id: int) -> str:
         """The archived log of a run ('' while it runs)."""
+        return self._run_text(run_id, "log")
+
+    def _run_text(self, run_id: int, column: str) -> str:
+        """One text column of a run ('' when empty), or NotFoundError."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(runs_t.c.log).where(runs_t.c.id == run_id)).first()
+            row = conn.execute(select(runs_t.c[column]).where(runs_t.c.id == run_id)).first()
         if row is None:
             raise NotFoundError(f"unknown run {run_id}")
-        return row.log or ""
+        return row[0] or ""
 
     def last_run_log(self, card_id: str, attempt: int | None = None) -> tuple[Run, str] | None:
         """The archived log of a card's attempt (the latest by default)."""

@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from squad.agents.orphans import HELPER_MARKER, MARKER_ENV
-from squad.cards import Card, Status
+from squad.cards import Card, GitFacts, Status
 from squad.config import Settings
 from squad.errors import ConfigError, SquadError
 
@@ -62,18 +62,6 @@ class Workspace:
 
 
 @dataclass(frozen=True)
-class GitFacts:
-    """What an attempt left on the card branch (recorded on the run)."""
-
-    branch: str
-    base_commit: str
-    head_commit: str
-    files_changed: int
-    insertions: int
-    deletions: int
-
-
-@dataclass(frozen=True)
 class FileStat:
     """One file of a diff."""
 
@@ -84,7 +72,7 @@ class FileStat:
 
 @dataclass(frozen=True)
 class WorkspaceInfo:
-    """One worktree under SQUAD_WORKDIR (`squad workspace list`)."""
+    """One card worktree under SQUAD_WORKDIR on this machine (`squad workspace list`, `GET /api/workspaces`)."""
 
     card_id: str
     branch: str | None
@@ -460,7 +448,7 @@ def gc(settings: Settings, cards: dict[str, Card], save_patch: PatchSink | None,
 
 
 __all__ = [
-    "FileStat", "GitFacts", "Workspace", "WorkspaceError", "WorkspaceInfo", "commit_all", "disk_usage_bytes",
+    "FileStat", "Workspace", "WorkspaceError", "WorkspaceInfo", "commit_all", "disk_usage_bytes",
     "facts", "gc", "git", "list_workspaces", "numstat", "prepare", "remove", "repo_lock", "review_enabled",
     "should_remove", "workspace_for",
 ]

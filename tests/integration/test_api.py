@@ -25,7 +25,7 @@ from sqlalchemy import event, update
 from conftest import RedisServer, free_port, kill_tree, squad_env, wait_for
 from squad.api import serve
 from squad.api.task_view import CELERY_META_PREFIX
-from squad.cards import Status, parse_card
+from squad.cards import Status, Usage, parse_card
 from squad.config import Settings, load_settings
 from squad.errors import ConfigError
 from squad.events import EventBus
@@ -80,7 +80,7 @@ def seed(store: CardStore, card_id: str, status: Status, *, progress: int | None
             store.set_progress(card_id, claim.token, progress, "agent executing")
         return task_id
     outcome = RunOutcome(succeeded=status == Status.DONE, error=None if status == Status.DONE else error,
-                         exit_code=0 if status == Status.DONE else 1, cost_usd=0.25,
+                         exit_code=0 if status == Status.DONE else 1, usage=Usage(cost_usd=0.25),
                          log="2026-01-01T00:00:00.000+00:00 INFO hello\n2026-01-01T00:00:01.000+00:00 ERROR bad")
     new = store.finish(claim, outcome, RetryPolicy.fixed(0 if status == Status.FAILED else 3, delay_s=60))
     assert new == status

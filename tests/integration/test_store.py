@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import squad.store
-from squad.cards import CardSpec, Status
+from squad.cards import CardSpec, Status, Usage
 from squad.errors import BacklogError, ConflictError, NotFoundError, TransitionError
 from squad.retries import RetryPolicy
 from squad.store import CardStore, Claim, RunOutcome
@@ -54,8 +54,8 @@ def start(store: CardStore, card_id: str, lease_s: float = 30) -> Claim:
 
 def finish(store: CardStore, claim: Claim, *, ok: bool, max_retries: int = 0, cost: float | None = None,
            budget: float | None = None, retryable: bool = True) -> Status | None:
-    outcome = RunOutcome(succeeded=ok, error=None if ok else "exit 3", exit_code=0 if ok else 3, cost_usd=cost,
-                         log="line one\nline two", retryable=retryable)
+    outcome = RunOutcome(succeeded=ok, error=None if ok else "exit 3", exit_code=0 if ok else 3,
+                         usage=Usage(cost_usd=cost), log="line one\nline two", retryable=retryable)
     return store.finish(claim, outcome, RetryPolicy.fixed(max_retries, delay_s=60, budget_usd=budget))
 
 
@@ -303,8 +303,8 @@ def test_the_previous_session_id_reaches_the_next_claim(store: CardStore) -> Non
     store.add_cards([spec("A")])
     claim = start(store, "A")
     assert claim.previous_session_id is None
-    store.finish(claim, RunOutcome(succeeded=False, error="rate limit", session_id="sess-1", num_turns=4,
-                                   input_tokens=10, output_tokens=20), RetryPolicy.fixed(3))
+    store.finish(claim, RunOutcome(succeeded=False, error="rate limit", usage=Usage(
+        session_id="sess-1", num_turns=4, input_tokens=10, output_tokens=20)), RetryPolicy.fixed(3))
     again = start(store, "A")
     assert (again.attempt, again.previous_session_id) == (2, "sess-1")
     first = store.list_runs("A")[0]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from squad.cards import Usage
 from squad.constants import STEP_EXECUTING
 from squad.errors import ConfigError
 
@@ -24,7 +25,6 @@ __all__ = [
     "MarkersParser",
     "PlainParser",
     "ProgressParser",
-    "Usage",
     "make_parser",
     "valid_session_id",
 ]
@@ -52,17 +52,6 @@ MAX_COST_USD = 1e9
 _READ_TOOLS = frozenset({"Read", "Grep", "Glob", "LS", "NotebookRead", "WebFetch", "WebSearch"})
 _WRITE_TOOLS = frozenset({"Edit", "MultiEdit", "Write", "NotebookEdit"})
 _TOOL_TARGET_KEYS = ("file_path", "notebook_path", "command", "pattern", "path", "url", "query")
-
-
-@dataclass
-class Usage:
-    """What an agent reported about its session and spend; stored on the run."""
-
-    session_id: str | None = None
-    cost_usd: float | None = None
-    num_turns: int | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
 
 
 @dataclass
@@ -110,6 +99,11 @@ def _number(value: object, name: str, warnings: list[str], *, maximum: float) ->
 def _count(value: object, name: str, warnings: list[str]) -> int | None:
     number = _number(value, name, warnings, maximum=MAX_STORED_INT)
     return None if number is None else int(number)
+
+
+def _added(total: int | None, more: int | None) -> int | None:
+    """A running token count plus `more` (None: nothing reported), capped to what the store holds."""
+    return total if more is None else min(MAX_STORED_INT, (total or 0) + more)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -258,7 +252,7 @@ class ClaudeStreamJsonParser(ProgressParser):
                             f" (got {len(raw) if isinstance(raw, str) else type(raw).__name__}"
                             f"{' chars' if isinstance(raw, str) else ''})")
             return None
-        self.usage.session_id = session
+        self.usage = replace(self.usage, session_id=session)
         return session
 
     def _system(self, event: dict[str, Any]) -> LineResult:
@@ -316,20 +310,17 @@ class ClaudeStreamJsonParser(ProgressParser):
         if not text and isinstance(event.get("errors"), list):
             text = "; ".join(_str(e) for e in event["errors"] if e)
         self.result = _ResultEvent(subtype=subtype, is_error=is_error, text=text.strip())
-        usage = self.usage
         warnings: list[str] = []
         self._session(event, warnings)
-        cost = _number(event.get("total_cost_usd", event.get("cost_usd")), "total_cost_usd", warnings,
-                       maximum=MAX_COST_USD)
-        usage.cost_usd = cost if cost is not None else usage.cost_usd
-        turns = _count(event.get("num_turns"), "num_turns", warnings)
-        usage.num_turns = turns if turns is not None else usage.num_turns
+        reported: dict[str, Any] = {
+            "cost_usd": _number(event.get("total_cost_usd", event.get("cost_usd")), "total_cost_usd", warnings,
+                                maximum=MAX_COST_USD),
+            "num_turns": _count(event.get("num_turns"), "num_turns", warnings)}
         tokens = event.get("usage")
         if isinstance(tokens, dict):
             for name in ("input_tokens", "output_tokens"):
-                value = _count(tokens.get(name), name, warnings)
-                if value is not None:
-                    setattr(usage, name, value)
+                reported[name] = _count(tokens.get(name), name, warnings)
+        usage = self.usage = replace(self.usage, **{k: v for k, v in reported.items() if v is not None})
         ok = not is_error and subtype == "success"
         details = [f"{usage.num_turns} turns" if usage.num_turns is not None else "",
                    f"${usage.cost_usd:.4f}" if usage.cost_usd is not None else ""]
@@ -391,7 +382,7 @@ class CodexJsonParser(ProgressParser):
             session = valid_session_id(thread)
             warnings = [] if session or not thread else [
                 f"warning: ignored thread_id: must match {SESSION_ID_RE.pattern}"]
-            self.usage.session_id = session or self.usage.session_id
+            self.usage = replace(self.usage, session_id=session or self.usage.session_id)
             return LineResult(message=f"session {self.usage.session_id or '?'} started", warnings=warnings)
         if kind == "turn.started":
             return LineResult(message="turn started")
@@ -420,17 +411,15 @@ class CodexJsonParser(ProgressParser):
 
     def _turn_completed(self, event: dict[str, Any]) -> LineResult:
         self.completed_turns += 1
-        usage = self.usage
-        usage.num_turns = self.completed_turns
         tokens = event.get("usage")
         warnings: list[str] = []
+        ins = outs = None
         if isinstance(tokens, dict):
             ins = _count(tokens.get("input_tokens"), "input_tokens", warnings)
             outs = _count(tokens.get("output_tokens"), "output_tokens", warnings)
-            if ins is not None:
-                usage.input_tokens = min(MAX_STORED_INT, (usage.input_tokens or 0) + ins)
-            if outs is not None:
-                usage.output_tokens = min(MAX_STORED_INT, (usage.output_tokens or 0) + outs)
+        usage = self.usage = replace(self.usage, num_turns=self.completed_turns,
+                                     input_tokens=_added(self.usage.input_tokens, ins),
+                                     output_tokens=_added(self.usage.output_tokens, outs))
         return LineResult(message=f"turn completed: {usage.input_tokens or 0} input, "
                                   f"{usage.output_tokens or 0} output tokens", warnings=warnings)
 

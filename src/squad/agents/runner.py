@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from squad.agents import orphans
-from squad.agents.progress import ProgressParser, Usage
+from squad.agents.progress import ProgressParser
+from squad.cards import Usage
 from squad.config import AgentConfig, AgentRlimits
 from squad.constants import CANCEL_POLL_S, KILL_GRACE_S, MAX_LINE_BYTES
 from squad.prompts import write_prompt_file

@@ -352,15 +352,3 @@ class ReviewOut(BaseModel):
     task_id: str | None = None
     message: str
     card: Card
-
-
-class WorkspaceOut(BaseModel):
-    """One card worktree on the API's machine."""
-
-    card_id: str
-    branch: str | None
-    path: str
-    size_bytes: int
-    age_s: float
-    dirty: bool
-    status: str | None

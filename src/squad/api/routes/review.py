@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from anyio import to_thread
 from fastapi import APIRouter
 
 from squad.api.deps import Authorized, CardIdDep, StateDep
 from squad.api.routes import errors
-from squad.api.schemas import DiffOut, FileStatOut, RejectIn, ReviewOut, WorkspaceOut
+from squad.api.schemas import DiffOut, FileStatOut, RejectIn, ReviewOut
 from squad.review import approve_card, card_diff, reject_card
-from squad.workspaces import list_workspaces
+from squad.workspaces import WorkspaceInfo, list_workspaces
 
 router = APIRouter(tags=["review"])
 
@@ -42,10 +44,9 @@ def reject(card_id: CardIdDep, body: RejectIn, state: StateDep) -> ReviewOut:
                      message=f"card {card_id} rejected: queued again as task {task_id}")
 
 
-@router.get("/api/workspaces", response_model=list[WorkspaceOut], responses=errors())
-async def workspaces(state: StateDep) -> list[WorkspaceOut]:
+@router.get("/api/workspaces", response_model=list[WorkspaceInfo], responses=errors())
+async def workspaces(state: StateDep) -> list[WorkspaceInfo]:
     """Card worktrees on this machine with size on disk, age and whether they hold uncommitted work."""
     infos = await to_thread.run_sync(list_workspaces, state.settings)
     cards = await to_thread.run_sync(state.store.get_cards, [i.card_id for i in infos])
-    return [WorkspaceOut(**{**i.as_dict(), "status": cards[i.card_id].status.value if i.card_id in cards else None})
-            for i in infos]
+    return [replace(i, status=cards[i.card_id].status.value if i.card_id in cards else None) for i in infos]
