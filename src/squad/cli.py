@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import click
 import typer
 
-from squad.entry import VERSION_LINES
+from squad.constants import VERSION_LINES
 from squad.errors import SquadError
 from squad.safetext import escape_controls
 

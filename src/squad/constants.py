@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 VERSION = "0.1.0"
+#: What `squad version` and `squad --version` print (`squad.entry` answers both without the Typer app).
+VERSION_LINES = {"version": f"{VERSION}\n", "--version": f"squad {VERSION}\n"}
 
 # Redis streams (docs/api.md "WebSocket").
 TASK_UPDATES_STREAM = "task_updates"

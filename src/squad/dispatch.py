@@ -1,4 +1,5 @@
-"""Who runs a QUEUED card: the dispatchers, the one "Celery or local" decision, and the Producer.
+"""Who runs a QUEUED card: the dispatchers and the Producer (the one "Celery or local" decision,
+`execution_mode()`, is in `squad.mode` and re-exported here).
 
 Every process that queues cards (orchestrator, `squad retry`/`cancel`, `submit`, the API) goes
 through a `Producer`: store transition first (a fresh task id), then the message, then the status
@@ -12,17 +13,20 @@ import socket
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from squad.attempt import AttemptContext, run_card
 from squad.cards import Status
-from squad.config import Settings, mask_url
+from squad.config import Settings
 from squad.constants import CARDS_QUEUE, EXECUTE_TASK_NAME
-from squad.errors import BrokerUnavailable, SquadError
+from squad.errors import BrokerUnavailable
 from squad.events import EventBus
+from squad.mode import MODES as MODES  # re-exported: the one "Celery or local" decision lives in squad.mode
+from squad.mode import ExecutionMode as ExecutionMode
+from squad.mode import broker_answers as broker_answers
+from squad.mode import execution_mode as execution_mode
 from squad.store import CardStore
 
 if TYPE_CHECKING:
@@ -30,7 +34,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 DISPATCH_BATCH = 500  # messages per pipelined broker round trip
-MODES = ("auto", "celery", "local")
 #: Celery's own limits sit above the attempt's hard limit: the attempt ends its agent itself first.
 CELERY_SOFT_MARGIN_S = 30
 CELERY_HARD_MARGIN_S = 60
@@ -188,51 +191,6 @@ class DeferredDispatcher:
 
     def close(self, *, abort: bool = False) -> None:
         return None
-
-
-# ---- the one "Celery or local" decision ---------------------------------------------------------
-@dataclass(frozen=True)
-class ExecutionMode:
-    """Where cards run, and why auto mode fell back to local (None when it did not)."""
-
-    name: Literal["celery", "local"]
-    reason: str | None = None
-
-
-def broker_answers(settings: Settings) -> bool:
-    """True when the Celery broker's Redis answers a PING."""
-    from squad.broker import BrokerView
-
-    view = BrokerView(settings.broker)
-    try:
-        return view.ping()
-    finally:
-        view.close()
-
-
-def execution_mode(settings: Settings, requested: str = "auto", *, broker_ok: bool | None = None,
-                   need_consumer: bool = False) -> ExecutionMode:
-    """Celery when asked for (or `auto` with USE_CELERY) and a broker answers, else local.
-
-    `broker_ok` is a ping the caller already made (the API pings asynchronously); otherwise the
-    broker is pinged here. `need_consumer` (the orchestrator in `auto` mode) also asks whether a
-    worker consumes `cards`, because cards sent to a queue nobody consumes would wait forever.
-    `celery` asked for explicitly with no broker raises BrokerUnavailable.
-    """
-    if requested not in MODES:
-        raise SquadError(f"unknown mode {requested!r} (use auto, celery or local)")
-    if requested == "local" or (requested == "auto" and not settings.use_celery):
-        return ExecutionMode("local")
-    if not (broker_answers(settings) if broker_ok is None else broker_ok):
-        if requested == "celery":
-            raise BrokerUnavailable(f"no Redis broker answers at {mask_url(settings.broker)}")
-        return ExecutionMode("local", f"no Redis broker answers at {mask_url(settings.broker)}")
-    if requested == "celery" or not need_consumer:
-        return ExecutionMode("celery")
-    from squad.waiting import no_consumer_reason
-
-    reason = no_consumer_reason(settings)
-    return ExecutionMode("local", reason) if reason else ExecutionMode("celery")
 
 
 def new_task_id() -> str:

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from squad.constants import VERSION
-
-#: What `squad version` and `squad --version` print.
-VERSION_LINES = {"version": f"{VERSION}\n", "--version": f"squad {VERSION}\n"}
+from squad.constants import VERSION_LINES
 
 
 def main(argv: list[str] | None = None) -> None:
