@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 import redis
 
 from squad.connections import redis_client
 from squad.constants import CARDS_QUEUE, KOMBU_UNACKED_KEY, PRIORITY_STEPS
+
+#: kombu's set of the queues bound to Celery's control (pidbox) exchange: one per worker.
+PIDBOX_BINDINGS_KEY = "_kombu.binding.celery.pidbox"
 
 
 def queue_keys(queue: str = CARDS_QUEUE) -> list[str]:
@@ -24,8 +28,8 @@ def queue_keys(queue: str = CARDS_QUEUE) -> list[str]:
 class BrokerView:
     """Read-only look into the broker DB."""
 
-    def __init__(self, broker_url: str) -> None:
-        self.redis = redis_client(broker_url)
+    def __init__(self, broker_url: str, **client_options: Any) -> None:
+        self.redis = redis_client(broker_url, **client_options)
 
     def ping(self) -> bool:
         """True when the broker answers."""
@@ -40,6 +44,11 @@ class BrokerView:
             for key in queue_keys(queue):
                 pipe.llen(key)
             return int(sum(pipe.execute()))
+
+    def registered_workers(self) -> int:
+        """How many Celery workers have their control queue bound: each running worker binds one
+        (a worker that stops unbinds it; one that was killed stays counted until kombu expires it)."""
+        return int(self.redis.scard(PIDBOX_BINDINGS_KEY))
 
     def live_task_ids(self, task_ids: Iterable[str], queues: Iterable[str] = (CARDS_QUEUE,)) -> set[str]:
         """Which of `task_ids` still have a message waiting (in any of `queues`) or delivered-but-unacked."""

@@ -40,9 +40,11 @@ def redis_options(socket_timeout: float = REDIS_SOCKET_TIMEOUT_S,
 
 
 def redis_client(url: str, *, socket_timeout: float = REDIS_SOCKET_TIMEOUT_S,
-                 connect_timeout: float = REDIS_CONNECT_TIMEOUT_S) -> redis.Redis:
-    """A Redis client whose every call is bounded (a hung Redis never hangs a worker)."""
-    return redis.Redis.from_url(url, retry=Retry(redis_backoff(), REDIS_RETRIES),
+                 connect_timeout: float = REDIS_CONNECT_TIMEOUT_S, retries: int = REDIS_RETRIES) -> redis.Redis:
+    """A Redis client whose every call is bounded (a hung Redis never hangs a worker).
+
+    `retries=0` for a one-shot probe (`squad status`): a refused connection answers at once."""
+    return redis.Redis.from_url(url, retry=Retry(redis_backoff(), retries),
                                 **redis_options(socket_timeout, connect_timeout))
 
 

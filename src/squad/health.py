@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
@@ -12,13 +13,21 @@ from squad.constants import HEALTH_PROBE_TIMEOUT_S, VERSION
 from squad.masking import mask_text, mask_url
 
 
-def celery_workers(settings: Settings, timeout_s: float = HEALTH_PROBE_TIMEOUT_S) -> list[str] | None:
-    """Names of Celery workers answering a ping, or None when the broker is unreachable."""
+def celery_workers(settings: Settings, timeout_s: float = HEALTH_PROBE_TIMEOUT_S, *,
+                   expected: int | None = None) -> list[str] | None:
+    """Names of Celery workers answering a ping, or None when the broker is unreachable.
+
+    `expected`: how many workers are registered on the broker (`BrokerView.registered_workers`).
+    The ping then ends as soon as that many answered instead of always waiting `timeout_s`, and
+    with none registered nothing could answer: no ping at all.
+    """
+    if expected == 0:
+        return []
     from squad.celery_app import make_celery
 
     app = make_celery(settings)
     try:
-        replies = app.control.ping(timeout=timeout_s) or []
+        replies = app.control.ping(timeout=timeout_s, limit=expected) or []
     except Exception:
         return None
     finally:
@@ -46,38 +55,61 @@ def redis_memory(client: redis.Redis) -> str:
 
 
 def collect_status(settings: Settings) -> dict[str, Any]:
-    """One dict with every probe's answer (never raises for a dead dependency)."""
-    from squad.broker import BrokerView
+    """One dict with every probe's answer (never raises for a dead dependency).
+
+    The database and the broker are probed side by side; a refused Redis connection is not retried
+    (one probe, not a client riding out an outage) and the Celery ping ends once every registered
+    worker answered.
+    """
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="status") as pool:
+        database = pool.submit(_probe_database, settings.database_url)
+        broker = pool.submit(_probe_broker, settings)
+        report: dict[str, Any] = {"version": VERSION, **database.result(),
+                                  "database_url": mask_url(settings.database_url), **broker.result()}
+    from squad.mode import execution_mode
+
+    report["execution_mode"] = execution_mode(settings, broker_ok=report["redis"] != "not_available").name
+    return report
+
+
+def _probe_database(url: str) -> dict[str, Any]:
     from squad.store import CardStore
 
-    report: dict[str, Any] = {"version": VERSION}
     try:
-        store = CardStore(settings.database_url)
-        report["database"] = "connected"
-        report["cards"] = store.count_by_status()
-    except Exception as exc:
-        report["database"] = f"error: {mask_text(str(exc).splitlines()[0])}"
-        report["cards"] = {}
-    report["database_url"] = mask_url(settings.database_url)
-    view = BrokerView(settings.broker)
-    redis_ok = view.ping()
-    report["redis"] = "connected" if redis_ok else "not_available"
-    report["broker_url"] = mask_url(settings.broker)
-    workers: list[str] | None = None
-    if redis_ok:
-        report["redis_memory"] = redis_memory(view.redis)
-        if report["redis_memory"].startswith("FULL"):
-            report["redis"] = "full"
+        store = CardStore(url)
         try:
-            report["queue_depth"] = view.queue_depth()
-        except Exception:
-            report["queue_depth"] = None
-        workers = celery_workers(settings)
-    view.close()
+            return {"database": "connected", "cards": store.count_by_status()}
+        finally:
+            store.dispose()
+    except Exception as exc:
+        return {"database": f"error: {mask_text(str(exc).splitlines()[0])}", "cards": {}}
+
+
+def _probe_broker(settings: Settings) -> dict[str, Any]:
+    from squad.broker import BrokerView
+
+    view = BrokerView(settings.broker, retries=0)
+    try:
+        redis_ok = view.ping()
+        report: dict[str, Any] = {"redis": "connected" if redis_ok else "not_available",
+                                  "broker_url": mask_url(settings.broker)}
+        workers: list[str] | None = None
+        if redis_ok:
+            report["redis_memory"] = redis_memory(view.redis)
+            if report["redis_memory"].startswith("FULL"):
+                report["redis"] = "full"
+            try:
+                report["queue_depth"] = view.queue_depth()
+            except Exception:
+                report["queue_depth"] = None
+            try:
+                registered: int | None = view.registered_workers()
+            except redis.RedisError:
+                registered = None
+            workers = celery_workers(settings, expected=registered)
+    finally:
+        view.close()
     report["celery"] = ("not_available" if not redis_ok else "error" if workers is None
                         else "connected" if workers else "no_workers")
     report["celery_workers"] = workers or []
-    from squad.dispatch import execution_mode
-
-    report["execution_mode"] = execution_mode(settings, broker_ok=redis_ok).name
     return report

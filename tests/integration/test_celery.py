@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from conftest import AGENTS, RedisServer, Worker, free_port, kill_tree, squad_env, wait_for
-from squad.broker import queue_keys
+from squad.broker import BrokerView, queue_keys
 from squad.cards import Run, Status, parse_card
 from squad.celery_app import make_celery
 from squad.config import Settings, load_settings
@@ -547,6 +547,25 @@ def test_status_json_lists_worker_redis_and_queue_depth(
     assert report["execution_mode"] == "celery"
     assert report["database"] == "connected"
     assert report["cards"]["QUEUED"] == 2
+
+
+def test_status_waits_for_the_registered_workers_only_and_says_no_workers_once_the_last_stopped(
+        cli: Cli, env: dict[str, str], start_worker: StartWorker, settings: Settings) -> None:
+    # Given one running worker: the broker counts it (the Celery ping of `squad status` ends once
+    # that many workers answered, instead of always waiting its whole timeout)
+    worker = start_worker(env, concurrency=1)
+    view = BrokerView(settings.broker)
+    assert view.registered_workers() == 1
+    assert json.loads(cli("status", "--json", env=env).stdout)["celery_workers"] == [worker.hostname]
+
+    # When it stops
+    kill_tree(worker.proc)
+
+    # Expect it unregistered, and status to say no worker (without a ping nobody could answer)
+    wait_for(lambda: view.registered_workers() == 0, 30, message="worker unregistered")
+    report = json.loads(cli("status", "--json", env=env).stdout)
+    assert (report["redis"], report["celery"], report["celery_workers"]) == ("connected", "no_workers", [])
+    view.close()
 
 
 # ---- reconciler -----------------------------------------------------------------------------------
