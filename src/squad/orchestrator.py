@@ -20,6 +20,7 @@ from squad.constants import CARDS_QUEUE
 from squad.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher, Producer, execution_mode
 from squad.errors import BrokerUnavailable
 from squad.events import EventBus, try_event_bus
+from squad.passgraph import PassGraph
 from squad.store import CardStore
 from squad.waiting import EXIT_TIMEOUT
 
@@ -55,6 +56,7 @@ class Orchestrator:
         self.fallback_reason: str | None = None  # why auto mode runs cards locally
         self._last_event_id = "$"  # where the wait for status events resumes
         self._next_requeue_check = 0.0
+        self.pass_graph = PassGraph(store)  # waiting cards and their dependencies, kept between passes
 
     @classmethod
     def for_producer(cls, producer: Producer) -> Orchestrator:
@@ -78,13 +80,17 @@ class Orchestrator:
     def tick(self, *, release: bool = True) -> TickResult:
         """One pass: block/unblock, sweep stale leases, retry due cards, requeue lost, release ready."""
         res = TickResult()
-        graph = self.store.pass_graph()  # waiting cards and their dependencies, not the history
-        blocked, unblocked = self.store.update_blocked(graph)
+        graph = self.pass_graph.refresh()  # the cards written since the last pass, not every waiting card
+        to_block, to_release = graph.decide()
+        blocked, unblocked = self.store.apply_blocked(to_block, to_release)
         res.blocked = blocked
         for cid in blocked:
+            self.pass_graph.moved(cid, Status.BLOCKED)
             self._status_event(cid, Status.BLOCKED)
         for cid in unblocked:
+            self.pass_graph.moved(cid, Status.TODO)
             self._status_event(cid, Status.TODO)
+        self.pass_graph.not_moved(sorted(set(to_block + to_release) - set(blocked + unblocked)))
         res.lost = sweep_stale_leases(self.settings, self.store, self.events)
         for card_id in self.store.due_retries():
             if self._send(card_id, expected=[Status.RETRYING]):
@@ -99,7 +105,7 @@ class Orchestrator:
             budget = None
             if self.max_in_flight is not None:
                 budget = max(0, self.max_in_flight - self.store.in_flight())
-            res.released = self._release(self.store.ready_cards(limit=budget, graph=graph))
+            res.released = self._release(graph.ready_ids(budget))
         return res
 
     def _release(self, card_ids: list[str]) -> list[str]:
@@ -107,6 +113,9 @@ class Orchestrator:
         if not card_ids:
             return []
         queued = self.store.enqueue_many(card_ids, session=self.producer.session)
+        for cid, *_rest in queued:
+            self.pass_graph.moved(cid, Status.QUEUED)
+        self.pass_graph.not_moved(sorted(set(card_ids) - {q[0] for q in queued}))
         items = []
         for cid, tid, prio, soft, hard, squad in queued:  # limits as Settings.limits_for resolves them
             hard_s = hard or self.settings.time_limit

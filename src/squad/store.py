@@ -6,6 +6,7 @@ never both move a card; a worker owns a running card through a claim token with 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, Update, event, func, insert, select, update
+from sqlalchemy import Connection, Select, Text, Update, cast, event, func, insert, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from squad import db, scheduling
@@ -39,6 +40,8 @@ from squad.tables import instance as instance_t
 from squad.tables import metadata
 from squad.tables import runs as runs_t
 
+#: (card_id, status, depends_on, priority, created_at, updated_at): what the orchestrator's graph keeps
+GraphRow = tuple[str, str, list[str], int, float, float]
 SPEC_FIELDS = tuple(CardSpec.model_fields)
 _OPTIONAL_EXPORT = frozenset({"repo", "base", "review"})
 _RUN_PUBLIC = [c for c in runs_t.c if c.name not in ("log", "patch")]
@@ -582,6 +585,54 @@ class CardStore:
                     graph[dep.card_id] = (dep.status, [], 0, 0.0)
         return graph
 
+    def waiting_rows(self, card_ids: Sequence[str] | None = None) -> list[GraphRow]:
+        """(card_id, status, depends_on, priority, created_at, updated_at) of every TODO/BLOCKED
+        card, or of the given cards whatever their status (status index, chunked IN lists).
+
+        Each distinct `depends_on` text is decoded once: cards with equal lists share one list
+        object (read-only for the caller)."""
+        cols = (cards_t.c.card_id, cards_t.c.status, cast(cards_t.c.depends_on, Text), cards_t.c.priority,
+                cards_t.c.created_at, cards_t.c.updated_at)
+        if card_ids is None:
+            queries = [select(*cols).where(cards_t.c.status.in_(sorted(scheduling.WAITING)))]
+        else:
+            queries = [select(*cols).where(cards_t.c.card_id.in_(chunk)) for chunk in chunks(card_ids)]
+        decoded: dict[str | None, list[str]] = {None: []}
+        out: list[GraphRow] = []
+        with self.engine.connect() as conn:
+            for query in queries:
+                for card_id, status, text, priority, created_at, updated_at in conn.execute(query):
+                    deps = decoded.get(text)
+                    if deps is None:
+                        deps = decoded[text] = list(json.loads(text) or [])
+                    out.append((card_id, status, deps, priority, created_at, updated_at))
+        return out
+
+    def statuses(self, card_ids: Sequence[str]) -> dict[str, str]:
+        """card_id -> status of the given cards that exist (chunked IN lists)."""
+        out: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in chunks(card_ids):
+                out.update((r[0], r[1]) for r in conn.execute(
+                    select(cards_t.c.card_id, cards_t.c.status).where(cards_t.c.card_id.in_(chunk))))
+        return out
+
+    def graph_changes(self, since: float, *, count_waiting: bool = True
+                      ) -> tuple[list[tuple[str, str, float]], int | None]:
+        """(card_id, status, updated_at) of the cards written since `since` (updated_at index),
+        and with `count_waiting` how many cards wait (TODO/BLOCKED), both from one snapshot."""
+        with self.engine.connect() as conn:
+            if count_waiting and self.engine.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            changed = [(r[0], r[1], r[2]) for r in conn.execute(
+                select(cards_t.c.card_id, cards_t.c.status, cards_t.c.updated_at)
+                .where(cards_t.c.updated_at >= since))]
+            if not count_waiting:
+                return changed, None
+            waiting = conn.execute(select(func.count()).select_from(cards_t)
+                                   .where(cards_t.c.status.in_(sorted(scheduling.WAITING)))).scalar_one()
+        return changed, int(waiting)
+
     def enqueue_many(self, card_ids: Sequence[str], *, session: str | None = None
                      ) -> list[tuple[str, str, int, float | None, float | None, str | None]]:
         """Mark TODO cards QUEUED in one transaction, each under its own new task id.
@@ -612,7 +663,10 @@ class CardStore:
 
     def update_blocked(self, graph: Graph | None = None) -> tuple[list[str], list[str]]:
         """TODO cards with a failed/cancelled dependency become BLOCKED, and back when it recovers."""
-        to_block, to_release = scheduling.blocked_changes(self.graph() if graph is None else graph)
+        return self.apply_blocked(*scheduling.blocked_changes(self.graph() if graph is None else graph))
+
+    def apply_blocked(self, to_block: list[str], to_release: list[str]) -> tuple[list[str], list[str]]:
+        """Block and unblock cards (compare-and-set each); returns the ones that moved."""
         blocked = [cid for cid in to_block if self.transition(
             cid, Status.BLOCKED, expected=[Status.TODO], current_step="blocked by a dependency")]
         unblocked = [cid for cid in to_release if self.transition(
@@ -649,9 +703,10 @@ class CardStore:
                                                        cards_t.c.queued_at < at - older_than_s)]
 
     def in_flight(self) -> int:
-        """Cards QUEUED or IN_PROGRESS."""
-        counts = self.count_by_status()
-        return counts[Status.QUEUED] + counts[Status.IN_PROGRESS]
+        """Cards QUEUED or IN_PROGRESS (status index: O(cards in flight), not O(cards))."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(cards_t).where(
+                cards_t.c.status.in_([Status.QUEUED.value, Status.IN_PROGRESS.value]))).scalar_one())
 
     def active_count(self) -> int:
         """Cards not yet settled (TODO, QUEUED, IN_PROGRESS, RETRYING)."""

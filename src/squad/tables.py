@@ -18,7 +18,7 @@ from sqlalchemy import (
 
 metadata = MetaData()
 #: The newest Alembic revision in migrations/versions (a test keeps the two in step).
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0006"
 
 cards = Table(
     "cards",
@@ -60,6 +60,7 @@ cards = Table(
     Column("review", Boolean),
     Column("feedback", Text),
     Index("ix_cards_status", "status"),
+    Index("ix_cards_updated", "updated_at"),
 )
 Index("ix_cards_order", cards.c.priority.desc(), cards.c.created_at, cards.c.card_id)
 
