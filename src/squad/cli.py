@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -12,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 
 from squad.constants import VERSION_LINES
@@ -751,16 +751,39 @@ def main(argv: list[str] | None = None) -> None:
         raise
 
 
+def _errors(click_name: str, *ours: type[BaseException]) -> tuple[Any, ...]:
+    """`ours`, and click's exception class `click_name` once click is loaded: a Typer older than 0.26
+    parses with click itself; later ones vendor it, and importing click only for its exception
+    classes cost every command."""
+    exceptions = sys.modules.get("click.exceptions")
+    return (*ours, getattr(exceptions, click_name)) if exceptions else ours
+
+
+def _app_for(args: Sequence[str]) -> typer.Typer:
+    """The app holding only the command `args` name: Typer builds every command it holds (inspecting
+    each function and evaluating its annotations) before it parses. The whole app otherwise: the root
+    help, `--version`, an unknown command (its error and suggestions)."""
+    name = args[0] if args else ""
+    commands = [c for c in app.registered_commands
+                if (c.name or (c.callback.__name__.lower().replace("_", "-") if c.callback else "")) == name]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if not commands and not groups:
+        return app
+    one = copy.copy(app)
+    one.registered_commands, one.registered_groups = commands, groups
+    return one
+
+
 def _main(argv: list[str] | None) -> None:
     try:
         # standalone_mode=False: click returns (does not raise) the code of a `typer.Exit(code)`
-        code = app(args=argv, standalone_mode=False, prog_name="squad")
-    except click.exceptions.Exit as exc:
+        code = _app_for(sys.argv[1:] if argv is None else argv)(args=argv, standalone_mode=False, prog_name="squad")
+    except _errors("Exit") as exc:
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, typer.Abort):
+    except _errors("Abort", typer.Abort):
         sys.stderr.write("squad: aborted\n")
         sys.exit(130)
-    except (click.ClickException, typer.TyperException) as exc:
+    except _errors("ClickException", typer.TyperException) as exc:
         # Typer >= 0.26 parses with its own vendored click: its usage errors are TyperExceptions.
         if type(exc).__name__ == "NoArgsIsHelpError":  # `squad card` alone: the help, as click prints it
             sys.stderr.write(exc.format_message().rstrip() + "\n")

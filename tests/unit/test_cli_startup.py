@@ -42,7 +42,8 @@ def test_help_lists_every_command_without_importing_heavy_libraries() -> None:
     assert code == 0 and len(names) > 10
     listed = {line.split()[0] for line in out.splitlines() if line.startswith("  ") and line.strip()}
     assert set(names) <= listed, set(names) - listed
-    assert not modules & set(HEAVY), modules & set(HEAVY)
+    # (click: Typer vendors its own copy; the real one would be imported for its exception classes only)
+    assert not modules & {"click", *HEAVY}, modules & {"click", *HEAVY}
 
 
 def test_version_answers_without_the_typer_app() -> None:
