@@ -3,6 +3,8 @@
 Each round runs the baseline and every command once, in turn (A B A B ...), so a machine that
 gets busier slows both; the ratio is taken per round. `card list` runs on a SQLite store of
 --cards cards (default 20,000): the default page of 100, and `--all --json` for comparison.
+`status` runs twice: with no Redis (connection refused) and with a private redis-server and no
+worker (no Celery ping can be answered).
 Run: `python bench/cli.py [--rounds 7] [--cards 20000]`.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from _common import table
+from _common import start_redis, table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,6 +46,7 @@ def main() -> None:
         store = CardStore(db)
         store.add_cards([CardSpec(card_id=f"C{i}", title=f"card number {i}") for i in range(args.cards)])
         store.dispose()
+        redis_proc, redis_url = start_redis(work / "redis")
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SQUAD_DATABASE_URL": db,
                "SQUAD_REDIS_URL": "redis://127.0.0.1:1"}  # no Redis: status probes fail fast
         py = [sys.executable, "-m", "squad"]
@@ -54,14 +57,21 @@ def main() -> None:
             f"squad card list ({args.cards} cards, page of 100)": [*py, "card", "list"],
             f"squad card list --all --json ({args.cards} cards)": [*py, "card", "list", "--all", "--json"],
             "squad status (no Redis)": [*py, "status"],
+            "squad status (Redis, no worker)": [*py, "status"],
         }
+        envs = {name: env for name in commands}
+        envs["squad status (Redis, no worker)"] = {**env, "SQUAD_REDIS_URL": redis_url}
         times: dict[str, list[float]] = {name: [] for name in commands}
         print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
-        for argv in commands.values():
-            timed(argv, env, work)  # warm-up: page cache, .pyc files
-        for _ in range(args.rounds):
+        try:
             for name, argv in commands.items():
-                times[name].append(timed(argv, env, work))
+                timed(argv, envs[name], work)  # warm-up: page cache, .pyc files
+            for _ in range(args.rounds):
+                for name, argv in commands.items():
+                    times[name].append(timed(argv, envs[name], work))
+        finally:
+            redis_proc.terminate()
+            redis_proc.wait()
         print(f"load average at end: {os.getloadavg()[0]:.2f}")
     base = times["python -c pass (baseline)"]
     rows = []
