@@ -5,7 +5,9 @@ gets busier slows both; the ratio is taken per round. `card list` runs on a SQLi
 --cards cards (default 20,000): the default page of 100, and `--all --json` for comparison.
 `status` runs twice: with no Redis (connection refused) and with a private redis-server and no
 worker (no Celery ping can be answered).
-Run: `python bench/cli.py [--rounds 7] [--cards 20000]`.
+`--compare SRC` also runs every squad command from another checkout's `src` (e.g. a `git worktree`
+of an older commit) in the same rounds, for a before/after at the same load.
+Run: `python bench/cli.py [--rounds 7] [--cards 20000] [--compare /path/to/old/src]`.
 """
 
 from __future__ import annotations
@@ -28,24 +30,39 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    return time.perf_counter() - start
+    proc = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:  # a failing command is not a measurement
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.decode()[-500:]}")
+    return elapsed
+
+
+# Creates the store with the checkout that will read it (an older one may not know the newest migration).
+MAKE_STORE = """
+import sys
+from squad.cards import CardSpec
+from squad.store import CardStore
+store = CardStore(sys.argv[1])
+store.add_cards([CardSpec(card_id=f"C{i}", title=f"card number {i}") for i in range(int(sys.argv[2]))])
+store.dispose()
+"""
+
+
+def make_store(src: Path, db: str, cards: int) -> None:
+    subprocess.run([sys.executable, "-c", MAKE_STORE, db, str(cards)], env={**os.environ, "PYTHONPATH": str(src)},
+                   check=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--cards", type=int, default=20_000)
+    ap.add_argument("--compare", type=Path, help="another checkout's src: its commands run in the same rounds")
     args = ap.parse_args()
-    from squad.cards import CardSpec
-    from squad.store import CardStore
-
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         db = f"sqlite:///{work / 'squad.db'}"
-        store = CardStore(db)
-        store.add_cards([CardSpec(card_id=f"C{i}", title=f"card number {i}") for i in range(args.cards)])
-        store.dispose()
+        make_store(ROOT / "src", db, args.cards)
         redis_proc, redis_url = start_redis(work / "redis")
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SQUAD_DATABASE_URL": db,
                "SQUAD_REDIS_URL": "redis://127.0.0.1:1"}  # no Redis: status probes fail fast
@@ -61,6 +78,13 @@ def main() -> None:
         }
         envs = {name: env for name in commands}
         envs["squad status (Redis, no worker)"] = {**env, "SQUAD_REDIS_URL": redis_url}
+        if args.compare:
+            other_db = f"sqlite:///{work / 'compare.db'}"
+            make_store(args.compare.resolve(), other_db, args.cards)
+            for name in [n for n in commands if n.startswith("squad ")]:
+                commands[f"{name} [compare]"] = commands[name]
+                envs[f"{name} [compare]"] = {**envs[name], "PYTHONPATH": str(args.compare.resolve()),
+                                             "SQUAD_DATABASE_URL": other_db}
         times: dict[str, list[float]] = {name: [] for name in commands}
         print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
         try:
