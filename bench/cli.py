@@ -65,7 +65,11 @@ def main() -> None:
         make_store(ROOT / "src", db, args.cards)
         redis_proc, redis_url = start_redis(work / "redis")
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SQUAD_DATABASE_URL": db,
-               "SQUAD_REDIS_URL": "redis://127.0.0.1:1"}  # no Redis: status probes fail fast
+               "SQUAD_REDIS_URL": "redis://127.0.0.1:1",  # no Redis: status probes fail fast
+               # Bytecode cached as in an installed package (the warm-up writes it), whatever
+               # PYTHONDONTWRITEBYTECODE says: otherwise every run compiles squad's own modules.
+               "PYTHONPYCACHEPREFIX": str(work / "pycache")}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         py = [sys.executable, "-m", "squad"]
         commands = {
             "python -c pass (baseline)": [sys.executable, "-c", "pass"],
