@@ -9,7 +9,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
@@ -17,9 +17,6 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from squad.errors import ConfigError
 from squad.masking import mask_url as mask_url  # re-exported: the one masking function
-
-if TYPE_CHECKING:
-    from squad.cards import CardSpec
 
 PromptMode = Literal["stdin", "arg", "file"]
 ParserName = Literal["claude-stream-json", "codex-json", "markers", "plain"]
@@ -50,6 +47,17 @@ class AgentRlimits(BaseModel):
                  (resource.RLIMIT_NPROC, self.processes),
                  (resource.RLIMIT_FSIZE, self.file_size_mb and self.file_size_mb * mib)]
         return [(res, int(value)) for res, value in pairs if value]
+
+
+class LimitedCard(Protocol):
+    """What a card's limits are resolved from: a `CardSpec`, or just these three of its fields."""
+
+    @property
+    def time_limit(self) -> float | None: ...
+    @property
+    def soft_time_limit(self) -> float | None: ...
+    @property
+    def max_retries(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -315,7 +323,7 @@ class Settings(BaseSettings):
             raise ConfigError(f"unknown agent {name!r} (configured: {', '.join(sorted(agents))})")
         return name, agents[name]
 
-    def limits_for(self, card: CardSpec) -> CardLimits:
+    def limits_for(self, card: LimitedCard) -> CardLimits:
         """The one place a card's limits and retry budget are resolved (the soft limit never
         exceeds the hard one, and no card runs longer than this installation's hard limit)."""
         hard = min(card.time_limit or self.time_limit, self.time_limit)

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 from apiserver import run_api
-from test_api import seed
+from test_api import by_id, seed
 
 from squad.api.history import leases_by_worker
 from squad.cards import Status
@@ -50,6 +50,54 @@ def test_enhanced_cards_carry_the_board_extras_and_can_be_read_by_id(api: Any, s
     assert cards["X-RUN"]["time_limit_s"] == 120
     assert cards["X-DONE"]["time_limit_s"] == settings.time_limit and cards["X-DONE"]["last_output_at"] is None
     assert bad.status_code == 422, bad.text  # a malformed id is refused, an unknown one left out
+
+
+def test_board_is_the_compact_shape_of_the_enhanced_cards_paged_in_board_order(api: Any, settings: Settings) -> None:
+    # Given cards in several statuses, one of them running with a live log line and its own limits
+    store: CardStore = api.state.store
+    seed(store, "K-RETRY", Status.RETRYING, error="rate limit", priority=7)
+    seed(store, "K-DONE", Status.DONE, squad="web", agent="claude")
+    task = seed(store, "K-RUN", Status.IN_PROGRESS, progress=40, time_limit=120, max_retries=1, priority=9)
+    seed(store, "K-QUEUED", Status.QUEUED, priority=2)
+    seed(store, "K-FAIL", Status.FAILED, error="exit 1", priority=7)
+    seed(store, "K-TODO", Status.TODO)
+    EventBus(settings.events, store.redis_keys).append_logs("K-RUN", task, [("2026-01-01T00:00:00Z", "INFO", "hi")])
+
+    with api.client() as http:
+        # When the board is read whole, in pages of two, and by id; and the same cards enhanced
+        whole = http.get("/api/board", params={"limit": 1000})
+        pages = [http.get("/api/board", params={"limit": 2, "offset": offset}) for offset in (0, 2, 4)]
+        named = http.get("/api/board", params=[("card_id", "K-TODO"), ("card_id", "NOPE"), ("card_id", "K-RUN")])
+        enhanced = http.get("/api/cards/enhanced", params={"limit": 1000}).json()
+        refused = [http.get("/api/board", params=params) for params in
+                   ({"limit": 0}, {"limit": 1001}, {"card_id": "not a card id"}, {"status": "NOPE"})]
+
+    # Expect every card in board order (most urgent, then oldest), the total in X-Total-Count
+    assert whole.status_code == 200, whole.text
+    board = whole.json()
+    assert [c["card_id"] for c in board] == [c["card_id"] for c in enhanced]
+    assert whole.headers["X-Total-Count"] == "6" and all(p.headers["X-Total-Count"] == "6" for p in pages)
+    assert [c["card_id"] for p in pages for c in p.json()] == [c["card_id"] for c in board]
+    assert [c["card_id"] for c in named.json()] == ["K-TODO", "K-RUN"] and "X-Total-Count" not in named.headers
+    assert [r.status_code for r in refused] == [422, 422, 422, 422]
+    # ... each card saying what /api/cards/enhanced says, in fewer fields (none without a value)
+    for card, full in zip(board, enhanced, strict=True):
+        task = full["celery_task"] or {}
+        assert card["status"] == full["status"] and card["progress"] == full["progress"]
+        assert card["attempts"] == full["attempts"] and card["cost_usd"] == full["cost_usd"]
+        assert card["time_limit_s"] == full["time_limit_s"] and card.get("last_error") == full["last_error"]
+        assert card.get("task_status") == task.get("status") and card.get("worker") == task.get("worker")
+        assert card.get("next_attempt_at") == full["next_attempt_at"]
+        assert card.get("last_output_at") == full["last_output_at"]
+        assert None not in card.values() and "description" not in card and "celery_task" not in card
+        if task.get("elapsed") is not None and card["status"] != "IN_PROGRESS":
+            assert card["elapsed"] == task["elapsed"]
+    cards = by_id(board)
+    assert cards["K-RUN"]["max_retries"] == 1 and cards["K-DONE"]["max_retries"] == settings.max_retries
+    assert cards["K-RUN"]["time_limit_s"] == 120 and cards["K-RUN"]["elapsed"] >= 0
+    assert abs(_ts(cards["K-RUN"]["last_output_at"]) - time.time()) < 120
+    assert cards["K-FAIL"]["task_status"] == "FAILURE" and cards["K-DONE"]["squad"] == "web"
+    assert "task_status" not in cards["K-TODO"] and "elapsed" not in cards["K-QUEUED"]
 
 
 def test_run_history_is_paged_on_the_server_newest_first_and_filtered(api: Any) -> None:

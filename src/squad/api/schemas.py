@@ -16,6 +16,7 @@ from squad.cards import (
     Card,
     CardSpec,
     Run,
+    Status,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -122,6 +123,32 @@ class EnhancedCard(Card):
     cost_usd: float = Field(default=0.0, description="Cost of every run so far, USD")
     last_output_at: datetime | None = Field(default=None, description="Last line in the live log")
     time_limit_s: float | None = Field(default=None, description="Effective hard time limit of a run")
+
+
+class BoardCard(BaseModel):
+    """What a board card shows (`GET /api/board`), and nothing else; a field without a value is left
+    out of the answer."""
+
+    card_id: str
+    title: str
+    status: Status
+    priority: int
+    attempts: int
+    progress: int
+    max_retries: int = Field(description="Effective retry budget (the card's own, else the default)")
+    time_limit_s: float = Field(description="Effective hard time limit of a run")
+    cost_usd: float = Field(description="Cost of every run so far, USD")
+    created_at: datetime
+    updated_at: datetime
+    squad: str | None = None
+    agent: str | None = None
+    current_step: str | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = Field(default=None, description="RETRYING: when the next attempt is due")
+    task_status: TaskState | None = Field(default=None, description="`celery_task.status` of `/api/cards/enhanced`")
+    elapsed: float | None = Field(default=None, description="Seconds the last run took, or has taken so far")
+    worker: str | None = Field(default=None, description="Worker of the last run")
+    last_output_at: datetime | None = Field(default=None, description="IN_PROGRESS: last line in the live log")
 
 
 class LogEntry(BaseModel):

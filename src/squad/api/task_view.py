@@ -64,15 +64,26 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
+def task_state(status: Status, progress: int, run_status: str | None, *, reported: bool = False) -> TaskState | None:
+    """The Celery-style status of a card's task from the store's facts: the card's status and
+    progress, its last run's status, and whether the worker reported progress."""
+    if status == Status.IN_PROGRESS:
+        return "PROGRESS" if reported or progress > STEP_IN_PROGRESS[0] else "STARTED"
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    # TODO / BLOCKED: only a card that ran before has a task to show.
+    return _BY_RUN.get(run_status, "FAILURE") if run_status is not None else None
+
+
 def task_status(card: Card, run: Run | None, meta: dict[str, Any] | None) -> TaskState | None:
     """The Celery-style status of a card's task, decided by the store."""
-    if card.status == Status.IN_PROGRESS:
-        reported = meta is not None and meta.get("status") == "PROGRESS"
-        return "PROGRESS" if reported or card.progress > STEP_IN_PROGRESS[0] else "STARTED"
-    if card.status in _BY_STATUS:
-        return _BY_STATUS[card.status]
-    # TODO / BLOCKED: only a card that ran before has a task to show.
-    return _BY_RUN.get(run.status, "FAILURE") if run is not None else None
+    return task_state(card.status, card.progress, run.status if run is not None else None,
+                      reported=meta is not None and meta.get("status") == "PROGRESS")
+
+
+def run_elapsed(started_at: float, ended_at: float | None, now: float) -> float:
+    """Seconds a run took (or has taken so far, while it runs)."""
+    return round(max(0.0, (ended_at if ended_at is not None else now) - started_at), 3)
 
 
 def celery_task(card: Card, run: Run | None, meta: dict[str, Any] | None, *, settings: Settings,
@@ -87,8 +98,8 @@ def celery_task(card: Card, run: Run | None, meta: dict[str, Any] | None, *, set
     current = run if run is not None and status != "PENDING" else None
     elapsed = eta = None
     if current is not None and current.started_at is not None:
-        end = current.ended_at.timestamp() if current.ended_at is not None else now
-        elapsed = round(max(0.0, end - current.started_at.timestamp()), 3)
+        elapsed = run_elapsed(current.started_at.timestamp(),
+                              current.ended_at.timestamp() if current.ended_at is not None else None, now)
         if status in ("STARTED", "PROGRESS") and 0 < card.progress < 100:
             eta = round(elapsed * (100 - card.progress) / card.progress, 1)
     meta = meta or {}

@@ -63,6 +63,14 @@ CardIdsQ = Annotated[list[Annotated[str, StringConstraints(pattern=CARD_ID_RE.pa
     description="Only these cards (repeat the parameter; at most 1000); unknown ids are left out")]
 
 
+async def total_header(state: AppState, got: int, *, limit: int, offset: int, status: Status | None,
+                       squad: str | None) -> dict[str, str]:
+    """`X-Total-Count` of a page of `got` cards: a page that is not full tells its own total."""
+    total = offset + got if got < limit and (got or not offset) else await to_thread.run_sync(
+        lambda: state.store.count_cards(status=status, squad=squad or None))
+    return {"X-Total-Count": str(total)}
+
+
 @router.get("/api/cards/enhanced", response_model=list[EnhancedCard], responses=errors(422))
 async def enhanced_cards(state: StateDep, status: StatusQ = None, squad: SquadQ = None,
                          limit: LimitQ = DEFAULT_PAGE, offset: OffsetQ = 0, card_ids: CardIdsQ = []) -> Response:  # noqa: B006 (FastAPI copies defaults)
@@ -73,11 +81,8 @@ async def enhanced_cards(state: StateDep, status: StatusQ = None, squad: SquadQ 
         state.store, status=status, squad=squad or None, limit=limit, offset=offset, card_ids=ids))
     page = await enhance(cards, runs, results=state.results, events=state.events, keys=state.keys,
                          settings=state.settings, extras=extras)
-    headers = {}
-    if ids is None:  # a page that is not full tells its own total
-        total = offset + len(cards) if len(cards) < limit and (cards or not offset) else await to_thread.run_sync(
-            lambda: state.store.count_cards(status=status, squad=squad or None))
-        headers["X-Total-Count"] = str(total)
+    headers = {} if ids is not None else await total_header(state, len(cards), limit=limit, offset=offset,
+                                                           status=status, squad=squad)
     # Already validated by `enhance`: serialize once, skipping FastAPI's second validation pass.
     return Response(ENHANCED_LIST.dump_json(page), media_type="application/json", headers=headers)
 
