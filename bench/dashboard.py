@@ -8,9 +8,9 @@ serve` in its own process; Debian's Chromium (`/usr/bin/chromium`) driven by Pla
 written straight into the store in every status (half settled, with runs and costs, 40 running).
 
 - **First render**: a fresh page, from navigation start to the board drawn (the page marks
-  `body[data-loaded]` after reading `/api/cards/enhanced`, rendering every lane and applying
+  `body[data-loaded]` after reading every card from `/api/board`, rendering every lane and applying
   buffered events) plus the next frame, read with `performance.now()` in the page.
-  The time is split into the board fetch (`GET /api/cards/enhanced`, server work and transfer)
+  The time is split into the board fetch (`GET /api/board`, every page: server work and transfer)
   and what the page does after it (parse, render the lanes, paint).
 - **Events**: 100 `progress` events for the running cards, XADDed in one burst to the event
   stream the page follows; main-thread time is Chromium's `TaskDuration` (CDP
@@ -129,8 +129,8 @@ def task_duration_s(cdp: Any) -> float:
     return float(metrics["TaskDuration"])
 
 
-def measure(browser: Any, url: str, redis_url: str, db_url: str, running: list[str], rounds: int, events: int,
-            window_s: float) -> dict[str, list[float]]:
+def measure(browser: Any, url: str, redis_url: str, db_url: str, running: list[str], cards: int, rounds: int,
+            events: int, window_s: float) -> dict[str, list[float]]:
     """Per round: first render, its board fetch and in-page parts (ms), and main-thread ms per burst."""
     from squad.events import EventBus
     from squad.store import CardStore
@@ -145,6 +145,8 @@ def measure(browser: Any, url: str, redis_url: str, db_url: str, running: list[s
         page.goto(url)
         out["render"].append(page.evaluate(FIRST_RENDER_JS))
         timing = page.evaluate("window.__squad.timing")
+        if page.evaluate("window.__squad.state.cards.size") != cards:
+            raise SystemExit("the board does not hold every card")
         out["fetch"].append(timing["fetched"] - timing["start"])
         out["page"].append(out["render"][-1] - timing["fetched"])
         page.wait_for_selector('#conn[data-state="live"]')
@@ -195,7 +197,7 @@ def main() -> None:
             try:
                 running = seed(db_url, cards)
                 server, url = start_server(tmp, redis_url, db_url)
-                got = measure(browser, url, redis_url, db_url, running, args.rounds, args.events, args.window)
+                got = measure(browser, url, redis_url, db_url, running, cards, args.rounds, args.events, args.window)
             finally:
                 if server is not None:
                     server.terminate()

@@ -1,10 +1,10 @@
 /* Squad dashboard: one static script, no build step, no dependencies.
  *
- * Data: GET /api/cards/enhanced once for the board, then the /ws/tasks event feed. Events are
- * queued and applied once per animation frame; only the cards they touch are redrawn (a progress
- * event changes a bar's width and two texts, a status event moves one card between lanes). Cards
- * whose status changed are re-read in small batches (`/api/cards/enhanced?card_id=…`) for the
- * fields events do not carry (next attempt time, cost). After a dropped socket the page reconnects
+ * Data: GET /api/board once for the board (every card in its compact shape, pages of 1,000 read
+ * concurrently), then the /ws/tasks event feed. Events are queued and applied once per animation
+ * frame; only the cards they touch are redrawn (a progress event changes a bar's scale and two
+ * texts, a status event moves one card between lanes). Cards whose status changed are re-read in
+ * small batches (`/api/board?card_id=…`) for the fields events do not carry (next attempt time, cost). After a dropped socket the page reconnects
  * with `?since=<last event id>`, so it misses nothing still in the stream.
  */
 "use strict";
@@ -18,14 +18,16 @@
   const TOKEN_KEY = "squad.token";
   const MAX_LOG_NODES = 1500;        // lines kept in the log view (older ones are dropped from the top)
   const REFRESH_BATCH = 100;         // cards re-read per request after status changes
+  const BOARD_PAGE = 1000;           // cards per /api/board request (the API's largest page)
   const REFRESH_DELAY_MS = 300;
   const STALL_WARN_S = 120;          // "last output" turns orange after this long
   const PING_EVERY_MS = 20000;
   const OFFLINE_AFTER_FAILURES = 4;  // reconnect attempts before the indicator says Offline
   const MAX_PAUSED_EVENTS = 50000;   // beyond this, resuming re-reads the board instead
   const HISTORY_PAGE = 50;
-  const LANE_WINDOW = 40;            // cards per lane in the DOM at first (a screen shows about ten)
+  const LANE_WINDOW = 16;            // cards per lane in the DOM at first (a screen shows about eight)
   const LANE_STEP = 200;             // "show more" adds this many
+  const LANE_SCROLL_STEP = 32;       // scrolling near a lane's end adds this many
 
   const $ = (sel, root = document) => root.querySelector(sel);
   const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[ch]));
@@ -158,11 +160,11 @@
   // ---- board rendering -----------------------------------------------------------------------
   function laneOf(card) { return LANES.includes(card.status) ? card.status : "TODO"; }
   function maxAttempts(c) {
-    const mr = c.max_retries ?? c.celery_task?.max_retries ?? state.defaultMaxRetries;
+    const mr = c.max_retries ?? state.defaultMaxRetries;
     return mr == null ? "?" : mr + 1;
   }
   function elapsedOf(c) {
-    if (!RUNNING.has(c.status)) return c.celery_task?.elapsed ?? null;
+    if (!RUNNING.has(c.status)) return c.elapsed ?? null;
     if (c._elapsed == null) return null;
     return c._elapsed + (performance.now() - c._elapsedAt) / 1000;
   }
@@ -176,8 +178,8 @@
       const ago = outAgo(c);
       const stale = ago != null && ago > STALL_WARN_S ? " stale" : "";
       parts.push(`<span class="c-out${stale}">${ago == null ? "no output yet" : `output ${fmtDur(ago)} ago`}</span>`);
-    } else if (c.celery_task?.elapsed != null && c.status !== "QUEUED") {
-      parts.push(`<span>ran ${fmtDur(c.celery_task.elapsed)}</span>`);
+    } else if (c.elapsed != null && c.status !== "QUEUED") {
+      parts.push(`<span>ran ${fmtDur(c.elapsed)}</span>`);
     }
     if (c.cost_usd) parts.push(`<span class="c-cost">${fmtCost(c.cost_usd)}</span>`);
     return parts.join(" · ");
@@ -251,6 +253,11 @@
       const L = { name: lane, el, body: $(".lane-body", el), count: $(".lane-count", el), more: $(".lane-more", el),
         ids: [], limit: LANE_WINDOW, shown: 0, matching: 0 };
       L.more.addEventListener("click", () => { L.limit += LANE_STEP; syncLane(L); });
+      L.body.addEventListener("scroll", () => {
+        if (L.shown >= L.matching || L.limit > L.shown) return;
+        const b = L.body;
+        if (b.scrollTop + b.clientHeight >= b.scrollHeight - 600) { L.limit += LANE_SCROLL_STEP; syncLane(L); }
+      }, { passive: true });
       state.lanes.set(lane, L);
     }
   }
@@ -359,6 +366,7 @@
         el.dataset.status = c.status;
         el.className = state.selected.has(id) ? "card selected" : "card";
         el.innerHTML = cardInner(c);
+        el._time = undefined;
       } else {
         drawProgress(el, c);
       }
@@ -395,7 +403,7 @@
     if (f.squad && c.squad !== f.squad) return false;
     if (f.agent && c.agent !== f.agent) return false;
     if (f.status && c.status !== f.status) return false;
-    if (f.failed && !(c.status === "FAILED" || c.status === "RETRYING" || c.celery_task?.status === "FAILURE")) return false;
+    if (f.failed && !(c.status === "FAILED" || c.status === "RETRYING" || c.task_status === "FAILURE")) return false;
     if (f.text) {
       const t = f.text;
       if (!c.card_id.toLowerCase().includes(t) && !(c.title || "").toLowerCase().includes(t)) return false;
@@ -481,7 +489,12 @@
     try {
       const res = await api(path, { method: "POST", body });
       toast(res.message || `${action}: ${id}`);
-      if (action === "cancel" && res.card) applyCard(res.card, true);
+      const old = state.cards.get(id);
+      if (action === "cancel" && res.card && old) {
+        const k = res.card; // a plain card: take its state, keep the board fields until the re-read
+        applyCard({ ...old, status: k.status, attempts: k.attempts, progress: k.progress, current_step: k.current_step,
+          last_error: k.last_error, updated_at: k.updated_at }, true);
+      }
       markRefresh(id);
     } catch (err) {
       toast(`${action} ${id}: ${err.message}`, true);
@@ -513,6 +526,13 @@
 
   function setupBoardEvents() {
     const board = $("#view-board");
+    // Cards have `content-visibility: auto`: the browser says when it stops or starts rendering
+    // one (scrolled away or back); the clock leaves skipped cards alone and catches up on return.
+    board.addEventListener("contentvisibilityautostatechange", (ev) => {
+      const el = ev.target;
+      el._skipped = ev.skipped;
+      if (!ev.skipped && el.classList.contains("card")) tickCard(el);
+    });
     board.addEventListener("click", (ev) => {
       const card = ev.target.closest(".card");
       if (!card) return;
@@ -540,7 +560,7 @@
 
   // ---- applying data -------------------------------------------------------------------------
   function prepare(c, fetchedAt) {
-    c._elapsed = c.celery_task?.elapsed ?? null;
+    c._elapsed = c.elapsed ?? null;
     c._elapsedAt = fetchedAt;
     c._lastOut = tsOf(c.last_output_at);
     c._updated = tsOf(c.updated_at) || 0;
@@ -554,7 +574,6 @@
       if (old._evTs && old._evTs > c._updated + 0.001) {
         c.status = old.status; c.attempts = old.attempts; c.progress = old.progress; c.current_step = old.current_step;
       }
-      if (!c.celery_task && old.celery_task) c.celery_task = old.celery_task;
       if (old._lastOut && (!c._lastOut || old._lastOut > c._lastOut)) c._lastOut = old._lastOut;
       if (RUNNING.has(c.status) && old._elapsed != null && c._elapsed == null) { c._elapsed = old._elapsed; c._elapsedAt = old._elapsedAt; }
       c._evTs = old._evTs;
@@ -577,7 +596,7 @@
     if (ids.length) {
       try {
         const q = ids.map((id) => `card_id=${encodeURIComponent(id)}`).join("&");
-        const cards = await api(`/api/cards/enhanced?${q}`);
+        const cards = await api(`/api/board?${q}`);
         for (const c of cards) applyCard(c, true);
       } catch (err) {
         ids.forEach((id) => state.refresh.add(id));
@@ -659,9 +678,24 @@
     updateCounts();
   }
 
+  // Every card of the board: the first two pages at once (a board of up to 2,000 cards costs one
+  // round trip), then every other page at once. A card seen twice (the order shifted between two
+  // pages) is kept once; one created meanwhile arrives as an event and is read then.
+  async function readBoard() {
+    const page = async (offset) => {
+      const res = await api(`/api/board?limit=${BOARD_PAGE}&offset=${offset}`, { raw: true });
+      return { total: Number(res.headers.get("X-Total-Count") || 0), cards: await res.json() };
+    };
+    const pages = await Promise.all([page(0), page(BOARD_PAGE)]);
+    const rest = [];
+    for (let offset = 2 * BOARD_PAGE; offset < pages[0].total; offset += BOARD_PAGE) rest.push(page(offset));
+    pages.push(...await Promise.all(rest));
+    return pages.flatMap((p) => p.cards);
+  }
+
   async function loadBoard() {
     const t0 = performance.now();
-    const cards = await api("/api/cards/enhanced?limit=1000");
+    const cards = await readBoard();
     const at = performance.now();
     window.__squad.timing = { start: t0, fetched: at };
     state.cards.clear();
@@ -673,6 +707,7 @@
     document.body.dataset.loaded = "true";
     window.__squad.timing.rendered = performance.now();
     if (state.detailId) detail.open(state.detailId);
+    if (state.view !== "workers") loadWorkers(); // after the board: it does not compete with it
   }
 
   // ---- socket --------------------------------------------------------------------------------
@@ -753,7 +788,7 @@
   };
   async function reloadBoard() {
     try {
-      const cards = await api("/api/cards/enhanced?limit=1000");
+      const cards = await readBoard();
       const at = performance.now();
       state.cards.clear();
       for (const c of cards) { prepare(c, at); state.cards.set(c.card_id, c); noteOptions(c); }
@@ -788,20 +823,29 @@
   }
 
   // ---- clock: elapsed, last output, retry countdowns ----------------------------------------
+  // Visits the running and retrying cards in the page, skips those the browser is not rendering
+  // (off screen, see setupBoardEvents) and writes only texts that changed.
   function tick() {
     if (document.hidden || state.paused) return;
     for (const L of [state.lanes.get("IN_PROGRESS"), state.lanes.get("RETRYING")]) {
-      for (const id of L.ids) {
-        const el = state.els.get(id);
-        const c = state.cards.get(id);
-        if (!el) continue;
-        const t = el.querySelector(".c-time");
-        if (t) t.innerHTML = timeText(c);
-        const d = el.querySelector(".c-due");
-        if (d) d.textContent = dueText(c);
+      for (const el of L.body.children) {
+        if (el._skipped) continue;
+        tickCard(el);
       }
     }
     if (state.detailId) detail.tick();
+  }
+  function tickCard(el) {
+    const c = state.cards.get(el.dataset.cardId);
+    if (!c || !(RUNNING.has(c.status) || c.status === "RETRYING")) return;
+    const html = timeText(c);
+    if (el._time !== html) {
+      const t = el.querySelector(".c-time");
+      if (t) t.innerHTML = html;
+      el._time = html;
+    }
+    const d = el.querySelector(".c-due");
+    if (d) { const due = dueText(c); if (d.textContent !== due) d.textContent = due; }
   }
 
   // ---- detail drawer -------------------------------------------------------------------------
@@ -809,7 +853,7 @@
     id: null, card: null, runs: [], lastLogId: null, follow: true, fetching: false, again: false,
     lastTask: undefined, archived: null, gen: 0,
     async open(id) {
-      this.id = id; state.detailId = id; this.gen += 1; this.ready = false;
+      this.id = id; state.detailId = id; this.gen += 1; this.ready = false; this.full = null;
       const gen = this.gen;
       this.lastLogId = null; this.lastTask = undefined; this.follow = true; this.archived = null;
       const box = $("#detail");
@@ -828,7 +872,8 @@
         this.runs = full.runs || [];
         this.ready = true;
         this.drawRuns();
-        if (!local) this.update({ ...full, celery_task: null });
+        this.full = full;
+        this.update(state.cards.get(id) || full);
         $("#d-desc").textContent = full.description || "(none)";
         this.poke();
         if (this.card && this.card.status === "REVIEW") this.loadDiff();
@@ -845,6 +890,8 @@
     },
     update(c) {
       this.card = c;
+      // The board's compact card lacks some fields the drawer shows: they come from the full card.
+      const more = this.full && this.full.card_id === c.card_id ? this.full : {};
       this.lastOpened = c.card_id;
       $("#d-id").textContent = c.card_id;
       const badge = $("#d-status");
@@ -865,12 +912,12 @@
         ["Squad", c.squad || "–"], ["Agent", c.agent || "(default)"], ["Priority", c.priority],
         ["Attempt", c.attempts ? `${c.attempts} / ${maxAttempts(c)}` : "not run yet"],
         ["Progress", `${c.progress}%${c.current_step ? " · " + c.current_step : ""}`],
-        ["Worker", c._worker || c.celery_task?.worker || "–"],
+        ["Worker", c._worker || c.worker || "–"],
         ["Elapsed", `<span id="d-elapsed">${fmtDur(elapsedOf(c))}</span>${c.time_limit_s ? " / " + fmtDur(c.time_limit_s) : ""}`],
         ["Cost", fmtCost(c.cost_usd)],
-        ["Depends on", (c.depends_on || []).map((d) => `<a href="#/cards/${encodeURIComponent(d)}">${esc(d)}</a>`).join(", ") || "–"],
-        ["Labels", (c.labels || []).map(esc).join(", ") || "–"],
-        ["Task", c.celery_task_id || "–"], ["Next attempt", c.status === "RETRYING" ? esc(dueText(c)) : "–"],
+        ["Depends on", (more.depends_on || []).map((d) => `<a href="#/cards/${encodeURIComponent(d)}">${esc(d)}</a>`).join(", ") || "–"],
+        ["Labels", (more.labels || []).map(esc).join(", ") || "–"],
+        ["Task", more.celery_task_id || "–"], ["Next attempt", c.status === "RETRYING" ? esc(dueText(c)) : "–"],
         ["Last error", c.last_error ? `<span class="bad">${esc(c.last_error)}</span>` : "–"], ["Updated", fmtTime(c.updated_at)],
       ];
       $("#d-fields").innerHTML = f.map(([k, v], i) => `<dt>${k}</dt><dd>${[4, 5, 6, 8, 9, 12].includes(i) ? v : esc(v)}</dd>`).join("");
@@ -1297,6 +1344,5 @@
     feed.connect();
     setInterval(tick, 1000);
     setInterval(() => { if (state.view !== "workers") loadWorkers(); }, 15000);
-    loadWorkers();
   });
 })();
