@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -24,7 +24,7 @@ from squad.api.metrics.prometheus import Exposition
 from squad.api.monitor import WorkerMonitor
 from squad.api.routes import board, cards, health, metrics, review, runs, tasks, workers
 from squad.api.state import AppState, Producers, bounded_step
-from squad.api.validation import request_problems
+from squad.api.validation import request_problems, strict_query
 from squad.config import Settings
 from squad.connections import async_redis
 from squad.constants import VERSION
@@ -158,7 +158,7 @@ def create_app(settings: Settings, *, store: CardStore | None = None, ws_queue_s
     _install_error_handlers(app, state)
     routers = [module.router for module in (health, cards, board, runs, tasks, workers, metrics, review)]
     for router in routers:
-        app.include_router(router)
+        app.include_router(router, dependencies=[Depends(strict_query)])
     app.state.route_methods = _route_methods(routers)
     app.include_router(ws.router)
     _install_web(app)

@@ -532,7 +532,7 @@
       const el = ev.target;
       el._skipped = ev.skipped;
       if (!ev.skipped && el.classList.contains("card")) tickCard(el);
-    });
+    }, true); // captured: the event is fired at each card
     board.addEventListener("click", (ev) => {
       const card = ev.target.closest(".card");
       if (!card) return;
