@@ -72,7 +72,8 @@ def test_board_is_the_compact_shape_of_the_enhanced_cards_paged_in_board_order(a
         refused = [http.get(path, params=params) for path, params in (
             ("/api/board", {"limit": 0}), ("/api/board", {"limit": 1001}), ("/api/board", {"card_id": "not a card id"}),
             ("/api/board", {"status": "NOPE"}), ("/api/board", {"offset": "1.0"}),
-            ("/api/board", [("offset", "1"), ("offset", "2")]), ("/api/cards", [("status", "TODO"), ("status", "DONE")]))]
+            ("/api/board", [("offset", "1"), ("offset", "2")]),
+            ("/api/cards", [("status", "TODO"), ("status", "DONE")]))]
 
     # Expect every card in board order (most urgent, then oldest), the total in X-Total-Count
     assert whole.status_code == 200, whole.text
