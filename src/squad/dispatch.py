@@ -84,23 +84,27 @@ class CeleryDispatcher:
             self.app.backend.on_task_call = lambda _producer, _task_id: None
 
     def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float,
-                 queue: str = CARDS_QUEUE, producer: Any = None) -> None:
+                 queue: str = CARDS_QUEUE, producer: Any = None, declared: bool = False) -> None:
         from squad.celery_app import card_priority
 
+        extra: dict[str, Any] = {"declare": []} if declared else {}
         self.app.send_task(EXECUTE_TASK_NAME, args=[card_id], task_id=task_id, queue=queue,
                            priority=card_priority(priority), producer=producer,
                            soft_time_limit=hard_limit + CELERY_SOFT_MARGIN_S,
-                           time_limit=hard_limit + CELERY_HARD_MARGIN_S)
+                           time_limit=hard_limit + CELERY_HARD_MARGIN_S, **extra)
 
     def dispatch_many(self, items: list[tuple[str, str, int, float, float, str]], sent: list[str]) -> None:
         """Send many messages in pipelined batches (kombu's `Producer.batch`, one round trip per
         DISPATCH_BATCH messages); `sent` gets the task ids of each batch once it is flushed."""
+        declared: set[str] = set()  # queues this producer declared (Celery would check each send)
         with self.app.producer_or_acquire() as producer:
             for start in range(0, len(items), DISPATCH_BATCH):
                 chunk = items[start:start + DISPATCH_BATCH]
                 with producer.batch(max_size=DISPATCH_BATCH * 4):
                     for card_id, task_id, priority, soft, hard, queue in chunk:
-                        self.dispatch(card_id, task_id, priority, soft, hard, queue=queue, producer=producer)
+                        self.dispatch(card_id, task_id, priority, soft, hard, queue=queue, producer=producer,
+                                      declared=queue in declared)
+                        declared.add(queue)
                 sent.extend(task_id for _cid, task_id, *_rest in chunk)
 
     def live_task_ids(self, task_ids: list[str]) -> set[str]:
