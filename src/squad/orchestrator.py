@@ -90,7 +90,7 @@ class Orchestrator:
         for cid in unblocked:
             self.pass_graph.moved(cid, Status.TODO)
             self._status_event(cid, Status.TODO)
-        self.pass_graph.not_moved(sorted(set(to_block + to_release) - set(blocked + unblocked)))
+        self.pass_graph.recheck(sorted(set(to_block + to_release) - set(blocked + unblocked)))
         res.lost = sweep_stale_leases(self.settings, self.store, self.events)
         for card_id in self.store.due_retries():
             if self._send(card_id, expected=[Status.RETRYING]):
@@ -115,7 +115,7 @@ class Orchestrator:
         queued = self.store.enqueue_many(card_ids, session=self.producer.session)
         for cid, *_rest in queued:
             self.pass_graph.moved(cid, Status.QUEUED)
-        self.pass_graph.not_moved(sorted(set(card_ids) - {q[0] for q in queued}))
+        self.pass_graph.recheck(sorted(set(card_ids) - {q[0] for q in queued}))
         items = []
         for cid, tid, prio, soft, hard, squad in queued:  # limits as Settings.limits_for resolves them
             hard_s = hard or self.settings.time_limit
@@ -230,6 +230,8 @@ class Orchestrator:
             try:
                 found, self._last_event_id = self.events.wait_status(
                     self._last_event_id, SETTLED_STATUSES, block_s=min(remaining, WAKE_CHECK_S))
+                # read these cards again next pass whatever their stamp (a writer whose clock lags)
+                self.pass_graph.recheck([cid for cid in found if cid])
             except Exception as exc:  # Redis blip: fall back to the poll
                 log.warning("waiting for status events failed", error=f"{type(exc).__name__}: {exc}")
                 self.stopping.wait(remaining)

@@ -3,7 +3,10 @@
 The first pass reads every TODO/BLOCKED card and its dependencies' statuses. Each later pass reads
 only the cards written since the previous read (`updated_at` index; every status write stamps it),
 less `LOOKBACK_S` so that a transaction committing a little after it stamped its rows, or a writer
-on another machine whose clock lags, is still seen; a card read again unchanged costs a dict look-up.
+on another machine whose clock lags a little, is still seen (the window is measured by the
+database's clock on PostgreSQL); a card read again unchanged costs a dict look-up. Cards named by
+the status events the orchestrator waits on are read again whatever their stamp (a worker whose
+clock lags by minutes).
 Two safety nets: the number of waiting cards is compared with the graph's at most every
 `COUNT_CHECK_S` (it catches a bulk import whose long transaction committed rows stamped before the
 window, another orchestrator's bulk release, a deletion; counting is O(waiting cards), though in
@@ -42,7 +45,7 @@ class PassGraph:
 
     def refresh(self) -> WaitingGraph:
         """Bring the graph up to date; its dirty cards are the ones a pass must decide about."""
-        started = time.time()
+        started = self.store.db_now()  # PostgreSQL: the database's clock, not this machine's
         if self._since is None or time.monotonic() >= self._next_full:
             self._full_read()
         else:
@@ -63,8 +66,10 @@ class PassGraph:
         """The orchestrator itself moved a card (its compare-and-set succeeded)."""
         self.graph.set_status(card_id, status)
 
-    def not_moved(self, card_ids: list[str]) -> None:
-        """The orchestrator's compare-and-set failed for these: another writer moved them."""
+    def recheck(self, card_ids: list[str]) -> None:
+        """Read these cards again on the next pass whatever their stamp: the orchestrator's
+        compare-and-set failed for them (another writer moved them), or a status event named them
+        (its writer's clock may lag the look-back window)."""
         for card_id in card_ids:
             self.graph.ready.pop(card_id, None)
         self._recheck.update(card_ids)

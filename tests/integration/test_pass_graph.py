@@ -13,6 +13,7 @@ from sqlalchemy import update
 from squad.cards import CardSpec, Status
 from squad.config import load_settings
 from squad.dispatch import DeferredDispatcher
+from squad.events import EventBus
 from squad.orchestrator import Orchestrator
 from squad.passgraph import COUNT_CHECK_S
 from squad.retries import RetryPolicy
@@ -104,3 +105,22 @@ def test_two_orchestrators_on_one_store_release_each_card_once(store: CardStore)
     # Expect every card released exactly once
     assert sorted(released) == [f"C{i:02}" for i in range(40)]
     assert store.count_by_status()[Status.QUEUED] == 40
+
+
+def test_a_status_event_makes_the_next_pass_read_its_card_whatever_its_stamp(store: CardStore,
+                                                                             redis_url: str) -> None:
+    # Given an orchestrator waiting on the event stream, W waiting on running R
+    events = EventBus(redis_url, store.redis_keys)
+    orch = Orchestrator(load_settings(), store, DeferredDispatcher(), events)
+    store.add_cards([spec("R"), spec("W", depends_on=["R"])])
+    assert orch.tick().released == ["R"]
+    orch.wait_for_change(0.01)  # now waiting from the stream's current end
+    # When a worker whose clock lags by an hour finishes R and publishes its status event
+    run(store, "R", ok=True)
+    with store.tx() as conn:
+        conn.execute(update(cards).where(cards.c.card_id == "R").values(updated_at=time.time() - 3600))
+    events.publish("status", "R", None, status=Status.DONE.value)
+    orch.wait_for_change(5.0)
+    # Expect the next pass to release W
+    assert orch.tick().released == ["W"]
+    events.close()
