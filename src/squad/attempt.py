@@ -8,6 +8,7 @@ attempt runs through, not branches inside it.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -63,6 +64,7 @@ from squad.workspaces import should_remove as workspace_should_remove
 log = structlog.get_logger(__name__)
 LIVE_LOG_PAGE = 1000
 DISK_FULL_LOG_BYTES = 16 * 1024  # what a run keeps of its log when the database is full
+RENEWER_IDLE_S = 1.0
 LEASE_LOST = "lease lost: the card was taken over by another attempt"
 ProgressHook = Callable[[int, str, float], None]
 
@@ -236,8 +238,72 @@ class Reporter:
         return self.archive.text()
 
 
+class _LeaseRenewer:
+    """One daemon thread per process renews the lease of every attempt running in it.
+
+    It used to be one thread per attempt: starting and joining it (and the GIL hand-offs that go
+    with waking it) cost more than a whole agent like `true`. The guarantee is the same: a lease is
+    renewed every lease/3 from the claim until `finish`, by a thread other than the attempt's own
+    (which can block on Redis for as long as an outage lasts).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keepers: dict[int, LeaseKeeper] = {}
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._next_wake = float("inf")
+
+    def add(self, keeper: LeaseKeeper) -> None:
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid, self._next_wake = os.getpid(), float("inf")
+                self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
+                self._thread.start()
+            self._keepers[id(keeper)] = keeper
+            wake = keeper.due < self._next_wake  # usually not: every lease of a process has one length
+        if wake:
+            self._wake.set()
+
+    def remove(self, keeper: LeaseKeeper) -> None:
+        with self._lock:
+            self._keepers.pop(id(keeper), None)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                keepers = list(self._keepers.values())
+            now = time.monotonic()
+            for keeper in keepers:  # one at a time: they share the process's database anyway
+                if keeper.due <= now:
+                    try:
+                        keeper.renew()
+                    except Exception as exc:  # never let one attempt's error end every renewal
+                        log.error("lease renewal crashed", card_id=keeper.card_id, error=str(exc))
+            with self._lock:
+                # Idle, it looks again every RENEWER_IDLE_S: a new attempt's first renewal (lease/3
+                # away) rarely needs to wake it, and waking a thread is what this class avoids.
+                now = time.monotonic()
+                self._next_wake = min((k.due for k in self._keepers.values()), default=now + RENEWER_IDLE_S)
+                timeout = max(0.0, self._next_wake - now)
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    def after_fork(self) -> None:
+        """In a forked child: no renewer thread yet, and no lock held by a thread that is not there."""
+        self._lock = threading.Lock()
+        self._keepers, self._thread, self._pid, self._next_wake = {}, None, 0, float("inf")
+        self._wake = threading.Event()
+
+
+_RENEWER = _LeaseRenewer()
+os.register_at_fork(after_in_child=_RENEWER.after_fork)
+
+
 class LeaseKeeper:
-    """Renews the claim's lease every lease/3 and notices when the claim is taken away.
+    """Keeps the claim's lease renewed every lease/3 (by the process's lease renewer) and notices when
+    the claim is taken away.
 
     A claim is taken away by a cancel (the run stays open: the attempt records `cancelled`) or by
     the sweeper after the lease ran out (the run is closed as `lost` and the card re-run): then the
@@ -252,26 +318,34 @@ class LeaseKeeper:
         self.run_id = run_id
         self.fenced = fenced if fenced is not None else threading.Event()
         self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{card_id}", daemon=True)
+        self._lock = threading.Lock()  # a renewal in flight finishes before the keeper stops
+        self._stopped = False
+        self.due = time.monotonic() + lease_s / 3
         self._last_check = time.monotonic()  # the claim was just taken: first check after a poll period
 
     def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
+        _RENEWER.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        with self._lock:
+            self._stopped = True
+        _RENEWER.remove(self)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.lease_s / 3):
+    def renew(self) -> None:
+        """One renewal (called by the renewer when due); the claim gone means the lease is lost."""
+        with self._lock:
+            if self._stopped:
+                return
+            self.due = time.monotonic() + self.lease_s / 3
             try:
                 if not self.store.renew_lease(self.card_id, self.token, self.lease_s):
+                    self._stopped = True
                     self._lose()
-                    return
             except Exception as exc:  # database briefly unreachable: keep trying
                 log.warning("lease renewal failed", card_id=self.card_id, error=str(exc))
+        if self._stopped:
+            _RENEWER.remove(self)
 
     def _lose(self) -> None:
         """The claim is gone: find out whether the run was closed under us (swept) before saying so."""
@@ -398,7 +472,9 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter,
         parser = make_parser(agent.parser)
         reporter.set_progress(*STEP_PROMPT, force=True)
         last_error = card.last_error if claim.attempt > 1 else None
-        previous = [_run_summary(r) for r in ctx.store.list_runs(card.card_id) if r.id != claim.run_id]
+        # A first attempt has no earlier runs (runs are only opened by a claim): two queries saved.
+        previous = [] if claim.attempt == 1 else [
+            _run_summary(r) for r in ctx.store.list_runs(card.card_id) if r.id != claim.run_id]
         prompt = render_prompt(settings.prompt_template, card.model_dump(mode="json"), claim.attempt, last_error,
                                feedback=card.feedback or "", previous_runs=previous)
         ws = workspace_for(settings, card)
