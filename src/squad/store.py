@@ -15,8 +15,20 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (BindParameter, Connection, Select, Text, Update, bindparam, cast, event, func, insert, select,
-                        update)
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Select,
+    Text,
+    Update,
+    bindparam,
+    cast,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from squad import db, scheduling

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
@@ -9,7 +10,7 @@ from typing import Any
 
 import structlog
 from celery import Task
-from celery.signals import worker_process_init
+from celery.signals import worker_before_create_process, worker_process_init
 
 from squad.agents import orphans
 from squad.attempt import AttemptContext, run_card
@@ -42,6 +43,15 @@ def _resources() -> tuple[Settings, CardStore, EventBus | None]:
         s: Settings = _state["settings"]
         _state["events"] = try_event_bus(s.events, s.log_ttl, _state["store"].redis_keys)
     return _state["settings"], _state["store"], _state["events"]
+
+
+@worker_before_create_process.connect
+def _freeze_before_fork(**_: Any) -> None:
+    """In the worker's main process, just before it forks a pool process: everything alive now goes to
+    the collector's permanent generation, so the child's collections never write to those objects'
+    pages (each write would copy a page the child shares with its parent: ~memory per slot)."""
+    gc.collect()
+    gc.freeze()
 
 
 @worker_process_init.connect
