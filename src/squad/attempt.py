@@ -157,14 +157,14 @@ class Reporter:
         self.seq += 1
         return f"{self.token}:{self.seq}"
 
-    def event(self, event_type: str, **fields: object) -> None:
-        """Queue an event; it leaves with the next log batch (or now for status events)."""
+    def event(self, event_type: str, *, at_once: bool | None = None, **fields: object) -> None:
+        """Queue an event; it leaves with the next log batch, or now (`at_once`, default: status events)."""
         if self.ctx.events is None or self.fenced.is_set():
             return
         ev = EventBus.make_event(event_type, self.card_id, self.task_id, self._event_id(), **fields)
         with self.lock:
             self.pending_events.append(ev)
-        if event_type == "status":
+        if at_once or (at_once is None and event_type == "status"):
             self.flush()
 
     def line(self, level: str, message: str) -> None:
@@ -411,7 +411,11 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
     # a Redis outage lasts, and a lease left to expire meanwhile would have the card run twice.
     with LeaseKeeper(store, card_id, claim.token, settings.lease_s, ctx.shutdown, run_id=claim.run_id,
                      fenced=reporter.fenced) as lease:
-        reporter.event("status", status=Status.IN_PROGRESS.value, attempt=claim.attempt, worker=ctx.worker)
+        # IN_PROGRESS leaves with the attempt's first batch (at most LOG_FLUSH_INTERVAL_S or one cancel
+        # poll later, and before the outcome is recorded), not in a round trip of its own: a short
+        # attempt sends two pipelines in all. Nothing waits on it: the store already says IN_PROGRESS.
+        reporter.event("status", at_once=False, status=Status.IN_PROGRESS.value, attempt=claim.attempt,
+                       worker=ctx.worker)
         for progress, step in (STEP_LOADING, STEP_SELECTING, STEP_IN_PROGRESS):
             reporter.set_progress(progress, step, force=True)
         outcome, ws = _attempt(ctx, claim, reporter, lease)
