@@ -2,7 +2,8 @@
 
 Each round runs the baseline and every command once, in turn (A B A B ...), so a machine that
 gets busier slows both; the ratio is taken per round. `card list` runs on a SQLite store of
---cards cards (default 20,000): the default page of 100, and `--all --json` for comparison.
+--cards cards (default 20,000): the default page of 100, and `--all --json` for comparison, and
+on an empty store (the command's own start-up).
 `status` runs twice: with no Redis (connection refused) and with a private redis-server and no
 worker (no Celery ping can be answered).
 `--compare SRC` also runs every squad command from another checkout's `src` (e.g. a `git worktree`
@@ -75,6 +76,7 @@ def main() -> None:
             "python -c pass (baseline)": [sys.executable, "-c", "pass"],
             "squad --help": [*py, "--help"],
             "squad version": [*py, "version"],
+            "squad card list (empty store)": [*py, "card", "list"],
             f"squad card list ({args.cards} cards, page of 100)": [*py, "card", "list"],
             f"squad card list --all --json ({args.cards} cards)": [*py, "card", "list", "--all", "--json"],
             "squad status (no Redis)": [*py, "status"],
@@ -82,13 +84,16 @@ def main() -> None:
         }
         envs = {name: env for name in commands}
         envs["squad status (Redis, no worker)"] = {**env, "SQUAD_REDIS_URL": redis_url}
+        envs["squad card list (empty store)"] = {**env, "SQUAD_DATABASE_URL": f"sqlite:///{work / 'empty.db'}"}
+        make_store(ROOT / "src", envs["squad card list (empty store)"]["SQUAD_DATABASE_URL"], 0)
         if args.compare:
-            other_db = f"sqlite:///{work / 'compare.db'}"
+            other_db, other_empty = f"sqlite:///{work / 'compare.db'}", f"sqlite:///{work / 'compare-empty.db'}"
             make_store(args.compare.resolve(), other_db, args.cards)
+            make_store(args.compare.resolve(), other_empty, 0)
             for name in [n for n in commands if n.startswith("squad ")]:
                 commands[f"{name} [compare]"] = commands[name]
                 envs[f"{name} [compare]"] = {**envs[name], "PYTHONPATH": str(args.compare.resolve()),
-                                             "SQUAD_DATABASE_URL": other_db}
+                                             "SQUAD_DATABASE_URL": other_empty if "empty" in name else other_db}
         times: dict[str, list[float]] = {name: [] for name in commands}
         print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
         try:
