@@ -200,3 +200,33 @@ def test_review_lane_shows_the_diff_and_approve_and_reject_move_the_cards(
     # Expect DONE and QUEUED (a new attempt will get the feedback), without a reload
     _in_lane(page, "R-NO", "QUEUED")
     assert errors.items == []
+
+
+def test_a_board_of_more_than_a_thousand_cards_holds_every_card(
+        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path) -> None:  # noqa: F811 - fixtures
+    from squad.cards import CardSpec
+
+    # Given 1,200 cards (more than one page of the API) and the page open
+    env = _env(settings, tmp_path)
+    store = open_store(settings.database_url)
+    store.add_cards([CardSpec(card_id=f"L-{i:04d}", title=f"Card number {i}") for i in range(1200)])
+    store.dispose()
+    server = serve_factory(env)
+    page, errors = open_page(browser, server.url)
+    page.wait_for_selector('#conn[data-state="live"]')
+    page.wait_for_function("document.body.dataset.loaded === 'true'")
+    lane = '.lane[data-lane="TODO"]'
+
+    # Expect every card counted, a window of them in the page, more as the lane scrolls
+    assert page.text_content(f"{lane} .lane-count") == "1200"
+    assert "1200 of 1200 cards" in (page.text_content("#summary") or "")
+    shown = page.locator(f"{lane} .card").count()
+    assert 0 < shown < 1200
+    page.eval_on_selector(f"{lane} .lane-body", "(b) => { b.scrollTop = b.scrollHeight; }")
+    page.wait_for_function(f"document.querySelectorAll('{lane} .card').length > {shown}")
+
+    # ... and the last card of the board's order (on the API's second page) found by the filter
+    page.fill("#f-text", "L-1199")
+    page.wait_for_selector(f'{lane} [data-card-id="L-1199"]')
+    assert page.locator(f"{lane} .card").count() == 1
+    assert errors.items == []
