@@ -11,13 +11,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import psutil
 import pytest
 import redis
 
 from squad.embedded import EmbeddedRedis, free_port
+
+if TYPE_CHECKING:
+    from squad.cards import Status
+    from squad.store import CardStore
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTS = ROOT / "tests" / "agents"
@@ -110,6 +115,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
+@pytest.fixture
+def store(db_url: str) -> Iterator[CardStore]:
+    """A store on `db_url` (the test runs on SQLite and on PostgreSQL), disposed after the test."""
+    from squad.store import CardStore
+
+    card_store = CardStore(db_url)
+    yield card_store
+    card_store.dispose()
+
+
+def status_of(store: CardStore, card_id: str) -> Status:
+    """A card's status in the store now."""
+    return store.get_card(card_id).status
+
+
 @pytest.fixture(autouse=True)
 def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every test starts with no SQUAD_* settings and its own working directory."""
@@ -170,6 +190,41 @@ def kill_tree(proc: subprocess.Popen[bytes] | subprocess.Popen[str], sig: int = 
             child.kill()
         except psutil.NoSuchProcess:
             pass
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie (a zombie counts as dead: this container's init never reaps orphans)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def read_pid(path: Path, timeout: float = 60) -> int:
+    """The pid a fake agent wrote to `path` (written whole: the agents rename a finished file)."""
+    wait_for(path.exists, timeout, interval=0.02, message=f"pid file {path}")
+    return int(path.read_text())
+
+
+@pytest.fixture
+def reaper() -> Iterator[list[int]]:
+    """Pids a failing test might leave behind (e.g. a grandchild that ignores SIGTERM): killed after it."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def api_answers(base: str, statuses: tuple[int, ...] = (200,)) -> bool:
+    """True when the API at `base` answers `/health` with one of `statuses`."""
+    try:
+        return httpx.get(f"{base}/health", timeout=5).status_code in statuses
+    except httpx.HTTPError:
+        return False
 
 
 def ignore_sigint() -> None:

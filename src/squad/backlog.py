@@ -1,16 +1,22 @@
-"""Backlog files: import (all-or-nothing), export, validate. JSON or YAML: {"cards": [...]}."""
+"""Backlog files: import (all-or-nothing), export, validate. JSON or YAML: {"cards": [...]}.
+
+`add_cards` here is the one way cards enter the store, whichever path they come by.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from squad.cards import CardSpec, parse_card
+from squad.cards import CardSpec, Status, parse_card
 from squad.config import Settings
 from squad.errors import BacklogError
+from squad.events import EventBus
 from squad.policy import check_specs
 from squad.scheduling import find_cycle
 from squad.store import CardStore
@@ -37,11 +43,13 @@ def load_file(path: Path) -> Any:
         raise BacklogError([f"{where}: not valid YAML: {what}"]) from None
 
 
-def parse_backlog(data: Any, known_ids: set[str] | None = None, settings: Settings | None = None) -> list[CardSpec]:
+def parse_backlog(data: Any, existing: Callable[[set[str]], set[str]] | None = None,
+                  settings: Settings | None = None) -> list[CardSpec]:
     """Validate a whole backlog; every problem (one line each, naming the card) is reported at once.
 
-    With `settings`, also what this installation allows (workdir inside the allowed roots, time
-    limits under the hard limit).
+    A dependency outside the backlog must be among the cards `existing` says are stored (the store's
+    `existing_ids`; without it, none are). With `settings`, also what this installation allows
+    (workdir inside the allowed roots, time limits under the hard limit).
     """
     if isinstance(data, list):
         raw = data
@@ -66,7 +74,8 @@ def parse_backlog(data: Any, known_ids: set[str] | None = None, settings: Settin
         seen[spec.card_id] = index
         specs.append(spec)
     ids = set(seen)
-    known = known_ids or set()
+    outside = {dep for spec in [*specs, *duplicates] for dep in spec.depends_on} - ids
+    known = existing(outside) if existing is not None and outside else set()
     for spec in [*specs, *duplicates]:
         for dep in spec.depends_on:
             if dep == spec.card_id:
@@ -92,11 +101,38 @@ def validate_file(path: Path, settings: Settings | None = None) -> list[CardSpec
     return parse_backlog(load_file(path), settings=settings)
 
 
-def import_file(store: CardStore, path: Path, *, update: bool = False,
-                settings: Settings | None = None) -> tuple[int, int]:
-    """Import a file: everything or nothing. Returns (added, updated)."""
-    specs = parse_backlog(load_file(path), known_ids=set(store.graph()), settings=settings)
-    return store.add_cards(specs, update_existing=update)
+def import_file(store: CardStore, path: Path, *, update: bool = False, settings: Settings | None = None,
+                events: EventBus | None = None) -> tuple[int, int]:
+    """Import a file: everything or nothing. Returns how many cards were (added, updated)."""
+    done = add_cards(store, load_file(path), settings=settings, events=events, update=update)
+    return len(done.added), len(done.updated)
+
+
+@dataclass(frozen=True)
+class AddedCards:
+    """What `add_cards` did: the cards it created, those (still TODO) it rewrote, and the TODO status
+    event of each new card (published when it had an event bus)."""
+
+    added: list[str]
+    updated: list[str]
+    events: list[dict[str, str]]
+
+
+def add_cards(store: CardStore, data: Any, *, settings: Settings | None, events: EventBus | None,
+              update: bool = False) -> AddedCards:
+    """The one way to add cards: backlog import, `squad card add`, `POST /api/cards` and `squad.submit`.
+
+    `data` is what a backlog file holds (`{"cards": [...]}` or a list of card mappings). Every path
+    gets the same validation (`parse_backlog`, against the store), the same all-or-nothing insert, the
+    same `DuplicateCardError` for ids already stored (without `update`) and the same `status` event
+    (TODO) for each new card, published on `events` when given (best effort, like every event).
+    """
+    specs = parse_backlog(data, existing=store.existing_ids, settings=settings)
+    added, updated = store.add_cards(specs, update_existing=update)
+    news = [EventBus.make_event("status", card_id, None, status=Status.TODO.value) for card_id in added]
+    if events is not None and news:
+        events.publish_many(news)
+    return AddedCards(added=added, updated=updated, events=news)
 
 
 def export_backlog(store: CardStore) -> dict[str, Any]:

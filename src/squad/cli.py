@@ -271,7 +271,8 @@ def backlog_import(
     from squad.backlog import import_file
 
     settings = _settings()
-    added, updated = import_file(_store(settings), file, update=update, settings=settings)
+    store = _store(settings)
+    added, updated = import_file(store, file, update=update, settings=settings, events=_events(settings, store))
     out.print(f"imported {added} card(s), updated {updated}")
 
 
@@ -312,15 +313,13 @@ def card_add(
                        ] = None,
 ) -> None:
     """Add one card."""
-    from squad.policy import check_specs
+    from squad.backlog import add_cards
 
     settings = _settings()
-    from squad.cards import parse_card
-
-    spec = parse_card({"card_id": card_id, "title": title, "agent": agent, "squad": squad, "priority": priority,
-                       "depends_on": depends_on or [], "description": description, "workdir": workdir})
-    check_specs([spec], settings)
-    _store(settings).add_cards([spec])
+    store = _store(settings)
+    card = {"card_id": card_id, "title": title, "agent": agent, "squad": squad, "priority": priority,
+            "depends_on": depends_on or [], "description": description, "workdir": workdir}
+    add_cards(store, [card], settings=settings, events=_events(settings, store))
     out.print(f"added card {card_id}")
 
 

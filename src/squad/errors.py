@@ -42,6 +42,19 @@ class ConflictError(SquadError):
     http_status = 409
 
 
+class DuplicateCardError(ConflictError):
+    """Cards added again without `update`: `card_ids` names those the store already holds."""
+
+    def __init__(self, card_ids: list[str]) -> None:
+        self.card_ids = card_ids
+        super().__init__("; ".join(self.problem(card_id) for card_id in card_ids))
+
+    @staticmethod
+    def problem(card_id: str) -> str:
+        """The one line that names a card already in the store."""
+        return f"card {card_id}: already exists (use --update to rewrite it)"
+
+
 class BrokerUnavailable(SquadError):
     """No Redis broker answers."""
 

@@ -44,7 +44,7 @@ from squad.cards import (
     allowed_sources,
     check_transition,
 )
-from squad.errors import BacklogError, ConflictError, NotFoundError, SquadError, TransitionError
+from squad.errors import BacklogError, DuplicateCardError, NotFoundError, SquadError, TransitionError
 from squad.namespace import RedisKeys
 from squad.retries import RetryPolicy, retries_used
 from squad.scheduling import Graph, find_cycle
@@ -235,11 +235,12 @@ class CardStore:
         return RedisKeys.for_instance(self.instance_id)
 
     # ---- cards: create / read ---------------------------------------------------------------
-    def add_cards(self, specs: Sequence[CardSpec], *, update_existing: bool = False) -> tuple[int, int]:
+    def add_cards(self, specs: Sequence[CardSpec], *, update_existing: bool = False) -> tuple[list[str], list[str]]:
         """Insert cards all-or-nothing; with `update_existing`, rewrite cards still TODO.
 
-        Returns (added, updated). Unknown or cyclic dependencies are rejected here too, against
-        the cards already in the store.
+        Returns the ids (added, updated). A card already in the store is a `DuplicateCardError` without
+        `update_existing`; unknown or cyclic dependencies are rejected here too, against the cards
+        already in the store. Callers go through `backlog.add_cards` (validation and status events).
         """
         with self.tx() as conn:
             ids = [s.card_id for s in specs]
@@ -249,12 +250,14 @@ class CardStore:
                 existing.update((r.card_id, r.status) for r in conn.execute(
                     select(cards_t.c.card_id, cards_t.c.status).where(cards_t.c.card_id.in_(chunk))))
             problems: list[str] = []
+            duplicates: list[str] = []
             for spec in specs:
                 status = existing.get(spec.card_id)
                 if status is None:
                     continue
                 if not update_existing:
-                    problems.append(f"card {spec.card_id}: already exists (use --update to rewrite it)")
+                    duplicates.append(spec.card_id)
+                    problems.append(DuplicateCardError.problem(spec.card_id))
                 elif status != Status.TODO:
                     problems.append(f"card {spec.card_id}: is {status}, only TODO cards can be updated")
             all_deps = sorted({d for s in specs for d in s.depends_on} - id_set)
@@ -267,13 +270,14 @@ class CardStore:
                     if dep not in id_set and dep not in known:
                         problems.append(f"card {spec.card_id}: depends_on unknown card {dep!r}")
             if problems:
-                if all("already exists" in p for p in problems):
-                    raise ConflictError("; ".join(problems))
+                if len(problems) == len(duplicates):
+                    raise DuplicateCardError(duplicates)
                 raise BacklogError(problems)
             stamp = now_s()
             fresh = {"status": Status.TODO.value, "attempts": 0, "progress": 0, "created_at": stamp,
                      "updated_at": stamp, "cost_usd": 0.0}
-            new_rows = [{**spec.model_dump(), **fresh} for spec in specs if spec.card_id not in existing]
+            added = [spec for spec in specs if spec.card_id not in existing]
+            new_rows = [{**spec.model_dump(), **fresh} for spec in added]
             # executemany of one statement compiled once (SQLAlchemy turns it into multi-row INSERTs
             # on PostgreSQL, sqlite3 runs it in C); `.values([...])` would compile each chunk anew.
             for start in range(0, len(new_rows), INSERT_CHUNK):
@@ -284,7 +288,15 @@ class CardStore:
                              .where(cards_t.c.status == Status.TODO.value)
                              .values(**spec.model_dump(), updated_at=stamp))
             self._check_no_cycle(conn)
-            return len(new_rows), len(rewrites)
+            return [spec.card_id for spec in added], [spec.card_id for spec in rewrites]
+
+    def existing_ids(self, card_ids: Iterable[str]) -> set[str]:
+        """Which of these ids the store holds (one query per IN_CHUNK ids)."""
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in chunks(sorted(set(card_ids))):
+                found.update(conn.execute(select(cards_t.c.card_id).where(cards_t.c.card_id.in_(chunk))).scalars())
+        return found
 
     def _check_no_cycle(self, conn: Connection) -> None:
         graph = {r.card_id: list(r.depends_on or [])

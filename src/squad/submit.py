@@ -13,16 +13,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from squad.backlog import parse_backlog
+from squad.backlog import add_cards
 from squad.config import Settings
+from squad.events import try_event_bus
 from squad.store import CardStore
 
 
 def _add(settings: Settings, cards: Sequence[Mapping[str, Any]], *, release: bool) -> list[str]:
     store = CardStore(settings.database_url)
+    events = try_event_bus(settings.events, settings.log_ttl, store.redis_keys)
     try:
-        specs = parse_backlog({"cards": [dict(c) for c in cards]}, known_ids=set(store.graph()), settings=settings)
-        store.add_cards(specs)
+        added = add_cards(store, [dict(c) for c in cards], settings=settings, events=events).added
         if release:
             from squad.dispatch import make_producer
             from squad.orchestrator import Orchestrator
@@ -32,8 +33,10 @@ def _add(settings: Settings, cards: Sequence[Mapping[str, Any]], *, release: boo
                 Orchestrator.for_producer(producer).tick()
             finally:
                 producer.close()
-        return [s.card_id for s in specs]
+        return added
     finally:
+        if events is not None:
+            events.close()
         store.dispose()
 
 

@@ -46,7 +46,7 @@ def load_demo(database_url: str) -> int:
     store.delete_cards([s.card_id for s in specs])
     added, _ = store.add_cards(specs)
     store.dispose()
-    return added
+    return len(added)
 
 
 def run_up(*, demo: bool, port: int, concurrency: int) -> int:

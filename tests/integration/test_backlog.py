@@ -4,18 +4,22 @@ against both databases and end to end through the `squad` CLI."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from apiserver import ApiServer
 
 from conftest import run_cli, squad_env
 from squad.backlog import export_backlog, import_file, parse_backlog, validate_file
 from squad.cards import Status
-from squad.errors import BacklogError, ConflictError
+from squad.config import Settings
+from squad.errors import BacklogError, ConflictError, DuplicateCardError
+from squad.events import EventBus
 from squad.store import CardStore
+from squad.submit import submit_group
 
 FULL_CARD = {
     "card_id": "API-1", "title": "Add a health endpoint", "description": "GET /health returns 200",
@@ -62,13 +66,6 @@ def cli_cards(env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     proc = run_cli("card", "list", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     return list(json.loads(proc.stdout))
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[CardStore]:
-    s = CardStore(db_url)
-    yield s
-    s.dispose()
 
 
 # ---- in-process, on SQLite and PostgreSQL -------------------------------------------------------
@@ -254,3 +251,59 @@ def test_cli_missing_backlog_file_is_one_line_exit_2(args: list[str]) -> None:
     assert proc.returncode == 2
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and "no such file" in lines[0]
+
+
+# ---- one way to add cards -----------------------------------------------------------------------
+def test_every_way_of_adding_a_card_emits_the_same_status_event_and_refuses_a_duplicate_alike(
+        tmp_path: Path, settings: Settings, api: ApiServer) -> None:
+    # Given one store and its event stream, and the four ways in: a backlog import, `squad card add`,
+    # POST /api/cards and the Python submit API. Each answers None when it added the card, else the
+    # text of its refusal: in the process the DuplicateCardError itself, from the CLI and the API what
+    # they show of it (with its exit code and HTTP status).
+    store = api.state.store
+    bus = EventBus(settings.events, store.redis_keys)
+    env = squad_env(SQUAD_DATABASE_URL=settings.database_url, SQUAD_REDIS_URL=settings.redis_url)
+
+    def in_process(add: Callable[[], object], card_id: str) -> str | None:
+        try:
+            add()
+        except DuplicateCardError as exc:
+            assert exc.card_ids == [card_id]
+            return str(exc)
+        return None
+
+    def imported(card_id: str) -> str | None:
+        path = write(tmp_path / f"{card_id}.json", {"cards": [{"card_id": card_id, "title": "t"}]})
+        return in_process(lambda: import_file(store, path, settings=settings, events=bus), card_id)
+
+    def submitted(card_id: str) -> str | None:
+        return in_process(lambda: submit_group(settings, [{"card_id": card_id, "title": "t"}]), card_id)
+
+    def cli_added(card_id: str) -> str | None:
+        proc = run_cli("card", "add", "--id", card_id, "--title", "t", env=env)
+        if proc.returncode == 0:
+            return None
+        assert proc.returncode == DuplicateCardError.exit_code, proc.stderr
+        return proc.stderr.strip().removeprefix("squad: error: ")
+
+    def api_added(card_id: str) -> str | None:
+        with api.client() as http:
+            res = http.post("/api/cards", json={"card_id": card_id, "title": "t"})
+        if res.status_code == 201:
+            return None
+        assert res.status_code == DuplicateCardError.http_status, res.text
+        return str(res.json()["detail"])
+
+    paths = {"IMPORTED": imported, "SUBMITTED": submitted, "CLI": cli_added, "API": api_added}
+    for card_id, add in paths.items():
+        # When each path adds its card, then the same card again
+        assert add(card_id) is None, card_id
+        # Expect the second add refused as the same DuplicateCardError, naming the card
+        assert add(card_id) == str(DuplicateCardError([card_id])), card_id
+    # ... and exactly one status event per card, the same for every path: TODO, no task
+    events = [fields for _id, fields in bus.redis.xrange(store.redis_keys.task_updates)
+              if fields.get("type") == "status"]
+    assert [{k: v for k, v in e.items() if k != "timestamp"} for e in events] == [
+        {"type": "status", "card_id": card_id, "task_id": "", "status": "TODO"} for card_id in paths]
+    assert all(store.get_card(card_id).status == Status.TODO for card_id in paths)
+    bus.close()

@@ -6,7 +6,6 @@ import multiprocessing as mp
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import squad.store
+from conftest import status_of
 from squad.cards import CardSpec, Status, Usage
-from squad.errors import BacklogError, ConflictError, NotFoundError, TransitionError
+from squad.errors import BacklogError, DuplicateCardError, NotFoundError, TransitionError
 from squad.retries import RetryPolicy
 from squad.store import CardStore, Claim, RunOutcome
 from squad.tables import metadata
@@ -29,13 +29,6 @@ RACE_ROUNDS = 50
 
 def spec(card_id: str, **fields: Any) -> CardSpec:
     return CardSpec(card_id=card_id, title=fields.pop("title", f"title of {card_id}"), **fields)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[CardStore]:
-    s = CardStore(db_url)
-    yield s
-    s.dispose()
 
 
 def queue(store: CardStore, card_id: str, task_id: str | None = None) -> str:
@@ -57,10 +50,6 @@ def finish(store: CardStore, claim: Claim, *, ok: bool, max_retries: int = 0, co
     outcome = RunOutcome(succeeded=ok, error=None if ok else "exit 3", exit_code=0 if ok else 3,
                          usage=Usage(cost_usd=cost), log="line one\nline two", retryable=retryable)
     return store.finish(claim, outcome, RetryPolicy.fixed(max_retries, delay_s=60, budget_usd=budget))
-
-
-def status_of(store: CardStore, card_id: str) -> Status:
-    return store.get_card(card_id).status
 
 
 def settle_blocked(store: CardStore) -> None:
@@ -96,8 +85,9 @@ def test_unknown_card_is_not_found(store: CardStore) -> None:
 
 def test_adding_an_existing_id_is_a_conflict_and_writes_nothing(store: CardStore) -> None:
     store.add_cards([spec("A")])
-    with pytest.raises(ConflictError, match="card A: already exists"):
+    with pytest.raises(DuplicateCardError, match="card A: already exists") as info:
         store.add_cards([spec("NEW"), spec("A", title="changed")])
+    assert info.value.card_ids == ["A"]
     assert [c.card_id for c in store.list_cards()] == ["A"]
     assert store.get_card("A").title == "title of A"
 
@@ -111,7 +101,7 @@ def test_a_batch_with_an_unknown_dependency_writes_nothing(store: CardStore) -> 
 
 def test_a_batch_depending_on_cards_already_stored_is_accepted(store: CardStore) -> None:
     store.add_cards([spec("A")])
-    assert store.add_cards([spec("B", depends_on=["A"])]) == (1, 0)
+    assert store.add_cards([spec("B", depends_on=["A"])]) == (["B"], [])
 
 
 def test_a_dependency_cycle_through_stored_cards_is_rejected_and_rolled_back(store: CardStore) -> None:
@@ -127,7 +117,8 @@ def test_a_dependency_cycle_through_stored_cards_is_rejected_and_rolled_back(sto
 
 def test_update_rewrites_todo_cards_and_adds_new_ones(store: CardStore) -> None:
     store.add_cards([spec("A", priority=1)])
-    assert store.add_cards([spec("A", title="new title", priority=8), spec("B")], update_existing=True) == (1, 1)
+    added = store.add_cards([spec("A", title="new title", priority=8), spec("B")], update_existing=True)
+    assert added == (["B"], ["A"])
     a = store.get_card("A")
     assert (a.title, a.priority, a.status) == ("new title", 8, Status.TODO)
 
@@ -525,11 +516,11 @@ def test_a_backlog_larger_than_the_postgresql_parameter_limit_is_added_and_queue
     specs = [CardSpec(card_id=f"K{i}", title="t") for i in range(n)]
     try:
         # When
-        assert store.add_cards(specs) == (n, 0)
+        assert store.add_cards(specs) == ([s.card_id for s in specs], [])
         queued = store.enqueue_many(store.ready_cards(graph=store.pass_graph()))
         # Expect every card stored and queued, and a second import refused whole
         assert len(queued) == n and store.count_by_status()["QUEUED"] == n
-        with pytest.raises(ConflictError):
+        with pytest.raises(DuplicateCardError):
             store.add_cards(specs)
     finally:
         store.dispose()

@@ -75,10 +75,6 @@ class CardIn(CardSpec):
             raise ValueError("must be a number, not true/false")
         return value
 
-    def spec(self) -> CardSpec:
-        """The plain `CardSpec` the store takes."""
-        return CardSpec.model_validate(self.model_dump())
-
 
 class CardDetail(Card):
     """One card with its runs (the shape of `squad card show --json`)."""

@@ -15,11 +15,10 @@ from squad.api.routes import errors
 from squad.api.schemas import CardDetail, CardIn, EnhancedCard, PromptOut, RunLog
 from squad.api.state import AppState, bounded
 from squad.api.task_view import ENHANCED_LIST, enhance, page_with_runs
-from squad.cards import CARD_ID_RE, Card, Run, Status, check_storable
+from squad.backlog import add_cards
+from squad.cards import CARD_ID_RE, Card, Run, Status
 from squad.constants import TASK_UPDATES_MAXLEN
 from squad.errors import NotFoundError, SquadError
-from squad.events import EventBus
-from squad.policy import check_specs
 from squad.prompts import prompt_path, render_prompt
 
 router = APIRouter(tags=["cards"])
@@ -46,16 +45,14 @@ def list_cards(store: StoreDep, response: Response, status: StatusQ = None, squa
 @router.post("/api/cards", status_code=status.HTTP_201_CREATED, response_model=Card,
              dependencies=[Authorized], responses=errors(401, 409, 422))
 async def create_card(body: CardIn, state: StateDep) -> Card:
-    """Add one card, validated exactly like a backlog import (422 lists every problem)."""
-    spec = body.spec()
-    check_storable(spec)
-    check_specs([spec], state.settings)
-    await to_thread.run_sync(state.store.add_cards, [spec])
-    card = await to_thread.run_sync(state.store.get_card, spec.card_id)
-    event = EventBus.make_event("status", card.card_id, None, status=card.status.value)
-    await bounded(state.events.xadd(state.keys.task_updates, event,
-                                    maxlen=TASK_UPDATES_MAXLEN, approximate=True))
-    return card
+    """Add one card, exactly like a backlog import (`backlog.add_cards`): 422 lists every problem,
+    409 names an id already in the store."""
+    done = await to_thread.run_sync(lambda: add_cards(state.store, [body.model_dump()], settings=state.settings,
+                                                      events=None))
+    for event in done.events:  # on the API's own (asyncio) client
+        await bounded(state.events.xadd(state.keys.task_updates, event,
+                                        maxlen=TASK_UPDATES_MAXLEN, approximate=True))
+    return await to_thread.run_sync(state.store.get_card, done.added[0])
 
 
 CardIdsQ = Annotated[list[Annotated[str, StringConstraints(pattern=CARD_ID_RE.pattern)]], Query(
