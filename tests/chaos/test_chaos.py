@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from chaos.figures import record
-from conftest import AGENTS, RedisServer, Worker, free_port, kill_tree, squad_env, wait_for
+from conftest import AGENTS, RedisServer, Worker, alive, free_port, kill_tree, read_pid, squad_env, status_of, wait_for
 from squad.cards import Run, Status, parse_card
 from squad.store import CardStore
 
@@ -63,23 +63,6 @@ def orchestrator(env: dict[str, str], log_path: Path, *extra: str) -> Iterator[s
         finally:
             if proc.poll() is None:
                 kill_tree(proc)
-
-
-def alive(pid: int) -> bool:
-    """Running and not a zombie."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def read_pid(path: Path, timeout: float = 60) -> int:
-    wait_for(path.exists, timeout, message=f"{path.name} to appear")
-    return int(path.read_text())
-
-
-def status_of(store: CardStore, card_id: str) -> Status:
-    return store.get_card(card_id).status
 
 
 def all_done(store: CardStore, card_ids: list[str]) -> bool:

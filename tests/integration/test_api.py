@@ -22,7 +22,7 @@ from apiserver import ApiServer, run_api
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, update
 
-from conftest import RedisServer, free_port, kill_tree, squad_env, wait_for
+from conftest import RedisServer, api_answers, free_port, kill_tree, squad_env, wait_for
 from squad.api import serve
 from squad.api.task_view import CELERY_META_PREFIX
 from squad.cards import Status, Usage, parse_card
@@ -586,13 +586,7 @@ def test_squad_serve_cli_refuses_public_host_then_serves_on_loopback_and_stops_o
     proc = subprocess.Popen([sys.executable, "-m", "squad", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        def up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 60, message="squad serve answering")
+        wait_for(lambda: api_answers(f"http://127.0.0.1:{port}"), 60, message="squad serve answering")
         os.kill(proc.pid, signal.SIGTERM)
         _out, err = proc.communicate(timeout=20)
         # uvicorn shuts down gracefully, then re-raises the signal it caught: exit 143 like every command

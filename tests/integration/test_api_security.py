@@ -16,7 +16,7 @@ from apiserver import run_api
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import free_port, kill_tree, squad_env, wait_for
+from conftest import api_answers, free_port, kill_tree, squad_env, wait_for
 from squad.cards import parse_card
 from squad.config import load_settings
 
@@ -72,13 +72,7 @@ def test_squad_serve_never_logs_the_token(redis_url: str, sqlite_url: str) -> No
     proc = subprocess.Popen([sys.executable, "-m", "squad", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        def up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 60, message="squad serve answering")
+        wait_for(lambda: api_answers(f"http://127.0.0.1:{port}"), 60, message="squad serve answering")
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/api/cards?token={TOKEN}", timeout=10).status_code == 200
         assert httpx.get(f"{base}/api/cards?token=wrong-{TOKEN}", timeout=10).status_code == 401

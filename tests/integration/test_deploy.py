@@ -16,7 +16,7 @@ import httpx
 import psutil
 from ledger import backlog, ledger_counts, write_ledger_agent
 
-from conftest import free_port, run_cli, squad_env, wait_for
+from conftest import alive, free_port, run_cli, squad_env, wait_for
 from squad.cards import Status
 from squad.store import CardStore
 
@@ -31,13 +31,6 @@ def supervisorctl(conf: Path, *args: str, env: dict[str, str]) -> subprocess.Com
 def program_pid(conf: Path, name: str, env: dict[str, str]) -> int:
     out = supervisorctl(conf, "pid", f"squad:{name}", env=env).stdout.strip()
     return int(out) if out.isdigit() else 0
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def test_generated_supervisord_config_runs_cards_restarts_a_killed_worker_and_shuts_down_clean(

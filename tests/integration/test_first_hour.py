@@ -13,12 +13,6 @@ def test_version_flag() -> None:
     assert (res.returncode, res.stdout.strip()) == (0, "squad 0.1.0"), res.stderr
 
 
-def test_deploy_without_a_target_lists_the_targets() -> None:
-    res = run_cli("deploy")
-    assert res.returncode == 0, res.stderr
-    assert "supervisord" in res.stdout and "systemd" in res.stdout
-
-
 def test_yaml_and_json_errors_carry_line_and_column(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("cards:\n  - card_id: A\n   title: [unclosed\n")
     (tmp_path / "bad.json").write_text('{"cards": [\n  {"card_id": "A",, "title": "t"}\n]}\n')

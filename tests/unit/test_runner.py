@@ -9,12 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
+from conftest import alive, read_pid
 from squad.agents import runner
 from squad.agents.progress import PlainParser, ProgressParser, make_parser
 from squad.agents.runner import AgentResult, Limits, build_command, expand_argv, run_agent
@@ -76,14 +77,6 @@ def run(
     return result, observer
 
 
-def alive(pid: int) -> bool:
-    """A zombie counts as dead: this container's init never reaps orphans."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def gone_within(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -91,24 +84,6 @@ def gone_within(pid: int, timeout_s: float) -> bool:
             return True
         time.sleep(0.05)
     return not alive(pid)
-
-
-def read_pid(path: Path, timeout_s: float = 10.0) -> int:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never written"
-        time.sleep(0.02)
-    return int(path.read_text())
-
-
-@pytest.fixture
-def reaper() -> Iterator[list[int]]:
-    """Kill any pid a failing test left behind, so one failure does not leak processes."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 # ---- normal runs --------------------------------------------------------------------------------
