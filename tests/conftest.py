@@ -219,6 +219,20 @@ def reaper() -> Iterator[list[int]]:
                 pass
 
 
+def make_repo(path: Path) -> str:
+    """A git repository with one commit on main; returns that commit."""
+    from squad.workspaces import git
+
+    path.mkdir(parents=True)
+    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "dev@example.com"],
+                 ["config", "user.name", "Dev"]):
+        git(args, path)
+    (path / "README.md").write_text("hello\n", encoding="utf-8")
+    git(["add", "-A"], path)
+    git(["commit", "-q", "-m", "initial"], path)
+    return git(["rev-parse", "HEAD"], path).strip()
+
+
 def api_answers(base: str, statuses: tuple[int, ...] = (200,)) -> bool:
     """True when the API at `base` answers `/health` with one of `statuses`."""
     try:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from browserkit import EXPECTED_WHILE_DOWN, browser, open_page, serve_factory  # noqa: F401 - fixtures
 
-from conftest import AGENTS, run_cli, squad_env, wait_for
+from conftest import AGENTS, make_repo, run_cli, squad_env, wait_for
 from squad.config import Settings
 from squad.store import open_store
 
@@ -155,17 +155,9 @@ def test_token_is_asked_once_a_wrong_one_is_explained_and_the_board_goes_live(
 
 def test_review_lane_shows_the_diff_and_approve_and_reject_move_the_cards(
         browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path) -> None:  # noqa: F811 - fixtures
-    from squad.workspaces import git
-
     # Given two cards whose agent edited a git worktree and that now wait in REVIEW
     repo = tmp_path / "repo"
-    repo.mkdir()
-    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "dev@example.com"],
-                 ["config", "user.name", "Dev"]):
-        git(args, repo)
-    (repo / "README.md").write_text("hello\n", encoding="utf-8")
-    git(["add", "-A"], repo)
-    git(["commit", "-q", "-m", "initial"], repo)
+    make_repo(repo)
     (tmp_path / "marks").mkdir()
     agent = [PY, str(AGENTS / "git_worker.py"), str(tmp_path / "marks")]
     (tmp_path / "squad.toml").write_text(

@@ -17,25 +17,13 @@ from typing import Any
 import pytest
 import redis
 
-from conftest import AGENTS, Worker, free_port, kill_tree, run_cli, squad_env, wait_for
+from conftest import AGENTS, Worker, free_port, kill_tree, make_repo, run_cli, squad_env, wait_for
 from squad.cards import CardSpec, Status
 from squad.config import load_settings
 from squad.store import CardStore
 from squad.workspaces import Workspace, gc, git, list_workspaces, prepare, workspace_for
 
 PY = sys.executable
-
-
-def make_repo(path: Path) -> str:
-    """A git repository with one commit on main; returns that commit."""
-    path.mkdir(parents=True)
-    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "dev@example.com"],
-                 ["config", "user.name", "Dev"]):
-        git(args, path)
-    (path / "README.md").write_text("hello\n", encoding="utf-8")
-    git(["add", "-A"], path)
-    git(["commit", "-q", "-m", "initial"], path)
-    return git(["rev-parse", "HEAD"], path).strip()
 
 
 class Repo:
