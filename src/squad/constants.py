@@ -61,8 +61,3 @@ WORKER_MAX_MEMORY_KIB = 512 * 1024  # a pool process above this is replaced afte
 # Worker supervision.
 SUPERVISOR_BACKOFF_START_S = 1.0
 SUPERVISOR_BACKOFF_MAX_S = 30.0
-
-
-def task_logs_key(card_id: str) -> str:
-    """The Redis stream holding the live log of one card."""
-    return f"{TASK_LOGS_PREFIX}{card_id}"

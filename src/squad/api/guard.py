@@ -99,10 +99,6 @@ async def _deny_websocket(scope: Scope, receive: Receive, send: Send, status: in
         await send({"type": "websocket.close", "code": 1008, "reason": detail})
 
 
-class BodyTooLarge(Exception):
-    """Raised while buffering a body past the limit."""
-
-
 class Guard:
     """Pure ASGI middleware applying the checks of the module docstring, in that order."""
 
