@@ -112,7 +112,9 @@ class Orchestrator:
         """Queue ready cards: one store transaction, one broker connection, one event pipeline."""
         if not card_ids:
             return []
-        queued = self.store.enqueue_many(card_ids, session=self.producer.session)
+        graph = self.pass_graph.graph  # release only as the graph read them: unchanged, dependencies DONE
+        as_read = {cid: (graph.stamps[cid], graph.waiting[cid][1]) for cid in card_ids}
+        queued = self.store.enqueue_many(card_ids, session=self.producer.session, as_read=as_read)
         for cid, *_rest in queued:
             self.pass_graph.moved(cid, Status.QUEUED)
         self.pass_graph.recheck(sorted(set(card_ids) - {q[0] for q in queued}))

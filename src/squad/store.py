@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -678,12 +678,16 @@ class CardStore:
                                    .where(cards_t.c.status.in_(sorted(scheduling.WAITING)))).scalar_one()
         return changed, int(waiting)
 
-    def enqueue_many(self, card_ids: Sequence[str], *, session: str | None = None
+    def enqueue_many(self, card_ids: Sequence[str], *, session: str | None = None,
+                     as_read: Mapping[str, tuple[float, Sequence[str]]] | None = None
                      ) -> list[tuple[str, str, int, float | None, float | None, str | None]]:
         """Mark TODO cards QUEUED in one transaction, each under its own new task id.
 
         Compare-and-set per card (`status = TODO` in the UPDATE, one statement per chunk with
-        RETURNING): a card another process moved meanwhile is simply not returned.
+        RETURNING): a card another process moved meanwhile is simply not returned. With
+        `as_read` (card_id -> the updated_at and depends_on the caller decided on), a card whose
+        row was written since, or one of whose dependencies is no longer DONE, is not queued
+        either (checked in the same transaction, rows locked on PostgreSQL).
         Returns (card_id, task_id, priority, soft_time_limit, time_limit, squad) of the cards queued.
         """
         assert Status.TODO in allowed_sources(Status.QUEUED)
@@ -692,6 +696,8 @@ class CardStore:
         queued: list[tuple[str, str, int, float | None, float | None, str | None]] = []
         with self.tx() as conn:
             for chunk in chunks(card_ids):
+                if as_read is not None:
+                    chunk = self._unchanged_and_ready(conn, chunk, as_read)
                 rows = conn.execute(
                     update(cards_t).where(cards_t.c.card_id.in_(chunk))
                     .where(cards_t.c.status == Status.TODO.value)
@@ -705,6 +711,21 @@ class CardStore:
         order = {cid: i for i, cid in enumerate(card_ids)}
         queued.sort(key=lambda q: order[q[0]])  # keep the caller's order: priority 9 first
         return queued
+
+    def _unchanged_and_ready(self, conn: Connection, chunk: list[str],
+                             as_read: Mapping[str, tuple[float, Sequence[str]]]) -> list[str]:
+        """The cards of `chunk` still TODO as the caller read them, whose dependencies are all DONE."""
+        query = (select(cards_t.c.card_id, cards_t.c.updated_at).where(cards_t.c.card_id.in_(chunk))
+                 .where(cards_t.c.status == Status.TODO.value))
+        if self.engine.dialect.name == "postgresql":
+            query = query.with_for_update()
+        same = [cid for cid, updated_at in conn.execute(query) if updated_at == as_read[cid][0]]
+        deps = sorted({d for cid in same for d in as_read[cid][1]})
+        done: set[str] = set()
+        for part in chunks(deps):
+            done.update(r[0] for r in conn.execute(select(cards_t.c.card_id).where(cards_t.c.card_id.in_(part))
+                                                   .where(cards_t.c.status == Status.DONE.value)))
+        return [cid for cid in same if done.issuperset(as_read[cid][1])]
 
     def update_blocked(self, graph: Graph | None = None) -> tuple[list[str], list[str]]:
         """TODO cards with a failed/cancelled dependency become BLOCKED, and back when it recovers."""

@@ -124,3 +124,29 @@ def test_a_status_event_makes_the_next_pass_read_its_card_whatever_its_stamp(sto
     # Expect the next pass to release W
     assert orch.tick().released == ["W"]
     events.close()
+
+
+def age(store: CardStore, card_id: str, seconds: float = 3600) -> None:
+    """Stamp a card's last write `seconds` ago (a writer whose clock lags, or a late commit)."""
+    with store.tx() as conn:
+        conn.execute(update(cards).where(cards.c.card_id == card_id).values(updated_at=time.time() - seconds))
+
+
+def test_a_card_is_released_only_as_the_graph_read_it(store: CardStore) -> None:
+    # Given X and Y found ready (Y after D, which is DONE), not released yet, and R running
+    store.add_cards([spec("D"), spec("R"), spec("X"), spec("Y", depends_on=["D"])])
+    orch = orchestrator(store)
+    assert store.enqueue_many(["D", "R"]) and store.claim("R", store.get_card("R").celery_task_id or "", "w1", 30)
+    run(store, "D", ok=True)
+    orch.tick(release=False)
+    assert orch.pass_graph.graph.ready_ids() == ["X", "Y"]
+    # When, unseen by the graph, X is rewritten to wait on R and D is queued again (late commits)
+    store.add_cards([spec("X", depends_on=["R"])], update_existing=True)
+    age(store, "X")
+    assert store.enqueue("D", "again", expected=[Status.DONE])
+    age(store, "D")
+    # Expect neither released, then the next pass to know why
+    assert orch.tick().released == []
+    assert orch.tick().released == []
+    assert orch.pass_graph.graph.waiting["X"][1] == ["R"]
+    assert store.count_by_status()[Status.TODO] == 2
