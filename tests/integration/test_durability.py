@@ -8,7 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-from squad.attempt import LogArchive, live_log_archive, sweep_stale_leases
+from conftest import wait_for
+from squad.attempt import LeaseKeeper, LogArchive, live_log_archive, sweep_stale_leases
 from squad.cards import CardSpec, Status
 from squad.config import Settings
 from squad.events import EventBus, iso_now
@@ -120,4 +121,27 @@ def test_no_lease_is_swept_within_a_lease_after_this_process_saw_the_database_fa
         locker.close()
     assert sweep_stale_leases(settings, store, None) == ["OUTAGE"]
     slow.dispose()
+    store.dispose()
+
+
+def test_every_lease_of_a_process_is_renewed_while_its_attempt_runs_and_not_after(tmp_path: Path) -> None:
+    # Given two claims with a short lease, each kept by a LeaseKeeper, while their attempt threads
+    # do nothing (as when reporting blocks on a Redis outage)
+    store = CardStore(f"sqlite:///{tmp_path / 'squad.db'}")
+    lease_s = 0.6
+    claims = [_claimed(store, card_id, lease_s=lease_s) for card_id in ("R1", "R2")]
+
+    def expiry(card_id: str) -> float:
+        return float(store.execution_state(card_id)["lease_expires_at"])
+
+    first = {c.card.card_id: expiry(c.card.card_id) for c in claims}
+    with LeaseKeeper(store, "R1", claims[0].token, lease_s) as one, \
+            LeaseKeeper(store, "R2", claims[1].token, lease_s) as two:
+        # Expect both leases renewed several times, past what the claim alone gave them
+        wait_for(lambda: all(expiry(cid) > first[cid] + lease_s for cid in first), 30, message="renewals")
+        assert not one.lost.is_set() and not two.lost.is_set()
+    # When the attempts end, expect no renewal after that: the leases run out (the sweeper's business)
+    ended = {cid: expiry(cid) for cid in first}
+    time.sleep(lease_s)
+    assert {cid: expiry(cid) for cid in first} == ended
     store.dispose()
