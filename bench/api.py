@@ -126,6 +126,8 @@ def http_latencies(url: str, requests: int) -> dict[str, list[float]]:
 async def ws_latencies(url: str, redis_url: str, stream: str, clients: int, events: int, rate: float) -> list[float]:
     from websockets.asyncio.client import ClientConnection, connect
 
+    from squad.events import progress_event
+
     ws_url = url.replace("http://", "ws://") + "/ws/tasks"
     samples: list[float] = []
     sockets = [await connect(ws_url, max_size=None) for _ in range(clients)]
@@ -145,10 +147,9 @@ async def ws_latencies(url: str, redis_url: str, stream: str, clients: int, even
     def publisher() -> None:
         client = redis.Redis.from_url(redis_url + "/2")
         for i in range(events):
-            client.xadd(stream, {"type": "progress", "card_id": f"B-{i % 300:05d}", "task_id": "t",
-                                         "timestamp": "2026-01-01T00:00:00Z", "progress": str(i % 100),
-                                         "current_step": "agent executing", "elapsed": "1.0",
-                                         "worker": "bench@host", "sent_ns": str(time.perf_counter_ns())})
+            event = progress_event(f"B-{i % 300:05d}", "t", progress=i % 100, current_step="agent executing",
+                                   elapsed=1.0, worker="bench@host")
+            client.xadd(stream, {**event, "sent_ns": str(time.perf_counter_ns())})
             time.sleep(1 / rate)
         client.close()
 

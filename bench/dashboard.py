@@ -133,7 +133,7 @@ def task_duration_s(cdp: Any) -> float:
 def measure(browser: Any, url: str, redis_url: str, db_url: str, running: list[str], cards: int, rounds: int,
             events: int, window_s: float) -> dict[str, list[float]]:
     """Per round: first render, its board fetch and in-page parts (ms), and main-thread ms per burst."""
-    from squad.events import EventBus
+    from squad.events import EventBus, progress_event
     from squad.store import CardStore
 
     store = CardStore(db_url)
@@ -159,9 +159,9 @@ def measure(browser: Any, url: str, redis_url: str, db_url: str, running: list[s
         before = task_duration_s(cdp)
         time.sleep(window_s)
         idle_s = task_duration_s(cdp) - before
-        batch = [EventBus.make_event("progress", running[i % len(running)], f"t-{running[i % len(running)]}",
-                                     f"bench:{r}:{i}", progress=30 + (i + r) % 60,
-                                     current_step=f"step {i}", elapsed=1.0 + i, worker="worker-0@bench")
+        batch = [progress_event(running[i % len(running)], f"t-{running[i % len(running)]}",
+                                progress=30 + (i + r) % 60, current_step=f"step {i}", elapsed=1.0 + i,
+                                worker="worker-0@bench", event_id=f"bench:{r}:{i}")
                  for i in range(events)]
         before = task_duration_s(cdp)
         last_id = bus.publish_many(batch)

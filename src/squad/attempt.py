@@ -42,7 +42,7 @@ from squad.constants import (
     STORE_PROGRESS_INTERVAL_S,
 )
 from squad.errors import SquadError
-from squad.events import EventBus, format_log_line, iso_now
+from squad.events import EventBus, format_log_line, iso_now, log_event, progress_event, status_event
 from squad.hooks import run_hook
 from squad.policy import WorkdirEscape, resolve_workdir
 from squad.prompts import prompt_path, remove_prompt_file, render_prompt
@@ -157,14 +157,21 @@ class Reporter:
         self.seq += 1
         return f"{self.token}:{self.seq}"
 
-    def event(self, event_type: str, *, at_once: bool | None = None, **fields: object) -> None:
-        """Queue an event; it leaves with the next log batch, or now (`at_once`, default: status events)."""
-        if self.ctx.events is None or self.fenced.is_set():
+    def _live(self) -> bool:
+        """Whether this attempt's events still go out (there is Redis, and the claim is still ours)."""
+        return self.ctx.events is not None and not self.fenced.is_set()
+
+    def status(self, status: Status, *, attempt: int, worker: str | None = None, error: str | None = None,
+               at_once: bool = True) -> None:
+        """Queue a status event after the lines and events still pending; send them now (`at_once`)
+        or with the next log batch."""
+        if not self._live():
             return
-        ev = EventBus.make_event(event_type, self.card_id, self.task_id, self._event_id(), **fields)
+        ev = status_event(self.card_id, status, self.task_id, attempt=attempt, worker=worker, error=error,
+                          event_id=self._event_id())
         with self.lock:
             self.pending_events.append(ev)
-        if at_once or (at_once is None and event_type == "status"):
+        if at_once:
             self.flush()
 
     def line(self, level: str, message: str) -> None:
@@ -199,7 +206,11 @@ class Reporter:
                 self.ctx.store.set_progress(self.card_id, self.token, progress, step)
             except Exception as exc:  # progress is best effort: the store may be briefly locked
                 log.warning("progress not stored", card_id=self.card_id, error=str(exc))
-        self.event("progress", progress=progress, current_step=step, elapsed=elapsed, worker=self.ctx.worker)
+        if self._live():  # the event leaves with the next log batch
+            ev = progress_event(self.card_id, self.task_id, progress=progress, current_step=step, elapsed=elapsed,
+                                worker=self.ctx.worker, event_id=self._event_id())
+            with self.lock:
+                self.pending_events.append(ev)
         if self.ctx.on_progress is not None:
             self.ctx.on_progress(progress, step, elapsed)
         # Events leave with the next batch (at most LOG_FLUSH_INTERVAL_S later), in order.
@@ -221,14 +232,13 @@ class Reporter:
             # chatty agent must not evict every other card's events. The card's own log stream
             # (task:logs:<id>) always gets every line.
             for ts, level, message in lines[:LOG_EVENTS_PER_BATCH]:
-                events.append({"type": "log", "card_id": self.card_id, "task_id": self.task_id,
-                               "timestamp": ts, "event_id": self._event_id(), "level": level,
-                               "message": message})
+                events.append(log_event(self.card_id, self.task_id, level=level, message=message, timestamp=ts,
+                                        event_id=self._event_id()))
             if len(lines) > LOG_EVENTS_PER_BATCH:
                 more = len(lines) - LOG_EVENTS_PER_BATCH
-                events.append(EventBus.make_event(
-                    "log", self.card_id, self.task_id, self._event_id(), level="INFO",
-                    message=f"[{more} more lines in the card's log]", skipped=more))
+                events.append(log_event(self.card_id, self.task_id, level="INFO",
+                                        message=f"[{more} more lines in the card's log]", skipped=more,
+                                        event_id=self._event_id()))
             self.ctx.events.append_logs(self.card_id, self.task_id, lines, events)
         elif events:
             self.ctx.events.publish_many(events)
@@ -414,8 +424,7 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
         # IN_PROGRESS leaves with the attempt's first batch (at most LOG_FLUSH_INTERVAL_S or one cancel
         # poll later, and before the outcome is recorded), not in a round trip of its own: a short
         # attempt sends two pipelines in all. Nothing waits on it: the store already says IN_PROGRESS.
-        reporter.event("status", at_once=False, status=Status.IN_PROGRESS.value, attempt=claim.attempt,
-                       worker=ctx.worker)
+        reporter.status(Status.IN_PROGRESS, attempt=claim.attempt, worker=ctx.worker, at_once=False)
         for progress, step in (STEP_LOADING, STEP_SELECTING, STEP_IN_PROGRESS):
             reporter.set_progress(progress, step, force=True)
         outcome, ws = _attempt(ctx, claim, reporter, lease)
@@ -443,7 +452,7 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
         log.warning("attempt fenced: its lease was lost and the card taken over; outcome dropped",
                     card_id=card_id, run_id=claim.run_id)
     if new is not None:
-        reporter.event("status", status=new.value, attempt=claim.attempt, error=outcome.error)
+        reporter.status(new, attempt=claim.attempt, error=outcome.error)
     reporter.flush()
     if ws is not None:
         _cleanup(ctx, ws, new)
@@ -613,8 +622,8 @@ def sweep_stale_leases(settings: Settings, store: CardStore, events: EventBus | 
             lost.append(card_id)
             log.warning("stale lease swept", card_id=card_id, new_status=new.value)
             if events is not None:
-                events.publish("status", card_id, card.celery_task_id, status=new.value,
-                               attempt=card.attempts, error="worker lost")
+                events.publish(status_event(card_id, new, card.celery_task_id, attempt=card.attempts,
+                                            error="worker lost"))
     return lost
 
 

@@ -16,7 +16,7 @@ import yaml
 from squad.cards import CardSpec, Status, parse_card
 from squad.config import Settings
 from squad.errors import BacklogError
-from squad.events import EventBus
+from squad.events import Event, EventBus, status_event
 from squad.policy import check_specs
 from squad.scheduling import find_cycle
 from squad.store import CardStore
@@ -115,7 +115,7 @@ class AddedCards:
 
     added: list[str]
     updated: list[str]
-    events: list[dict[str, str]]
+    events: list[Event]
 
 
 def add_cards(store: CardStore, data: Any, *, settings: Settings | None, events: EventBus | None,
@@ -129,7 +129,7 @@ def add_cards(store: CardStore, data: Any, *, settings: Settings | None, events:
     """
     specs = parse_backlog(data, existing=store.existing_ids, settings=settings)
     added, updated = store.add_cards(specs, update_existing=update)
-    news = [EventBus.make_event("status", card_id, None, status=Status.TODO.value) for card_id in added]
+    news = [status_event(card_id, Status.TODO) for card_id in added]
     if events is not None and news:
         events.publish_many(news)
     return AddedCards(added=added, updated=updated, events=news)

@@ -22,7 +22,7 @@ from squad.cards import Status
 from squad.config import Settings
 from squad.constants import CARDS_QUEUE, EXECUTE_TASK_NAME
 from squad.errors import BrokerUnavailable
-from squad.events import EventBus
+from squad.events import EventBus, status_event
 from squad.mode import MODES as MODES  # re-exported: the one "Celery or local" decision lives in squad.mode
 from squad.mode import ExecutionMode as ExecutionMode
 from squad.mode import broker_answers as broker_answers
@@ -248,10 +248,11 @@ class Producer:
         if task_id:
             self.dispatcher.revoke(task_id)
 
-    def status_event(self, card_id: str, status: Status, task_id: str | None = None, **fields: Any) -> None:
+    def status_event(self, card_id: str, status: Status, task_id: str | None = None, *,
+                     attempt: int | None = None) -> None:
         """Publish a status change (best effort: without Redis there is nobody to tell)."""
         if self.events is not None:
-            self.events.publish("status", card_id, task_id, status=status.value, **fields)
+            self.events.publish(status_event(card_id, status, task_id, attempt=attempt))
 
     def close(self, *, abort: bool = False) -> None:
         """Release the dispatcher and the event connection."""

@@ -1,9 +1,13 @@
-"""EventBus and LogStore over Redis streams (docs/api.md "WebSocket").
+"""The events of the `task_updates` stream and the live logs, over Redis streams.
+
+Events own their schema here: one constructor per type (`status_event`, `progress_event`,
+`log_event`, and `connected_event` for the WebSocket greeting) returns the exact fields written to
+the stream; every writer uses them, and docs/api.md "WebSocket" is tested against them.
 
 Events and live logs are best effort: a Redis outage must never fail a card, so writes are bounded
 by socket timeouts and, after a failure, skipped for a short back-off instead of blocking every line.
-Every event carries a unique `event_id` (attempt token + sequence) so readers can drop the
-duplicates a retried write may produce.
+An event written by an attempt carries a unique `event_id` (attempt token + sequence) so readers can
+drop the duplicates a retried write may produce.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 import structlog
 
+from squad.cards import Status
 from squad.connections import REDIS_FULL_HINT, STREAM_START, redis_client, redis_is_full
 from squad.constants import (
     LIVE_LOG_ENTRY_MAX_CHARS,
@@ -32,7 +38,12 @@ from squad.namespace import RedisKeys
 
 log = structlog.get_logger(__name__)
 OUTAGE_BACKOFF_S = 2.0
+#: Fields a reader turns back into numbers (the stream holds strings).
 NUMERIC_FIELDS = {"progress": int, "attempt": int, "elapsed": float}
+CONNECTED_MESSAGE = "connected to squad task updates"
+
+#: One event as written to `task_updates`: flat string fields.
+Event = dict[str, str]
 
 
 def clip_text(text: str, limit: int) -> str:
@@ -65,6 +76,59 @@ def parse_log_line(line: str) -> tuple[str, str, str]:
     if not ts[:4].isdigit() or not level.isupper():
         return "", "INFO", line
     return ts, level, message
+
+
+# ---- the events (docs/api.md "WebSocket") ------------------------------------------------------
+def _event(event_type: str, card_id: str, task_id: str | None, event_id: str | None, timestamp: str | None,
+           **fields: object) -> Event:
+    """The fields every event has, then its own (a None is left out; non-strings as JSON)."""
+    data = {"type": event_type, "card_id": card_id, "task_id": task_id or "", "timestamp": timestamp or iso_now()}
+    if event_id:
+        data["event_id"] = event_id
+    for key, value in fields.items():
+        if value is not None:
+            data[key] = value if isinstance(value, str) else json.dumps(value)
+    return data
+
+
+def status_event(card_id: str, status: Status, task_id: str | None = None, *, attempt: int | None = None,
+                 worker: str | None = None, error: str | None = None, event_id: str | None = None) -> Event:
+    """A card's new status; with the attempt it concerns, the worker that claimed it (IN_PROGRESS)
+    and the error that ended an attempt, when there are."""
+    return _event("status", card_id, task_id, event_id, None, status=status.value, attempt=attempt,
+                  worker=worker, error=error)
+
+
+def progress_event(card_id: str, task_id: str, *, progress: int, current_step: str, elapsed: float,
+                   worker: str, event_id: str | None = None) -> Event:
+    """How far a running attempt is: percent, step, seconds since it started, on which worker."""
+    return _event("progress", card_id, task_id, event_id, None, progress=progress, current_step=current_step,
+                  elapsed=elapsed, worker=worker)
+
+
+def log_event(card_id: str, task_id: str, *, level: str, message: str, timestamp: str | None = None,
+              skipped: int | None = None, event_id: str | None = None) -> Event:
+    """One line of an attempt's log (its own timestamp), or the note that `skipped` lines of a batch
+    went to the card's log only."""
+    return _event("log", card_id, task_id, event_id, timestamp, level=level, message=message, skipped=skipped)
+
+
+def connected_event() -> dict[str, str]:
+    """The WebSocket's first message (not a stream entry: no `id`, `card_id` or `task_id`)."""
+    return {"type": "connected", "timestamp": iso_now(), "message": CONNECTED_MESSAGE}
+
+
+def _bounded_event(event: Event) -> Event:
+    """A log event's message clipped to LOG_EVENT_MAX_CHARS (the card's own log keeps it whole)."""
+    if event.get("type") == "log" and len(event.get("message", "")) > LOG_EVENT_MAX_CHARS:
+        return {**event, "message": clip_text(event["message"], LOG_EVENT_MAX_CHARS)}
+    return event
+
+
+async def publish_async(client: aioredis.Redis, keys: RedisKeys, event: Event) -> str:
+    """Append one event from an event loop (the API); the caller bounds the wait."""
+    return str(await client.xadd(keys.task_updates, _bounded_event(event), maxlen=TASK_UPDATES_MAXLEN,
+                                 approximate=True))
 
 
 def decode_event(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -111,25 +175,11 @@ class EventBus:
         except redis.RedisError:
             return False
 
-    def publish(self, event_type: str, card_id: str, task_id: str | None, event_id: str | None = None,
-                **fields: Any) -> str | None:
+    def publish(self, event: Event) -> str | None:
         """Append one event to `task_updates`; returns its stream id, or None if Redis is down."""
-        return self.publish_many([self.make_event(event_type, card_id, task_id, event_id, **fields)])
+        return self.publish_many([event])
 
-    @staticmethod
-    def make_event(event_type: str, card_id: str, task_id: str | None, event_id: str | None = None,
-                   **fields: Any) -> dict[str, str]:
-        """Build the flat string fields of one event."""
-        data = {"type": event_type, "card_id": card_id, "task_id": task_id or "",
-                "timestamp": iso_now()}
-        if event_id:
-            data["event_id"] = event_id
-        for key, value in fields.items():
-            if value is not None:
-                data[key] = value if isinstance(value, str) else json.dumps(value)
-        return data
-
-    def publish_many(self, events: Iterable[dict[str, str]]) -> str | None:
+    def publish_many(self, events: Iterable[Event]) -> str | None:
         """Append events in one pipeline."""
         events = list(events)
         if not events or not self._available():
@@ -137,9 +187,8 @@ class EventBus:
         try:
             with self.redis.pipeline(transaction=False) as pipe:
                 for ev in events:
-                    if ev.get("type") == "log" and len(ev.get("message", "")) > LOG_EVENT_MAX_CHARS:
-                        ev = {**ev, "message": clip_text(ev["message"], LOG_EVENT_MAX_CHARS)}
-                    pipe.xadd(self.keys.task_updates, ev, maxlen=TASK_UPDATES_MAXLEN, approximate=True)
+                    pipe.xadd(self.keys.task_updates, _bounded_event(ev), maxlen=TASK_UPDATES_MAXLEN,
+                              approximate=True)
                 ids = pipe.execute()
             return str(ids[-1])
         except redis.RedisError as exc:
@@ -147,7 +196,7 @@ class EventBus:
             return None
 
     def append_logs(self, card_id: str, task_id: str | None, entries: list[tuple[str, str, str]],
-                    events: list[dict[str, str]] | None = None) -> bool:
+                    events: list[Event] | None = None) -> bool:
         """Write a batch of (timestamp, level, message) lines, plus their events, in one pipeline."""
         if not entries or not self._available():
             return False
@@ -162,9 +211,8 @@ class EventBus:
                               maxlen=maxlen, approximate=True)
                 pipe.expire(key, self.log_ttl_s)
                 for ev in events or []:
-                    if ev.get("type") == "log" and len(ev.get("message", "")) > LOG_EVENT_MAX_CHARS:
-                        ev = {**ev, "message": clip_text(ev["message"], LOG_EVENT_MAX_CHARS)}
-                    pipe.xadd(self.keys.task_updates, ev, maxlen=TASK_UPDATES_MAXLEN, approximate=True)
+                    pipe.xadd(self.keys.task_updates, _bounded_event(ev), maxlen=TASK_UPDATES_MAXLEN,
+                              approximate=True)
                 pipe.execute()
             return True
         except redis.RedisError as exc:

@@ -19,7 +19,7 @@ from squad.config import Settings
 from squad.constants import CARDS_QUEUE
 from squad.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher, Producer, execution_mode
 from squad.errors import BrokerUnavailable
-from squad.events import EventBus, try_event_bus
+from squad.events import EventBus, status_event, try_event_bus
 from squad.passgraph import PassGraph
 from squad.store import CardStore
 from squad.waiting import EXIT_TIMEOUT
@@ -124,8 +124,7 @@ class Orchestrator:
             queue = self.settings.routes.get(squad or "", CARDS_QUEUE)  # squad.toml [routes]
             items.append((cid, tid, prio, min(soft or self.settings.soft_time_limit, hard_s), hard_s, queue))
         if self.events is not None:  # the store says QUEUED now: say it before a worker says IN_PROGRESS
-            self.events.publish_many([EventBus.make_event("status", cid, tid, status=Status.QUEUED.value)
-                                      for cid, tid, *_rest in items])
+            self.events.publish_many([status_event(cid, Status.QUEUED, tid) for cid, tid, *_rest in items])
         out: list[str] = []
         try:
             many = getattr(self.dispatcher, "dispatch_many", None)

@@ -20,7 +20,7 @@ import websockets
 
 from chaos.figures import record
 from conftest import free_port, kill_tree, redis_keys, squad_env, wait_for
-from squad.events import EventBus
+from squad.events import EventBus, progress_event
 
 pytestmark = pytest.mark.slow
 CLIENTS = 100
@@ -110,7 +110,8 @@ def test_hundred_websocket_clients_survive_a_slow_reader_and_an_api_restart_with
 
     def publish(n: int, tag: str) -> None:
         for start in range(0, n, 500):
-            bus.publish_many([EventBus.make_event("progress", f"WS-{i % 7}", "t", f"{tag}:{i}", progress=i % 100)
+            bus.publish_many([progress_event(f"WS-{i % 7}", "t", progress=i % 100, current_step="", elapsed=0.0,
+                                             worker="w@chaos", event_id=f"{tag}:{i}")
                               for i in range(start, min(n, start + 500))])
 
     async def until(done: Callable[[], bool], timeout_s: float, what: Callable[[], object]) -> None:

@@ -14,8 +14,9 @@ from apiserver import run_api
 from websockets.sync.client import connect
 
 from conftest import redis_keys, run_cli, squad_env
+from squad.cards import Status
 from squad.config import load_settings
-from squad.events import EventBus
+from squad.events import EventBus, status_event
 from squad.store import CardStore
 
 
@@ -60,9 +61,9 @@ def test_a_sqlite_and_a_postgresql_store_on_one_redis_see_only_their_own_logs_an
         # ... and B's WebSocket feed to carry B's next event, none of A's before it
         store_b = CardStore(pg_url)
         bus_b = EventBus(settings_b.events, store_b.redis_keys)
-        bus_b.publish("status", "SAME-1", None, status="TODO", marker="from-b")
+        bus_b.publish(status_event("SAME-1", Status.TODO, event_id="from-b"))
         first = json.loads(ws_b.recv(timeout=20))
-        assert first.get("marker") == "from-b", first
+        assert first.get("event_id") == "from-b", first
         bus_b.close()
         store_b.dispose()
 

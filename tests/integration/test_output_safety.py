@@ -17,7 +17,7 @@ import psutil
 from conftest import AGENTS, free_port, run_cli, squad_env, wait_for
 from squad.cards import CardSpec, Status
 from squad.embedded import redis_binary
-from squad.events import EventBus
+from squad.events import EventBus, progress_event
 from squad.store import CardStore
 
 PY = sys.executable
@@ -102,7 +102,8 @@ def test_watch_shows_hostile_steps_escaped(redis_url: str, tmp_path: Path) -> No
             store = CardStore(env["SQUAD_DATABASE_URL"])  # the watcher's store: its Redis namespace
             bus = EventBus(env["SQUAD_REDIS_URL"].rstrip("/") + "/2", store.redis_keys)
             store.dispose()
-            bus.publish("progress", "W-EVIL", "t1", progress=40, current_step="[/] \x1b]0;evil\x07 [bold]b")
+            bus.publish(progress_event("W-EVIL", "t1", progress=40, current_step="[/] \x1b]0;evil\x07 [bold]b",
+                                       elapsed=1.0, worker="w@test"))
             bus.close()
             time.sleep(2)
         finally:

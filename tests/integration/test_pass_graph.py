@@ -13,7 +13,7 @@ from sqlalchemy import update
 from squad.cards import CardSpec, Status
 from squad.config import load_settings
 from squad.dispatch import DeferredDispatcher
-from squad.events import EventBus
+from squad.events import EventBus, status_event
 from squad.orchestrator import Orchestrator
 from squad.passgraph import COUNT_CHECK_S
 from squad.retries import RetryPolicy
@@ -119,7 +119,7 @@ def test_a_status_event_makes_the_next_pass_read_its_card_whatever_its_stamp(sto
     run(store, "R", ok=True)
     with store.tx() as conn:
         conn.execute(update(cards).where(cards.c.card_id == "R").values(updated_at=time.time() - 3600))
-    events.publish("status", "R", None, status=Status.DONE.value)
+    events.publish(status_event("R", Status.DONE))
     orch.wait_for_change(5.0)
     # Expect the next pass to release W
     assert orch.tick().released == ["W"]

@@ -27,9 +27,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from conftest import AGENTS, RedisServer, Worker, redis_keys, squad_env, wait_for
+from event_contract import problems
 from squad.cards import Status, parse_card
 from squad.config import Settings, load_settings
-from squad.events import EventBus
+from squad.events import EventBus, log_event, progress_event, status_event
 
 PY = sys.executable
 StartWorker = Callable[..., Worker]
@@ -62,8 +63,8 @@ def receive(ws: ClientConnection, count: int, timeout: float = 20) -> list[dict[
 
 def publish(bus: EventBus, card_id: str, n: int, start: int = 0, **extra: Any) -> list[str]:
     """n progress events in one pipeline; returns their stream ids."""
-    events = [EventBus.make_event("progress", card_id, "t1", f"{card_id}:{start + i}", progress=start + i,
-                                  current_step=f"step {start + i}", elapsed=0.5, worker="w@test", **extra)
+    events = [{**progress_event(card_id, "t1", progress=start + i, current_step=f"step {start + i}", elapsed=0.5,
+                                worker="w@test", event_id=f"{card_id}:{start + i}"), **extra}
               for i in range(n)]
     with bus.redis.pipeline(transaction=False) as pipe:
         for ev in events:
@@ -90,8 +91,8 @@ def test_every_event_arrives_in_order_with_its_stream_id_and_typed_fields(api: A
     with open_socket(api) as ws1, open_socket(api) as ws2:
         # When a worker publishes 300 events
         ids = publish(bus, "W-1", 300)
-        log_id = bus.publish("log", "W-1", "t1", "W-1:log", level="INFO", message="hello")
-        status_id = bus.publish("status", "W-1", "t1", "W-1:st", status="DONE", attempt=1)
+        log_id = bus.publish(log_event("W-1", "t1", level="INFO", message="hello", event_id="W-1:log"))
+        status_id = bus.publish(status_event("W-1", Status.DONE, "t1", attempt=1, event_id="W-1:st"))
 
         # Expect both sockets to get all of them, in stream order, as JSON with `id`
         for ws in (ws1, ws2):
@@ -149,9 +150,10 @@ def test_since_zero_replays_the_stream_and_bad_since_is_refused(api: ApiServer, 
 
 def test_duplicate_event_ids_from_a_retried_write_are_delivered_once(api: ApiServer, bus: EventBus) -> None:
     with open_socket(api) as ws:
-        ev = EventBus.make_event("progress", "DUP-1", "t1", "tok:1", progress=40)
+        ev = progress_event("DUP-1", "t1", progress=40, current_step="", elapsed=0.0, worker="w@test", event_id="tok:1")
         bus.publish_many([ev, ev])
-        after = bus.publish("progress", "DUP-1", "t1", "tok:2", progress=50)
+        after = bus.publish(progress_event("DUP-1", "t1", progress=50, current_step="", elapsed=0.0, worker="w@test",
+                                           event_id="tok:2"))
         got = receive(ws, 2)
     assert [e["event_id"] for e in got] == ["tok:1", "tok:2"] and got[1]["id"] == after
     with open_socket(api, "?since=0") as ws:  # and when replayed
@@ -331,6 +333,43 @@ def test_a_card_run_by_a_real_worker_streams_ordered_progress_and_shows_everywhe
         assert isinstance(seen, dict) and seen["status"] == "online" and seen["last_heartbeat"]
         health = wait_for(lambda: (h := http.get("/health").json())["celery"] == "connected" and h, 30, 0.5)
         assert isinstance(health, dict) and health["celery_workers"] >= 1 and health["status"] == "healthy"
+
+
+def test_events_of_real_workers_have_exactly_the_fields_docs_api_md_lists(
+        api: ApiServer, settings: Settings, tmp_path: Path, start_worker: StartWorker) -> None:
+    # Given cards added through the API for three fake agents (progress markers, a failure, a burst
+    # of lines: more than a batch's share of the feed) and a real worker
+    agents = {"EV-OK": ("marks", [PY, str(AGENTS / "markers.py")], "DONE"),
+              "EV-FAIL": ("fails", [PY, str(AGENTS / "fail.py")], "FAILED"),
+              "EV-BURST": ("burst", [PY, str(AGENTS / "lines.py"), "2000"], "DONE")}
+    (tmp_path / "squad.toml").write_text("".join(f'[agents.{name}]\ncommand = {json.dumps(argv)}\nparser = "markers"\n'
+                                                 for name, argv, _final in agents.values()), encoding="utf-8")
+    env = squad_env(SQUAD_REDIS_URL=settings.redis_url, SQUAD_DATABASE_URL=settings.database_url)
+    start_worker(env, concurrency=1)
+
+    with open_socket(api) as ws, api.client() as http:
+        for card_id, (agent, _argv, _final) in agents.items():
+            added = http.post("/api/cards", json={"card_id": card_id, "title": card_id, "agent": agent,
+                                                  "max_retries": 0})
+            assert added.status_code == 201, added.text
+        # When the orchestrator sends them to the worker and each one ends
+        _orchestrate_once(env)
+        events: list[dict[str, Any]] = []
+        ended: set[str] = set()
+        while ended != set(agents):
+            events.append(json.loads(ws.recv(timeout=60)))
+            if events[-1]["type"] == "status" and events[-1]["status"] == agents[events[-1]["card_id"]][2]:
+                ended.add(events[-1]["card_id"])
+
+    # Expect every event (the API's, the orchestrator's, the worker's) to have exactly the fields
+    # docs/api.md lists for its type, with the types it states
+    assert [(e, problems(e)) for e in events if problems(e)] == []
+    # ... and the run to have shown every type and every optional field at least once
+    seen = {(e["type"], name) for e in events for name in e}
+    assert {("status", "attempt"), ("status", "worker"), ("status", "error"), ("status", "event_id"),
+            ("progress", "event_id"), ("log", "event_id"), ("log", "skipped")} <= seen
+    assert [e["status"] for e in events if e["type"] == "status" and e["card_id"] == "EV-FAIL"] == [
+        "TODO", "QUEUED", "IN_PROGRESS", "FAILED"]
 
 
 def test_forced_retry_of_a_running_card_ends_its_agent_and_runs_it_again(

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from squad.api.auth import websocket_authorized, websocket_subprotocol
 from squad.cards import CARD_ID_RE
 from squad.connections import STREAM_ID_RE, STREAM_START, StreamKey, stream_key
-from squad.events import decode_event, iso_now
+from squad.events import connected_event, decode_event
 from squad.namespace import RedisKeys
 
 log = structlog.get_logger(__name__)
@@ -260,8 +260,7 @@ async def tasks_feed(ws: WebSocket) -> None:
     sub = hub.subscribe(card_id)
     sock = _Socket(ws, sub)
     try:
-        await ws.send_text(json.dumps({"type": "connected", "timestamp": iso_now(),
-                                       "message": "connected to squad task updates"}))
+        await ws.send_text(json.dumps(connected_event()))
         if since is not None:
             await _send_backfill(sock, state.events, hub.stream, since, card_id)
         await _serve(sock)

@@ -17,8 +17,8 @@ from squad.api.state import AppState, bounded
 from squad.api.task_view import ENHANCED_LIST, enhance, page_with_runs
 from squad.backlog import add_cards
 from squad.cards import CARD_ID_RE, Card, Run, Status
-from squad.constants import TASK_UPDATES_MAXLEN
 from squad.errors import NotFoundError, SquadError
+from squad.events import publish_async
 from squad.prompts import prompt_path, render_prompt
 
 router = APIRouter(tags=["cards"])
@@ -50,8 +50,7 @@ async def create_card(body: CardIn, state: StateDep) -> Card:
     done = await to_thread.run_sync(lambda: add_cards(state.store, [body.model_dump()], settings=state.settings,
                                                       events=None))
     for event in done.events:  # on the API's own (asyncio) client
-        await bounded(state.events.xadd(state.keys.task_updates, event,
-                                        maxlen=TASK_UPDATES_MAXLEN, approximate=True))
+        await bounded(publish_async(state.events, state.keys, event))
     return await to_thread.run_sync(state.store.get_card, done.added[0])
 
 
