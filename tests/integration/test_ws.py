@@ -30,6 +30,7 @@ from conftest import AGENTS, RedisServer, Worker, redis_keys, squad_env, wait_fo
 from event_contract import problems
 from squad.cards import Status, parse_card
 from squad.config import Settings, load_settings
+from squad.connections import stream_key
 from squad.events import EventBus, log_event, progress_event, status_event
 
 PY = sys.executable
@@ -70,11 +71,6 @@ def publish(bus: EventBus, card_id: str, n: int, start: int = 0, **extra: Any) -
         for ev in events:
             pipe.xadd(bus.keys.task_updates, ev)
         return [str(i) for i in pipe.execute()]
-
-
-def key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq)
 
 
 # ---- protocol ---------------------------------------------------------------------------------
@@ -314,7 +310,7 @@ def test_a_card_run_by_a_real_worker_streams_ordered_progress_and_shows_everywhe
         assert progress == sorted(progress) and progress[0] == 0 and progress[-1] == 100
         assert {0, 10, 15, 20, 25, 30, 45, 90, 100} <= set(progress)
         assert any(e["type"] == "log" and e["message"] == "all good" for e in events)
-        assert [e["id"] for e in events] == sorted((e["id"] for e in events), key=key)
+        assert [e["id"] for e in events] == sorted((e["id"] for e in events), key=stream_key)
 
         # ... and the REST views agree
         card = http.get("/api/cards/enhanced").json()[0]
