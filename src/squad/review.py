@@ -137,8 +137,10 @@ def reject_card(producer: Producer, card_id: str, feedback: str) -> str:
     text = feedback.strip()
     if not text:
         raise SquadError("feedback must not be empty: say what to change")
-    if len(text) > FEEDBACK_MAX_CHARS or "\x00" in text:
-        raise SquadError(f"feedback must be at most {FEEDBACK_MAX_CHARS} characters of text")
+    if len(text) > FEEDBACK_MAX_CHARS:
+        raise SquadError(f"feedback must be at most {FEEDBACK_MAX_CHARS} characters")
+    if "\x00" in text:
+        raise SquadError("feedback must not contain NUL characters")
     _require_review(producer.store, card_id)
     if not producer.store.set_feedback(card_id, text):
         raise NotInReview(f"card {card_id} left REVIEW meanwhile")

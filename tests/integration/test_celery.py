@@ -131,9 +131,15 @@ def agent_pid(script: str, marker: str) -> int:
 
 
 def broker_idle(redis_server: RedisServer) -> bool:
-    """No message waiting in `cards` and none delivered-but-unacked."""
+    """No card message waiting in `cards` and none delivered-but-unacked.
+
+    Only card messages count: with `squad beat` running, a reconciler task of its own may be
+    delivered and not yet acked at any moment, and says nothing about the cards."""
     broker = redis_server.client(0)
-    return sum(broker.llen(k) for k in queue_keys()) == 0 and broker.hlen(KOMBU_UNACKED_KEY) == 0
+    unacked = broker.hvals(KOMBU_UNACKED_KEY)
+    card_messages = [raw for raw in unacked
+                     if json.loads(raw)[0].get("headers", {}).get("task") == EXECUTE_TASK_NAME]
+    return sum(broker.llen(k) for k in queue_keys()) == 0 and not card_messages
 
 
 def orchestrate(cli: Cli, env: dict[str, str], *args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:

@@ -205,3 +205,21 @@ def test_squad_up_view_shows_hostile_card_text_escaped_and_never_as_markup(tmp_p
     text = buffer.getvalue()
     assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
     assert "[bold]boom[/]" in text and "\\x1b[2J" in text
+
+
+@given(st.text(max_size=30), st.text(max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_review_feedback_with_a_nul_anywhere_or_only_blanks_is_refused_by_the_api_schema(
+        before: str, after: str) -> None:
+    # Given feedback text around a NUL character (the store cannot hold it), and blank-only feedback
+    from pydantic import ValidationError
+
+    from squad.api.schemas import RejectIn
+
+    # Expect the request body refused (a 422), whatever surrounds the NUL
+    for feedback in (f"{before}\x00{after}", " \t\n"):
+        with pytest.raises(ValidationError):
+            RejectIn(feedback=feedback)
+    # And text without NUL and with a letter or digit in it accepted
+    if "\x00" not in before + after and any(c.isalnum() for c in before + after):
+        assert RejectIn(feedback=before + after).feedback == before + after

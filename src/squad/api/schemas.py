@@ -364,7 +364,7 @@ class RejectIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    feedback: str = Field(min_length=1, max_length=20_000, pattern=r"^[^\x00]*\S[^\x00]*$")
+    feedback: str = Field(min_length=1, max_length=20_000, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$")
 
 
 class ReviewOut(BaseModel):
