@@ -5,8 +5,10 @@ measured by bench/cli.py, not here)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from squad.cli import app
 
@@ -26,9 +28,11 @@ sys.stderr.write(json.dumps({"code": code, "modules": sorted(m for m in sys.modu
 """
 
 
-def probe(*args: str) -> tuple[int, str, set[str]]:
+def probe(*args: str, cwd: Path | None = None) -> tuple[int, str, set[str]]:
+    # (in a project folder, with squad's settings from its squad.toml only)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQUAD_")} if cwd else None
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60,
-                          check=False)
+                          check=False, cwd=cwd, env=env)
     report = json.loads(proc.stderr.splitlines()[-1])
     return report["code"], proc.stdout, set(report["modules"])
 
@@ -54,6 +58,21 @@ def test_version_answers_without_the_typer_app() -> None:
     # `squad version --help` is still the Typer command's help
     code, out, _ = probe("version", "--help")
     assert code == 0 and "Usage: squad version" in out and "Print the version." in out
+
+
+def test_card_list_imports_alembic_only_to_migrate(tmp_path: Path) -> None:
+    # Given a project folder made by `squad init`, whose store does not exist yet
+    assert probe("init", cwd=tmp_path)[0] == 0
+    db = tmp_path / ".squad" / "squad.db"
+    assert not db.exists()
+    # When `card list` runs twice
+    first = probe("card", "list", cwd=tmp_path)
+    second = probe("card", "list", cwd=tmp_path)
+    # Expect the first to create the store through the migrations, the second to find it up to date
+    # (one read of its revision) without importing Alembic; both print the same empty table
+    assert db.exists()
+    assert first[:2] == second[:2] == (0, "card  status  p  squad  agent  progress  step  title\n")
+    assert "alembic" in first[2] and "alembic" not in second[2]
 
 
 LOGS = """
