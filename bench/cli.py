@@ -6,6 +6,9 @@ gets busier slows both; the ratio is taken per round. `card list` runs on a SQLi
 on an empty store (the command's own start-up).
 `status` runs twice: with no Redis (connection refused) and with a private redis-server and no
 worker (no Celery ping can be answered).
+`import floor` is a bare interpreter importing only the libraries a `card list` cannot start
+without (SQLAlchemy with its SQLite dialect, pydantic-settings, Typer with its pydantic option
+coercion): what any read-only command costs before squad's own code runs.
 `--compare SRC` also runs every squad command from another checkout's `src` (e.g. a `git worktree`
 of an older commit) in the same rounds, for a before/after at the same load.
 Run: `python bench/cli.py [--rounds 7] [--cards 20000] [--compare /path/to/old/src]`.
@@ -27,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from _common import start_redis, table
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The third-party imports of a read-only command (docs/benchmarks.md, "CLI").
+IMPORT_FLOOR = "import sqlalchemy.dialects.sqlite, pydantic_settings, typer._adapters"
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
@@ -74,6 +79,7 @@ def main() -> None:
         py = [sys.executable, "-m", "squad"]
         commands = {
             "python -c pass (baseline)": [sys.executable, "-c", "pass"],
+            "import floor: SQLAlchemy, pydantic-settings, Typer": [sys.executable, "-c", IMPORT_FLOOR],
             "squad --help": [*py, "--help"],
             "squad version": [*py, "version"],
             "squad card list (empty store)": [*py, "card", "list"],
