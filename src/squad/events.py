@@ -234,21 +234,24 @@ class EventBus:
         newest = self.redis.xrevrange(self.keys.task_updates, count=1)
         return str(newest[0][0]) if newest else STREAM_START
 
-    def wait_status(self, after_id: str, statuses: frozenset[str], *, block_s: float) -> tuple[list[str], str]:
+    def wait_status(self, after_id: str, statuses: frozenset[str], *, block_s: float
+                    ) -> tuple[list[tuple[str, str]], str]:
         """Block up to `block_s` for `status` events in `statuses` after stream id `after_id`.
 
-        Returns (the cards those events name, last id read): the caller resumes from that id, so
-        no event is missed between two waits. `after_id` "$" means "from now".
+        Returns ((card_id, status) of those events, last id read): every event already in the
+        stream comes at once (up to 500), and the caller resumes from that id, so no event is
+        missed between two waits. `after_id` "$" means "from now".
         """
         last = self.stream_position() if after_id == "$" else after_id
         rows = self.redis.xread({self.keys.task_updates: last}, count=500, block=max(1, int(block_s * 1000)))
-        cards: list[str] = []
+        found: list[tuple[str, str]] = []
         for _stream, entries in rows or []:
             for entry_id, fields in entries:
                 last = str(entry_id)
-                if fields.get("type") == "status" and fields.get("status") in statuses:
-                    cards.append(str(fields.get("card_id", "")))
-        return cards, last
+                status = fields.get("status")
+                if fields.get("type") == "status" and status in statuses:
+                    found.append((str(fields.get("card_id", "")), str(status)))
+        return found, last
 
     def close(self) -> None:
         """Release the connection pool."""

@@ -30,6 +30,8 @@ WAKE_CHECK_S = 0.5  # longest block on the event stream before looking at the st
 #: statuses after which a pass may have something to do (QUEUED/IN_PROGRESS never free a dependant)
 SETTLED_STATUSES = frozenset({Status.DONE.value, Status.FAILED.value, Status.CANCELLED.value,
                               Status.RETRYING.value, Status.TODO.value})
+#: of those, the final ones: they matter to a pass only through the graph (see `Orchestrator.relevant`)
+FINAL_STATUSES = frozenset({Status.DONE.value, Status.FAILED.value, Status.CANCELLED.value})
 
 
 @dataclass
@@ -56,6 +58,8 @@ class Orchestrator:
         self.fallback_reason: str | None = None  # why auto mode runs cards locally
         self._last_event_id = "$"  # where the wait for status events resumes
         self._next_requeue_check = 0.0
+        self._pass_due = True  # a pass failed or has not run yet: the next wake-up runs one
+        self.finals_seen = 0  # final status events read by `wait_for_change`
         self.pass_graph = PassGraph(store)  # waiting cards and their dependencies, kept between passes
 
     @classmethod
@@ -80,6 +84,7 @@ class Orchestrator:
     def tick(self, *, release: bool = True) -> TickResult:
         """One pass: block/unblock, sweep stale leases, retry due cards, requeue lost, release ready."""
         res = TickResult()
+        self._pass_due = True  # until this pass completes
         graph = self.pass_graph.refresh()  # the cards written since the last pass, not every waiting card
         to_block, to_release = graph.decide()
         blocked, unblocked = self.store.apply_blocked(to_block, to_release)
@@ -106,7 +111,26 @@ class Orchestrator:
             if self.max_in_flight is not None:
                 budget = max(0, self.max_in_flight - self.store.in_flight())
             res.released = self._release(graph.ready_ids(budget))
+        self._pass_due = False
         return res
+
+    def relevant(self, card_id: str, status: str) -> bool:
+        """Whether a status event can change what a pass does, judged from the kept graph alone.
+
+        TODO and RETRYING always can (a new card, a card waiting again, a retry that may be due).
+        A final status (DONE, FAILED, CANCELLED) only of a card the graph holds: one that waits, or
+        one that cards wait on. Anything else a pass looks at is time-based (stale leases, due
+        retries, lost messages), and the safety-net poll covers it.
+        """
+        if status not in FINAL_STATUSES:
+            return True
+        graph = self.pass_graph.graph
+        return card_id in graph.dependants or card_id in graph.waiting
+
+    def pass_needed(self) -> bool:
+        """Whether the next wake-up must run a pass: the last one failed, cards found ready were
+        held back (`max_in_flight`: a card settling frees a slot), or cards must be read again."""
+        return self._pass_due or bool(self.pass_graph.graph.ready) or self.pass_graph.pending()
 
     def _release(self, card_ids: list[str]) -> list[str]:
         """Queue ready cards: one store transaction, one broker connection, one event pipeline."""
@@ -179,27 +203,37 @@ class Orchestrator:
                 self._last_event_id = self.events.stream_position()
             except Exception as exc:
                 log.warning("cannot read the event stream; polling only", error=f"{type(exc).__name__}: {exc}")
+        run_pass = True
+        next_poll = 0.0
+        # --wait: the active cards at the last count. Only a final status event takes a card out of
+        # the active set without a pass, so the store is counted again after a pass, or once as many
+        # final events came as there were active cards (deletions etc.: the poll's pass counts).
+        active = 0
+        self.finals_seen = 0
         while not self.stopping.is_set():
-            try:
-                self.tick()
-            except Exception as exc:  # a Redis/broker or database blip must not end the loop
-                if once and not wait:
-                    raise
-                log.warning("orchestrator pass failed; retrying next pass", error=f"{type(exc).__name__}: {exc}")
+            if run_pass:
+                next_poll = time.monotonic() + interval  # the safety-net poll: a pass at least this often
+                try:
+                    self.tick()
+                except Exception as exc:  # a Redis/broker or database blip must not end the loop
+                    if once and not wait:
+                        raise
+                    log.warning("orchestrator pass failed; retrying next pass",
+                                error=f"{type(exc).__name__}: {exc}")
             if once and not wait:
                 return 0
-            if wait and self.store.active_count() == 0:
-                counts = self.store.count_by_status()
-                return 1 if counts[Status.FAILED] else 0
+            if wait and (run_pass or self.finals_seen >= active):
+                active, self.finals_seen = self.store.active_count(), 0
+                if active == 0:
+                    counts = self.store.count_by_status()
+                    return 1 if counts[Status.FAILED] else 0
             if deadline is not None and time.monotonic() >= deadline:
                 self.stop()  # local attempts still running are ended (and retried later)
                 return EXIT_TIMEOUT
             if wait and on_wait is not None:
                 on_wait()
-            if deadline is not None:
-                self.wait_for_change(max(0.0, min(interval, deadline - time.monotonic())))
-            else:
-                self.wait_for_change(interval)
+            until = next_poll if deadline is None else min(next_poll, deadline)
+            run_pass = self.wait_for_change(max(0.0, until - time.monotonic()))
         # Stopped by a signal before the cards settled: never report success for unfinished work.
         return 130 if wait else 0
 
@@ -209,36 +243,44 @@ class Orchestrator:
         if self.dispatcher.settled is not None:
             self.dispatcher.settled.set()
 
-    def wait_for_change(self, interval: float) -> None:
+    def wait_for_change(self, interval: float) -> bool:
         """Sleep until an attempt settles (react at once) or `interval` passes (the safety-net poll).
+        True: run a pass now. False: cards settled that no pass has anything to do about (the
+        caller may look at them, e.g. `--wait` counting active cards), and the poll is not due.
 
         Local mode: the executor's own signal. Celery mode: a status event on `task_updates` that a
         worker publishes after its `finish` transaction committed, so the next pass sees the change.
+        Every event already in the stream is read at once, so a burst of them makes one pass.
         """
         deadline = time.monotonic() + interval
         settled = self.dispatcher.settled
         if settled is not None:
             settled.wait(interval)
             settled.clear()
-            return
+            return True
         if self.events is None:
             self.stopping.wait(interval)
-            return
+            return True
         while not self.stopping.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
+                return True
             try:
                 found, self._last_event_id = self.events.wait_status(
                     self._last_event_id, SETTLED_STATUSES, block_s=min(remaining, WAKE_CHECK_S))
-                # read these cards again next pass whatever their stamp (a writer whose clock lags)
-                self.pass_graph.recheck([cid for cid in found if cid])
             except Exception as exc:  # Redis blip: fall back to the poll
                 log.warning("waiting for status events failed", error=f"{type(exc).__name__}: {exc}")
                 self.stopping.wait(remaining)
-                return
-            if found:
-                return
+                return True
+            # read these cards again next pass whatever their stamp (a writer whose clock lags)
+            self.pass_graph.recheck(sorted({cid for cid, status in found if cid and self.relevant(cid, status)}))
+            finals = sum(status in FINAL_STATUSES for _cid, status in found)
+            self.finals_seen += finals
+            if self.pass_needed():
+                return True
+            if finals:
+                return False
+        return True
 
 
 def make_orchestrator(settings: Settings, store: CardStore, *, mode: str = "auto", session: str = "default",

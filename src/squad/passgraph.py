@@ -74,6 +74,10 @@ class PassGraph:
             self.graph.ready.pop(card_id, None)
         self._recheck.update(card_ids)
 
+    def pending(self) -> bool:
+        """True when cards wait to be read again (`recheck`) or decided (dirty)."""
+        return bool(self._recheck) or bool(self.graph.dirty)
+
     def _full_read(self) -> None:
         graph = WaitingGraph()
         unknown = graph.load(self.store.waiting_rows())

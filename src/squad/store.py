@@ -141,6 +141,8 @@ _RENEW = (update(cards_t).where(cards_t.c.card_id == _B_CARD).where(cards_t.c.cl
           .where(cards_t.c.status == Status.IN_PROGRESS.value).values(lease_expires_at=bindparam("b_lease")))
 _CLAIM_STATE = select(cards_t.c.status, cards_t.c.claim_token).where(cards_t.c.card_id == _B_CARD)
 _RUN_ENDED = select(runs_t.c.ended_at).where(runs_t.c.id == bindparam("b_run_id"))
+_ACTIVE_COUNT = select(func.count()).select_from(cards_t).where(
+    cards_t.c.status.in_(sorted(s.value for s in ACTIVE)))
 _PROGRESS = update(cards_t).where(cards_t.c.card_id == _B_CARD)
 _PROGRESS_OF_CLAIM = _PROGRESS.where(cards_t.c.claim_token == _B_TOKEN)
 #: fencing: only a run still open can be closed (SET columns come with the parameters)
@@ -775,9 +777,10 @@ class CardStore:
                 cards_t.c.status.in_([Status.QUEUED.value, Status.IN_PROGRESS.value]))).scalar_one())
 
     def active_count(self) -> int:
-        """Cards not yet settled (TODO, QUEUED, IN_PROGRESS, RETRYING)."""
-        counts = self.count_by_status()
-        return sum(counts[s] for s in ACTIVE)
+        """Cards not yet settled (TODO, QUEUED, IN_PROGRESS, RETRYING); status index: O(active
+        cards), not O(cards) (`orchestrate --wait` asks after every card that settles)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(_ACTIVE_COUNT).scalar_one())
 
     # ---- runs -------------------------------------------------------------------------------
     def list_runs(self, card_id: str) -> list[Run]:

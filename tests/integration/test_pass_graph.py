@@ -3,6 +3,7 @@ what changed, yet sees every writer (other processes' cards, a lagging clock, de
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +15,7 @@ from squad.cards import CardSpec, Status
 from squad.config import load_settings
 from squad.dispatch import DeferredDispatcher
 from squad.events import EventBus, status_event
-from squad.orchestrator import Orchestrator
+from squad.orchestrator import Orchestrator, TickResult
 from squad.passgraph import COUNT_CHECK_S
 from squad.retries import RetryPolicy
 from squad.store import CardStore, RunOutcome
@@ -123,6 +124,85 @@ def test_a_status_event_makes_the_next_pass_read_its_card_whatever_its_stamp(sto
     orch.wait_for_change(5.0)
     # Expect the next pass to release W
     assert orch.tick().released == ["W"]
+    events.close()
+
+
+def test_only_a_status_event_the_graph_cares_about_wakes_a_pass(store: CardStore, redis_url: str) -> None:
+    # Given an orchestrator waiting on the event stream: R runs alone, A runs and W waits on A
+    events = EventBus(redis_url, store.redis_keys)
+    orch = Orchestrator(load_settings(), store, DeferredDispatcher(), events)
+    store.add_cards([spec("R"), spec("A"), spec("W", depends_on=["A"])])
+    assert orch.tick().released == ["A", "R"]
+    assert orch.tick().released == []  # decides W again now that A is QUEUED: nothing to do
+    orch.wait_for_change(0.01)  # now waiting from the stream's current end
+    # When R finishes: nothing waits on it
+    run(store, "R", ok=True)
+    events.publish(status_event("R", Status.DONE))
+    # Expect the wake-up to say so (no pass), the final event counted for --wait
+    assert orch.wait_for_change(5.0) is False and orch.finals_seen == 1
+    # When A finishes, which W waits on
+    run(store, "A", ok=True)
+    events.publish(status_event("A", Status.DONE))
+    # Expect a pass, and it releases W
+    assert orch.wait_for_change(5.0) is True
+    assert orch.tick().released == ["W"]
+    # When a card is added (its TODO event)
+    store.add_cards([spec("N")])
+    events.publish(status_event("N", Status.TODO))
+    # Expect a pass
+    assert orch.wait_for_change(5.0) is True
+    assert orch.tick().released == ["N"]
+    events.close()
+
+
+def test_a_card_settling_wakes_a_pass_while_ready_cards_are_held_back(store: CardStore, redis_url: str) -> None:
+    # Given max_in_flight 1: X released, Y ready and held back
+    events = EventBus(redis_url, store.redis_keys)
+    orch = Orchestrator(load_settings(), store, DeferredDispatcher(), events, max_in_flight=1)
+    store.add_cards([spec("X"), spec("Y")])
+    assert orch.tick().released == ["X"]
+    orch.wait_for_change(0.01)
+    # When X finishes (nothing waits on it)
+    run(store, "X", ok=True)
+    events.publish(status_event("X", Status.DONE))
+    # Expect a pass, and it releases Y into the freed slot
+    assert orch.wait_for_change(5.0) is True
+    assert orch.tick().released == ["Y"]
+    events.close()
+
+
+class CountingOrchestrator(Orchestrator):
+    """Counts its passes."""
+
+    passes = 0
+
+    def tick(self, *, release: bool = True) -> TickResult:
+        self.passes += 1
+        return super().tick(release=release)
+
+
+def test_orchestrate_wait_ends_when_the_last_card_settles_without_a_pass(store: CardStore, redis_url: str) -> None:
+    # Given an orchestrator in --wait with a long poll interval, and two cards a worker will run
+    events = EventBus(redis_url, store.redis_keys)
+    orch = CountingOrchestrator(load_settings(), store, DeferredDispatcher(), events)
+    store.add_cards([spec("P"), spec("Q")])
+    worker_done = threading.Event()
+
+    def worker() -> None:
+        while store.count_by_status()[Status.QUEUED] < 2:
+            time.sleep(0.01)
+        for card_id in ("P", "Q"):
+            run(store, card_id, ok=card_id == "P")
+            events.publish(status_event(card_id, store.get_card(card_id).status))
+        worker_done.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    # When it runs with a safety-net poll longer than its --timeout
+    code = orch.run(once=True, wait=True, interval=600, timeout=60)
+    thread.join()
+    # Expect it to end on the final events (exit 1: Q failed) after its first pass only
+    assert worker_done.is_set() and (code, orch.passes) == (1, 1)
     events.close()
 
 
