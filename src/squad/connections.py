@@ -79,3 +79,10 @@ def stream_id_time(entry_id: str) -> float | None:
     """When Redis added the entry (epoch s, from the id's milliseconds); None for a non-id."""
     ms = entry_id.partition("-")[0]
     return int(ms) / 1000 if ms.isdigit() else None
+
+
+def stream_tail(client: redis.Redis, stream: str) -> str:
+    """The id of a stream's newest entry (STREAM_START when empty): a reader that starts there misses
+    nothing added later. Reading "after $" instead loses what arrives between two blocking reads."""
+    newest = client.xrevrange(stream, count=1)
+    return str(newest[0][0]) if newest else STREAM_START

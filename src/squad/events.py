@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from squad.cards import Status
-from squad.connections import REDIS_FULL_HINT, STREAM_START, redis_client, redis_is_full
+from squad.connections import REDIS_FULL_HINT, redis_client, redis_is_full, stream_tail
 from squad.constants import (
     LIVE_LOG_ENTRY_MAX_CHARS,
     LOG_EVENT_MAX_CHARS,
@@ -231,8 +231,7 @@ class EventBus:
 
     def stream_position(self) -> str:
         """The id of the newest event: a reader starting there misses nothing published later."""
-        newest = self.redis.xrevrange(self.keys.task_updates, count=1)
-        return str(newest[0][0]) if newest else STREAM_START
+        return stream_tail(self.redis, self.keys.task_updates)
 
     def wait_status(self, after_id: str, statuses: frozenset[str], *, block_s: float
                     ) -> tuple[list[tuple[str, str]], str]:

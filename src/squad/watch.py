@@ -12,7 +12,7 @@ from rich.text import Text
 
 from squad.cards import Status
 from squad.config import Settings
-from squad.connections import redis_client
+from squad.connections import redis_client, stream_tail
 from squad.events import decode_event
 from squad.safetext import escape_controls
 from squad.store import CardStore
@@ -36,12 +36,14 @@ def run_watch(settings: Settings, store: CardStore, *, interval: float = 0.5) ->
     for card in store.list_cards(status=Status.IN_PROGRESS.value):
         ensure(card.card_id, card.progress, card.current_step or "")
     client = redis_client(settings.events, socket_timeout=interval + 5)
-    last_id = "$"
+    last_id: str | None = None  # the stream's tail once Redis answers: no event lost between two reads
     stream = store.redis_keys.task_updates
     with Live(Group(progress, status_line), refresh_per_second=max(1, int(1 / interval)), transient=False):
         try:
             while True:
                 try:
+                    if last_id is None:
+                        last_id = stream_tail(client, stream)
                     res = client.xread({stream: last_id}, count=500, block=int(interval * 1000))
                 except redis.RedisError:
                     status_line.plain = "event stream unreachable; retrying"

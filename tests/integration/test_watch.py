@@ -12,6 +12,8 @@ from typing import Any
 import psutil
 
 from conftest import run_cli, squad_env, wait_for
+from squad.events import EventBus, progress_event
+from squad.store import CardStore
 
 
 def test_watch_shows_a_running_card_progressing_to_done(redis_url: str, tmp_path: Path, spawn: Any) -> None:
@@ -51,3 +53,34 @@ def test_logs_follow_stops_on_sigterm(redis_url: str, tmp_path: Path, spawn: Any
     # Expect it to stop at once, with the conventional code and no traceback
     assert follow.wait(timeout=15) == 143
     assert follow.stdout is not None and b"Traceback" not in follow.stdout.read()
+
+
+def test_watch_misses_no_event_published_between_two_of_its_reads(redis_url: str, tmp_path: Path,
+                                                                   spawn: Any) -> None:
+    # Given `squad watch` following the stream with its shortest block, so it reads again every 0.1 s
+    env = squad_env(SQUAD_REDIS_URL=redis_url, USE_CELERY="false",
+                    SQUAD_DATABASE_URL=f"sqlite:///{tmp_path / 'squad.db'}")
+    out = tmp_path / "watch.out"
+    with out.open("wb") as fh:
+        watch = spawn("watch", "--interval", "0.1", env=env, stdout=fh)
+        port = int(redis_url.rsplit(":", 1)[1])
+        wait_for(lambda: any(c.raddr and c.raddr.port == port for c in psutil.Process(watch.pid).net_connections()),
+                 90, message="watch connected to Redis")
+        # When 60 cards report progress at uneven moments, many of them while it is between two reads
+        # (reading "after $" again after an empty read lost those)
+        store = CardStore(env["SQUAD_DATABASE_URL"])  # the watcher's store: its Redis namespace
+        bus = EventBus(env["SQUAD_REDIS_URL"].rstrip("/") + "/2", store.redis_keys)
+        store.dispose()
+        for i in range(60):
+            bus.publish(progress_event(f"EV-{i:02d}", f"t{i}", progress=50, current_step="half",
+                                       elapsed=1.0, worker="w@test"))
+            time.sleep(0.023 * (i % 7))
+        bus.close()
+        time.sleep(1.5)
+        watch.send_signal(signal.SIGINT)
+        watch.wait(timeout=15)
+    # Expect its last frame to hold a bar for every one of them
+    text = out.read_text(errors="replace")
+    assert watch.returncode == 0, text
+    missing = [f"EV-{i:02d}" for i in range(60) if f"EV-{i:02d}" not in text]
+    assert missing == [], text
