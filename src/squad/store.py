@@ -612,26 +612,6 @@ class CardStore:
                                        cards_t.c.priority, cards_t.c.created_at))
             return {r.card_id: (r.status, list(r.depends_on or []), r.priority, r.created_at) for r in rows}
 
-    def pass_graph(self) -> Graph:
-        """The part of the graph a pass needs: TODO and BLOCKED cards plus their dependencies.
-
-        O(waiting cards), not O(cards): DONE history is never read (status index), and the
-        dependencies' statuses come in chunked IN lists.
-        """
-        graph: Graph = {}
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(cards_t.c.card_id, cards_t.c.status, cards_t.c.depends_on,
-                                       cards_t.c.priority, cards_t.c.created_at)
-                                .where(cards_t.c.status.in_([Status.TODO.value, Status.BLOCKED.value])))
-            for r in rows:
-                graph[r.card_id] = (r.status, list(r.depends_on or []), r.priority, r.created_at)
-            deps = sorted({d for _st, ds, _p, _c in graph.values() for d in ds} - graph.keys())
-            for chunk in chunks(deps):
-                for dep in conn.execute(select(cards_t.c.card_id, cards_t.c.status)
-                                        .where(cards_t.c.card_id.in_(chunk))):
-                    graph[dep.card_id] = (dep.status, [], 0, 0.0)
-        return graph
-
     def waiting_rows(self, card_ids: Sequence[str] | None = None) -> list[GraphRow]:
         """(card_id, status, depends_on, priority, created_at, updated_at) of every TODO/BLOCKED
         card, or of the given cards whatever their status (status index, chunked IN lists).

@@ -20,6 +20,7 @@ import squad.store
 from conftest import status_of
 from squad.cards import CardSpec, Status, Usage
 from squad.errors import BacklogError, DuplicateCardError, NotFoundError, TransitionError
+from squad.passgraph import PassGraph
 from squad.retries import RetryPolicy
 from squad.store import CardStore, Claim, RunOutcome
 from squad.tables import metadata
@@ -481,15 +482,18 @@ def test_a_pass_reads_only_waiting_cards_and_their_dependencies(store: CardStore
                      spec("W", depends_on=["R"])])
     finish(store, start(store, "OLD"), ok=True)
     start(store, "R")
-    # When
-    graph = store.pass_graph()
+    # When the orchestrator's kept graph reads them
+    graph = PassGraph(store).refresh()
+    graph.decide()
     # Expect waiting cards with their dependencies' statuses, and the same decisions as the full graph
-    assert set(graph) == {"A", "B", "W", "OLD", "R"}
-    assert (graph["OLD"][0], graph["R"][0]) == ("DONE", "IN_PROGRESS")
-    assert store.ready_cards(graph=graph) == store.ready_cards() == ["A"]
+    assert set(graph.waiting) | set(graph.dep_status) == {"A", "B", "W", "OLD", "R"}
+    assert (graph.status_of("OLD"), graph.status_of("R")) == ("DONE", "IN_PROGRESS")
+    assert graph.ready_ids() == store.ready_cards() == ["A"]
     finish(store, start(store, "A"), ok=True)
-    assert store.pass_graph().keys() == {"B", "W", "A", "OLD", "R"}
-    assert store.ready_cards(graph=store.pass_graph()) == ["B"]
+    graph = PassGraph(store).refresh()
+    graph.decide()
+    assert set(graph.waiting) | set(graph.dep_status) == {"B", "W", "A", "OLD", "R"}
+    assert graph.ready_ids() == ["B"]
 
 
 def test_enqueue_many_queues_each_todo_card_under_its_own_task_id_and_skips_moved_ones(store: CardStore) -> None:
@@ -517,7 +521,9 @@ def test_a_backlog_larger_than_the_postgresql_parameter_limit_is_added_and_queue
     try:
         # When
         assert store.add_cards(specs) == ([s.card_id for s in specs], [])
-        queued = store.enqueue_many(store.ready_cards(graph=store.pass_graph()))
+        graph = PassGraph(store).refresh()
+        graph.decide()
+        queued = store.enqueue_many(graph.ready_ids())
         # Expect every card stored and queued, and a second import refused whole
         assert len(queued) == n and store.count_by_status()["QUEUED"] == n
         with pytest.raises(DuplicateCardError):
