@@ -44,8 +44,10 @@ def make_celery(settings: Settings) -> Celery:
         # Recycle a pool process by memory, not by task count: max_tasks_per_child=50 halved the
         # throughput of short cards (a fork + imports every 50 tasks, with stalls).
         worker_max_memory_per_child=WORKER_MAX_MEMORY_KIB,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Off unless SQUAD_TASK_EVENTS: publishing them was half of the worker main process's CPU for a
+        # short card (a fanout PUBLISH per event). Flower sends `enable_events` to every worker itself.
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
         # No STARTED write per task: the API derives STARTED/PROGRESS from the store's claim.
         task_track_started=False,
         task_default_queue=CARDS_QUEUE,

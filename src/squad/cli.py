@@ -153,7 +153,7 @@ def worker(
         if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
             raise SquadError(f"--autoscale must be MAX,MIN (two integers), got {autoscale!r}")
     argv = [sys.executable, "-m", "celery", "-A", "squad.celery_app", "worker", "-Q", queues,
-            "--loglevel", loglevel, "-n", hostname or f"squad-{os.getpid()}@%h", "-E"]
+            "--loglevel", loglevel, "-n", hostname or f"squad-{os.getpid()}@%h"]
     argv += ["--autoscale", autoscale] if autoscale else ["--concurrency", str(concurrency)]
     err.print(f"squad worker: broker {mask_url(settings.broker)}, queues {queues}", style="dim")
     # Exit code 0 is a drained or remotely shut down worker: stop, and let the service manager decide.

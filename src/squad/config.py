@@ -191,6 +191,10 @@ class Settings(BaseSettings):
     protect_metrics: bool = False
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     keep_prompts: bool = False
+    #: Celery task events from the start (workers' task-received/started/succeeded, senders' task-sent).
+    #: Off: each cost the worker's main process ~1.5 ms of CPU per card; Flower turns the workers'
+    #: events on itself (every 5 s). docs/operations.md "Celery tooling and monitoring".
+    task_events: bool = False
 
     default_agent: str = "demo"
     squads: dict[str, str] = Field(default_factory=dict)

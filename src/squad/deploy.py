@@ -40,6 +40,7 @@ SQUAD_TOML = '''# squad.toml: Squad Orchestrator configuration (precedence: CLI 
 # allowed_roots = ["/srv/repos"]                # where a card's workdir may lie besides workdir
 # allowed_hosts = ["squad.internal"]            # Host names the API answers besides loopback
 # keep_prompts = false                          # keep the prompt file of a failed attempt (0600)
+# task_events = false                           # Celery task events from the start (Flower enables them itself)
 
 default_agent = "claude"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,55 @@ def get_json(url: str) -> Any:
     return resp.json() if resp.status_code == 200 else None
 
 
+def test_task_events_from_the_start_with_squad_task_events(
+        tmp_path: Path, redis_url: str, sqlite_url: str, start_worker: StartWorker) -> None:
+    # Given SQUAD_TASK_EVENTS=true, a Celery event receiver on our broker (no Flower to turn events on)
+    from celery import Celery
+
+    write_ledger_agent(tmp_path, 1)
+    env = squad_env(SQUAD_REDIS_URL=redis_url, SQUAD_DATABASE_URL=sqlite_url, SQUAD_TASK_EVENTS="true")
+    app = Celery(broker=f"{redis_url}/0")
+    seen: list[dict[str, Any]] = []
+    ready, receivers = threading.Event(), []
+
+    def receive() -> None:
+        with app.connection_for_read() as conn:
+            recv = app.events.Receiver(conn, handlers={"*": seen.append})
+            consume_ready = recv.on_consume_ready
+
+            def on_ready(*args: Any, **kwargs: Any) -> None:
+                consume_ready(*args, **kwargs)
+                ready.set()
+
+            recv.on_consume_ready = on_ready  # type: ignore[method-assign]
+            receivers.append(recv)
+            recv.capture(limit=None, timeout=None, wakeup=False)
+
+    threading.Thread(target=receive, daemon=True).start()
+    assert ready.wait(30), "event receiver did not subscribe"
+    start_worker(env, concurrency=1, name="events-w@test")
+    # When a card runs
+    assert run_cli("backlog", "import", str(backlog(tmp_path / "c.json", ["EV-1"])), env=env).returncode == 0
+    orch = run_cli("orchestrate", "--mode", "celery", "--wait", "--interval", "0.5", env=env, timeout=180)
+    assert orch.returncode == 0, orch.stderr
+    store = CardStore(sqlite_url)
+    task_id = store.list_runs("EV-1")[0].task_id
+    store.dispose()
+
+    # Expect the sender's and the worker's events for its task, the worker's from our worker
+    def events_of_task() -> set[str] | None:
+        types = {ev["type"] for ev in list(seen) if ev.get("uuid") == task_id}
+        return types if {"task-sent", "task-received", "task-succeeded"} <= types else None
+
+    try:
+        wait_for(events_of_task, 30, interval=0.2, message="task-sent, task-received, task-succeeded")
+    finally:
+        for recv in receivers:
+            recv.should_stop = True
+    assert {ev["hostname"] for ev in seen if ev.get("uuid") == task_id and ev["type"] == "task-succeeded"} == {
+        "events-w@test"}
+
+
 def test_flower_reads_our_tasks_and_worker_logs_are_json_with_the_attempt_context(
         tmp_path: Path, redis_url: str, sqlite_url: str, start_worker: StartWorker, spawn: Spawn) -> None:
     # Given Flower (from PyPI) started on our Celery app before any card runs, and a worker
@@ -69,6 +119,16 @@ def test_flower_reads_our_tasks_and_worker_logs_are_json_with_the_attempt_contex
     wait_for(lambda: get_json(f"http://127.0.0.1:{port}/api/workers") is not None, 60, interval=0.5,
              message="Flower API")
     worker = start_worker(env, concurrency=2, name="flower-w@test")
+    # Task events are off by default (SQUAD_TASK_EVENTS): Flower turns them on itself (`enable_events`
+    # every 5 s); its /metrics shows the worker online once the worker's own events reach it
+    def events_on() -> bool:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return False
+        return 'flower_worker_online{worker="flower-w@test"} 1.0' in text
+
+    wait_for(events_on, 60, interval=0.5, message="Flower to turn on the worker's task events")
     # When two cards run
     ids = ["FL-1", "FL-2"]
     assert run_cli("backlog", "import", str(backlog(tmp_path / "c.json", ids)), env=env).returncode == 0
