@@ -8,6 +8,9 @@ VERSION_LINES = {"version": f"{VERSION}\n", "--version": f"squad {VERSION}\n"}
 
 # Redis streams (docs/api.md "WebSocket").
 TASK_UPDATES_STREAM = "task_updates"
+#: status events that may give an orchestrator pass something to do, `card_id` and `status` only
+SETTLED_STREAM = "settled"
+SETTLED_MAXLEN = 10_000
 TASK_UPDATES_MAXLEN = 100_000
 TASK_LOGS_PREFIX = "task:logs:"
 TASK_LOGS_MAXLEN = 20_000

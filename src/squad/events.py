@@ -28,6 +28,7 @@ from squad.connections import REDIS_FULL_HINT, redis_client, redis_is_full, stre
 from squad.constants import (
     LIVE_LOG_ENTRY_MAX_CHARS,
     LOG_EVENT_MAX_CHARS,
+    SETTLED_MAXLEN,
     TASK_LOGS_MAX_BYTES,
     TASK_LOGS_MAXLEN,
     TASK_LOGS_MIN_ENTRIES,
@@ -44,6 +45,11 @@ CONNECTED_MESSAGE = "connected to squad task updates"
 
 #: One event as written to `task_updates`: flat string fields.
 Event = dict[str, str]
+#: Statuses after which an orchestrator pass may have something to do (a dependant to release, a
+#: retry or a new card to queue): their events also go to the small `settled` stream, the only one
+#: an orchestrator reads. QUEUED and IN_PROGRESS never free anything.
+WAKE_STATUSES = frozenset({Status.DONE.value, Status.FAILED.value, Status.CANCELLED.value, Status.RETRYING.value,
+                           Status.TODO.value})
 
 
 def clip_text(text: str, limit: int) -> str:
@@ -125,10 +131,23 @@ def _bounded_event(event: Event) -> Event:
     return event
 
 
+def _add_event(pipe: redis.client.Pipeline | aioredis.client.Pipeline, keys: RedisKeys, event: Event) -> int:
+    """Queue one event on a pipeline: on `task_updates`, and a wake-up status also on `settled` (same
+    round trip). Returns how many commands it queued."""
+    pipe.xadd(keys.task_updates, _bounded_event(event), maxlen=TASK_UPDATES_MAXLEN, approximate=True)
+    if event.get("type") == "status" and event.get("status") in WAKE_STATUSES:
+        pipe.xadd(keys.settled, {"card_id": event["card_id"], "status": event["status"]}, maxlen=SETTLED_MAXLEN,
+                  approximate=True)
+        return 2
+    return 1
+
+
 async def publish_async(client: aioredis.Redis, keys: RedisKeys, event: Event) -> str:
     """Append one event from an event loop (the API); the caller bounds the wait."""
-    return str(await client.xadd(keys.task_updates, _bounded_event(event), maxlen=TASK_UPDATES_MAXLEN,
-                                 approximate=True))
+    async with client.pipeline(transaction=False) as pipe:
+        _add_event(pipe, keys, event)
+        ids = await pipe.execute()
+    return str(ids[0])
 
 
 def decode_event(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -186,11 +205,12 @@ class EventBus:
             return None
         try:
             with self.redis.pipeline(transaction=False) as pipe:
+                last = 0  # the result index of the last task_updates entry
                 for ev in events:
-                    pipe.xadd(self.keys.task_updates, _bounded_event(ev), maxlen=TASK_UPDATES_MAXLEN,
-                              approximate=True)
+                    last = len(pipe)
+                    _add_event(pipe, self.keys, ev)
                 ids = pipe.execute()
-            return str(ids[-1])
+            return str(ids[last])
         except redis.RedisError as exc:
             self._failed(exc, "event")
             return None
@@ -211,8 +231,7 @@ class EventBus:
                               maxlen=maxlen, approximate=True)
                 pipe.expire(key, self.log_ttl_s)
                 for ev in events or []:
-                    pipe.xadd(self.keys.task_updates, _bounded_event(ev), maxlen=TASK_UPDATES_MAXLEN,
-                              approximate=True)
+                    _add_event(pipe, self.keys, ev)
                 pipe.execute()
             return True
         except redis.RedisError as exc:
@@ -229,27 +248,26 @@ class EventBus:
             rows = list(reversed(self.redis.xrevrange(key, max="+", min="-", count=limit)))
         return [{"id": entry_id, **fields} for entry_id, fields in rows]
 
-    def stream_position(self) -> str:
-        """The id of the newest event: a reader starting there misses nothing published later."""
-        return stream_tail(self.redis, self.keys.task_updates)
+    def settled_position(self) -> str:
+        """The id of the newest wake-up (`settled`): a reader starting there misses none published later."""
+        return stream_tail(self.redis, self.keys.settled)
 
-    def wait_status(self, after_id: str, statuses: frozenset[str], *, block_s: float
-                    ) -> tuple[list[tuple[str, str]], str]:
-        """Block up to `block_s` for `status` events in `statuses` after stream id `after_id`.
+    def wait_status(self, after_id: str, *, block_s: float) -> tuple[list[tuple[str, str]], str]:
+        """Block up to `block_s` for status events in WAKE_STATUSES after id `after_id` of `settled`.
 
-        Returns ((card_id, status) of those events, last id read): every event already in the
-        stream comes at once (up to 500), and the caller resumes from that id, so no event is
-        missed between two waits. `after_id` "$" means "from now".
+        Returns ((card_id, status) of those events, last id read): every one already in the stream
+        comes at once (up to 500), and the caller resumes from that id, so none is missed between two
+        waits. `after_id` "$" means "from now". Log and progress events never wake the reader: they
+        are on `task_updates` only (an orchestrator reading that stream woke for every batch of every
+        running card).
         """
-        last = self.stream_position() if after_id == "$" else after_id
-        rows = self.redis.xread({self.keys.task_updates: last}, count=500, block=max(1, int(block_s * 1000)))
+        last = self.settled_position() if after_id == "$" else after_id
+        rows = self.redis.xread({self.keys.settled: last}, count=500, block=max(1, int(block_s * 1000)))
         found: list[tuple[str, str]] = []
         for _stream, entries in rows or []:
             for entry_id, fields in entries:
                 last = str(entry_id)
-                status = fields.get("status")
-                if fields.get("type") == "status" and status in statuses:
-                    found.append((str(fields.get("card_id", "")), str(status)))
+                found.append((str(fields.get("card_id", "")), str(fields.get("status", ""))))
         return found, last
 
     def close(self) -> None:

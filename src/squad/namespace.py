@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from squad.constants import TASK_LOGS_PREFIX, TASK_UPDATES_STREAM
+from squad.constants import SETTLED_STREAM, TASK_LOGS_PREFIX, TASK_UPDATES_STREAM
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,11 @@ class RedisKeys:
     def task_updates(self) -> str:
         """The event stream (`task_updates`)."""
         return f"{self.namespace}:{TASK_UPDATES_STREAM}"
+
+    @property
+    def settled(self) -> str:
+        """The orchestrator's wake-up stream (`settled`): the status events a pass may act on."""
+        return f"{self.namespace}:{SETTLED_STREAM}"
 
     def task_logs(self, card_id: str) -> str:
         """The live log stream of one card (`task:logs:<card_id>`)."""

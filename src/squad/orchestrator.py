@@ -27,10 +27,8 @@ from squad.waiting import EXIT_TIMEOUT
 log = structlog.get_logger(__name__)
 REQUEUE_CHECK_S = 5.0  # lost-message check (reads queued messages back) at most this often
 WAKE_CHECK_S = 0.5  # longest block on the event stream before looking at the stop flag again
-#: statuses after which a pass may have something to do (QUEUED/IN_PROGRESS never free a dependant)
-SETTLED_STATUSES = frozenset({Status.DONE.value, Status.FAILED.value, Status.CANCELLED.value,
-                              Status.RETRYING.value, Status.TODO.value})
-#: of those, the final ones: they matter to a pass only through the graph (see `Orchestrator.relevant`)
+#: of the statuses that wake a pass (`events.WAKE_STATUSES`), the final ones: they matter to a pass
+#: only through the graph (see `Orchestrator.relevant`)
 FINAL_STATUSES = frozenset({Status.DONE.value, Status.FAILED.value, Status.CANCELLED.value})
 
 
@@ -200,7 +198,7 @@ class Orchestrator:
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.events is not None and self._last_event_id == "$":
             try:  # before the first pass: a card settling during it must still wake the next wait
-                self._last_event_id = self.events.stream_position()
+                self._last_event_id = self.events.settled_position()
             except Exception as exc:
                 log.warning("cannot read the event stream; polling only", error=f"{type(exc).__name__}: {exc}")
         run_pass = True
@@ -248,7 +246,7 @@ class Orchestrator:
         True: run a pass now. False: cards settled that no pass has anything to do about (the
         caller may look at them, e.g. `--wait` counting active cards), and the poll is not due.
 
-        Local mode: the executor's own signal. Celery mode: a status event on `task_updates` that a
+        Local mode: the executor's own signal. Celery mode: a status event on `settled` that a
         worker publishes after its `finish` transaction committed, so the next pass sees the change.
         Every event already in the stream is read at once, so a burst of them makes one pass.
         """
@@ -267,7 +265,7 @@ class Orchestrator:
                 return True
             try:
                 found, self._last_event_id = self.events.wait_status(
-                    self._last_event_id, SETTLED_STATUSES, block_s=min(remaining, WAKE_CHECK_S))
+                    self._last_event_id, block_s=min(remaining, WAKE_CHECK_S))
             except Exception as exc:  # Redis blip: fall back to the poll
                 log.warning("waiting for status events failed", error=f"{type(exc).__name__}: {exc}")
                 self.stopping.wait(remaining)

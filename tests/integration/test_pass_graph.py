@@ -3,6 +3,7 @@ what changed, yet sees every writer (other processes' cards, a lagging clock, de
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +14,9 @@ from sqlalchemy import update
 
 from squad.cards import CardSpec, Status
 from squad.config import load_settings
+from squad.connections import async_redis
 from squad.dispatch import DeferredDispatcher
-from squad.events import EventBus, status_event
+from squad.events import EventBus, iso_now, log_event, progress_event, publish_async, status_event
 from squad.orchestrator import Orchestrator, TickResult
 from squad.passgraph import COUNT_CHECK_S
 from squad.retries import RetryPolicy
@@ -152,6 +154,38 @@ def test_only_a_status_event_the_graph_cares_about_wakes_a_pass(store: CardStore
     # Expect a pass
     assert orch.wait_for_change(5.0) is True
     assert orch.tick().released == ["N"]
+    events.close()
+
+
+def test_only_statuses_a_pass_may_act_on_reach_the_orchestrators_wake_stream(store: CardStore,
+                                                                              redis_url: str) -> None:
+    # Given the position of the wake stream (`settled`)
+    events, keys = EventBus(redis_url, store.redis_keys), store.redis_keys
+    start = events.settled_position()
+    # When a worker's batches go out: lines, progress, IN_PROGRESS, QUEUED (nothing a pass acts on)
+    line = (iso_now(), "INFO", "working")
+    events.append_logs("R", "t1", [line], [status_event("R", Status.IN_PROGRESS, "t1"),
+                                           progress_event("R", "t1", progress=50, current_step="half", elapsed=0.1,
+                                                          worker="w"),
+                                           log_event("R", "t1", level="INFO", message="working")])
+    events.publish(status_event("Q", Status.QUEUED, "t2"))
+    # Expect no wake-up
+    assert events.wait_status(start, block_s=0.05)[0] == []
+    # When R's DONE goes out with its last batch, and the API adds N (its TODO event)
+    events.append_logs("R", "t1", [line], [status_event("R", Status.DONE, "t1")])
+
+    async def api_adds() -> None:
+        client = async_redis(redis_url)
+        await publish_async(client, keys, status_event("N", Status.TODO))
+        await client.aclose()
+
+    asyncio.run(api_adds())
+    # Expect both, in order, and every event still on task_updates for the other readers
+    found, _last = events.wait_status(start, block_s=1.0)
+    assert found == [("R", "DONE"), ("N", "TODO")]
+    types = [(f["type"], f.get("status")) for _id, f in events.redis.xrange(keys.task_updates)]
+    assert types == [("status", "IN_PROGRESS"), ("progress", None), ("log", None), ("status", "QUEUED"),
+                     ("status", "DONE"), ("status", "TODO")]
     events.close()
 
 
