@@ -128,6 +128,15 @@ def _builtin_agents() -> dict[str, AgentConfig]:
     }
 
 
+def _builtin_agent(name: str) -> AgentConfig | None:
+    """The built-in agent `name` alone (equal to `_builtin_agents()[name]`), or None."""
+    from squad.agents.presets import PRESETS
+
+    if name in PRESETS:
+        return PRESETS[name].config.model_copy(deep=True)
+    return _builtin_agents().get(name) if name in ("demo", "demo-flaky") else None
+
+
 def config_path() -> Path:
     """The squad.toml in use: `SQUAD_CONFIG`, else `./squad.toml`."""
     return Path(os.environ.get("SQUAD_CONFIG", "squad.toml"))
@@ -322,10 +331,12 @@ class Settings(BaseSettings):
     def agent_for(self, agent: str | None, squad: str | None) -> tuple[str, AgentConfig]:
         """Pick the agent of a card: its own, else its squad's, else the default."""
         name = agent or (self.squads.get(squad) if squad else None) or self.default_agent
-        agents = self.all_agents
-        if name not in agents:
-            raise ConfigError(f"unknown agent {name!r} (configured: {', '.join(sorted(agents))})")
-        return name, agents[name]
+        # squad.toml's agents override the built-in ones of the same name. Only the agent asked for
+        # is built (building every preset, a deep copy each, cost more than running `true`).
+        found = self.agents[name] if name in self.agents else _builtin_agent(name)
+        if found is None:
+            raise ConfigError(f"unknown agent {name!r} (configured: {', '.join(sorted(self.all_agents))})")
+        return name, found
 
     def limits_for(self, card: LimitedCard) -> CardLimits:
         """The one place a card's limits and retry budget are resolved (the soft limit never
