@@ -540,7 +540,7 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter,
     finally:
         if not settings.keep_prompts:
             remove_prompt_file(prompt_file)
-    if result.outcome == "succeeded":
+    if result.outcome == "succeeded" and settings.keep_prompts:  # kept for failed attempts only
         remove_prompt_file(prompt_file)
     if lease.fenced.is_set():  # another attempt owns the workdir now: hands off
         return outcome_of(result), None

@@ -52,27 +52,43 @@ PROMPT_FILE_MODE = 0o600
 def prompt_path(workdir_root: Path, card_id: str, attempt: int) -> Path:
     """Where the prompt of one attempt is written: a per-card folder under `SQUAD_WORKDIR/.prompts`
     (the agent's `{prompt_file}`; the API reads a kept one back)."""
-    return workdir_root.resolve() / PROMPTS_DIR / card_id / f"attempt-{attempt}.md"
+    return Path(os.path.join(os.path.realpath(workdir_root), PROMPTS_DIR, card_id, f"attempt-{attempt}.md"))
+
+
+def _private_dir(folder: str) -> None:
+    """`folder` exists as a directory (parents made as needed) with mode 0700, whatever it had."""
+    try:
+        os.mkdir(folder, PROMPT_DIR_MODE)
+    except FileExistsError:
+        if not os.path.isdir(folder):
+            raise
+    except FileNotFoundError:
+        os.makedirs(folder, PROMPT_DIR_MODE, exist_ok=True)
+    os.chmod(folder, PROMPT_DIR_MODE)
 
 
 def write_prompt_file(path: Path, text: str) -> None:
     """Write a prompt readable by its owner only (0600, folders 0700): prompts carry card text.
 
     Never follows a symlink planted at the file's place, and fixes the mode of a file or folder
-    that already existed with a looser one.
+    that already existed with a looser one. Plain `os` calls: this runs for every attempt.
     """
-    for folder in (path.parent.parent, path.parent):
-        folder.mkdir(mode=PROMPT_DIR_MODE, parents=True, exist_ok=True)
-        os.chmod(folder, PROMPT_DIR_MODE)
+    card_dir = os.path.dirname(path)
+    for folder in (os.path.dirname(card_dir), card_dir):
+        _private_dir(folder)
+    data = memoryview(text.encode("utf-8"))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, PROMPT_FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), PROMPT_FILE_MODE)
-        handle.write(text)
+    try:
+        os.fchmod(fd, PROMPT_FILE_MODE)
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def remove_prompt_file(path: Path) -> None:
     """Delete an attempt's prompt file, and its card's folder once empty."""
     with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+        os.unlink(path)
     with contextlib.suppress(OSError):  # not empty (another attempt's kept prompt) or already gone
-        path.parent.rmdir()
+        os.rmdir(os.path.dirname(path))
