@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -147,7 +147,9 @@ _PROGRESS = update(cards_t).where(cards_t.c.card_id == _B_CARD)
 _PROGRESS_OF_CLAIM = _PROGRESS.where(cards_t.c.claim_token == _B_TOKEN)
 #: fencing: only a run still open can be closed (SET columns come with the parameters)
 _CLOSE_RUN = update(runs_t).where(runs_t.c.id == bindparam("b_run_id")).where(runs_t.c.ended_at.is_(None))
-_CARD_ROW = select(cards_t).where(cards_t.c.card_id == _B_CARD)
+#: what `finish` reads of the card (not the whole row: its JSON columns would be decoded for nothing)
+_FINISH_STATE = select(cards_t.c.card_id, cards_t.c.status, cards_t.c.claim_token, cards_t.c.cost_usd,
+                       cards_t.c.attempts, cards_t.c.retry_base).where(cards_t.c.card_id == _B_CARD)
 _ADD_COST = (update(cards_t).where(cards_t.c.card_id == _B_CARD)
              .values(cost_usd=cards_t.c.cost_usd + bindparam("b_cost")))
 #: the end of an attempt, per new status: only from IN_PROGRESS and only for the claim's own token
@@ -168,6 +170,11 @@ def card_page_query(*, status: str | None = None, squad: str | None = None, limi
     if offset:
         query = query.offset(offset)
     return query
+
+
+def _columns(value: Usage | GitFacts) -> dict[str, Any]:
+    """A flat dataclass of column values as a dict (`asdict` deep-copies every value on the way)."""
+    return {f.name: getattr(value, f.name) for f in fields(value)}
 
 
 def _card_from_row(row: Any) -> Card:
@@ -486,11 +493,11 @@ class CardStore:
             # (its worker was frozen past its lease) keeps that verdict: the late outcome is dropped.
             closed = conn.execute(_CLOSE_RUN, {
                 "b_run_id": claim.run_id, "status": run_status, "ended_at": stamp, "exit_code": outcome.exit_code,
-                "error": outcome.error, "log": outcome.log, **asdict(outcome.usage),
-                **(asdict(outcome.git) if outcome.git else {})})
+                "error": outcome.error, "log": outcome.log, **_columns(outcome.usage),
+                **(_columns(outcome.git) if outcome.git else {})})
             if closed.rowcount != 1:
                 return None
-            row = conn.execute(_CARD_ROW, {"b_card_id": claim.card.card_id}).one()
+            row = conn.execute(_FINISH_STATE, {"b_card_id": claim.card.card_id}).one()
             if row.claim_token != claim.token or row.status != Status.IN_PROGRESS:
                 if outcome.usage.cost_usd:
                     conn.execute(_ADD_COST, {"b_card_id": row.card_id, "b_cost": outcome.usage.cost_usd})
