@@ -155,6 +155,9 @@ _ADD_COST = (update(cards_t).where(cards_t.c.card_id == _B_CARD)
 #: the end of an attempt, per new status: only from IN_PROGRESS and only for the claim's own token
 _FINISH_MOVE = {new: _move(_B_CARD, new, expected=[Status.IN_PROGRESS]).where(cards_t.c.claim_token == _B_TOKEN)
                 for new in Status if Status.IN_PROGRESS in allowed_sources(new)}
+#: a succeeded attempt's move (DONE, or REVIEW), adding its cost in the same statement
+_FINISH_SUCCESS = {new: _FINISH_MOVE[new].values(cost_usd=func.coalesce(cards_t.c.cost_usd, 0.0) + bindparam("b_cost"))
+                   for new in (Status.DONE, Status.REVIEW)}
 
 
 def card_page_query(*, status: str | None = None, squad: str | None = None, limit: int | None = None,
@@ -497,6 +500,20 @@ class CardStore:
                 **(_columns(outcome.git) if outcome.git else {})})
             if closed.rowcount != 1:
                 return None
+            if outcome.succeeded:
+                # One statement: the move itself checks the claim (token, IN_PROGRESS) and adds the
+                # cost; only a failure reads the card first (the retry decision needs its counters).
+                new = Status.REVIEW if review else Status.DONE
+                moved = conn.execute(_FINISH_SUCCESS[new], {
+                    "b_card_id": claim.card.card_id, "b_token": claim.token,
+                    "b_cost": outcome.usage.cost_usd or 0.0, "claim_token": None, "claimed_by": None,
+                    "lease_expires_at": None, "updated_at": stamp, "progress": 100,
+                    "current_step": "waiting for review" if review else "done", "last_error": None})
+                if moved.rowcount == 1:
+                    return new
+                if outcome.usage.cost_usd:  # the claim was taken away: the card keeps what was spent
+                    conn.execute(_ADD_COST, {"b_card_id": claim.card.card_id, "b_cost": outcome.usage.cost_usd})
+                return None
             row = conn.execute(_FINISH_STATE, {"b_card_id": claim.card.card_id}).one()
             if row.claim_token != claim.token or row.status != Status.IN_PROGRESS:
                 if outcome.usage.cost_usd:
@@ -505,20 +522,15 @@ class CardStore:
             cost = (row.cost_usd or 0.0) + (outcome.usage.cost_usd or 0.0)
             values: dict[str, Any] = {"claim_token": None, "claimed_by": None, "lease_expires_at": None,
                                       "updated_at": stamp, "cost_usd": cost}
-            if outcome.succeeded:
-                new = Status.REVIEW if review else Status.DONE
-                values.update(progress=100, current_step="waiting for review" if review else "done",
-                              last_error=None)
+            decision = policy.decide(attempts=row.attempts, retry_base=row.retry_base, cost_usd=cost,
+                                     error=outcome.error, retryable=outcome.retryable)
+            new = decision.status
+            values["last_error"] = decision.error
+            if decision.delay_s is not None:
+                values.update(next_attempt_at=stamp + decision.delay_s,
+                              current_step=f"retrying in {decision.delay_s:.0f}s")
             else:
-                decision = policy.decide(attempts=row.attempts, retry_base=row.retry_base, cost_usd=cost,
-                                         error=outcome.error, retryable=outcome.retryable)
-                new = decision.status
-                values["last_error"] = decision.error
-                if decision.delay_s is not None:
-                    values.update(next_attempt_at=stamp + decision.delay_s,
-                                  current_step=f"retrying in {decision.delay_s:.0f}s")
-                else:
-                    values["current_step"] = "failed"
+                values["current_step"] = "failed"
             conn.execute(_FINISH_MOVE[new], {"b_card_id": row.card_id, "b_token": claim.token, **values})
             return new
 
