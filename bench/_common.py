@@ -41,6 +41,14 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return f"{line}\n{sep}\n{body}"
 
 
+def cached_bytecode(env: dict[str, str], pycache: Path) -> dict[str, str]:
+    """`env` with bytecode cached under `pycache`, as it is for an installed package, whatever
+    PYTHONDONTWRITEBYTECODE says: otherwise every squad process compiles squad's own modules first."""
+    env = {**env, "PYTHONPYCACHEPREFIX": str(pycache)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def noop_project(tmp: Path, url: str) -> tuple[Path, dict[str, str]]:
     """A fresh folder with a squad.toml whose default agent is `true`, and the env to run squad there."""
     import os
@@ -52,4 +60,4 @@ def noop_project(tmp: Path, url: str) -> tuple[Path, dict[str, str]]:
                                      'prompt = "arg"\nparser = "plain"\n')
     env = {**os.environ, "SQUAD_REDIS_URL": url, "SQUAD_DATABASE_URL": f"sqlite:///{work / 'squad.db'}",
            "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src"), "SQUAD_WORKDIR": str(work / "w")}
-    return work, env
+    return work, cached_bytecode(env, tmp / "pycache")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from _common import start_redis, table
+from _common import cached_bytecode, start_redis, table
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The third-party imports of a read-only command (docs/benchmarks.md, "CLI").
@@ -70,12 +70,10 @@ def main() -> None:
         db = f"sqlite:///{work / 'squad.db'}"
         make_store(ROOT / "src", db, args.cards)
         redis_proc, redis_url = start_redis(work / "redis")
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SQUAD_DATABASE_URL": db,
-               "SQUAD_REDIS_URL": "redis://127.0.0.1:1",  # no Redis: status probes fail fast
-               # Bytecode cached as in an installed package (the warm-up writes it), whatever
-               # PYTHONDONTWRITEBYTECODE says: otherwise every run compiles squad's own modules.
-               "PYTHONPYCACHEPREFIX": str(work / "pycache")}
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        # Bytecode cached as in an installed package (the warm-up writes it).
+        env = cached_bytecode({**os.environ, "PYTHONPATH": str(ROOT / "src"), "SQUAD_DATABASE_URL": db,
+                               "SQUAD_REDIS_URL": "redis://127.0.0.1:1"},  # no Redis: status probes fail fast
+                              work / "pycache")
         py = [sys.executable, "-m", "squad"]
         commands = {
             "python -c pass (baseline)": [sys.executable, "-c", "pass"],
