@@ -2,7 +2,9 @@
 
 Same Redis, same worker settings (concurrency, prefetch 1, acks late), same run. The squad figure is
 whole `squad orchestrate --once --wait` runs (its start-up included); a second figure starts at the
-first card queued, as the baseline's clock starts at its first `delay()`.
+first card queued, as the baseline's clock starts at its first `delay()`. The CPU table (ms per card
+of every process of each path) is what to read when other jobs share the machine: cards/s moves with
+them, CPU time much less.
 Run: `python bench/throughput.py [--cards 1000] [--rounds 3] [--concurrency 2]`.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -55,6 +58,47 @@ def pool_memory_mib(proc: subprocess.Popen[bytes]) -> float:
 
 
 MEMORY: dict[str, list[float]] = {"bare": [], "squad": []}
+#: CPU ms per card of each path, by part: its worker (every process of the tree, with the agents
+#: they reaped), the sender (bare: this process's delay() loop; squad: the orchestrate process) and
+#: Redis. Unlike cards/s, CPU time is not much moved by other jobs sharing the machine's two cores.
+CPU: dict[str, list[dict[str, float]]] = {"bare": [], "squad": []}
+REDIS_PID = [0]
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its descendants, live ones and those they reaped."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+class CpuMeter:
+    """CPU of one path's run: worker tree, sender and Redis, from before its first card to its last."""
+
+    def __init__(self, worker: subprocess.Popen[bytes]) -> None:
+        self.worker = worker
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        import psutil
+
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        redis_t = psutil.Process(REDIS_PID[0]).cpu_times()
+        return {"worker": _tree_cpu(self.worker.pid), "self": me.ru_utime + me.ru_stime,
+                "children": kids.ru_utime + kids.ru_stime, "redis": redis_t.user + redis_t.system}
+
+    def stop(self, path: str, cards: int, sender: str) -> None:
+        end = self._read()
+        per_card = {k: (end[k] - self.start[k]) * 1000 / cards for k in end}
+        CPU[path].append({"worker": per_card["worker"], "sender": per_card[sender], "redis": per_card["redis"]})
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -76,12 +120,14 @@ def bare_celery(url: str, cards: int, concurrency: int, tmp: Path) -> float:
 
         counter = redis.Redis.from_url(f"{url}/3")
         counter.delete("baseline:done")
+        meter = CpuMeter(proc)
         start = time.perf_counter()
         for _ in range(cards):
             baseline_app.run_true.delay()
         while int(counter.get("baseline:done") or 0) < cards:
             time.sleep(0.05)
         rate = cards / (time.perf_counter() - start)
+        meter.stop("bare", cards, sender="self")
         MEMORY["bare"].append(pool_memory_mib(proc))
         return rate
     finally:
@@ -115,10 +161,12 @@ def squad_run(url: str, cards: int, concurrency: int, tmp: Path) -> float:
     proc = _worker([sys.executable, "-m", "squad", "worker", "--concurrency", str(concurrency), "--hostname",
                     "bench@%h", "--queues", "cards"], env, work, work / "worker.log")
     try:
+        meter = CpuMeter(proc)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "squad", "orchestrate", "--once", "--wait", "--mode", "celery",
                         "--interval", "0.5"], env=env, cwd=work, check=True, capture_output=True)
         rate = cards / (time.perf_counter() - start)
+        meter.stop("squad", cards, sender="children")
         MEMORY["squad"].append(pool_memory_mib(proc))
         STEADY.append(_steady_rate(work / "squad.db", cards))
         return rate
@@ -136,6 +184,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         redis_proc, url = start_redis(tmp / "redis")
+        REDIS_PID[0] = redis_proc.pid
         try:
             bare, ours = [], []
             for r in range(args.rounds):
@@ -160,6 +209,17 @@ def main() -> None:
                   f"cards={args.cards} c={args.concurrency}"],
                  ["squad from the first card queued", mmm(STEADY), "(orchestrator start-up left out)"],
                  ["ratio of that / bare (per round)", mmm(steady_ratios, "{:.2f}"), ""]]))
+    rows = []
+    for path in ("bare", "squad"):
+        parts = {k: [c[k] for c in CPU[path]] for k in ("worker", "sender", "redis")}
+        totals = [sum(c.values()) for c in CPU[path]]
+        rows.append([path, mmm(totals, "{:.2f}"), *(mmm(parts[k], "{:.2f}") for k in parts)])
+    capacity = sorted(sum(b.values()) / sum(o.values()) for b, o in zip(CPU["bare"], CPU["squad"], strict=True))
+    rows.append(["bare / squad (per round)", mmm(capacity, "{:.2f}"), "the share of bare's rate squad's CPU allows",
+                 "", ""])
+    print()
+    print(table(["CPU ms per card", "all processes", "worker (with its agents)", "sender (bare: delay loop; "
+                 "squad: orchestrate)", "redis"], rows))
 
 
 if __name__ == "__main__":
