@@ -111,30 +111,31 @@ class WorkspaceConfig(BaseModel):
     hook_timeout: float = Field(default=600.0, gt=0)
 
 
-def _builtin_agents() -> dict[str, AgentConfig]:
-    import sys
-
-    from squad.agents.presets import preset_agents
-
-    # The built-in demo agent is ours: it keeps its SQUAD_DEMO_* knobs, which the scrubbed agent
-    # environment would otherwise drop with every other SQUAD_* variable.
-    demo_env = {k: v for k, v in os.environ.items() if k.startswith("SQUAD_DEMO_")}
-    return {
-        "demo": AgentConfig(command=[sys.executable, "-m", "squad.agents.demo"], prompt="stdin",
-                            parser="markers", env=demo_env),
-        "demo-flaky": AgentConfig(command=[sys.executable, "-m", "squad.agents.demo", "--fail-first"],
-                                  prompt="stdin", parser="markers", env=demo_env),
-        **preset_agents(),
-    }
+#: The built-in demo agents: name -> extra arguments of `python -m squad.agents.demo`.
+_DEMO_AGENTS = {"demo": [], "demo-flaky": ["--fail-first"]}
 
 
 def _builtin_agent(name: str) -> AgentConfig | None:
-    """The built-in agent `name` alone (equal to `_builtin_agents()[name]`), or None."""
+    """The built-in agent `name` (a demo agent or a preset, a fresh copy), or None. Built alone: building
+    every preset, a deep copy each, for every attempt cost more than running `true`."""
+    import sys
+
     from squad.agents.presets import PRESETS
 
-    if name in PRESETS:
-        return PRESETS[name].config.model_copy(deep=True)
-    return _builtin_agents().get(name) if name in ("demo", "demo-flaky") else None
+    if name in _DEMO_AGENTS:
+        # The built-in demo agent is ours: it keeps its SQUAD_DEMO_* knobs, which the scrubbed agent
+        # environment would otherwise drop with every other SQUAD_* variable.
+        demo_env = {k: v for k, v in os.environ.items() if k.startswith("SQUAD_DEMO_")}
+        return AgentConfig(command=[sys.executable, "-m", "squad.agents.demo", *_DEMO_AGENTS[name]],
+                           prompt="stdin", parser="markers", env=demo_env)
+    return PRESETS[name].config.model_copy(deep=True) if name in PRESETS else None
+
+
+def _builtin_agents() -> dict[str, AgentConfig]:
+    """Every built-in agent: the demo agents, then the presets."""
+    from squad.agents.presets import PRESETS
+
+    return {name: agent for name in (*_DEMO_AGENTS, *PRESETS) if (agent := _builtin_agent(name)) is not None}
 
 
 def config_path() -> Path:
@@ -331,8 +332,7 @@ class Settings(BaseSettings):
     def agent_for(self, agent: str | None, squad: str | None) -> tuple[str, AgentConfig]:
         """Pick the agent of a card: its own, else its squad's, else the default."""
         name = agent or (self.squads.get(squad) if squad else None) or self.default_agent
-        # squad.toml's agents override the built-in ones of the same name. Only the agent asked for
-        # is built (building every preset, a deep copy each, cost more than running `true`).
+        # squad.toml's agents override the built-in ones of the same name; only the one asked for is built.
         found = self.agents[name] if name in self.agents else _builtin_agent(name)
         if found is None:
             raise ConfigError(f"unknown agent {name!r} (configured: {', '.join(sorted(self.all_agents))})")

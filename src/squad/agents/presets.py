@@ -53,11 +53,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def preset_agents() -> dict[str, AgentConfig]:
-    """name -> AgentConfig of every preset (copies: callers may not change the presets)."""
-    return {name: p.config.model_copy(deep=True) for name, p in PRESETS.items()}
-
-
 def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(item) for item in items) + "]"
 
