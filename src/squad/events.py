@@ -131,15 +131,13 @@ def _bounded_event(event: Event) -> Event:
     return event
 
 
-def _add_event(pipe: redis.client.Pipeline | aioredis.client.Pipeline, keys: RedisKeys, event: Event) -> int:
-    """Queue one event on a pipeline: on `task_updates`, and a wake-up status also on `settled` (same
-    round trip). Returns how many commands it queued."""
+def _add_event(pipe: redis.client.Pipeline | aioredis.client.Pipeline, keys: RedisKeys, event: Event) -> None:
+    """Queue one event on a pipeline: on `task_updates` first, and a wake-up status also on `settled`
+    (same round trip)."""
     pipe.xadd(keys.task_updates, _bounded_event(event), maxlen=TASK_UPDATES_MAXLEN, approximate=True)
     if event.get("type") == "status" and event.get("status") in WAKE_STATUSES:
         pipe.xadd(keys.settled, {"card_id": event["card_id"], "status": event["status"]}, maxlen=SETTLED_MAXLEN,
                   approximate=True)
-        return 2
-    return 1
 
 
 async def publish_async(client: aioredis.Redis, keys: RedisKeys, event: Event) -> str:
