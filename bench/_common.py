@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from squad.embedded import free_port, redis_binary
+from squad.ops.embedded_redis import free_port, redis_binary
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:

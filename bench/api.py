@@ -46,10 +46,10 @@ def pct(values: list[float], q: float) -> float:
 
 def seed(db_url: str, redis_url: str, cards: int) -> None:
     """10,000 cards; the first 300 (highest priority) in every status, with metas and live logs."""
-    from squad.cards import CardSpec, Status
-    from squad.events import EventBus
-    from squad.retries import RetryPolicy
-    from squad.store import CardStore, RunOutcome
+    from squad.core.cards import CardSpec, Status
+    from squad.core.retries import RetryPolicy
+    from squad.live.events import EventBus
+    from squad.store.card_store import CardStore, RunOutcome
 
     store = CardStore(db_url)
     store.add_cards([CardSpec(card_id=f"B-{i:05d}", title=f"card {i}", priority=9 if i < 300 else 5,
@@ -80,7 +80,7 @@ def seed(db_url: str, redis_url: str, cards: int) -> None:
 
 def stream_of(db_url: str) -> str:
     """The store's namespaced event stream (`squad:<instance id>:task_updates`)."""
-    from squad.store import CardStore
+    from squad.store.card_store import CardStore
 
     store = CardStore(db_url)
     try:
@@ -126,7 +126,7 @@ def http_latencies(url: str, requests: int) -> dict[str, list[float]]:
 async def ws_latencies(url: str, redis_url: str, stream: str, clients: int, events: int, rate: float) -> list[float]:
     from websockets.asyncio.client import ClientConnection, connect
 
-    from squad.events import progress_event
+    from squad.live.events import progress_event
 
     ws_url = url.replace("http://", "ws://") + "/ws/tasks"
     samples: list[float] = []

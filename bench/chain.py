@@ -68,7 +68,7 @@ def squad_chain(url: str, cards: int, tmp: Path, interval: float) -> float:
     finally:
         _stop(proc)
     sys.path.insert(0, str(ROOT / "src"))
-    from squad.store import CardStore
+    from squad.store.card_store import CardStore
 
     store = CardStore(f"sqlite:///{work / 'squad.db'}")
     runs = [r for i in range(cards) for r in store.list_runs(f"c{i:03d}")]

@@ -46,8 +46,8 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
 # Creates the store with the checkout that will read it (an older one may not know the newest migration).
 MAKE_STORE = """
 import sys
-from squad.cards import CardSpec
-from squad.store import CardStore
+from squad.core.cards import CardSpec
+from squad.store.card_store import CardStore
 store = CardStore(sys.argv[1])
 store.add_cards([CardSpec(card_id=f"C{i}", title=f"card number {i}") for i in range(int(sys.argv[2]))])
 store.dispose()

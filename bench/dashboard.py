@@ -49,10 +49,10 @@ THINGS = ["login form", "billing webhook", "search index", "rate limiter", "CSV 
 
 def seed(db_url: str, cards: int) -> list[str]:
     """`cards` cards in every status, written directly (a benchmark needs the shape, not the path)."""
-    from squad.cards import CardSpec
-    from squad.store import CardStore
-    from squad.tables import cards as cards_t
-    from squad.tables import runs as runs_t
+    from squad.core.cards import CardSpec
+    from squad.store.card_store import CardStore
+    from squad.store.tables import cards as cards_t
+    from squad.store.tables import runs as runs_t
 
     store = CardStore(db_url)
     store.add_cards([CardSpec(card_id=f"D-{i:05d}", title=f"{VERBS[i % len(VERBS)]} {THINGS[i % len(THINGS)]}",
@@ -133,8 +133,8 @@ def task_duration_s(cdp: Any) -> float:
 def measure(browser: Any, url: str, redis_url: str, db_url: str, running: list[str], cards: int, rounds: int,
             events: int, window_s: float) -> dict[str, list[float]]:
     """Per round: first render, its board fetch and in-page parts (ms), and main-thread ms per burst."""
-    from squad.events import EventBus, progress_event
-    from squad.store import CardStore
+    from squad.live.events import EventBus, progress_event
+    from squad.store.card_store import CardStore
 
     store = CardStore(db_url)
     bus = EventBus(redis_url + "/2", store.redis_keys)

@@ -41,11 +41,11 @@ def raw_xadd(url: str, lines: int) -> float:
 
 
 def squad_path(url: str, lines: int, tmp: Path) -> float:
-    from squad.attempt import AttemptContext, run_card
-    from squad.cards import CardSpec, Status
-    from squad.config import AgentConfig, load_settings
-    from squad.events import EventBus
-    from squad.store import CardStore
+    from squad.attempt.run import AttemptContext, run_card
+    from squad.core.cards import CardSpec, Status
+    from squad.core.settings import AgentConfig, load_settings
+    from squad.live.events import EventBus
+    from squad.store.card_store import CardStore
 
     agent = AgentConfig(command=[sys.executable, str(ROOT / "tests" / "agents" / "lines.py"), str(lines)],
                         prompt="arg", parser="markers")

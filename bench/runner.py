@@ -29,12 +29,12 @@ from _common import median, table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from squad.agents.progress import make_parser  # noqa: E402
+from squad.agents.parsers import make_parser  # noqa: E402
 from squad.agents.runner import Limits, run_agent  # noqa: E402
-from squad.attempt import AttemptContext, run_card  # noqa: E402
-from squad.cards import CardSpec, Status  # noqa: E402
-from squad.config import AgentConfig, Settings, load_settings  # noqa: E402
-from squad.store import CardStore  # noqa: E402
+from squad.attempt.run import AttemptContext, run_card  # noqa: E402
+from squad.core.cards import CardSpec, Status  # noqa: E402
+from squad.core.settings import AgentConfig, Settings, load_settings  # noqa: E402
+from squad.store.card_store import CardStore  # noqa: E402
 
 LINES_AGENT = ROOT / "tests" / "agents" / "lines.py"
 

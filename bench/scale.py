@@ -6,7 +6,7 @@ Per store size and database, in one run:
 - history: N cards DONE except 10 TODO waiting on 1 IN_PROGRESS card (what a long-lived store
   looks like); backlog: N TODO cards all waiting on 1 IN_PROGRESS card. For each, orchestrator
   passes (`tick()`) with nothing to release: the first one (it reads every waiting card), passes
-  while the setup's writes are younger than the look-back window (`squad.passgraph.LOOKBACK_S`:
+  while the setup's writes are younger than the look-back window (`squad.orchestration.pass_graph.LOOKBACK_S`:
   they are read again, narrowly), and passes after it (the steady state: nothing changed);
 - release: N TODO cards without dependencies, one pass queues them all through a real Celery
   producer into a private redis-server (cards/s).
@@ -56,7 +56,7 @@ def quiet_service_logging() -> None:
     """Log as `squad orchestrate` does (INFO, JSON lines: each queued card writes one), into /dev/null."""
     import logging
 
-    from squad.logconfig import configure_logging
+    from squad.core.logconfig import configure_logging
 
     configure_logging("INFO", json_lines=True)
     logging.getLogger().handlers[0].setStream(open(os.devnull, "w"))  # noqa: SIM115 (lives as long as the process)
@@ -90,7 +90,7 @@ def drop(handle: object) -> None:
 
 
 def specs_for(n: int, depends_on: str | None = None) -> list:  # type: ignore[type-arg]
-    from squad.cards import CardSpec
+    from squad.core.cards import CardSpec
 
     return [CardSpec(card_id=f"S{i}", title=f"card {i}", depends_on=[depends_on] if depends_on else [])
             for i in range(n)]
@@ -98,7 +98,7 @@ def specs_for(n: int, depends_on: str | None = None) -> list:  # type: ignore[ty
 
 def raw_sqlite_floor(specs: list, tmp: Path) -> float:  # type: ignore[type-arg]
     """ms to executemany the same rows with the sqlite3 module (WAL, one transaction)."""
-    from squad.store import CardStore
+    from squad.store.card_store import CardStore
 
     url = f"sqlite:///{tmp / f'raw-{uuid.uuid4().hex[:8]}.db'}"
     CardStore(url).dispose()  # the same schema
@@ -121,8 +121,8 @@ def store_with(url: str, n: int, scenario: str):  # type: ignore[no-untyped-def]
     """A store of n cards in the given scenario; returns it."""
     from sqlalchemy import update
 
-    from squad.store import CardStore
-    from squad.tables import cards
+    from squad.store.card_store import CardStore
+    from squad.store.tables import cards
 
     store = CardStore(url)
     if scenario == "release":
@@ -155,9 +155,9 @@ def passes(orch, count: int) -> list[float]:  # type: ignore[no-untyped-def]
 
 
 def bench_size(kind: str, n: int, rounds: int, tmp: Path, pg_url: str, redis_url: str) -> list[list[str]]:
-    from squad.config import load_settings
-    from squad.orchestrator import CeleryDispatcher, Orchestrator
-    from squad.passgraph import LOOKBACK_S
+    from squad.core.settings import load_settings
+    from squad.orchestration.orchestrator import CeleryDispatcher, Orchestrator
+    from squad.orchestration.pass_graph import LOOKBACK_S
 
     rows: list[list[str]] = []
     settings = load_settings(redis_url=redis_url)
@@ -165,7 +165,7 @@ def bench_size(kind: str, n: int, rounds: int, tmp: Path, pg_url: str, redis_url
     imports, floors = [], []
     for _ in range(rounds):
         url, handle = fresh_url(kind, tmp, pg_url)
-        from squad.store import CardStore
+        from squad.store.card_store import CardStore
 
         store = CardStore(url)
         specs = specs_for(n)

@@ -65,7 +65,7 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from squad.embedded import free_port
+    from squad.ops.embedded_redis import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -18,11 +18,11 @@ import psutil
 import pytest
 import redis
 
-from squad.embedded import EmbeddedRedis, free_port
+from squad.ops.embedded_redis import EmbeddedRedis, free_port
 
 if TYPE_CHECKING:
-    from squad.cards import Status
-    from squad.store import CardStore
+    from squad.core.cards import Status
+    from squad.store.card_store import CardStore
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTS = ROOT / "tests" / "agents"
@@ -118,7 +118,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def store(db_url: str) -> Iterator[CardStore]:
     """A store on `db_url` (the test runs on SQLite and on PostgreSQL), disposed after the test."""
-    from squad.store import CardStore
+    from squad.store.card_store import CardStore
 
     card_store = CardStore(db_url)
     yield card_store
@@ -143,7 +143,7 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def redis_keys(database_url: str) -> Any:
     """The Redis names of the store at this URL (`squad:<instance id>:...`)."""
-    from squad.store import CardStore
+    from squad.store.card_store import CardStore
 
     store = CardStore(database_url)
     try:
@@ -221,7 +221,7 @@ def reaper() -> Iterator[list[int]]:
 
 def make_repo(path: Path) -> str:
     """A git repository with one commit on main; returns that commit."""
-    from squad.workspaces import git
+    from squad.attempt.workspaces import git
 
     path.mkdir(parents=True)
     for args in (["init", "-q", "-b", "main"], ["config", "user.email", "dev@example.com"],
@@ -328,7 +328,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 @pytest.fixture
 def settings(redis_url: str, sqlite_url: str) -> Any:
     """Settings on this test's Redis and SQLite store."""
-    from squad.config import load_settings
+    from squad.core.settings import load_settings
 
     return load_settings(redis_url=redis_url, database_url=sqlite_url)
 

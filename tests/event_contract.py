@@ -1,6 +1,6 @@
 """The WebSocket event contract as docs/api.md states it, parsed from the doc itself.
 
-The unit tests hold `squad.events`' constructors to it, the integration tests hold what real workers
+The unit tests hold `squad.live.events`' constructors to it, the integration tests hold what real workers
 write to it: if the doc and the code drift apart, one of them fails.
 """
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from squad.constants import VERSION
-from squad.errors import BacklogError, ConfigError, NotFoundError, SquadError, TransitionError
+from squad.core.constants import VERSION
+from squad.core.errors import BacklogError, ConfigError, NotFoundError, SquadError, TransitionError
 
 if TYPE_CHECKING:
-    from squad.cards import Card, CardSpec, Run, Status
-    from squad.config import Settings, load_settings
+    from squad.core.cards import Card, CardSpec, Run, Status
+    from squad.core.settings import Settings, load_settings
 
-_LAZY = {"Card": "squad.cards", "CardSpec": "squad.cards", "Run": "squad.cards", "Status": "squad.cards",
-         "Settings": "squad.config", "load_settings": "squad.config"}
+_LAZY = {"Card": "squad.core.cards", "CardSpec": "squad.core.cards", "Run": "squad.core.cards",
+         "Status": "squad.core.cards", "Settings": "squad.core.settings", "load_settings": "squad.core.settings"}
 
 
 def __getattr__(name: str) -> Any:

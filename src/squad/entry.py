@@ -2,14 +2,14 @@
 
 `squad version` and `squad --version` are answered here, before the Typer app is imported: Typer
 and Click, and pydantic, which Typer uses to coerce every option, cost several times the
-interpreter's own start-up (docs/benchmarks.md, "CLI"). Everything else goes to `squad.cli`.
+interpreter's own start-up (docs/benchmarks.md, "CLI"). Everything else goes to `squad.cli.app`.
 """
 
 from __future__ import annotations
 
 import sys
 
-from squad.constants import VERSION_LINES
+from squad.core.constants import VERSION_LINES
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,6 +18,6 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) == 1 and args[0] in VERSION_LINES:
         sys.stdout.write(VERSION_LINES[args[0]])
         sys.exit(0)
-    from squad.cli import main as run_command
+    from squad.cli.app import main as run_command
 
     run_command(argv)

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from squad.backlog import add_cards
-from squad.config import Settings
-from squad.events import try_event_bus
-from squad.store import CardStore
+from squad.actions.backlog import add_cards
+from squad.core.settings import Settings
+from squad.live.events import try_event_bus
+from squad.store.card_store import CardStore
 
 
 def _add(settings: Settings, cards: Sequence[Mapping[str, Any]], *, release: bool) -> list[str]:
@@ -25,8 +25,8 @@ def _add(settings: Settings, cards: Sequence[Mapping[str, Any]], *, release: boo
     try:
         added = add_cards(store, [dict(c) for c in cards], settings=settings, events=events).added
         if release:
-            from squad.dispatch import make_producer
-            from squad.orchestrator import Orchestrator
+            from squad.orchestration.dispatch import make_producer
+            from squad.orchestration.orchestrator import Orchestrator
 
             producer = make_producer(settings, store, None)  # never runs cards in this process
             try:

@@ -13,8 +13,8 @@ import httpx
 from browserkit import EXPECTED_WHILE_DOWN, browser, open_page, serve_factory  # noqa: F401 - fixtures
 
 from conftest import AGENTS, make_repo, run_cli, squad_env, wait_for
-from squad.config import Settings
-from squad.store import open_store
+from squad.core.settings import Settings
+from squad.store.card_store import open_store
 
 PY = sys.executable
 TOKEN = "board-token-1234"
@@ -196,7 +196,7 @@ def test_review_lane_shows_the_diff_and_approve_and_reject_move_the_cards(
 
 def test_a_board_of_more_than_a_thousand_cards_holds_every_card(
         browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path) -> None:  # noqa: F811 - fixtures
-    from squad.cards import CardSpec
+    from squad.core.cards import CardSpec
 
     # Given 1,200 cards (more than one page of the API) and the page open
     env = _env(settings, tmp_path)

@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from squad.embedded import free_port
+from squad.ops.embedded_redis import free_port
 
 
 def _bin(name: str) -> str:

@@ -22,8 +22,8 @@ import pytest
 
 from chaos.figures import record
 from conftest import AGENTS, RedisServer, Worker, alive, free_port, kill_tree, read_pid, squad_env, status_of, wait_for
-from squad.cards import Run, Status, parse_card
-from squad.store import CardStore
+from squad.core.cards import Run, Status, parse_card
+from squad.store.card_store import CardStore
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

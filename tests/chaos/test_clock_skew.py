@@ -14,7 +14,7 @@ import pytest
 from chaos.figures import commits, read_ledger, record
 from chaos.test_chaos import StartWorker, add_cards, leftovers, open_store, orchestrator, write_agents
 from conftest import AGENTS, squad_env, wait_for
-from squad.cards import Status
+from squad.core.cards import Status
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

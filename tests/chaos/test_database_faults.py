@@ -18,8 +18,8 @@ from chaos.figures import read_ledger, record
 from chaos.pgcluster import PgCluster
 from chaos.test_chaos import StartWorker, add_cards, leftovers, open_store, orchestrator, write_agents
 from conftest import AGENTS, free_port, squad_env, wait_for
-from squad.cards import Status
-from squad.store import CardStore
+from squad.core.cards import Status
+from squad.store.card_store import CardStore
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

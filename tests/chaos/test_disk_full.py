@@ -17,7 +17,7 @@ import pytest
 from chaos.figures import record
 from chaos.test_chaos import StartWorker, add_cards, open_store, orchestrator, status_of, write_agents
 from conftest import AGENTS, squad_env, wait_for
-from squad.cards import Status
+from squad.core.cards import Status
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

@@ -25,7 +25,7 @@ from chaos.test_chaos import (
     write_agents,
 )
 from conftest import AGENTS, squad_env, wait_for
-from squad.cards import Status
+from squad.core.cards import Status
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

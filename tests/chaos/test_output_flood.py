@@ -15,8 +15,8 @@ import redis
 from chaos.figures import record
 from chaos.test_chaos import StartWorker, add_cards, open_store, orchestrator, write_agents
 from conftest import AGENTS, redis_keys, squad_env
-from squad.cards import Status
-from squad.constants import ARCHIVE_MAX_BYTES, TASK_LOGS_MAXLEN
+from squad.core.cards import Status
+from squad.core.constants import ARCHIVE_MAX_BYTES, TASK_LOGS_MAXLEN
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

@@ -15,7 +15,7 @@ import pytest
 from chaos.figures import record
 from chaos.test_chaos import StartWorker, add_cards, alive, open_store, orchestrator, write_agents
 from conftest import free_port, squad_env, wait_for
-from squad.cards import Status
+from squad.core.cards import Status
 
 pytestmark = pytest.mark.slow
 CARDS = 50

@@ -20,7 +20,7 @@ import websockets
 
 from chaos.figures import record
 from conftest import free_port, kill_tree, redis_keys, squad_env, wait_for
-from squad.events import EventBus, progress_event
+from squad.live.events import EventBus, progress_event
 
 pytestmark = pytest.mark.slow
 CLIENTS = 100

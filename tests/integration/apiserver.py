@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from conftest import free_port
 from squad.api import create_app
 from squad.api.state import AppState
-from squad.config import Settings
+from squad.core.settings import Settings
 
 
 @dataclass

@@ -25,13 +25,13 @@ from sqlalchemy import event, update
 from conftest import RedisServer, api_answers, free_port, kill_tree, squad_env, wait_for
 from squad.api import serve
 from squad.api.task_view import CELERY_META_PREFIX
-from squad.cards import Status, Usage, parse_card
-from squad.config import Settings, load_settings
-from squad.errors import ConfigError
-from squad.events import EventBus
-from squad.retries import RetryPolicy
-from squad.store import CardStore, RunOutcome
-from squad.tables import runs as runs_t
+from squad.core.cards import Status, Usage, parse_card
+from squad.core.errors import ConfigError
+from squad.core.retries import RetryPolicy
+from squad.core.settings import Settings, load_settings
+from squad.live.events import EventBus
+from squad.store.card_store import CardStore, RunOutcome
+from squad.store.tables import runs as runs_t
 
 HEALTH_KEYS = {"status", "timestamp", "version", "database", "redis", "celery", "celery_workers",
                "active_websockets", "execution_mode"}

@@ -17,10 +17,10 @@ from apiserver import ApiServer, run_api
 from hypothesis import HealthCheck, Phase
 from hypothesis import settings as hyp_settings
 
-from squad.cards import Status, parse_card
-from squad.config import Settings, load_settings
-from squad.retries import RetryPolicy
-from squad.store import CardStore, RunOutcome
+from squad.core.cards import Status, parse_card
+from squad.core.retries import RetryPolicy
+from squad.core.settings import Settings, load_settings
+from squad.store.card_store import CardStore, RunOutcome
 
 TOKEN = "schemathesis-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -17,8 +17,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import api_answers, free_port, kill_tree, squad_env, wait_for
-from squad.cards import parse_card
-from squad.config import load_settings
+from squad.core.cards import parse_card
+from squad.core.settings import load_settings
 
 TOKEN = "tok-Secret-0451"
 

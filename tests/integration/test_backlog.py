@@ -13,12 +13,12 @@ import yaml
 from apiserver import ApiServer
 
 from conftest import run_cli, squad_env
-from squad.backlog import export_backlog, import_file, parse_backlog, validate_file
-from squad.cards import Status
-from squad.config import Settings
-from squad.errors import BacklogError, ConflictError, DuplicateCardError
-from squad.events import EventBus
-from squad.store import CardStore
+from squad.actions.backlog import export_backlog, import_file, parse_backlog, validate_file
+from squad.core.cards import Status
+from squad.core.errors import BacklogError, ConflictError, DuplicateCardError
+from squad.core.settings import Settings
+from squad.live.events import EventBus
+from squad.store.card_store import CardStore
 from squad.submit import submit_group
 
 FULL_CARD = {

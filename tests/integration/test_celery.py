@@ -22,19 +22,19 @@ import psutil
 import pytest
 
 from conftest import AGENTS, RedisServer, Worker, alive, free_port, kill_tree, read_pid, squad_env, status_of, wait_for
-from squad.broker import BrokerView, queue_keys
-from squad.cards import Run, Status, parse_card
-from squad.celery_app import make_celery
-from squad.config import Settings, load_settings
-from squad.constants import (
+from squad.core.cards import Run, Status, parse_card
+from squad.core.constants import (
     EXECUTE_TASK_NAME,
     KOMBU_UNACKED_KEY,
     RECONCILE_TASK_NAME,
 )
-from squad.dispatch import CeleryDispatcher
-from squad.events import decode_event
-from squad.orchestrator import Orchestrator
-from squad.store import CardStore
+from squad.core.settings import Settings, load_settings
+from squad.live.broker import BrokerView, queue_keys
+from squad.live.celery_config import make_celery
+from squad.live.events import decode_event
+from squad.orchestration.dispatch import CeleryDispatcher
+from squad.orchestration.orchestrator import Orchestrator
+from squad.store.card_store import CardStore
 
 PY = sys.executable
 Cli = Callable[..., subprocess.CompletedProcess[str]]

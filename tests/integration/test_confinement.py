@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from conftest import AGENTS, free_port, run_cli, squad_env, wait_for
-from squad.cards import CardSpec, Status
-from squad.store import CardStore
+from squad.core.cards import CardSpec, Status
+from squad.store.card_store import CardStore
 
 PY = sys.executable
 PROBE = str(AGENTS / "probe.py")

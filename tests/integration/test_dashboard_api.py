@@ -11,12 +11,12 @@ import httpx
 from apiserver import run_api
 from test_api import by_id, seed
 
+from squad.agents.prompts import prompt_path
 from squad.api.history import leases_by_worker
-from squad.cards import Status
-from squad.config import Settings, load_settings
-from squad.events import EventBus
-from squad.prompts import prompt_path
-from squad.store import CardStore
+from squad.core.cards import Status
+from squad.core.settings import Settings, load_settings
+from squad.live.events import EventBus
+from squad.store.card_store import CardStore
 
 
 def _ts(iso: str | None) -> float:

@@ -17,8 +17,8 @@ import psutil
 from ledger import backlog, ledger_counts, write_ledger_agent
 
 from conftest import alive, free_port, run_cli, squad_env, wait_for
-from squad.cards import Status
-from squad.store import CardStore
+from squad.core.cards import Status
+from squad.store.card_store import CardStore
 
 PY = sys.executable
 

@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from conftest import free_port, kill_tree, run_cli, squad_env, wait_for
-from squad.embedded import redis_binary
-from squad.store import CardStore
+from squad.ops.embedded_redis import redis_binary
+from squad.store.card_store import CardStore
 
 StartRedis = Callable[..., str]
 
@@ -96,7 +96,7 @@ def test_doctor_flags_an_unmigrated_database_and_a_card_limit_above_the_visibili
     url = start_redis("--appendonly", "yes", "--maxmemory-policy", "noeviction")
     db = f"sqlite:///{tmp_path / 'squad.db'}"
     store = CardStore(db)
-    from squad.cards import parse_card
+    from squad.core.cards import parse_card
 
     store.add_cards([parse_card({"card_id": "LONG", "title": "long one", "time_limit": 5000})])
     with store.engine.begin() as conn:

@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 
 from conftest import wait_for
-from squad.attempt import LeaseKeeper, LogArchive, live_log_archive, sweep_stale_leases
-from squad.cards import CardSpec, Status
-from squad.config import Settings
-from squad.events import EventBus, iso_now
-from squad.resilience import retry_db
-from squad.retries import RetryPolicy
-from squad.store import CardStore, RunOutcome
+from squad.attempt.archive import LogArchive, live_log_archive
+from squad.attempt.lease import LeaseKeeper, sweep_stale_leases
+from squad.core.cards import CardSpec, Status
+from squad.core.retries import RetryPolicy
+from squad.core.settings import Settings
+from squad.live.events import EventBus, iso_now
+from squad.store.card_store import CardStore, RunOutcome
+from squad.store.db_retry import retry_db
 
 
 def _claimed(store: CardStore, card_id: str, lease_s: float = 30):  # type: ignore[no-untyped-def]

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from conftest import AGENTS, free_port, run_cli, squad_env
-from squad.cards import CardSpec, Status
-from squad.retries import RetryPolicy
-from squad.store import CardStore
+from squad.core.cards import CardSpec, Status
+from squad.core.retries import RetryPolicy
+from squad.store.card_store import CardStore
 
 PY = sys.executable
 RATE_LIMIT_SESSION = "5b0e7d9a-1f3c-4a8e-b2d6-9c0f1e2a3b4c"
@@ -386,7 +386,7 @@ def test_retry_of_a_card_that_never_ran_or_is_done_is_refused_with_exit_2(projec
     project.store.enqueue("OK", "t-ok", expected=[Status.TODO])
     claim = project.store.claim("OK", "t-ok", "w", 30)
     assert claim is not None
-    from squad.store import RunOutcome
+    from squad.store.card_store import RunOutcome
 
     project.store.finish(claim, RunOutcome(succeeded=True), RetryPolicy.fixed(0))
     never = project.cli("retry", "NEW")
@@ -461,7 +461,7 @@ COMMANDS = [["up"], ["worker"], ["beat"], ["serve"], ["orchestrate"], ["backlog"
             ["agents"], ["agents", "check"]]
 HELP_SCRIPT = """
 import contextlib, io, json, sys
-from squad.cli import main
+from squad.cli.app import main
 result = {}
 for cmd in json.loads(sys.argv[1]):
     buf = io.StringIO()

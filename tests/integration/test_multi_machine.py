@@ -15,7 +15,7 @@ import redis
 from ledger import backlog, ledger_counts, write_ledger_agent
 
 from conftest import Worker, free_port, kill_tree, run_cli, squad_env, wait_for
-from squad.embedded import redis_binary
+from squad.ops.embedded_redis import redis_binary
 
 PY = sys.executable
 PASSWORD = "Sq-pass-4f7a9e"

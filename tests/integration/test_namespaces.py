@@ -14,10 +14,10 @@ from apiserver import run_api
 from websockets.sync.client import connect
 
 from conftest import redis_keys, run_cli, squad_env
-from squad.cards import Status
-from squad.config import load_settings
-from squad.events import EventBus, status_event
-from squad.store import CardStore
+from squad.core.cards import Status
+from squad.core.settings import load_settings
+from squad.live.events import EventBus, status_event
+from squad.store.card_store import CardStore
 
 
 def test_each_store_has_a_lasting_instance_id(sqlite_url: str, pg_url: str) -> None:

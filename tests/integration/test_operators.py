@@ -16,8 +16,8 @@ import pytest
 from ledger import backlog, ledger_counts, write_ledger_agent
 
 from conftest import Worker, free_port, kill_tree, run_cli, squad_env, wait_for
-from squad.cards import Status
-from squad.store import CardStore
+from squad.core.cards import Status
+from squad.store.card_store import CardStore
 
 PY = sys.executable
 StartWorker = Callable[..., Worker]
@@ -194,8 +194,8 @@ def test_squad_routes_send_cards_to_their_queue_and_autoscale_reaches_celery(
     store.dispose()
     assert workers == {c["card_id"]: "gpu@test" if c["card_id"].startswith("G") else "cpu@test" for c in cards}
     # And the gpu worker's pool is Celery's autoscaler with max 3, min 1
-    from squad.celery_app import make_celery
-    from squad.config import load_settings
+    from squad.core.settings import load_settings
+    from squad.live.celery_config import make_celery
 
     app = make_celery(load_settings(redis_url=redis_url, database_url=sqlite_url))
     stats = app.control.inspect(destination=["gpu@test"], timeout=5).stats() or {}
@@ -271,12 +271,13 @@ def test_a_process_opening_a_fresh_database_waits_while_another_holds_the_migrat
     # Given a fresh PostgreSQL database whose migration lock another process (this test) holds
     import sqlalchemy as sa
 
-    from squad.db import PG_MIGRATION_LOCK_ID
+    from squad.store.db import PG_MIGRATION_LOCK_ID
 
     engine = sa.create_engine(pg_url)
     holder = engine.connect()
     holder.exec_driver_sql(f"SELECT pg_advisory_lock({PG_MIGRATION_LOCK_ID})")
-    code = "import sys; from squad.store import CardStore; CardStore(sys.argv[1]).dispose(); print('migrated')"
+    code = ("import sys; from squad.store.card_store import CardStore; CardStore(sys.argv[1]).dispose();"
+            " print('migrated')")
     proc = subprocess.Popen([PY, "-c", code, pg_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # When a second process opens (and would migrate) the store

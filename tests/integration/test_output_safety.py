@@ -15,10 +15,10 @@ from pathlib import Path
 import psutil
 
 from conftest import AGENTS, free_port, run_cli, squad_env, wait_for
-from squad.cards import CardSpec, Status
-from squad.embedded import redis_binary
-from squad.events import EventBus, progress_event
-from squad.store import CardStore
+from squad.core.cards import CardSpec, Status
+from squad.live.events import EventBus, progress_event
+from squad.ops.embedded_redis import redis_binary
+from squad.store.card_store import CardStore
 
 PY = sys.executable
 HOSTILE = str(AGENTS / "hostile.py")

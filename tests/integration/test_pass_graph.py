@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from squad.cards import CardSpec, Status
-from squad.config import load_settings
-from squad.connections import async_redis
-from squad.dispatch import DeferredDispatcher
-from squad.events import EventBus, iso_now, log_event, progress_event, publish_async, status_event
-from squad.orchestrator import Orchestrator, TickResult
-from squad.passgraph import COUNT_CHECK_S
-from squad.retries import RetryPolicy
-from squad.store import CardStore, RunOutcome
-from squad.tables import cards
+from squad.core.cards import CardSpec, Status
+from squad.core.retries import RetryPolicy
+from squad.core.settings import load_settings
+from squad.live.connections import async_redis
+from squad.live.events import EventBus, iso_now, log_event, progress_event, publish_async, status_event
+from squad.orchestration.dispatch import DeferredDispatcher
+from squad.orchestration.orchestrator import Orchestrator, TickResult
+from squad.orchestration.pass_graph import COUNT_CHECK_S
+from squad.store.card_store import CardStore, RunOutcome
+from squad.store.tables import cards
 
 
 def spec(card_id: str, **fields: Any) -> CardSpec:

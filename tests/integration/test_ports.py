@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from conftest import run_cli, squad_env
 from squad.api.ws import EventHub
-from squad.namespace import RedisKeys
+from squad.core.namespace import RedisKeys
 
 
 @pytest.fixture

@@ -12,14 +12,14 @@ from pathlib import Path
 import redis
 
 from conftest import AGENTS, free_port, run_cli, squad_env
-from squad.cards import CardSpec, Status
-from squad.constants import (
+from squad.core.cards import CardSpec, Status
+from squad.core.constants import (
     LIVE_LOG_ENTRY_MAX_CHARS,
     LOG_EVENT_MAX_CHARS,
     TASK_LOGS_MAX_BYTES,
 )
-from squad.embedded import EmbeddedRedis, redis_binary
-from squad.store import CardStore
+from squad.ops.embedded_redis import EmbeddedRedis, redis_binary
+from squad.store.card_store import CardStore
 
 PY = sys.executable
 ORCHESTRATE = ["orchestrate", "--mode", "local", "--once", "--wait", "--interval", "0.2"]

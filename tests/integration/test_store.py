@@ -16,14 +16,14 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-import squad.store
+import squad.store.card_store
 from conftest import status_of
-from squad.cards import CardSpec, Status, Usage
-from squad.errors import BacklogError, DuplicateCardError, NotFoundError, TransitionError
-from squad.passgraph import PassGraph
-from squad.retries import RetryPolicy
-from squad.store import CardStore, Claim, RunOutcome
-from squad.tables import metadata
+from squad.core.cards import CardSpec, Status, Usage
+from squad.core.errors import BacklogError, DuplicateCardError, NotFoundError, TransitionError
+from squad.core.retries import RetryPolicy
+from squad.orchestration.pass_graph import PassGraph
+from squad.store.card_store import CardStore, Claim, RunOutcome
+from squad.store.tables import metadata
 
 RACE_ROUNDS = 50
 
@@ -552,7 +552,7 @@ def test_counts_cover_every_status(store: CardStore) -> None:
 # ---- migrations ---------------------------------------------------------------------------------
 def _head() -> str:
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(squad.store.__file__).parent / "migrations"))
+    cfg.set_main_option("script_location", str(Path(squad.store.card_store.__file__).parent / "migrations"))
     head = ScriptDirectory.from_config(cfg).get_current_head()
     assert head is not None
     return head
@@ -571,7 +571,7 @@ def test_opening_the_store_twice_keeps_the_data_and_the_schema_at_head(db_url: s
 
 def test_several_processes_opening_a_fresh_store_at_once_all_succeed(db_url: str) -> None:
     # Given a database nobody has opened yet; When 3 processes open (and migrate) it at the same moment
-    code = ("import sys; from squad.store import CardStore; s = CardStore(sys.argv[1]); "
+    code = ("import sys; from squad.store.card_store import CardStore; s = CardStore(sys.argv[1]); "
             "print(len(s.list_cards())); s.dispose()")
     procs = [subprocess.Popen([sys.executable, "-c", code, db_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(3)]
@@ -588,7 +588,7 @@ def test_several_processes_opening_a_fresh_store_at_once_all_succeed(db_url: str
 
 
 def test_the_migrated_schema_matches_the_table_definitions(store: CardStore) -> None:
-    # The alembic head must create exactly the tables, columns and indexes of squad.tables.
+    # The alembic head must create exactly the tables, columns and indexes of squad.store.tables.
     with store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
         tables = set(sa.inspect(conn).get_table_names()) - {"alembic_version"}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from squad.cards import Status
-from squad.config import load_settings
-from squad.errors import BacklogError
-from squad.orchestrator import make_orchestrator
-from squad.store import CardStore
+from squad.core.cards import Status
+from squad.core.errors import BacklogError
+from squad.core.settings import load_settings
+from squad.orchestration.orchestrator import make_orchestrator
+from squad.store.card_store import CardStore
 from squad.submit import submit_chain, submit_group
 
 

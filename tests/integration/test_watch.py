@@ -12,8 +12,8 @@ from typing import Any
 import psutil
 
 from conftest import run_cli, squad_env, wait_for
-from squad.events import EventBus, progress_event
-from squad.store import CardStore
+from squad.live.events import EventBus, progress_event
+from squad.store.card_store import CardStore
 
 
 def test_watch_shows_a_running_card_progressing_to_done(redis_url: str, tmp_path: Path, spawn: Any) -> None:

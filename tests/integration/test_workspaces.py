@@ -18,10 +18,10 @@ import pytest
 import redis
 
 from conftest import AGENTS, Worker, free_port, kill_tree, make_repo, run_cli, squad_env, wait_for
-from squad.cards import CardSpec, Status
-from squad.config import load_settings
-from squad.store import CardStore
-from squad.workspaces import Workspace, gc, git, list_workspaces, prepare, workspace_for
+from squad.attempt.workspaces import Workspace, gc, git, list_workspaces, prepare, workspace_for
+from squad.core.cards import CardSpec, Status
+from squad.core.settings import load_settings
+from squad.store.card_store import CardStore
 
 PY = sys.executable
 
@@ -296,7 +296,7 @@ def test_api_diff_approve_reject_need_the_token_answer_409_outside_review_and_em
         tmp_path: Path, redis_url: str) -> None:
     from apiserver import run_api
 
-    from squad.events import decode_event
+    from squad.live.events import decode_event
 
     project = _repo(tmp_path, workspace_toml="review = true")
     project.seed({"card_id": "A"}, {"card_id": "B"})

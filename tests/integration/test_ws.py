@@ -28,10 +28,10 @@ from websockets.sync.client import ClientConnection, connect
 
 from conftest import AGENTS, RedisServer, Worker, redis_keys, squad_env, wait_for
 from event_contract import problems
-from squad.cards import Status, parse_card
-from squad.config import Settings, load_settings
-from squad.connections import stream_key
-from squad.events import EventBus, log_event, progress_event, status_event
+from squad.core.cards import Status, parse_card
+from squad.core.settings import Settings, load_settings
+from squad.live.connections import stream_key
+from squad.live.events import EventBus, log_event, progress_event, status_event
 
 PY = sys.executable
 StartWorker = Callable[..., Worker]

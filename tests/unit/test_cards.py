@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from squad.cards import (
+from squad.core.cards import (
     CARD_ID_RE,
     TRANSITIONS,
     CardSpec,
@@ -19,7 +19,7 @@ from squad.cards import (
     check_transition,
     parse_card,
 )
-from squad.errors import BacklogError, SquadError, TransitionError
+from squad.core.errors import BacklogError, SquadError, TransitionError
 
 S = Status
 #: The lifecycle of docs/architecture.md "Card lifecycle", written out independently of the table in cards.py.

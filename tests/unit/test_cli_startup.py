@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from squad.cli import app
+from squad.cli.app import app
 
 #: Libraries that cost a short command more than the interpreter's own start-up.
 HEAVY = ("pydantic", "pydantic_settings", "sqlalchemy", "structlog", "rich", "redis", "celery", "kombu",
@@ -77,7 +77,7 @@ def test_card_list_imports_alembic_only_to_migrate(tmp_path: Path) -> None:
 
 LOGS = """
 import logging, sys
-from squad.logconfig import configure_logging
+from squad.core.logconfig import configure_logging
 configure_logging(logging.INFO, json_lines=True, lazy=True)
 print("structlog" in sys.modules)
 logging.getLogger("squad.std").warning("from the stdlib")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from squad.agents.presets import PRESETS, agents_toml
-from squad.agents.progress import CodexJsonParser, LineResult, make_parser
+from squad.agents.parsers import CodexJsonParser, LineResult, make_parser
+from squad.agents.presets import PRESETS, agents_toml, all_agents
 from squad.agents.runner import build_command
-from squad.config import load_settings
-from squad.deploy import SQUAD_TOML
+from squad.core.settings import load_settings
+from squad.ops.deploy import SQUAD_TOML
 
 SAMPLES = Path(__file__).resolve().parents[1] / "agents" / "samples"
 THREAD = "0199a213-81c0-7800-8aa1-bbab2a035a53"
@@ -82,5 +82,5 @@ def test_squad_init_template_is_generated_from_the_presets_and_loads_as_the_same
     assert tomllib.loads(SQUAD_TOML)["default_agent"] in PRESETS
     for name, preset in PRESETS.items():
         assert settings.agents[name] == preset.config
-        assert settings.all_agents[name] == preset.config
-        assert settings.all_agents[name].parser in ("claude-stream-json", "codex-json", "plain")
+        assert all_agents(settings)[name] == preset.config
+        assert all_agents(settings)[name].parser in ("claude-stream-json", "codex-json", "plain")

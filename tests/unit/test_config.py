@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, squad_env
-from squad.cards import CardSpec
-from squad.config import AgentConfig, CardLimits, Settings, load_settings
-from squad.errors import ConfigError
-from squad.retries import RetryPolicy
+from squad.agents.presets import agent_for, all_agents
+from squad.core.cards import CardSpec
+from squad.core.errors import ConfigError
+from squad.core.retries import RetryPolicy
+from squad.core.settings import AgentConfig, CardLimits, Settings, load_settings
 
 
 def write_toml(path: Path, text: str) -> Path:
@@ -73,7 +74,7 @@ def test_squad_config_points_to_another_file_and_local_squad_toml_is_ignored(
     monkeypatch.setenv("SQUAD_CONFIG", str(other))
     s = load_settings()
     assert s.max_retries == 2
-    assert s.agent_for(None, None)[0] == "mine"
+    assert agent_for(s, None, None)[0] == "mine"
 
 
 def test_squad_config_naming_a_missing_file_is_a_config_error(monkeypatch: pytest.MonkeyPatch,
@@ -246,18 +247,18 @@ env = { MY_FLAG = "1" }
 resume = ["--resume", "{session_id}"]
 """)
     s = load_settings()
-    name, agent = s.agent_for(None, "backend")
+    name, agent = agent_for(s, None, "backend")
     assert name == "mine"
     assert agent == AgentConfig(command=["python3", "my_agent.py", "{card_id}", "{prompt_file}"], prompt="file",
                                 parser="plain", env={"MY_FLAG": "1"}, resume=["--resume", "{session_id}"])
-    assert s.agent_for(None, None)[0] == "claude"
-    assert s.agent_for("demo", "backend")[0] == "demo"
-    assert {"demo", "demo-flaky", "claude", "codex", "aider", "mine"} <= set(s.all_agents)
+    assert agent_for(s, None, None)[0] == "claude"
+    assert agent_for(s, "demo", "backend")[0] == "demo"
+    assert {"demo", "demo-flaky", "claude", "codex", "aider", "mine"} <= set(all_agents(s))
 
 
 def test_unknown_agent_name_is_a_config_error_listing_the_configured_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown agent 'nope'.*demo"):
-        load_settings().agent_for("nope", None)
+        agent_for(load_settings(), "nope", None)
 
 
 def test_hooks_and_prompt_template_are_read_from_squad_toml() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from squad.config import load_settings
-from squad.dispatch import ExecutionMode, execution_mode
-from squad.errors import BrokerUnavailable, SquadError
+from squad.core.errors import BrokerUnavailable, SquadError
+from squad.core.settings import load_settings
+from squad.orchestration.dispatch import ExecutionMode, execution_mode
 
 
 def test_local_is_chosen_when_asked_for_or_when_celery_is_off_without_asking_the_broker() -> None:

@@ -1,4 +1,4 @@
-"""The events' schema: each constructor of `squad.events` against docs/api.md "WebSocket".
+"""The events' schema: each constructor of `squad.live.events` against docs/api.md "WebSocket".
 
 The table, the examples and the greeting of the doc are parsed (tests/event_contract.py) and
 compared with what the constructors write to the stream and what a reader decodes from it.
@@ -19,9 +19,9 @@ from event_contract import (
     event_fields,
     problems,
 )
-from squad import events
-from squad.cards import Status
-from squad.events import Event, connected_event, decode_event, log_event, progress_event, status_event
+from squad.core.cards import Status
+from squad.live import events
+from squad.live.events import Event, connected_event, decode_event, log_event, progress_event, status_event
 
 #: Per type: the constructor with only what it needs, and with every field it can carry.
 Build = Callable[[], Event]

@@ -13,13 +13,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from squad.agents.progress import ClaudeStreamJsonParser, make_parser, valid_session_id
-from squad.backlog import import_file
-from squad.config import load_settings
-from squad.errors import SquadError
-from squad.masking import mask_text, mask_url
-from squad.safetext import escape_controls, excerpt
-from squad.store import CardStore
+from squad.actions.backlog import import_file
+from squad.agents.parsers import ClaudeStreamJsonParser, make_parser, valid_session_id
+from squad.core.errors import SquadError
+from squad.core.masking import mask_text, mask_url
+from squad.core.safetext import escape_controls, excerpt
+from squad.core.settings import load_settings
+from squad.store.card_store import CardStore
 
 PARSERS = ("markers", "plain", "claude-stream-json", "codex-json")
 JSON_VALUES = st.recursive(
@@ -188,7 +188,7 @@ def test_squad_up_view_shows_hostile_card_text_escaped_and_never_as_markup(tmp_p
 
     from rich.console import Console
 
-    from squad.upview import CardLine, UpView
+    from squad.ops.up_view import CardLine, UpView
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=False, width=200, highlight=False)

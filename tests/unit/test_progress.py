@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from squad.agents.progress import (
+from squad.agents.parsers import (
     ClaudeStreamJsonParser,
     LineResult,
     MarkersParser,
@@ -16,7 +16,7 @@ from squad.agents.progress import (
     ProgressParser,
     make_parser,
 )
-from squad.errors import ConfigError
+from squad.core.errors import ConfigError
 
 SAMPLES = Path(__file__).resolve().parents[1] / "agents" / "samples"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from squad.prompts import render_prompt
+from squad.agents.prompts import render_prompt
 
 CARD = {"card_id": "A-1", "title": "Add health", "description": "Return ok.", "acceptance_criteria": [],
         "squad": None}
@@ -34,7 +34,7 @@ def test_a_custom_template_sees_previous_runs_and_feedback(tmp_path: Path) -> No
 
 
 def test_orchestrate_wait_says_when_cards_wait_for_a_review() -> None:
-    from squad.waiting import describe_wait
+    from squad.cli.wait_report import describe_wait
 
     line = describe_wait({"TODO": 2, "REVIEW": 1, "DONE": 4}, "local", None)
     assert line == "waiting for 2 card(s): 2 TODO (1 in REVIEW: see squad review list) (running locally)"

@@ -17,10 +17,10 @@ import pytest
 
 from conftest import alive, read_pid
 from squad.agents import runner
-from squad.agents.progress import PlainParser, ProgressParser, make_parser
+from squad.agents.parsers import PlainParser, ProgressParser, make_parser
 from squad.agents.runner import AgentResult, Limits, build_command, expand_argv, run_agent
-from squad.config import AgentConfig
-from squad.constants import MAX_LINE_BYTES
+from squad.core.constants import MAX_LINE_BYTES
+from squad.core.settings import AgentConfig
 
 AGENTS = Path(__file__).resolve().parents[1] / "agents"
 SAMPLES = AGENTS / "samples"
@@ -367,7 +367,7 @@ def test_observer_error_propagates_but_the_agent_is_ended_first(tmp_path: Path, 
 HELPER = """
 import sys
 from pathlib import Path
-from squad.agents.progress import make_parser
+from squad.agents.parsers import make_parser
 from squad.agents.runner import Limits, run_agent
 
 class Quiet:
@@ -564,7 +564,7 @@ DEDICATED_HELPER = """
 import sys
 from pathlib import Path
 from squad.agents import orphans
-from squad.agents.progress import make_parser
+from squad.agents.parsers import make_parser
 from squad.agents.runner import Limits, run_agent
 
 class Quiet:
@@ -598,7 +598,7 @@ def test_daemon_that_scrubbed_its_environment_is_ended_in_a_process_dedicated_to
 
 SUPERVISED = """
 import sys, threading
-from squad.supervisor import Child, Supervisor
+from squad.ops.supervisor import Child, Supervisor
 
 sup = Supervisor([Child("pool", [sys.executable, "-c", sys.argv[1], *sys.argv[2:]])], adopt_orphans=True)
 sup.install_signal_handlers()
@@ -630,7 +630,7 @@ def test_supervisor_ends_what_a_killed_worker_process_leaves(tmp_path: Path, rea
 
 def test_rlimits_reach_the_agent(tmp_path: Path) -> None:
     # Given
-    from squad.config import AgentRlimits
+    from squad.core.settings import AgentRlimits
 
     script = ("import resource; print(*[resource.getrlimit(r)[0] for r in (resource.RLIMIT_AS, "
               "resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC, resource.RLIMIT_FSIZE)])")
@@ -646,7 +646,7 @@ def test_rlimits_reach_the_agent(tmp_path: Path) -> None:
 
 def test_file_size_limit_stops_an_agent_writing_a_huge_file(tmp_path: Path) -> None:
     # Given
-    from squad.config import AgentRlimits
+    from squad.core.settings import AgentRlimits
 
     script = "open('big', 'wb').write(b'x' * (3 * 2**20))"
     # When

@@ -1,6 +1,6 @@
 """Agent presets: the real coding agents' command lines, in one place.
 
-The built-in agents (`Settings.all_agents`), the agents section of `squad init`'s squad.toml and
+The built-in agents (`all_agents`, `agent_for`), the agents section of `squad init`'s squad.toml and
 `squad agents check` all come from `PRESETS`, so the three can never disagree. Flags as of the
 agents' current CLIs (late 2026):
 
@@ -15,9 +15,12 @@ agents' current CLIs (late 2026):
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import dataclass
 
-from squad.config import AgentConfig
+from squad.core.errors import ConfigError
+from squad.core.settings import AgentConfig, Settings
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,35 @@ def agents_toml() -> str:
             lines.append(f"resume = {_toml_list(cfg.resume)}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+#: The built-in demo agents: name -> extra arguments of `python -m squad.agents.demo`.
+_DEMO_AGENTS = {"demo": [], "demo-flaky": ["--fail-first"]}
+
+
+def _builtin_agent(name: str) -> AgentConfig | None:
+    """The built-in agent `name` (a demo agent or a preset, a fresh copy), or None. Built alone: building
+    every preset, a deep copy each, for every attempt cost more than running `true`."""
+    if name in _DEMO_AGENTS:
+        # The built-in demo agent is ours: it keeps its SQUAD_DEMO_* knobs, which the scrubbed agent
+        # environment would otherwise drop with every other SQUAD_* variable.
+        demo_env = {k: v for k, v in os.environ.items() if k.startswith("SQUAD_DEMO_")}
+        return AgentConfig(command=[sys.executable, "-m", "squad.agents.demo", *_DEMO_AGENTS[name]],
+                           prompt="stdin", parser="markers", env=demo_env)
+    return PRESETS[name].config.model_copy(deep=True) if name in PRESETS else None
+
+
+def all_agents(settings: Settings) -> dict[str, AgentConfig]:
+    """Built-in agents (the demo agents, then the presets) overlaid with the agents of `squad.toml`."""
+    builtin = {name: agent for name in (*_DEMO_AGENTS, *PRESETS) if (agent := _builtin_agent(name)) is not None}
+    return {**builtin, **settings.agents}
+
+
+def agent_for(settings: Settings, agent: str | None, squad: str | None) -> tuple[str, AgentConfig]:
+    """Pick the agent of a card: its own, else its squad's, else the default."""
+    name = agent or (settings.squads.get(squad) if squad else None) or settings.default_agent
+    # squad.toml's agents override the built-in ones of the same name; only the one asked for is built.
+    found = settings.agents[name] if name in settings.agents else _builtin_agent(name)
+    if found is None:
+        raise ConfigError(f"unknown agent {name!r} (configured: {', '.join(sorted(all_agents(settings)))})")
+    return name, found

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from squad.agents import orphans
-from squad.agents.progress import ProgressParser
-from squad.cards import Usage
-from squad.config import AgentConfig, AgentRlimits
-from squad.constants import CANCEL_POLL_S, KILL_GRACE_S, MAX_LINE_BYTES
-from squad.prompts import write_prompt_file
+from squad.agents.parsers import ProgressParser
+from squad.agents.prompts import write_prompt_file
+from squad.core.cards import Usage
+from squad.core.constants import CANCEL_POLL_S, KILL_GRACE_S, MAX_LINE_BYTES
+from squad.core.settings import AgentConfig, AgentRlimits
 
 __all__ = ["AgentResult", "Limits", "RunObserver", "build_command", "expand_argv", "run_agent"]
 
@@ -151,7 +151,7 @@ def run_agent(
     same thread supervises it (one selector over the pipes and a pidfd): no helper thread.
     """
     started = time.monotonic()
-    full_env = dict(env)  # complete: the caller scrubbed it (squad.agent_env), nothing else is inherited
+    full_env = dict(env)  # complete: the caller scrubbed it (squad.attempt.agent_env), nothing else is inherited
     marker = full_env.setdefault(orphans.MARKER_ENV, f"run-{uuid.uuid4().hex}")
     orphans.become_subreaper()
     try:

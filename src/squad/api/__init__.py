@@ -8,9 +8,9 @@ import logging
 from fastapi import FastAPI
 
 from squad.api.app import create_app
-from squad.config import Settings
-from squad.errors import ConfigError
-from squad.listen import bind_tcp
+from squad.core.errors import ConfigError
+from squad.core.settings import Settings
+from squad.ops.ports import bind_tcp
 
 __all__ = ["create_app", "is_loopback", "serve"]
 
@@ -47,7 +47,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 3000, inse
     sock = bind_tcp(host, port)  # before the app starts: a taken port is one line and exit 2
     try:
         app: FastAPI = create_app(settings)
-        # log_config=None: uvicorn's loggers go through our structured handler (squad.logconfig),
+        # log_config=None: uvicorn's loggers go through our structured handler (squad.core.logconfig),
         # with the secrets of their lines masked.
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
             logging.getLogger(name).addFilter(SecretFilter())

@@ -25,13 +25,13 @@ from squad.api.monitor import WorkerMonitor
 from squad.api.routes import board, cards, health, metrics, review, runs, tasks, workers
 from squad.api.state import AppState, Producers, bounded_step
 from squad.api.validation import request_problems, strict_query
-from squad.config import Settings
-from squad.connections import async_redis
-from squad.constants import VERSION
-from squad.errors import BacklogError, SquadError
-from squad.masking import mask_text
-from squad.safetext import excerpt
-from squad.store import CardStore, open_store
+from squad.core.constants import VERSION
+from squad.core.errors import BacklogError, SquadError
+from squad.core.masking import mask_text
+from squad.core.safetext import excerpt
+from squad.core.settings import Settings
+from squad.live.connections import async_redis
+from squad.store.card_store import CardStore, open_store
 
 log = structlog.get_logger(__name__)
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"

@@ -17,12 +17,12 @@ import redis.asyncio as aioredis
 from sqlalchemy import Select, func, select
 
 from squad.api.task_view import live_logs, run_elapsed, task_state
-from squad.cards import Status
-from squad.config import CardLimits, Settings
-from squad.namespace import RedisKeys
-from squad.store import CardStore, card_page_query
-from squad.tables import cards as cards_t
-from squad.tables import runs as runs_t
+from squad.core.cards import Status
+from squad.core.namespace import RedisKeys
+from squad.core.settings import CardLimits, Settings
+from squad.store.card_store import CardStore, card_page_query
+from squad.store.tables import cards as cards_t
+from squad.store.tables import runs as runs_t
 
 _LAST = runs_t.alias("last_run")
 _LATEST_RUN_ID = (select(func.max(_LAST.c.id)).where(_LAST.c.card_id == cards_t.c.card_id)

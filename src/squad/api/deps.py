@@ -8,11 +8,11 @@ from fastapi import Depends, Path, Request
 
 from squad.api.auth import require_token
 from squad.api.state import AppState
-from squad.cards import CARD_ID_RE
-from squad.config import Settings
-from squad.errors import NotFoundError
-from squad.safetext import excerpt
-from squad.store import CardStore
+from squad.core.cards import CARD_ID_RE
+from squad.core.errors import NotFoundError
+from squad.core.safetext import excerpt
+from squad.core.settings import Settings
+from squad.store.card_store import CardStore
 
 #: Run ids are 32-bit integers in the store; a larger one can never exist (and must not reach SQL).
 MAX_RUN_ID = 2**31 - 1

@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from squad.api.auth import token_matches
-from squad.config import Settings
-from squad.masking import mask_text
+from squad.core.masking import mask_text
+from squad.core.settings import Settings
 
 __all__ = ["LOOPBACK_HOSTS", "Guard", "SecretFilter", "allowed_hosts", "host_allowed"]
 

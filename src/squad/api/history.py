@@ -14,10 +14,10 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, func, or_, select
 
 from squad.api.schemas import HistoryRun, built
-from squad.cards import Card, Status
-from squad.store import CardStore, card_page_query, to_dt
-from squad.tables import cards as cards_t
-from squad.tables import runs as runs_t
+from squad.core.cards import Card, Status
+from squad.store.card_store import CardStore, card_page_query, to_dt
+from squad.store.tables import cards as cards_t
+from squad.store.tables import runs as runs_t
 
 _RUN_COLUMNS = [c for c in runs_t.c if c.name != "log"]
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import redis.asyncio as aioredis
 import structlog
 
-from squad.config import Settings
-from squad.constants import EXECUTE_TASK_NAME, HEALTH_PROBE_TIMEOUT_S
+from squad.core.constants import EXECUTE_TASK_NAME, HEALTH_PROBE_TIMEOUT_S
+from squad.core.settings import Settings
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -141,7 +141,7 @@ class WorkerMonitor:
 
     def _inspect(self) -> tuple[dict[str, Any], dict[str, Any]]:
         if self._app is None:
-            from squad.celery_app import make_celery
+            from squad.live.celery_config import make_celery
 
             self._app = make_celery(self.settings)
         return _broadcast(self._app)

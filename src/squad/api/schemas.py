@@ -1,4 +1,4 @@
-"""Response and request models of the HTTP API (docs/api.md); cards reuse `squad.cards.Card`."""
+"""Response and request models of the HTTP API (docs/api.md); cards reuse `squad.core.cards.Card`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from squad.cards import (
+from squad.core.cards import (
     CARD_ID_RE,
     DESCRIPTION_MAX_CHARS,
     NAME_MAX_CHARS,

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, TypeVar
 import redis.asyncio as aioredis
 import structlog
 
-from squad.config import Settings
-from squad.constants import HEALTH_PROBE_TIMEOUT_S
-from squad.namespace import RedisKeys
-from squad.store import CardStore
+from squad.core.constants import HEALTH_PROBE_TIMEOUT_S
+from squad.core.namespace import RedisKeys
+from squad.core.settings import Settings
+from squad.store.card_store import CardStore
 
 if TYPE_CHECKING:
     from squad.api.metrics.prometheus import Exposition
     from squad.api.monitor import WorkerMonitor
     from squad.api.ws import EventHub
-    from squad.dispatch import Producer
+    from squad.orchestration.dispatch import Producer
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -53,8 +53,8 @@ class Producers:
 
     def get(self) -> Producer:
         """The producer for the current broker state (blocking: call from a thread)."""
-        from squad.dispatch import execution_mode, make_producer
-        from squad.events import try_event_bus
+        from squad.live.events import try_event_bus
+        from squad.orchestration.dispatch import execution_mode, make_producer
 
         with self._lock:
             mode = execution_mode(self.settings)

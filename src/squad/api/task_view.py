@@ -23,13 +23,13 @@ from redis.exceptions import NoScriptError, RedisError
 
 from squad.api.history import CardExtras, board_cards
 from squad.api.schemas import CeleryTask, EnhancedCard, TaskState, built
-from squad.cards import Card, Run, RunStatus, Status
-from squad.config import Settings
-from squad.connections import stream_id_time
-from squad.constants import STEP_IN_PROGRESS
-from squad.namespace import RedisKeys
-from squad.retries import retries_used
-from squad.store import CardStore
+from squad.core.cards import Card, Run, RunStatus, Status
+from squad.core.constants import STEP_IN_PROGRESS
+from squad.core.namespace import RedisKeys
+from squad.core.retries import retries_used
+from squad.core.settings import Settings
+from squad.live.connections import stream_id_time
+from squad.store.card_store import CardStore
 
 log = structlog.get_logger(__name__)
 CELERY_META_PREFIX = "celery-task-meta-"  # Celery's Redis result backend key of a task

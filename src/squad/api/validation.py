@@ -10,7 +10,7 @@ from typing import Any, Union, get_args, get_origin
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
-from squad.safetext import excerpt
+from squad.core.safetext import excerpt
 
 _INTEGER = re.compile(r"^[+-]?\d+$")
 

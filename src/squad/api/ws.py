@@ -23,10 +23,10 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from squad.api.auth import websocket_authorized, websocket_subprotocol
-from squad.cards import CARD_ID_RE
-from squad.connections import STREAM_ID_RE, STREAM_START, StreamKey, stream_key
-from squad.events import connected_event, decode_event
-from squad.namespace import RedisKeys
+from squad.core.cards import CARD_ID_RE
+from squad.core.namespace import RedisKeys
+from squad.live.connections import STREAM_ID_RE, STREAM_START, StreamKey, stream_key
+from squad.live.events import connected_event, decode_event
 
 log = structlog.get_logger(__name__)
 router = APIRouter()

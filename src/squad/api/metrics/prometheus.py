@@ -15,8 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from squad.api.metrics.queries import Histogram, run_stats
-from squad.broker import queue_keys
-from squad.workspaces import disk_usage_bytes
+from squad.attempt.workspaces import disk_usage_bytes
+from squad.live.broker import queue_keys
 
 if TYPE_CHECKING:
     from squad.api.state import AppState

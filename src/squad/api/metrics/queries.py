@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, select
 
-from squad.store import CardStore
-from squad.tables import runs as runs_t
+from squad.store.card_store import CardStore
+from squad.store.tables import runs as runs_t
 
 DURATION_BUCKETS_S: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 WAIT_BUCKETS_S: tuple[float, ...] = (0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 3600)

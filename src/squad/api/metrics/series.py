@@ -15,9 +15,9 @@ from sqlalchemy import or_, select
 
 from squad.api.metrics.stats import FAILED_RUNS, percentile
 from squad.api.schemas import DayCost, MetricsSeries, SeriesBucket, SquadCost
-from squad.store import CardStore, now_s
-from squad.tables import cards as cards_t
-from squad.tables import runs as runs_t
+from squad.store.card_store import CardStore, now_s
+from squad.store.tables import cards as cards_t
+from squad.store.tables import runs as runs_t
 
 #: Bucket counts the series aims for (a chart reads well with 30-120 bars).
 TARGET_BUCKETS = 60

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from squad.api.schemas import MetricsOut, MinuteBucket, Percentiles
-from squad.cards import RunStatus
-from squad.store import CardStore, now_s
+from squad.core.cards import RunStatus
+from squad.store.card_store import CardStore, now_s
 
 WINDOW_S = 3600
 FAILED_RUNS = frozenset({RunStatus.FAILED.value, RunStatus.LOST.value})

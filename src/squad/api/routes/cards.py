@@ -10,16 +10,16 @@ from anyio import to_thread
 from fastapi import APIRouter, Query, Response, status
 from pydantic import StringConstraints
 
+from squad.actions.backlog import add_cards
+from squad.agents.prompts import prompt_path, render_prompt
 from squad.api.deps import Authorized, CardIdDep, RunIdDep, StateDep, StoreDep
 from squad.api.routes import errors
 from squad.api.schemas import CardDetail, CardIn, EnhancedCard, PromptOut, RunLog
 from squad.api.state import AppState, bounded
 from squad.api.task_view import ENHANCED_LIST, enhance, page_with_runs
-from squad.backlog import add_cards
-from squad.cards import CARD_ID_RE, Card, Run, Status
-from squad.errors import NotFoundError, SquadError
-from squad.events import publish_async
-from squad.prompts import prompt_path, render_prompt
+from squad.core.cards import CARD_ID_RE, Card, Run, Status
+from squad.core.errors import NotFoundError, SquadError
+from squad.live.events import publish_async
 
 router = APIRouter(tags=["cards"])
 MAX_PAGE = 1000

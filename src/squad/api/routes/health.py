@@ -11,8 +11,8 @@ from squad.api.deps import Authorized, StateDep
 from squad.api.routes import errors
 from squad.api.schemas import AuthOut, HealthOut
 from squad.api.state import AppState, bounded
-from squad.constants import VERSION
-from squad.dispatch import execution_mode
+from squad.core.constants import VERSION
+from squad.orchestration.dispatch import execution_mode
 
 router = APIRouter(tags=["health"])
 

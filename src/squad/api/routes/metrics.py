@@ -15,7 +15,7 @@ from squad.api.metrics.stats import WINDOW_S, compute_metrics
 from squad.api.routes import errors
 from squad.api.schemas import MetricsOut, MetricsSeries
 from squad.api.state import bounded
-from squad.workspaces import disk_usage_bytes
+from squad.attempt.workspaces import disk_usage_bytes
 
 router = APIRouter(tags=["metrics"])
 MIN_WINDOW_S = 300

@@ -7,11 +7,11 @@ from dataclasses import replace
 from anyio import to_thread
 from fastapi import APIRouter
 
+from squad.actions.review import approve_card, card_diff, reject_card
 from squad.api.deps import Authorized, CardIdDep, StateDep
 from squad.api.routes import errors
 from squad.api.schemas import DiffOut, FileStatOut, RejectIn, ReviewOut
-from squad.review import approve_card, card_diff, reject_card
-from squad.workspaces import WorkspaceInfo, list_workspaces
+from squad.attempt.workspaces import WorkspaceInfo, list_workspaces
 
 router = APIRouter(tags=["review"])
 

@@ -1,4 +1,4 @@
-"""A card's task: live log, retry, cancel (the last two shared with the CLI through `squad.actions`)."""
+"""A card's task: live log, retry, cancel (the last two shared with the CLI through `squad.actions.lifecycle`)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from anyio import to_thread
 from fastapi import APIRouter, Body, Query
 from redis.exceptions import RedisError
 
-from squad.actions import STOP_POLL_S, STOP_WAIT_S, cancel_card, retry_card, runs_closed
+from squad.actions.lifecycle import STOP_POLL_S, STOP_WAIT_S, cancel_card, retry_card, runs_closed
 from squad.api.deps import Authorized, CardIdDep, StateDep
 from squad.api.routes import errors
 from squad.api.schemas import BulkRetryIn, BulkRetryItem, BulkRetryOut, CancelOut, LogEntry, RetryIn, RetryOut
-from squad.cards import CARD_ID_RE, Status
-from squad.connections import STREAM_ID_RE, stream_key
-from squad.errors import NotFoundError, SquadError
-from squad.events import parse_log_line
-from squad.store import CardStore
+from squad.core.cards import CARD_ID_RE, Status
+from squad.core.errors import NotFoundError, SquadError
+from squad.live.connections import STREAM_ID_RE, stream_key
+from squad.live.events import parse_log_line
+from squad.store.card_store import CardStore
 
 router = APIRouter(tags=["tasks"])
 MAX_LOG_LIMIT = 1000

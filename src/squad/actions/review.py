@@ -1,0 +1,180 @@
+"""The review gate: a card's diff, approval (REVIEW → DONE) and rejection (REVIEW → QUEUED).
+
+Shared by the CLI (`squad review …`) and the API (`/api/cards/{id}/diff|approve|reject`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from squad.attempt.workspaces import FileStat, WorkspaceError, git, numstat, remove, repo_root, workspace_for
+from squad.core.cards import Card, Status
+from squad.core.errors import ConflictError, NotFoundError, SquadError
+from squad.core.settings import Settings
+from squad.orchestration.dispatch import Producer
+from squad.store.card_store import CardStore
+
+log = structlog.get_logger(__name__)
+
+#: the diff's patch is cut here (a marker says how much was left out)
+PATCH_MAX_BYTES = 512 * 1024
+HOOK_OUTPUT_MAX_CHARS = 2000
+FEEDBACK_MAX_CHARS = 20_000
+
+
+class NotInReview(ConflictError):
+    """Approve/reject of a card that is not in REVIEW (HTTP 409)."""
+
+
+class ApprovalHookFailed(SquadError):
+    """`after_approve` failed: the card stays in REVIEW with the error shown."""
+
+    exit_code = 1
+    http_status = 409
+
+
+@dataclass
+class CardDiff:
+    """`GET /api/cards/{id}/diff`: what the card's branch changed since its base."""
+
+    branch: str
+    base_commit: str
+    head_commit: str
+    files: list[FileStat] = field(default_factory=list)
+    patch: str = ""
+    truncated: bool = False
+
+
+def _repo_of(settings: Settings, card: Card) -> Path:
+    raw = card.repo or (str(settings.workspace.repo) if settings.workspace.repo else None)
+    if not raw:
+        raise NotFoundError(f"card {card.card_id} has no workspace (no repository configured)")
+    return repo_root(settings.check_allowed(Path(raw), "workspace repo"))
+
+
+def card_diff(settings: Settings, store: CardStore, card_id: str, *, with_patch: bool = True,
+              max_bytes: int = PATCH_MAX_BYTES) -> CardDiff:
+    """Diff stat and patch of `base…branch` of the card's latest workspace run."""
+    card = store.get_card(card_id)
+    run = store.latest_workspace_run(card_id)
+    if run is None or not run.branch or not run.base_commit:
+        raise NotFoundError(f"card {card_id} has no workspace run yet")
+    repo = _repo_of(settings, card)
+    tip = git(["rev-parse", "--verify", "--quiet", f"refs/heads/{run.branch}"], repo, check=False).strip()
+    head = tip or run.head_commit or run.base_commit
+    try:
+        files = numstat(repo, run.base_commit, head)
+        patch = git(["diff", "--no-color", "--no-ext-diff", f"{run.base_commit}...{head}"], repo) if with_patch else ""
+    except WorkspaceError as exc:
+        raise NotFoundError(f"card {card_id}: its branch cannot be read: {exc}") from None
+    truncated = False
+    data = patch.encode("utf-8", "replace")
+    if len(data) > max_bytes:
+        truncated = True
+        patch = data[:max_bytes].decode("utf-8", "ignore")
+        patch += f"\n[patch truncated: {max_bytes} of {len(data)} bytes shown]\n"
+    return CardDiff(branch=run.branch, base_commit=run.base_commit, head_commit=head, files=files, patch=patch,
+                    truncated=truncated)
+
+
+def _require_review(store: CardStore, card_id: str) -> Card:
+    card = store.get_card(card_id)
+    if card.status != Status.REVIEW:
+        raise NotInReview(f"card {card_id} is {card.status.value}, not REVIEW")
+    return card
+
+
+def _run_after_approve(settings: Settings, card: Card) -> None:
+    """The optional `[workspace] after_approve` argv (e.g. merge or push), in the card's worktree."""
+    argv = settings.workspace.after_approve
+    if not argv:
+        return
+    ws = workspace_for(settings, card)
+    cwd = ws.path if ws is not None and ws.path.is_dir() else (ws.repo if ws is not None else Path.cwd())
+    values = {"card_id": card.card_id, "branch": ws.branch if ws else "", "repo": str(ws.repo) if ws else ""}
+    expanded = [item.format_map(_Keep(values)) for item in argv]
+    env = {**os.environ, "SQUAD_CARD_ID": card.card_id, "SQUAD_BRANCH": values["branch"]}
+    try:
+        proc = subprocess.run(expanded, cwd=cwd, env=env, capture_output=True, timeout=settings.workspace.hook_timeout,
+                              check=False, start_new_session=True, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ApprovalHookFailed(f"after_approve failed: {exc}") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).decode(errors="replace").strip()[-HOOK_OUTPUT_MAX_CHARS:]
+        raise ApprovalHookFailed(f"after_approve exited with {proc.returncode}" + (f": {tail}" if tail else ""))
+
+
+class _Keep(dict[str, str]):
+    """format_map values that leave unknown `{placeholders}` as they are."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def approve_card(producer: Producer, card_id: str) -> Card:
+    """REVIEW → DONE (after the optional `after_approve` hook); dependants are released next pass."""
+    store, settings = producer.store, producer.settings
+    card = _require_review(store, card_id)
+    try:
+        _run_after_approve(settings, card)
+    except ApprovalHookFailed as exc:
+        store.note_review_error(card_id, str(exc))
+        raise
+    if not store.approve(card_id):
+        raise NotInReview(f"card {card_id} left REVIEW meanwhile")
+    producer.status_event(card_id, Status.DONE, card.celery_task_id, attempt=card.attempts)
+    cleanup_local(settings, store, store.get_card(card_id))
+    return store.get_card(card_id)
+
+
+def reject_card(producer: Producer, card_id: str, feedback: str) -> str:
+    """REVIEW → QUEUED with feedback for the next attempt (same worktree, same branch); the new task id."""
+    text = feedback.strip()
+    if not text:
+        raise SquadError("feedback must not be empty: say what to change")
+    if len(text) > FEEDBACK_MAX_CHARS:
+        raise SquadError(f"feedback must be at most {FEEDBACK_MAX_CHARS} characters")
+    if "\x00" in text:
+        raise SquadError("feedback must not contain NUL characters")
+    _require_review(producer.store, card_id)
+    if not producer.store.set_feedback(card_id, text):
+        raise NotInReview(f"card {card_id} left REVIEW meanwhile")
+    task_id = producer.send(card_id, expected=[Status.REVIEW], fresh_retries=True)
+    if task_id is None:
+        raise NotInReview(f"card {card_id} left REVIEW meanwhile")
+    return task_id
+
+
+def cleanup_local(settings: Settings, store: CardStore, card: Card) -> bool:
+    """Remove a DONE/CANCELLED card's worktree when it lives on this machine (gc catches the rest)."""
+    try:
+        ws = workspace_for(settings, card)
+    except SquadError:
+        return False
+    if ws is None or not ws.path.exists() or settings.workspace.keep == "always":
+        return False
+    try:
+        removed, _patch = remove(settings, ws, store.save_patch,
+                                 guard=lambda: store.get_card(card.card_id).status != Status.IN_PROGRESS)
+        return removed
+    except SquadError as exc:
+        log.warning("worktree not removed", card_id=card.card_id, error=str(exc))
+        return False
+
+
+def review_cards(store: CardStore) -> list[tuple[Card, dict[str, object]]]:
+    """Cards in REVIEW with the size of their change (from their latest workspace run)."""
+    out: list[tuple[Card, dict[str, object]]] = []
+    for card in store.list_cards(status=Status.REVIEW.value):
+        run = store.latest_workspace_run(card.card_id)
+        stat: dict[str, object] = {"branch": run.branch if run else None,
+                                   "files_changed": run.files_changed if run else None,
+                                   "insertions": run.insertions if run else None,
+                                   "deletions": run.deletions if run else None}
+        out.append((card, stat))
+    return out

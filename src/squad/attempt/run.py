@@ -1,0 +1,397 @@
+"""run_card(): the steps of one attempt, shared by the Celery task and the local executor.
+
+An attempt is: claim the card (compare-and-set with a lease) → select agent → build prompt →
+run hooks → run the agent under its limits → archive the log → record the run and the new status.
+Cross-cutting pieces (lease heartbeat, log batching, progress throttling) are small objects the
+attempt runs through, not branches inside it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import structlog
+from sqlalchemy.exc import DBAPIError
+
+from squad.agents.parsers import make_parser, valid_session_id
+from squad.agents.presets import agent_for
+from squad.agents.prompts import prompt_path, remove_prompt_file, render_prompt
+from squad.agents.runner import AgentResult, Limits, build_command, run_agent
+from squad.attempt.agent_env import agent_environment
+from squad.attempt.archive import LogArchive, disk_full_outcome
+from squad.attempt.confinement import WorkdirEscape, resolve_workdir
+from squad.attempt.hooks import run_hook
+from squad.attempt.lease import LeaseKeeper
+from squad.attempt.workspaces import (
+    Workspace,
+    WorkspaceError,
+    commit_all,
+    facts,
+    prepare,
+    remove,
+    review_enabled,
+    workspace_for,
+)
+from squad.attempt.workspaces import should_remove as workspace_should_remove
+from squad.core.cards import Card, Run, Status
+from squad.core.constants import (
+    LOG_EVENTS_PER_BATCH,
+    LOG_FLUSH_INTERVAL_S,
+    LOG_FLUSH_LINES,
+    PROGRESS_MIN_INTERVAL_S,
+    STEP_DONE,
+    STEP_EXECUTING,
+    STEP_IN_PROGRESS,
+    STEP_LOADING,
+    STEP_PROMPT,
+    STEP_SELECTING,
+    STEP_STARTING,
+    STORE_PROGRESS_INTERVAL_S,
+)
+from squad.core.errors import SquadError
+from squad.core.retries import RetryPolicy
+from squad.core.settings import Settings
+from squad.live.events import EventBus, format_log_line, iso_now, log_event, progress_event, status_event
+from squad.store.card_store import CardStore, Claim, RunOutcome
+from squad.store.db_retry import is_disk_full, retry_db
+
+log = structlog.get_logger(__name__)
+ProgressHook = Callable[[int, str, float], None]
+
+
+@dataclass
+class AttemptContext:
+    """What an attempt needs from its host (Celery worker or local executor)."""
+
+    settings: Settings
+    store: CardStore
+    events: EventBus | None = None
+    worker: str = "local"
+    on_progress: ProgressHook | None = None  # e.g. Celery PROGRESS state
+    shutdown: threading.Event | None = None  # set when the host stops: running agents are ended
+
+
+def card_workdir(settings: Settings, card: Card) -> Path:
+    """The card's working directory, symlinks resolved: its own `workdir` (relative to `SQUAD_WORKDIR`),
+    else `SQUAD_WORKDIR/<card_id>`; WorkdirEscape when it lies outside every allowed root."""
+    return resolve_workdir(settings, card.card_id, card.workdir)
+
+
+class Reporter:
+    """Batches log lines and throttles progress for one attempt; also keeps the archive."""
+
+    def __init__(self, ctx: AttemptContext, card_id: str, task_id: str, token: str) -> None:
+        self.ctx = ctx
+        self.card_id = card_id
+        self.task_id = task_id
+        self.token = token
+        self.started = time.monotonic()
+        self.seq = 0
+        self.archive = LogArchive()
+        self.pending: list[tuple[str, str, str]] = []
+        self.pending_events: list[dict[str, str]] = []
+        self.last_flush = time.monotonic()
+        self.progress = 0
+        self.step = ""
+        self.last_progress_emit = 0.0
+        self.last_store_write = time.monotonic()
+        self.lock = threading.Lock()
+        # Set once another attempt owns the card (the sweeper closed this run as `lost`): from then
+        # on nothing of this attempt reaches the live log or the event stream (fencing).
+        self.fenced = threading.Event()
+
+    def _event_id(self) -> str:
+        self.seq += 1
+        return f"{self.token}:{self.seq}"
+
+    def _live(self) -> bool:
+        """Whether this attempt's events still go out (there is Redis, and the claim is still ours)."""
+        return self.ctx.events is not None and not self.fenced.is_set()
+
+    def status(self, status: Status, *, attempt: int, worker: str | None = None, error: str | None = None,
+               at_once: bool = True) -> None:
+        """Queue a status event after the lines and events still pending; send them now (`at_once`)
+        or with the next log batch."""
+        if not self._live():
+            return
+        ev = status_event(self.card_id, status, self.task_id, attempt=attempt, worker=worker, error=error,
+                          event_id=self._event_id())
+        with self.lock:
+            self.pending_events.append(ev)
+        if at_once:
+            self.flush()
+
+    def line(self, level: str, message: str) -> None:
+        """One agent (or system) log line."""
+        ts = iso_now()
+        entry = format_log_line(ts, level, message)
+        with self.lock:
+            self.archive.add(entry)
+            if self.ctx.events is not None:
+                self.pending.append((ts, level, message))
+                due = (len(self.pending) >= LOG_FLUSH_LINES
+                       or time.monotonic() - self.last_flush >= LOG_FLUSH_INTERVAL_S)
+            else:
+                due = False
+        if due:
+            self.flush()
+
+    def set_progress(self, progress: int, step: str, *, force: bool = False) -> None:
+        """Record progress: always on a step change, otherwise at most every few seconds."""
+        now = time.monotonic()
+        changed = step != self.step
+        self.progress, self.step = progress, step
+        if not (force or changed or now - self.last_progress_emit >= PROGRESS_MIN_INTERVAL_S):
+            return
+        self.last_progress_emit = now
+        elapsed = round(now - self.started, 2)
+        # The store gets progress at most once a second (the live view comes from the events):
+        # the fixed steps of a short card would otherwise cost seven write transactions.
+        if now - self.last_store_write >= STORE_PROGRESS_INTERVAL_S and not self.fenced.is_set():
+            self.last_store_write = now
+            try:
+                self.ctx.store.set_progress(self.card_id, self.token, progress, step)
+            except Exception as exc:  # progress is best effort: the store may be briefly locked
+                log.warning("progress not stored", card_id=self.card_id, error=str(exc))
+        if self._live():  # the event leaves with the next log batch
+            ev = progress_event(self.card_id, self.task_id, progress=progress, current_step=step, elapsed=elapsed,
+                                worker=self.ctx.worker, event_id=self._event_id())
+            with self.lock:
+                self.pending_events.append(ev)
+        if self.ctx.on_progress is not None:
+            self.ctx.on_progress(progress, step, elapsed)
+        # Events leave with the next batch (at most LOG_FLUSH_INTERVAL_S later), in order.
+        if progress >= 100 or time.monotonic() - self.last_flush >= LOG_FLUSH_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send pending log lines and events in one pipeline."""
+        if self.ctx.events is None:
+            return
+        with self.lock:
+            lines, self.pending = self.pending, []
+            events, self.pending_events = self.pending_events, []
+            self.last_flush = time.monotonic()
+        if self.fenced.is_set():
+            return
+        if lines:
+            # The shared, capped event stream gets at most LOG_EVENTS_PER_BATCH lines per batch: a
+            # chatty agent must not evict every other card's events. The card's own log stream
+            # (task:logs:<id>) always gets every line.
+            for ts, level, message in lines[:LOG_EVENTS_PER_BATCH]:
+                events.append(log_event(self.card_id, self.task_id, level=level, message=message, timestamp=ts,
+                                        event_id=self._event_id()))
+            if len(lines) > LOG_EVENTS_PER_BATCH:
+                more = len(lines) - LOG_EVENTS_PER_BATCH
+                events.append(log_event(self.card_id, self.task_id, level="INFO",
+                                        message=f"[{more} more lines in the card's log]", skipped=more,
+                                        event_id=self._event_id()))
+            self.ctx.events.append_logs(self.card_id, self.task_id, lines, events)
+        elif events:
+            self.ctx.events.publish_many(events)
+
+    def archived_log(self) -> str:
+        """The attempt's log as text (head and tail when it outgrew the archive cap)."""
+        return self.archive.text()
+
+
+class _Observer:
+    """Bridges the runner's callbacks to the reporter and the lease."""
+
+    def __init__(self, reporter: Reporter, lease: LeaseKeeper) -> None:
+        self.reporter, self.lease = reporter, lease
+
+    def on_line(self, level: str, message: str) -> None:
+        self.reporter.line(level, message)
+
+    def on_progress(self, progress: int, step: str) -> None:
+        self.reporter.set_progress(progress, step)
+
+    def stop_reason(self) -> str | None:
+        if time.monotonic() - self.reporter.last_flush >= LOG_FLUSH_INTERVAL_S:
+            self.reporter.flush()
+        return self.lease.stop_reason()
+
+
+def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
+    """Run one attempt of a card for the message `task_id`.
+
+    Returns the card's new status, or None when this message could not claim the card (a
+    duplicate or stale delivery, or a card no longer QUEUED): then nothing ran.
+    """
+    settings, store = ctx.settings, ctx.store
+    claim = retry_db(lambda: store.claim(card_id, task_id, ctx.worker, settings.lease_s), what="claim")
+    if claim is None:
+        log.info("message could not claim card; nothing to do", card_id=card_id, task_id=task_id)
+        return None
+    structlog.contextvars.bind_contextvars(attempt=claim.attempt)
+    log.info("attempt started")
+    reporter = Reporter(ctx, card_id, task_id, claim.token)
+    # The lease is renewed from the claim until `finish`: reporting progress can block for as long as
+    # a Redis outage lasts, and a lease left to expire meanwhile would have the card run twice.
+    with LeaseKeeper(store, card_id, claim.token, settings.lease_s, ctx.shutdown, run_id=claim.run_id,
+                     fenced=reporter.fenced) as lease:
+        # IN_PROGRESS leaves with the attempt's first batch (at most LOG_FLUSH_INTERVAL_S or one cancel
+        # poll later, and before the outcome is recorded), not in a round trip of its own: a short
+        # attempt sends two pipelines in all. Nothing waits on it: the store already says IN_PROGRESS.
+        reporter.status(Status.IN_PROGRESS, attempt=claim.attempt, worker=ctx.worker, at_once=False)
+        for progress, step in (STEP_LOADING, STEP_SELECTING, STEP_IN_PROGRESS):
+            reporter.set_progress(progress, step, force=True)
+        outcome, ws = _attempt(ctx, claim, reporter, lease)
+        reporter.line("INFO" if outcome.succeeded else "ERROR",
+                      "attempt succeeded" if outcome.succeeded else f"attempt failed: {outcome.error}")
+        if outcome.succeeded:
+            reporter.set_progress(*STEP_DONE, force=True)
+        reporter.flush()
+        outcome = replace(outcome, log=reporter.archived_log())
+        policy = RetryPolicy.for_card(settings, claim.card)
+        review = review_enabled(settings, claim.card)
+        # A database restart or a lock held past the busy timeout must not lose the outcome: retried
+        # with backoff (bounded) while the lease keeper goes on renewing the claim.
+        try:
+            new = retry_db(lambda: store.finish(claim, outcome, policy, review=review), what="finish")
+        except DBAPIError as exc:
+            if not is_disk_full(exc):
+                raise
+            # No room for the outcome and its archive: record a failed attempt with a short log,
+            # so the card is retried once there is room again, instead of staying claimed.
+            outcome = disk_full_outcome(outcome, exc)
+            reporter.line("ERROR", f"attempt failed: {outcome.error}")
+            new = retry_db(lambda: store.finish(claim, outcome, policy, review=review), what="finish (disk full)")
+    if new is None and reporter.fenced.is_set():
+        log.warning("attempt fenced: its lease was lost and the card taken over; outcome dropped",
+                    card_id=card_id, run_id=claim.run_id)
+    if new is not None:
+        reporter.status(new, attempt=claim.attempt, error=outcome.error)
+    reporter.flush()
+    if ws is not None:
+        _cleanup(ctx, ws, new)
+    return new
+
+
+def _cleanup(ctx: AttemptContext, ws: Workspace, new: Status | None) -> None:
+    """After the attempt: DONE/CANCELLED worktrees go (branch kept), failures follow `keep`."""
+    store = ctx.store
+    status = new
+    if status is None:  # the claim was taken away: cancelled, or a forced retry
+        try:
+            status = store.get_card(ws.card_id).status
+        except SquadError:
+            return
+    if not workspace_should_remove(ctx.settings, status):
+        return
+    try:
+        remove(ctx.settings, ws, store.save_patch,
+               guard=lambda: store.get_card(ws.card_id).status != Status.IN_PROGRESS)
+    except SquadError as exc:
+        log.warning("worktree not removed", card_id=ws.card_id, error=str(exc))
+
+
+def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter,
+             lease: LeaseKeeper) -> tuple[RunOutcome, Workspace | None]:
+    settings, card = ctx.settings, claim.card
+    try:
+        agent_name, agent = agent_for(settings, card.agent, card.squad)
+        parser = make_parser(agent.parser)
+        reporter.set_progress(*STEP_PROMPT, force=True)
+        last_error = card.last_error if claim.attempt > 1 else None
+        # A first attempt has no earlier runs (runs are only opened by a claim): two queries saved.
+        previous = [] if claim.attempt == 1 else [
+            _run_summary(r) for r in ctx.store.list_runs(card.card_id) if r.id != claim.run_id]
+        prompt = render_prompt(settings.prompt_template, card.model_dump(mode="json"), claim.attempt, last_error,
+                               feedback=card.feedback or "", previous_runs=previous)
+        ws = workspace_for(settings, card)
+    except SquadError as exc:
+        return RunOutcome(succeeded=False, error=str(exc), retryable=False), None
+    base_commit = ""
+    if ws is not None:
+        try:
+            created, base_commit = prepare(settings, ws)
+        except SquadError as exc:
+            reporter.line("ERROR", f"workspace: {exc}")
+            return RunOutcome(succeeded=False, error=f"workspace: {exc}"), None
+        workdir = ws.path
+        reporter.line("INFO", f"workspace {ws.path} on branch {ws.branch}" + (" (created)" if created else " (reused)"))
+    else:
+        try:
+            workdir = card_workdir(settings, card)
+            created = not workdir.exists()
+            workdir.mkdir(parents=True, exist_ok=True)
+            workdir = card_workdir(settings, card)  # again: mkdir followed whatever links exist by now
+        except WorkdirEscape as exc:
+            return RunOutcome(succeeded=False, error=f"workdir refused: {exc}", retryable=False), None
+        except OSError as exc:
+            return RunOutcome(succeeded=False, error=f"cannot create workdir: {exc.strerror or exc}"), None
+    env = agent_environment(settings, agent, card_id=card.card_id, attempt=claim.attempt,
+                            task_id=reporter.task_id, workdir=workdir)
+    hooks = settings.hooks
+
+    def hook(name: str, argv: list[str] | None) -> str | None:
+        return run_hook(name, argv, cwd=workdir, env=env, timeout_s=hooks.timeout, on_line=reporter.line)
+
+    if created:
+        hook("after_create", hooks.after_create)
+    if err := hook("before_run", hooks.before_run):
+        return RunOutcome(succeeded=False, error=err), ws
+    reporter.set_progress(*STEP_STARTING, force=True)
+    prompt_file = prompt_path(settings.workdir, card.card_id, claim.attempt)
+    argv, stdin_data = build_command(
+        agent, agent_name=agent_name, card_id=card.card_id, workdir=workdir, attempt=claim.attempt,
+        prompt=prompt, prompt_file=prompt_file,
+        resume_session_id=valid_session_id(claim.previous_session_id) if claim.attempt > 1 else None)
+    reporter.line("INFO", f"starting agent {agent_name}: {argv[0]} (attempt {claim.attempt}, worker {ctx.worker})")
+    reporter.set_progress(*STEP_EXECUTING, force=True)
+    own = settings.limits_for(card)
+    limits = Limits(soft_time_limit_s=own.soft_time_limit_s, time_limit_s=own.time_limit_s,
+                    stall_timeout_s=settings.stall_timeout)
+    try:
+        result = run_agent(argv, cwd=workdir, env=env, stdin_data=stdin_data, parser=parser, limits=limits,
+                           observer=_Observer(reporter, lease), rlimits=agent.rlimits)
+    finally:
+        if not settings.keep_prompts:
+            remove_prompt_file(prompt_file)
+    if result.outcome == "succeeded" and settings.keep_prompts:  # kept for failed attempts only
+        remove_prompt_file(prompt_file)
+    if lease.fenced.is_set():  # another attempt owns the workdir now: hands off
+        return outcome_of(result), None
+    hook("after_run", hooks.after_run)
+    outcome = outcome_of(result)
+    if ws is None:
+        return outcome, None
+    return _record_git(ctx, ws, base_commit, claim, outcome, reporter), ws
+
+
+def _record_git(ctx: AttemptContext, ws: Workspace, base_commit: str, claim: Claim, outcome: RunOutcome,
+                reporter: Reporter) -> RunOutcome:
+    """Commit what the agent left (with `auto_commit`) and put the branch's git facts on the run."""
+    try:
+        if ctx.settings.workspace.auto_commit and commit_all(ws, f"squad: {ws.card_id} attempt {claim.attempt}"):
+            reporter.line("INFO", f"committed the agent's changes on {ws.branch}")
+        git_facts = facts(ws, base_commit)
+    except WorkspaceError as exc:
+        reporter.line("ERROR", f"workspace: {exc}")
+        return outcome
+    reporter.line("INFO", f"{ws.branch}: {git_facts.files_changed} file(s) changed, +{git_facts.insertions} "
+                          f"-{git_facts.deletions} since {git_facts.base_commit[:12]}")
+    return replace(outcome, git=git_facts)
+
+
+def _run_summary(run: Run) -> dict[str, object]:
+    """What a prompt template sees of an earlier attempt."""
+    return {"attempt": run.attempt, "status": run.status, "error": run.error, "exit_code": run.exit_code,
+            "branch": run.branch, "head_commit": run.head_commit, "files_changed": run.files_changed,
+            "insertions": run.insertions, "deletions": run.deletions}
+
+
+def outcome_of(result: AgentResult) -> RunOutcome:
+    """Map the runner's result to what the run row records."""
+    return RunOutcome(
+        succeeded=result.outcome == "succeeded", error=result.error, exit_code=result.exit_code, usage=result.usage,
+        cancelled=result.outcome == "cancelled", retryable=result.outcome != "spawn_failed",
+    )
+
+

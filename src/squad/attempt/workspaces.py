@@ -1,0 +1,454 @@
+"""Git worktrees per card: create or reuse, commit after each attempt, save and remove, gc.
+
+A card with a repository (`[workspace] repo` or the card's `repo`) runs in its own worktree at
+`SQUAD_WORKDIR/<card_id>` on branch `<branch_prefix><card_id>`, so two cards on one repository
+never share files and the repository's own checkout is never touched. Every `git worktree` and
+branch operation on one repository holds a file lock (fcntl, so it works across worker processes
+on one machine): git itself refuses concurrent `worktree add`s with a lock error. Removing a
+worktree never loses work: uncommitted changes are first saved as a patch, and the branch is kept.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from squad.agents.orphans import HELPER_MARKER, MARKER_ENV
+from squad.core.cards import Card, GitFacts, Status
+from squad.core.errors import ConfigError, SquadError
+from squad.core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+GIT_TIMEOUT_S = 120.0
+LOCK_TIMEOUT_S = 300.0
+LOCK_POLL_S = 0.05
+LOCK_FILE = "squad-worktrees.lock"
+ARCHIVE_DIR = ".archive"
+DAY_S = 86_400.0
+DISK_USAGE_CACHE_S = 15.0
+#: branch config key holding the commit a card's branch was created from
+BASE_KEY = "squadbase"
+SQUAD_COMMITTER = ("squad", "squad@localhost")
+
+#: saves a patch of uncommitted work (e.g. on the card's latest run) before a removal
+PatchSink = Callable[[str, str], None]
+
+
+class WorkspaceError(SquadError):
+    """A git operation on a workspace failed."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a card's worktree lives and which branch it works on."""
+
+    card_id: str
+    repo: Path
+    base: str | None
+    branch: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """One file of a diff."""
+
+    path: str
+    insertions: int
+    deletions: int
+
+
+@dataclass(frozen=True)
+class WorkspaceInfo:
+    """One card worktree under SQUAD_WORKDIR on this machine (`squad workspace list`, `GET /api/workspaces`)."""
+
+    card_id: str
+    branch: str | None
+    path: str
+    size_bytes: int
+    age_s: float
+    dirty: bool
+    status: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+# ---- git ------------------------------------------------------------------------------------
+def git(args: list[str], cwd: Path, *, check: bool = True, env: dict[str, str] | None = None,
+        timeout: float = GIT_TIMEOUT_S) -> str:
+    """Run git (argv, never a shell); its stdout, or WorkspaceError with git's first error line."""
+    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", MARKER_ENV: HELPER_MARKER, **(env or {})}
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, env=full_env, capture_output=True, timeout=timeout,
+                              check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise WorkspaceError(f"git {args[0]} failed: {exc}") from None
+    out = proc.stdout.decode(errors="replace")
+    if check and proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines() or [f"exit code {proc.returncode}"]
+        raise WorkspaceError(f"git {' '.join(args[:2])} in {cwd}: {lines[-1] if 'fatal' not in lines[0] else lines[0]}")
+    return out
+
+
+def _ok(args: list[str], cwd: Path) -> bool:
+    try:
+        git(args, cwd)
+        return True
+    except WorkspaceError:
+        return False
+
+
+def repo_root(repo: Path) -> Path:
+    """The top level of the repository's main checkout (ConfigError when it is not a repository)."""
+    if not repo.is_dir():
+        raise ConfigError(f"workspace repo {repo}: no such directory")
+    try:
+        common = Path(git(["rev-parse", "--path-format=absolute", "--git-common-dir"], repo).strip())
+    except WorkspaceError:
+        raise ConfigError(f"workspace repo {repo}: not a git repository") from None
+    # the main checkout is the parent of the common git dir (worktrees share it)
+    return common.parent if common.name == ".git" else common
+
+
+def _git_common_dir(repo: Path) -> Path:
+    return Path(git(["rev-parse", "--path-format=absolute", "--git-common-dir"], repo).strip())
+
+
+@contextmanager
+def repo_lock(repo: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Serialise worktree and branch operations on one repository across processes."""
+    path = _git_common_dir(repo) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WorkspaceError(f"repository {repo} stayed locked for {timeout_s:.0f}s") from None
+                time.sleep(LOCK_POLL_S)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+# ---- which workspace ------------------------------------------------------------------------
+def workspace_for(settings: Settings, card: Card) -> Workspace | None:
+    """The card's workspace, or None when neither the card nor `[workspace]` names a repository."""
+    cfg = settings.workspace
+    raw = card.repo or (str(cfg.repo) if cfg.repo else None)
+    if not raw:
+        return None
+    repo = settings.check_allowed(Path(raw), "workspace repo")
+    root = repo_root(repo)
+    return Workspace(card_id=card.card_id, repo=root, base=card.base or cfg.base,
+                     branch=f"{cfg.branch_prefix}{card.card_id}",
+                     path=(settings.workdir / card.card_id).resolve())
+
+
+def review_enabled(settings: Settings, card: Card) -> bool:
+    """The card's own `review`, else `[workspace] review`."""
+    return card.review if card.review is not None else settings.workspace.review
+
+
+# ---- lifecycle ------------------------------------------------------------------------------
+def _registered(ws: Workspace) -> bool:
+    """True when git knows the worktree at ws.path and it checks out the card's branch."""
+    out = git(["worktree", "list", "--porcelain"], ws.repo)
+    entries = [block.splitlines() for block in out.strip().split("\n\n") if block.strip()]
+    for lines in entries:
+        fields = dict(line.split(" ", 1) for line in lines if " " in line)
+        if Path(fields.get("worktree", "")).resolve() == ws.path:
+            return fields.get("branch") == f"refs/heads/{ws.branch}" and (ws.path / ".git").exists()
+    return False
+
+
+def _move_aside(settings: Settings, ws: Workspace) -> None:
+    """A directory at the worktree's place that git does not know: keep its content, out of the way."""
+    entries = [p for p in ws.path.iterdir() if p.name != ".git"] if ws.path.is_dir() else []
+    if not entries:
+        shutil.rmtree(ws.path, ignore_errors=True)
+        if ws.path.exists() or ws.path.is_symlink():
+            ws.path.unlink(missing_ok=True)
+        return
+    dest = archive_dir(settings, ws.card_id) / f"leftover-{time.strftime('%Y%m%dT%H%M%S')}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(ws.path), str(dest))
+    log.warning("moved an unregistered worktree directory aside", card_id=ws.card_id, to=str(dest))
+
+
+def prepare(settings: Settings, ws: Workspace) -> tuple[bool, str]:
+    """Create or reuse the card's worktree; (created, base_commit).
+
+    A missing, half-created or unregistered worktree is repaired (prune, then recreated on the
+    card's branch, which keeps every earlier attempt's commits).
+    """
+    with repo_lock(ws.repo):
+        if ws.path.is_dir() and _registered(ws):
+            return False, branch_base(ws)
+        git(["worktree", "prune"], ws.repo)
+        if ws.path.exists() or ws.path.is_symlink():
+            if _registered(ws):
+                return False, branch_base(ws)
+            _move_aside(settings, ws)
+        ws.path.parent.mkdir(parents=True, exist_ok=True)
+        if _ok(["show-ref", "--verify", "--quiet", f"refs/heads/{ws.branch}"], ws.repo):
+            git(["worktree", "add", str(ws.path), ws.branch], ws.repo)
+            return True, branch_base(ws)
+        base = ws.base or "HEAD"
+        try:
+            base_commit = git(["rev-parse", "--verify", f"{base}^{{commit}}"], ws.repo).strip()
+        except WorkspaceError:
+            raise ConfigError(f"workspace base {base!r} is not a commit of {ws.repo}") from None
+        git(["worktree", "add", "-b", ws.branch, str(ws.path), base_commit], ws.repo)
+        git(["config", f"branch.{ws.branch}.{BASE_KEY}", base_commit], ws.repo)
+        return True, base_commit
+
+
+def branch_base(ws: Workspace) -> str:
+    """The commit the card's branch was created from (recorded in the branch's config)."""
+    recorded = git(["config", "--get", f"branch.{ws.branch}.{BASE_KEY}"], ws.repo, check=False).strip()
+    if recorded:
+        return recorded
+    base = ws.base or "HEAD"
+    return git(["merge-base", base, ws.branch], ws.repo).strip()
+
+
+def is_dirty(path: Path) -> bool:
+    """Uncommitted changes, untracked files included."""
+    return bool(git(["status", "--porcelain", "--untracked-files=all"], path).strip())
+
+
+def _identity_env(path: Path) -> dict[str, str]:
+    """A committer identity only when the repository has none (never overrides the user's)."""
+    if git(["config", "--get", "user.email"], path, check=False).strip():
+        return {}
+    name, email = SQUAD_COMMITTER
+    return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+
+
+def commit_all(ws: Workspace, message: str) -> bool:
+    """Commit whatever the agent left uncommitted on the card branch; False when clean."""
+    if not is_dirty(ws.path):
+        return False
+    git(["add", "-A"], ws.path)
+    # --no-verify: a checkpoint of the agent's work must not be refused by the repository's hooks
+    git(["commit", "--no-verify", "--quiet", "-m", message], ws.path, env=_identity_env(ws.path))
+    return True
+
+
+def facts(ws: Workspace, base_commit: str) -> GitFacts:
+    """Branch, base and head commits and the diff size of the card's branch so far."""
+    head = git(["rev-parse", "HEAD"], ws.path).strip()
+    files = numstat(ws.repo, base_commit, head)
+    return GitFacts(branch=ws.branch, base_commit=base_commit, head_commit=head, files_changed=len(files),
+                    insertions=sum(f.insertions for f in files), deletions=sum(f.deletions for f in files))
+
+
+def numstat(repo: Path, base: str, head: str) -> list[FileStat]:
+    """Per-file insertions and deletions of `base…head` (binary files count 0)."""
+    out = git(["diff", "--numstat", "-z", "--no-renames", f"{base}...{head}"], repo)
+    stats: list[FileStat] = []
+    for record in out.split("\0"):
+        if not record.strip():
+            continue
+        parts = record.split("\t", 2)
+        if len(parts) != 3:
+            continue
+        ins, dels, path = parts
+        stats.append(FileStat(path=path, insertions=int(ins) if ins.isdigit() else 0,
+                              deletions=int(dels) if dels.isdigit() else 0))
+    return stats
+
+
+def uncommitted_patch(path: Path) -> str:
+    """Every uncommitted change (untracked files too) as a binary patch, without touching the index."""
+    with tempfile.TemporaryDirectory(prefix="squad-index-") as tmp:
+        index = str(Path(tmp) / "index")
+        env = {"GIT_INDEX_FILE": index}
+        git(["read-tree", "HEAD"], path, env=env)
+        git(["add", "-A"], path, env=env)
+        return git(["diff", "--cached", "--binary", "HEAD"], path, env=env)
+
+
+def archive_dir(settings: Settings, card_id: str) -> Path:
+    """Where patches and leftovers of a card are kept on disk (`SQUAD_WORKDIR/.archive/<card_id>`)."""
+    return (settings.workdir / ARCHIVE_DIR / card_id).resolve()
+
+
+def remove(settings: Settings, ws: Workspace, save_patch: PatchSink | None,
+           guard: Callable[[], bool] | None = None) -> tuple[bool, str | None]:
+    """Remove the worktree, keep the branch; uncommitted work is saved first.
+
+    `guard` is asked under the repository lock (e.g. "is the card still not running?"): a worker
+    that claims the card meanwhile waits for the lock in `prepare` and recreates the worktree.
+    Returns (removed, patch file or None).
+    """
+    saved: str | None = None
+    with repo_lock(ws.repo):
+        if guard is not None and not guard():
+            return False, None
+        if ws.path.is_dir() and (ws.path / ".git").exists() and _registered(ws):
+            if is_dirty(ws.path):
+                patch = uncommitted_patch(ws.path)
+                dest = archive_dir(settings, ws.card_id) / f"uncommitted-{time.strftime('%Y%m%dT%H%M%S')}.patch"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_text(patch, encoding="utf-8")
+                saved = str(dest)
+                if save_patch is not None:
+                    save_patch(ws.card_id, patch)
+            git(["worktree", "remove", "--force", "--force", str(ws.path)], ws.repo)
+        elif ws.path.exists():
+            _move_aside(settings, ws)
+        git(["worktree", "prune"], ws.repo)
+    log.info("worktree removed, branch kept", card_id=ws.card_id, branch=ws.branch, patch=saved)
+    return True, saved
+
+
+def should_remove(settings: Settings, status: Status | str | None) -> bool:
+    """Cleanup policy at the end of an attempt: DONE/CANCELLED always go, failures follow `keep`."""
+    keep = settings.workspace.keep
+    if keep == "always" or status is None:
+        return False
+    if status in (Status.DONE, Status.CANCELLED):
+        return True
+    return status == Status.FAILED and keep == "never"
+
+
+# ---- list and gc ----------------------------------------------------------------------------
+def _size(path: Path) -> int:
+    total = 0
+    stack = [path]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                        else:
+                            total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return total
+
+
+def _age_s(path: Path, now: float) -> float:
+    stamps = []
+    for candidate in (path, path / ".git"):
+        try:
+            stamps.append(candidate.stat().st_mtime)
+        except OSError:
+            continue
+    return max(0.0, now - max(stamps)) if stamps else 0.0
+
+
+def _worktree_dirs(settings: Settings) -> list[Path]:
+    root = settings.workdir.resolve()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and (p / ".git").is_file())
+
+
+def list_workspaces(settings: Settings, statuses: dict[str, str] | None = None, *,
+                    with_size: bool = True) -> list[WorkspaceInfo]:
+    """Every card worktree under SQUAD_WORKDIR with its branch, size on disk, age and dirtiness."""
+    now = time.time()
+    infos: list[WorkspaceInfo] = []
+    for path in _worktree_dirs(settings):
+        branch = git(["rev-parse", "--abbrev-ref", "HEAD"], path, check=False).strip() or None
+        try:
+            dirty = is_dirty(path)
+        except WorkspaceError:
+            dirty = False
+        infos.append(WorkspaceInfo(card_id=path.name, branch=branch, path=str(path),
+                                   size_bytes=_size(path) if with_size else 0, age_s=round(_age_s(path, now), 1),
+                                   dirty=dirty, status=(statuses or {}).get(path.name)))
+    return infos
+
+
+_usage_cache: dict[str, tuple[float, int]] = {}
+
+
+def disk_usage_bytes(settings: Settings, max_age_s: float = DISK_USAGE_CACHE_S) -> int:
+    """Bytes on disk of every card worktree (API and /metrics); walked at most every `max_age_s`."""
+    key = str(settings.workdir.resolve())
+    cached = _usage_cache.get(key)
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < max_age_s:
+        return cached[1]
+    total = sum(_size(p) for p in _worktree_dirs(settings))
+    _usage_cache[key] = (now, total)
+    return total
+
+
+def _workspace_of_dir(settings: Settings, path: Path, card: Card | None) -> Workspace | None:
+    branch = git(["rev-parse", "--abbrev-ref", "HEAD"], path, check=False).strip()
+    try:
+        root = repo_root(path)
+    except ConfigError:
+        return None
+    return Workspace(card_id=path.name, repo=root, base=card.base if card else None,
+                     branch=branch or f"{settings.workspace.branch_prefix}{path.name}", path=path.resolve())
+
+
+def gc(settings: Settings, cards: dict[str, Card], save_patch: PatchSink | None,
+       older_than_days: float | None = None, status_now: Callable[[str], str | None] | None = None) -> list[str]:
+    """Remove what the policy allows; never the worktree of a running card.
+
+    DONE/CANCELLED cards' worktrees go (unless `keep = "always"`), a FAILED one goes with
+    `keep = "never"`; anything else (and everything with `keep = "always"`) once it is older than
+    `older_than_days` (default `ttl_days`). Uncommitted work is saved as a patch first.
+    `status_now` re-reads a card's status under the repository lock, just before removing.
+    """
+    ttl_s = (older_than_days if older_than_days is not None else settings.workspace.ttl_days) * DAY_S
+    now = time.time()
+    removed: list[str] = []
+    for path in _worktree_dirs(settings):
+        card = cards.get(path.name)
+        status = card.status if card else None
+        if status == Status.IN_PROGRESS:
+            continue
+        expired = _age_s(path, now) >= ttl_s
+        if not (expired or (card is not None and should_remove(settings, status))):
+            continue
+        ws = _workspace_of_dir(settings, path, card)
+        if ws is None:
+            continue
+        def not_running(card_id: str = path.name) -> bool:
+            return status_now is None or status_now(card_id) != Status.IN_PROGRESS
+
+        try:
+            if remove(settings, ws, save_patch, guard=not_running)[0]:
+                removed.append(path.name)
+        except SquadError as exc:
+            log.warning("gc could not remove a worktree", card_id=path.name, error=str(exc))
+    return removed
+
+
+__all__ = [
+    "FileStat", "Workspace", "WorkspaceError", "WorkspaceInfo", "commit_all", "disk_usage_bytes",
+    "facts", "gc", "git", "list_workspaces", "numstat", "prepare", "remove", "repo_lock", "review_enabled",
+    "should_remove", "workspace_for",
+]

@@ -1,0 +1,61 @@
+"""What `squad orchestrate --wait` is waiting for, said out loud.
+
+A wait that prints nothing looks like a hang: with a Redis that answers and no worker consuming
+`cards`, the cards stay QUEUED forever and the user cannot tell why. So while waiting the
+orchestrator says at least every `WAIT_REPORT_INTERVAL_S` how many cards are in which status and who
+(if anyone) is running them (the workers are asked through `squad.live.celery_control`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from squad.core.cards import ACTIVE
+from squad.core.constants import CARDS_QUEUE
+from squad.core.settings import Settings
+from squad.live.celery_control import cards_consumers
+
+WAIT_REPORT_INTERVAL_S = 10.0
+
+
+def describe_wait(counts: Mapping[str, int], mode: str, consumers: list[str] | None) -> str:
+    """One line: the unsettled cards by status and who runs them."""
+    waiting = {status.value: counts.get(status.value, 0) for status in sorted(ACTIVE, key=lambda s: s.value)}
+    total = sum(waiting.values())
+    parts = ", ".join(f"{n} {status}" for status, n in waiting.items() if n)
+    line = f"waiting for {total} card(s): {parts}" if total else "no card left to wait for"
+    in_review = counts.get("REVIEW", 0)
+    if total and in_review:  # their dependants wait for a person, not for a worker
+        line += f" ({in_review} in REVIEW: see squad review list)"
+    if mode == "local":
+        return f"{line} (running locally)"
+    if consumers is None:
+        return f"{line}; cannot ask the workers (broker unreachable)"
+    if not consumers:
+        return f"{line}; no worker is consuming `{CARDS_QUEUE}` (start one: squad worker)"
+    return f"{line}; {len(consumers)} worker(s) consuming `{CARDS_QUEUE}`: {', '.join(consumers)}"
+
+
+class WaitReporter:
+    """Calls `emit` with `describe_wait(...)` at most every `interval_s` (and on demand)."""
+
+    def __init__(self, settings: Settings, mode: str, count: Callable[[], Mapping[str, int]],
+                 emit: Callable[[str], None], *, interval_s: float = WAIT_REPORT_INTERVAL_S,
+                 report_first_pass: bool = False) -> None:
+        self.settings, self.mode, self.count, self.emit = settings, mode, count, emit
+        self.interval_s = interval_s
+        self.started = time.monotonic()
+        self.last_report = self.started - (interval_s if report_first_pass else 0.0)
+
+    def describe(self) -> str:
+        """The current state in one line (asks the workers in celery mode)."""
+        consumers = cards_consumers(self.settings) if self.mode == "celery" else []
+        return describe_wait(self.count(), self.mode, consumers)
+
+    def maybe_report(self) -> None:
+        """Report when `interval_s` has passed since the last report."""
+        now = time.monotonic()
+        if now - self.last_report >= self.interval_s:
+            self.last_report = now
+            self.emit(f"{self.describe()} ({now - self.started:.0f} s)")

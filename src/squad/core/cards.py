@@ -1,0 +1,274 @@
+"""Cards, runs, statuses and the allowed status transitions (docs/architecture.md "Card lifecycle")."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from squad.core.errors import BacklogError, TransitionError
+from squad.core.safetext import excerpt
+
+CARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# Bounds of what a card may hold: a card is user input, stored, rendered into prompts and shown
+# on every screen, so nothing in it is unbounded.
+TITLE_MAX_CHARS = 500
+DESCRIPTION_MAX_CHARS = 64 * 1024
+NAME_MAX_CHARS = 100
+WORKDIR_MAX_CHARS = 4096
+LIST_ITEM_MAX_CHARS = 2000
+CRITERIA_MAX_ITEMS = 100
+LABELS_MAX_ITEMS = 50
+DEPENDS_MAX_ITEMS = 200
+CARD_ID_MAX_CHARS = 64
+MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
+MAX_RETRIES_LIMIT = 100
+
+
+class Status(StrEnum):
+    """Card status."""
+
+    TODO = "TODO"
+    QUEUED = "QUEUED"
+    IN_PROGRESS = "IN_PROGRESS"
+    DONE = "DONE"
+    RETRYING = "RETRYING"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    BLOCKED = "BLOCKED"
+    REVIEW = "REVIEW"
+
+
+class RunStatus(StrEnum):
+    """Status of one run (attempt) row: `lost` when the sweeper closed it after its worker
+    stopped renewing the lease."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
+S = Status
+#: Every allowed status change, in one place. Anything else raises TransitionError.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    S.TODO: frozenset({S.QUEUED, S.CANCELLED, S.BLOCKED}),
+    S.QUEUED: frozenset({S.QUEUED, S.IN_PROGRESS, S.CANCELLED, S.TODO}),
+    S.IN_PROGRESS: frozenset({S.DONE, S.REVIEW, S.RETRYING, S.FAILED, S.CANCELLED, S.QUEUED}),
+    S.RETRYING: frozenset({S.QUEUED, S.CANCELLED, S.FAILED}),
+    S.FAILED: frozenset({S.QUEUED, S.TODO, S.CANCELLED}),
+    S.CANCELLED: frozenset({S.QUEUED, S.TODO}),
+    S.BLOCKED: frozenset({S.TODO, S.CANCELLED}),
+    S.DONE: frozenset({S.QUEUED}),
+    # A successful attempt waits for a person: approval, rejection (a new attempt) or cancel.
+    S.REVIEW: frozenset({S.DONE, S.QUEUED, S.CANCELLED}),
+}
+ACTIVE = frozenset({S.TODO, S.QUEUED, S.IN_PROGRESS, S.RETRYING})
+FINAL = frozenset({S.DONE, S.FAILED, S.CANCELLED})
+
+
+def check_transition(card_id: str, old: Status | str, new: Status | str) -> None:
+    """Raise TransitionError unless `old -> new` is allowed."""
+    old_s, new_s = Status(old), Status(new)
+    if new_s not in TRANSITIONS[old_s]:
+        raise TransitionError(f"card {card_id}: cannot go from {old_s} to {new_s}")
+
+
+def allowed_sources(new: Status) -> list[Status]:
+    """Statuses from which `new` may be reached (for compare-and-set UPDATEs)."""
+    return [old for old, targets in TRANSITIONS.items() if new in targets]
+
+
+class CardSpec(BaseModel):
+    """The user-written fields of a card (backlog file, `card add`, `POST /api/cards`)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    card_id: str
+    title: str = Field(min_length=1, max_length=TITLE_MAX_CHARS)
+    description: str = Field(default="", max_length=DESCRIPTION_MAX_CHARS)
+    acceptance_criteria: list[Annotated[str, Field(max_length=LIST_ITEM_MAX_CHARS)]] = Field(
+        default_factory=list, max_length=CRITERIA_MAX_ITEMS)
+    squad: str | None = Field(default=None, max_length=NAME_MAX_CHARS)
+    agent: str | None = Field(default=None, max_length=NAME_MAX_CHARS)
+    priority: int = Field(default=5, ge=0, le=9)
+    depends_on: list[Annotated[str, Field(max_length=CARD_ID_MAX_CHARS)]] = Field(
+        default_factory=list, max_length=DEPENDS_MAX_ITEMS)
+    labels: list[Annotated[str, Field(max_length=NAME_MAX_CHARS)]] = Field(
+        default_factory=list, max_length=LABELS_MAX_ITEMS)
+    workdir: str | None = Field(default=None, max_length=WORKDIR_MAX_CHARS)
+    time_limit: float | None = Field(default=None, gt=0, le=MAX_TIME_LIMIT_S, allow_inf_nan=False)
+    soft_time_limit: float | None = Field(default=None, gt=0, le=MAX_TIME_LIMIT_S, allow_inf_nan=False)
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
+    # Workspace overrides (docs/workspaces.md): the card's git repository, base ref, review gate.
+    repo: str | None = Field(default=None, max_length=4096)
+    base: str | None = Field(default=None, max_length=255)
+    review: bool | None = None
+
+    @field_validator("card_id", mode="before")
+    @classmethod
+    def _card_id(cls, value: Any) -> Any:
+        # Checked before whitespace stripping and with fullmatch: "A-1\n" is not "A-1".
+        if isinstance(value, str) and not CARD_ID_RE.fullmatch(value):
+            raise ValueError(f"card_id {excerpt(repr(value))} must match {CARD_ID_RE.pattern}")
+        return value
+
+    @field_validator("priority", "max_retries", mode="before")
+    @classmethod
+    def _strict_int(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("must be an integer")
+        return value
+
+    @field_validator("time_limit", "soft_time_limit", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number of seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> CardSpec:
+        if (self.soft_time_limit is not None and self.time_limit is not None
+                and self.soft_time_limit > self.time_limit):
+            raise ValueError(f"soft_time_limit ({self.soft_time_limit:g}) must not exceed time_limit"
+                             f" ({self.time_limit:g})")
+        return self
+
+
+class Card(CardSpec):
+    """A card as stored, with its execution state (the shape of `squad card list --json`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    # Read back as stored: cards written before a bound was introduced must stay readable.
+    description: str = ""
+    acceptance_criteria: list[str] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)
+    workdir: str | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+
+    status: Status = Status.TODO
+    attempts: int = 0
+    progress: int = 0
+    current_step: str | None = None
+    celery_task_id: str | None = None
+    last_error: str | None = None
+    feedback: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    #: Attempts made before the user's last retry (automatic retries are counted from here);
+    #: internal, so never serialized.
+    retry_base: int = Field(default=0, exclude=True)
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> Card:  # replaces the input check: see the fields above
+        return self
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What an agent reported about its session and spend: one value from the agent's parser to the
+    run row (its fields are the `runs` columns and the `Run` fields of the same names)."""
+
+    session_id: str | None = None
+    cost_usd: float | None = None
+    num_turns: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class GitFacts:
+    """What an attempt left on the card branch: recorded on the run (the `runs` columns and the
+    `Run` fields of the same names)."""
+
+    branch: str
+    base_commit: str
+    head_commit: str
+    files_changed: int
+    insertions: int
+    deletions: int
+
+
+class Run(BaseModel):
+    """One attempt of a card."""
+
+    # The API's shape of a run: flat, the fields of its `Usage` and `GitFacts` among the others.
+
+    id: int
+    card_id: str
+    attempt: int
+    task_id: str | None = None
+    worker: str | None = None
+    status: RunStatus = RunStatus.RUNNING
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    cost_usd: float | None = None
+    session_id: str | None = None
+    num_turns: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    branch: str | None = None
+    base_commit: str | None = None
+    head_commit: str | None = None
+    files_changed: int | None = None
+    insertions: int | None = None
+    deletions: int | None = None
+    log_available: bool = False
+
+
+def parse_card(data: Any, where: str = "card") -> CardSpec:
+    """Validate one card; every problem becomes one line naming the card."""
+    if not isinstance(data, dict):
+        raise BacklogError([f"{where}: must be an object, got {type(data).__name__}"])
+    try:
+        spec = CardSpec.model_validate(data)
+    except ValidationError as exc:
+        raw_id = data.get("card_id")
+        ident = excerpt(raw_id) if isinstance(raw_id, str) else where
+        raise BacklogError([_format_error(ident, err) for err in exc.errors()]) from None
+    check_storable(spec)
+    return spec
+
+
+def _strings(value: Any, path: str) -> list[tuple[str, str]]:
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, list):
+        return [pair for i, item in enumerate(value) for pair in _strings(item, f"{path}.{i}")]
+    return []
+
+
+def check_storable(spec: CardSpec) -> None:
+    """Reject what a store cannot hold (PostgreSQL refuses NUL characters and lone surrogates)."""
+    problems: list[str] = []
+    for name in CardSpec.model_fields:
+        for path, text in _strings(getattr(spec, name), name):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                problems.append(f"card {spec.card_id}: {path}: not valid UTF-8 text")
+                continue
+            if "\x00" in text:
+                problems.append(f"card {spec.card_id}: {path}: must not contain NUL characters")
+    if problems:
+        raise BacklogError(problems)
+
+
+def _format_error(ident: str, err: Any) -> str:
+    field = ".".join(str(p) for p in err["loc"]) or "card"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return f"card {ident}: {field}: {msg}"

@@ -1,0 +1,199 @@
+"""`squad doctor`: is this machine's setup right? Each check says what is wrong and how to fix it.
+
+It only reads: it never migrates the database nor changes Redis, so it is safe on a live install.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from squad.agents.presets import all_agents
+from squad.core.constants import HEALTH_PROBE_TIMEOUT_S
+from squad.core.masking import mask_url
+from squad.core.settings import Settings
+
+# Leases (`SQUAD_LEASE_S`) and retry times are compared across machines through the database clock.
+CLOCK_SKEW_MAX_S = 2.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: `ok` False means something must be fixed (`fix` says how)."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    """Every check, in the order an operator fixes things (database, Redis, limits, agents, clock)."""
+    checks: list[Check] = []
+    engine = _engine(settings)
+    checks += _database(settings, engine)
+    reachable = checks[0].ok  # else leave it alone: connecting would create a missing SQLite file
+    checks += _redis(settings)
+    checks.append(_visibility(settings, engine if reachable else None))
+    checks += _agents(settings)
+    checks.append(_clock(engine) if reachable else Check("clock", False, "database not reachable",
+                                                          "fix the database check first"))
+    engine.dispose()
+    return checks
+
+
+def report(checks: list[Check]) -> list[dict[str, Any]]:
+    """JSON-able form."""
+    return [asdict(c) for c in checks]
+
+
+# ---- database --------------------------------------------------------------------------------
+def _engine(settings: Settings) -> Any:
+    import sqlalchemy as sa
+
+    args: dict[str, Any] = {}
+    if settings.database_url.startswith("postgresql"):
+        args["connect_timeout"] = 5
+    return sa.create_engine(settings.database_url, connect_args=args)
+
+
+def _database(settings: Settings, engine: Any) -> list[Check]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from squad.store.tables import SCHEMA_HEAD
+
+    url = mask_url(settings.database_url)
+    if settings.database_url.startswith("sqlite"):
+        path = engine.url.database
+        if path and path != ":memory:" and not Path(path).exists():
+            return [Check("database", False, f"{url}: no such database file",
+                          "run `squad status` once to create and migrate it, or set SQUAD_DATABASE_URL")]
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+            try:
+                rev = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            except SQLAlchemyError:
+                rev = None
+    except SQLAlchemyError as exc:
+        return [Check("database", False, f"{url}: {_first_line(exc)}",
+                      "check SQUAD_DATABASE_URL, that the server runs and that this role may connect")]
+    checks = [Check("database", True, f"{url} reachable")]
+    if rev == SCHEMA_HEAD:
+        checks.append(Check("schema", True, f"migrated (revision {rev})"))
+    else:
+        checks.append(Check("schema", False, f"revision {rev or 'none'}, this version needs {SCHEMA_HEAD}",
+                            "run `squad status` once (any squad command migrates, one process at a time)"))
+    return checks
+
+
+# ---- Redis -----------------------------------------------------------------------------------
+def _redis(settings: Settings) -> list[Check]:
+    import redis
+
+    from squad.live.connections import redis_client
+
+    url = mask_url(settings.broker)
+    client = redis_client(settings.broker, socket_timeout=HEALTH_PROBE_TIMEOUT_S * 3)
+    try:
+        persistence = client.info("persistence")
+        memory = client.info("memory")
+        try:
+            save = str(client.config_get("save").get("save", ""))
+        except redis.RedisError:  # CONFIG disabled (managed Redis): judge from INFO alone
+            save = "unknown"
+    except redis.RedisError as exc:
+        return [Check("redis", False, f"{url}: {_first_line(exc)}",
+                      "check SQUAD_REDIS_URL (password, rediss:// for TLS) and that redis-server runs")]
+    finally:
+        client.close()
+    checks = [Check("redis", True, f"{url} reachable")]
+    aof = str(persistence.get("aof_enabled", 0)) == "1"
+    rdb = save not in ("", "unknown")
+    if aof or rdb:
+        checks.append(Check("redis persistence", True, "AOF on" if aof else f"RDB snapshots ({save})"))
+    else:
+        checks.append(Check("redis persistence", False,
+                            "neither AOF nor RDB is on: a restart loses every queued message",
+                            "set `appendonly yes` in redis.conf (or CONFIG SET appendonly yes + CONFIG REWRITE)"))
+    policy = str(memory.get("maxmemory_policy", "unknown"))
+    if policy == "noeviction":
+        checks.append(Check("redis maxmemory-policy", True, "noeviction"))
+    else:
+        checks.append(Check("redis maxmemory-policy", False,
+                            f"{policy}: Redis may evict queued messages and live logs when full",
+                            "set `maxmemory-policy noeviction` in redis.conf"))
+    return checks
+
+
+# ---- limits, agents, clock -------------------------------------------------------------------
+def _visibility(settings: Settings, engine: Any) -> Check:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    hard = settings.time_limit
+    longest = None
+    if engine is not None:
+        try:
+            with engine.connect() as conn:
+                longest = conn.exec_driver_sql("SELECT max(time_limit) FROM cards").scalar()
+        except SQLAlchemyError:
+            pass
+    if longest is not None and float(longest) > hard:
+        hard = float(longest)
+    vis = settings.visibility_timeout_s
+    if vis > hard:
+        return Check("visibility timeout", True, f"{vis:g} s, above the longest hard limit ({hard:g} s)")
+    return Check("visibility timeout", False,
+                 f"{vis:g} s is not above the longest hard limit ({hard:g} s): a running card is delivered twice",
+                 f"set SQUAD_VISIBILITY_TIMEOUT above {hard:g} (e.g. {hard + 600:g}) on every machine")
+
+
+def _agents(settings: Settings) -> list[Check]:
+    """The agents this install can pick: the default, the squads' and those configured in squad.toml."""
+    names = {settings.default_agent, *settings.squads.values(), *settings.agents}
+    checks = []
+    agents = all_agents(settings)
+    for name in sorted(names):
+        agent = agents.get(name)
+        if agent is None:
+            checks.append(Check(f"agent {name}", False, "named but not configured",
+                                f"add [agents.{name}] to squad.toml or fix default_agent/[squads]"))
+            continue
+        exe = agent.command[0]
+        found = shutil.which(exe)
+        if found:
+            checks.append(Check(f"agent {name}", True, found))
+        else:
+            checks.append(Check(f"agent {name}", False, f"{exe!r} not found on PATH",
+                                f"install {exe} for this user (PATH of the services), or change [agents.{name}]"))
+    return checks
+
+
+def _clock(engine: Any) -> Check:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if engine.dialect.name == "sqlite":
+        return Check("clock", True, "SQLite: the database clock is this machine's")
+    try:
+        with engine.connect() as conn:
+            before = time.time()
+            db_now = float(conn.exec_driver_sql("SELECT extract(epoch FROM clock_timestamp())").scalar())
+            after = time.time()
+    except SQLAlchemyError as exc:
+        return Check("clock", False, f"cannot read the database clock: {_first_line(exc)}",
+                     "fix the database check first")
+    skew = db_now - (before + after) / 2
+    tolerance = CLOCK_SKEW_MAX_S + (after - before) / 2
+    detail = f"{skew:+.3f} s against the database"
+    if abs(skew) <= tolerance:
+        return Check("clock", True, detail)
+    return Check("clock", False, detail + " (leases and retry times compare clocks)",
+                 "run NTP (chrony or systemd-timesyncd) on this machine and the database host")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

