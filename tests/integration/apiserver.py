@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from conftest import free_port
-from squad.api import create_app
+from squad.api.app import create_app
 from squad.api.state import AppState
 from squad.core.settings import Settings
 

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, update
 
 from conftest import RedisServer, api_answers, free_port, kill_tree, squad_env, wait_for
-from squad.api import serve
+from squad.api.server import serve
 from squad.api.task_view import CELERY_META_PREFIX
 from squad.core.cards import Status, Usage, parse_card
 from squad.core.errors import ConfigError

@@ -10,10 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 from fastapi import Depends, HTTPException, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import Scope
 
+TOKEN_SUBPROTOCOL_PREFIX = "squad.token."  # `new WebSocket(url, ["squad", "squad.token.<token>"])`
 bearer = HTTPBearer(auto_error=False, description="`SQUAD_API_TOKEN` (only when the server has one)")
 
 
@@ -23,6 +26,22 @@ def token_matches(expected: str, given: str | None) -> bool:
         return False
     return hmac.compare_digest(hashlib.sha256(given.encode("utf-8", "replace")).digest(),
                                hashlib.sha256(expected.encode("utf-8")).digest())
+
+
+def presented_token(scope: Scope, headers: dict[str, str]) -> str | None:
+    """The token of a request: `Authorization: Bearer`, a `squad.token.` WebSocket subprotocol, or `?token=`."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    for proto in headers.get("sec-websocket-protocol", "").split(","):
+        proto = proto.strip()
+        if proto.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return proto[len(TOKEN_SUBPROTOCOL_PREFIX):]
+    query = scope.get("query_string", b"").decode("latin-1")
+    for key, item in parse_qsl(query, keep_blank_values=True):
+        if key == "token":
+            return item
+    return None
 
 
 def _expected(request: Request | WebSocket) -> str | None:
@@ -38,8 +57,6 @@ async def require_token(
     expected = _expected(request)
     if expected is None:
         return
-    from squad.api.guard import presented_token
-
     given = credentials.credentials if credentials is not None else None
     if given is None:
         given = presented_token(request.scope, {k.lower(): v for k, v in request.headers.items()})
@@ -51,8 +68,6 @@ async def require_token(
 def websocket_authorized(ws: WebSocket) -> bool:
     """The socket's token: an `Authorization` header, a `squad.token.<token>` subprotocol, or
     `?token=` (browsers cannot set headers on a socket)."""
-    from squad.api.guard import presented_token
-
     expected = _expected(ws)
     if expected is None:
         return True

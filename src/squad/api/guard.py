@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from squad.api.auth import token_matches
+from squad.api.auth import presented_token, token_matches
 from squad.core.masking import mask_text
 from squad.core.settings import Settings
 
@@ -30,7 +30,6 @@ __all__ = ["LOOPBACK_HOSTS", "Guard", "SecretFilter", "allowed_hosts", "host_all
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-TOKEN_SUBPROTOCOL_PREFIX = "squad.token."  # `new WebSocket(url, ["squad", "squad.token.<token>"])`
 
 
 def allowed_hosts(settings: Settings) -> list[str]:
@@ -59,22 +58,6 @@ def host_allowed(host_header: str, patterns: Iterable[str]) -> bool:
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-
-
-def presented_token(scope: Scope, headers: dict[str, str]) -> str | None:
-    """The token of a request: `Authorization: Bearer`, a `squad.token.` WebSocket subprotocol, or `?token=`."""
-    scheme, _, value = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value:
-        return value.strip()
-    for proto in headers.get("sec-websocket-protocol", "").split(","):
-        proto = proto.strip()
-        if proto.startswith(TOKEN_SUBPROTOCOL_PREFIX):
-            return proto[len(TOKEN_SUBPROTOCOL_PREFIX):]
-    query = scope.get("query_string", b"").decode("latin-1")
-    for key, item in parse_qsl(query, keep_blank_values=True):
-        if key == "token":
-            return item
-    return None
 
 
 async def _reply(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:

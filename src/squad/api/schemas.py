@@ -375,3 +375,18 @@ class ReviewOut(BaseModel):
     task_id: str | None = None
     message: str
     card: Card
+
+
+_DESCRIPTIONS = {
+    400: "Not allowed in the card's current status",
+    401: "Missing or wrong API token",
+    404: "Unknown card or run",
+    409: "Conflicts with the current state (e.g. the card exists)",
+    422: "Invalid input; `problems` lists every problem",
+    503: "A backing service (database, Redis) does not answer",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for error codes (every error body is an `ErrorOut`)."""
+    return {code: {"model": ErrorOut, "description": _DESCRIPTIONS[code]} for code in (*codes, 503)}

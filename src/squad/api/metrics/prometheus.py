@@ -7,7 +7,7 @@ reads them per scrape instead of keeping in-process counters that would differ p
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
@@ -19,7 +19,20 @@ from squad.attempt.workspaces import disk_usage_bytes
 from squad.live.broker import queue_keys
 
 if TYPE_CHECKING:
-    from squad.api.state import AppState
+    from squad.api.monitor import WorkerMonitor
+    from squad.api.ws import EventHub
+    from squad.core.settings import Settings
+    from squad.store.card_store import CardStore
+
+
+class MetricsSource(Protocol):
+    """What the exposition reads of one server process (`api.state.AppState` is one)."""
+
+    settings: Settings
+    store: CardStore
+    hub: EventHub
+    monitor: WorkerMonitor
+    internal_errors: int
 
 
 async def queue_depth(broker: aioredis.Redis) -> int:
@@ -39,7 +52,7 @@ def _histogram(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
 class SquadCollector(Collector):
     """Cards, runs, durations and live API state."""
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: MetricsSource) -> None:
         self.state = state
         self.queue_depth: int | None = None
 
@@ -77,7 +90,7 @@ class SquadCollector(Collector):
 class Exposition:
     """The private registry of one app."""
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: MetricsSource) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = SquadCollector(state)
         self.registry.register(self.collector)

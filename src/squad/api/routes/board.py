@@ -8,15 +8,14 @@ from pydantic_core import to_json
 
 from squad.api.board import add_last_output, board_rows
 from squad.api.deps import StateDep
-from squad.api.routes import errors
 from squad.api.routes.cards import CardIdsQ, LimitQ, OffsetQ, SquadQ, StatusQ, total_header
-from squad.api.schemas import BoardCard
+from squad.api.schemas import BoardCard, error_responses
 
 router = APIRouter(tags=["cards"])
 DEFAULT_PAGE = 100
 
 
-@router.get("/api/board", response_model=list[BoardCard], responses=errors(422))
+@router.get("/api/board", response_model=list[BoardCard], responses=error_responses(422))
 async def board(state: StateDep, status: StatusQ = None, squad: SquadQ = None, limit: LimitQ = DEFAULT_PAGE,
                 offset: OffsetQ = 0, card_ids: CardIdsQ = []) -> Response:  # noqa: B006 (FastAPI copies defaults)
     """A page of cards (most urgent first, then oldest) with just what a board card shows: one SQL

@@ -13,8 +13,7 @@ from pydantic import StringConstraints
 from squad.actions.backlog import add_cards
 from squad.agents.prompts import prompt_path, render_prompt
 from squad.api.deps import Authorized, CardIdDep, RunIdDep, StateDep, StoreDep
-from squad.api.routes import errors
-from squad.api.schemas import CardDetail, CardIn, EnhancedCard, PromptOut, RunLog
+from squad.api.schemas import CardDetail, CardIn, EnhancedCard, PromptOut, RunLog, error_responses
 from squad.api.state import AppState, bounded
 from squad.api.task_view import ENHANCED_LIST, enhance, page_with_runs
 from squad.core.cards import CARD_ID_RE, Card, Run, Status
@@ -34,7 +33,7 @@ LimitQ = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size (the tot
 OffsetQ = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Cards to skip")]
 
 
-@router.get("/api/cards", response_model=list[Card], responses=errors(422))
+@router.get("/api/cards", response_model=list[Card], responses=error_responses(422))
 def list_cards(store: StoreDep, response: Response, status: StatusQ = None, squad: SquadQ = None,
                limit: LimitQ = DEFAULT_PAGE, offset: OffsetQ = 0) -> list[Card]:
     """A page of cards, most urgent first, then oldest; the matching total is in `X-Total-Count`."""
@@ -43,7 +42,7 @@ def list_cards(store: StoreDep, response: Response, status: StatusQ = None, squa
 
 
 @router.post("/api/cards", status_code=status.HTTP_201_CREATED, response_model=Card,
-             dependencies=[Authorized], responses=errors(401, 409, 422))
+             dependencies=[Authorized], responses=error_responses(401, 409, 422))
 async def create_card(body: CardIn, state: StateDep) -> Card:
     """Add one card, exactly like a backlog import (`backlog.add_cards`): 422 lists every problem,
     409 names an id already in the store."""
@@ -67,7 +66,7 @@ async def total_header(state: AppState, got: int, *, limit: int, offset: int, st
     return {"X-Total-Count": str(total)}
 
 
-@router.get("/api/cards/enhanced", response_model=list[EnhancedCard], responses=errors(422))
+@router.get("/api/cards/enhanced", response_model=list[EnhancedCard], responses=error_responses(422))
 async def enhanced_cards(state: StateDep, status: StatusQ = None, squad: SquadQ = None,
                          limit: LimitQ = DEFAULT_PAGE, offset: OffsetQ = 0, card_ids: CardIdsQ = []) -> Response:  # noqa: B006 (FastAPI copies defaults)
     """A page of cards with `celery_task`, `logs_available` and the board's extras (three SQL queries
@@ -83,20 +82,20 @@ async def enhanced_cards(state: StateDep, status: StatusQ = None, squad: SquadQ 
     return Response(ENHANCED_LIST.dump_json(page), media_type="application/json", headers=headers)
 
 
-@router.get("/api/cards/{card_id}", response_model=CardDetail, responses=errors(404))
+@router.get("/api/cards/{card_id}", response_model=CardDetail, responses=error_responses(404))
 def get_card(card_id: CardIdDep, store: StoreDep) -> CardDetail:
     """One card with its runs."""
     card = store.get_card(card_id)
     return CardDetail.model_validate({**card.__dict__, "runs": store.list_runs(card_id)})
 
 
-@router.get("/api/cards/{card_id}/runs", response_model=list[Run], responses=errors(404))
+@router.get("/api/cards/{card_id}/runs", response_model=list[Run], responses=error_responses(404))
 def card_runs(card_id: CardIdDep, store: StoreDep) -> list[Run]:
     """Every attempt of a card, first first."""
     return store.list_runs(card_id)
 
 
-@router.get("/api/runs/{run_id}/log", response_model=RunLog, responses=errors(404, 422))
+@router.get("/api/runs/{run_id}/log", response_model=RunLog, responses=error_responses(404, 422))
 def run_log(run_id: RunIdDep, store: StoreDep) -> RunLog:
     """The archived log of one run ('' while it runs)."""
     run = store.get_run(run_id)
@@ -127,7 +126,7 @@ def _render_again(state: AppState, card: Card, attempt: int) -> str | None:
         return None
 
 
-@router.get("/api/cards/{card_id}/prompt", response_model=PromptOut, responses=errors(404, 422))
+@router.get("/api/cards/{card_id}/prompt", response_model=PromptOut, responses=error_responses(404, 422))
 def card_prompt(card_id: CardIdDep, state: StateDep, attempt: AttemptQ = None) -> PromptOut:
     """The prompt an attempt was sent, as the worker wrote it (readable when the API shares the
     worker's `SQUAD_WORKDIR`, as with `squad up`)."""

@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response
 
 from squad.api.deps import Authorized, StateDep
-from squad.api.routes import errors
-from squad.api.schemas import AuthOut, HealthOut
+from squad.api.schemas import AuthOut, HealthOut, error_responses
 from squad.api.state import AppState, bounded
 from squad.core.constants import VERSION
 from squad.orchestration.dispatch import execution_mode
@@ -28,7 +27,7 @@ async def _execution_mode(state: AppState) -> str:
     return execution_mode(state.settings, broker_ok=broker_ok).name
 
 
-@router.get("/health", response_model=HealthOut, responses=errors())
+@router.get("/health", response_model=HealthOut, responses=error_responses())
 async def health(state: StateDep, response: Response) -> HealthOut:
     """Database, Redis and Celery state, version, open sockets and execution mode."""
     db_ok, redis, snap, mode = await asyncio.gather(
@@ -49,7 +48,7 @@ async def health(state: StateDep, response: Response) -> HealthOut:
     })
 
 
-@router.get("/api/auth", response_model=AuthOut, dependencies=[Authorized], responses=errors(401))
+@router.get("/api/auth", response_model=AuthOut, dependencies=[Authorized], responses=error_responses(401))
 def auth_check(state: StateDep) -> AuthOut:
     """Whether the presented token is accepted (401 when the server has a token and this is not it);
     the dashboard asks before opening the socket."""

@@ -12,8 +12,7 @@ from squad.api.deps import StateDep
 from squad.api.metrics.prometheus import queue_depth
 from squad.api.metrics.series import metrics_series as series
 from squad.api.metrics.stats import WINDOW_S, compute_metrics
-from squad.api.routes import errors
-from squad.api.schemas import MetricsOut, MetricsSeries
+from squad.api.schemas import MetricsOut, MetricsSeries, error_responses
 from squad.api.state import bounded
 from squad.attempt.workspaces import disk_usage_bytes
 
@@ -22,7 +21,7 @@ MIN_WINDOW_S = 300
 MAX_WINDOW_S = 30 * 86_400
 
 
-@router.get("/api/metrics", response_model=MetricsOut, responses=errors())
+@router.get("/api/metrics", response_model=MetricsOut, responses=error_responses())
 async def metrics(state: StateDep) -> MetricsOut:
     """Throughput per minute over the last hour, queue wait and run time p50/p95, error rate,
     counts by status and total cost."""
@@ -37,7 +36,7 @@ WindowQ = Annotated[int, Query(ge=MIN_WINDOW_S, le=MAX_WINDOW_S,
                                description="Seconds back from now (300 s to 30 days)")]
 
 
-@router.get("/api/metrics/series", response_model=MetricsSeries, responses=errors(422))
+@router.get("/api/metrics/series", response_model=MetricsSeries, responses=error_responses(422))
 async def metrics_series(state: StateDep, window_s: WindowQ = WINDOW_S) -> MetricsSeries:
     """Time series over a window, for charts: per bucket the runs succeeded / failed / cancelled /
     retried, run time p50/p95, error rate, queue depth and cost; cost per day and per squad."""
@@ -46,7 +45,7 @@ async def metrics_series(state: StateDep, window_s: WindowQ = WINDOW_S) -> Metri
 
 @router.get("/metrics", response_class=Response, responses={
     200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"},
-    **errors()})
+    **error_responses()})
 async def prometheus(state: StateDep) -> Response:
     """Prometheus exposition: squad_cards_total, squad_runs_total, squad_run_duration_seconds, …"""
     depth = await bounded(queue_depth(state.broker)) if state.settings.use_celery else None

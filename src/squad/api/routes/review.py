@@ -9,14 +9,13 @@ from fastapi import APIRouter
 
 from squad.actions.review import approve_card, card_diff, reject_card
 from squad.api.deps import Authorized, CardIdDep, StateDep
-from squad.api.routes import errors
-from squad.api.schemas import DiffOut, FileStatOut, RejectIn, ReviewOut
+from squad.api.schemas import DiffOut, FileStatOut, RejectIn, ReviewOut, error_responses
 from squad.attempt.workspaces import WorkspaceInfo, list_workspaces
 
 router = APIRouter(tags=["review"])
 
 
-@router.get("/api/cards/{card_id}/diff", response_model=DiffOut, responses=errors(404))
+@router.get("/api/cards/{card_id}/diff", response_model=DiffOut, responses=error_responses(404))
 async def diff(card_id: CardIdDep, state: StateDep) -> DiffOut:
     """What the card's branch changed since its base: per-file stat and the patch (capped)."""
     d = await to_thread.run_sync(lambda: card_diff(state.settings, state.store, card_id))
@@ -26,7 +25,7 @@ async def diff(card_id: CardIdDep, state: StateDep) -> DiffOut:
 
 
 @router.post("/api/cards/{card_id}/approve", response_model=ReviewOut, dependencies=[Authorized],
-             responses=errors(401, 404, 409))
+             responses=error_responses(401, 404, 409))
 def approve(card_id: CardIdDep, state: StateDep) -> ReviewOut:
     """REVIEW → DONE; dependants are released. 409 when the card is not in REVIEW or the
     `after_approve` hook failed (the card then stays in REVIEW with the error in `last_error`)."""
@@ -35,7 +34,7 @@ def approve(card_id: CardIdDep, state: StateDep) -> ReviewOut:
 
 
 @router.post("/api/cards/{card_id}/reject", response_model=ReviewOut, dependencies=[Authorized],
-             responses=errors(401, 404, 409, 422))
+             responses=error_responses(401, 404, 409, 422))
 def reject(card_id: CardIdDep, body: RejectIn, state: StateDep) -> ReviewOut:
     """REVIEW → QUEUED: a new attempt in the same worktree, with `feedback` in its prompt."""
     producer = state.producers.get()
@@ -44,7 +43,7 @@ def reject(card_id: CardIdDep, body: RejectIn, state: StateDep) -> ReviewOut:
                      message=f"card {card_id} rejected: queued again as task {task_id}")
 
 
-@router.get("/api/workspaces", response_model=list[WorkspaceInfo], responses=errors())
+@router.get("/api/workspaces", response_model=list[WorkspaceInfo], responses=error_responses())
 async def workspaces(state: StateDep) -> list[WorkspaceInfo]:
     """Card worktrees on this machine with size on disk, age and whether they hold uncommitted work."""
     infos = await to_thread.run_sync(list_workspaces, state.settings)

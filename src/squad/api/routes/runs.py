@@ -9,8 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from squad.api.deps import StoreDep
 from squad.api.history import run_history
-from squad.api.routes import errors
-from squad.api.schemas import HistoryRun
+from squad.api.schemas import HistoryRun, error_responses
 
 router = APIRouter(tags=["runs"])
 MAX_HISTORY_PAGE = 1000
@@ -21,7 +20,7 @@ RunStatusQ = Annotated[Literal["running", "succeeded", "failed", "lost", "cancel
 TextQ = Annotated[str | None, Query(max_length=100, pattern=_NO_NUL, description="Free text on id or title")]
 
 
-@router.get("/api/runs", response_model=list[HistoryRun], responses=errors(422))
+@router.get("/api/runs", response_model=list[HistoryRun], responses=error_responses(422))
 async def list_runs(
     store: StoreDep,
     response: Response,

@@ -13,8 +13,16 @@ from redis.exceptions import RedisError
 
 from squad.actions.lifecycle import STOP_POLL_S, STOP_WAIT_S, cancel_card, retry_card, runs_closed
 from squad.api.deps import Authorized, CardIdDep, StateDep
-from squad.api.routes import errors
-from squad.api.schemas import BulkRetryIn, BulkRetryItem, BulkRetryOut, CancelOut, LogEntry, RetryIn, RetryOut
+from squad.api.schemas import (
+    BulkRetryIn,
+    BulkRetryItem,
+    BulkRetryOut,
+    CancelOut,
+    LogEntry,
+    RetryIn,
+    RetryOut,
+    error_responses,
+)
 from squad.core.cards import CARD_ID_RE, Status
 from squad.core.errors import NotFoundError, SquadError
 from squad.live.connections import STREAM_ID_RE, stream_key
@@ -62,7 +70,7 @@ def archived_entries(store: CardStore, card_id: str) -> list[LogEntry]:
     return entries
 
 
-@router.get("/api/tasks/{card_id}/logs", response_model=list[LogEntry], responses=errors(404, 422))
+@router.get("/api/tasks/{card_id}/logs", response_model=list[LogEntry], responses=error_responses(404, 422))
 async def task_logs(card_id: CardIdDep, state: StateDep, limit: LimitQ = 100,
                     after: AfterQ = None) -> list[LogEntry]:
     """The card's live log (last `limit` lines, or the first `limit` after `after`); once the live
@@ -79,7 +87,7 @@ async def task_logs(card_id: CardIdDep, state: StateDep, limit: LimitQ = 100,
 
 
 @router.post("/api/tasks/{card_id}/retry", response_model=RetryOut, dependencies=[Authorized],
-             responses=errors(400, 401, 404, 422))
+             responses=error_responses(400, 401, 404, 422))
 def retry(card_id: CardIdDep, state: StateDep, body: Annotated[RetryIn | None, Body()] = None) -> RetryOut:
     """Queue a new attempt of a FAILED or CANCELLED card; with `force`, of any card that ran
     (a running attempt is revoked and its process group ended first)."""
@@ -90,7 +98,7 @@ def retry(card_id: CardIdDep, state: StateDep, body: Annotated[RetryIn | None, B
 
 
 @router.post("/api/tasks/{card_id}/cancel", response_model=CancelOut, dependencies=[Authorized],
-             responses=errors(400, 401, 404))
+             responses=error_responses(400, 401, 404))
 async def cancel(card_id: CardIdDep, state: StateDep) -> CancelOut:
     """Cancel: the card becomes CANCELLED, a running agent's process group is ended, no retry.
 
@@ -110,7 +118,7 @@ async def cancel(card_id: CardIdDep, state: StateDep) -> CancelOut:
 
 
 @router.post("/api/tasks/retry", response_model=BulkRetryOut, dependencies=[Authorized],
-             responses=errors(401, 422))
+             responses=error_responses(401, 422))
 def retry_many(body: BulkRetryIn, state: StateDep) -> BulkRetryOut:
     """Retry several cards (the dashboard's "retry selected"); each card succeeds or fails on its own
     with the status code a single retry would give."""

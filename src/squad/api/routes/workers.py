@@ -9,13 +9,12 @@ from fastapi import APIRouter
 
 from squad.api.deps import StateDep
 from squad.api.history import leases_by_worker
-from squad.api.routes import errors
-from squad.api.schemas import WorkerOut, WorkersOut
+from squad.api.schemas import WorkerOut, WorkersOut, error_responses
 
 router = APIRouter(tags=["workers"])
 
 
-@router.get("/api/workers", response_model=WorkersOut, responses=errors())
+@router.get("/api/workers", response_model=WorkersOut, responses=error_responses())
 async def workers(state: StateDep) -> WorkersOut:
     """Name, online/offline, active cards, leases held, queues, concurrency, processed count and last
     heartbeat of every worker."""

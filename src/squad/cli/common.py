@@ -1,0 +1,105 @@
+"""What every `squad` command shares: the consoles, the settings, store and event bus of this folder,
+JSON output, table cells that never carry a terminal control sequence, service logging.
+
+Imports are lazy on purpose: `squad --help` must not pay for Rich, pydantic or structlog, and a
+read-only command only for what it uses (docs/benchmarks.md, "CLI").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from squad.core.safetext import escape_controls
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from squad.core.settings import Settings
+
+
+class _LazyConsole:
+    """A Rich console built on first use (importing Rich costs about as much as `--help` itself)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+out: Any = _LazyConsole(highlight=False, soft_wrap=True, markup=False, emoji=False)  # text is data
+err: Any = _LazyConsole(highlight=False, soft_wrap=True, stderr=True, markup=False, emoji=False)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def cli_settings(**overrides: Any) -> Settings:
+    """The settings of this folder (a `squad up` running here: what it started)."""
+    from squad.ops.up_state import apply_state
+
+    apply_state()  # a `squad up` running in this folder: use what it started
+    from squad.core.settings import load_settings
+
+    return load_settings(**overrides)
+
+
+def mask_url(url: str) -> str:
+    """squad.core.masking.mask_url, imported when a URL is printed."""
+    from squad.core.masking import mask_url as mask
+
+    return mask(url)
+
+
+def cli_store(settings: Settings) -> Any:
+    """The card store of these settings (opened and migrated)."""
+    from squad.store.card_store import open_store
+
+    return open_store(settings.database_url)
+
+
+def cli_events(settings: Settings, store: Any) -> Any:
+    """The store's event bus when Redis answers, else None."""
+    from squad.live.events import try_event_bus
+
+    return try_event_bus(settings.events, settings.log_ttl, store.redis_keys)
+
+
+def print_json(data: Any) -> None:
+    """Data as indented JSON on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def card_json(card: Any) -> dict[str, Any]:
+    """A card as `card list --json` prints it."""
+    return dict(card.model_dump(mode="json"))
+
+
+def cell(value: object) -> Text:
+    """Card or agent text for a table: never Rich markup, never a raw control character."""
+    from rich.text import Text
+
+    return Text(escape_controls(str(value)))
+
+
+def field(key: str, value: object) -> Text:
+    """`key: value` with a bold key; the value is shown as plain text (see `cell`)."""
+    from rich.text import Text
+
+    return Text.assemble((key, "bold"), ": ", escape_controls(str(value)))
+
+
+def service_logging(level: str = "INFO") -> None:
+    """Long-running services log what they do (JSON lines when not on a terminal)."""
+    from squad.core.logconfig import configure_logging
+
+    configure_logging("DEBUG" if os.environ.get("SQUAD_DEBUG") else level)

@@ -1,0 +1,140 @@
+"""`squad review …` and `squad workspace …`: what cards changed in their worktrees, and the worktrees."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from squad.cli.common import JsonOpt, card_json, cli_events, cli_settings, cli_store, out, print_json
+
+review_app = typer.Typer(help="Review what cards changed: diff, approve, reject.", no_args_is_help=True)
+workspace_app = typer.Typer(help="Cards' git worktrees: list and garbage-collect.", no_args_is_help=True)
+
+
+@review_app.command("list")
+def review_list(as_json: JsonOpt = False) -> None:
+    """Cards waiting for review, with the size of their change."""
+    from squad.actions.review import review_cards
+
+    rows = [{**card_json(card), **stat} for card, stat in review_cards(cli_store(cli_settings()))]
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("card", "branch", "files", "+", "-", "title")
+    for row in rows:
+        table.add_row(row["card_id"], str(row["branch"] or ""), str(row["files_changed"] or 0),
+                      str(row["insertions"] or 0), str(row["deletions"] or 0), str(row["title"])[:60])
+    out.print(table)
+
+
+@review_app.command("show")
+def review_show(card_id: Annotated[str, typer.Argument(help="Card id.")],
+                stat: Annotated[bool, typer.Option("--stat", help="Only the diff stat.")] = False) -> None:
+    """Diff stat and diff of the card's branch since its base (`base…branch`)."""
+    from squad.actions.review import card_diff
+
+    settings = cli_settings()
+    diff = card_diff(settings, cli_store(settings), card_id, with_patch=not stat)
+    lines = [f"branch {diff.branch}  base {diff.base_commit[:12]}  head {diff.head_commit[:12]}"]
+    lines += [f" {f.path} | +{f.insertions} -{f.deletions}" for f in diff.files]
+    lines.append(f" {len(diff.files)} file(s) changed, {sum(f.insertions for f in diff.files)} insertion(s), "
+                 f"{sum(f.deletions for f in diff.files)} deletion(s)")
+    sys.stdout.write(_safe_text("\n".join(lines)) + "\n")
+    if not stat and diff.patch:
+        sys.stdout.write("\n" + _safe_text(diff.patch))
+
+
+def _safe_text(text: str) -> str:
+    """Agent-written text without terminal control sequences (tabs and newlines kept)."""
+    return "".join(ch if ch in "\t\n" or (ch.isprintable() and ch != "\x1b") else f"\\x{ord(ch):02x}"
+                   for ch in text)
+
+
+@review_app.command("approve")
+def review_approve(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> None:
+    """REVIEW → DONE (runs `[workspace] after_approve` first; its failure keeps the card in REVIEW)."""
+    from squad.actions.review import approve_card
+    from squad.orchestration.dispatch import make_producer
+
+    settings = cli_settings()
+    store = cli_store(settings)
+    card = approve_card(make_producer(settings, store, cli_events(settings, store)), card_id)
+    out.print(f"card {card.card_id} {card.status.value}")
+
+
+@review_app.command("reject")
+def review_reject(card_id: Annotated[str, typer.Argument(help="Card id.")],
+                  feedback: Annotated[str, typer.Option("--feedback", help="What to change (shown to the agent).")]
+                  ) -> None:
+    """REVIEW → QUEUED: a new attempt in the same worktree, with your feedback in its prompt."""
+    from squad.actions.review import reject_card
+    from squad.orchestration.dispatch import make_producer
+
+    settings = cli_settings()
+    store = cli_store(settings)
+    task_id = reject_card(make_producer(settings, store, cli_events(settings, store)), card_id, feedback)
+    out.print(f"card {card_id} rejected: queued again as task {task_id}")
+
+
+@workspace_app.command("list")
+def workspace_list(as_json: JsonOpt = False) -> None:
+    """Card worktrees under SQUAD_WORKDIR: card, branch, path, size on disk, age, dirty."""
+    from squad.attempt.workspaces import list_workspaces
+
+    settings = cli_settings()
+    store = cli_store(settings)
+    infos = list_workspaces(settings)
+    cards = store.get_cards([i.card_id for i in infos])
+    rows = [{**i.as_dict(), "status": cards[i.card_id].status.value if i.card_id in cards else None}
+            for i in infos]
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("card", "status", "branch", "path", "size", "age", "dirty")
+    for row in rows:
+        table.add_row(row["card_id"], row["status"] or "", row["branch"] or "", row["path"],
+                      _human_bytes(row["size_bytes"]), _human_age(row["age_s"]), "yes" if row["dirty"] else "no")
+    out.print(table)
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _human_age(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86_400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86_400:.1f}d"
+
+
+@workspace_app.command("gc")
+def workspace_gc(older_than: Annotated[float | None, typer.Option(
+        "--older-than", min=0, help="Remove worktrees idle this many days (default [workspace] ttl_days).")] = None
+                 ) -> None:
+    """Remove the worktrees the policy allows (never a running card's); uncommitted work is saved as a patch."""
+    from squad.attempt.workspaces import gc, list_workspaces
+
+    settings = cli_settings()
+    store = cli_store(settings)
+    ids = [i.card_id for i in list_workspaces(settings, with_size=False)]
+    cards = store.get_cards(ids)
+
+    def status_now(card_id: str) -> str | None:
+        found = store.get_cards([card_id]).get(card_id)
+        return found.status.value if found else None
+
+    removed = gc(settings, cards, store.save_patch, older_than_days=older_than, status_now=status_now)
+    out.print(f"removed {len(removed)} worktree(s)" + (f": {', '.join(removed)}" if removed else ""))
