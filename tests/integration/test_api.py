@@ -25,7 +25,7 @@ from sqlalchemy import event, update
 from conftest import RedisServer, api_answers, free_port, kill_tree, squad_env, wait_for
 from squad.api.server import serve
 from squad.api.task_view import CELERY_META_PREFIX
-from squad.core.cards import Status, Usage, parse_card
+from squad.core.cards import STATUS_FACTS, Status, Usage, parse_card
 from squad.core.errors import ConfigError
 from squad.core.retries import RetryPolicy
 from squad.core.settings import Settings, load_settings
@@ -308,6 +308,20 @@ def test_enhanced_maps_every_store_status_to_a_celery_task_status(
     assert cards["E-progress"]["logs_available"] is True  # live stream
     assert cards["E-done"]["logs_available"] is True  # archived log
     assert cards["E-queued"]["logs_available"] is False
+
+
+def test_statuses_lists_every_status_with_its_facts_in_lane_order(http: httpx.Client) -> None:
+    # When
+    res = http.get("/api/statuses")
+    # Expect the store's table, as the dashboard draws its lanes and buttons from it
+    assert res.status_code == 200
+    rows = res.json()
+    assert [r["status"] for r in rows] == [s.value for s in STATUS_FACTS]
+    by_status = {r["status"]: r for r in rows}
+    assert by_status["FAILED"]["retryable"] and by_status["FAILED"]["final"]
+    assert by_status["IN_PROGRESS"]["running"] and by_status["IN_PROGRESS"]["cancellable"]
+    assert by_status["QUEUED"]["celery_state"] == "PENDING" and by_status["TODO"]["celery_state"] is None
+    assert sorted(by_status["REVIEW"]["next"]) == ["CANCELLED", "DONE", "QUEUED"]
 
 
 def test_enhanced_retries_restart_from_zero_after_a_user_s_retry(http: httpx.Client, store: CardStore) -> None:

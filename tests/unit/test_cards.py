@@ -11,13 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from squad.core.cards import (
+    ACTIVE,
     CARD_ID_RE,
+    FINAL,
+    STATUS_FACTS,
     TRANSITIONS,
     CardSpec,
     Status,
     allowed_sources,
     check_transition,
     parse_card,
+    statuses_where,
 )
 from squad.core.errors import BacklogError, SquadError, TransitionError
 
@@ -208,3 +212,45 @@ def test_property_check_transition_agrees_with_the_table(old: Status, new: Statu
     else:
         with pytest.raises(TransitionError):
             check_transition("C", old, new)
+
+
+# ---- the status facts (core.cards.STATUS_FACTS) ---------------------------------------------------
+def test_every_status_has_one_row_of_facts_in_lane_order() -> None:
+    assert list(STATUS_FACTS) == [Status.TODO, Status.BLOCKED, Status.QUEUED, Status.IN_PROGRESS, Status.RETRYING,
+                                  Status.REVIEW, Status.FAILED, Status.CANCELLED, Status.DONE]
+    assert set(STATUS_FACTS) == set(Status)
+
+
+def test_the_sets_every_module_uses_are_derived_from_the_facts() -> None:
+    from squad.core.depgraph import FAILED_DEPENDENCY, WAITING
+    from squad.live.events import WAKE_STATUSES
+    from squad.orchestration.orchestrator import FINAL_STATUSES
+
+    assert {Status.TODO, Status.QUEUED, Status.IN_PROGRESS, Status.RETRYING} == ACTIVE
+    assert {Status.DONE, Status.FAILED, Status.CANCELLED} == FINAL
+    assert {"DONE", "FAILED", "CANCELLED"} == FINAL_STATUSES
+    assert {"DONE", "FAILED", "CANCELLED", "RETRYING", "TODO"} == WAKE_STATUSES
+    assert {"TODO", "BLOCKED"} == WAITING
+    assert {"FAILED", "CANCELLED", "BLOCKED"} == FAILED_DEPENDENCY
+
+
+@pytest.mark.parametrize("status", list(Status))
+def test_the_facts_agree_with_the_transition_table(status: Status) -> None:
+    facts = STATUS_FACTS[status]
+    assert not (facts.final and facts.active), "a settled card is not waited for"
+    if facts.final:
+        assert facts.wakes_orchestrator, "a card settling may free its dependants"
+    if facts.cancellable:
+        assert Status.CANCELLED in TRANSITIONS[status]
+    if facts.retryable:
+        assert Status.QUEUED in TRANSITIONS[status]
+    if facts.running:
+        assert facts.active and facts.cancellable
+    if facts.waiting:
+        assert not facts.running and not facts.final
+
+
+def test_statuses_where_names_only_boolean_facts() -> None:
+    assert statuses_where("retryable") == {Status.FAILED, Status.CANCELLED}
+    with pytest.raises(AttributeError):
+        statuses_where("no such fact")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from squad.core.cards import Card, Status
+from squad.core.cards import STATUS_FACTS, Card, Status
 from squad.core.constants import KILL_GRACE_S
 from squad.core.errors import NotFoundError, TransitionError
 from squad.orchestration.dispatch import Producer
@@ -65,12 +65,13 @@ def retry_card(producer: Producer, card_id: str, *, force: bool = False) -> Retr
     if old is None and card.attempts == 0:
         raise NotFoundError(f"card {card_id} has no task yet")
     expected: list[Status]
-    if card.status in (Status.FAILED, Status.CANCELLED):
+    if STATUS_FACTS[card.status].retryable:
         expected = [card.status]
     elif not force:
-        raise TransitionError(f"card {card_id} is {card.status}: only FAILED or CANCELLED cards can be "
+        retryable = " or ".join(s.value for s in STATUS_FACTS if STATUS_FACTS[s].retryable)
+        raise TransitionError(f"card {card_id} is {card.status}: only {retryable} cards can be "
                               "retried (use --force to restart it)")
-    elif card.status in (Status.IN_PROGRESS, Status.QUEUED, Status.RETRYING):
+    elif STATUS_FACTS[card.status].cancellable:
         cancel_card(producer, card_id, wait=True)
         expected = [Status.CANCELLED]
     elif card.status == Status.DONE:

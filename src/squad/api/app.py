@@ -22,7 +22,7 @@ from squad.api import ws
 from squad.api.guard import Guard
 from squad.api.metrics.prometheus import Exposition
 from squad.api.monitor import WorkerMonitor
-from squad.api.routes import board, cards, health, metrics, review, runs, tasks, workers
+from squad.api.routes import board, cards, health, metrics, review, runs, statuses, tasks, workers
 from squad.api.state import AppState, Producers, bounded_step
 from squad.api.validation import request_problems, strict_query
 from squad.core.constants import VERSION
@@ -156,7 +156,7 @@ def create_app(settings: Settings, *, store: CardStore | None = None, ws_queue_s
     # Outermost: Host, Origin, token and body size are checked before anything else runs.
     app.add_middleware(Guard, settings=settings)
     _install_error_handlers(app, state)
-    routers = [module.router for module in (health, cards, board, runs, tasks, workers, metrics, review)]
+    routers = [module.router for module in (health, statuses, cards, board, runs, tasks, workers, metrics, review)]
     for router in routers:
         app.include_router(router, dependencies=[Depends(strict_query)])
     app.state.route_methods = _route_methods(routers)

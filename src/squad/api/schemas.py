@@ -17,10 +17,10 @@ from squad.core.cards import (
     CardSpec,
     Run,
     Status,
+    TaskState,
 )
 
 M = TypeVar("M", bound=BaseModel)
-TaskState = Literal["PENDING", "STARTED", "PROGRESS", "SUCCESS", "FAILURE", "RETRY", "REVOKED"]
 
 
 class ErrorOut(BaseModel):
@@ -390,3 +390,20 @@ _DESCRIPTIONS = {
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for error codes (every error body is an `ErrorOut`)."""
     return {code: {"model": ErrorOut, "description": _DESCRIPTIONS[code]} for code in (*codes, 503)}
+
+
+class StatusOut(BaseModel):
+    """One card status and its facts (`GET /api/statuses`), in the board's lane order."""
+
+    status: Status
+    meaning: str
+    final: bool
+    active: bool
+    waiting: bool
+    blocks_dependants: bool
+    wakes_orchestrator: bool
+    running: bool
+    cancellable: bool
+    retryable: bool
+    celery_state: TaskState | None
+    next: list[Status] = Field(description="statuses a card may go to from this one (the transition table)")

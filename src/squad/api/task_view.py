@@ -22,8 +22,8 @@ from pydantic import TypeAdapter
 from redis.exceptions import NoScriptError, RedisError
 
 from squad.api.history import CardExtras, board_cards
-from squad.api.schemas import CeleryTask, EnhancedCard, TaskState, built
-from squad.core.cards import Card, Run, RunStatus, Status
+from squad.api.schemas import CeleryTask, EnhancedCard, built
+from squad.core.cards import STATUS_FACTS, Card, Run, RunStatus, Status, TaskState
 from squad.core.constants import STEP_IN_PROGRESS
 from squad.core.namespace import RedisKeys
 from squad.core.retries import retries_used
@@ -34,14 +34,8 @@ from squad.store.card_store import CardStore
 log = structlog.get_logger(__name__)
 CELERY_META_PREFIX = "celery-task-meta-"  # Celery's Redis result backend key of a task
 
-_BY_STATUS: dict[Status, TaskState] = {
-    Status.DONE: "SUCCESS",
-    Status.REVIEW: "SUCCESS",  # the attempt succeeded; a person decides what happens next
-    Status.FAILED: "FAILURE",
-    Status.CANCELLED: "REVOKED",
-    Status.RETRYING: "RETRY",
-    Status.QUEUED: "PENDING",
-}
+#: a status's own task state (`StatusFacts.celery_state`); IN_PROGRESS, TODO and BLOCKED are derived below
+_BY_STATUS: dict[Status, TaskState] = {s: f.celery_state for s, f in STATUS_FACTS.items() if f.celery_state}
 _BY_RUN: dict[str, TaskState] = {
     RunStatus.SUCCEEDED: "SUCCESS",
     RunStatus.FAILED: "FAILURE",

@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from squad.core.cards import Status
+from squad.core.cards import statuses_where
 from squad.core.safetext import escape_controls
 from squad.core.settings import Settings
 from squad.live.connections import redis_client, stream_tail
@@ -33,8 +33,9 @@ def run_watch(settings: Settings, store: CardStore, *, interval: float = 0.5) ->
             bars[card_id] = progress.add_task(card_id, total=100, card=escape_controls(card_id), step=step)
         progress.update(bars[card_id], completed=value, step=step)
 
-    for card in store.list_cards(status=Status.IN_PROGRESS.value):
-        ensure(card.card_id, card.progress, card.current_step or "")
+    for running in sorted(statuses_where("running")):
+        for card in store.list_cards(status=running.value):
+            ensure(card.card_id, card.progress, card.current_step or "")
     client = redis_client(settings.events, socket_timeout=interval + 5)
     last_id: str | None = None  # the stream's tail once Redis answers: no event lost between two reads
     stream = store.redis_keys.task_updates

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -69,8 +69,66 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     # A successful attempt waits for a person: approval, rejection (a new attempt) or cancel.
     S.REVIEW: frozenset({S.DONE, S.QUEUED, S.CANCELLED}),
 }
-ACTIVE = frozenset({S.TODO, S.QUEUED, S.IN_PROGRESS, S.RETRYING})
-FINAL = frozenset({S.DONE, S.FAILED, S.CANCELLED})
+
+#: Celery task states the API shows (`celery_task.status`, SPEC §8).
+TaskState = Literal["PENDING", "STARTED", "PROGRESS", "SUCCESS", "FAILURE", "RETRY", "REVOKED"]
+
+
+@dataclass(frozen=True)
+class StatusFacts:
+    """What every part of squad needs to know about one status, in one row (`STATUS_FACTS`): the
+    store, the orchestrator, the event stream, the API, the CLI views and the dashboard
+    (`GET /api/statuses`) derive their sets from this table instead of spelling them out."""
+
+    meaning: str
+    #: settled: nothing runs or will run for it without a person (or a user's retry)
+    final: bool = False
+    #: not settled yet: `orchestrate --wait` waits while a card is in it
+    active: bool = False
+    #: the orchestrator decides about it from its dependencies (the graph a pass keeps)
+    waiting: bool = False
+    #: a dependency in this status blocks its dependants (they go BLOCKED)
+    blocks_dependants: bool = False
+    #: its status event also goes to the `settled` stream: an orchestrator pass may have work
+    wakes_orchestrator: bool = False
+    #: an attempt holds the card's claim: live progress, log and cancel
+    running: bool = False
+    #: the board offers "cancel": an attempt is queued, running or about to be retried
+    cancellable: bool = False
+    #: `squad retry` (and the board's retry button) without --force
+    retryable: bool = False
+    #: the Celery task state the API shows for a card in this status (None: derived from its run)
+    celery_state: TaskState | None = None
+
+
+#: One row per status, in the dashboard's lane order (a status is one lane).
+STATUS_FACTS: dict[Status, StatusFacts] = {
+    S.TODO: StatusFacts("waiting for its dependencies and a free slot", active=True, waiting=True,
+                        wakes_orchestrator=True),
+    S.BLOCKED: StatusFacts("a dependency is FAILED, CANCELLED or BLOCKED", waiting=True, blocks_dependants=True),
+    S.QUEUED: StatusFacts("a message (or a local slot) carries it, under `celery_task_id`", active=True,
+                          cancellable=True, celery_state="PENDING"),
+    S.IN_PROGRESS: StatusFacts("claimed by one attempt, with a lease", active=True, running=True,
+                               cancellable=True),
+    S.RETRYING: StatusFacts("failed; sent again at `next_attempt_at`", active=True, wakes_orchestrator=True,
+                            cancellable=True, celery_state="RETRY"),
+    S.REVIEW: StatusFacts("an attempt succeeded; a person approves or rejects it", celery_state="SUCCESS"),
+    S.FAILED: StatusFacts("retries spent (or not retryable)", final=True, blocks_dependants=True,
+                          wakes_orchestrator=True, retryable=True, celery_state="FAILURE"),
+    S.CANCELLED: StatusFacts("cancelled by a user", final=True, blocks_dependants=True, wakes_orchestrator=True,
+                             retryable=True, celery_state="REVOKED"),
+    S.DONE: StatusFacts("succeeded (and approved, with review on)", final=True, wakes_orchestrator=True,
+                        celery_state="SUCCESS"),
+}
+
+
+def statuses_where(fact: str) -> frozenset[Status]:
+    """The statuses for which a boolean fact of `StatusFacts` holds, e.g. `statuses_where("final")`."""
+    return frozenset(s for s, facts in STATUS_FACTS.items() if getattr(facts, fact))
+
+
+ACTIVE = statuses_where("active")
+FINAL = statuses_where("final")
 
 
 def check_transition(card_id: str, old: Status | str, new: Status | str) -> None:

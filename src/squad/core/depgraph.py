@@ -9,12 +9,12 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 
-from squad.core.cards import Status
+from squad.core.cards import Status, statuses_where
 
 #: card_id -> (status, depends_on, priority, created_at)
 Graph = dict[str, tuple[str, list[str], int, float]]
 #: A dependency in one of these statuses blocks its dependants.
-FAILED_DEPENDENCY = frozenset({Status.FAILED.value, Status.CANCELLED.value, Status.BLOCKED.value})
+FAILED_DEPENDENCY = frozenset(s.value for s in statuses_where("blocks_dependants"))
 
 
 def ready(graph: Graph, limit: int | None = None) -> list[str]:
@@ -69,7 +69,7 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 
 #: Cards a pass decides about (the rest of the graph matters only as their dependencies' statuses).
-WAITING = frozenset({Status.TODO.value, Status.BLOCKED.value})
+WAITING = frozenset(s.value for s in statuses_where("waiting"))
 
 
 class WaitingGraph:

@@ -23,7 +23,7 @@ import redis
 import redis.asyncio as aioredis
 import structlog
 
-from squad.core.cards import Status
+from squad.core.cards import Status, statuses_where
 from squad.core.constants import (
     LIVE_LOG_ENTRY_MAX_CHARS,
     LOG_EVENT_MAX_CHARS,
@@ -46,10 +46,9 @@ CONNECTED_MESSAGE = "connected to squad task updates"
 #: One event as written to `task_updates`: flat string fields.
 Event = dict[str, str]
 #: Statuses after which an orchestrator pass may have something to do (a dependant to release, a
-#: retry or a new card to queue): their events also go to the small `settled` stream, the only one
-#: an orchestrator reads. QUEUED and IN_PROGRESS never free anything.
-WAKE_STATUSES = frozenset({Status.DONE.value, Status.FAILED.value, Status.CANCELLED.value, Status.RETRYING.value,
-                           Status.TODO.value})
+#: retry or a new card to queue; `StatusFacts.wakes_orchestrator`): their events also go to the small
+#: `settled` stream, the only one an orchestrator reads. QUEUED and IN_PROGRESS never free anything.
+WAKE_STATUSES = frozenset(s.value for s in statuses_where("wakes_orchestrator"))
 
 
 def clip_text(text: str, limit: int) -> str:

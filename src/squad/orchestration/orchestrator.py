@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from squad.attempt.lease import sweep_stale_leases
-from squad.core.cards import Status
+from squad.core.cards import FINAL, Status
 from squad.core.constants import CARDS_QUEUE
 from squad.core.errors import BrokerUnavailable
 from squad.core.settings import Settings
@@ -29,7 +29,7 @@ REQUEUE_CHECK_S = 5.0  # lost-message check (reads queued messages back) at most
 WAKE_CHECK_S = 0.5  # longest block on the event stream before looking at the stop flag again
 #: of the statuses that wake a pass (`events.WAKE_STATUSES`), the final ones: they matter to a pass
 #: only through the graph (see `Orchestrator.relevant`)
-FINAL_STATUSES = frozenset({Status.DONE.value, Status.FAILED.value, Status.CANCELLED.value})
+FINAL_STATUSES = frozenset(s.value for s in FINAL)
 
 
 @dataclass
