@@ -125,11 +125,12 @@ def approve_card(producer: Producer, card_id: str) -> Card:
     except ApprovalHookFailed as exc:
         store.note_review_error(card_id, str(exc))
         raise
-    if not store.approve(card_id):
+    approved = store.approve(card_id)
+    if approved is None:
         raise NotInReview(f"card {card_id} left REVIEW meanwhile")
     producer.status_event(card_id, Status.DONE, card.celery_task_id, attempt=card.attempts)
-    cleanup_local(settings, store, store.get_card(card_id))
-    return store.get_card(card_id)
+    cleanup_local(settings, store, approved)
+    return approved
 
 
 def reject_card(producer: Producer, card_id: str, feedback: str) -> str:

@@ -13,15 +13,15 @@ import socket
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import structlog
 
 from squad.attempt.run import AttemptContext, run_card
-from squad.core.cards import Status
+from squad.core.cards import Card, Status
 from squad.core.constants import CARDS_QUEUE, EXECUTE_TASK_NAME
 from squad.core.errors import BrokerUnavailable
-from squad.core.settings import Settings
+from squad.core.settings import LimitedCard, Settings
 from squad.live.events import EventBus, status_event
 from squad.orchestration.mode import (
     MODES as MODES,  # re-exported: the one "Celery or local" decision lives in squad.orchestration.mode
@@ -29,7 +29,7 @@ from squad.orchestration.mode import (
 from squad.orchestration.mode import ExecutionMode as ExecutionMode
 from squad.orchestration.mode import broker_answers as broker_answers
 from squad.orchestration.mode import execution_mode as execution_mode
-from squad.store.card_store import CardStore
+from squad.store.card_store import CardStore, QueuedCard
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -39,6 +39,17 @@ DISPATCH_BATCH = 500  # messages per pipelined broker round trip
 #: Celery's own limits sit above the attempt's hard limit: the attempt ends its agent itself first.
 CELERY_SOFT_MARGIN_S = 30
 CELERY_HARD_MARGIN_S = 60
+
+
+class Dispatch(NamedTuple):
+    """One message to send: the card, its task id, priority, limits and queue."""
+
+    card_id: str
+    task_id: str
+    priority: int
+    soft_limit: float
+    hard_limit: float
+    queue: str = CARDS_QUEUE
 
 
 class Dispatcher(Protocol):
@@ -51,6 +62,10 @@ class Dispatcher(Protocol):
     def dispatch(self, card_id: str, task_id: str, priority: int, soft_limit: float, hard_limit: float,
                  queue: str = CARDS_QUEUE) -> None:
         """Send or start the card's attempt for `task_id`."""
+
+    def dispatch_many(self, items: list[Dispatch], sent: list[str]) -> None:
+        """Send or start many attempts; `sent` gets each task id once it is out (on an error, the
+        ones before it are)."""
 
     def revoke(self, task_id: str) -> None:
         """Drop a message still waiting (a running attempt is ended through its claim)."""
@@ -95,7 +110,7 @@ class CeleryDispatcher:
                            soft_time_limit=hard_limit + CELERY_SOFT_MARGIN_S,
                            time_limit=hard_limit + CELERY_HARD_MARGIN_S, **extra)
 
-    def dispatch_many(self, items: list[tuple[str, str, int, float, float, str]], sent: list[str]) -> None:
+    def dispatch_many(self, items: list[Dispatch], sent: list[str]) -> None:
         """Send many messages in pipelined batches (kombu's `Producer.batch`, one round trip per
         DISPATCH_BATCH messages); `sent` gets the task ids of each batch once it is flushed."""
         declared: set[str] = set()  # queues this producer declared (Celery would check each send)
@@ -147,6 +162,11 @@ class LocalDispatcher:
         with self.lock:
             self.running[task_id] = fut
 
+    def dispatch_many(self, items: list[Dispatch], sent: list[str]) -> None:
+        for item in items:
+            self.dispatch(*item)
+            sent.append(item.task_id)
+
     def _run(self, card_id: str, task_id: str) -> None:
         try:
             run_card(self.ctx, card_id, task_id)
@@ -186,6 +206,11 @@ class DeferredDispatcher:
                  queue: str = CARDS_QUEUE) -> None:
         log.info("card queued for the local orchestrator", card_id=card_id, task_id=task_id)
 
+    def dispatch_many(self, items: list[Dispatch], sent: list[str]) -> None:
+        for item in items:
+            self.dispatch(*item)
+            sent.append(item.task_id)
+
     def live_task_ids(self, task_ids: list[str]) -> set[str]:
         return set(task_ids)
 
@@ -216,34 +241,59 @@ class Producer:
     def send(self, card_id: str, *, expected: list[Status], fresh_retries: bool = False) -> str | None:
         """Move the card to QUEUED under a new task id and dispatch it; None when its status was not
         one of `expected`. `fresh_retries` (a user's retry) restarts the automatic-retry budget."""
-        self.store.get_card(card_id)  # an unknown card is a NotFoundError, not a silent None
+        card = self.store.get_card(card_id)  # an unknown card is a NotFoundError, not a silent None
         task_id = new_task_id()
         if not self.store.enqueue(card_id, task_id, expected=expected, session=self.session,
                                   fresh_retries=fresh_retries):
             return None
         try:
-            self._dispatch(card_id, task_id)
+            self._dispatch(card, task_id)
         except Exception as exc:
             self.store.unqueue(card_id, task_id)
             raise BrokerUnavailable(f"cannot enqueue card {card_id}: {exc}") from exc
         self.status_event(card_id, Status.QUEUED, task_id)
         return task_id
 
+    def send_many(self, queued: list[QueuedCard]) -> list[str]:
+        """Dispatch cards the store just moved to QUEUED (`CardStore.enqueue_many`): their QUEUED
+        events in one pipeline (the store says QUEUED now: said before a worker says IN_PROGRESS),
+        then the messages in batches. A send that fails puts the unsent cards back to TODO and raises
+        BrokerUnavailable. Returns the ids of the cards sent."""
+        items = [self._item(q, q.card_id, q.task_id, q.priority, q.squad) for q in queued]
+        if self.events is not None and items:
+            self.events.publish_many([status_event(i.card_id, Status.QUEUED, i.task_id) for i in items])
+        sent: list[str] = []
+        try:
+            self.dispatcher.dispatch_many(items, sent)
+        except Exception as exc:
+            for item in items[len(sent):]:
+                if self.store.unqueue(item.card_id, item.task_id):
+                    self.status_event(item.card_id, Status.TODO, item.task_id)
+            failed = items[min(len(sent), len(items) - 1)].card_id
+            raise BrokerUnavailable(f"cannot enqueue card {failed}: {exc}") from exc
+        for item in items:  # the same line as `send` writes
+            log.info("card enqueued", card_id=item.card_id, task_id=item.task_id, queue=item.queue,
+                     mode=self.dispatcher.mode)
+        return [item.card_id for item in items]
+
     def resend(self, card_id: str, old_task_id: str) -> bool:
         """Send a QUEUED card again under a new id (its message was lost): the old id can no longer claim."""
         new_id = new_task_id()
         if not self.store.replace_task(card_id, old_task_id, new_id):
             return False
-        self._dispatch(card_id, new_id)
+        self._dispatch(self.store.get_card(card_id), new_id)
         return True
 
-    def _dispatch(self, card_id: str, task_id: str) -> None:
-        card = self.store.get_card(card_id)
-        own = self.settings.limits_for(card)
-        queue = self.settings.routes.get(card.squad or "", CARDS_QUEUE)  # squad.toml [routes]: squad -> queue
-        self.dispatcher.dispatch(card_id, task_id, card.priority, own.soft_time_limit_s, own.time_limit_s,
-                                 queue=queue)
-        log.info("card enqueued", card_id=card_id, task_id=task_id, queue=queue, mode=self.dispatcher.mode)
+    def _item(self, limited: LimitedCard, card_id: str, task_id: str, priority: int, squad: str | None) -> Dispatch:
+        """The message of one card: its limits as `Settings.limits_for` resolves them, its squad's queue."""
+        own = self.settings.limits_for(limited)
+        queue = self.settings.routes.get(squad or "", CARDS_QUEUE)  # squad.toml [routes]: squad -> queue
+        return Dispatch(card_id, task_id, priority, own.soft_time_limit_s, own.time_limit_s, queue)
+
+    def _dispatch(self, card: Card, task_id: str) -> None:
+        item = self._item(card, card.card_id, task_id, card.priority, card.squad)
+        self.dispatcher.dispatch(*item)
+        log.info("card enqueued", card_id=item.card_id, task_id=task_id, queue=item.queue, mode=self.dispatcher.mode)
 
     def revoke(self, task_id: str | None) -> None:
         """Drop the card's message if it still waits somewhere."""

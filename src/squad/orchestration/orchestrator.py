@@ -15,10 +15,8 @@ import structlog
 
 from squad.attempt.lease import sweep_stale_leases
 from squad.core.cards import FINAL, Status
-from squad.core.constants import CARDS_QUEUE
-from squad.core.errors import BrokerUnavailable
 from squad.core.settings import Settings
-from squad.live.events import EventBus, status_event, try_event_bus
+from squad.live.events import EventBus, try_event_bus
 from squad.orchestration.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher, Producer, execution_mode
 from squad.orchestration.pass_graph import PassGraph
 from squad.store.card_store import CardStore
@@ -137,34 +135,10 @@ class Orchestrator:
         graph = self.pass_graph.graph  # release only as the graph read them: unchanged, dependencies DONE
         as_read = {cid: (graph.stamps[cid], graph.waiting[cid][1]) for cid in card_ids}
         queued = self.store.enqueue_many(card_ids, session=self.producer.session, as_read=as_read)
-        for cid, *_rest in queued:
-            self.pass_graph.moved(cid, Status.QUEUED)
-        self.pass_graph.recheck(sorted(set(card_ids) - {q[0] for q in queued}))
-        items = []
-        for cid, tid, prio, soft, hard, squad in queued:  # limits as Settings.limits_for resolves them
-            hard_s = hard or self.settings.time_limit
-            queue = self.settings.routes.get(squad or "", CARDS_QUEUE)  # squad.toml [routes]
-            items.append((cid, tid, prio, min(soft or self.settings.soft_time_limit, hard_s), hard_s, queue))
-        if self.events is not None:  # the store says QUEUED now: say it before a worker says IN_PROGRESS
-            self.events.publish_many([status_event(cid, Status.QUEUED, tid) for cid, tid, *_rest in items])
-        out: list[str] = []
-        try:
-            many = getattr(self.dispatcher, "dispatch_many", None)
-            if many is not None:
-                many(items, out)
-            else:
-                for cid, tid, prio, soft, hard, queue in items:
-                    self.dispatcher.dispatch(cid, tid, prio, soft, hard, queue)
-                    out.append(tid)
-        except Exception as exc:
-            sent = len(out)
-            for cid, tid, *_rest in items[sent:]:
-                if self.store.unqueue(cid, tid):
-                    self._status_event(cid, Status.TODO, tid)
-            raise BrokerUnavailable(f"cannot enqueue card {items[min(sent, len(items) - 1)][0]}: {exc}") from exc
-        for cid, tid, _prio, _soft, _hard, queue in items:  # the same line as Producer.send writes
-            log.info("card enqueued", card_id=cid, task_id=tid, queue=queue, mode=self.dispatcher.mode)
-        return [cid for cid, *_rest in items]
+        for card in queued:
+            self.pass_graph.moved(card.card_id, Status.QUEUED)
+        self.pass_graph.recheck(sorted(set(card_ids) - {card.card_id for card in queued}))
+        return self.producer.send_many(queued)
 
     def requeue_lost(self) -> list[str]:
         """QUEUED too long with no live message (e.g. Redis lost its data): send again."""

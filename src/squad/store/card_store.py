@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BindParameter,
@@ -83,6 +83,19 @@ class Claim:
     attempt: int
     previous_session_id: str | None
     retry_index: int = 0  # 0-based index of the retry that would follow this attempt
+
+
+class QueuedCard(NamedTuple):
+    """A card `enqueue_many` moved to QUEUED: what its message needs (its limits resolve through
+    `Settings.limits_for`, like any card's)."""
+
+    card_id: str
+    task_id: str
+    priority: int
+    soft_time_limit: float | None
+    time_limit: float | None
+    squad: str | None
+    max_retries: int | None = None
 
 
 @dataclass(frozen=True)
@@ -578,10 +591,13 @@ class CardStore:
             return decision.status
 
     # ---- review ---------------------------------------------------------------------------------
-    def approve(self, card_id: str) -> bool:
-        """REVIEW → DONE; False when the card is not in REVIEW (any more)."""
-        return self.transition(card_id, Status.DONE, expected=[Status.REVIEW], current_step="approved",
-                               last_error=None)
+    def approve(self, card_id: str) -> Card | None:
+        """REVIEW → DONE; the card as it is now, or None when it is not in REVIEW (any more)."""
+        with self.tx() as conn:
+            row = conn.execute(_move(card_id, Status.DONE, expected=[Status.REVIEW])
+                               .values(updated_at=now_s(), current_step="approved", last_error=None)
+                               .returning(*cards_t.c)).first()
+        return None if row is None else _card_from_row(row)
 
     def set_feedback(self, card_id: str, feedback: str) -> bool:
         """Record a rejection's feedback on a card still in REVIEW (the next attempt's prompt shows it)."""
@@ -682,7 +698,7 @@ class CardStore:
 
     def enqueue_many(self, card_ids: Sequence[str], *, session: str | None = None,
                      as_read: Mapping[str, tuple[float, Sequence[str]]] | None = None
-                     ) -> list[tuple[str, str, int, float | None, float | None, str | None]]:
+                     ) -> list[QueuedCard]:
         """Mark TODO cards QUEUED in one transaction, each under its own new task id.
 
         Compare-and-set per card (`status = TODO` in the UPDATE, one statement per chunk with
@@ -690,12 +706,12 @@ class CardStore:
         `as_read` (card_id -> the updated_at and depends_on the caller decided on), a card whose
         row was written since, or one of whose dependencies is no longer DONE, is not queued
         either (checked in the same transaction, rows locked on PostgreSQL).
-        Returns (card_id, task_id, priority, soft_time_limit, time_limit, squad) of the cards queued.
+        Returns the cards queued, in the caller's order.
         """
         assert Status.TODO in allowed_sources(Status.QUEUED)
         batch = uuid.uuid4().hex
         stamp = now_s()
-        queued: list[tuple[str, str, int, float | None, float | None, str | None]] = []
+        queued: list[QueuedCard] = []
         with self.tx() as conn:
             for chunk in chunks(card_ids):
                 if as_read is not None:
@@ -709,9 +725,9 @@ class CardStore:
                             current_step="queued", session=session)
                     .returning(cards_t.c.card_id, cards_t.c.celery_task_id, cards_t.c.priority,
                                cards_t.c.soft_time_limit, cards_t.c.time_limit, cards_t.c.squad))
-                queued += [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+                queued += [QueuedCard(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
         order = {cid: i for i, cid in enumerate(card_ids)}
-        queued.sort(key=lambda q: order[q[0]])  # keep the caller's order: priority 9 first
+        queued.sort(key=lambda q: order[q.card_id])  # keep the caller's order: priority 9 first
         return queued
 
     def _unchanged_and_ready(self, conn: Connection, chunk: list[str],
