@@ -19,6 +19,7 @@ from squad.core.errors import BacklogError, ConflictError, DuplicateCardError
 from squad.core.settings import Settings
 from squad.live.events import EventBus
 from squad.store.card_store import CardStore
+from squad.store.tables import cards as cards_t
 from squad.submit import submit_group
 
 FULL_CARD = {
@@ -118,6 +119,41 @@ def test_update_rewrites_todo_cards_only(store: CardStore, tmp_path: Path) -> No
     with pytest.raises(BacklogError, match="API-1: is QUEUED"):
         import_file(store, write(tmp_path / "d.json", touching), update=True)
     assert store.get_card("API-2").title == "Document it well"
+
+
+def test_problems_of_the_file_and_of_the_store_are_reported_together(store: CardStore, tmp_path: Path) -> None:
+    # Given a stored card, then a file with a field error, that id again, and a cycle through the store
+    import_file(store, write(tmp_path / "b.json", {"cards": [{"card_id": "OLD", "title": "o"}]}))
+    mixed = {"cards": [{"card_id": "BAD", "title": "b", "priority": 12},
+                       {"card_id": "OLD", "title": "again"},
+                       {"card_id": "N1", "title": "n", "depends_on": ["N2", "GONE"]},
+                       {"card_id": "N2", "title": "n", "depends_on": ["N1"]}]}
+    # When
+    with pytest.raises(BacklogError) as info:
+        import_file(store, write(tmp_path / "m.json", mixed))
+    # Expect every problem in one error (the file's, then the store's), and nothing written
+    problems = info.value.problems
+    assert [p.split(":")[0] for p in problems] == ["card BAD", "card OLD", "card N1", "card N1"], problems
+    assert "already exists" in problems[1] and "GONE" in problems[2] and "cycle" in problems[3]
+    assert [c.card_id for c in store.list_cards()] == ["OLD"]
+
+
+def test_the_cycle_check_reads_only_the_cards_the_new_ones_reach(store: CardStore, tmp_path: Path) -> None:
+    # Given stored cards X and Y made (behind the store's back) to depend on each other, and a card R
+    import_file(store, write(tmp_path / "b.json", {"cards": [{"card_id": "X", "title": "x"},
+                                                             {"card_id": "Y", "title": "y"},
+                                                             {"card_id": "R", "title": "r"}]}))
+    with store.tx() as conn:
+        conn.execute(cards_t.update().where(cards_t.c.card_id == "X").values(depends_on=["Y"]))
+        conn.execute(cards_t.update().where(cards_t.c.card_id == "Y").values(depends_on=["X"]))
+    # When adding a card that reaches only R, and one that reaches X
+    assert import_file(store, write(tmp_path / "r.json", {"cards": [{"card_id": "NEW", "title": "n",
+                                                                     "depends_on": ["R"]}]})) == (1, 0)
+    with pytest.raises(BacklogError, match="cycle X -> Y -> X|cycle Y -> X -> Y"):
+        import_file(store, write(tmp_path / "x.json", {"cards": [{"card_id": "ON-X", "title": "n",
+                                                                  "depends_on": ["X"]}]}))
+    # Expect the first added (the cycle it does not reach was never read), the second refused
+    assert {c.card_id for c in store.list_cards()} == {"X", "Y", "R", "NEW"}
 
 
 def test_export_then_import_into_a_fresh_store_round_trips(store: CardStore, tmp_path: Path) -> None:

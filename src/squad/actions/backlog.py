@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,14 +42,21 @@ def load_file(path: Path) -> Any:
         raise BacklogError([f"{where}: not valid YAML: {what}"]) from None
 
 
-def parse_backlog(data: Any, existing: Callable[[set[str]], set[str]] | None = None,
-                  settings: Settings | None = None) -> list[CardSpec]:
-    """Validate a whole backlog; every problem (one line each, naming the card) is reported at once.
+@dataclass(frozen=True)
+class CheckedBacklog:
+    """A backlog checked without the store: its cards (each id once), every problem found, and each
+    (card_id, dependency) naming a card outside the file, which only the store can confirm."""
 
-    A dependency outside the backlog must be among the cards `existing` says are stored (the store's
-    `existing_ids`; without it, none are). With `settings`, also what this installation allows
-    (workdir inside the allowed roots, time limits under the hard limit).
-    """
+    specs: list[CardSpec]
+    problems: list[str]
+    outside: list[tuple[str, str]]
+
+
+def check_backlog(data: Any, settings: Settings | None = None) -> CheckedBacklog:
+    """Check a whole backlog on its own, every problem at once (one line each, naming the card): its
+    shape, each card's fields, ids given twice, cards depending on themselves and, with `settings`,
+    what this installation allows (workdir inside the allowed roots, time limits under the hard
+    limit). Dependencies outside the file are left to the store (`CardStore.add_cards`)."""
     if isinstance(data, list):
         raw = data
     elif isinstance(data, dict) and isinstance(data.get("cards"), list):
@@ -69,28 +75,35 @@ def parse_backlog(data: Any, existing: Callable[[set[str]], set[str]] | None = N
             continue
         if spec.card_id in seen:
             problems.append(f"card {spec.card_id}: duplicate card_id (also cards[{seen[spec.card_id]}])")
-            duplicates.append(spec)  # its depends_on is still checked below
+            duplicates.append(spec)  # its depends_on is still checked
             continue
         seen[spec.card_id] = index
         specs.append(spec)
-    ids = set(seen)
-    outside = {dep for spec in [*specs, *duplicates] for dep in spec.depends_on} - ids
-    known = existing(outside) if existing is not None and outside else set()
+    outside: list[tuple[str, str]] = []
     for spec in [*specs, *duplicates]:
         for dep in spec.depends_on:
             if dep == spec.card_id:
                 problems.append(f"card {spec.card_id}: depends on itself")
-            elif dep not in ids and dep not in known:
-                problems.append(f"card {spec.card_id}: depends_on unknown card {dep!r}")
-    # Checked even when other problems were found: every problem is reported at once.
-    cycle = find_cycle({s.card_id: [d for d in s.depends_on if d in ids and d != s.card_id] for s in specs})
-    if cycle:
-        problems.append(f"card {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
+            elif dep not in seen:
+                outside.append((spec.card_id, dep))
     if settings is not None:
         try:
             check_specs(specs, settings)
         except BacklogError as exc:
             problems.extend(exc.problems)
+    return CheckedBacklog(specs, problems, outside)
+
+
+def parse_backlog(data: Any, settings: Settings | None = None) -> list[CardSpec]:
+    """A backlog validated without any store (`backlog validate`, the demo): a dependency outside the
+    file is unknown, and a cycle is looked for among its cards."""
+    checked = check_backlog(data, settings)
+    problems = list(checked.problems)
+    problems += [f"card {card_id}: depends_on unknown card {dep!r}" for card_id, dep in checked.outside]
+    specs = checked.specs
+    cycle = find_cycle({s.card_id: [d for d in s.depends_on if d != s.card_id] for s in specs})
+    if cycle:
+        problems.append(f"card {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
     if problems:
         raise BacklogError(problems)
     return specs
@@ -123,12 +136,14 @@ def add_cards(store: CardStore, data: Any, *, settings: Settings | None, events:
     """The one way to add cards: backlog import, `squad card add`, `POST /api/cards` and `squad.submit`.
 
     `data` is what a backlog file holds (`{"cards": [...]}` or a list of card mappings). Every path
-    gets the same validation (`parse_backlog`, against the store), the same all-or-nothing insert, the
-    same `DuplicateCardError` for ids already stored (without `update`) and the same `status` event
-    (TODO) for each new card, published on `events` when given (best effort, like every event).
+    gets the same validation (`check_backlog`, then the store's checks in the inserting transaction,
+    every problem at once), the same all-or-nothing insert, the same `DuplicateCardError` for ids
+    already stored (without `update`) and the same `status` event (TODO) for each new card, published
+    on `events` when given (best effort, like every event).
     """
-    specs = parse_backlog(data, existing=store.existing_ids, settings=settings)
-    added, updated = store.add_cards(specs, update_existing=update)
+    checked = check_backlog(data, settings)
+    added, updated = store.add_cards(checked.specs, update_existing=update, problems=checked.problems,
+                                     depends=checked.outside)
     news = [status_event(card_id, Status.TODO) for card_id in added]
     if events is not None and news:
         events.publish_many(news)

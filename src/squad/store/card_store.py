@@ -261,21 +261,26 @@ class CardStore:
         return RedisKeys.for_instance(self.instance_id)
 
     # ---- cards: create / read ---------------------------------------------------------------
-    def add_cards(self, specs: Sequence[CardSpec], *, update_existing: bool = False) -> tuple[list[str], list[str]]:
+    def add_cards(self, specs: Sequence[CardSpec], *, update_existing: bool = False, problems: Sequence[str] = (),
+                  depends: Sequence[tuple[str, str]] = ()) -> tuple[list[str], list[str]]:
         """Insert cards all-or-nothing; with `update_existing`, rewrite cards still TODO.
 
-        Returns the ids (added, updated). A card already in the store is a `DuplicateCardError` without
-        `update_existing`; unknown or cyclic dependencies are rejected here too, against the cards
-        already in the store. Callers go through `backlog.add_cards` (validation and status events).
+        Returns the ids (added, updated). Every problem is gathered in the one transaction that
+        inserts: `problems` already found without the store (a backlog file's own), then ids the store
+        holds (a `DuplicateCardError` when that is the only problem, without `update_existing`), cards
+        no longer TODO to rewrite, dependencies the store does not hold (of `specs`, and of the
+        (card_id, dependency) pairs in `depends`, e.g. a backlog's entries given twice), and a dependency
+        cycle through the new cards, looked for only among the cards they reach. Callers go through
+        `actions.backlog.add_cards` (validation and status events).
         """
         with self.tx() as conn:
             ids = [s.card_id for s in specs]
             id_set = set(ids)
+            found = list(problems)
             existing: dict[str, str] = {}
             for chunk in chunks(ids):
                 existing.update((r.card_id, r.status) for r in conn.execute(
                     select(cards_t.c.card_id, cards_t.c.status).where(cards_t.c.card_id.in_(chunk))))
-            problems: list[str] = []
             duplicates: list[str] = []
             for spec in specs:
                 status = existing.get(spec.card_id)
@@ -283,22 +288,23 @@ class CardStore:
                     continue
                 if not update_existing:
                     duplicates.append(spec.card_id)
-                    problems.append(DuplicateCardError.problem(spec.card_id))
+                    found.append(DuplicateCardError.problem(spec.card_id))
                 elif status != Status.TODO:
-                    problems.append(f"card {spec.card_id}: is {status}, only TODO cards can be updated")
-            all_deps = sorted({d for s in specs for d in s.depends_on} - id_set)
-            known: set[str] = set()
-            for chunk in chunks(all_deps):
-                known.update(r[0] for r in conn.execute(select(cards_t.c.card_id)
-                                                          .where(cards_t.c.card_id.in_(chunk))))
-            for spec in specs:
-                for dep in spec.depends_on:
-                    if dep not in id_set and dep not in known:
-                        problems.append(f"card {spec.card_id}: depends_on unknown card {dep!r}")
-            if problems:
-                if len(problems) == len(duplicates):
+                    found.append(f"card {spec.card_id}: is {status}, only TODO cards can be updated")
+            outside = list(dict.fromkeys([(s.card_id, d) for s in specs for d in s.depends_on if d not in id_set]
+                                         + list(depends)))
+            reached = self._reachable(conn, {dep for card_id, dep in outside if dep != card_id}, skip=id_set)
+            for card_id, dep in outside:
+                if dep != card_id and dep not in reached:
+                    found.append(f"card {card_id}: depends_on unknown card {dep!r}")
+            # (a card naming itself is the caller's problem "depends on itself", not a cycle)
+            cycle = find_cycle({**reached, **{s.card_id: [d for d in s.depends_on if d != s.card_id] for s in specs}})
+            if cycle:
+                found.append(f"card {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
+            if found:
+                if not problems and len(found) == len(duplicates):
                     raise DuplicateCardError(duplicates)
-                raise BacklogError(problems)
+                raise BacklogError(found)
             stamp = now_s()
             fresh = {"status": Status.TODO.value, "attempts": 0, "progress": 0, "created_at": stamp,
                      "updated_at": stamp, "cost_usd": 0.0}
@@ -313,23 +319,24 @@ class CardStore:
                 conn.execute(update(cards_t).where(cards_t.c.card_id == spec.card_id)
                              .where(cards_t.c.status == Status.TODO.value)
                              .values(**spec.model_dump(), updated_at=stamp))
-            self._check_no_cycle(conn)
             return [spec.card_id for spec in added], [spec.card_id for spec in rewrites]
 
-    def existing_ids(self, card_ids: Iterable[str]) -> set[str]:
-        """Which of these ids the store holds (one query per IN_CHUNK ids)."""
-        found: set[str] = set()
-        with self.engine.connect() as conn:
-            for chunk in chunks(sorted(set(card_ids))):
-                found.update(conn.execute(select(cards_t.c.card_id).where(cards_t.c.card_id.in_(chunk))).scalars())
-        return found
-
-    def _check_no_cycle(self, conn: Connection) -> None:
-        graph = {r.card_id: list(r.depends_on or [])
-                 for r in conn.execute(select(cards_t.c.card_id, cards_t.c.depends_on))}
-        cycle = find_cycle(graph)
-        if cycle:
-            raise BacklogError([f"card {cycle[0]}: dependency cycle {' -> '.join(cycle)}"])
+    def _reachable(self, conn: Connection, start: set[str], *, skip: set[str]) -> dict[str, list[str]]:
+        """card_id -> depends_on of the stored cards among `start` and of every stored card they
+        depend on, directly or not, leaving out `skip` (the cards being written, whose new edges the
+        caller has): read level by level, chunked. The only part of the graph a cycle through the new
+        cards can run through."""
+        graph: dict[str, list[str]] = {}
+        frontier = sorted(start - skip)
+        while frontier:
+            found: set[str] = set()
+            for chunk in chunks(frontier):
+                for card_id, deps in conn.execute(select(cards_t.c.card_id, cards_t.c.depends_on)
+                                                  .where(cards_t.c.card_id.in_(chunk))):
+                    graph[card_id] = list(deps or [])
+                    found.update(deps or [])
+            frontier = sorted(found - graph.keys() - skip)
+        return graph
 
     def get_card(self, card_id: str) -> Card:
         """One card, or NotFoundError."""
