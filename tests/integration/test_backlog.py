@@ -149,7 +149,7 @@ def test_the_cycle_check_reads_only_the_cards_the_new_ones_reach(store: CardStor
     # When adding a card that reaches only R, and one that reaches X
     assert import_file(store, write(tmp_path / "r.json", {"cards": [{"card_id": "NEW", "title": "n",
                                                                      "depends_on": ["R"]}]})) == (1, 0)
-    with pytest.raises(BacklogError, match="cycle X -> Y -> X|cycle Y -> X -> Y"):
+    with pytest.raises(BacklogError, match=r"cycle (X -> Y -> X|Y -> X -> Y)"):
         import_file(store, write(tmp_path / "x.json", {"cards": [{"card_id": "ON-X", "title": "n",
                                                                   "depends_on": ["X"]}]}))
     # Expect the first added (the cycle it does not reach was never read), the second refused
