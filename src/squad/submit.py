@@ -14,30 +14,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from squad.actions.backlog import add_cards
+from squad.actions.context import open_context
 from squad.core.settings import Settings
-from squad.live.events import try_event_bus
-from squad.store.card_store import CardStore
 
 
 def _add(settings: Settings, cards: Sequence[Mapping[str, Any]], *, release: bool) -> list[str]:
-    store = CardStore(settings.database_url)
-    events = try_event_bus(settings.events, settings.log_ttl, store.redis_keys)
-    try:
-        added = add_cards(store, [dict(c) for c in cards], settings=settings, events=events).added
+    with open_context(settings) as ctx:
+        added = add_cards(ctx.store, [dict(c) for c in cards], settings=settings, events=ctx.events).added
         if release:
-            from squad.orchestration.dispatch import make_producer
             from squad.orchestration.orchestrator import Orchestrator
 
-            producer = make_producer(settings, store, None)  # never runs cards in this process
-            try:
-                Orchestrator.for_producer(producer).tick()
-            finally:
-                producer.close()
+            Orchestrator.for_producer(ctx.producer).tick()  # the producer never runs cards in this process
         return added
-    finally:
-        if events is not None:
-            events.close()
-        store.dispose()
 
 
 def submit_group(settings: Settings, cards: Sequence[Mapping[str, Any]], *, release: bool = False) -> list[str]:

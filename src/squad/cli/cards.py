@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from squad.cli.common import JsonOpt, card_json, cell, cli_events, cli_settings, cli_store, field, out, print_json
+from squad.cli.common import JsonOpt, card_json, cell, cli_context, cli_settings, cli_store, field, out, print_json
 from squad.core.errors import SquadError
 from squad.core.safetext import escape_controls
 
@@ -26,9 +26,8 @@ def backlog_import(
     """Import cards: all or nothing."""
     from squad.actions.backlog import import_file
 
-    settings = cli_settings()
-    store = cli_store(settings)
-    added, updated = import_file(store, file, update=update, settings=settings, events=cli_events(settings, store))
+    with cli_context() as ctx:
+        added, updated = import_file(ctx.store, file, update=update, settings=ctx.settings, events=ctx.events)
     out.print(f"imported {added} card(s), updated {updated}")
 
 
@@ -70,11 +69,10 @@ def card_add(
     """Add one card."""
     from squad.actions.backlog import add_cards
 
-    settings = cli_settings()
-    store = cli_store(settings)
     card = {"card_id": card_id, "title": title, "agent": agent, "squad": squad, "priority": priority,
             "depends_on": depends_on or [], "description": description, "workdir": workdir}
-    add_cards(store, [card], settings=settings, events=cli_events(settings, store))
+    with cli_context() as ctx:
+        add_cards(ctx.store, [card], settings=ctx.settings, events=ctx.events)
     out.print(f"added card {card_id}")
 
 
@@ -147,20 +145,16 @@ def retry(card_id: Annotated[str, typer.Argument(help="Card id.")],
           force: Annotated[bool, typer.Option(help="Also restart a running or DONE card.")] = False) -> None:
     """Queue a new attempt of a FAILED or CANCELLED card (a running one is ended first with --force)."""
     from squad.actions.lifecycle import retry_card
-    from squad.orchestration.dispatch import make_producer
 
-    settings = cli_settings()
-    store = cli_store(settings)
-    result = retry_card(make_producer(settings, store, cli_events(settings, store)), card_id, force=force)
+    with cli_context() as ctx:
+        result = retry_card(ctx.producer, card_id, force=force)
     out.print(result.message)
 
 
 def cancel(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> None:
     """Cancel a card: its agent's process group is ended, no retry."""
     from squad.actions.lifecycle import cancel_card
-    from squad.orchestration.dispatch import make_producer
 
-    settings = cli_settings()
-    store = cli_store(settings)
-    card = cancel_card(make_producer(settings, store, cli_events(settings, store)), card_id)
+    with cli_context() as ctx:
+        card = cancel_card(ctx.producer, card_id)
     out.print(f"card {card.card_id} {card.status.value}")

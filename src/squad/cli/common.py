@@ -19,6 +19,7 @@ from squad.core.safetext import escape_controls
 if TYPE_CHECKING:
     from rich.text import Text
 
+    from squad.actions.context import Context
     from squad.core.settings import Settings
 
 
@@ -67,11 +68,13 @@ def cli_store(settings: Settings) -> Any:
     return open_store(settings.database_url)
 
 
-def cli_events(settings: Settings, store: Any) -> Any:
-    """The store's event bus when Redis answers, else None."""
-    from squad.live.events import try_event_bus
+def cli_context() -> Context:
+    """The settings of this folder with their store, event bus and (on first use) producer, for a
+    command that writes (`actions.context`)."""
+    from squad.actions.context import open_context
 
-    return try_event_bus(settings.events, settings.log_ttl, store.redis_keys)
+    settings = cli_settings()
+    return open_context(settings, cli_store(settings))
 
 
 def print_json(data: Any) -> None:

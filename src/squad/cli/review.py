@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from squad.cli.common import JsonOpt, card_json, cli_events, cli_settings, cli_store, out, print_json
+from squad.cli.common import JsonOpt, card_json, cli_context, cli_settings, cli_store, out, print_json
 
 review_app = typer.Typer(help="Review what cards changed: diff, approve, reject.", no_args_is_help=True)
 workspace_app = typer.Typer(help="Cards' git worktrees: list and garbage-collect.", no_args_is_help=True)
@@ -58,11 +58,9 @@ def _safe_text(text: str) -> str:
 def review_approve(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> None:
     """REVIEW → DONE (runs `[workspace] after_approve` first; its failure keeps the card in REVIEW)."""
     from squad.actions.review import approve_card
-    from squad.orchestration.dispatch import make_producer
 
-    settings = cli_settings()
-    store = cli_store(settings)
-    card = approve_card(make_producer(settings, store, cli_events(settings, store)), card_id)
+    with cli_context() as ctx:
+        card = approve_card(ctx.producer, card_id)
     out.print(f"card {card.card_id} {card.status.value}")
 
 
@@ -72,11 +70,9 @@ def review_reject(card_id: Annotated[str, typer.Argument(help="Card id.")],
                   ) -> None:
     """REVIEW → QUEUED: a new attempt in the same worktree, with your feedback in its prompt."""
     from squad.actions.review import reject_card
-    from squad.orchestration.dispatch import make_producer
 
-    settings = cli_settings()
-    store = cli_store(settings)
-    task_id = reject_card(make_producer(settings, store, cli_events(settings, store)), card_id, feedback)
+    with cli_context() as ctx:
+        task_id = reject_card(ctx.producer, card_id, feedback)
     out.print(f"card {card_id} rejected: queued again as task {task_id}")
 
 
