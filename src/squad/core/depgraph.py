@@ -1,7 +1,9 @@
-"""Pure dependency-graph logic: which cards are ready, which are blocked, where a cycle is.
+"""Pure dependency-graph logic: where a cycle is, and the orchestrator's graph of waiting cards
+(which are ready, which are blocked), kept between passes and changed card by card.
 
 No SQL and no Redis here, so the backlog validator, the store and the orchestrator share one
-algorithm and it can be tested on plain dicts.
+algorithm and it can be tested on plain dicts (against the whole-graph oracle in
+tests/support/graph_oracle.py).
 """
 
 from __future__ import annotations
@@ -11,35 +13,8 @@ from collections.abc import Iterable, Iterator
 
 from squad.core.cards import Status, statuses_where
 
-#: card_id -> (status, depends_on, priority, created_at)
-Graph = dict[str, tuple[str, list[str], int, float]]
 #: A dependency in one of these statuses blocks its dependants.
 FAILED_DEPENDENCY = frozenset(s.value for s in statuses_where("blocks_dependants"))
-
-
-def ready(graph: Graph, limit: int | None = None) -> list[str]:
-    """TODO cards whose dependencies are all DONE: priority 9 first, then oldest, then by id."""
-    found = [(cid, p, c) for cid, (st, deps, p, c) in graph.items()
-             if st == Status.TODO and all(graph.get(d, ("",))[0] == Status.DONE for d in deps)]
-    found.sort(key=lambda x: (-x[1], x[2], x[0]))
-    ids = [cid for cid, _p, _c in found]
-    return ids if limit is None else ids[:limit]
-
-
-def blocked_changes(graph: Graph) -> tuple[list[str], list[str]]:
-    """(TODO cards to block, BLOCKED cards to release): a card is blocked while a dependency failed.
-
-    A dependency missing from the graph counts as DONE (it was deleted, e.g. a demo reset).
-    """
-    to_block: list[str] = []
-    to_release: list[str] = []
-    for card_id, (status, deps, _p, _c) in graph.items():
-        bad = any(graph.get(d, ("DONE",))[0] in FAILED_DEPENDENCY for d in deps)
-        if status == Status.TODO and bad:
-            to_block.append(card_id)
-        elif status == Status.BLOCKED and not bad:
-            to_release.append(card_id)
-    return to_block, to_release
 
 
 def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
@@ -75,15 +50,16 @@ WAITING = frozenset(s.value for s in statuses_where("waiting"))
 class WaitingGraph:
     """The part of the graph a pass needs, kept between passes and changed card by card.
 
-    `waiting` holds the TODO/BLOCKED cards as in `Graph`, `dep_status` the status of every other
-    card one of them depends on (a dependency absent from both is missing from the store).
+    `waiting` holds the TODO/BLOCKED cards (card_id -> (status, depends_on, priority, created_at)),
+    `dep_status` the status of every other card one of them depends on (a dependency absent from both
+    is missing from the store).
     Cards whose decision may have changed are `dirty` until the next `take_dirty()`; `ready` keeps
     the TODO cards found ready and not yet released (e.g. held back by `max_in_flight`).
-    `decide` with the same graph gives exactly what `blocked_changes` and `ready` give.
+    `decide` with the same graph gives exactly what the whole-graph oracle of the tests gives.
     """
 
     def __init__(self) -> None:
-        self.waiting: Graph = {}
+        self.waiting: dict[str, tuple[str, list[str], int, float]] = {}
         self.stamps: dict[str, float] = {}  # each waiting card's updated_at as last read
         self.dep_status: dict[str, str] = {}
         self.dependants: dict[str, set[str]] = {}
@@ -156,7 +132,7 @@ class WaitingGraph:
 
     def decide(self) -> tuple[list[str], list[str]]:
         """(cards to block, cards to unblock) among the dirty cards, noting which are ready; the
-        same decisions `blocked_changes` and `ready` make on the whole graph (a missing
+        same decisions the whole-graph oracle makes (a missing
         dependency neither blocks nor is DONE)."""
         to_block: list[str] = []
         to_release: list[str] = []

@@ -44,7 +44,7 @@ from squad.core.cards import (
     allowed_sources,
     check_transition,
 )
-from squad.core.depgraph import Graph, find_cycle
+from squad.core.depgraph import find_cycle
 from squad.core.errors import BacklogError, DuplicateCardError, NotFoundError, SquadError, TransitionError
 from squad.core.namespace import RedisKeys
 from squad.core.retries import RetryPolicy, retries_used
@@ -648,13 +648,6 @@ class CardStore:
         return None if row is None else _run_from_row(row)
 
     # ---- scheduling queries -----------------------------------------------------------------
-    def graph(self) -> Graph:
-        """card_id -> (status, depends_on, priority, created_at) for every card."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(cards_t.c.card_id, cards_t.c.status, cards_t.c.depends_on,
-                                       cards_t.c.priority, cards_t.c.created_at))
-            return {r.card_id: (r.status, list(r.depends_on or []), r.priority, r.created_at) for r in rows}
-
     def waiting_rows(self, card_ids: Sequence[str] | None = None) -> list[GraphRow]:
         """(card_id, status, depends_on, priority, created_at, updated_at) of every TODO/BLOCKED
         card, or of the given cards whatever their status (status index, chunked IN lists).
@@ -752,10 +745,6 @@ class CardStore:
                                                    .where(cards_t.c.status == Status.DONE.value)))
         return [cid for cid in same if done.issuperset(as_read[cid][1])]
 
-    def update_blocked(self, graph: Graph | None = None) -> tuple[list[str], list[str]]:
-        """TODO cards with a failed/cancelled dependency become BLOCKED, and back when it recovers."""
-        return self.apply_blocked(*depgraph.blocked_changes(self.graph() if graph is None else graph))
-
     def apply_blocked(self, to_block: list[str], to_release: list[str]) -> tuple[list[str], list[str]]:
         """Block and unblock cards (compare-and-set each); returns the ones that moved."""
         blocked = [cid for cid in to_block if self.transition(
@@ -763,10 +752,6 @@ class CardStore:
         unblocked = [cid for cid in to_release if self.transition(
             cid, Status.TODO, expected=[Status.BLOCKED], current_step=None)]
         return blocked, unblocked
-
-    def ready_cards(self, limit: int | None = None, graph: Graph | None = None) -> list[str]:
-        """TODO cards whose dependencies are all DONE: priority 9 first, then oldest."""
-        return depgraph.ready(self.graph() if graph is None else graph, limit)
 
     def _select_ids(self, *conds: Any) -> list[tuple[Any, ...]]:
         with self.engine.connect() as conn:
@@ -884,4 +869,4 @@ def open_store(url: str) -> CardStore:
         raise SquadError(f"cannot open database {url.split('@')[-1]}: {msg}") from None
 
 
-__all__ = ["CardStore", "Claim", "Graph", "RunOutcome", "metadata", "now_s", "open_store", "to_dt"]
+__all__ = ["CardStore", "Claim", "QueuedCard", "RunOutcome", "metadata", "now_s", "open_store", "to_dt"]
