@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, update
 
 from conftest import RedisServer, api_answers, free_port, kill_tree, squad_env, wait_for
+from squad.api.app import WEB_DIR
 from squad.api.server import serve
 from squad.api.task_view import CELERY_META_PREFIX
 from squad.core.cards import STATUS_FACTS, Status, Usage, parse_card
@@ -563,6 +564,18 @@ def test_cors_is_off_by_default_and_on_for_configured_origins(redis_url: str, sq
         assert http.get("/api/cards", headers=origin).headers["access-control-allow-origin"] == "http://dash.example"
         other = http.get("/api/cards", headers={"Origin": "http://evil.example"}).headers
         assert "access-control-allow-origin" not in other
+
+
+def test_every_dashboard_file_is_served_under_static_with_its_type(http: httpx.Client) -> None:
+    # A module script served with another type than JavaScript is refused by the browser
+    types = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+    files = sorted(p for p in WEB_DIR.iterdir() if p.is_file() and p.suffix in types)
+    assert {p.suffix for p in files} == set(types)
+    for path in files:
+        res = http.get(f"/static/{path.name}")
+        assert res.status_code == 200, path.name
+        assert res.headers["content-type"].split(";")[0] == types[path.suffix], path.name
+        assert res.content == path.read_bytes()
 
 
 def test_root_serves_a_page_and_docs_describe_every_route(http: httpx.Client) -> None:

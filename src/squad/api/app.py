@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -122,6 +123,10 @@ def _install_web(app: FastAPI) -> None:
             return FileResponse(page, media_type="text/html")
         return HTMLResponse(PLACEHOLDER)
 
+    # A module script (`<script type="module">`) is refused unless served with a JavaScript type.
+    # The type comes from the host's tables: Python 3.11's own says application/javascript, a
+    # Windows registry may say text/plain. Pin the standard one (RFC 9239) for every host.
+    mimetypes.add_type("text/javascript", ".js")
     app.mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static")
 
 
