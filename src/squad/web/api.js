@@ -1,0 +1,78 @@
+// HTTP to the API: every call goes through api(), so each carries the token and a 401 opens the token dialog once.
+
+import { state, TOKEN_KEY } from "./state.js";
+import { $ } from "./util.js";
+import { feed } from "./live.js";
+
+// ---- HTTP ----------------------------------------------------------------------------------
+class HttpError extends Error {
+  constructor(status, detail) { super(detail); this.status = status; }
+}
+
+export async function api(path, { method = "GET", body, raw = false } = {}) {
+  for (;;) {
+    const headers = {};
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let res;
+    try {
+      res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (err) {
+      throw new HttpError(0, "the server does not answer");
+    }
+    if (res.status === 401) {
+      await askToken(Boolean(state.token));
+      continue;
+    }
+    if (!res.ok) {
+      let detail = `${res.status} ${res.statusText}`;
+      try { const j = await res.json(); if (j && j.detail) detail = j.detail; } catch (e) { /* not JSON */ }
+      throw new HttpError(res.status, detail);
+    }
+    return raw ? res : res.json();
+  }
+}
+
+// ---- token ---------------------------------------------------------------------------------
+let tokenWaiters = null;
+function askToken(wrong) {
+  const dlg = $("#token-dialog");
+  const err = $("#token-error");
+  if (wrong) {
+    err.textContent = "That token was refused by the server (401). Check SQUAD_API_TOKEN and try again.";
+    err.hidden = false;
+  } else {
+    err.hidden = true;
+  }
+  if (!tokenWaiters) {
+    tokenWaiters = [];
+    $("#token-input").value = "";
+    if (!dlg.open) dlg.showModal();
+    $("#token-input").focus();
+  }
+  return new Promise((resolve) => tokenWaiters.push(resolve));
+}
+export function setupToken() {
+  const dlg = $("#token-dialog");
+  $("#token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const value = $("#token-input").value.trim();
+    if (!value) return;
+    state.token = value;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    dlg.close();
+    const waiters = tokenWaiters || [];
+    tokenWaiters = null;
+    waiters.forEach((w) => w());
+    feed.restart();
+  });
+  dlg.addEventListener("cancel", (ev) => ev.preventDefault()); // nothing works without it
+}
+// Is the token (or its absence) accepted? One GET that needs it whenever the server has one.
+export async function checkToken() {
+  try {
+    const res = await fetch("/api/auth", { headers: state.token ? { Authorization: `Bearer ${state.token}` } : {} });
+    if (res.status === 401) { await askToken(Boolean(state.token)); return true; }
+  } catch (e) { /* server down: the feed keeps retrying */ }
+  return false;
+}

@@ -1,0 +1,47 @@
+/* Squad dashboard: native ES modules, no build step, no dependencies. This one starts the page.
+ *
+ * Data: GET /api/board once for the board (every card in its compact shape, pages of 1,000 read
+ * concurrently), then the /ws/tasks event feed. Events are queued and applied once per animation
+ * frame; only the cards they touch are redrawn (a progress event changes a bar's scale and two
+ * texts, a status event moves one card between lanes). Cards whose status changed are re-read in
+ * small batches (`/api/board?card_id=…`) for the fields events do not carry (next attempt time,
+ * cost). After a dropped socket the page reconnects with `?since=<last event id>`, so it misses
+ * nothing still in the stream.
+ *
+ * Modules: state (shared state, status sets), util (helpers), api (HTTP, token), sync (the cards:
+ * board read, events applied), live (the socket), board, filters, actions, drawer, workers,
+ * history, metrics, router (views by URL hash). Some import each other both ways (a board click
+ * acts, the action redraws the board): that is safe because no module runs anything when it is
+ * imported; everything starts here, on DOMContentLoaded.
+ */
+
+import { state } from "./state.js";
+import { $ } from "./util.js";
+import { setupToken } from "./api.js";
+import { setupPause } from "./sync.js";
+import { feed, setConn } from "./live.js";
+import { buildBoard, setupBoardEvents, tick } from "./board.js";
+import { setupFilters } from "./filters.js";
+import { setupReject } from "./actions.js";
+import { setupDetail } from "./drawer.js";
+import { loadWorkers } from "./workers.js";
+import { setupHistory } from "./history.js";
+import { loadMetrics } from "./metrics.js";
+import { route, setupKeys } from "./router.js";
+
+window.__squad = { state, firstRenderMs: null };
+document.addEventListener("DOMContentLoaded", () => {
+  buildBoard();
+  setupToken(); setupFilters(); setupPause(); setupBoardEvents(); setupDetail(); setupHistory(); setupReject(); setupKeys();
+  $("#m-window").addEventListener("change", loadMetrics);
+  $("#show-offline").addEventListener("change", loadWorkers);
+  window.addEventListener("hashchange", route);
+  window.addEventListener("resize", () => { if (state.view === "metrics") loadMetrics(); });
+  window.addEventListener("online", () => feed.restart());
+  window.addEventListener("offline", () => setConn("offline"));
+  route();
+  setConn("connecting");
+  feed.connect();
+  setInterval(tick, 1000);
+  setInterval(() => { if (state.view !== "workers") loadWorkers(); }, 15000);
+});

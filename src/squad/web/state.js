@@ -1,0 +1,32 @@
+// The one state object and the status sets, shared by every module (bench/dashboard.py reads it as window.__squad.state).
+
+export const LANES = ["TODO", "BLOCKED", "QUEUED", "IN_PROGRESS", "RETRYING", "REVIEW", "FAILED", "CANCELLED", "DONE"];
+export const FINISHED = new Set(["DONE", "FAILED", "CANCELLED"]);
+export const RUNNING = new Set(["IN_PROGRESS"]);
+export const CANCELLABLE = new Set(["QUEUED", "IN_PROGRESS", "RETRYING"]);
+export const RETRYABLE = new Set(["FAILED", "CANCELLED"]);
+export const TOKEN_KEY = "squad.token";
+
+// ---- state ---------------------------------------------------------------------------------
+export const state = {
+  cards: new Map(),      // card_id -> card (EnhancedCard + local fields)
+  els: new Map(),        // card_id -> element
+  lanes: new Map(),      // status -> {el, body, count, ids: [] sorted}
+  selected: new Set(),
+  queue: [],             // events waiting for the next frame
+  paused: false,
+  pausedEvents: [],
+  lastId: null,          // last event id applied or queued (for ?since=)
+  loaded: false,
+  preload: [],           // events received before the board was read
+  refresh: new Set(),
+  refreshTimer: null,
+  frame: 0,
+  filters: { text: "", squad: "", agent: "", status: "", failed: false },
+  view: "board",
+  detailId: null,
+  token: sessionStorage.getItem(TOKEN_KEY) || "",
+  squads: new Set(),
+  agents: new Set(),
+  defaultMaxRetries: null,
+};
