@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -100,13 +101,29 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-def open_page(browser: Any, url: str, **context_args: Any) -> tuple[Any, PageErrors]:
-    """A fresh context and page with its errors collected."""
+def _is_asset(url: str) -> bool:
+    """The page itself or one of its files under /static (a module, the style sheet)."""
+    path = urlsplit(url).path
+    return path == "/" or path.startswith("/static/")
+
+
+def open_page(browser: Any, url: str, *, before: Callable[[Any], None] | None = None,
+              **context_args: Any) -> tuple[Any, PageErrors]:
+    """A fresh context and page with its errors collected: uncaught errors, console errors, and
+    any request for the page or its files that fails or is answered with an error status (a
+    module that cannot be loaded stops the whole page). `before(page)` runs before the page is
+    loaded (to add listeners or init scripts)."""
     context = browser.new_context(viewport={"width": 1500, "height": 900}, **context_args)
     page = context.new_page()
+    if before:
+        before(page)
     page.set_default_timeout(120_000)
     errors = PageErrors()
     page.on("pageerror", lambda exc: errors.items.append(f"pageerror: {exc}"))
     page.on("console", lambda msg: errors.items.append(f"console: {msg.text}") if msg.type == "error" else None)
+    page.on("requestfailed", lambda req: errors.items.append(f"requestfailed: {req.url} {req.failure}")
+            if _is_asset(req.url) else None)
+    page.on("response", lambda res: errors.items.append(f"response {res.status}: {res.url}")
+            if res.status >= 400 and _is_asset(res.url) else None)
     page.goto(url)
     return page, errors

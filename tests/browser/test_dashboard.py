@@ -13,6 +13,7 @@ import httpx
 from browserkit import EXPECTED_WHILE_DOWN, browser, open_page, serve_factory  # noqa: F401 - fixtures
 
 from conftest import AGENTS, make_repo, run_cli, squad_env, wait_for
+from squad.api.app import WEB_DIR
 from squad.core.settings import Settings
 from squad.store.card_store import open_store
 
@@ -221,4 +222,103 @@ def test_a_board_of_more_than_a_thousand_cards_holds_every_card(
     page.fill("#f-text", "L-1199")
     page.wait_for_selector(f'{lane} [data-card-id="L-1199"]')
     assert page.locator(f"{lane} .card").count() == 1
+    assert errors.items == []
+
+
+#: Runs before the page's own scripts: collects what the page throws or shows as an error (a red
+#: toast), so that a wait below ends at once on one
+WATCH_ERRORS = """(() => {
+  window.__errors = [];
+  const note = (text) => window.__errors.push(String(text));
+  window.addEventListener("error", (ev) => note(ev.message));
+  window.addEventListener("unhandledrejection", (ev) => note(ev.reason));
+  document.addEventListener("DOMContentLoaded", () => new MutationObserver((changes) => {
+    for (const c of changes) {
+      for (const n of c.addedNodes) if (n.classList && n.classList.contains("bad")) note(n.textContent);
+    }
+  }).observe(document.getElementById("toasts"), { childList: true }));
+})();"""
+
+
+def _shows(page: Any, condition: str) -> None:
+    """Wait until `condition` (a JS expression) holds, or fail at once on an error the page reports."""
+    page.wait_for_function(f"() => window.__errors.length > 0 || Boolean({condition})")
+    assert page.evaluate("window.__errors") == []
+
+
+def test_every_view_loads_its_modules_and_draws_without_an_error(
+        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path,  # noqa: F811 - fixtures
+        start_worker: Any) -> None:
+    # Given a card that failed (a run, a log), one that cost money, one waiting, a worker and `squad serve`
+    env = _env(settings, tmp_path)
+    paid = [PY, str(AGENTS / "stream_json.py"), str(AGENTS / "samples" / "success.jsonl")]
+    with (tmp_path / "squad.toml").open("a", encoding="utf-8") as toml:
+        toml.write(f'[agents.paid]\ncommand = {json.dumps(paid)}\nparser = "claude-stream-json"\n')
+    _import(env, tmp_path, [
+        {"card_id": "V-FAIL", "title": "Fails once", "agent": "fail", "squad": "qa", "max_retries": 0},
+        {"card_id": "V-PAID", "title": "Costs a little", "agent": "paid", "squad": "web"},
+        {"card_id": "V-NEXT", "title": "Waits for V-FAIL", "agent": "gate", "depends_on": ["V-FAIL"]},
+    ])
+    start_worker(env, concurrency=1, wait_ready=False)  # idle: it is there for the workers view
+    res = subprocess.run([PY, "-m", "squad", "orchestrate", "--mode", "local", "--once", "--wait", "--interval", "0.2"],
+                         env=env, capture_output=True, text=True, timeout=180, check=False)
+    assert res.returncode == 1, res.stderr  # --wait: a card failed
+    server = serve_factory(env)
+    scripts: dict[str, str] = {}
+
+    def note_script(response: Any) -> None:
+        if response.request.resource_type == "script":
+            scripts[response.url.rsplit("/", 1)[-1]] = response.headers.get("content-type", "")
+
+    def before(page: Any) -> None:
+        page.on("response", note_script)
+        page.add_init_script(WATCH_ERRORS)
+
+    # When the page is opened: every module of squad/web is loaded, as JavaScript, without an error
+    page, errors = open_page(browser, server.url, before=before)
+    assert errors.items == []
+    assert set(scripts) == {p.name for p in WEB_DIR.glob("*.js")}
+    assert all(t.startswith("text/javascript") for t in scripts.values()), scripts
+    _shows(page, "document.body.dataset.loaded === 'true'")
+    _in_lane(page, "V-FAIL", "FAILED")
+
+    # Expect each view to draw its rows
+    assert (page.text_content('[data-card-id="V-PAID"] .c-cost') or "").startswith("$")
+    page.click('a[data-view="workers"]')
+    _shows(page, "document.querySelector('#workers-table tbody tr.online') || "
+                 "document.querySelector('#workers-status').textContent.startsWith('workers:')")
+    status = page.text_content("#workers-status") or ""
+    assert status.startswith("Celery:"), status
+    page.click('a[data-view="history"]')
+    _shows(page, "document.querySelectorAll('#history-table tbody a[href^=\"#/cards/V-\"]').length === 2")
+    assert "$" in (page.text_content("#history-table tbody") or "")
+    page.click('a[data-view="metrics"]')
+    _shows(page, "document.querySelector('#m-updated').textContent")
+    updated = page.text_content("#m-updated") or ""
+    assert updated.startswith("updated"), updated
+    assert page.locator("#tiles .tile").count() == 9
+    page.click('a[data-view="board"]')
+
+    # ... the drawer: its fields, runs and log, the prompt, the run's archived log and back to the live one
+    page.click('[data-card-id="V-FAIL"] .c-title')
+    _shows(page, "document.querySelector('#d-runs tbody button[data-run]') && document.querySelector('#d-log .ln')")
+    assert page.text_content("#d-status") == "FAILED"
+    page.click("#d-prompt-box summary")
+    _shows(page, "document.querySelector('#d-prompt').textContent")
+    page.click("#d-runs tbody button[data-run]")
+    _shows(page, "document.querySelector('#d-back-live')")
+    page.click("#d-back-live")
+    _shows(page, "document.querySelector('#d-log .ln')")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#detail", state="hidden")
+
+    # ... the filter bar and pause
+    page.fill("#f-text", "v-next")
+    _shows(page, "document.querySelectorAll('#view-board .card').length === 1")
+    page.click("#pause")
+    page.click("#pause")
+    assert page.text_content("#pause") == "Pause"
+
+    # ... and no error, no failed request for the page or its modules, on the way
+    assert page.evaluate("window.__errors") == []
     assert errors.items == []
