@@ -266,9 +266,12 @@ def test_every_view_loads_its_modules_and_draws_without_an_error(
     server = serve_factory(env)
     scripts: dict[str, str] = {}
 
+    fetched: list[str] = []
+
     def note_script(response: Any) -> None:
         if response.request.resource_type == "script":
             scripts[response.url.rsplit("/", 1)[-1]] = response.headers.get("content-type", "")
+        fetched.append(response.url)
 
     def before(page: Any) -> None:
         page.on("response", note_script)
@@ -281,6 +284,11 @@ def test_every_view_loads_its_modules_and_draws_without_an_error(
     assert all(t.startswith("text/javascript") for t in scripts.values()), scripts
     _shows(page, "document.body.dataset.loaded === 'true'")
     _in_lane(page, "V-FAIL", "FAILED")
+    # ... its lanes are the store's statuses, read from GET /api/statuses, in the order it gives them
+    assert f"{server.url}/api/statuses" in fetched
+    statuses = httpx.get(f"{server.url}/api/statuses", timeout=10).json()
+    lanes = page.evaluate("[...document.querySelectorAll('#view-board .lane')].map((l) => l.dataset.lane)")
+    assert lanes == [row["status"] for row in statuses]
 
     # Expect each view to draw its rows
     assert (page.text_content('[data-card-id="V-PAID"] .c-cost') or "").startswith("$")

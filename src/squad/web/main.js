@@ -8,16 +8,16 @@
  * cost). After a dropped socket the page reconnects with `?since=<last event id>`, so it misses
  * nothing still in the stream.
  *
- * Modules: state (shared state, status sets), util (helpers), api (HTTP, token), sync (the cards:
+ * Modules: state (shared state, the status sets read from GET /api/statuses), util (helpers), api (HTTP, token), sync (the cards:
  * board read, events applied), live (the socket), board, filters, actions, drawer, workers,
  * history, metrics, router (views by URL hash). Some import each other both ways (a board click
  * acts, the action redraws the board): that is safe because no module runs anything when it is
  * imported; everything starts here, on DOMContentLoaded.
  */
 
-import { state } from "./state.js";
+import { setStatuses, state } from "./state.js";
 import { $ } from "./util.js";
-import { setupToken } from "./api.js";
+import { api, setupToken } from "./api.js";
 import { setupPause } from "./sync.js";
 import { feed, setConn } from "./live.js";
 import { buildBoard, setupBoardEvents, tick } from "./board.js";
@@ -30,9 +30,15 @@ import { loadMetrics } from "./metrics.js";
 import { route, setupKeys } from "./router.js";
 
 window.__squad = { state, firstRenderMs: null };
-document.addEventListener("DOMContentLoaded", () => {
+document.addEventListener("DOMContentLoaded", async () => {
+  setupToken();
+  try {
+    setStatuses(await api("/api/statuses"));  // lanes and buttons as the store's status table says
+  } catch (err) {
+    console.warn("statuses not read; using the built-in ones:", err.message);
+  }
   buildBoard();
-  setupToken(); setupFilters(); setupPause(); setupBoardEvents(); setupDetail(); setupHistory(); setupReject(); setupKeys();
+  setupFilters(); setupPause(); setupBoardEvents(); setupDetail(); setupHistory(); setupReject(); setupKeys();
   $("#m-window").addEventListener("change", loadMetrics);
   $("#show-offline").addEventListener("change", loadWorkers);
   window.addEventListener("hashchange", route);

@@ -1,11 +1,22 @@
 // The one state object and the status sets, shared by every module (bench/dashboard.py reads it as window.__squad.state).
 
-export const LANES = ["TODO", "BLOCKED", "QUEUED", "IN_PROGRESS", "RETRYING", "REVIEW", "FAILED", "CANCELLED", "DONE"];
-export const FINISHED = new Set(["DONE", "FAILED", "CANCELLED"]);
-export const RUNNING = new Set(["IN_PROGRESS"]);
-export const CANCELLABLE = new Set(["QUEUED", "IN_PROGRESS", "RETRYING"]);
-export const RETRYABLE = new Set(["FAILED", "CANCELLED"]);
+// The statuses and their facts come from GET /api/statuses (the store's own table, in lane order):
+// setStatuses() replaces these, which stand only until the page has read them (or if it cannot).
+export let LANES = ["TODO", "BLOCKED", "QUEUED", "IN_PROGRESS", "RETRYING", "REVIEW", "FAILED", "CANCELLED", "DONE"];
+export let FINISHED = new Set(["DONE", "FAILED", "CANCELLED"]);
+export let RUNNING = new Set(["IN_PROGRESS"]);
+export let CANCELLABLE = new Set(["QUEUED", "IN_PROGRESS", "RETRYING"]);
+export let RETRYABLE = new Set(["FAILED", "CANCELLED"]);
 export const TOKEN_KEY = "squad.token";
+
+export function setStatuses(rows) {
+  const where = (fact) => new Set(rows.filter((r) => r[fact]).map((r) => r.status));
+  LANES = rows.map((r) => r.status);
+  FINISHED = where("final");
+  RUNNING = where("running");
+  CANCELLABLE = where("cancellable");
+  RETRYABLE = where("retryable");
+}
 
 // ---- state ---------------------------------------------------------------------------------
 export const state = {
