@@ -1,4 +1,7 @@
-"""Shared fixtures: our own redis-server on a free port, PostgreSQL, real worker processes."""
+"""Shared fixtures: our own redis-server on a free port, PostgreSQL, real worker processes.
+
+Only fixtures and what they need live here; the helpers tests call are in `support/`.
+"""
 
 from __future__ import annotations
 
@@ -6,61 +9,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-import psutil
 import pytest
-import redis
 
-from squad.ops.embedded_redis import EmbeddedRedis, free_port
+from support.cli import ignore_sigint, run_cli
+from support.paths import SRC
+from support.processes import alive, kill_tree, wait_for
+from support.redis_server import RedisServer
+from support.workers import Worker
 
 if TYPE_CHECKING:
-    from squad.core.cards import Status
     from squad.store.card_store import CardStore
 
-ROOT = Path(__file__).resolve().parent.parent
-AGENTS = ROOT / "tests" / "agents"
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1/test"
-
-
-@dataclass
-class RedisServer:
-    """A redis-server process the tests own: they may stop and restart it."""
-
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-    aof: bool = False
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def start(self, *, aof: bool | None = None) -> None:
-        if aof is not None:
-            self.aof = aof
-        server = EmbeddedRedis(self.workdir, self.port, aof=self.aof, appendfsync="always")
-        server.start()
-        self.proc = server.proc
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        self.proc.wait(timeout=15)
-        self.proc = None
-
-    def client(self, db: int = 0) -> redis.Redis:
-        return redis.Redis(port=self.port, db=db, decode_responses=True, socket_timeout=5)
 
 
 @pytest.fixture(scope="session")
@@ -125,11 +90,6 @@ def store(db_url: str) -> Iterator[CardStore]:
     card_store.dispose()
 
 
-def status_of(store: CardStore, card_id: str) -> Status:
-    """A card's status in the store now."""
-    return store.get_card(card_id).status
-
-
 @pytest.fixture(autouse=True)
 def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every test starts with no SQUAD_* settings and its own working directory."""
@@ -138,72 +98,12 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SQUAD_WORKDIR", str(tmp_path / "work"))
-    monkeypatch.setenv("PYTHONPATH", str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
-def redis_keys(database_url: str) -> Any:
-    """The Redis names of the store at this URL (`squad:<instance id>:...`)."""
-    from squad.store.card_store import CardStore
-
-    store = CardStore(database_url)
-    try:
-        return store.redis_keys
-    finally:
-        store.dispose()
-
-
-def squad_env(**values: str) -> dict[str, str]:
-    """The current environment plus SQUAD settings, for subprocesses."""
-    env = dict(os.environ)
-    env.update(values)
-    return env
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `python -m squad ARGS` as a real subprocess."""
-    return subprocess.run([sys.executable, "-m", "squad", *args], capture_output=True, text=True,
-                          env=env or dict(os.environ), timeout=timeout, input=input, check=False)
+    monkeypatch.setenv("PYTHONPATH", str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run_cli
-
-
-def kill_tree(proc: subprocess.Popen[bytes] | subprocess.Popen[str], sig: int = signal.SIGTERM,
-              timeout: float = 20) -> None:
-    """End a process and every descendant (SIGKILL after `timeout`)."""
-    try:
-        parent = psutil.Process(proc.pid)
-        children = parent.children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    try:
-        proc.send_signal(sig)
-        proc.wait(timeout=timeout)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        proc.kill()
-        proc.wait(timeout=10)
-    for child in children:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
-def alive(pid: int) -> bool:
-    """Running and not a zombie (a zombie counts as dead: this container's init never reaps orphans)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def read_pid(path: Path, timeout: float = 60) -> int:
-    """The pid a fake agent wrote to `path` (written whole: the agents rename a finished file)."""
-    wait_for(path.exists, timeout, interval=0.02, message=f"pid file {path}")
-    return int(path.read_text())
 
 
 @pytest.fixture
@@ -217,33 +117,6 @@ def reaper() -> Iterator[list[int]]:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-
-
-def make_repo(path: Path) -> str:
-    """A git repository with one commit on main; returns that commit."""
-    from squad.attempt.workspaces import git
-
-    path.mkdir(parents=True)
-    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "dev@example.com"],
-                 ["config", "user.name", "Dev"]):
-        git(args, path)
-    (path / "README.md").write_text("hello\n", encoding="utf-8")
-    git(["add", "-A"], path)
-    git(["commit", "-q", "-m", "initial"], path)
-    return git(["rev-parse", "HEAD"], path).strip()
-
-
-def api_answers(base: str, statuses: tuple[int, ...] = (200,)) -> bool:
-    """True when the API at `base` answers `/health` with one of `statuses`."""
-    try:
-        return httpx.get(f"{base}/health", timeout=5).status_code in statuses
-    except httpx.HTTPError:
-        return False
-
-
-def ignore_sigint() -> None:
-    """preexec_fn: start like a background job of a shell without job control (SIGINT ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture
@@ -264,33 +137,6 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[Any]]]:
     for proc in procs:
         if proc.poll() is None:
             kill_tree(proc, timeout=10)
-
-
-@dataclass
-class Worker:
-    """A real `squad worker` (supervised Celery worker) subprocess."""
-
-    proc: subprocess.Popen[bytes]
-    hostname: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def celery_children(self) -> list[psutil.Process]:
-        return [p for p in psutil.Process(self.proc.pid).children(recursive=True)
-                if "celery" in " ".join(p.cmdline())]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: float = 0.1,
-             message: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
 @pytest.fixture

@@ -12,10 +12,13 @@ from typing import Any
 import httpx
 from browserkit import EXPECTED_WHILE_DOWN, browser, open_page, serve_factory  # noqa: F401 - fixtures
 
-from conftest import AGENTS, make_repo, run_cli, squad_env, wait_for
 from squad.api.app import WEB_DIR
 from squad.core.settings import Settings
 from squad.store.card_store import open_store
+from support.cli import run_cli, squad_env
+from support.paths import AGENTS
+from support.processes import wait_for
+from support.repos import make_repo
 
 PY = sys.executable
 TOKEN = "board-token-1234"

@@ -21,9 +21,14 @@ import psutil
 import pytest
 
 from chaos.figures import record
-from conftest import AGENTS, RedisServer, Worker, alive, free_port, kill_tree, read_pid, squad_env, status_of, wait_for
 from squad.core.cards import Run, Status, parse_card
 from squad.store.card_store import CardStore
+from support.cli import squad_env
+from support.paths import AGENTS
+from support.processes import alive, free_port, kill_tree, read_pid, wait_for
+from support.redis_server import RedisServer
+from support.store import status_of
+from support.workers import Worker
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

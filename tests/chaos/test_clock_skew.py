@@ -13,8 +13,10 @@ import pytest
 
 from chaos.figures import commits, read_ledger, record
 from chaos.test_chaos import StartWorker, add_cards, leftovers, open_store, orchestrator, write_agents
-from conftest import AGENTS, squad_env, wait_for
 from squad.core.cards import Status
+from support.cli import squad_env
+from support.paths import AGENTS
+from support.processes import wait_for
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

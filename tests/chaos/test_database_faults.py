@@ -17,9 +17,11 @@ import pytest
 from chaos.figures import read_ledger, record
 from chaos.pgcluster import PgCluster
 from chaos.test_chaos import StartWorker, add_cards, leftovers, open_store, orchestrator, write_agents
-from conftest import AGENTS, free_port, squad_env, wait_for
 from squad.core.cards import Status
 from squad.store.card_store import CardStore
+from support.cli import squad_env
+from support.paths import AGENTS
+from support.processes import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

@@ -16,8 +16,10 @@ import pytest
 
 from chaos.figures import record
 from chaos.test_chaos import StartWorker, add_cards, open_store, orchestrator, status_of, write_agents
-from conftest import AGENTS, squad_env, wait_for
 from squad.core.cards import Status
+from support.cli import squad_env
+from support.paths import AGENTS
+from support.processes import wait_for
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

@@ -24,8 +24,10 @@ from chaos.test_chaos import (
     status_of,
     write_agents,
 )
-from conftest import AGENTS, squad_env, wait_for
 from squad.core.cards import Status
+from support.cli import squad_env
+from support.paths import AGENTS
+from support.processes import wait_for
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

@@ -14,9 +14,11 @@ import redis
 
 from chaos.figures import record
 from chaos.test_chaos import StartWorker, add_cards, open_store, orchestrator, write_agents
-from conftest import AGENTS, redis_keys, squad_env
 from squad.core.cards import Status
 from squad.core.constants import ARCHIVE_MAX_BYTES, TASK_LOGS_MAXLEN
+from support.cli import squad_env
+from support.paths import AGENTS
+from support.store import redis_keys
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

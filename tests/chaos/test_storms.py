@@ -14,8 +14,9 @@ import pytest
 
 from chaos.figures import record
 from chaos.test_chaos import StartWorker, add_cards, alive, open_store, orchestrator, write_agents
-from conftest import free_port, squad_env, wait_for
 from squad.core.cards import Status
+from support.cli import squad_env
+from support.processes import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 CARDS = 50

@@ -19,8 +19,10 @@ import redis
 import websockets
 
 from chaos.figures import record
-from conftest import free_port, kill_tree, redis_keys, squad_env, wait_for
 from squad.live.events import EventBus, progress_event
+from support.cli import squad_env
+from support.processes import free_port, kill_tree, wait_for
+from support.store import redis_keys
 
 pytestmark = pytest.mark.slow
 CLIENTS = 100

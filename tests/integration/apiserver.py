@@ -14,10 +14,10 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from conftest import free_port
 from squad.api.app import create_app
 from squad.api.state import AppState
 from squad.core.settings import Settings
+from support.processes import free_port
 
 
 @dataclass

@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from conftest import AGENTS
+from support.paths import AGENTS
 
 PY = sys.executable
 

@@ -22,7 +22,6 @@ from apiserver import ApiServer, run_api
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, update
 
-from conftest import RedisServer, api_answers, free_port, kill_tree, squad_env, wait_for
 from squad.api.app import WEB_DIR
 from squad.api.server import serve
 from squad.api.task_view import CELERY_META_PREFIX
@@ -33,6 +32,10 @@ from squad.core.settings import Settings, load_settings
 from squad.live.events import EventBus
 from squad.store.card_store import CardStore, RunOutcome
 from squad.store.tables import runs as runs_t
+from support.api import api_answers
+from support.cli import squad_env
+from support.processes import free_port, kill_tree, wait_for
+from support.redis_server import RedisServer
 
 HEALTH_KEYS = {"status", "timestamp", "version", "database", "redis", "celery", "celery_workers",
                "active_websockets", "execution_mode"}

@@ -16,9 +16,11 @@ from apiserver import run_api
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import api_answers, free_port, kill_tree, squad_env, wait_for
 from squad.core.cards import parse_card
 from squad.core.settings import load_settings
+from support.api import api_answers
+from support.cli import squad_env
+from support.processes import free_port, kill_tree, wait_for
 
 TOKEN = "tok-Secret-0451"
 

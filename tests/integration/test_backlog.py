@@ -12,7 +12,6 @@ import pytest
 import yaml
 from apiserver import ApiServer
 
-from conftest import run_cli, squad_env
 from squad.actions.backlog import export_backlog, import_file, parse_backlog, validate_file
 from squad.core.cards import Status
 from squad.core.errors import BacklogError, ConflictError, DuplicateCardError
@@ -21,6 +20,7 @@ from squad.live.events import EventBus
 from squad.store.card_store import CardStore
 from squad.store.tables import cards as cards_t
 from squad.submit import submit_group
+from support.cli import run_cli, squad_env
 
 FULL_CARD = {
     "card_id": "API-1", "title": "Add a health endpoint", "description": "GET /health returns 200",

@@ -21,7 +21,6 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import AGENTS, RedisServer, Worker, alive, free_port, kill_tree, read_pid, squad_env, status_of, wait_for
 from squad.core.cards import Run, Status, parse_card
 from squad.core.constants import (
     EXECUTE_TASK_NAME,
@@ -35,6 +34,12 @@ from squad.live.events import decode_event
 from squad.orchestration.dispatch import CeleryDispatcher
 from squad.orchestration.orchestrator import Orchestrator
 from squad.store.card_store import CardStore
+from support.cli import squad_env
+from support.paths import AGENTS
+from support.processes import alive, free_port, kill_tree, read_pid, wait_for
+from support.redis_server import RedisServer
+from support.store import status_of
+from support.workers import Worker
 
 PY = sys.executable
 Cli = Callable[..., subprocess.CompletedProcess[str]]

@@ -16,9 +16,11 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import AGENTS, free_port, run_cli, squad_env, wait_for
 from squad.core.cards import CardSpec, Status
 from squad.store.card_store import CardStore
+from support.cli import run_cli, squad_env
+from support.paths import AGENTS
+from support.processes import free_port, wait_for
 
 PY = sys.executable
 PROBE = str(AGENTS / "probe.py")

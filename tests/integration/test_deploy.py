@@ -16,9 +16,10 @@ import httpx
 import psutil
 from ledger import backlog, ledger_counts, write_ledger_agent
 
-from conftest import alive, free_port, run_cli, squad_env, wait_for
 from squad.core.cards import Status
 from squad.store.card_store import CardStore
+from support.cli import run_cli, squad_env
+from support.processes import alive, free_port, wait_for
 
 PY = sys.executable
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from conftest import free_port, kill_tree, run_cli, squad_env, wait_for
 from squad.ops.embedded_redis import redis_binary
 from squad.store.card_store import CardStore
+from support.cli import run_cli, squad_env
+from support.processes import free_port, kill_tree, wait_for
 
 StartRedis = Callable[..., str]
 

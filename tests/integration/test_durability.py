@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import wait_for
 from squad.attempt.archive import LogArchive, live_log_archive
 from squad.attempt.lease import LeaseKeeper, sweep_stale_leases
 from squad.core.cards import CardSpec, Status
@@ -17,6 +16,7 @@ from squad.core.settings import Settings
 from squad.live.events import EventBus, iso_now
 from squad.store.card_store import CardStore, RunOutcome
 from squad.store.db_retry import retry_db
+from support.processes import wait_for
 
 
 def _claimed(store: CardStore, card_id: str, lease_s: float = 30):  # type: ignore[no-untyped-def]

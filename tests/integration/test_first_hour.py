@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli, squad_env
+from support.cli import run_cli, squad_env
 
 
 def test_version_flag() -> None:

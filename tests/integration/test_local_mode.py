@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
-from conftest import AGENTS, free_port, run_cli, squad_env
 from squad.core.cards import CardSpec, Status
 from squad.core.retries import RetryPolicy
 from squad.store.card_store import CardStore
+from support.cli import run_cli, squad_env
+from support.paths import AGENTS
+from support.processes import free_port
 
 PY = sys.executable
 RATE_LIMIT_SESSION = "5b0e7d9a-1f3c-4a8e-b2d6-9c0f1e2a3b4c"

@@ -14,8 +14,10 @@ import pytest
 import redis
 from ledger import backlog, ledger_counts, write_ledger_agent
 
-from conftest import Worker, free_port, kill_tree, run_cli, squad_env, wait_for
 from squad.ops.embedded_redis import redis_binary
+from support.cli import run_cli, squad_env
+from support.processes import free_port, kill_tree, wait_for
+from support.workers import Worker
 
 PY = sys.executable
 PASSWORD = "Sq-pass-4f7a9e"

@@ -13,11 +13,12 @@ import redis
 from apiserver import run_api
 from websockets.sync.client import connect
 
-from conftest import redis_keys, run_cli, squad_env
 from squad.core.cards import Status
 from squad.core.settings import load_settings
 from squad.live.events import EventBus, status_event
 from squad.store.card_store import CardStore
+from support.cli import run_cli, squad_env
+from support.store import redis_keys
 
 
 def test_each_store_has_a_lasting_instance_id(sqlite_url: str, pg_url: str) -> None:

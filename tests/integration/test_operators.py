@@ -15,9 +15,11 @@ import httpx
 import pytest
 from ledger import backlog, ledger_counts, write_ledger_agent
 
-from conftest import Worker, free_port, kill_tree, run_cli, squad_env, wait_for
 from squad.core.cards import Status
 from squad.store.card_store import CardStore
+from support.cli import run_cli, squad_env
+from support.processes import free_port, kill_tree, wait_for
+from support.workers import Worker
 
 PY = sys.executable
 StartWorker = Callable[..., Worker]

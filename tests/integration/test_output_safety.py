@@ -14,11 +14,13 @@ from pathlib import Path
 
 import psutil
 
-from conftest import AGENTS, free_port, run_cli, squad_env, wait_for
 from squad.core.cards import CardSpec, Status
 from squad.live.events import EventBus, progress_event
 from squad.ops.embedded_redis import redis_binary
 from squad.store.card_store import CardStore
+from support.cli import run_cli, squad_env
+from support.paths import AGENTS
+from support.processes import free_port, wait_for
 
 PY = sys.executable
 HOSTILE = str(AGENTS / "hostile.py")

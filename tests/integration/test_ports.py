@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from conftest import run_cli, squad_env
 from squad.api.ws import EventHub
 from squad.core.namespace import RedisKeys
+from support.cli import run_cli, squad_env
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import redis
 
-from conftest import AGENTS, free_port, run_cli, squad_env
 from squad.core.cards import CardSpec, Status
 from squad.core.constants import (
     LIVE_LOG_ENTRY_MAX_CHARS,
@@ -20,6 +19,9 @@ from squad.core.constants import (
 )
 from squad.ops.embedded_redis import EmbeddedRedis, redis_binary
 from squad.store.card_store import CardStore
+from support.cli import run_cli, squad_env
+from support.paths import AGENTS
+from support.processes import free_port
 
 PY = sys.executable
 ORCHESTRATE = ["orchestrate", "--mode", "local", "--once", "--wait", "--interval", "0.2"]

@@ -17,7 +17,6 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import squad.store.card_store
-from conftest import status_of
 from squad.core.cards import CardSpec, Status, Usage
 from squad.core.errors import BacklogError, DuplicateCardError, NotFoundError, TransitionError
 from squad.core.retries import RetryPolicy
@@ -25,6 +24,7 @@ from squad.orchestration.pass_graph import PassGraph
 from squad.store.card_store import CardStore, Claim, RunOutcome
 from squad.store.tables import metadata
 from support.graph_oracle import ready_cards, update_blocked
+from support.store import status_of
 
 RACE_ROUNDS = 50
 

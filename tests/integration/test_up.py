@@ -20,7 +20,8 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import free_port, run_cli, squad_env, wait_for
+from support.cli import run_cli, squad_env
+from support.processes import free_port, wait_for
 
 
 def test_up_demo_reports_status_changes_keeps_service_logs_in_files_and_shares_its_settings(

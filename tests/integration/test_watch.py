@@ -11,9 +11,10 @@ from typing import Any
 
 import psutil
 
-from conftest import run_cli, squad_env, wait_for
 from squad.live.events import EventBus, progress_event
 from squad.store.card_store import CardStore
+from support.cli import run_cli, squad_env
+from support.processes import wait_for
 
 
 def test_watch_shows_a_running_card_progressing_to_done(redis_url: str, tmp_path: Path, spawn: Any) -> None:

@@ -17,11 +17,15 @@ from typing import Any
 import pytest
 import redis
 
-from conftest import AGENTS, Worker, free_port, kill_tree, make_repo, run_cli, squad_env, wait_for
 from squad.attempt.workspaces import Workspace, gc, git, list_workspaces, prepare, workspace_for
 from squad.core.cards import CardSpec, Status
 from squad.core.settings import load_settings
 from squad.store.card_store import CardStore
+from support.cli import run_cli, squad_env
+from support.paths import AGENTS
+from support.processes import free_port, kill_tree, wait_for
+from support.repos import make_repo
+from support.workers import Worker
 
 PY = sys.executable
 

@@ -26,12 +26,17 @@ from apiserver import ApiServer, run_api
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import AGENTS, RedisServer, Worker, redis_keys, squad_env, wait_for
 from event_contract import problems
 from squad.core.cards import Status, parse_card
 from squad.core.settings import Settings, load_settings
 from squad.live.connections import stream_key
 from squad.live.events import EventBus, log_event, progress_event, status_event
+from support.cli import squad_env
+from support.paths import AGENTS
+from support.processes import wait_for
+from support.redis_server import RedisServer
+from support.store import redis_keys
+from support.workers import Worker
 
 PY = sys.executable
 StartWorker = Callable[..., Worker]

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, squad_env
 from squad.agents.presets import agent_for, all_agents
 from squad.core.cards import CardSpec
 from squad.core.errors import ConfigError
 from squad.core.retries import RetryPolicy
 from squad.core.settings import AgentConfig, CardLimits, Settings, load_settings
+from support.cli import run_cli, squad_env
 
 
 def write_toml(path: Path, text: str) -> Path:

@@ -15,12 +15,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import alive, read_pid
 from squad.agents import runner
 from squad.agents.parsers import PlainParser, ProgressParser, make_parser
 from squad.agents.runner import AgentResult, Limits, build_command, expand_argv, run_agent
 from squad.core.constants import MAX_LINE_BYTES
 from squad.core.settings import AgentConfig
+from support.processes import alive, read_pid
 
 AGENTS = Path(__file__).resolve().parents[1] / "agents"
 SAMPLES = AGENTS / "samples"

@@ -1,0 +1,27 @@
+"""The `squad` command as the user runs it: a real subprocess with the test's environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+
+def squad_env(**values: str) -> dict[str, str]:
+    """The current environment plus SQUAD settings, for subprocesses."""
+    env = dict(os.environ)
+    env.update(values)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m squad ARGS` as a real subprocess."""
+    return subprocess.run([sys.executable, "-m", "squad", *args], capture_output=True, text=True,
+                          env=env or dict(os.environ), timeout=timeout, input=input, check=False)
+
+
+def ignore_sigint() -> None:
+    """preexec_fn: start like a background job of a shell without job control (SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,0 +1,81 @@
+"""Processes seen from outside, as the tests see real workers and agents: wait, end, check, find leftovers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from squad.ops.embedded_redis import free_port as free_port  # re-exported: the tests' one free-port helper
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: float = 0.1,
+             message: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def kill_tree(proc: subprocess.Popen[bytes] | subprocess.Popen[str], sig: int = signal.SIGTERM,
+              timeout: float = 20) -> None:
+    """End a process and every descendant (SIGKILL after `timeout`)."""
+    try:
+        parent = psutil.Process(proc.pid)
+        children = parent.children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    try:
+        proc.send_signal(sig)
+        proc.wait(timeout=timeout)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        proc.kill()
+        proc.wait(timeout=10)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie (a zombie counts as dead: this container's init never reaps orphans)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def read_pid(path: Path, timeout: float = 60) -> int:
+    """The pid a fake agent wrote to `path` (written whole: the agents rename a finished file)."""
+    wait_for(path.exists, timeout, interval=0.02, message=f"pid file {path}")
+    return int(path.read_text())
+
+
+def leftovers(root: Path) -> list[str]:
+    """Live processes (other than this one) whose cwd or command line belongs to `root`."""
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd", "status"]):
+        info = proc.info
+        if info["pid"] in mine or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cmdline = " ".join(info["cmdline"] or [])
+        if str(root) in cmdline or (info["cwd"] or "").startswith(str(root)):
+            found.append(f"{info['pid']}: {cmdline[:200]}")
+    return found
+
+
+def no_leftovers(root: Path, timeout: float = 20) -> None:
+    try:
+        wait_for(lambda: not leftovers(root), timeout, interval=0.2, message="no process left")
+    except AssertionError:
+        raise AssertionError(f"processes left behind: {leftovers(root)}") from None
