@@ -182,7 +182,7 @@ def settings(redis_url: str, sqlite_url: str) -> Any:
 @pytest.fixture
 def api(settings: Any) -> Iterator[Any]:
     """A real uvicorn server (in a thread) serving create_app(settings), for the API tests."""
-    from apiserver import run_api  # tests/integration/apiserver.py
+    from support.api import run_api
 
     with run_api(settings) as server:
         yield server

@@ -18,24 +18,24 @@ from typing import Any
 
 import httpx
 import pytest
-from apiserver import ApiServer, run_api
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, update
 
 from squad.api.app import WEB_DIR
 from squad.api.server import serve
 from squad.api.task_view import CELERY_META_PREFIX
-from squad.core.cards import STATUS_FACTS, Status, Usage, parse_card
+from squad.core.cards import STATUS_FACTS, Status, parse_card
 from squad.core.errors import ConfigError
 from squad.core.retries import RetryPolicy
 from squad.core.settings import Settings, load_settings
 from squad.live.events import EventBus
 from squad.store.card_store import CardStore, RunOutcome
 from squad.store.tables import runs as runs_t
-from support.api import api_answers
+from support.api import ApiServer, api_answers, by_id, run_api
 from support.cli import squad_env
 from support.processes import free_port, kill_tree, wait_for
 from support.redis_server import RedisServer
+from support.store import add, seed
 
 HEALTH_KEYS = {"status", "timestamp", "version", "database", "redis", "celery", "celery_workers",
                "active_websockets", "execution_mode"}
@@ -58,41 +58,6 @@ def store(api: ApiServer) -> CardStore:
 def http(api: ApiServer) -> Iterator[httpx.Client]:
     with api.client() as client:
         yield client
-
-
-def add(store: CardStore, card_id: str, **fields: Any) -> None:
-    store.add_cards([parse_card({"card_id": card_id, "title": f"card {card_id}", **fields})])
-
-
-def seed(store: CardStore, card_id: str, status: Status, *, progress: int | None = None, error: str = "boom",
-         **fields: Any) -> str | None:
-    """A card brought to `status` through the store's real transitions; returns its task id."""
-    add(store, card_id, **fields)
-    if status == Status.TODO:
-        return None
-    task_id = str(uuid.uuid4())
-    assert store.enqueue(card_id, task_id, expected=[Status.TODO])
-    if status == Status.QUEUED:
-        return task_id
-    if status == Status.CANCELLED:
-        store.cancel(card_id)
-        return task_id
-    claim = store.claim(card_id, task_id, "w1@test", 30)
-    assert claim is not None
-    if status == Status.IN_PROGRESS:
-        if progress is not None:
-            store.set_progress(card_id, claim.token, progress, "agent executing")
-        return task_id
-    outcome = RunOutcome(succeeded=status == Status.DONE, error=None if status == Status.DONE else error,
-                         exit_code=0 if status == Status.DONE else 1, usage=Usage(cost_usd=0.25),
-                         log="2026-01-01T00:00:00.000+00:00 INFO hello\n2026-01-01T00:00:01.000+00:00 ERROR bad")
-    new = store.finish(claim, outcome, RetryPolicy.fixed(0 if status == Status.FAILED else 3, delay_s=60))
-    assert new == status
-    return task_id
-
-
-def by_id(cards: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {c["card_id"]: c for c in cards}
 
 
 # ---- health -----------------------------------------------------------------------------------

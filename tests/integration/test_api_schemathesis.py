@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from apiserver import ApiServer, run_api
 from hypothesis import HealthCheck, Phase
 from hypothesis import settings as hyp_settings
 
@@ -21,6 +20,7 @@ from squad.core.cards import Status, parse_card
 from squad.core.retries import RetryPolicy
 from squad.core.settings import Settings, load_settings
 from squad.store.card_store import CardStore, RunOutcome
+from support.api import ApiServer, run_api
 
 TOKEN = "schemathesis-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

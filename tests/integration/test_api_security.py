@@ -12,13 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from apiserver import run_api
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from squad.core.cards import parse_card
 from squad.core.settings import load_settings
-from support.api import api_answers
+from support.api import api_answers, run_api
 from support.cli import squad_env
 from support.processes import free_port, kill_tree, wait_for
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-from apiserver import ApiServer
 
 from squad.actions.backlog import export_backlog, import_file, parse_backlog, validate_file
 from squad.core.cards import Status
@@ -20,6 +19,7 @@ from squad.live.events import EventBus
 from squad.store.card_store import CardStore
 from squad.store.tables import cards as cards_t
 from squad.submit import submit_group
+from support.api import ApiServer
 from support.cli import run_cli, squad_env
 
 FULL_CARD = {

@@ -8,8 +8,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from apiserver import run_api
-from test_api import by_id, seed
 
 from squad.agents.prompts import prompt_path
 from squad.api.history import leases_by_worker
@@ -17,6 +15,8 @@ from squad.core.cards import Status
 from squad.core.settings import Settings, load_settings
 from squad.live.events import EventBus
 from squad.store.card_store import CardStore
+from support.api import by_id, run_api
+from support.store import seed
 
 
 def _ts(iso: str | None) -> float:

@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 
 import redis
-from apiserver import run_api
 from websockets.sync.client import connect
 
 from squad.core.cards import Status
 from squad.core.settings import load_settings
 from squad.live.events import EventBus, status_event
 from squad.store.card_store import CardStore
+from support.api import run_api
 from support.cli import run_cli, squad_env
 from support.store import redis_keys
 

@@ -298,9 +298,8 @@ def test_two_cards_on_one_repo_run_at_once_on_two_worker_slots_in_separate_workt
 # ---- API ---------------------------------------------------------------------------------------
 def test_api_diff_approve_reject_need_the_token_answer_409_outside_review_and_emit_status_events(
         tmp_path: Path, redis_url: str) -> None:
-    from apiserver import run_api
-
     from squad.live.events import decode_event
+    from support.api import run_api
 
     project = _repo(tmp_path, workspace_toml="review = true")
     project.seed({"card_id": "A"}, {"card_id": "B"})

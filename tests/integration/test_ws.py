@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from apiserver import ApiServer, run_api
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -31,6 +30,7 @@ from squad.core.cards import Status, parse_card
 from squad.core.settings import Settings, load_settings
 from squad.live.connections import stream_key
 from squad.live.events import EventBus, log_event, progress_event, status_event
+from support.api import ApiServer, run_api
 from support.cli import squad_env
 from support.paths import AGENTS
 from support.processes import wait_for

@@ -1,12 +1,45 @@
-"""Short ways into a test's card store: a card's status now, the store's Redis key names."""
+"""Short ways into a test's card store: cards added or brought to a status through the store's real
+transitions, a card's status now, the store's Redis key names."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import uuid
+from typing import Any
 
-if TYPE_CHECKING:
-    from squad.core.cards import Status
-    from squad.store.card_store import CardStore
+from squad.core.cards import Status, Usage, parse_card
+from squad.core.retries import RetryPolicy
+from squad.store.card_store import CardStore, RunOutcome
+
+
+def add(store: CardStore, card_id: str, **fields: Any) -> None:
+    store.add_cards([parse_card({"card_id": card_id, "title": f"card {card_id}", **fields})])
+
+
+def seed(store: CardStore, card_id: str, status: Status, *, progress: int | None = None, error: str = "boom",
+         **fields: Any) -> str | None:
+    """A card brought to `status` through the store's real transitions; returns its task id."""
+    add(store, card_id, **fields)
+    if status == Status.TODO:
+        return None
+    task_id = str(uuid.uuid4())
+    assert store.enqueue(card_id, task_id, expected=[Status.TODO])
+    if status == Status.QUEUED:
+        return task_id
+    if status == Status.CANCELLED:
+        store.cancel(card_id)
+        return task_id
+    claim = store.claim(card_id, task_id, "w1@test", 30)
+    assert claim is not None
+    if status == Status.IN_PROGRESS:
+        if progress is not None:
+            store.set_progress(card_id, claim.token, progress, "agent executing")
+        return task_id
+    outcome = RunOutcome(succeeded=status == Status.DONE, error=None if status == Status.DONE else error,
+                         exit_code=0 if status == Status.DONE else 1, usage=Usage(cost_usd=0.25),
+                         log="2026-01-01T00:00:00.000+00:00 INFO hello\n2026-01-01T00:00:01.000+00:00 ERROR bad")
+    new = store.finish(claim, outcome, RetryPolicy.fixed(0 if status == Status.FAILED else 3, delay_s=60))
+    assert new == status
+    return task_id
 
 
 def status_of(store: CardStore, card_id: str) -> Status:
@@ -16,8 +49,6 @@ def status_of(store: CardStore, card_id: str) -> Status:
 
 def redis_keys(database_url: str) -> Any:
     """The Redis names of the store at this URL (`squad:<instance id>:...`)."""
-    from squad.store.card_store import CardStore
-
     store = CardStore(database_url)
     try:
         return store.redis_keys
