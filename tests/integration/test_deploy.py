@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import psutil
-from ledger import backlog, ledger_counts, write_ledger_agent
 
 from squad.core.cards import Status
 from squad.store.card_store import CardStore
-from support.cli import run_cli, squad_env
+from support.cli import backlog, run_cli, squad_env
+from support.fake_agents import ledger_counts, write_ledger_agent
 from support.processes import alive, free_port, wait_for
 
 PY = sys.executable

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from ledger import backlog, ledger_counts, write_ledger_agent
 
 from squad.ops.embedded_redis import redis_binary
-from support.cli import run_cli, squad_env
+from support.cli import backlog, run_cli, squad_env
+from support.fake_agents import ledger_counts, write_ledger_agent
 from support.processes import free_port, kill_tree, wait_for
 from support.workers import Worker
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from ledger import backlog, ledger_counts, write_ledger_agent
 
 from squad.core.cards import Status
 from squad.store.card_store import CardStore
-from support.cli import run_cli, squad_env
+from support.cli import backlog, run_cli, squad_env
+from support.fake_agents import ledger_counts, write_ledger_agent
 from support.processes import free_port, kill_tree, wait_for
 from support.workers import Worker
 

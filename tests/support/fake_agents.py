@@ -1,4 +1,5 @@
-"""Helpers for tests that count agent runs with the ledger agent (tests/agents/ledger.py)."""
+"""The fake agents of tests/agents/ as a project configures them (squad.toml), and the ledgers they keep:
+the agents count their own runs, so a test does not count executions with the store under test."""
 
 from __future__ import annotations
 
@@ -24,12 +25,7 @@ def write_ledger_agent(root: Path, seconds: float, release: Path | None = None) 
 
 
 def ledger_counts(ledger: Path, event: str) -> Counter[str]:
-    """How many `event` lines each card has in the ledger."""
+    """How many `event` lines each card has in the ledger (tests/agents/ledger.py)."""
     if not ledger.exists():
         return Counter()
     return Counter(line.split()[1] for line in ledger.read_text().splitlines() if line.startswith(event + " "))
-
-
-def backlog(path: Path, ids: list[str]) -> Path:
-    path.write_text(json.dumps({"cards": [{"card_id": i, "title": f"deploy card {i}"} for i in ids]}))
-    return path
