@@ -2,7 +2,7 @@
 """Regenerate the measured table of docs/reliability.md from the chaos suite's figures.
 
 The chaos tests append one JSON line per run to the file named by RELIABILITY_FIGURES
-(tests/chaos/figures.py). This script keeps, for every scenario, the worst figure of all its runs
+(tests/support/reliability.py). This script keeps, for every scenario, the worst figure of all its runs
 (fewest cards done; most lost, run twice, orphans; longest time to recover) and rewrites the part
 of docs/reliability.md between the `figures:start` and `figures:end` markers.
 

@@ -6,70 +6,32 @@ that no agent, worker or redis-server outlives it. Nothing is mocked.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
-from chaos.figures import record
-from squad.core.cards import Run, Status, parse_card
+from squad.core.cards import Run, Status
 from squad.store.card_store import CardStore
-from support.cli import squad_env
+from support.cli import orchestrator, squad_env
+from support.fake_agents import write_agents
 from support.paths import AGENTS
-from support.processes import alive, free_port, kill_tree, read_pid, wait_for
+from support.processes import alive, free_port, kill_tree, leftovers, no_leftovers, read_pid, wait_for
 from support.redis_server import RedisServer
-from support.store import status_of
-from support.workers import Worker
+from support.reliability import record
+from support.store import add_cards, open_store, status_of
+from support.workers import StartWorker, Worker
 
 pytestmark = pytest.mark.slow
 PY = sys.executable
-StartWorker = Callable[..., Worker]
 
 
 # ---- helpers --------------------------------------------------------------------------------
-def write_agents(root: Path, **agents: list[str]) -> None:
-    """A squad.toml with these agents (markers parser); the first one is the default."""
-    lines = [f'default_agent = "{next(iter(agents))}"']
-    for name, argv in agents.items():
-        lines += [f"[agents.{name}]", f"command = {json.dumps(argv)}", 'parser = "markers"']
-    (root / "squad.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def add_cards(store: CardStore, *cards: dict[str, Any]) -> None:
-    store.add_cards([parse_card({"title": f"chaos card {c['card_id']}", **c}) for c in cards])
-
-
-@contextmanager
-def open_store(url: str) -> Iterator[CardStore]:
-    store = CardStore(url)
-    try:
-        yield store
-    finally:
-        store.dispose()
-
-
-@contextmanager
-def orchestrator(env: dict[str, str], log_path: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`squad orchestrate --mode celery` as a subprocess (it also sweeps leases and re-sends lost messages)."""
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen([PY, "-m", "squad", "orchestrate", "--mode", "celery", "--interval", "0.5", *extra],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                kill_tree(proc)
-
-
 def all_done(store: CardStore, card_ids: list[str]) -> bool:
     cards = store.get_cards(card_ids)
     return all(c in cards and cards[c].status == Status.DONE for c in card_ids)
@@ -77,27 +39,6 @@ def all_done(store: CardStore, card_ids: list[str]) -> bool:
 
 def succeeded(runs: list[Run]) -> list[Run]:
     return [r for r in runs if r.status == "succeeded"]
-
-
-def leftovers(root: Path) -> list[str]:
-    """Live processes (other than this one) whose cwd or command line belongs to `root`."""
-    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "cwd", "status"]):
-        info = proc.info
-        if info["pid"] in mine or info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        cmdline = " ".join(info["cmdline"] or [])
-        if str(root) in cmdline or (info["cwd"] or "").startswith(str(root)):
-            found.append(f"{info['pid']}: {cmdline[:200]}")
-    return found
-
-
-def no_leftovers(root: Path, timeout: float = 20) -> None:
-    try:
-        wait_for(lambda: not leftovers(root), timeout, interval=0.2, message="no process left")
-    except AssertionError:
-        raise AssertionError(f"processes left behind: {leftovers(root)}") from None
 
 
 def celery_main(worker: Worker) -> psutil.Process:

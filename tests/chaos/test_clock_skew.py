@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from chaos.figures import commits, read_ledger, record
-from chaos.test_chaos import StartWorker, add_cards, leftovers, open_store, orchestrator, write_agents
 from squad.core.cards import Status
-from support.cli import squad_env
+from support.cli import orchestrator, squad_env
+from support.fake_agents import commits, read_ledger, write_agents
 from support.paths import AGENTS
-from support.processes import wait_for
+from support.processes import leftovers, wait_for
+from support.reliability import record
+from support.store import add_cards, open_store
+from support.workers import StartWorker
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

@@ -14,14 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-from chaos.figures import read_ledger, record
-from chaos.pgcluster import PgCluster
-from chaos.test_chaos import StartWorker, add_cards, leftovers, open_store, orchestrator, write_agents
 from squad.core.cards import Status
 from squad.store.card_store import CardStore
-from support.cli import squad_env
+from support.cli import orchestrator, squad_env
+from support.fake_agents import read_ledger, write_agents
 from support.paths import AGENTS
-from support.processes import free_port, wait_for
+from support.pgcluster import PgCluster
+from support.processes import free_port, leftovers, wait_for
+from support.reliability import record
+from support.store import add_cards, open_store
+from support.workers import StartWorker
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

@@ -12,13 +12,14 @@ import psutil
 import pytest
 import redis
 
-from chaos.figures import record
-from chaos.test_chaos import StartWorker, add_cards, open_store, orchestrator, write_agents
 from squad.core.cards import Status
 from squad.core.constants import ARCHIVE_MAX_BYTES, TASK_LOGS_MAXLEN
-from support.cli import squad_env
+from support.cli import orchestrator, squad_env
+from support.fake_agents import write_agents
 from support.paths import AGENTS
-from support.store import redis_keys
+from support.reliability import record
+from support.store import add_cards, open_store, redis_keys
+from support.workers import StartWorker
 
 pytestmark = pytest.mark.slow
 PY = sys.executable

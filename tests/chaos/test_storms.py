@@ -12,11 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from chaos.figures import record
-from chaos.test_chaos import StartWorker, add_cards, alive, open_store, orchestrator, write_agents
 from squad.core.cards import Status
-from support.cli import squad_env
-from support.processes import free_port, wait_for
+from support.cli import orchestrator, squad_env
+from support.fake_agents import write_agents
+from support.processes import alive, free_port, wait_for
+from support.reliability import record
+from support.store import add_cards, open_store
+from support.workers import StartWorker
 
 pytestmark = pytest.mark.slow
 CARDS = 50

@@ -18,10 +18,10 @@ import pytest
 import redis
 import websockets
 
-from chaos.figures import record
 from squad.live.events import EventBus, progress_event
 from support.cli import squad_env
 from support.processes import free_port, kill_tree, wait_for
+from support.reliability import record
 from support.store import redis_keys
 
 pytestmark = pytest.mark.slow

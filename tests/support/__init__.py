@@ -1,0 +1,1 @@
+"""Helpers the tests import as `support.<module>`, one module per concept; fixtures stay in conftest.py."""

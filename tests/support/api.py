@@ -1,5 +1,4 @@
-"""The HTTP API as the tests reach it: a real uvicorn server running `create_app(settings)` in a thread,
-whether an API is answering, and its answers read by card id."""
+"""The HTTP API as the tests reach it: a real uvicorn server in a thread, and its answers read back."""
 
 from __future__ import annotations
 

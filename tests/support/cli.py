@@ -1,4 +1,4 @@
-"""The `squad` command as the user runs it: a real subprocess with the test's environment, a backlog file to import."""
+"""The `squad` command as the user runs it: real subprocesses (a command, the orchestrator), a backlog file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from support.processes import kill_tree
+
+PY = sys.executable
 
 
 def squad_env(**values: str) -> dict[str, str]:
@@ -33,3 +39,16 @@ def backlog(path: Path, ids: list[str]) -> Path:
     """A backlog file of these cards, for `squad backlog import`."""
     path.write_text(json.dumps({"cards": [{"card_id": i, "title": f"deploy card {i}"} for i in ids]}))
     return path
+
+
+@contextmanager
+def orchestrator(env: dict[str, str], log_path: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`squad orchestrate --mode celery` as a subprocess (it also sweeps leases and re-sends lost messages)."""
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen([PY, "-m", "squad", "orchestrate", "--mode", "celery", "--interval", "0.5", *extra],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                kill_tree(proc)

@@ -1,5 +1,7 @@
-"""The fake agents of tests/agents/ as a project configures them (squad.toml), and the ledgers they keep:
-the agents count their own runs, so a test does not count executions with the store under test."""
+"""The fake agents of tests/agents/ in a squad.toml, and the ledgers they keep to count their own runs.
+
+A test counts executions with the agents' ledgers, not with the store under test.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +13,14 @@ from pathlib import Path
 from support.paths import AGENTS
 
 PY = sys.executable
+
+
+def write_agents(root: Path, **agents: list[str]) -> None:
+    """A squad.toml with these agents (markers parser); the first one is the default."""
+    lines = [f'default_agent = "{next(iter(agents))}"']
+    for name, argv in agents.items():
+        lines += [f"[agents.{name}]", f"command = {json.dumps(argv)}", 'parser = "markers"']
+    (root / "squad.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def write_ledger_agent(root: Path, seconds: float, release: Path | None = None) -> Path:
@@ -29,3 +39,23 @@ def ledger_counts(ledger: Path, event: str) -> Counter[str]:
     if not ledger.exists():
         return Counter()
     return Counter(line.split()[1] for line in ledger.read_text().splitlines() if line.startswith(event + " "))
+
+
+def read_ledger(path: Path) -> list[tuple[str, str, int, int]]:
+    """(word, card, attempt, pid) lines written by tests/agents/ledger_steps.py."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        word, card, attempt, pid = line.split()
+        rows.append((word, card, int(attempt), int(pid)))
+    return rows
+
+
+def commits(ledger: list[tuple[str, str, int, int]]) -> dict[str, int]:
+    """How many times each card's work was committed (the agent's own count)."""
+    out: dict[str, int] = {}
+    for word, card, _attempt, _pid in ledger:
+        if word == "commit":
+            out[card] = out.get(card, 0) + 1
+    return out

@@ -1,14 +1,28 @@
-"""Short ways into a test's card store: cards added or brought to a status through the store's real
-transitions, a card's status now, the store's Redis key names."""
+"""Short ways into a test's card store: open one, add cards, bring one to a status, read a status back."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from squad.core.cards import Status, Usage, parse_card
 from squad.core.retries import RetryPolicy
 from squad.store.card_store import CardStore, RunOutcome
+
+
+def add_cards(store: CardStore, *cards: dict[str, Any]) -> None:
+    store.add_cards([parse_card({"title": f"chaos card {c['card_id']}", **c}) for c in cards])
+
+
+@contextmanager
+def open_store(url: str) -> Iterator[CardStore]:
+    store = CardStore(url)
+    try:
+        yield store
+    finally:
+        store.dispose()
 
 
 def add(store: CardStore, card_id: str, **fields: Any) -> None:

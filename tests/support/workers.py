@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,3 +24,7 @@ class Worker:
     def celery_children(self) -> list[psutil.Process]:
         return [p for p in psutil.Process(self.proc.pid).children(recursive=True)
                 if "celery" in " ".join(p.cmdline())]
+
+
+#: conftest's `start_worker` fixture, as tests annotate it.
+StartWorker = Callable[..., Worker]

@@ -26,23 +26,3 @@ def record(scenario: str, *, in_flight: int, done: int, lost: int, run_twice: in
     if target:
         with Path(target).open("a", encoding="utf-8") as out:
             out.write(json.dumps(row) + "\n")
-
-
-def read_ledger(path: Path) -> list[tuple[str, str, int, int]]:
-    """(word, card, attempt, pid) lines written by tests/agents/ledger_steps.py."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        word, card, attempt, pid = line.split()
-        rows.append((word, card, int(attempt), int(pid)))
-    return rows
-
-
-def commits(ledger: list[tuple[str, str, int, int]]) -> dict[str, int]:
-    """How many times each card's work was committed (the agent's own count)."""
-    out: dict[str, int] = {}
-    for word, card, _attempt, _pid in ledger:
-        if word == "commit":
-            out[card] = out.get(card, 0) + 1
-    return out

@@ -1,5 +1,7 @@
-"""A PostgreSQL cluster of the test's own (initdb in a temp dir, pg_ctl on a free port), so a test
-may stop and restart it without touching the machine's PostgreSQL that other tests use."""
+"""A PostgreSQL cluster of the test's own, so a test may stop and restart its database.
+
+initdb in a temp dir, pg_ctl on a free port: the machine's PostgreSQL that other tests use is never touched.
+"""
 
 from __future__ import annotations
 
