@@ -25,13 +25,13 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from event_contract import problems
 from squad.core.cards import Status, parse_card
 from squad.core.settings import Settings, load_settings
 from squad.live.connections import stream_key
 from squad.live.events import EventBus, log_event, progress_event, status_event
 from support.api import ApiServer, run_api
 from support.cli import squad_env
+from support.event_contract import problems
 from support.paths import AGENTS
 from support.processes import wait_for
 from support.redis_server import RedisServer

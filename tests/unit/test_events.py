@@ -1,6 +1,6 @@
 """The events' schema: each constructor of `squad.live.events` against docs/api.md "WebSocket".
 
-The table, the examples and the greeting of the doc are parsed (tests/event_contract.py) and
+The table, the examples and the greeting of the doc are parsed (tests/support/event_contract.py) and
 compared with what the constructors write to the stream and what a reader decodes from it.
 """
 
@@ -10,7 +10,10 @@ from collections.abc import Callable
 
 import pytest
 
-from event_contract import (
+from squad.core.cards import Status
+from squad.live import events
+from squad.live.events import Event, connected_event, decode_event, log_event, progress_event, status_event
+from support.event_contract import (
     EVERY_EVENT,
     documented_examples,
     documented_fields,
@@ -19,9 +22,6 @@ from event_contract import (
     event_fields,
     problems,
 )
-from squad.core.cards import Status
-from squad.live import events
-from squad.live.events import Event, connected_event, decode_event, log_event, progress_event, status_event
 
 #: Per type: the constructor with only what it needs, and with every field it can carry.
 Build = Callable[[], Event]

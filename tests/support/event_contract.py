@@ -1,4 +1,4 @@
-"""The WebSocket event contract as docs/api.md states it, parsed from the doc itself.
+"""The WebSocket event contract as docs/api.md states it, parsed from the doc so code and doc cannot drift.
 
 The unit tests hold `squad.live.events`' constructors to it, the integration tests hold what real workers
 write to it: if the doc and the code drift apart, one of them fails.
@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-API_DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+from support.paths import DOCS
+
+API_DOC = DOCS / "api.md"
 EVERY_EVENT = "every event"
 _FIELD = re.compile(r"(?:^|,\s*)`([a-z_]+)`")  # a field name opens the cell or follows a comma
 
