@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from browserkit import EXPECTED_WHILE_DOWN, browser, open_page, serve_factory  # noqa: F401 - fixtures
 
 from squad.api.app import WEB_DIR
 from squad.core.settings import Settings
 from squad.store.card_store import open_store
+from support.browser import EXPECTED_WHILE_DOWN, open_page
 from support.cli import run_cli, squad_env
 from support.paths import AGENTS
 from support.processes import wait_for
@@ -52,7 +52,7 @@ def _in_lane(page: Any, card_id: str, lane: str, timeout_s: float = 120) -> None
 
 
 def test_board_shows_a_live_backlog_and_steers_it_through_an_api_restart(
-        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path,  # noqa: F811 - fixtures
+        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path,
         start_worker: Any) -> None:
     # Given a backlog, a real worker and `squad serve`, and the page open before anything runs
     env = _env(settings, tmp_path)
@@ -126,7 +126,7 @@ def test_board_shows_a_live_backlog_and_steers_it_through_an_api_restart(
 
 
 def test_token_is_asked_once_a_wrong_one_is_explained_and_the_board_goes_live(
-        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path) -> None:  # noqa: F811 - fixtures
+        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path) -> None:
     # Given a server with an API token and one card
     env = _env(settings, tmp_path, SQUAD_API_TOKEN=TOKEN)
     _import(env, tmp_path, [{"card_id": "T-1", "title": "token card", "agent": "gate"}])
@@ -158,7 +158,7 @@ def test_token_is_asked_once_a_wrong_one_is_explained_and_the_board_goes_live(
 
 
 def test_review_lane_shows_the_diff_and_approve_and_reject_move_the_cards(
-        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path) -> None:  # noqa: F811 - fixtures
+        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path) -> None:
     # Given two cards whose agent edited a git worktree and that now wait in REVIEW
     repo = tmp_path / "repo"
     make_repo(repo)
@@ -199,7 +199,7 @@ def test_review_lane_shows_the_diff_and_approve_and_reject_move_the_cards(
 
 
 def test_a_board_of_more_than_a_thousand_cards_holds_every_card(
-        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path) -> None:  # noqa: F811 - fixtures
+        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path) -> None:
     from squad.core.cards import CardSpec
 
     # Given 1,200 cards (more than one page of the API) and the page open
@@ -250,7 +250,7 @@ def _shows(page: Any, condition: str) -> None:
 
 
 def test_every_view_loads_its_modules_and_draws_without_an_error(
-        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path,  # noqa: F811 - fixtures
+        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path,
         start_worker: Any) -> None:
     # Given a card that failed (a run, a log), one that cost money, one waiting, a worker and `squad serve`
     env = _env(settings, tmp_path)

@@ -1,21 +1,20 @@
-"""Browser fixtures: a real `squad serve` subprocess and Debian's Chromium driven by Playwright.
+"""The dashboard's world for browser tests: a real `squad serve` subprocess, Debian's Chromium, a page's errors.
 
 Never a downloaded browser: Chromium comes from the distribution (`scripts/test` installs the
-`chromium` package when /usr/bin/chromium is missing).
+`chromium` package when /usr/bin/chromium is missing). The fixtures are in tests/browser/conftest.py.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 
 from support.processes import free_port, kill_tree, wait_for
 
@@ -63,21 +62,6 @@ class Serve:
         return "".join(p.read_text(errors="replace") for p in self.cwd.glob(f"serve-{self.port}.log"))
 
 
-@pytest.fixture
-def serve_factory(tmp_path: Path) -> Iterator[Any]:
-    started: list[Serve] = []
-
-    def make(env: dict[str, str]) -> Serve:
-        server = Serve(env=env, cwd=tmp_path)
-        server.start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
-
-
 @dataclass
 class PageErrors:
     """Every uncaught page error and console error of a page."""
@@ -86,19 +70,6 @@ class PageErrors:
 
     def unexpected(self, allowed: tuple[str, ...] = ()) -> list[str]:
         return [e for e in self.items if not any(a in e for a in allowed)]
-
-
-# Module scope: the sync API keeps an event loop running in the main thread while it lives, and
-# later tests that call asyncio.run() there must not find it.
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "install Debian's chromium package (scripts/test does)"
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _is_asset(url: str) -> bool:
