@@ -20,11 +20,9 @@ from squad.agents.parsers import PlainParser, ProgressParser, make_parser
 from squad.agents.runner import AgentResult, Limits, build_command, expand_argv, run_agent
 from squad.core.constants import MAX_LINE_BYTES
 from squad.core.settings import AgentConfig
+from support.paths import AGENTS, SAMPLES, SRC
 from support.processes import alive, read_pid
 
-AGENTS = Path(__file__).resolve().parents[1] / "agents"
-SAMPLES = AGENTS / "samples"
-SRC = Path(__file__).resolve().parents[2] / "src"
 GENEROUS = Limits(soft_time_limit_s=60, time_limit_s=90, kill_grace_s=0.5)
 
 

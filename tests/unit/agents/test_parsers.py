@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,8 +15,7 @@ from squad.agents.parsers import (
     make_parser,
 )
 from squad.core.errors import ConfigError
-
-SAMPLES = Path(__file__).resolve().parents[1] / "agents" / "samples"
+from support.paths import SAMPLES
 
 
 def feed_sample(parser: ProgressParser, name: str) -> list[LineResult]:

@@ -13,8 +13,8 @@ from squad.agents.presets import PRESETS, agents_toml, all_agents
 from squad.agents.runner import build_command
 from squad.core.settings import load_settings
 from squad.ops.deploy import SQUAD_TOML
+from support.paths import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[1] / "agents" / "samples"
 THREAD = "0199a213-81c0-7800-8aa1-bbab2a035a53"
 
 
