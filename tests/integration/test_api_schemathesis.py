@@ -15,6 +15,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase
 from hypothesis import settings as hyp_settings
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.generation import GenerationMode
 
 from squad.core.cards import Status, parse_card
 from squad.core.retries import RetryPolicy
@@ -55,10 +57,26 @@ def api_schema(api: ApiServer) -> schemathesis.BaseSchema:
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+def _query_serialization_cannot_violate(case: schemathesis.Case[Any]) -> bool:
+    """True when only the query string was made invalid, in an operation with an array-of-strings
+    query parameter (`card_id=`): schemathesis then "violates" the schema with values such as a
+    boolean or a number that reach the server as strings, here valid ids (`card_id=false`), and
+    reports them as accepted negative data (schemathesis issue #3056, open). Bodies, paths and every
+    other query are still held to the check."""
+    components = case.meta.components if case.meta is not None else {}
+    negated = {location for location, info in components.items() if info.mode == GenerationMode.NEGATIVE}
+    arrays = any(p.location == ParameterLocation.QUERY and (p.definition.get("schema") or {}).get("type") == "array"
+                 for p in case.operation.iter_parameters())
+    return negated == {ParameterLocation.QUERY} and arrays
+
+
 @schema.parametrize()
 @hyp_settings(max_examples=MAX_EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.generate],
               suppress_health_check=list(HealthCheck))
 def test_no_500_and_every_answer_matches_the_schema(case: schemathesis.Case[Any]) -> None:
     # Every check but "schema-valid input is accepted": whether a card may be cancelled or
     # retried depends on its status (400), and a new card's dependencies must exist (422).
-    case.call_and_validate(headers=AUTH, excluded_checks=[schemathesis.checks.positive_data_acceptance])
+    excluded = [schemathesis.checks.positive_data_acceptance]
+    if _query_serialization_cannot_violate(case):
+        excluded.append(schemathesis.checks.negative_data_rejection)
+    case.call_and_validate(headers=AUTH, excluded_checks=excluded)

@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from squad.core.errors import BacklogError, TransitionError
 from squad.core.safetext import excerpt
@@ -28,6 +28,10 @@ DEPENDS_MAX_ITEMS = 200
 CARD_ID_MAX_CHARS = 64
 MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
 MAX_RETRIES_LIMIT = 100
+#: the bound of each text field (of each item, for lists), checked on the text as sent
+_MAX_CHARS = {"title": TITLE_MAX_CHARS, "description": DESCRIPTION_MAX_CHARS, "squad": NAME_MAX_CHARS,
+              "agent": NAME_MAX_CHARS, "workdir": WORKDIR_MAX_CHARS, "acceptance_criteria": LIST_ITEM_MAX_CHARS,
+              "depends_on": CARD_ID_MAX_CHARS, "labels": NAME_MAX_CHARS, "repo": 4096, "base": 255}
 
 
 class Status(StrEnum):
@@ -177,6 +181,19 @@ class CardSpec(BaseModel):
             raise ValueError(f"card_id {excerpt(repr(value))} must match {CARD_ID_RE.pattern}")
         return value
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _raw_length(cls, value: Any, info: ValidationInfo) -> Any:
+        # Text is stripped of surrounding white space before its bounds are checked; a value longer
+        # than its bound as sent is still refused (the API's schema states the bound on what is sent).
+        limit = _MAX_CHARS.get(info.field_name or "")
+        if limit is None:
+            return value
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, str) and len(item) > limit for item in items):
+            raise ValueError(f"String should have at most {limit} characters")
+        return value
+
     @field_validator("priority", "max_retries", mode="before")
     @classmethod
     def _strict_int(cls, value: Any) -> Any:
@@ -230,6 +247,11 @@ class Card(CardSpec):
     @model_validator(mode="after")
     def _soft_below_hard(self) -> Card:  # replaces the input check: see the fields above
         return self
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _raw_length(cls, value: Any, info: ValidationInfo) -> Any:  # replaces the input check too
+        return value
 
 
 @dataclass(frozen=True)
