@@ -2,7 +2,7 @@
 
 import { state } from "./state.js";
 import { $, toast } from "./util.js";
-import { api } from "./api.js";
+import { api } from "./http.js";
 import { applyCard, markRefresh } from "./sync.js";
 
 // ---- selection and bulk retry --------------------------------------------------------------

@@ -3,6 +3,7 @@
 import { CANCELLABLE, FINISHED, LANES, RETRYABLE, RUNNING, state } from "./state.js";
 import { $, esc, fmtCost, fmtDur, nowS, tsOf } from "./util.js";
 import { matches } from "./filters.js";
+import { dueText, elapsedOf, maxAttempts } from "./cardtimes.js";
 import { act, bulkRetry, toggleSelect } from "./actions.js";
 import { detail } from "./drawer.js";
 
@@ -13,15 +14,6 @@ const LANE_SCROLL_STEP = 32;       // scrolling near a lane's end adds this many
 
 // ---- board rendering -----------------------------------------------------------------------
 function laneOf(card) { return LANES.includes(card.status) ? card.status : "TODO"; }
-export function maxAttempts(c) {
-  const mr = c.max_retries ?? state.defaultMaxRetries;
-  return mr == null ? "?" : mr + 1;
-}
-export function elapsedOf(c) {
-  if (!RUNNING.has(c.status)) return c.elapsed ?? null;
-  if (c._elapsed == null) return null;
-  return c._elapsed + (performance.now() - c._elapsedAt) / 1000;
-}
 function outAgo(c) { return c._lastOut ? nowS() - c._lastOut : null; }
 
 function timeText(c) {
@@ -37,13 +29,6 @@ function timeText(c) {
   }
   if (c.cost_usd) parts.push(`<span class="c-cost">${fmtCost(c.cost_usd)}</span>`);
   return parts.join(" · ");
-}
-export function dueText(c) {
-  if (c.status !== "RETRYING") return "";
-  const at = tsOf(c.next_attempt_at);
-  if (at == null) return "next attempt: when due";
-  const left = at - nowS();
-  return left > 0 ? `next attempt in ${fmtDur(left)}` : "next attempt due now";
 }
 
 function actionsHtml(c) {
@@ -239,6 +224,12 @@ function drawProgress(el, c) {
   }
   bar.setAttribute("aria-valuetext", `${p}%${step ? " " + step : ""}`);
   el.querySelector(".c-step").textContent = `${p}%${step ? " · " + step : ""}`;
+}
+
+// The filters changed: every lane back to its first window, redrawn, counted.
+export function refilter() {
+  for (const L of state.lanes.values()) { L.limit = LANE_WINDOW; syncLane(L); }
+  updateCounts();
 }
 
 export function updateCounts() {

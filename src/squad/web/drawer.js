@@ -2,10 +2,9 @@
 
 import { CANCELLABLE, RETRYABLE, RUNNING, state } from "./state.js";
 import { $, esc, fmtCost, fmtDur, fmtTime, toast } from "./util.js";
-import { api } from "./api.js";
-import { dueText, elapsedOf, maxAttempts } from "./board.js";
+import { api } from "./http.js";
+import { dueText, elapsedOf, maxAttempts } from "./cardtimes.js";
 import { act } from "./actions.js";
-import { closeDetail } from "./router.js";
 
 const MAX_LOG_NODES = 1500;        // lines kept in the log view (older ones are dropped from the top)
 
@@ -260,4 +259,10 @@ export function setupDetail() {
     if (ev.target.id === "d-back-live") { ev.preventDefault(); detail.backToLive(); }
   });
   $("#d-prompt-box").addEventListener("toggle", () => { if ($("#d-prompt-box").open) detail.loadPrompt(); });
+}
+
+// Close the drawer: back to the view it was opened from when it has its own URL (#/cards/<id>).
+export function closeDetail() {
+  if (location.hash.startsWith("#/cards/")) location.hash = state.lastView;
+  else detail.close();
 }

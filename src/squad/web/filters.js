@@ -2,8 +2,6 @@
 
 import { LANES, state } from "./state.js";
 import { $, esc } from "./util.js";
-import { LANE_WINDOW, syncLane, updateCounts } from "./board.js";
-import { history, loadHistory } from "./history.js";
 
 export function matches(c) {
   const f = state.filters;
@@ -16,11 +14,6 @@ export function matches(c) {
     if (!c.card_id.toLowerCase().includes(t) && !(c.title || "").toLowerCase().includes(t)) return false;
   }
   return true;
-}
-function applyFilters() {
-  for (const L of state.lanes.values()) { L.limit = LANE_WINDOW; syncLane(L); }
-  updateCounts();
-  if (state.view === "history") { history.offset = 0; loadHistory(); }
 }
 export function noteOptions(c) {
   let changed = false;
@@ -37,7 +30,8 @@ export function fillOptions() {
     el.value = cur;
   }
 }
-export function setupFilters() {
+// `applyFilters` redraws what the filters select (main.js: the lanes, and the history when it shows).
+export function setupFilters(applyFilters) {
   $("#f-status").innerHTML = `<option value="">All statuses</option>` + LANES.map((l) => `<option>${l}</option>`).join("");
   let t = null;
   $("#f-text").addEventListener("input", (ev) => {

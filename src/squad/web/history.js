@@ -2,7 +2,7 @@
 
 import { state } from "./state.js";
 import { $, esc, fmtCost, fmtDur, fmtTime, toast } from "./util.js";
-import { api } from "./api.js";
+import { api } from "./http.js";
 
 const HISTORY_PAGE = 50;
 

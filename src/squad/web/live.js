@@ -2,7 +2,7 @@
 
 import { state } from "./state.js";
 import { $, toast } from "./util.js";
-import { checkToken } from "./api.js";
+import { checkToken } from "./http.js";
 import { loadBoard, onEvent, reloadBoard } from "./sync.js";
 
 const PING_EVERY_MS = 20000;

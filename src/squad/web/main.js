@@ -8,29 +8,34 @@
  * cost). After a dropped socket the page reconnects with `?since=<last event id>`, so it misses
  * nothing still in the stream.
  *
- * Modules: state (shared state, the status sets read from GET /api/statuses), util (helpers), api (HTTP, token), sync (the cards:
+ * Modules: state (shared state, the status sets read from GET /api/statuses), util (helpers), http (HTTP, token), sync (the cards:
  * board read, events applied), live (the socket), board, filters, actions, drawer, workers,
- * history, metrics, router (views by URL hash). Some import each other both ways (a board click
- * acts, the action redraws the board): that is safe because no module runs anything when it is
- * imported; everything starts here, on DOMContentLoaded.
+ * history, metrics, router (views by URL hash), cardtimes (attempts and times of a card). A module
+ * imports only the ones below it — state, util < http < cardtimes, filters, workers, history,
+ * metrics < sync < actions, live < drawer < board < router < main — and what a lower one must call
+ * above it (redraw a card, restart the feed, refilter) is handed to it here; no module runs anything
+ * when it is imported, everything starts on DOMContentLoaded.
  */
 
 import { setStatuses, state } from "./state.js";
 import { $ } from "./util.js";
-import { api, setupToken } from "./api.js";
-import { setupPause } from "./sync.js";
+import { api, onTokenChange, setupToken } from "./http.js";
+import { setupPause, views } from "./sync.js";
 import { feed, setConn } from "./live.js";
-import { buildBoard, setupBoardEvents, tick } from "./board.js";
+import { buildBoard, redraw, redrawMany, refilter, renderAll, setupBoardEvents, tick, updateCounts } from "./board.js";
 import { setupFilters } from "./filters.js";
 import { setupReject } from "./actions.js";
-import { setupDetail } from "./drawer.js";
+import { detail, setupDetail } from "./drawer.js";
 import { loadWorkers } from "./workers.js";
-import { setupHistory } from "./history.js";
+import { history, loadHistory, setupHistory } from "./history.js";
 import { loadMetrics } from "./metrics.js";
 import { route, setupKeys } from "./router.js";
 
 window.__squad = { state, firstRenderMs: null };
 document.addEventListener("DOMContentLoaded", async () => {
+  // Modules import only the ones below them; what a lower one must call above it is handed to it here.
+  Object.assign(views, { redraw, redrawMany, renderAll, updateCounts, detail });
+  onTokenChange(() => feed.restart());
   setupToken();
   try {
     setStatuses(await api("/api/statuses"));  // lanes and buttons as the store's status table says
@@ -38,7 +43,11 @@ document.addEventListener("DOMContentLoaded", async () => {
     console.warn("statuses not read; using the built-in ones:", err.message);
   }
   buildBoard();
-  setupFilters(); setupPause(); setupBoardEvents(); setupDetail(); setupHistory(); setupReject(); setupKeys();
+  setupFilters(() => {
+    refilter();
+    if (state.view === "history") { history.offset = 0; loadHistory(); }
+  });
+  setupPause(); setupBoardEvents(); setupDetail(); setupHistory(); setupReject(); setupKeys();
   $("#m-window").addEventListener("change", loadMetrics);
   $("#show-offline").addEventListener("change", loadWorkers);
   window.addEventListener("hashchange", route);

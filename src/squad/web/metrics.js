@@ -2,7 +2,7 @@
 
 import { state } from "./state.js";
 import { $, esc, fmtCost, fmtDur, fmtTime } from "./util.js";
-import { api } from "./api.js";
+import { api } from "./http.js";
 
 function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
 // A small canvas chart: bars (stacked) and/or lines over shared x labels.

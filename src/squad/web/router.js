@@ -2,16 +2,10 @@
 
 import { state } from "./state.js";
 import { $ } from "./util.js";
-import { detail } from "./drawer.js";
+import { closeDetail, detail } from "./drawer.js";
 import { loadWorkers } from "./workers.js";
 import { loadHistory } from "./history.js";
 import { loadMetrics } from "./metrics.js";
-
-let lastView = "#/board";
-export function closeDetail() {
-  if (location.hash.startsWith("#/cards/")) location.hash = lastView;
-  else detail.close();
-}
 
 // ---- routing -------------------------------------------------------------------------------
 let pollTimer = null;
@@ -25,7 +19,7 @@ export function route() {
   }
   if (state.detailId) detail.close();
   const view = (h.match(/^#\/(board|workers|history|metrics)$/) || [])[1] || "board";
-  lastView = `#/${view}`;
+  state.lastView = `#/${view}`;
   state.view = view;
   for (const v of ["board", "workers", "history", "metrics"]) {
     $(`#view-${v}`).hidden = v !== view;

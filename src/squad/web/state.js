@@ -35,6 +35,7 @@ export const state = {
   frame: 0,
   filters: { text: "", squad: "", agent: "", status: "", failed: false },
   view: "board",
+  lastView: "#/board",   // the view the drawer returns to
   detailId: null,
   token: sessionStorage.getItem(TOKEN_KEY) || "",
   squads: new Set(),

@@ -2,11 +2,13 @@
 
 import { FINISHED, RUNNING, state } from "./state.js";
 import { $, nowS, toast, tsOf } from "./util.js";
-import { api } from "./api.js";
-import { redraw, redrawMany, renderAll, updateCounts } from "./board.js";
+import { api } from "./http.js";
 import { fillOptions, noteOptions } from "./filters.js";
-import { detail } from "./drawer.js";
 import { loadWorkers } from "./workers.js";
+
+// The views that draw the cards (board.js, drawer.js), registered by main.js: the cards' copy never
+// imports what draws it.
+export const views = { redraw: null, redrawMany: null, renderAll: null, updateCounts: null, detail: null };
 
 const REFRESH_BATCH = 100;         // cards re-read per request after status changes
 const BOARD_PAGE = 1000;           // cards per /api/board request (the API's largest page)
@@ -36,8 +38,8 @@ export function applyCard(fresh, full) {
   }
   state.cards.set(c.card_id, c);
   if (noteOptions(c)) fillOptions();
-  redraw(c.card_id, full);
-  if (state.detailId === c.card_id) detail.update(c);
+  views.redraw(c.card_id, full);
+  if (state.detailId === c.card_id) views.detail.update(c);
 }
 
 export function markRefresh(id) {
@@ -81,8 +83,8 @@ function flush() {
   state.queue = [];
   const touched = new Map(); // id -> full redraw?
   for (const ev of events) applyEvent(ev, touched);
-  redrawMany(touched);
-  if (state.detailId && touched.has(state.detailId)) detail.update(state.cards.get(state.detailId));
+  views.redrawMany(touched);
+  if (state.detailId && touched.has(state.detailId)) views.detail.update(state.cards.get(state.detailId));
 }
 
 function applyEvent(ev, touched, preload = false) {
@@ -93,7 +95,7 @@ function applyEvent(ev, touched, preload = false) {
   const ts = tsOf(ev.timestamp) || nowS();
   if (ev.type === "log") {
     c._lastOut = Math.max(c._lastOut || 0, ts);
-    if (state.detailId === id) detail.poke();
+    if (state.detailId === id) views.detail.poke();
     return;
   }
   if (preload && ts < c._updated) return; // already in the board we read
@@ -129,8 +131,8 @@ function afterLoad() {
   const touched = new Map();
   for (const ev of state.preload) applyEvent(ev, touched, true);
   state.preload = [];
-  redrawMany(touched);
-  updateCounts();
+  views.redrawMany(touched);
+  views.updateCounts();
 }
 
 // Every card of the board: the first two pages at once (a board of up to 2,000 cards costs one
@@ -157,11 +159,11 @@ export async function loadBoard() {
   for (const c of cards) { prepare(c, at); state.cards.set(c.card_id, c); noteOptions(c); }
   fillOptions();
   window.__squad.timing.prepared = performance.now();
-  renderAll();
+  views.renderAll();
   afterLoad();
   document.body.dataset.loaded = "true";
   window.__squad.timing.rendered = performance.now();
-  if (state.detailId) detail.open(state.detailId);
+  if (state.detailId) views.detail.open(state.detailId);
   if (state.view !== "workers") loadWorkers(); // after the board: it does not compete with it
 }
 
@@ -171,7 +173,7 @@ export async function reloadBoard() {
     const at = performance.now();
     state.cards.clear();
     for (const c of cards) { prepare(c, at); state.cards.set(c.card_id, c); noteOptions(c); }
-    renderAll();
+    views.renderAll();
   } catch (err) { toast(`Could not read the board: ${err.message}`, true); }
 }
 

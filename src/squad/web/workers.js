@@ -2,7 +2,7 @@
 
 import { state } from "./state.js";
 import { $, esc, fmtDur, fmtTime, nowS, tsOf } from "./util.js";
-import { api } from "./api.js";
+import { api } from "./http.js";
 
 export async function loadWorkers() {
   try {

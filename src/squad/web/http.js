@@ -2,7 +2,6 @@
 
 import { state, TOKEN_KEY } from "./state.js";
 import { $ } from "./util.js";
-import { feed } from "./live.js";
 
 // ---- HTTP ----------------------------------------------------------------------------------
 class HttpError extends Error {
@@ -34,6 +33,9 @@ export async function api(path, { method = "GET", body, raw = false } = {}) {
 }
 
 // ---- token ---------------------------------------------------------------------------------
+const tokenListeners = [];
+// Run `fn` whenever a new token is entered (main.js restarts the event feed with it).
+export function onTokenChange(fn) { tokenListeners.push(fn); }
 let tokenWaiters = null;
 function askToken(wrong) {
   const dlg = $("#token-dialog");
@@ -64,7 +66,7 @@ export function setupToken() {
     const waiters = tokenWaiters || [];
     tokenWaiters = null;
     waiters.forEach((w) => w());
-    feed.restart();
+    tokenListeners.forEach((fn) => fn());
   });
   dlg.addEventListener("cancel", (ev) => ev.preventDefault()); // nothing works without it
 }
