@@ -258,9 +258,9 @@ def test_statuses_where_names_only_boolean_facts() -> None:
 
 def test_text_longer_than_its_bound_as_sent_is_refused_even_when_stripping_would_fit_it() -> None:
     # A label of 101 characters whose first is white space: stripped it would fit the bound of 100
-    with pytest.raises(BacklogError, match="labels: .*at most 100 characters"):
+    with pytest.raises(BacklogError, match=r"labels: .*at most 100 characters"):
         parse_card({"card_id": "A", "title": "t", "labels": ["\v" + "*" * 100]})
-    with pytest.raises(BacklogError, match="title: .*at most 500 characters"):
+    with pytest.raises(BacklogError, match=r"title: .*at most 500 characters"):
         parse_card({"card_id": "A", "title": " " + "t" * 500})
     # ... while white space around text within its bound is still stripped
     card = parse_card({"card_id": "A", "title": "  t  ", "labels": [" x "]})
