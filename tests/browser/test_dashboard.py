@@ -333,3 +333,31 @@ def test_every_view_loads_its_modules_and_draws_without_an_error(
     # ... and no error, no failed request for the page or its modules, on the way
     assert page.evaluate("window.__errors") == []
     assert errors.items == []
+
+
+def test_after_a_run_the_finished_cards_are_on_the_first_screen_at_1400_px(
+        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path) -> None:
+    # Given six cards run to DONE (as after `squad up --demo`) and the board on a 1,400 px screen
+    env = _env(settings, tmp_path)
+    _import(env, tmp_path, [{"card_id": f"R-{i}", "title": f"Card {i}", "agent": "gate"} for i in range(6)])
+    for i in range(6):
+        (tmp_path / "gates" / f"R-{i}").touch()
+    res = subprocess.run([PY, "-m", "squad", "orchestrate", "--mode", "local", "--once", "--wait", "--interval", "0.2"],
+                         env=env, capture_output=True, text=True, timeout=180, check=False)
+    assert res.returncode == 0, res.stderr
+    server = serve_factory(env)
+    page, errors = open_page(browser, server.url, before=lambda p: p.add_init_script(WATCH_ERRORS),
+                             viewport={"width": 1400, "height": 800})
+    _shows(page, "document.body.dataset.loaded === 'true'")
+    _in_lane(page, "R-0", "DONE")
+    # Expect the DONE lane and its cards inside the screen (empty lanes fold to narrow columns), the
+    # empty lanes still named, and nothing to scroll to sideways
+    box = page.locator('.lane[data-lane="DONE"]').bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 1400, box
+    card = page.locator('.lane[data-lane="DONE"] .card').first.bounding_box()
+    assert card is not None and card["x"] + card["width"] <= 1400 and card["y"] + card["height"] <= 800, card
+    assert page.locator(".lane.collapsed").count() >= 7
+    assert "TODO" in (page.text_content('.lane[data-lane="TODO"] .lane-name') or "")
+    assert page.evaluate("(() => { const b = document.querySelector('#view-board');"
+                         " return b.scrollWidth <= b.clientWidth; })()")
+    assert errors.items == []

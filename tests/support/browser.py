@@ -84,7 +84,7 @@ def open_page(browser: Any, url: str, *, before: Callable[[Any], None] | None = 
     any request for the page or its files that fails or is answered with an error status (a
     module that cannot be loaded stops the whole page). `before(page)` runs before the page is
     loaded (to add listeners or init scripts)."""
-    context = browser.new_context(viewport={"width": 1500, "height": 900}, **context_args)
+    context = browser.new_context(**{"viewport": {"width": 1500, "height": 900}, **context_args})
     page = context.new_page()
     if before:
         before(page)

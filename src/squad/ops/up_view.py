@@ -107,6 +107,7 @@ class UpView:
         self.api_url, self.redis_desc, self.store_desc, self.logs_dir = api_url, redis_desc, store_desc, logs_dir
         self.started = started  # time.monotonic() when `squad up` began
         self.done_line: str | None = None
+        self.done_after_s: float | None = None  # the clock stops when every card has settled
         self._seen: dict[str, tuple[str, int]] = {}
         self._announced_api = False
         self._live: Live | None = None
@@ -127,10 +128,14 @@ class UpView:
     def update(self, lines: list[CardLine], *, api_ready: bool, workers: list[str] | None,
                children: dict[str, str]) -> None:
         """Show the current state (live), or print what changed (plain)."""
-        elapsed = time.monotonic() - self.started
-        finished = self.done_line is None and summary(lines, elapsed) is not None
+        running = time.monotonic() - self.started
+        done = summary(lines, running)
+        finished = self.done_line is None and done is not None
         if finished:
-            self.done_line = summary(lines, elapsed)
+            self.done_line, self.done_after_s = done, running
+        elif done is None:  # cards were added and run again: the clock goes on
+            self.done_line = self.done_after_s = None
+        elapsed = running if self.done_after_s is None else self.done_after_s
         if self._live is not None:
             self._live.update(self._render(lines, api_ready, workers, children, elapsed))
             return

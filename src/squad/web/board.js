@@ -238,6 +238,9 @@ export function updateCounts() {
     shown += L.matching;
     L.el.hidden = (lane === "REVIEW" && L.ids.length === 0 && !state.hasReview) ||
       Boolean(state.filters.status && state.filters.status !== lane);
+    // An empty lane folds to a narrow column (its name and count stay), so the lanes that hold cards
+    // fit the screen: after a run, DONE is on the first screen, not scrolled off to the right.
+    L.el.classList.toggle("collapsed", L.matching === 0);
   }
   const running = state.lanes.get("IN_PROGRESS").ids.length;
   $("#summary").textContent = `${shown} of ${state.cards.size} cards · ${running} running`;
