@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from squad.core.errors import BacklogError, TransitionError
 from squad.core.safetext import excerpt
@@ -191,7 +192,9 @@ class CardSpec(BaseModel):
             return value
         items = value if isinstance(value, list) else [value]
         if any(isinstance(item, str) and len(item) > limit for item in items):
-            raise ValueError(f"String should have at most {limit} characters")
+            # pydantic's own error, so the message reads as for any other bound
+            raise PydanticCustomError("string_too_long", "String should have at most {max_length} characters",
+                                      {"max_length": limit})
         return value
 
     @field_validator("priority", "max_retries", mode="before")
