@@ -254,7 +254,9 @@ def test_every_view_loads_its_modules_and_draws_without_an_error(
         start_worker: Any) -> None:
     # Given a card that failed (a run, a log), one that cost money, one waiting, a worker and `squad serve`
     env = _env(settings, tmp_path)
-    paid = [PY, str(AGENTS / "stream_json.py"), str(AGENTS / "samples" / "success.jsonl")]
+    # a real Claude Code transcript (tests/agents/samples/SOURCES.md): 2 + 6,464 + 57,775 prompt tokens
+    transcript = AGENTS / "samples" / "claude_codecontextbench_success_cached.jsonl"
+    paid = [PY, str(AGENTS / "stream_json.py"), str(transcript)]
     with (tmp_path / "squad.toml").open("a", encoding="utf-8") as toml:
         toml.write(f'[agents.paid]\ncommand = {json.dumps(paid)}\nparser = "claude-stream-json"\n')
     _import(env, tmp_path, [
@@ -320,6 +322,12 @@ def test_every_view_loads_its_modules_and_draws_without_an_error(
     _shows(page, "document.querySelector('#d-back-live')")
     page.click("#d-back-live")
     _shows(page, "document.querySelector('#d-log .ln')")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#detail", state="hidden")
+    # ... a paid run's tokens: every prompt token the model read, and the prompt-cache split
+    page.click('[data-card-id="V-PAID"] .c-title')
+    _shows(page, "document.querySelector('#d-runs tbody td.d-tokens')")
+    assert page.text_content("#d-runs tbody td.d-tokens") == "64,241 / 606cache: 57,775 read, 6,464 written"
     page.keyboard.press("Escape")
     page.wait_for_selector("#detail", state="hidden")
 

@@ -477,7 +477,8 @@ def test_metrics_from_runs_of_the_last_hour(http: httpx.Client, store: CardStore
         for n, run_id in enumerate(sorted(r.id for c in ("MX-0", "MX-1", "MX-2", "MX-3", "MX-f")
                                           for r in store.list_runs(c)), start=1):
             conn.execute(update(runs_t).where(runs_t.c.id == run_id).values(
-                queued_at=now - 100 - n, started_at=now - 100, ended_at=now - 100 + 10 * n))
+                queued_at=now - 100 - n, started_at=now - 100, ended_at=now - 100 + 10 * n,
+                input_tokens=100 * n, output_tokens=n, cache_read_tokens=50 * n, cache_creation_tokens=10 * n))
 
     # When
     m = http.get("/api/metrics").json()
@@ -503,6 +504,13 @@ def test_metrics_from_runs_of_the_last_hour(http: httpx.Client, store: CardStore
     assert samples[("squad_queue_length", ())] == 0
     assert samples[("squad_workers_online", ())] >= 0
     assert samples[("squad_cost_usd_total", ())] == 1.25
+    assert {kind: samples[("squad_tokens_total", (("kind", kind),))]
+            for kind in ("input", "output", "cache_read", "cache_creation")} == {
+        "input": 1500, "output": 15, "cache_read": 750, "cache_creation": 150}
+    # ... and each run object carries the prompt-cache split of its input tokens
+    run = http.get("/api/cards/MX-0/runs").json()[0]
+    assert run["cache_read_tokens"] == run["input_tokens"] // 2
+    assert run["cache_creation_tokens"] == run["output_tokens"] * 10
 
 
 # ---- auth, CORS, serving ----------------------------------------------------------------------

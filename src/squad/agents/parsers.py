@@ -65,6 +65,8 @@ class LineResult:
     progress: int | None = None
     step: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: the log level of `message` when not the stream's own (e.g. WARNING for an agent's retried error)
+    level: str | None = None
 
 
 def valid_session_id(value: object) -> str | None:
@@ -318,8 +320,7 @@ class ClaudeStreamJsonParser(ProgressParser):
             "num_turns": _count(event.get("num_turns"), "num_turns", warnings)}
         tokens = event.get("usage")
         if isinstance(tokens, dict):
-            for name in ("input_tokens", "output_tokens"):
-                reported[name] = _count(tokens.get(name), name, warnings)
+            reported.update(_claude_tokens(tokens, warnings))
         usage = self.usage = replace(self.usage, **{k: v for k, v in reported.items() if v is not None})
         ok = not is_error and subtype == "success"
         details = [f"{usage.num_turns} turns" if usage.num_turns is not None else "",
@@ -346,30 +347,74 @@ class ClaudeStreamJsonParser(ProgressParser):
         return _clip(f"{name} {target}" if target else name, STEP_MAX_CHARS)
 
 
+def _claude_tokens(tokens: dict[str, Any], warnings: list[str]) -> dict[str, int | None]:
+    """A `result` event's `usage` as run columns. Its three input counts are disjoint (the Anthropic
+    API's `input_tokens` are those after the last cache breakpoint), so every prompt token the model
+    read is their sum: `input_tokens` records the sum, the cache columns the split."""
+    fresh, written, read = (_count(tokens.get(name), name, warnings) for name in
+                            ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    total = None
+    for part in (fresh, written, read):
+        total = _added(total, part)
+    return {"input_tokens": total, "output_tokens": _count(tokens.get("output_tokens"), "output_tokens", warnings),
+            "cache_read_tokens": read, "cache_creation_tokens": written}
+
+
 def _str(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+def error_text(value: object) -> str:
+    """An agent's error text; one that is itself a JSON document (an API's error body, as Codex
+    passes it on) is shown by its message: `{"error": {"message": …}}`, `{"message": …}` or
+    `{"detail": …}`, with the HTTP status when the document has one."""
+    text = _str(value).strip()
+    if not text.startswith("{"):
+        return text
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    if not isinstance(doc, dict):
+        return text
+    inner = doc.get("error")
+    message = next((m.strip() for m in (inner.get("message") if isinstance(inner, dict) else inner,
+                                        doc.get("message"), doc.get("detail")) if isinstance(m, str) and m.strip()),
+                   None)
+    if message is None:
+        return text
+    status = doc.get("status")
+    return f"{message} (status {status})" if isinstance(status, int) and not isinstance(status, bool) else message
 
 
 def _flatten(content: object) -> str:
     """Tool results are a string or a list of text blocks; show their text."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return " ".join(_str(b.get("text")) for b in content if isinstance(b, dict))
+    if isinstance(content, list):  # text blocks, and images (a screenshot Read) as a word
+        return " ".join("[image]" if b.get("type") == "image" else _str(b.get("text"))
+                        for b in content if isinstance(b, dict))
     return ""
 
 
 class CodexJsonParser(ProgressParser):
     """Codex `codex exec --json` JSONL: `thread.started` gives the session, `item.*` the steps,
-    `turn.completed` the tokens; a `turn.failed` or `error` event fails the attempt whatever the
-    exit code, and so does a stream that ends without a completed turn."""
+    `turn.completed` the tokens.
+
+    As Codex itself decides: the turn's end decides the attempt. `turn.completed` succeeds (with exit
+    code 0), `turn.failed` fails with its error; a stream that ends without either fails with the
+    last error event, if any. A top-level `error` event is not an end: Codex prints one for each
+    retried stream error ("Reconnecting... 2/5 (…)") and may still complete the turn, so it is a
+    WARNING line, kept only as the reason should the turn not complete.
+    """
 
     name: ClassVar[str] = "codex-json"
 
     def __init__(self) -> None:
         super().__init__()
         self.completed_turns = 0
-        self.error: str | None = None
+        self.turn_end: str | None = None  # "completed" or "failed": how the last turn ended
+        self.error: str | None = None  # the failed turn's error, else the last error event's
 
     def feed(self, line: str, stream: str) -> LineResult:
         """Parse one JSON event from stdout; anything else is a text line."""
@@ -390,37 +435,41 @@ class CodexJsonParser(ProgressParser):
             return self._turn_completed(event)
         if kind == "turn.failed":
             err = event.get("error")
-            self.error = _str(err.get("message")) if isinstance(err, dict) else _str(err)
-            self.error = self.error or "turn failed"
+            text = error_text(err.get("message") if isinstance(err, dict) else err)
+            self.turn_end, self.error = "failed", text or self.error or "turn failed"
             return LineResult(message=f"turn failed: {_clip(self.error, SUMMARY_MAX_CHARS)}")
         if kind == "error":
-            self.error = _str(event.get("message")) or "agent reported an error"
-            return LineResult(message=f"error: {_clip(self.error, SUMMARY_MAX_CHARS)}")
+            self.error = error_text(event.get("message")) or "agent reported an error"
+            return LineResult(message=f"error: {_clip(self.error, SUMMARY_MAX_CHARS)}", level="WARNING")
         if kind.startswith("item."):
             item = event.get("item")
             return self._item(kind, item if isinstance(item, dict) else {})
         return LineResult(message=f"event: {kind or '?'}")
 
     def verdict(self, exit_code: int) -> str | None:
-        """An error event decides first; no completed turn is a failure; else the exit code."""
-        if self.error is not None:
-            return self.error
-        if self.completed_turns == 0:
-            return "agent ended without a completed turn"
+        """The last turn's end decides; without one, the last error event (or that no turn ended)."""
+        if self.turn_end == "failed":
+            return self.error or "turn failed"
+        if self.turn_end is None:
+            return self.error or "agent ended without a completed turn"
         return None if exit_code == 0 else f"exit code {exit_code}"
 
     def _turn_completed(self, event: dict[str, Any]) -> LineResult:
         self.completed_turns += 1
+        self.turn_end = "completed"
         tokens = event.get("usage")
         warnings: list[str] = []
-        ins = outs = None
+        counts: dict[str, int | None] = {}
         if isinstance(tokens, dict):
-            ins = _count(tokens.get("input_tokens"), "input_tokens", warnings)
-            outs = _count(tokens.get("output_tokens"), "output_tokens", warnings)
-        usage = self.usage = replace(self.usage, num_turns=self.completed_turns,
-                                     input_tokens=_added(self.usage.input_tokens, ins),
-                                     output_tokens=_added(self.usage.output_tokens, outs))
-        return LineResult(message=f"turn completed: {usage.input_tokens or 0} input, "
+            # Codex's input_tokens already count the cached ones (cached_input_tokens <= input_tokens).
+            for ours, theirs in (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
+                                 ("cache_read_tokens", "cached_input_tokens"),
+                                 ("cache_creation_tokens", "cache_write_input_tokens")):
+                counts[ours] = _count(tokens.get(theirs), theirs, warnings)
+        totals: dict[str, Any] = {name: _added(getattr(self.usage, name), more) for name, more in counts.items()}
+        usage = self.usage = replace(self.usage, num_turns=self.completed_turns, **totals)
+        cached = f" ({usage.cache_read_tokens} cached)" if usage.cache_read_tokens else ""
+        return LineResult(message=f"turn completed: {usage.input_tokens or 0} input{cached}, "
                                   f"{usage.output_tokens or 0} output tokens", warnings=warnings)
 
     def _item(self, kind: str, item: dict[str, Any]) -> LineResult:
@@ -455,7 +504,9 @@ class CodexJsonParser(ProgressParser):
             n = len(todos) if isinstance(todos, list) else 0
             return LineResult(message=f"plan: {n} step(s)")
         if itype == "error":
-            return LineResult(message=f"item error: {_clip(_str(item.get('message')), SUMMARY_MAX_CHARS)}")
+            # "a non-fatal error surfaced as an item" (Codex's own words): a warning, never the verdict
+            return LineResult(message=f"item error: {_clip(error_text(item.get('message')), SUMMARY_MAX_CHARS)}",
+                              level="WARNING")
         return LineResult(message=f"{kind}: {itype or '?'}")
 
 

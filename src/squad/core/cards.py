@@ -265,8 +265,13 @@ class Usage:
     session_id: str | None = None
     cost_usd: float | None = None
     num_turns: int | None = None
+    #: every prompt token the model read, cached ones included (Claude: input + cache creation +
+    #: cache read; Codex's own `input_tokens` already counts its cached tokens)
     input_tokens: int | None = None
     output_tokens: int | None = None
+    #: of `input_tokens`, those read from the prompt cache and those written to it
+    cache_read_tokens: int | None = None
+    cache_creation_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -302,6 +307,8 @@ class Run(BaseModel):
     num_turns: int | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_creation_tokens: int | None = None
     branch: str | None = None
     base_commit: str | None = None
     head_commit: str | None = None

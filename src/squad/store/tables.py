@@ -18,7 +18,7 @@ from sqlalchemy import (
 
 metadata = MetaData()
 #: The newest Alembic revision in migrations/versions (a test keeps the two in step).
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0011"
 
 cards = Table(
     "cards",
@@ -83,6 +83,9 @@ runs = Table(
     Column("num_turns", Integer),
     Column("input_tokens", Integer),
     Column("output_tokens", Integer),
+    # of input_tokens, those read from and written to the prompt cache (revision 0011)
+    Column("cache_read_tokens", Integer),
+    Column("cache_creation_tokens", Integer),
     Column("log", Text),
     # git facts of an attempt in a workspace, and uncommitted work saved before a removal
     Column("branch", String(255)),

@@ -8,6 +8,17 @@ import { act } from "./actions.js";
 
 const MAX_LOG_NODES = 1500;        // lines kept in the log view (older ones are dropped from the top)
 
+// A run's tokens: input (every prompt token the model read, cached ones included) / output, and of
+// the input, what came from the prompt cache and what was written to it.
+const fmtInt = (n) => (n == null ? "–" : esc(Number(n).toLocaleString("en-US")));
+function tokensCell(r) {
+  if (r.input_tokens == null && r.output_tokens == null) return "–";
+  const cache = r.cache_read_tokens || r.cache_creation_tokens
+    ? `<div class="muted">cache: ${fmtInt(r.cache_read_tokens ?? 0)} read, ${fmtInt(r.cache_creation_tokens ?? 0)} written</div>`
+    : "";
+  return `${fmtInt(r.input_tokens)} / ${fmtInt(r.output_tokens)}${cache}`;
+}
+
 export const detail = {
   id: null, card: null, runs: [], lastLogId: null, follow: true, fetching: false, again: false,
   lastTask: undefined, archived: null, gen: 0,
@@ -163,11 +174,10 @@ export const detail = {
     $("#d-runs tbody").innerHTML = this.runs.map((r) => {
       const dur = r.started_at ? ((r.ended_at ? Date.parse(r.ended_at) : Date.now()) - Date.parse(r.started_at)) / 1000 : null;
       const cls = r.status === "succeeded" ? "ok" : (r.status === "failed" || r.status === "lost" ? "bad" : "");
-      const tokens = r.input_tokens != null || r.output_tokens != null ? `${r.input_tokens ?? "–"} / ${r.output_tokens ?? "–"}` : "–";
       return `<tr><td>${r.attempt}</td><td>${esc(r.worker || "–")}</td><td>${fmtTime(r.started_at)}</td>` +
         `<td class="num">${fmtDur(dur)}</td><td class="num">${r.exit_code ?? "–"}</td><td class="${cls}">${esc(r.status)}</td>` +
         `<td class="err" title="${esc(r.error || "")}">${esc(r.error || "")}</td><td class="num">${r.cost_usd != null ? fmtCost(r.cost_usd) : "–"}</td>` +
-        `<td class="num">${tokens}</td><td class="mono">${esc(r.session_id || "–")}</td>` +
+        `<td class="num d-tokens">${tokensCell(r)}</td><td class="mono">${esc(r.session_id || "–")}</td>` +
         `<td>${r.log_available ? `<button type="button" data-run="${r.id}" data-attempt="${r.attempt}">view</button>` : "–"}</td></tr>`;
     }).join("") || `<tr><td colspan="11" class="muted">no runs yet</td></tr>`;
   },

@@ -30,6 +30,7 @@ def test_a_completed_codex_turn_succeeds_with_its_session_tokens_and_steps() -> 
     assert parser.verdict(0) is None
     usage = parser.usage
     assert (usage.session_id, usage.input_tokens, usage.output_tokens, usage.num_turns) == (THREAD, 24763, 122, 1)
+    assert (usage.cache_read_tokens, usage.cache_creation_tokens) == (24448, None)  # included in input_tokens
     steps = [(r.progress, r.step) for r in results if r.step]
     assert (40, "run bash -lc 'rg -n health src'") in steps
     assert (70, "edit src/app.py, tests/test_app.py") in steps
@@ -48,6 +49,60 @@ def test_a_failed_or_unfinished_codex_turn_fails_the_attempt_even_with_exit_code
     parser, _results = feed(sample)
     verdict = parser.verdict(0)
     assert verdict is not None and verdict.startswith(error)
+
+
+# ---- real `codex exec --json` runs (tests/agents/samples/SOURCES.md) ----------------------------
+def test_codex_reconnecting_errors_before_a_completed_turn_are_warnings_and_the_run_succeeds() -> None:
+    # Given a real run: five "Reconnecting... N/5" error events, then the turn completes (exit 0)
+    parser, results = feed("codex_reconnect_then_completed.jsonl")
+    # Expect success: the turn's end decides, as it does for Codex itself
+    assert parser.verdict(0) is None
+    assert (parser.usage.input_tokens, parser.usage.output_tokens) == (1234, 7)
+    # ... and the retried errors logged as WARNING lines, text kept
+    warnings = [r.message for r in results if r.level == "WARNING"]
+    assert sum(m.startswith("error: Reconnecting... ") for m in warnings) == 5
+    assert any(m.startswith("item error: Falling back from WebSockets to HTTPS") for m in warnings)
+    assert "assistant: OK" in [r.message for r in results]
+    # ... while the process result still counts
+    assert parser.verdict(1) == "exit code 1"
+
+
+@pytest.mark.parametrize(("sample", "error"), [
+    ("codex_bad_model_json_error.jsonl",
+     "The 'definitely-not-a-model' model is not supported when using Codex with a ChatGPT account. (status 400)"),
+    ("codex_crema_error_detail_json.jsonl",
+     "The 'gpt-5.2-codex' model is not supported when using Codex with a ChatGPT account."),
+    ("codex_quota_turn_failed.jsonl", "You've hit your usage limit. Try again later."),
+])
+def test_a_real_failed_codex_turn_fails_with_its_message_even_when_the_text_is_a_json_document(
+        sample: str, error: str) -> None:
+    parser, results = feed(sample)
+    assert parser.verdict(0) == error and parser.verdict(1) == error
+    assert f"turn failed: {error}" in [r.message for r in results]
+    assert f"error: {error}" in [r.message for r in results if r.level == "WARNING"]
+
+
+def test_an_error_event_with_no_turn_end_after_it_fails_the_attempt_with_that_error() -> None:
+    parser = make_parser("codex-json")
+    for line in ('{"type":"thread.started","thread_id":"t-1"}', '{"type":"turn.started"}',
+                 '{"type":"error","message":"Reconnecting... 5/5 (stream disconnected)"}'):
+        parser.feed(line, "stdout")
+    assert parser.verdict(0) == "Reconnecting... 5/5 (stream disconnected)"
+
+
+@pytest.mark.parametrize(("sample", "tokens"), [
+    # (input, of which cached, cache written, output)
+    ("codex_agentcmd_stream_output_2.jsonl", (6040, 4992, None, 129)),
+    ("codex_success_with_error_item.jsonl", (19554, 4352, 0, 42)),
+    ("codex_empty_agent_message.jsonl", (18341, 15616, 0, 130)),
+])
+def test_real_completed_codex_turns_keep_input_tokens_as_codex_counts_them_and_the_cached_split(
+        sample: str, tokens: tuple[int, int, int | None, int]) -> None:
+    parser, results = feed(sample)
+    usage = parser.usage
+    assert (usage.input_tokens, usage.cache_read_tokens, usage.cache_creation_tokens, usage.output_tokens) == tokens
+    assert parser.verdict(0) is None
+    assert not [r for r in results if r.level not in (None, "WARNING")]
 
 
 def test_a_resumed_codex_session_keeps_its_thread_id_and_a_nonzero_exit_still_fails() -> None:

@@ -162,7 +162,9 @@ def test_stream_json_success_records_session_usage_and_tool_steps() -> None:
     assert progress == [40, 40, 70, 70]
     usage = parser.usage
     assert usage.session_id == "2f6c0b8e-4d1a-4c5e-9a7b-31e2d9c4f0a1"
-    assert (usage.cost_usd, usage.num_turns, usage.input_tokens, usage.output_tokens) == (0.0873, 9, 37, 1843)
+    # every prompt token the model read: 37 fresh + 5,120 written to the cache + 48,210 read from it
+    assert (usage.cost_usd, usage.num_turns, usage.input_tokens, usage.output_tokens) == (0.0873, 9, 53367, 1843)
+    assert (usage.cache_read_tokens, usage.cache_creation_tokens) == (48210, 5120)
     assert parser.verdict(0) is None
     assert parser.verdict(2) == "exit code 2"
 
@@ -234,3 +236,39 @@ def test_stream_json_error_result_text_carries_its_subtype() -> None:
     parser.feed('{"type":"result","subtype":"error_during_execution","is_error":true,"result":"boom"}', "stdout")
     # Expect
     assert parser.verdict(0) == "error_during_execution: boom"
+
+
+# ---- real Claude Code transcripts (tests/agents/samples/SOURCES.md) -----------------------------
+@pytest.mark.parametrize(("sample", "tokens", "turns", "cost"), [
+    # (fresh input, cache creation, cache read, output) as the `result` event's usage says
+    ("claude_codecontextbench_success_cached.jsonl", (2, 6464, 57775, 606), 3, 0.0844475),
+    ("claude_vecsum_line_84KB.jsonl", (109, 76972, 1249926, 26105), 26, 1.0669852),
+    ("claude_json2treeviz_image_line_144KB.jsonl", (6, 6486, 40398, 398), 2, 0.0618464),
+])
+def test_real_claude_runs_count_every_prompt_token_the_model_read_and_keep_the_cache_split(
+        sample: str, tokens: tuple[int, int, int, int], turns: int, cost: float) -> None:
+    # Given a real Claude Code transcript whose `result.usage` has cache creation and cache read tokens
+    parser = ClaudeStreamJsonParser()
+    # When it is parsed line by line
+    results = feed_sample(parser, sample)
+    # Expect the run's input tokens to be all three input counts, the split kept, the verdict success
+    fresh, written, read, out = tokens
+    usage = parser.usage
+    assert (usage.input_tokens, usage.cache_creation_tokens, usage.cache_read_tokens, usage.output_tokens) == (
+        fresh + written + read, written, read, out)
+    assert (usage.num_turns, usage.cost_usd) == (turns, cost)
+    assert parser.verdict(0) is None
+    assert all(len(r.message) < 700 for r in results)  # big tool results become short summaries
+
+
+def test_claude_token_counts_are_clamped_and_their_sum_capped_to_what_the_store_holds() -> None:
+    # Given a result whose counts are absurd (agents lie)
+    parser = ClaudeStreamJsonParser()
+    line = ('{"type":"result","subtype":"success","is_error":false,"result":"ok","usage":{"input_tokens":-5,'
+            '"cache_creation_input_tokens":2000000000,"cache_read_input_tokens":2000000000,"output_tokens":"many"}}')
+    # When
+    result = parser.feed(line, "stdout")
+    # Expect the negative clamped to 0, the sum capped to the INTEGER column, the junk dropped, with warnings
+    usage = parser.usage
+    assert (usage.input_tokens, usage.cache_read_tokens, usage.output_tokens) == (2**31 - 1, 2000000000, None)
+    assert any("input_tokens" in w for w in result.warnings) and any("output_tokens" in w for w in result.warnings)

@@ -72,6 +72,12 @@ class SquadCollector(Collector):
         yield _histogram("squad_queue_wait_seconds", "Time from QUEUED to the start of a run.",
                          stats.queue_wait)
         yield CounterMetricFamily("squad_cost_usd", "Agent cost of every run, USD.", value=store.total_cost())
+        tokens = CounterMetricFamily("squad_tokens", "Tokens the agents reported over ended runs: input (every "
+                                     "prompt token read, cached ones included), output, and of input those read "
+                                     "from and written to the prompt cache.", labels=["kind"])
+        for kind, n in stats.tokens.items():
+            tokens.add_metric([kind], n)
+        yield tokens
         yield GaugeMetricFamily("squad_active_websockets", "Open /ws/tasks sockets in this API process.",
                                 value=self.state.hub.count)
         snap = self.state.monitor.cached()

@@ -16,6 +16,10 @@ from squad.store.tables import runs as runs_t
 
 DURATION_BUCKETS_S: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 WAIT_BUCKETS_S: tuple[float, ...] = (0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 3600)
+#: `squad_tokens_total{kind}` and the run columns they sum
+TOKEN_KINDS: dict[str, ColumnElement[Any]] = {
+    "input": runs_t.c.input_tokens, "output": runs_t.c.output_tokens,
+    "cache_read": runs_t.c.cache_read_tokens, "cache_creation": runs_t.c.cache_creation_tokens}
 
 
 @dataclass
@@ -34,6 +38,10 @@ class RunStats:
     by_status: dict[str, int] = field(default_factory=dict)
     duration: Histogram = field(default_factory=Histogram)
     queue_wait: Histogram = field(default_factory=Histogram)
+    #: tokens the agents reported, summed over ended runs: input (cached included), output, and the
+    #: cache split of input
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_KINDS, 0))
+
 
 
 def _bucket_columns(value: ColumnElement[Any], cond: ColumnElement[bool],
@@ -55,6 +63,7 @@ def run_stats(store: CardStore) -> RunStats:
         func.coalesce(func.sum(case((has_wait, wait), else_=0.0)), 0.0),
         *_bucket_columns(duration, ended, DURATION_BUCKETS_S),
         *_bucket_columns(wait, has_wait, WAIT_BUCKETS_S),
+        *(func.coalesce(func.sum(column), 0) for column in TOKEN_KINDS.values()),
     ]
     stats = RunStats()
     dur_counts = [0] * len(DURATION_BUCKETS_S)
@@ -74,6 +83,9 @@ def run_stats(store: CardStore) -> RunStats:
             dur_counts[i] += int(rest[i] or 0)
         for i in range(len(WAIT_BUCKETS_S)):
             wait_counts[i] += int(rest[len(DURATION_BUCKETS_S) + i] or 0)
+        sums = rest[len(DURATION_BUCKETS_S) + len(WAIT_BUCKETS_S):]
+        for kind, total in zip(TOKEN_KINDS, sums, strict=True):
+            stats.tokens[kind] += int(total or 0)
     stats.duration.buckets = list(zip(DURATION_BUCKETS_S, dur_counts, strict=True))
     stats.queue_wait.buckets = list(zip(WAIT_BUCKETS_S, wait_counts, strict=True))
     return stats
