@@ -29,7 +29,7 @@ from squad.agents import orphans
 from squad.agents.parsers import ProgressParser
 from squad.agents.prompts import write_prompt_file
 from squad.core.cards import Usage
-from squad.core.constants import CANCEL_POLL_S, KILL_GRACE_S, MAX_LINE_BYTES
+from squad.core.constants import CANCEL_POLL_S, KILL_GRACE_S, LOG_LINE_MAX_BYTES, MAX_LINE_BYTES
 from squad.core.settings import AgentConfig, AgentRlimits
 
 __all__ = ["AgentResult", "Limits", "RunObserver", "build_command", "expand_argv", "run_agent"]
@@ -261,7 +261,9 @@ def _seconds(value: float) -> str:
 class _LineSplitter:
     """Split a pipe's chunks into lines without ever holding more than MAX_LINE_BYTES of one line.
 
-    A longer line keeps its head and the count of bytes thrown away up to its newline.
+    A longer line keeps its head and the count of bytes thrown away up to its newline. The bound is
+    what one JSON event may weigh and still be parsed (a Claude image tool result is hundreds of KB);
+    what is logged of a line is cut much shorter (`_excerpt`).
     """
 
     def __init__(self) -> None:
@@ -297,6 +299,22 @@ class _LineSplitter:
         last = (self.head if self.head is not None else bytes(self.line), self.dropped)
         self.line, self.head, self.dropped = bytearray(), None, 0
         return [last]
+
+
+def _excerpt(message: str, raw: bytes | None, dropped: int) -> str:
+    """What the log keeps of one line: at most LOG_LINE_MAX_BYTES, then the count of bytes cut.
+
+    `raw` is the line as read when the message is that line (the count is then exact without
+    encoding the text again); `dropped` the bytes the splitter already threw away.
+    """
+    if not dropped and len(message) <= LOG_LINE_MAX_BYTES // 4:  # at most 4 bytes a character: fits
+        return message
+    data = raw if raw is not None else message.encode("utf-8", errors="replace")
+    if not dropped and len(data) <= LOG_LINE_MAX_BYTES:
+        return message
+    head = data[:LOG_LINE_MAX_BYTES].decode("utf-8", errors="ignore")  # a character cut in two goes too
+    cut = len(data) - len(head.encode("utf-8", errors="replace")) + dropped
+    return f"{head} …[truncated {cut} bytes]"
 
 
 class _ExitWatch:
@@ -485,10 +503,9 @@ class _AgentWatch:
             text = data.decode("utf-8", errors="replace")
             if text.endswith("\r"):
                 text = text[:-1]
-            if dropped:
-                text += f" …[truncated {dropped} bytes]"
             result = feed(text, stream)
-            on_line(level, result.message)
+            on_line(result.level or level, _excerpt(result.message, data if result.message is text else None,
+                                                    dropped))
             for warning in result.warnings:  # fields the parser dropped or clamped
                 on_line("WARNING", warning)
             if result.progress is not None:

@@ -41,8 +41,10 @@ STEP_STARTING = (25, "starting agent")
 STEP_EXECUTING = (30, "agent executing")
 STEP_DONE = (100, "done")
 
-# Runner.
-MAX_LINE_BYTES = 64 * 1024
+# Runner. A line is held (and parsed: a Claude tool result or image can be megabytes of JSON) up to
+# MAX_LINE_BYTES, the rest counted and dropped; what is logged of it is cut at LOG_LINE_MAX_BYTES.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+LOG_LINE_MAX_BYTES = 64 * 1024
 KILL_GRACE_S = 5.0
 CANCEL_POLL_S = 0.5
 ARCHIVE_MAX_BYTES = 4 * 1024 * 1024

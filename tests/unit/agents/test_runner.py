@@ -18,7 +18,7 @@ import pytest
 from squad.agents import runner
 from squad.agents.parsers import PlainParser, ProgressParser, make_parser
 from squad.agents.runner import AgentResult, Limits, build_command, expand_argv, run_agent
-from squad.core.constants import MAX_LINE_BYTES
+from squad.core.constants import LOG_LINE_MAX_BYTES, MAX_LINE_BYTES
 from squad.core.settings import AgentConfig
 from support.paths import AGENTS, SAMPLES, SRC
 from support.processes import alive, read_pid
@@ -239,8 +239,8 @@ def test_ten_megabytes_with_a_five_megabyte_line_is_streamed_and_the_giant_line_
     assert result.outcome == "succeeded"
     assert len(lines) == 50_002
     giant = lines[25_000]
-    cut = 5 * 1024 * 1024 - MAX_LINE_BYTES
-    assert giant == "B" * MAX_LINE_BYTES + f" …[truncated {cut} bytes]"
+    cut = 5 * 1024 * 1024 - LOG_LINE_MAX_BYTES
+    assert giant == "B" * LOG_LINE_MAX_BYTES + f" …[truncated {cut} bytes]"
     assert lines[25_001] == "x" * 99 and lines[-1] == "last line"
 
 
@@ -435,6 +435,58 @@ def test_stream_json_max_turns_is_a_failure(tmp_path: Path) -> None:
 def test_stream_json_success_result_with_nonzero_exit_is_a_failure(tmp_path: Path) -> None:
     result, _ = stream(tmp_path, "success.jsonl", 2)
     assert (result.outcome, result.error) == ("failed", "exit code 2")
+
+
+@pytest.mark.parametrize(("sample", "big_line", "summary"), [
+    # real transcripts (tests/agents/samples/SOURCES.md): a file update's result, an image tool result
+    ("claude_vecsum_line_84KB.jsonl", 83_871, "tool result: The file "),
+    ("claude_json2treeviz_image_line_144KB.jsonl", 144_539, "tool result: [image]"),
+])
+def test_real_claude_lines_over_64_KiB_are_parsed_and_logged_bounded(
+        tmp_path: Path, sample: str, big_line: int, summary: str) -> None:
+    # Given a real transcript with a line far over 64 KiB
+    assert max(len(line) for line in (SAMPLES / sample).read_bytes().splitlines()) == big_line
+    # When an agent prints it
+    result, seen = stream(tmp_path, sample)
+    # Expect every event parsed: the big one logged as a short summary, not a raw cut excerpt
+    assert (result.outcome, result.error) == ("succeeded", None)
+    assert result.usage.cache_read_tokens is not None and result.usage.num_turns is not None
+    assert any(m.startswith(summary) for m in seen.messages("INFO")), seen.messages("INFO")
+    assert all(len(m) <= 4096 and "…[truncated" not in m for m in seen.messages())
+
+
+def test_a_result_event_over_64_KiB_keeps_its_verdict_and_usage(tmp_path: Path) -> None:
+    # Given a run whose final `result` line is 200 KB (a long answer)
+    answer = "a long answer. " * 14_000
+    sample = tmp_path / "long_result.jsonl"
+    usage = {"input_tokens": 10, "cache_read_input_tokens": 90, "output_tokens": 7}
+    sample.write_text(json.dumps({"type": "system", "subtype": "init", "session_id": "s-1"}) + "\n" + json.dumps(
+        {"type": "result", "subtype": "success", "is_error": False, "num_turns": 4, "result": answer,
+         "total_cost_usd": 0.5, "usage": usage}) + "\n")
+    assert sample.stat().st_size > 200_000
+    # When
+    result, seen = run(fake("stream_json.py", str(sample)), tmp_path, parser="claude-stream-json")
+    # Expect the verdict and the usage of that event, and a bounded log line
+    assert (result.outcome, result.error) == ("succeeded", None)
+    assert (result.usage.num_turns, result.usage.input_tokens, result.usage.cache_read_tokens) == (4, 100, 90)
+    assert [m for m in seen.messages() if m.startswith("result: success, 4 turns")]
+    assert all(len(m) <= 4096 for m in seen.messages())
+
+
+def test_a_line_over_the_parse_bound_is_cut_counted_and_never_held_whole(tmp_path: Path) -> None:
+    # Given an agent printing one JSON-looking line of MAX_LINE_BYTES + 1 MiB, then a real event
+    size = MAX_LINE_BYTES + 1024 * 1024
+    code = (f"import sys; sys.stdout.write('{{\"type\":\"user\",\"x\":\"' + 'y' * {size} + '\"}}\\n'); "
+            "sys.stdout.write('{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false}\\n')")
+    # When
+    result, seen = run([sys.executable, "-c", code], tmp_path, parser="claude-stream-json")
+    # Expect the giant line logged as its first LOG_LINE_MAX_BYTES and the count of the rest
+    giant = [m for m in seen.messages("INFO") if m.startswith('{"type":"user"')]
+    assert len(giant) == 1
+    assert giant[0].endswith(f" …[truncated {size + 22 - LOG_LINE_MAX_BYTES} bytes]")
+    assert len(giant[0].encode()) < LOG_LINE_MAX_BYTES + 100
+    # ... and the next line still parsed
+    assert (result.outcome, result.error) == ("succeeded", None)
 
 
 # ---- time-based estimate ------------------------------------------------------------------------
