@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +35,7 @@ from squad.live.events import decode_event
 from squad.orchestration.dispatch import CeleryDispatcher
 from squad.orchestration.orchestrator import Orchestrator
 from squad.store.card_store import CardStore
+from support.api import run_api
 from support.cli import squad_env
 from support.paths import AGENTS
 from support.processes import alive, free_port, kill_tree, read_pid, wait_for
@@ -470,6 +472,62 @@ def test_dead_broker_falls_back_to_local_mode_with_warning_but_celery_mode_refus
         runs = runs_of(store, card_id)
         assert len(runs) == 1 and runs[0].status == "succeeded"
         assert (runs[0].worker or "").startswith("local@")
+
+
+def test_an_orchestrator_started_before_its_workers_sends_every_card_to_them_and_status_says_celery(
+        cli: Cli, env: dict[str, str], tmp_path: Path, start_worker: StartWorker, store: CardStore, spawn: Any,
+        settings: Settings) -> None:
+    # Given cards, a Redis that answers, and `squad orchestrate` started as README's distributed
+    # set-up starts it (no flags) before any worker
+    ids = [f"EARLY-{i}" for i in range(6)]
+    import_cards(cli, env, tmp_path, [{"card_id": c, "title": c, "agent": "demo"} for c in ids])
+    log = tmp_path / "orchestrator.log"
+    with open(log, "wb") as out:
+        orch = spawn("orchestrate", "--interval", "0.2", env=env, stdout=out)
+    # Expect it to use Celery and to say at once that no worker consumes the queue; the cards wait there
+    wait_for(lambda: "no worker is consuming `cards` yet" in log.read_text(), 60, message="the no-consumer line")
+    assert "orchestrator: mode celery, session default" in log.read_text()
+    wait_for(lambda: settled(store, ids, Status.QUEUED), 30, message="cards QUEUED")
+    # ... and `squad status` to report the mode this orchestrator decided, naming it
+    report = json.loads(cli("status", "--json", env=env).stdout)
+    assert report["execution_mode"] == "celery"
+    assert report["orchestrators"] == [f"session default: celery (pid {orch.pid} on {socket.gethostname()})"]
+
+    # When two workers start after it
+    workers = {start_worker(env).hostname, start_worker(env).hostname}
+
+    # Expect every card to run exactly once, on one of them: none inside the orchestrator
+    wait_for(lambda: settled(store, ids), 120, message="cards DONE")
+    runs = [run for card_id in ids for run in runs_of(store, card_id)]
+    assert len(runs) == len(ids) and {run.worker for run in runs} <= workers, [r.worker for r in runs]
+    # ... and /health to say celery
+    with run_api(settings) as api, api.client() as http:
+        assert http.get("/health").json()["execution_mode"] == "celery"
+    assert orch.poll() is None, log.read_text()
+
+
+def test_status_and_health_report_the_mode_a_running_orchestrator_decided(
+        cli: Cli, env: dict[str, str], spawn: Any, settings: Settings, tmp_path: Path) -> None:
+    # Given a broker that answers (a producer would use Celery) and an orchestrator told to run locally
+    log = tmp_path / "orchestrator.log"
+    with open(log, "wb") as out:
+        orch = spawn("orchestrate", "--mode", "local", "--interval", "0.2", env=env, stdout=out)
+    wait_for(lambda: "mode local" in log.read_text(), 60, message="the orchestrator started")
+    # Expect status and /health to say local while it runs
+    with run_api(settings) as api, api.client() as http:
+        report = json.loads(cli("status", "--json", env=env).stdout)
+        assert report["execution_mode"] == "local", report
+        assert report["orchestrators"] == [f"session default: local (pid {orch.pid} on {socket.gethostname()})"]
+        assert http.get("/health").json()["execution_mode"] == "local"
+
+        # When it stops
+        orch.send_signal(signal.SIGTERM)
+        assert orch.wait(timeout=60) == 0
+
+        # Expect them to report what a producer would use again: the broker answers, so celery
+        report = json.loads(cli("status", "--json", env=env).stdout)
+        assert (report["execution_mode"], report["orchestrators"]) == ("celery", [])
+        assert http.get("/health").json()["execution_mode"] == "celery"
 
 
 # ---- logs --follow and status ---------------------------------------------------------------------

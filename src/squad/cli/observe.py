@@ -23,6 +23,8 @@ def status(as_json: JsonOpt = False) -> None:
             value = "  ".join(f"{k} {v}" for k, v in value.items() if v) or "none"
         elif isinstance(value, list):
             value = ", ".join(map(str, value)) or "none"
+        elif value is None:
+            value = "unknown"
         out.print(field(key, value))
 
 

@@ -92,7 +92,7 @@ def orchestrate(
 ) -> None:
     """Release ready cards (priority 9 first), retry failed ones when due, until stopped."""
     service_logging()
-    from squad.cli.wait_report import WaitReporter
+    from squad.cli.wait_report import ConsumerWatch, WaitReporter
     from squad.orchestration.orchestrator import EXIT_TIMEOUT, make_orchestrator
 
     if mode not in ("auto", "celery", "local"):
@@ -101,7 +101,7 @@ def orchestrate(
         raise SquadError("--timeout bounds --wait: use both")
     settings = cli_settings()
     store = cli_store(settings)
-    orch = make_orchestrator(settings, store, mode=mode, session=session, max_in_flight=max_in_flight)
+    orch = make_orchestrator(settings, store, mode=mode, session=session, max_in_flight=max_in_flight, once=once)
     if once and store.active_count() == 0:
         counts = {k: v for k, v in store.count_by_status().items() if v}
         what = ", ".join(f"{n} {s}" for s, n in counts.items()) if counts else "the store has no cards"
@@ -127,12 +127,26 @@ def orchestrate(
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     err.print(f"orchestrator: mode {orch.dispatcher.mode}, session {session}", style="dim")
+    presence = None
+    if orch.events is not None:  # `squad status` and /health report the mode this orchestrator decided
+        from squad.live.presence import OrchestratorPresence
+
+        presence = OrchestratorPresence(settings.events, store.redis_keys, session=session,
+                                        mode=orch.dispatcher.mode).start()
+    # Long-running in celery mode: cards wait for the workers, and it says so while none consumes them.
+    watch = None
+    if orch.dispatcher.mode == "celery" and not once and not wait:
+        watch = ConsumerWatch(settings, lambda line: err.print(f"orchestrator: {line}", style="yellow")).start()
     try:
         code = orch.run(once=once, wait=wait, interval=interval, timeout=timeout, on_wait=reporter.maybe_report)
         if code == EXIT_TIMEOUT:
             err.print(f"squad: error: --timeout {timeout:g} s reached, {reporter.describe()}")
     finally:
-        orch.dispatcher.close(abort=orch.stopping.is_set())
+        if watch is not None:
+            watch.stop()
+        orch.dispatcher.close(abort=orch.stopping.is_set())  # local attempts end first: still this mode
+        if presence is not None:
+            presence.stop()
     raise typer.Exit(code)
 
 

@@ -1,13 +1,17 @@
-"""What `squad orchestrate --wait` is waiting for, said out loud.
+"""What `squad orchestrate` is waiting for, said out loud.
 
 A wait that prints nothing looks like a hang: with a Redis that answers and no worker consuming
-`cards`, the cards stay QUEUED forever and the user cannot tell why. So while waiting the
+`cards`, the cards stay QUEUED forever and the user cannot tell why. So while waiting (`--wait`) the
 orchestrator says at least every `WAIT_REPORT_INTERVAL_S` how many cards are in which status and who
-(if anyone) is running them (the workers are asked through `squad.live.celery_control`).
+(if anyone) is running them (the workers are asked through `squad.live.celery_control`); a
+long-running one in celery mode says at start, and every `CONSUMER_CHECK_INTERVAL_S` while it lasts,
+that no worker consumes the queue (`ConsumerWatch`). At the end of a wait, `failed_cards` says which
+cards FAILED and why.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -17,6 +21,7 @@ from squad.core.settings import Settings
 from squad.live.celery_control import cards_consumers
 
 WAIT_REPORT_INTERVAL_S = 10.0
+CONSUMER_CHECK_INTERVAL_S = 60.0
 
 
 def describe_wait(counts: Mapping[str, int], mode: str, consumers: list[str] | None) -> str:
@@ -59,3 +64,41 @@ class WaitReporter:
         if now - self.last_report >= self.interval_s:
             self.last_report = now
             self.emit(f"{self.describe()} ({now - self.started:.0f} s)")
+
+
+class ConsumerWatch:
+    """A long-running celery-mode orchestrator's check: at start and every `interval_s` while no
+    worker consumes `cards`, one line through `emit` (its cards wait in the queue for one).
+
+    A daemon thread, so a broadcast that waits for a registered but dead worker never delays a pass.
+    """
+
+    def __init__(self, settings: Settings, emit: Callable[[str], None], *,
+                 interval_s: float = CONSUMER_CHECK_INTERVAL_S) -> None:
+        self.settings, self.emit, self.interval_s = settings, emit, interval_s
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="consumer-watch", daemon=True)
+
+    def start(self) -> ConsumerWatch:
+        self.thread.start()
+        return self
+
+    def check(self) -> None:
+        """Ask the workers once; say so when none consumes `cards`."""
+        consumers = cards_consumers(self.settings)
+        if consumers is None:
+            self.emit(f"cannot ask the workers whether one consumes `{CARDS_QUEUE}` (broker unreachable)")
+        elif not consumers:
+            self.emit(f"no worker is consuming `{CARDS_QUEUE}` yet: cards wait in the queue until one does"
+                      " (start one: squad worker)")
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.check()
+            except Exception as exc:  # a probe must never end the orchestrator
+                self.emit(f"cannot ask the workers: {type(exc).__name__}: {exc}")
+            self.stopping.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self.stopping.set()

@@ -13,6 +13,9 @@ SETTLED_STREAM = "settled"
 SETTLED_MAXLEN = 10_000
 TASK_UPDATES_MAXLEN = 100_000
 TASK_LOGS_PREFIX = "task:logs:"
+#: the running orchestrators (a set of ids) and each one's heartbeat (`orchestrator:<id>`, with a TTL)
+ORCHESTRATORS_KEY = "orchestrators"
+ORCHESTRATOR_PREFIX = "orchestrator:"
 TASK_LOGS_MAXLEN = 20_000
 # Redis memory bounds (docs/security.md): a card's live log holds at most TASK_LOGS_MAXLEN entries and
 # about TASK_LOGS_MAX_BYTES (each entry at most LIVE_LOG_ENTRY_MAX_CHARS); a log event on the shared

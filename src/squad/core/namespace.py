@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from squad.core.constants import SETTLED_STREAM, TASK_LOGS_PREFIX, TASK_UPDATES_STREAM
+from squad.core.constants import (
+    ORCHESTRATOR_PREFIX,
+    ORCHESTRATORS_KEY,
+    SETTLED_STREAM,
+    TASK_LOGS_PREFIX,
+    TASK_UPDATES_STREAM,
+)
 
 
 @dataclass(frozen=True)
@@ -37,3 +43,12 @@ class RedisKeys:
     def task_logs(self, card_id: str) -> str:
         """The live log stream of one card (`task:logs:<card_id>`)."""
         return f"{self.namespace}:{TASK_LOGS_PREFIX}{card_id}"
+
+    @property
+    def orchestrators(self) -> str:
+        """The set of running orchestrators' ids (`orchestrators`)."""
+        return f"{self.namespace}:{ORCHESTRATORS_KEY}"
+
+    def orchestrator(self, orchestrator_id: str) -> str:
+        """One running orchestrator's heartbeat (`orchestrator:<id>`, expires unless renewed)."""
+        return f"{self.namespace}:{ORCHESTRATOR_PREFIX}{orchestrator_id}"

@@ -40,27 +40,49 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     worker answered.
     """
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="status") as pool:
-        database = pool.submit(_probe_database, settings.database_url)
+        database = pool.submit(_probe_database, settings)
         broker = pool.submit(_probe_broker, settings)
-        report: dict[str, Any] = {"version": VERSION, **database.result(),
+        db_report = database.result()
+        alive = db_report.pop("orchestrators")
+        report: dict[str, Any] = {"version": VERSION, **db_report,
                                   "database_url": mask_url(settings.database_url), **broker.result()}
+    from squad.live.presence import mode_in_use
     from squad.orchestration.mode import execution_mode
 
-    report["execution_mode"] = execution_mode(settings, broker_ok=report["redis"] != "not_available").name
+    # The mode the running orchestrators decided; with none, the one a producer would use now.
+    report["execution_mode"] = (mode_in_use(alive) if alive is not None and alive else
+                                execution_mode(settings, broker_ok=report["redis"] != "not_available").name)
+    report["orchestrators"] = None if alive is None else [info.describe() for info in alive]
     return report
 
 
-def _probe_database(url: str) -> dict[str, Any]:
+def _probe_database(settings: Settings) -> dict[str, Any]:
+    """The store's counts, then (knowing its namespace) the orchestrators alive on its events Redis."""
     from squad.store.card_store import CardStore
 
     try:
-        store = CardStore(url)
+        store = CardStore(settings.database_url)
         try:
-            return {"database": "connected", "cards": store.count_by_status()}
+            counts, keys = store.count_by_status(), store.redis_keys
         finally:
             store.dispose()
     except Exception as exc:
-        return {"database": f"error: {mask_text(str(exc).splitlines()[0])}", "cards": {}}
+        return {"database": f"error: {mask_text(str(exc).splitlines()[0])}", "cards": {}, "orchestrators": None}
+    return {"database": "connected", "cards": counts, "orchestrators": _probe_orchestrators(settings, keys)}
+
+
+def _probe_orchestrators(settings: Settings, keys: Any) -> list[Any] | None:
+    """The live orchestrators (None when the events Redis does not answer)."""
+    from squad.live.connections import redis_client
+    from squad.live.presence import live_orchestrators
+
+    client = redis_client(settings.events, retries=0)
+    try:
+        return live_orchestrators(client, keys)
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
 
 
 def _probe_broker(settings: Settings) -> dict[str, Any]:

@@ -42,8 +42,9 @@ def execution_mode(settings: Settings, requested: str = "auto", *, broker_ok: bo
     """Celery when asked for (or `auto` with USE_CELERY) and a broker answers, else local.
 
     `broker_ok` is a ping the caller already made (the API pings asynchronously); otherwise the
-    broker is pinged here. `need_consumer` (the orchestrator in `auto` mode) also asks whether a
-    worker consumes `cards`, because cards sent to a queue nobody consumes would wait forever.
+    broker is pinged here. `need_consumer` (a one-shot orchestrator, `--once`, in `auto` mode) also
+    asks whether a worker consumes `cards`: a one-shot run would otherwise end with its cards still
+    queued. A long-running orchestrator does not ask: workers may start after it.
     `celery` asked for explicitly with no broker raises BrokerUnavailable.
     """
     if requested not in MODES:

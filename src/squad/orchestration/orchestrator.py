@@ -256,9 +256,16 @@ class Orchestrator:
 
 
 def make_orchestrator(settings: Settings, store: CardStore, *, mode: str = "auto", session: str = "default",
-                      max_in_flight: int | None = None) -> Orchestrator:
-    """Build an orchestrator for a mode (auto|celery|local); `fallback_reason` says why auto ran local."""
-    actual = execution_mode(settings, mode, need_consumer=True)
+                      max_in_flight: int | None = None, once: bool = False) -> Orchestrator:
+    """Build an orchestrator for a mode (auto|celery|local); `fallback_reason` says why auto ran local.
+
+    The mode is decided here, once, for the orchestrator's whole life. In `auto` mode with a broker
+    that answers, a long-running orchestrator uses Celery even while no worker consumes the queue
+    (workers started after it get the cards; it says meanwhile that none consumes); only a one-shot
+    run (`once`: `squad orchestrate --once`) falls back to running the cards itself when no worker
+    consumes them, decided again by each invocation.
+    """
+    actual = execution_mode(settings, mode, need_consumer=once)
     if actual.reason:
         log.info("falling back to local mode", reason=actual.reason)
     events = try_event_bus(settings.events, settings.log_ttl, store.redis_keys)

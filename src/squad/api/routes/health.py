@@ -11,6 +11,7 @@ from squad.api.deps import Authorized, StateDep
 from squad.api.schemas import AuthOut, HealthOut, error_responses
 from squad.api.state import AppState, bounded
 from squad.core.constants import VERSION
+from squad.live.presence import live_orchestrators_async, mode_in_use
 from squad.orchestration.dispatch import execution_mode
 
 router = APIRouter(tags=["health"])
@@ -23,8 +24,14 @@ async def _redis(state: AppState) -> str:
 
 
 async def _execution_mode(state: AppState) -> str:
-    broker_ok = state.settings.use_celery and bool(await bounded(state.broker.ping()))
-    return execution_mode(state.settings, broker_ok=broker_ok).name
+    """The mode the running orchestrators decided; with none alive, the one a producer would use."""
+    alive, pong = await asyncio.gather(bounded(live_orchestrators_async(state.events, state.keys)),
+                                       bounded(state.broker.ping()) if state.settings.use_celery else _none())
+    return mode_in_use(alive or []) or execution_mode(state.settings, broker_ok=bool(pong)).name
+
+
+async def _none() -> None:
+    return None
 
 
 @router.get("/health", response_model=HealthOut, responses=error_responses())
