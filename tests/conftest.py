@@ -145,14 +145,15 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
     def start(env: dict[str, str], *, concurrency: int = 2, name: str | None = None,
-              queues: str = "cards,maintenance", extra: list[str] | None = None,
+              queues: str | None = "cards,maintenance", extra: list[str] | None = None,
               wait_ready: bool = True) -> Worker:
         hostname = name or f"w{len(workers)}-{uuid.uuid4().hex[:6]}@test"
         log_path = tmp_path / f"worker-{len(workers)}.log"
         out = open(log_path, "wb")  # noqa: SIM115 - kept open for the process lifetime
         proc = subprocess.Popen(
             [sys.executable, "-m", "squad", "worker", "--concurrency", str(concurrency), "--hostname", hostname,
-             "--queues", queues, "--loglevel", "INFO", *(extra or [])],
+             *(["--queues", queues] if queues is not None else []),  # None: the worker's default
+             "--loglevel", "INFO", *(extra or [])],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         worker = Worker(proc, hostname, log_path)
         workers.append(worker)

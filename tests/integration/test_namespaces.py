@@ -7,8 +7,11 @@ with the same id, and `squad up --demo` mixed its events with the default store'
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import redis
 from websockets.sync.client import connect
 
@@ -19,6 +22,7 @@ from squad.store.card_store import CardStore
 from support.api import run_api
 from support.cli import run_cli, squad_env
 from support.store import redis_keys
+from support.workers import StartWorker
 
 
 def test_each_store_has_a_lasting_instance_id(sqlite_url: str, pg_url: str) -> None:
@@ -72,3 +76,55 @@ def test_a_sqlite_and_a_postgresql_store_on_one_redis_see_only_their_own_logs_an
     prefixes = (redis_keys(sqlite_url).namespace + ":", redis_keys(pg_url).namespace + ":")
     keys = redis.Redis.from_url(redis_url + "/2", decode_responses=True).keys("*")
     assert keys and all(k.startswith(prefixes) for k in keys), keys
+
+
+# ---- the broker queue ----------------------------------------------------------------------------
+def _store_env(redis_url: str, tmp_path: Path, name: str, **extra: str) -> dict[str, str]:
+    return squad_env(SQUAD_REDIS_URL=redis_url, SQUAD_DATABASE_URL=f"sqlite:///{tmp_path / name}.db",
+                     SQUAD_DEMO_DURATION="0.3", SQUAD_WORKDIR=str(tmp_path / f"work-{name}"),
+                     # a dropped message would be re-sent only after 10 minutes: the waits below end first
+                     SQUAD_REQUEUE_AFTER="600", **extra)
+
+
+@pytest.mark.parametrize("queues", ["shared", "own"])
+def test_two_stores_on_one_redis_each_run_every_card_once_on_their_own_workers(
+        redis_url: str, tmp_path: Path, start_worker: StartWorker, queues: str) -> None:
+    # Given two stores on one Redis with the same card ids, and workers of both. "shared": both on the
+    # default queue `cards` (messages carry their store; a worker of the other store puts them back);
+    # "own": the second store has a queue of its own (SQUAD_CARDS_QUEUE, as `squad up` sets it)
+    own = {"SQUAD_CARDS_QUEUE": "cards.b", "SQUAD_MAINTENANCE_QUEUE": "maintenance.b"} if queues == "own" else {}
+    envs = {"a": _store_env(redis_url, tmp_path, "a"), "b": _store_env(redis_url, tmp_path, "b", **own)}
+    ids = [f"SAME-{i}" for i in range(8)]
+    (tmp_path / "backlog.json").write_text(json.dumps({"cards": [{"card_id": c, "title": c, "agent": "demo"}
+                                                                 for c in ids]}))
+    workers = {}
+    for name, env in envs.items():
+        assert run_cli("backlog", "import", "backlog.json", env=env).returncode == 0
+        # default queues: `cards,maintenance`, or the store's own (SQUAD_CARDS_QUEUE, ...)
+        workers[name] = [start_worker(env, concurrency=2, name=f"{name}{i}@test", queues=None) for i in range(2)]
+
+    # When both stores release their cards at once
+    procs = {name: subprocess.Popen([sys.executable, "-m", "squad", "orchestrate", "--mode", "celery", "--once",
+                                     "--wait", "--interval", "0.2", "--timeout", "150"],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, env in envs.items()}
+    outs = {name: proc.communicate(timeout=200) for name, proc in procs.items()}
+
+    # Expect every card of both stores DONE, each run exactly once, on a worker of its own store
+    for name, env in envs.items():
+        assert procs[name].returncode == 0, outs[name][1]
+        store = CardStore(env["SQUAD_DATABASE_URL"])
+        try:
+            for card_id in ids:
+                runs = store.list_runs(card_id)
+                assert [r.status for r in runs] == ["succeeded"], (name, card_id, runs)
+                assert runs[0].worker in {w.hostname for w in workers[name]}, (name, card_id, runs[0].worker)
+        finally:
+            store.dispose()
+    # ... and a worker that put another store's message back said so at most once (per process and store)
+    logs = [w.log() for ws in workers.values() for w in ws]
+    said = [log.count("message of another store put back on its queue") for log in logs]
+    if queues == "own":
+        assert sum(said) == 0
+    else:
+        assert all(n <= 2 for n in said), said  # two pool processes per worker

@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
+from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.processes import free_port, wait_for
 
@@ -45,6 +46,13 @@ def test_up_demo_reports_status_changes_keeps_service_logs_in_files_and_shares_i
         assert "squad: using the settings of `squad up`" in other.stderr
         assert {c["card_id"]: c["status"] for c in json.loads(other.stdout)} == {
             f"DEMO-{i}": "DONE" for i in range(1, 7)}
+        # ... and up's cards to go through queues of this store's own, which the commands share too
+        instance = CardStore(f"sqlite:///{tmp_path / '.squad' / 'demo.db'}")
+        queues = f"cards.{instance.instance_id},maintenance.{instance.instance_id}"
+        instance.dispose()
+        shared = json.loads(state.read_text())["env"]
+        assert f"{shared['SQUAD_CARDS_QUEUE']},{shared['SQUAD_MAINTENANCE_QUEUE']}" == queues
+        assert f"queues {queues}" in (tmp_path / ".squad" / "logs" / "worker.log").read_text(errors="replace")
 
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=90) == 0

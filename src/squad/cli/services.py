@@ -16,7 +16,8 @@ from squad.core.errors import SquadError
 
 def worker(
     concurrency: Annotated[int, typer.Option(min=1, help="Parallel cards on this worker.")] = 2,
-    queues: Annotated[str, typer.Option(help="Queues to consume.")] = "cards,maintenance",
+    queues: Annotated[str | None, typer.Option(
+        help="Queues to consume (default: cards,maintenance, or SQUAD_CARDS_QUEUE,SQUAD_MAINTENANCE_QUEUE).")] = None,
     hostname: Annotated[str | None, typer.Option(help="Worker name (default squad@<host>).")] = None,
     autoscale: Annotated[str | None, typer.Option(help="MAX,MIN processes.")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
@@ -32,6 +33,7 @@ def worker(
     from squad.ops.supervisor import Child, Supervisor
 
     settings = cli_settings()
+    queues = queues or f"{settings.cards_queue},{settings.maintenance_queue}"
     if drain:
         from squad.worker.drain import drain_workers
 

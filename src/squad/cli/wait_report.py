@@ -5,8 +5,7 @@ A wait that prints nothing looks like a hang: with a Redis that answers and no w
 orchestrator says at least every `WAIT_REPORT_INTERVAL_S` how many cards are in which status and who
 (if anyone) is running them (the workers are asked through `squad.live.celery_control`); a
 long-running one in celery mode says at start, and every `CONSUMER_CHECK_INTERVAL_S` while it lasts,
-that no worker consumes the queue (`ConsumerWatch`). At the end of a wait, `failed_cards` says which
-cards FAILED and why.
+that no worker consumes the queue (`ConsumerWatch`).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import time
 from collections.abc import Callable, Mapping
 
 from squad.core.cards import ACTIVE
-from squad.core.constants import CARDS_QUEUE
 from squad.core.settings import Settings
 from squad.live.celery_control import cards_consumers
 
@@ -24,7 +22,7 @@ WAIT_REPORT_INTERVAL_S = 10.0
 CONSUMER_CHECK_INTERVAL_S = 60.0
 
 
-def describe_wait(counts: Mapping[str, int], mode: str, consumers: list[str] | None) -> str:
+def describe_wait(counts: Mapping[str, int], mode: str, consumers: list[str] | None, queue: str = "cards") -> str:
     """One line: the unsettled cards by status and who runs them."""
     waiting = {status.value: counts.get(status.value, 0) for status in sorted(ACTIVE, key=lambda s: s.value)}
     total = sum(waiting.values())
@@ -38,8 +36,8 @@ def describe_wait(counts: Mapping[str, int], mode: str, consumers: list[str] | N
     if consumers is None:
         return f"{line}; cannot ask the workers (broker unreachable)"
     if not consumers:
-        return f"{line}; no worker is consuming `{CARDS_QUEUE}` (start one: squad worker)"
-    return f"{line}; {len(consumers)} worker(s) consuming `{CARDS_QUEUE}`: {', '.join(consumers)}"
+        return f"{line}; no worker is consuming `{queue}` (start one: squad worker)"
+    return f"{line}; {len(consumers)} worker(s) consuming `{queue}`: {', '.join(consumers)}"
 
 
 class WaitReporter:
@@ -56,7 +54,7 @@ class WaitReporter:
     def describe(self) -> str:
         """The current state in one line (asks the workers in celery mode)."""
         consumers = cards_consumers(self.settings) if self.mode == "celery" else []
-        return describe_wait(self.count(), self.mode, consumers)
+        return describe_wait(self.count(), self.mode, consumers, self.settings.cards_queue)
 
     def maybe_report(self) -> None:
         """Report when `interval_s` has passed since the last report."""
@@ -85,11 +83,11 @@ class ConsumerWatch:
 
     def check(self) -> None:
         """Ask the workers once; say so when none consumes `cards`."""
-        consumers = cards_consumers(self.settings)
+        consumers, queue = cards_consumers(self.settings), self.settings.cards_queue
         if consumers is None:
-            self.emit(f"cannot ask the workers whether one consumes `{CARDS_QUEUE}` (broker unreachable)")
+            self.emit(f"cannot ask the workers whether one consumes `{queue}` (broker unreachable)")
         elif not consumers:
-            self.emit(f"no worker is consuming `{CARDS_QUEUE}` yet: cards wait in the queue until one does"
+            self.emit(f"no worker is consuming `{queue}` yet: cards wait in the queue until one does"
                       " (start one: squad worker)")
 
     def _run(self) -> None:

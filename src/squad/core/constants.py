@@ -29,6 +29,10 @@ EMBEDDED_REDIS_MAXMEMORY = "512mb"
 # Celery.
 CARDS_QUEUE = "cards"
 MAINTENANCE_QUEUE = "maintenance"
+#: A queue name squad accepts (`SQUAD_CARDS_QUEUE`): no ':' (kombu's separator of priority lists)
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+#: The message header naming the store (its instance id) a card's message belongs to
+STORE_HEADER = "squad_store"
 EXECUTE_TASK_NAME = "squad.execute_card_task"
 CLEANUP_TASK_NAME = "squad.cleanup_old_results"
 RECONCILE_TASK_NAME = "squad.reconcile"

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from squad.core.constants import CARDS_QUEUE, MAINTENANCE_QUEUE, QUEUE_NAME_PATTERN
 from squad.core.errors import ConfigError
 from squad.core.masking import mask_url
 
@@ -178,6 +179,10 @@ class Settings(BaseSettings):
     #: Off: each cost the worker's main process ~1.5 ms of CPU per card; Flower turns the workers'
     #: events on itself (every 5 s). docs/operations.md "Celery tooling and monitoring".
     task_events: bool = False
+    #: The broker queues of this store's cards and of its reconciler (docs/operations.md "Queues per
+    #: store"): two stores on one Redis give each its own. `squad up` picks `cards.<instance id>`.
+    cards_queue: str = Field(default=CARDS_QUEUE, max_length=100, pattern=QUEUE_NAME_PATTERN)
+    maintenance_queue: str = Field(default=MAINTENANCE_QUEUE, max_length=100, pattern=QUEUE_NAME_PATTERN)
 
     default_agent: str = "demo"
     squads: dict[str, str] = Field(default_factory=dict)

@@ -13,11 +13,9 @@ from celery.signals import setup_logging
 from kombu import Queue
 
 from squad.core.constants import (
-    CARDS_QUEUE,
     CLEANUP_INTERVAL_S,
     CLEANUP_TASK_NAME,
     EXECUTE_TASK_NAME,
-    MAINTENANCE_QUEUE,
     PRIORITY_STEPS,
     RECONCILE_INTERVAL_S,
     RECONCILE_TASK_NAME,
@@ -50,11 +48,12 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=settings.task_events,
         # No STARTED write per task: the API derives STARTED/PROGRESS from the store's claim.
         task_track_started=False,
-        task_default_queue=CARDS_QUEUE,
-        task_queues=[Queue(CARDS_QUEUE), Queue(MAINTENANCE_QUEUE)],
-        task_routes={EXECUTE_TASK_NAME: {"queue": CARDS_QUEUE},
-                     CLEANUP_TASK_NAME: {"queue": MAINTENANCE_QUEUE},
-                     RECONCILE_TASK_NAME: {"queue": MAINTENANCE_QUEUE}},
+        # `cards` and `maintenance` unless this store has queues of its own (SQUAD_CARDS_QUEUE, ...)
+        task_default_queue=settings.cards_queue,
+        task_queues=[Queue(settings.cards_queue), Queue(settings.maintenance_queue)],
+        task_routes={EXECUTE_TASK_NAME: {"queue": settings.cards_queue},
+                     CLEANUP_TASK_NAME: {"queue": settings.maintenance_queue},
+                     RECONCILE_TASK_NAME: {"queue": settings.maintenance_queue}},
         # Backstops only: the runner enforces the card's own soft/hard limits first.
         task_soft_time_limit=settings.time_limit + 30,
         task_time_limit=settings.time_limit + 60,
@@ -81,9 +80,10 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         beat_schedule={
             "squad-reconcile": {"task": RECONCILE_TASK_NAME, "schedule": RECONCILE_INTERVAL_S,
-                                "options": {"queue": MAINTENANCE_QUEUE, "expires": RECONCILE_INTERVAL_S * 2}},
+                                "options": {"queue": settings.maintenance_queue,
+                                            "expires": RECONCILE_INTERVAL_S * 2}},
             "squad-cleanup": {"task": CLEANUP_TASK_NAME, "schedule": CLEANUP_INTERVAL_S,
-                              "options": {"queue": MAINTENANCE_QUEUE}},
+                              "options": {"queue": settings.maintenance_queue}},
         },
     )
     app.squad_settings = settings

@@ -7,7 +7,7 @@ mode decision) waits for the workers, not for a fixed timeout. None means the br
 
 from __future__ import annotations
 
-from squad.core.constants import CARDS_QUEUE, HEALTH_PROBE_TIMEOUT_S
+from squad.core.constants import HEALTH_PROBE_TIMEOUT_S
 from squad.core.masking import mask_url
 from squad.core.settings import Settings
 
@@ -28,7 +28,8 @@ def registered_workers(settings: Settings) -> int | None:
 
 
 def cards_consumers(settings: Settings, timeout_s: float = WORKER_PROBE_TIMEOUT_S) -> list[str] | None:
-    """Names of the Celery workers consuming the `cards` queue; None when the broker cannot be asked.
+    """Names of the Celery workers consuming this store's cards queue (`cards` unless
+    SQUAD_CARDS_QUEUE); None when the broker cannot be asked.
 
     The broadcast ends as soon as every worker registered on the broker answered (as `squad status`'s
     ping does) instead of always waiting `timeout_s`: `orchestrate --wait` asks from its loop, and a
@@ -47,7 +48,7 @@ def cards_consumers(settings: Settings, timeout_s: float = WORKER_PROBE_TIMEOUT_
     finally:
         app.close()
     return sorted(name for name, queues in replies.items()
-                  if any(isinstance(q, dict) and q.get("name") == CARDS_QUEUE for q in queues or []))
+                  if any(isinstance(q, dict) and q.get("name") == settings.cards_queue for q in queues or []))
 
 
 def no_consumer_reason(settings: Settings) -> str | None:
@@ -55,7 +56,7 @@ def no_consumer_reason(settings: Settings) -> str | None:
     consumers = cards_consumers(settings)
     if consumers:
         return None
-    return (f"Redis answers at {mask_url(settings.broker)} but no worker is consuming `{CARDS_QUEUE}` "
+    return (f"Redis answers at {mask_url(settings.broker)} but no worker is consuming `{settings.cards_queue}` "
             f"(none answered within {WORKER_PROBE_TIMEOUT_S:g} s)")
 
 

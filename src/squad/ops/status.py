@@ -99,7 +99,7 @@ def _probe_broker(settings: Settings) -> dict[str, Any]:
             if report["redis_memory"].startswith("FULL"):
                 report["redis"] = "full"
             try:
-                report["queue_depth"] = view.queue_depth()
+                report["queue_depth"] = view.queue_depth(settings.cards_queue)
             except Exception:
                 report["queue_depth"] = None
             try:

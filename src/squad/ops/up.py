@@ -12,6 +12,7 @@ import redis
 from rich.console import Console
 
 from squad.actions.backlog import load_file, parse_backlog
+from squad.core.constants import CARDS_QUEUE, MAINTENANCE_QUEUE
 from squad.core.masking import mask_url
 from squad.core.settings import load_settings
 from squad.live.celery_control import celery_workers
@@ -38,6 +39,11 @@ def _answers(url: str) -> bool:
         return False
     finally:
         client.close()
+
+
+def store_queue(name: str, instance_id: str) -> str:
+    """`cards.<instance id>`: the queue `squad up` gives one store's cards (or its maintenance)."""
+    return f"{name}.{instance_id}"
 
 
 def load_demo(database_url: str) -> int:
@@ -82,6 +88,13 @@ def run_up(*, demo: bool, port: int, concurrency: int) -> int:
         env.setdefault("SQUAD_RETRY_BACKOFF", str(DEMO_RETRY_BACKOFF_S))
         load_demo(env["SQUAD_DATABASE_URL"])
     env["USE_CELERY"] = "true"
+    store = CardStore(env["SQUAD_DATABASE_URL"])
+    # Its own queues: another store on the same Redis (another folder's, or `--demo` beside the
+    # default store) never sees these cards, nor these workers its cards (docs/operations.md).
+    for key, name, default in (("SQUAD_CARDS_QUEUE", "cards", CARDS_QUEUE),
+                               ("SQUAD_MAINTENANCE_QUEUE", "maintenance", MAINTENANCE_QUEUE)):
+        if key not in os.environ and getattr(settings, key.removeprefix("SQUAD_").lower()) == default:
+            env[key] = store_queue(name, store.instance_id)
     py = [sys.executable, "-m", "squad"]
     specs = [
         ("worker", [*py, "worker", "--concurrency", str(concurrency), "--hostname", "squad-up@%h"]),
@@ -95,7 +108,6 @@ def run_up(*, demo: bool, port: int, concurrency: int) -> int:
     log_files = [(logs_dir / f"{name}.log").open("ab") for name, _argv in specs]
     children = [Child(name, argv, env, stdout=out) for (name, argv), out in zip(specs, log_files, strict=True)]
     write_state(env, api_url=api_url)
-    store = CardStore(env["SQUAD_DATABASE_URL"])
     store_desc = mask_url(env["SQUAD_DATABASE_URL"])
     probe_settings = load_settings(redis_url=env["SQUAD_REDIS_URL"], database_url=env["SQUAD_DATABASE_URL"])
     probes = Probes(lambda: celery_workers(probe_settings), f"{api_url}/health" if api_url else None)

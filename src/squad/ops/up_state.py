@@ -17,7 +17,7 @@ from pathlib import Path
 STATE_FILE = Path(".squad") / "up.json"
 #: The settings a state file may carry (environment names).
 STATE_KEYS = ("SQUAD_REDIS_URL", "SQUAD_DATABASE_URL", "SQUAD_BROKER_URL", "SQUAD_RESULT_BACKEND",
-              "SQUAD_EVENTS_URL", "USE_CELERY")
+              "SQUAD_EVENTS_URL", "USE_CELERY", "SQUAD_CARDS_QUEUE", "SQUAD_MAINTENANCE_QUEUE")
 
 
 def write_state(env: dict[str, str], *, api_url: str | None, path: Path = STATE_FILE) -> None:

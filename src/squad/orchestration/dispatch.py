@@ -19,7 +19,7 @@ import structlog
 
 from squad.attempt.run import AttemptContext, run_card
 from squad.core.cards import Card, Status
-from squad.core.constants import CARDS_QUEUE, EXECUTE_TASK_NAME
+from squad.core.constants import CARDS_QUEUE, EXECUTE_TASK_NAME, STORE_HEADER
 from squad.core.errors import BrokerUnavailable
 from squad.core.settings import LimitedCard, Settings
 from squad.live.events import EventBus, status_event
@@ -81,19 +81,26 @@ class Dispatcher(Protocol):
 
 
 class CeleryDispatcher:
-    """Sends `squad.execute_card_task` messages to the `cards` queue (or a squad's routed queue)."""
+    """Sends `squad.execute_card_task` messages to this store's cards queue (`cards` unless
+    SQUAD_CARDS_QUEUE) or a squad's routed queue.
+
+    With `store_id` (the store's instance id) every message carries it in the `squad_store` header:
+    a worker of another store sharing the queue puts the message back untouched instead of taking
+    it (`squad.worker.tasks`).
+    """
 
     mode = "celery"
     runs_agents = False
     settled: threading.Event | None = None
 
-    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+    def __init__(self, settings: Settings, app: Celery | None = None, *, store_id: str | None = None) -> None:
         from squad.live.broker import BrokerView
         from squad.live.celery_config import make_celery
 
         self.app = app or make_celery(settings)
         self.broker = BrokerView(settings.broker)
-        self.queues = sorted({CARDS_QUEUE, *settings.routes.values()})
+        self.queues = sorted({settings.cards_queue, *settings.routes.values()})
+        self.headers = {STORE_HEADER: store_id} if store_id else None
         if app is None:
             # An app of our own only sends: it never waits on a result, yet Celery's Redis backend
             # would SUBSCRIBE to each sent task's result channel (and UNSUBSCRIBE when the
@@ -105,6 +112,8 @@ class CeleryDispatcher:
         from squad.live.celery_config import card_priority
 
         extra: dict[str, Any] = {"declare": []} if declared else {}
+        if self.headers:
+            extra["headers"] = self.headers
         self.app.send_task(EXECUTE_TASK_NAME, args=[card_id], task_id=task_id, queue=queue,
                            priority=card_priority(priority), producer=producer,
                            soft_time_limit=hard_limit + CELERY_SOFT_MARGIN_S,
@@ -287,7 +296,7 @@ class Producer:
     def _item(self, limited: LimitedCard, card_id: str, task_id: str, priority: int, squad: str | None) -> Dispatch:
         """The message of one card: its limits as `Settings.limits_for` resolves them, its squad's queue."""
         own = self.settings.limits_for(limited)
-        queue = self.settings.routes.get(squad or "", CARDS_QUEUE)  # squad.toml [routes]: squad -> queue
+        queue = self.settings.routes.get(squad or "", self.settings.cards_queue)  # squad.toml [routes]: squad -> queue
         return Dispatch(card_id, task_id, priority, own.soft_time_limit_s, own.time_limit_s, queue)
 
     def _dispatch(self, card: Card, task_id: str) -> None:
@@ -317,5 +326,6 @@ def make_producer(settings: Settings, store: CardStore, events: EventBus | None,
                   mode: ExecutionMode | None = None) -> Producer:
     """A producer for one-off operations (retry, cancel, submit): it never runs cards itself."""
     mode = mode or execution_mode(settings)
-    dispatcher: Dispatcher = CeleryDispatcher(settings) if mode.name == "celery" else DeferredDispatcher()
+    dispatcher: Dispatcher = (CeleryDispatcher(settings, store_id=store.instance_id) if mode.name == "celery"
+                              else DeferredDispatcher())
     return Producer(settings, store, dispatcher, events)

@@ -271,7 +271,7 @@ def make_orchestrator(settings: Settings, store: CardStore, *, mode: str = "auto
     events = try_event_bus(settings.events, settings.log_ttl, store.redis_keys)
     dispatcher: Dispatcher
     if actual.name == "celery":
-        dispatcher = CeleryDispatcher(settings)
+        dispatcher = CeleryDispatcher(settings, store_id=store.instance_id)
     else:
         dispatcher = LocalDispatcher(settings, store, events, concurrency=max_in_flight or 4)
     orch = Orchestrator(settings, store, dispatcher, events, session=session, max_in_flight=max_in_flight)

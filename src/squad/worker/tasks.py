@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 from celery import Task
+from celery.exceptions import Reject
 from celery.signals import worker_before_create_process, worker_process_init
 
 from squad.agents import orphans
@@ -19,6 +20,7 @@ from squad.core.constants import (
     EXECUTE_TASK_NAME,
     PROGRESS_MIN_INTERVAL_S,
     RECONCILE_TASK_NAME,
+    STORE_HEADER,
 )
 from squad.core.settings import Settings
 from squad.live.events import EventBus, try_event_bus
@@ -28,6 +30,9 @@ from squad.worker.app import celery_app
 log = structlog.get_logger(__name__)
 STATE_MIN_INTERVAL_S = 0.25
 STATE_FIRST_AFTER_S = 1.0  # attempt age before its first PROGRESS state write
+#: How long a worker holds a message of another store before putting it back: a queue holding only
+#: such messages (their own workers busy or gone) is then cycled once a second, not in a hot loop.
+FOREIGN_MESSAGE_PAUSE_S = 1.0
 _state: dict[str, Any] = {}
 
 
@@ -95,22 +100,42 @@ class ProgressReportingTask(Task):
 
 @celery_app.task(bind=True, base=ProgressReportingTask, name=EXECUTE_TASK_NAME, acks_late=True)
 def execute_card_task(self: ProgressReportingTask, card_id: str) -> dict[str, Any]:
-    """Claim the card for this message and run one attempt; a message that cannot claim does nothing."""
+    """Claim the card for this message and run one attempt; a message that cannot claim does nothing.
+
+    A message of another store (two stores sharing one queue on one Redis) is put back untouched.
+    """
     settings, store, events = _resources()
-    self._last_step = ""
-
-    def on_progress(progress: int, step: str, elapsed: float) -> None:
-        self.update_progress(progress, step, elapsed, card_id=card_id)
-
     worker = self.request.hostname or socket.gethostname()
     # Every log line of this attempt carries these (run_card adds `attempt` once it has claimed).
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(card_id=card_id, task_id=self.request.id, worker=worker)
+    sender = self.request.get(STORE_HEADER)
+    if sender and sender != store.instance_id:
+        _put_back(self, str(sender), store.instance_id)
+    self._last_step = ""
+
+    def on_progress(progress: int, step: str, elapsed: float) -> None:
+        self.update_progress(progress, step, elapsed, card_id=card_id)
     ctx = AttemptContext(settings=settings, store=store, events=events, worker=worker, on_progress=on_progress)
     new = run_card(ctx, card_id, self.request.id)
     log.info("attempt ended" if new is not None else "message did not claim the card",
              status=new.value if new else None)
     return {"card_id": card_id, "status": new.value if new else None, "claimed": new is not None}
+
+
+def _put_back(task: Task, sender: str, ours: str) -> None:
+    """Reject a message of another store back to its queue, unacknowledged work left as it was (it
+    never claims a card: claims need the card's own task id, which only its store knows). Said once
+    per process and store: the fix is a queue per store (docs/operations.md "Queues per store")."""
+    seen: set[str] = _state.setdefault("foreign", set())
+    queue = (task.request.delivery_info or {}).get("routing_key", "?")
+    if sender not in seen:
+        seen.add(sender)
+        log.warning("message of another store put back on its queue; give each store its own "
+                    "SQUAD_CARDS_QUEUE (docs/operations.md, Queues per store)",
+                    queue=queue, message_store=sender, worker_store=ours)
+    time.sleep(FOREIGN_MESSAGE_PAUSE_S)
+    raise Reject(f"message of store {sender}, this worker serves store {ours}", requeue=True)
 
 
 @celery_app.task(name=RECONCILE_TASK_NAME, ignore_result=True)
@@ -121,7 +146,7 @@ def reconcile() -> dict[str, list[str]]:
 
     settings, store, events = _resources()
     if "dispatcher" not in _state:  # one per pool process, on the worker's own app (runs every 5 s)
-        _state["dispatcher"] = CeleryDispatcher(settings, app=celery_app)
+        _state["dispatcher"] = CeleryDispatcher(settings, app=celery_app, store_id=store.instance_id)
     res = Orchestrator(settings, store, _state["dispatcher"], events).tick(release=False)
     return {"lost": res.lost, "retried": res.retried, "requeued": res.requeued}
 

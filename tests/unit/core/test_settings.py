@@ -282,6 +282,8 @@ BAD_ENV = [
     ({"SQUAD_DATABASE_URL": "mysql://db/squad"}, "SQUAD_DATABASE_URL"),
     ({"USE_CELERY": "maybe"}, "USE_CELERY"),
     ({"SQUAD_CORS_ORIGINS": "not json"}, "cors_origins"),
+    ({"SQUAD_CARDS_QUEUE": "cards:2"}, "SQUAD_CARDS_QUEUE"),  # ':' names kombu's priority lists
+    ({"SQUAD_MAINTENANCE_QUEUE": ""}, "SQUAD_MAINTENANCE_QUEUE"),
 ]
 
 

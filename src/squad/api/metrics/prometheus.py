@@ -35,10 +35,10 @@ class MetricsSource(Protocol):
     internal_errors: int
 
 
-async def queue_depth(broker: aioredis.Redis) -> int:
-    """Messages waiting in the `cards` queue (every priority list) in one pipeline."""
+async def queue_depth(broker: aioredis.Redis, queue: str) -> int:
+    """Messages waiting in the store's cards queue (every priority list) in one pipeline."""
     async with broker.pipeline(transaction=False) as pipe:
-        for key in queue_keys():
+        for key in queue_keys(queue):
             pipe.llen(key)
         return int(sum(await pipe.execute()))
 

@@ -28,7 +28,7 @@ async def metrics(state: StateDep) -> MetricsOut:
     out = await to_thread.run_sync(compute_metrics, state.store)
     out.workspace_disk_bytes = await to_thread.run_sync(disk_usage_bytes, state.settings)
     if state.settings.use_celery:
-        out.queue_depth = await bounded(queue_depth(state.broker))
+        out.queue_depth = await bounded(queue_depth(state.broker, state.settings.cards_queue))
     return out
 
 
@@ -48,6 +48,6 @@ async def metrics_series(state: StateDep, window_s: WindowQ = WINDOW_S) -> Metri
     **error_responses()})
 async def prometheus(state: StateDep) -> Response:
     """Prometheus exposition: squad_cards_total, squad_runs_total, squad_run_duration_seconds, …"""
-    depth = await bounded(queue_depth(state.broker)) if state.settings.use_celery else None
+    depth = await bounded(queue_depth(state.broker, state.settings.cards_queue)) if state.settings.use_celery else None
     body = await to_thread.run_sync(state.exposition.render, depth)
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)
