@@ -90,7 +90,8 @@ def _store_env(redis_url: str, tmp_path: Path, name: str, **extra: str) -> dict[
 def test_two_stores_on_one_redis_each_run_every_card_once_on_their_own_workers(
         redis_url: str, tmp_path: Path, start_worker: StartWorker, queues: str) -> None:
     # Given two stores on one Redis with the same card ids, and workers of both. "shared": both on the
-    # default queue `cards` (messages carry their store; a worker of the other store puts them back);
+    # default queue `cards` (messages carry their store; a worker of the other store forwards them to
+    # that store's own copy of the queue);
     # "own": the second store has a queue of its own (SQUAD_CARDS_QUEUE, as `squad up` sets it)
     own = {"SQUAD_CARDS_QUEUE": "cards.b", "SQUAD_MAINTENANCE_QUEUE": "maintenance.b"} if queues == "own" else {}
     envs = {"a": _store_env(redis_url, tmp_path, "a"), "b": _store_env(redis_url, tmp_path, "b", **own)}
@@ -105,10 +106,10 @@ def test_two_stores_on_one_redis_each_run_every_card_once_on_their_own_workers(
 
     # When both stores release their cards at once
     procs = {name: subprocess.Popen([sys.executable, "-m", "squad", "orchestrate", "--mode", "celery", "--once",
-                                     "--wait", "--interval", "0.2", "--timeout", "150"],
+                                     "--wait", "--interval", "0.2", "--timeout", "90"],
                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name, env in envs.items()}
-    outs = {name: proc.communicate(timeout=200) for name, proc in procs.items()}
+    outs = {name: proc.communicate(timeout=120) for name, proc in procs.items()}
 
     # Expect every card of both stores DONE, each run exactly once, on a worker of its own store
     for name, env in envs.items():
@@ -121,9 +122,9 @@ def test_two_stores_on_one_redis_each_run_every_card_once_on_their_own_workers(
                 assert runs[0].worker in {w.hostname for w in workers[name]}, (name, card_id, runs[0].worker)
         finally:
             store.dispose()
-    # ... and a worker that put another store's message back said so at most once (per process and store)
+    # ... and a worker that forwarded another store's message said so at most once (per process and store)
     logs = [w.log() for ws in workers.values() for w in ws]
-    said = [log.count("message of another store put back on its queue") for log in logs]
+    said = [log.count("message of another store forwarded") for log in logs]
     if queues == "own":
         assert sum(said) == 0
     else:

@@ -98,6 +98,12 @@ def _structured_logging(loglevel: int | str | None = None, **_: Any) -> None:
     configure_logging(loglevel or "INFO")
 
 
+def store_queue(queue: str, instance_id: str) -> str:
+    """A store's own copy of a queue, `<queue>.<instance id>`: `squad up`'s queues (`cards.<id>`), and
+    where a worker of another store sharing `queue` forwards that store's messages."""
+    return f"{queue}.{instance_id}"
+
+
 def card_priority(priority: int) -> int:
     """Redis serves priority 0 first; card priority 9 must run first."""
     return 9 - max(0, min(9, priority))

@@ -15,6 +15,7 @@ from squad.actions.backlog import load_file, parse_backlog
 from squad.core.constants import CARDS_QUEUE, MAINTENANCE_QUEUE
 from squad.core.masking import mask_url
 from squad.core.settings import load_settings
+from squad.live.celery_config import store_queue
 from squad.live.celery_control import celery_workers
 from squad.live.connections import redis_client
 from squad.ops.embedded_redis import EmbeddedRedis
@@ -39,11 +40,6 @@ def _answers(url: str) -> bool:
         return False
     finally:
         client.close()
-
-
-def store_queue(name: str, instance_id: str) -> str:
-    """`cards.<instance id>`: the queue `squad up` gives one store's cards (or its maintenance)."""
-    return f"{name}.{instance_id}"
 
 
 def load_demo(database_url: str) -> int:

@@ -85,8 +85,9 @@ class CeleryDispatcher:
     SQUAD_CARDS_QUEUE) or a squad's routed queue.
 
     With `store_id` (the store's instance id) every message carries it in the `squad_store` header:
-    a worker of another store sharing the queue puts the message back untouched instead of taking
-    it (`squad.worker.tasks`).
+    a worker of another store sharing the queue forwards the message to this store's own copy of the
+    queue (`<queue>.<store id>`, which this store's workers consume) instead of taking it
+    (`squad.worker.tasks`); a message is alive in either.
     """
 
     mode = "celery"
@@ -95,11 +96,13 @@ class CeleryDispatcher:
 
     def __init__(self, settings: Settings, app: Celery | None = None, *, store_id: str | None = None) -> None:
         from squad.live.broker import BrokerView
-        from squad.live.celery_config import make_celery
+        from squad.live.celery_config import make_celery, store_queue
 
         self.app = app or make_celery(settings)
         self.broker = BrokerView(settings.broker)
-        self.queues = sorted({settings.cards_queue, *settings.routes.values()})
+        queues = {settings.cards_queue, *settings.routes.values()}
+        copies = {store_queue(queue, store_id) for queue in queues} if store_id else set()
+        self.queues = sorted(queues | copies)
         self.headers = {STORE_HEADER: store_id} if store_id else None
         if app is None:
             # An app of our own only sends: it never waits on a result, yet Celery's Redis backend

@@ -10,8 +10,8 @@ from typing import Any
 
 import structlog
 from celery import Task
-from celery.exceptions import Reject
-from celery.signals import worker_before_create_process, worker_process_init
+from celery.exceptions import Ignore
+from celery.signals import celeryd_after_setup, worker_before_create_process, worker_process_init
 
 from squad.agents import orphans
 from squad.attempt.run import AttemptContext, run_card
@@ -23,6 +23,7 @@ from squad.core.constants import (
     STORE_HEADER,
 )
 from squad.core.settings import Settings
+from squad.live.celery_config import make_celery, store_queue
 from squad.live.events import EventBus, try_event_bus
 from squad.store.card_store import CardStore
 from squad.worker.app import celery_app
@@ -30,9 +31,6 @@ from squad.worker.app import celery_app
 log = structlog.get_logger(__name__)
 STATE_MIN_INTERVAL_S = 0.25
 STATE_FIRST_AFTER_S = 1.0  # attempt age before its first PROGRESS state write
-#: How long a worker holds a message of another store before putting it back: a queue holding only
-#: such messages (their own workers busy or gone) is then cycled once a second, not in a hot loop.
-FOREIGN_MESSAGE_PAUSE_S = 1.0
 _state: dict[str, Any] = {}
 
 
@@ -102,7 +100,7 @@ class ProgressReportingTask(Task):
 def execute_card_task(self: ProgressReportingTask, card_id: str) -> dict[str, Any]:
     """Claim the card for this message and run one attempt; a message that cannot claim does nothing.
 
-    A message of another store (two stores sharing one queue on one Redis) is put back untouched.
+    A message of another store (two stores sharing one queue on one Redis) is forwarded to it.
     """
     settings, store, events = _resources()
     worker = self.request.hostname or socket.gethostname()
@@ -111,7 +109,7 @@ def execute_card_task(self: ProgressReportingTask, card_id: str) -> dict[str, An
     structlog.contextvars.bind_contextvars(card_id=card_id, task_id=self.request.id, worker=worker)
     sender = self.request.get(STORE_HEADER)
     if sender and sender != store.instance_id:
-        _put_back(self, str(sender), store.instance_id)
+        _forward(self, str(sender), store.instance_id)
     self._last_step = ""
 
     def on_progress(progress: int, step: str, elapsed: float) -> None:
@@ -123,19 +121,54 @@ def execute_card_task(self: ProgressReportingTask, card_id: str) -> dict[str, An
     return {"card_id": card_id, "status": new.value if new else None, "claimed": new is not None}
 
 
-def _put_back(task: Task, sender: str, ours: str) -> None:
-    """Reject a message of another store back to its queue, unacknowledged work left as it was (it
-    never claims a card: claims need the card's own task id, which only its store knows). Said once
-    per process and store: the fix is a queue per store (docs/operations.md "Queues per store")."""
+def _forward(task: Task, sender: str, ours: str) -> None:
+    """Hand a message of another store to that store's own copy of its queue, as sent (same task id,
+    arguments, header, limits and priority), then acknowledge it here without a result (`Ignore`).
+
+    Putting it back on the shared queue instead (`Reject(requeue=True)`) livelocked when the workers
+    of both stores held each other's messages: each took back the very message it had just put
+    back. A copy (`<queue>.<store id>`) is consumed only by that store's workers
+    (`_consume_own_copies`), so this is one hop. The message never claims here (claims need the
+    card's task id, which only its store knows). Said once per process and store: the fix is a
+    queue per store (docs/operations.md "Queues per store").
+    """
+    request = task.request
+    delivery = request.delivery_info or {}
+    queue = str(delivery.get("routing_key") or _state["settings"].cards_queue)
+    target = queue if queue.endswith(f".{sender}") else store_queue(queue, sender)
+    hard, soft = request.timelimit or (None, None)
+    if "forwarder" not in _state:  # sends only: never subscribes to the results of what it sends
+        forwarder = make_celery(_state["settings"])
+        forwarder.backend.on_task_call = lambda _producer, _task_id: None
+        _state["forwarder"] = forwarder
+    _state["forwarder"].send_task(EXECUTE_TASK_NAME, args=list(request.args or []), task_id=request.id,
+                                  queue=target, priority=delivery.get("priority"), headers={STORE_HEADER: sender},
+                                  time_limit=hard, soft_time_limit=soft)
     seen: set[str] = _state.setdefault("foreign", set())
-    queue = (task.request.delivery_info or {}).get("routing_key", "?")
     if sender not in seen:
         seen.add(sender)
-        log.warning("message of another store put back on its queue; give each store its own "
+        log.warning("message of another store forwarded to that store's own queue; give each store its own "
                     "SQUAD_CARDS_QUEUE (docs/operations.md, Queues per store)",
-                    queue=queue, message_store=sender, worker_store=ours)
-    time.sleep(FOREIGN_MESSAGE_PAUSE_S)
-    raise Reject(f"message of store {sender}, this worker serves store {ours}", requeue=True)
+                    queue=queue, forwarded_to=target, message_store=sender, worker_store=ours)
+    raise Ignore()
+
+
+@celeryd_after_setup.connect
+def _consume_own_copies(sender: str, instance: Any, **_: Any) -> None:
+    """In the worker's main process, once `-Q` is applied: every queue it consumes, it also consumes
+    in this store's own copy (`cards` -> `cards.<instance id>`), where workers of other stores
+    sharing a queue forward this store's messages (`_forward`). The stock `celery -A squad.celery_app
+    worker -Q cards,maintenance` gets them too."""
+    settings: Settings = instance.app.squad_settings
+    store = CardStore(settings.database_url)
+    try:
+        instance_id = store.instance_id
+    finally:
+        store.dispose()  # before the pool forks: the pool processes open their own
+    queues = instance.app.amqp.queues
+    for name in list(queues.consume_from):
+        if not name.endswith(f".{instance_id}"):
+            queues.select_add(store_queue(name, instance_id))
 
 
 @celery_app.task(name=RECONCILE_TASK_NAME, ignore_result=True)
