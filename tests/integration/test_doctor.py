@@ -16,6 +16,7 @@ from squad.ops.embedded_redis import redis_binary
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.processes import free_port, kill_tree, wait_for
+from support.repos import make_repo
 
 StartRedis = Callable[..., str]
 
@@ -123,3 +124,39 @@ def test_doctor_on_a_missing_sqlite_file_does_not_create_it(tmp_path: Path, star
     code, checks = doctor(squad_env(SQUAD_REDIS_URL=url, SQUAD_DATABASE_URL=f"sqlite:///{db}"))
     assert code == 1 and not checks["database"]["ok"]
     assert not db.exists()
+
+
+def test_doctor_checks_the_workspace_repository_roots_git_and_base(tmp_path: Path, start_redis: StartRedis) -> None:
+    # Given a migrated store, a right Redis, and `[workspace] repo` in four shapes
+    url = start_redis("--appendonly", "yes", "--maxmemory-policy", "noeviction")
+    db = f"sqlite:///{tmp_path / 'squad.db'}"
+    CardStore(db).dispose()
+    inside, outside, plain = tmp_path / "src" / "app", tmp_path / "elsewhere" / "app", tmp_path / "src" / "plain"
+    make_repo(inside)
+    make_repo(outside)
+    plain.mkdir(parents=True)
+    env = squad_env(SQUAD_REDIS_URL=url, SQUAD_DATABASE_URL=db, SQUAD_ALLOWED_ROOTS=str(tmp_path / "src"))
+
+    def workspace_checks(repo: Path, base: str | None = None) -> tuple[int, dict[str, dict[str, object]]]:
+        toml = f'[workspace]\nrepo = "{repo}"\n' + (f'base = "{base}"\n' if base else "")
+        (tmp_path / "squad.toml").write_text(toml)
+        code, checks = doctor(env)
+        return code, {name: c for name, c in checks.items() if name.startswith("workspace")}
+
+    # Expect a repository inside the roots, with a base that exists, to pass
+    code, checks = workspace_checks(inside, "main")
+    assert code == 0 and all(c["ok"] for c in checks.values()) and set(checks) == {"workspace repo", "workspace base"}
+    # ... one outside the allowed roots to fail, saying every card would fail and how to allow it
+    code, checks = workspace_checks(outside)
+    assert code == 1 and not checks["workspace repo"]["ok"]
+    assert "outside the allowed roots" in str(checks["workspace repo"]["detail"])
+    assert "SQUAD_ALLOWED_ROOTS" in str(checks["workspace repo"]["fix"])
+    # ... a folder that is no git repository, and a base that names no commit, to fail
+    code, checks = workspace_checks(plain)
+    assert code == 1 and "not a git repository" in str(checks["workspace repo"]["detail"])
+    code, checks = workspace_checks(inside, "no-such-branch")
+    assert code == 1 and checks["workspace repo"]["ok"] and not checks["workspace base"]["ok"]
+    # ... and the text output to name the problem with its fix
+    (tmp_path / "squad.toml").write_text(f'[workspace]\nrepo = "{outside}"\n')
+    text = run_cli("doctor", env=env)
+    assert text.returncode == 1 and "outside the allowed roots" in text.stdout and "SQUAD_ALLOWED_ROOTS" in text.stdout

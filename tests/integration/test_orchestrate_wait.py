@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from support.cli import run_cli, squad_env
+from support.paths import AGENTS
 
 
 def _project(tmp_path: Path, redis_url: str, *cards: dict[str, object]) -> dict[str, str]:
@@ -61,3 +63,33 @@ def test_nothing_to_do_is_said(tmp_path: Path, redis_url: str) -> None:
     assert res.returncode == 0, res.stderr
     assert "orchestrator: nothing to do: no card is TODO, QUEUED, IN_PROGRESS or RETRYING (the store has no cards)" \
         in res.stderr, res.stderr
+
+
+def test_a_wait_that_ends_with_failed_cards_names_each_with_its_error_escaped(tmp_path: Path, redis_url: str) -> None:
+    # Given a repository outside the allowed roots as the workspace (every card fails before its agent
+    # runs) and a card whose agent reports an error full of terminal escapes
+    from support.repos import make_repo
+
+    make_repo(tmp_path / "outside" / "app")
+    sample = tmp_path / "hostile.jsonl"
+    sample.write_text(json.dumps({"type": "result", "subtype": "success", "is_error": True,
+                                  "result": "boom \x1b]0;pwned\x07\x1b[31mred\nsecond line"}) + "\n")
+    agent = [sys.executable, str(AGENTS / "stream_json.py"), str(sample)]
+    (tmp_path / "squad.toml").write_text(
+        f'[agents.hostile]\ncommand = {json.dumps(agent)}\nparser = "claude-stream-json"\n')
+    env = _project(tmp_path, redis_url, {"card_id": "R-1", "title": "in the repo", "agent": "demo", "max_retries": 0,
+                                         "repo": str(tmp_path / "outside" / "app")},
+                   {"card_id": "H-1", "title": "hostile", "agent": "hostile", "max_retries": 0})
+    # When orchestrating until settled
+    res = run_cli("orchestrate", "--mode", "local", "--once", "--wait", "--interval", "0.2", env=env, timeout=150)
+    # Expect exit 1 and one line per FAILED card with its error, control characters shown escaped
+    assert res.returncode == 1, res.stderr
+    failed = [line for line in res.stderr.splitlines() if " FAILED: " in line]
+    assert len(failed) == 2, res.stderr
+    assert any(line.startswith("orchestrator: card R-1 FAILED: ") and "outside the allowed roots" in line
+               for line in failed), failed
+    assert "orchestrator: card H-1 FAILED: boom \\x1b]0;pwned\\x07\\x1b[31mred\\x0asecond line" in failed, failed
+    assert "\x1b" not in res.stderr and "\x07" not in res.stderr
+    # ... and the same when there was nothing left to do
+    again = run_cli("orchestrate", "--once", "--wait", env=env)
+    assert again.returncode == 1 and sum(" FAILED: " in line for line in again.stderr.splitlines()) == 2, again.stderr

@@ -94,7 +94,7 @@ def orchestrate(
 ) -> None:
     """Release ready cards (priority 9 first), retry failed ones when due, until stopped."""
     service_logging()
-    from squad.cli.wait_report import ConsumerWatch, WaitReporter
+    from squad.cli.wait_report import ConsumerWatch, WaitReporter, failed_cards
     from squad.orchestration.orchestrator import EXIT_TIMEOUT, make_orchestrator
 
     if mode not in ("auto", "celery", "local"):
@@ -104,12 +104,21 @@ def orchestrate(
     settings = cli_settings()
     store = cli_store(settings)
     orch = make_orchestrator(settings, store, mode=mode, session=session, max_in_flight=max_in_flight, once=once)
+
+    def say_failed() -> None:  # --wait exits 1 when a card FAILED: say which and why
+        total = store.count_by_status()["FAILED"]
+        for line in failed_cards(lambda n: store.list_cards(status="FAILED", limit=n), total):
+            err.print(f"orchestrator: {line}", markup=False, highlight=False)
+
     if once and store.active_count() == 0:
         counts = {k: v for k, v in store.count_by_status().items() if v}
         what = ", ".join(f"{n} {s}" for s, n in counts.items()) if counts else "the store has no cards"
         err.print(f"orchestrator: nothing to do: no card is TODO, QUEUED, IN_PROGRESS or RETRYING ({what})")
         orch.dispatcher.close()
-        raise typer.Exit(1 if counts.get("FAILED") and wait else 0)
+        if counts.get("FAILED") and wait:
+            say_failed()
+            raise typer.Exit(1)
+        raise typer.Exit(0)
     if orch.fallback_reason:
         err.print(f"warning: {orch.fallback_reason}; running cards in local mode", style="yellow")
     # In celery mode the first report comes at once: it says whether any worker consumes `cards`.
@@ -143,6 +152,8 @@ def orchestrate(
         code = orch.run(once=once, wait=wait, interval=interval, timeout=timeout, on_wait=reporter.maybe_report)
         if code == EXIT_TIMEOUT:
             err.print(f"squad: error: --timeout {timeout:g} s reached, {reporter.describe()}")
+        elif code == 1 and wait:
+            say_failed()
     finally:
         if watch is not None:
             watch.stop()

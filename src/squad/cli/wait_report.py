@@ -5,7 +5,8 @@ A wait that prints nothing looks like a hang: with a Redis that answers and no w
 orchestrator says at least every `WAIT_REPORT_INTERVAL_S` how many cards are in which status and who
 (if anyone) is running them (the workers are asked through `squad.live.celery_control`); a
 long-running one in celery mode says at start, and every `CONSUMER_CHECK_INTERVAL_S` while it lasts,
-that no worker consumes the queue (`ConsumerWatch`).
+that no worker consumes the queue (`ConsumerWatch`). At the end of a wait, `failed_cards` says which
+cards FAILED and why.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from squad.core.cards import ACTIVE
+from squad.core.safetext import escape_controls, excerpt
 from squad.core.settings import Settings
 from squad.live.celery_control import cards_consumers
 
 WAIT_REPORT_INTERVAL_S = 10.0
 CONSUMER_CHECK_INTERVAL_S = 60.0
+FAILED_SHOWN = 20  # FAILED cards named one per line at the end of a wait; the rest counted
+FAILED_ERROR_CHARS = 300
 
 
 def describe_wait(counts: Mapping[str, int], mode: str, consumers: list[str] | None, queue: str = "cards") -> str:
@@ -38,6 +43,17 @@ def describe_wait(counts: Mapping[str, int], mode: str, consumers: list[str] | N
     if not consumers:
         return f"{line}; no worker is consuming `{queue}` (start one: squad worker)"
     return f"{line}; {len(consumers)} worker(s) consuming `{queue}`: {', '.join(consumers)}"
+
+
+def failed_cards(list_failed: Callable[[int], list[Any]], total: int) -> list[str]:
+    """One line per FAILED card (at most FAILED_SHOWN, most urgent first): its id and last error,
+    escaped and cut, so `orchestrate --wait` exiting 1 says why. `list_failed(n)` lists n of them."""
+    lines = [f"card {escape_controls(card.card_id)} FAILED: "
+             f"{excerpt(card.last_error or 'no error recorded', FAILED_ERROR_CHARS)}"
+             for card in list_failed(FAILED_SHOWN)]
+    if total > len(lines):
+        lines.append(f"and {total - len(lines)} more FAILED card(s): squad card list --status FAILED")
+    return lines
 
 
 class WaitReporter:

@@ -18,6 +18,7 @@ from squad.core.settings import Settings
 
 # Leases (`SQUAD_LEASE_S`) and retry times are compared across machines through the database clock.
 CLOCK_SKEW_MAX_S = 2.0
+REMOTE_TIMEOUT_S = 20.0  # `git ls-remote` of `[workspace] remote`
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class Check:
 
 
 def run_checks(settings: Settings) -> list[Check]:
-    """Every check, in the order an operator fixes things (database, Redis, limits, agents, clock)."""
+    """Every check, in the order an operator fixes things (database, Redis, limits, agents, workspace,
+    clock)."""
     checks: list[Check] = []
     engine = _engine(settings)
     checks += _database(settings, engine)
@@ -39,6 +41,7 @@ def run_checks(settings: Settings) -> list[Check]:
     checks += _redis(settings)
     checks.append(_visibility(settings, engine if reachable else None))
     checks += _agents(settings)
+    checks += _workspace(settings)
     checks.append(_clock(engine) if reachable else Check("clock", False, "database not reachable",
                                                           "fix the database check first"))
     engine.dispose()
@@ -169,6 +172,48 @@ def _agents(settings: Settings) -> list[Check]:
         else:
             checks.append(Check(f"agent {name}", False, f"{exe!r} not found on PATH",
                                 f"install {exe} for this user (PATH of the services), or change [agents.{name}]"))
+    return checks
+
+
+def _workspace(settings: Settings) -> list[Check]:
+    """`[workspace]` (when a repo is set): the repo inside the allowed roots, a git repository, its
+    `base` a commit, its `remote` (when the setting exists and is set) reachable. Cards that name a
+    repo of their own are checked when they run."""
+    from squad.attempt.workspaces import WorkspaceError, git, repo_root
+    from squad.core.errors import ConfigError
+
+    cfg = settings.workspace
+    if cfg.repo is None:
+        return []
+    roots = ", ".join(str(r) for r in settings.allowed_root_paths())
+    try:
+        repo = settings.check_allowed(cfg.repo, "[workspace] repo")
+    except ConfigError:
+        return [Check("workspace repo", False, f"{cfg.repo.expanduser().resolve()} is outside the allowed roots "
+                      f"({roots}): every card would fail",
+                      "add its folder to allowed_roots in squad.toml (or SQUAD_ALLOWED_ROOTS, "
+                      "os.pathsep-separated), or point [workspace] repo inside one")]
+    try:
+        root = repo_root(repo)
+    except ConfigError as exc:
+        return [Check("workspace repo", False, str(exc),
+                      "point [workspace] repo at a git checkout (or run `git init` there)")]
+    checks = [Check("workspace repo", True, f"{root}: a git repository inside the allowed roots")]
+    if cfg.base:
+        try:
+            git(["rev-parse", "--verify", "--quiet", f"{cfg.base}^{{commit}}"], root)
+            checks.append(Check("workspace base", True, f"{cfg.base} is a commit"))
+        except WorkspaceError:
+            checks.append(Check("workspace base", False, f"{cfg.base!r} names no commit in {root}",
+                                "fix [workspace] base (a branch, tag or commit of the repository)"))
+    remote = getattr(cfg, "remote", None)
+    if isinstance(remote, str) and remote:
+        try:
+            git(["ls-remote", "--quiet", remote, "HEAD"], root, timeout=REMOTE_TIMEOUT_S)
+            checks.append(Check("workspace remote", True, f"{remote} reachable"))
+        except WorkspaceError as exc:
+            checks.append(Check("workspace remote", False, f"{remote}: {exc}",
+                                "check [workspace] remote, the network and this user's git credentials"))
     return checks
 
 
