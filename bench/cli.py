@@ -11,7 +11,8 @@ without (SQLAlchemy with its SQLite dialect, pydantic-settings, Typer with its p
 coercion): what any read-only command costs before squad's own code runs.
 `--compare SRC` also runs every squad command from another checkout's `src` (e.g. a `git worktree`
 of an older commit) in the same rounds, for a before/after at the same load.
-Run: `python bench/cli.py [--rounds 7] [--cards 20000] [--compare /path/to/old/src]`.
+`--only TEXT` keeps the commands whose name contains TEXT (and the two baselines).
+Run: `python bench/cli.py [--rounds 7] [--cards 20000] [--compare /path/to/old/src] [--only status]`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--cards", type=int, default=20_000)
     ap.add_argument("--compare", type=Path, help="another checkout's src: its commands run in the same rounds")
+    ap.add_argument("--only", help="run only the squad commands whose name contains this text")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
@@ -86,10 +88,15 @@ def main() -> None:
             "squad status (no Redis)": [*py, "status"],
             "squad status (Redis, no worker)": [*py, "status"],
         }
+        if args.only:
+            commands = {name: argv for name, argv in commands.items()
+                        if not name.startswith("squad ") or args.only in name}
+        empty = f"sqlite:///{work / 'empty.db'}"
         envs = {name: env for name in commands}
         envs["squad status (Redis, no worker)"] = {**env, "SQUAD_REDIS_URL": redis_url}
-        envs["squad card list (empty store)"] = {**env, "SQUAD_DATABASE_URL": f"sqlite:///{work / 'empty.db'}"}
-        make_store(ROOT / "src", envs["squad card list (empty store)"]["SQUAD_DATABASE_URL"], 0)
+        envs["squad card list (empty store)"] = {**env, "SQUAD_DATABASE_URL": empty}
+        envs = {name: envs[name] for name in commands}
+        make_store(ROOT / "src", empty, 0)
         if args.compare:
             other_db, other_empty = f"sqlite:///{work / 'compare.db'}", f"sqlite:///{work / 'compare-empty.db'}"
             make_store(args.compare.resolve(), other_db, args.cards)
@@ -115,9 +122,15 @@ def main() -> None:
     for name, values in times.items():
         v = sorted(values)
         ratios = sorted(x / b for x, b in zip(values, base, strict=True))
-        rows.append([name, f"{v[0]:.3f} / {statistics.median(v):.3f} / {v[-1]:.3f}",
-                     f"{ratios[0]:.1f} / {statistics.median(ratios):.1f} / {ratios[-1]:.1f}"])
-    print(table(["command", "seconds (min / median / max)", "x python -c pass (min / median / max)"], rows))
+        row = [name, f"{v[0]:.3f} / {statistics.median(v):.3f} / {v[-1]:.3f}",
+               f"{ratios[0]:.1f} / {statistics.median(ratios):.1f} / {ratios[-1]:.1f}"]
+        if args.compare:  # this checkout against the other, round by round
+            other = times.get(f"{name} [compare]")
+            row.append("" if other is None else
+                       f"{statistics.median(x / o for x, o in zip(values, other, strict=True)):.2f}")
+        rows.append(row)
+    headers = ["command", "seconds (min / median / max)", "x python -c pass (min / median / max)"]
+    print(table(headers + (["x compare, same round (median)"] if args.compare else []), rows))
 
 
 if __name__ == "__main__":

@@ -589,6 +589,29 @@ def test_status_json_lists_worker_redis_and_queue_depth(
     assert report["cards"]["QUEUED"] == 2
 
 
+def test_status_with_a_hung_redis_says_what_it_knows_and_names_what_did_not_answer(
+        cli: Cli, sqlite_url: str, tmp_path: Path) -> None:
+    # Given a store with a card, and a Redis that accepts connections but never answers (SIGSTOP)
+    server = RedisServer(tmp_path / "hung-redis")
+    server.start()
+    assert server.proc is not None
+    env = squad_env(SQUAD_REDIS_URL=server.url, SQUAD_DATABASE_URL=sqlite_url)
+    assert cli("card", "add", "--id", "H-1", "--title", "one", env=env).returncode == 0
+    try:
+        server.proc.send_signal(signal.SIGSTOP)
+        # When the status is asked for
+        res = cli("status", "--json", env=env, timeout=60)
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        server.stop(kill=True)
+    # Expect the store's answer, and Redis (with the orchestrators kept in it) named as not answering
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert (report["database"], report["cards"]["TODO"]) == ("connected", 1)
+    assert report["redis"] == "no answer within 2 s" and report["celery"] == "error"
+    assert report["orchestrators"] is None and report["execution_mode"] == "local"
+
+
 def test_status_waits_for_the_registered_workers_only_and_says_no_workers_once_the_last_stopped(
         cli: Cli, env: dict[str, str], start_worker: StartWorker, settings: Settings) -> None:
     # Given one running worker: the broker counts it (the Celery ping of `squad status` ends once

@@ -559,6 +559,14 @@ def _head() -> str:
     return head
 
 
+def test_schema_head_names_the_newest_migration() -> None:
+    # `store.peek` (squad status without SQLAlchemy) reads a store only when its revision is this one
+    from squad.store.head import SCHEMA_HEAD
+    from squad.store.tables import SCHEMA_HEAD as TABLES_HEAD
+
+    assert SCHEMA_HEAD == TABLES_HEAD == _head()
+
+
 def test_opening_the_store_twice_keeps_the_data_and_the_schema_at_head(db_url: str) -> None:
     first = CardStore(db_url)
     first.add_cards([spec("A")])

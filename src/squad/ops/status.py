@@ -1,23 +1,42 @@
-"""`squad status`: health of the database, Redis, Celery workers and the queue."""
+"""`squad status`: health of the database, Redis, Celery workers and the queue, in a fraction of a second.
+
+It answers from what it can know cheaply, side by side and each probe bounded: an up-to-date
+SQLite store is read without SQLAlchemy (`squad.store.peek`); a Redis whose port refuses a TCP
+connection is `not_available` without importing redis-py (a third of the command's start-up);
+Celery is imported only to ping workers the broker says are registered. Whatever has not answered
+after `STATUS_BOUND_S` is reported as not answering (docs/benchmarks.md "CLI").
+"""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-import redis
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from squad.core.constants import VERSION
 from squad.core.masking import mask_text, mask_url
 from squad.core.settings import Settings
-from squad.live.celery_control import celery_workers
-from squad.live.connections import REDIS_FULL_HINT
+
+if TYPE_CHECKING:
+    import redis
 
 FULL_FRACTION = 0.98  # used/maxmemory from which writes are about to be refused
+#: The longest `squad status` waits for its probes (each has shorter bounds of its own: a refused
+#: connection answers at once, the Celery ping ends after 1 s, a locked SQLite file after 1 s)
+STATUS_BOUND_S = 2.0
+CONNECT_PROBE_S = 0.5  # the TCP (or Unix socket) connect that tells whether a Redis listens at all
 
 
 def redis_memory(client: redis.Redis) -> str:
     """`12.3 MiB used of 512.0 MiB`, or a line starting with FULL once writes are (about to be) refused."""
+    import redis
+
+    from squad.live.connections import REDIS_FULL_HINT
+
     try:
         info = client.info("memory")
     except redis.RedisError as exc:
@@ -32,47 +51,97 @@ def redis_memory(client: redis.Redis) -> str:
     return text
 
 
-def collect_status(settings: Settings) -> dict[str, Any]:
-    """One dict with every probe's answer (never raises for a dead dependency).
+def listens(url: str, timeout_s: float = CONNECT_PROBE_S) -> bool | None:
+    """False when nothing accepts a connection at a Redis URL's address (refused, no such socket,
+    no answer within `timeout_s`); True when something does; None when the URL does not say."""
+    parts = urlsplit(url)
+    try:
+        if parts.scheme == "unix":
+            if not os.path.exists(parts.path):
+                return False
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout_s)
+                sock.connect(parts.path)
+            return True
+        if parts.scheme in ("redis", "rediss") and parts.hostname:
+            with socket.create_connection((parts.hostname, parts.port or 6379), timeout=timeout_s):
+                return True
+    except OSError:
+        return False
+    except ValueError:  # a port out of range
+        return None
+    return None
 
-    The database and the broker are probed side by side; a refused Redis connection is not retried
-    (one probe, not a client riding out an outage) and the Celery ping ends once every registered
-    worker answered.
+
+def collect_status(settings: Settings, bound_s: float = STATUS_BOUND_S) -> dict[str, Any]:
+    """One dict with every probe's answer (never raises for a dead dependency, never waits past
+    `bound_s`: a probe still running then is reported as not answering).
+
+    The database and the broker are probed side by side, in daemon threads (one that hangs cannot
+    hold the process); a refused Redis connection is not retried (one probe, not a client riding
+    out an outage) and the Celery ping ends once every registered worker answered.
     """
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="status") as pool:
-        database = pool.submit(_probe_database, settings)
-        broker = pool.submit(_probe_broker, settings)
-        db_report = database.result()
-        alive = db_report.pop("orchestrators")
-        report: dict[str, Any] = {"version": VERSION, **db_report,
-                                  "database_url": mask_url(settings.database_url), **broker.result()}
-    from squad.live.presence import mode_in_use
-    from squad.orchestration.mode import execution_mode
+    results: dict[str, Any] = {}
+    probes: list[tuple[str, Callable[[Settings, dict[str, Any]], None]]] = [
+        ("database", _probe_database), ("broker", _probe_broker)]
+    threads = [threading.Thread(target=probe, args=(settings, results), name=f"status-{name}", daemon=True)
+               for name, probe in probes]
+    deadline = time.monotonic() + bound_s
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    silent = f"no answer within {bound_s:g} s"
+    db_report = results.get("database") or {"database": silent, "cards": {}}
+    broker_report = results.get("broker") or {"redis": silent, "broker_url": mask_url(settings.broker),
+                                              "celery": "error", "celery_workers": []}
+    alive = results.get("orchestrators")  # None: not known (no events Redis, or no answer in time)
+    report: dict[str, Any] = {"version": VERSION, **db_report, "database_url": mask_url(settings.database_url),
+                              **broker_report}
+    if alive:  # the mode the running orchestrators decided (the newest one's)
+        report["execution_mode"] = alive[0].mode
+    else:  # with none running, the one a producer would use now
+        from squad.orchestration.mode import execution_mode
 
-    # The mode the running orchestrators decided; with none, the one a producer would use now.
-    report["execution_mode"] = (mode_in_use(alive) if alive is not None and alive else
-                                execution_mode(settings, broker_ok=report["redis"] != "not_available").name)
+        broker_ok = report["redis"] in ("connected", "full")
+        report["execution_mode"] = execution_mode(settings, broker_ok=broker_ok).name
     report["orchestrators"] = None if alive is None else [info.describe() for info in alive]
     return report
 
 
-def _probe_database(settings: Settings) -> dict[str, Any]:
-    """The store's counts, then (knowing its namespace) the orchestrators alive on its events Redis."""
-    from squad.store.card_store import CardStore
+def _probe_database(settings: Settings, results: dict[str, Any]) -> None:
+    """The store's counts (`database`), then, knowing its namespace, the orchestrators alive on its
+    events Redis (`orchestrators`): each goes into `results` as soon as it is known."""
+    from squad.core.cards import Status
+    from squad.core.namespace import RedisKeys
+    from squad.store.peek import peek
 
     try:
-        store = CardStore(settings.database_url)
-        try:
-            counts, keys = store.count_by_status(), store.redis_keys
-        finally:
-            store.dispose()
+        seen = peek(settings.database_url)
+        if seen is not None:  # a local store at head: read in milliseconds
+            counts = {status.value: seen.counts.get(status.value, 0) for status in Status}
+            keys = RedisKeys.for_instance(seen.instance_id)
+        else:  # create or migrate it, as every command does
+            from squad.store.card_store import CardStore
+
+            store = CardStore(settings.database_url)
+            try:
+                counts, keys = store.count_by_status(), store.redis_keys
+            finally:
+                store.dispose()
     except Exception as exc:
-        return {"database": f"error: {mask_text(str(exc).splitlines()[0])}", "cards": {}, "orchestrators": None}
-    return {"database": "connected", "cards": counts, "orchestrators": _probe_orchestrators(settings, keys)}
+        results["database"] = {"database": f"error: {mask_text(str(exc).splitlines()[0])}", "cards": {}}
+        return
+    results["database"] = {"database": "connected", "cards": counts}
+    results["orchestrators"] = _probe_orchestrators(settings, keys)
 
 
 def _probe_orchestrators(settings: Settings, keys: Any) -> list[Any] | None:
     """The live orchestrators (None when the events Redis does not answer)."""
+    if listens(settings.events) is False:
+        return None
+    import redis
+
     from squad.live.connections import redis_client
     from squad.live.presence import live_orchestrators
 
@@ -85,16 +154,23 @@ def _probe_orchestrators(settings: Settings, keys: Any) -> list[Any] | None:
         client.close()
 
 
-def _probe_broker(settings: Settings) -> dict[str, Any]:
+def _probe_broker(settings: Settings, results: dict[str, Any]) -> None:
+    """Redis (reachable, memory, queue depth) and the Celery workers (`broker`)."""
+    report: dict[str, Any] = {"redis": "not_available", "broker_url": mask_url(settings.broker)}
+    if listens(settings.broker) is False:  # nothing listens: no need for a Redis client at all
+        results["broker"] = {**report, "celery": "not_available", "celery_workers": []}
+        return
+    import redis
+
     from squad.live.broker import BrokerView
+    from squad.live.celery_control import celery_workers
 
     view = BrokerView(settings.broker, retries=0)
     try:
         redis_ok = view.ping()
-        report: dict[str, Any] = {"redis": "connected" if redis_ok else "not_available",
-                                  "broker_url": mask_url(settings.broker)}
         workers: list[str] | None = None
         if redis_ok:
+            report["redis"] = "connected"
             report["redis_memory"] = redis_memory(view.redis)
             if report["redis_memory"].startswith("FULL"):
                 report["redis"] = "full"
@@ -112,4 +188,4 @@ def _probe_broker(settings: Settings) -> dict[str, Any]:
     report["celery"] = ("not_available" if not redis_ok else "error" if workers is None
                         else "connected" if workers else "no_workers")
     report["celery_workers"] = workers or []
-    return report
+    results["broker"] = report

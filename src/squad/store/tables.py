@@ -16,9 +16,9 @@ from sqlalchemy import (
     Text,
 )
 
+from squad.store.head import SCHEMA_HEAD as SCHEMA_HEAD  # the newest revision in migrations/versions
+
 metadata = MetaData()
-#: The newest Alembic revision in migrations/versions (a test keeps the two in step).
-SCHEMA_HEAD = "0011"
 
 cards = Table(
     "cards",

@@ -105,3 +105,27 @@ def test_structlog_imported_first_is_configured_before_its_first_line() -> None:
     # Expect the line rendered by our configuration (JSON on stderr), not structlog's default (stdout)
     assert proc.stdout.split() == ["False", "False"]
     assert json.loads(proc.stderr)["event"] == "from structlog"
+
+
+def test_status_reads_an_up_to_date_sqlite_store_without_sqlalchemy_and_a_dead_redis_without_redis_py(
+        tmp_path: Path) -> None:
+    # Given a project whose Redis URL names a port nobody listens on, and no store yet
+    from support.processes import free_port
+
+    (tmp_path / "squad.toml").write_text(f'redis_url = "redis://127.0.0.1:{free_port()}"\n')
+    # When `squad status --json` runs: first on no store, then on the store it made, then with a card
+    first = probe("status", "--json", cwd=tmp_path)
+    second = probe("status", "--json", cwd=tmp_path)
+    assert probe("card", "add", "--id", "S-1", "--title", "one", cwd=tmp_path)[0] == 0
+    third = probe("status", "--json", cwd=tmp_path)
+    # Expect the first to create the store through SQLAlchemy and its migrations, as any command does
+    assert first[0] == 0 and {"sqlalchemy", "alembic"} <= first[2]
+    # ... and the next ones to read it with sqlite3 alone and to find Redis down without a Redis client,
+    # reporting the same as before: every status counted, Redis not available, local mode
+    for code, _out, modules in (second, third):
+        assert code == 0 and not modules & {"sqlalchemy", "alembic", "redis", "celery", "kombu", "structlog"}
+    reports = [json.loads(out) for _code, out, _modules in (first, second, third)]
+    assert reports[0] == reports[1]
+    assert reports[2]["cards"] == {**reports[1]["cards"], "TODO": 1}
+    assert (reports[2]["database"], reports[2]["redis"], reports[2]["celery"], reports[2]["execution_mode"]) == (
+        "connected", "not_available", "not_available", "local")
