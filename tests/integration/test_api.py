@@ -595,6 +595,8 @@ def test_squad_serve_cli_refuses_public_host_then_serves_on_loopback_and_stops_o
         # uvicorn shuts down gracefully, then re-raises the signal it caught: exit 143 like every command
         assert proc.returncode == 143, err
         assert "Application shutdown complete" in err and "Traceback" not in err
+        # ... having said where it serves, in one human line
+        assert f"squad serve: dashboard and API at http://127.0.0.1:{port}/" in err, err
     finally:
         if proc.poll() is None:
             kill_tree(proc)

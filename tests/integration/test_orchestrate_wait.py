@@ -29,6 +29,8 @@ def test_auto_mode_with_redis_but_no_worker_runs_locally_and_says_why(redis_url:
     assert res.returncode == 0, res.stderr
     assert "no worker is consuming `cards`" in res.stderr and "running cards in local mode" in res.stderr, res.stderr
     assert "mode local" in res.stderr
+    # ... in its own human lines only: a one-shot run does not also print the service's log records
+    assert all(line.startswith(("warning:", "orchestrator:")) for line in res.stderr.splitlines()), res.stderr
     listed = json.loads(run_cli("card", "list", "--json", env=env).stdout)
     assert {c["card_id"]: c["status"] for c in listed} == {"A-1": "DONE", "A-2": "DONE"}
 
@@ -93,3 +95,27 @@ def test_a_wait_that_ends_with_failed_cards_names_each_with_its_error_escaped(tm
     # ... and the same when there was nothing left to do
     again = run_cli("orchestrate", "--once", "--wait", env=env)
     assert again.returncode == 1 and sum(" FAILED: " in line for line in again.stderr.splitlines()) == 2, again.stderr
+
+
+def test_sigterm_stops_a_waiting_orchestrator_with_exit_143(redis_url: str, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    from support.processes import wait_for
+
+    # Given an orchestrator waiting in celery mode for a card no worker takes
+    env = _project(tmp_path, redis_url, {"card_id": "T-1", "title": "t", "agent": "demo"})
+    log = tmp_path / "orchestrate.err"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "squad", "orchestrate", "--mode", "celery", "--wait"],
+                                env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_for(lambda: "waiting for 1 card(s)" in log.read_text(), 60, message="the orchestrator waiting")
+        # When it gets SIGTERM
+        proc.send_signal(signal.SIGTERM)
+        # Expect a clean stop with 143, as README says of every command
+        assert proc.wait(timeout=30) == 143, log.read_text()
+        assert "Traceback" not in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

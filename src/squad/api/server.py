@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sys
 
 from fastapi import FastAPI
 
@@ -55,6 +56,9 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 3000, inse
         config = uvicorn.Config(app, host=host, port=port, log_level="info", log_config=None,
                                 timeout_graceful_shutdown=5, ws_ping_interval=20, ws_ping_timeout=20,
                                 ws_per_message_deflate=False)
+        shown = f"[{host}]" if ":" in host else host
+        sys.stderr.write(f"squad serve: dashboard and API at http://{shown}:{port}/ (OpenAPI at /docs)\n")
+        sys.stderr.flush()
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

@@ -93,7 +93,8 @@ def orchestrate(
                                                   )] = None,
 ) -> None:
     """Release ready cards (priority 9 first), retry failed ones when due, until stopped."""
-    service_logging()
+    # A one-shot run speaks in its own `orchestrator:` lines; a long-running one is a service and logs.
+    service_logging("WARNING" if once or wait else "INFO")
     from squad.cli.wait_report import ConsumerWatch, WaitReporter, failed_cards
     from squad.orchestration.orchestrator import EXIT_TIMEOUT, make_orchestrator
 
@@ -131,7 +132,10 @@ def orchestrate(
 
         own_all_orphans()  # this process runs agents: what they leave behind is ended with them
 
+    stopped_by: list[int] = []
+
     def stop(signum: int, _frame: object) -> None:
+        stopped_by.append(signum)
         orch.stop()
         orch.dispatcher.interrupt()
 
@@ -160,7 +164,8 @@ def orchestrate(
         orch.dispatcher.close(abort=orch.stopping.is_set())  # local attempts end first: still this mode
         if presence is not None:
             presence.stop()
-    raise typer.Exit(code)
+    # Stopped by a signal: 130 for Ctrl-C, 143 for SIGTERM, as every interactive command.
+    raise typer.Exit(128 + stopped_by[0] if stopped_by else code)
 
 
 def up(

@@ -88,11 +88,14 @@ class Supervisor:
         self.stop_timeout_s = stop_timeout_s
         self.adopt_orphans = adopt_orphans and orphans.become_subreaper()
         self.orphans_ended = 0
+        self.stopped_by: int | None = None  # the signal that stopped us, if one did
 
     def install_signal_handlers(self) -> None:
         """SIGINT/SIGTERM stop everything cleanly."""
         def handler(signum: int, _frame: object) -> None:
             log.info("stopping", signal=signal.Signals(signum).name)
+            if self.stopped_by is None:
+                self.stopped_by = signum
             self.stopping.set()
 
         signal.signal(signal.SIGINT, handler)

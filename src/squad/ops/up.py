@@ -122,7 +122,9 @@ def run_up(*, demo: bool, port: int, concurrency: int) -> int:
     try:
         probes.start()
         with view:
-            return sup.run(on_tick=tick)
+            sup.run(on_tick=tick)
+        # Stopped by a signal, as an interactive command is: 130 for Ctrl-C, 143 for SIGTERM.
+        return 128 + sup.stopped_by if sup.stopped_by is not None else 0
     finally:
         probes.stop()
         remove_state()
