@@ -668,3 +668,24 @@ def test_reconciler_reenqueues_a_queued_card_whose_message_was_lost_and_runs_it_
     runs = runs_of(store, "LOST")
     assert [(r.attempt, r.status, r.task_id) for r in runs] == [(1, "succeeded", card.celery_task_id)]
     assert status_of(store, "LOST") == Status.DONE
+
+
+def test_an_agent_on_a_worker_cannot_read_the_workers_secrets_from_proc(
+        cli: Cli, env: dict[str, str], tmp_path: Path, start_worker: StartWorker, store: CardStore) -> None:
+    # Given a worker whose environment holds the API token, and an agent that reads every ancestor's
+    # /proc/<pid>/environ (issue 21 item 3: `tr '\0' '\n' </proc/$PPID/environ`)
+    token = f"tok-{uuid.uuid4().hex}"
+    seen = tmp_path / "probe.json"
+    write_agents(tmp_path, agent_toml("probe", [PY, str(AGENTS / "probe.py"), str(seen)]))
+    env = {**env, "SQUAD_API_TOKEN": token}
+    add_card(store, "PROC-1", agent="probe")
+    start_worker(env, concurrency=1)
+    # When the card runs there
+    res = orchestrate(cli, env, "--once", "--wait", "--mode", "celery")
+    # Expect it ran, saw its parents (pool process, Celery main, supervisor), and read no secret of theirs
+    assert res.returncode == 0, res.stderr
+    ancestors = json.loads(seen.read_text())["ancestors"]
+    assert len(ancestors) >= 3, ancestors
+    for ancestor in ancestors:
+        assert token not in (ancestor["environ"] or ""), ancestor["cmdline"]
+        assert env["SQUAD_DATABASE_URL"] not in (ancestor["environ"] or ""), ancestor["cmdline"]

@@ -169,6 +169,12 @@ before_run = ["{PY}", "{PROBE}", "{seen_hook}"]
         assert "AWS_SECRET_ACCESS_KEY" not in env and "CELERY_BROKER_URL" not in env
         assert env["ANTHROPIC_API_KEY"] == "agent-own-key" and env["ADDED_BY_AGENT"] == "yes"
         assert env["PATH"] == os.environ["PATH"]
+    # Expect (issue 21 item 3): nor from their ancestors, e.g. `tr '\\0' '\\n' </proc/$PPID/environ`
+    ancestors = json.loads(seen_agent.read_text())["ancestors"]
+    assert ancestors, "the agent found no parent"
+    for ancestor in ancestors:
+        assert "tok-very-secret-123" not in (ancestor["environ"] or ""), ancestor["cmdline"]
+        assert password not in (ancestor["environ"] or ""), ancestor["cmdline"]
 
 
 # ---- item 4: hooks ------------------------------------------------------------------------------

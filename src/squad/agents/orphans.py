@@ -6,11 +6,17 @@ nearest subreaper ancestor instead of PID 1, so the process that ran the agent s
 child and can end it at the end of the attempt. `squad worker`'s supervisor is a subreaper too, so
 what a dead pool process leaves (it was the subreaper of its agents) lands there and is ended.
 
-Which attempt an adopted process belongs to: its `SQUAD_TASK_ID` (read from /proc/<pid>/environ, set
-for every agent). A process without a known marker (it scrubbed its environment) is ended only in a
-process that declared itself dedicated to agents (`own_all_orphans()`: Celery pool processes, the
-local orchestrator), where any other child would be a leftover; elsewhere (tests, an embedding
-program) children that are not clearly ours are left alone.
+Which attempt an adopted process belongs to: its process group, or its `SQUAD_TASK_ID` (read from
+/proc/<pid>/environ, set for every agent). A process without a known marker (it scrubbed its
+environment, or set one of its own) is ended only in a process that declared itself dedicated to
+agents (`own_all_orphans()`: Celery pool processes, the local orchestrator), where any other child
+would be a leftover; elsewhere (tests, an embedding program) children that are not clearly ours are
+left alone.
+
+Squad's own helpers (workspace `git`, hooks, agents' leaders) are known by the PIDs squad started
+(`spawn`), never by an environment value an agent could set too: they are started under the same
+lock a scan for leftovers holds, so no scan sees one between its fork and its record (a freshly
+forked child still shows its parent's environment).
 """
 
 from __future__ import annotations
@@ -19,24 +25,26 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
-__all__ = ["HELPER_MARKER", "become_subreaper", "direct_children", "end_orphans", "own_all_orphans", "register",
-           "unregister"]
+__all__ = ["become_subreaper", "direct_children", "end_orphans", "helper", "hide_environment",
+           "own_all_orphans", "run_helper", "spawn", "unregister"]
 
 MARKER_ENV = "SQUAD_TASK_ID"
-# The marker of squad's own helper processes (git for workspaces): in a process that runs several
-# attempts at once (local mode), the end of one attempt must not take another's `git worktree add`
-# for an agent's leftover.
-HELPER_MARKER = "squad-helper"
+_PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
 _MARKER_PREFIX = (MARKER_ENV + "=").encode()
 ORPHAN_POLL_S = 0.02
 
-_lock = threading.Lock()
+# Held while squad forks a child and records its pid, and while a scan picks leftovers.
+_lock = threading.RLock()
 _live: dict[str, int] = {}  # marker -> agent leader pid, for every attempt running in this process
-_state = {"subreaper": False, "dedicated": False}
+_squad_pids: set[int] = set()  # every child squad started itself and has not reaped yet
+_state = {"subreaper": False, "dedicated": False, "hidden": False}
 
 
 def become_subreaper() -> bool:
@@ -51,22 +59,69 @@ def become_subreaper() -> bool:
         return _state["subreaper"]
 
 
+def hide_environment() -> bool:
+    """Make this process non-dumpable: other processes of the user (agents among them) can no longer
+    read its /proc/<pid>/environ, memory or file descriptors, nor ptrace it. An agent's `exec` makes
+    the agent itself dumpable again. True when it took effect (Linux)."""
+    with _lock:
+        if not _state["hidden"]:
+            prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+            _state["hidden"] = prctl is not None and prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+        return _state["hidden"]
+
+
 def own_all_orphans() -> None:
     """Declare this process dedicated to running agents: any child it did not spawn is a leftover."""
     _state["dedicated"] = True
     become_subreaper()
+    hide_environment()
 
 
-def register(marker: str, pid: int) -> None:
-    """An agent started in this process (its adopted descendants carry `marker`)."""
+def spawn(start: Callable[[], subprocess.Popen[Any]], marker: str | None = None) -> subprocess.Popen[Any]:
+    """Start a child with `start()` and record it as squad's own (with `marker`: an agent's leader).
+
+    The pid is recorded before any scan for leftovers can run; `unregister` forgets it once reaped.
+    """
     with _lock:
-        _live[marker] = pid
+        proc = start()
+        _squad_pids.add(proc.pid)
+        if marker is not None:
+            _live[marker] = proc.pid
+        return proc
 
 
-def unregister(marker: str) -> None:
-    """The attempt is over: its leader is reaped."""
+def unregister(pid: int, marker: str | None = None) -> None:
+    """A child `spawn` started is reaped (with `marker`: its attempt is over)."""
     with _lock:
-        _live.pop(marker, None)
+        _squad_pids.discard(pid)
+        if marker is not None:
+            _live.pop(marker, None)
+
+
+@contextlib.contextmanager
+def helper(start: Callable[[], subprocess.Popen[Any]]) -> Iterator[subprocess.Popen[Any]]:
+    """`spawn` for squad's own short helpers (hooks, verify): recorded while the block runs."""
+    proc = spawn(start)
+    try:
+        yield proc
+    finally:
+        unregister(proc.pid)
+
+
+def run_helper(argv: list[str], *, input: bytes | None = None, timeout: float | None = None,
+               **popen: Any) -> subprocess.CompletedProcess[bytes]:
+    """`subprocess.run(argv, capture_output=True)` for squad's own helpers (git): the child is known
+    by its pid, so the end of an attempt running in this process never takes it for a leftover."""
+    stdin = subprocess.PIPE if input is not None else popen.pop("stdin", subprocess.DEVNULL)
+    with helper(lambda: subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         **popen)) as proc:
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except BaseException:
+            proc.kill()
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def has_children() -> bool:
@@ -121,18 +176,22 @@ def _state_and_group(pid: int) -> tuple[bytes, int]:
 
 
 def _ours(pid: int, marker: str, pgid: int | None) -> bool:
-    with _lock:
-        if pid in _live.values():
-            return False  # the leader of a running attempt: its own runner ends it
-        live = set(_live)
+    """Called with `_lock` held: no child squad starts meanwhile is unrecorded."""
+    if pid in _squad_pids:
+        return False  # squad started it (an agent's leader, a hook, git): its starter ends it
     if pgid is not None and _state_and_group(pid)[1] == pgid:
         return True  # still in the attempt's group (e.g. the zombie of a killed member)
     found = marker_of(pid)
     if found == marker:
         return True
-    if found is not None and (found in live or found == HELPER_MARKER):
-        return False  # another attempt still running here ends its own; squad's own helpers are not leftovers
+    if found is not None and found in _live:
+        return False  # another attempt still running here ends its own
     return bool(_state["dedicated"])
+
+
+def _victims(marker: str, pgid: int | None) -> list[int]:
+    with _lock:
+        return [pid for pid in direct_children() if _ours(pid, marker, pgid)]
 
 
 def end_orphans(marker: str, timeout_s: float, pgid: int | None = None) -> int:
@@ -146,7 +205,7 @@ def end_orphans(marker: str, timeout_s: float, pgid: int | None = None) -> int:
     deadline = time.monotonic() + timeout_s
     ended = 0
     while True:
-        victims = [pid for pid in direct_children() if _ours(pid, marker, pgid)]
+        victims = _victims(marker, pgid)
         if not victims:
             return ended
         for pid in victims:

@@ -32,7 +32,7 @@ from squad.core.cards import Usage
 from squad.core.constants import CANCEL_POLL_S, KILL_GRACE_S, LOG_LINE_MAX_BYTES, MAX_LINE_BYTES
 from squad.core.settings import AgentConfig, AgentRlimits
 
-__all__ = ["AgentResult", "Limits", "RunObserver", "build_command", "expand_argv", "run_agent"]
+__all__ = ["AgentResult", "Limits", "RunObserver", "build_command", "expand_argv", "run_agent", "spawn_wrapper"]
 
 PLACEHOLDERS = ("card_id", "agent", "prompt_file", "workdir", "attempt", "session_id")
 ESTIMATE_AFTER_S = 5.0  # no real progress for this long: the time-based estimate may take over
@@ -44,6 +44,10 @@ KILL_POLL_S = 0.05
 KILL_CONFIRM_S = 2.0
 
 _PR_SET_PDEATHSIG = 1
+_PR_CAPBSET_DROP = 24
+_CAP_SETPCAP = 8
+_DROPPED_CAPS = "-sys_ptrace,-sys_admin,-perfmon"  # what lets a process read a non-dumpable one's /proc
+_DROPPED_CAP_NUMBERS = (19, 21, 38)  # CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_PERFMON
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 _PRCTL: Any = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # loaded before any fork
 _TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"  # util-linux helpers, never the agent's PATH
@@ -154,10 +158,11 @@ def run_agent(
     full_env = dict(env)  # complete: the caller scrubbed it (squad.attempt.agent_env), nothing else is inherited
     marker = full_env.setdefault(orphans.MARKER_ENV, f"run-{uuid.uuid4().hex}")
     orphans.become_subreaper()
+    orphans.hide_environment()  # the agent must not read our secrets from /proc/$PPID/environ
     try:
         program = _resolve(argv[0], cwd, full_env.get("PATH", os.defpath))
         wrapper, preexec = _wrapper(rlimits)
-        proc = subprocess.Popen(
+        proc = orphans.spawn(lambda: subprocess.Popen(
             [*wrapper, program, *argv[1:]],
             shell=False,
             start_new_session=True,  # own session and group: no terminal signals, one group to kill
@@ -167,7 +172,7 @@ def run_agent(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             preexec_fn=preexec,  # None unless setpriv/prlimit are missing: then a full fork
-        )
+        ), marker)
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         return AgentResult(
             outcome="spawn_failed",
@@ -175,11 +180,10 @@ def run_agent(
             error=f"cannot start agent: {_describe(exc)}",
             usage=parser.usage,
         )
-    orphans.register(marker, proc.pid)
     try:
         return _AgentWatch(proc, stdin_data, parser, limits, observer, started, marker).run()
     finally:
-        orphans.unregister(marker)
+        orphans.unregister(proc.pid, marker)
 
 
 # ---- spawning helpers ---------------------------------------------------------------------------
@@ -222,7 +226,30 @@ def _wrapper(rlimits: AgentRlimits | None) -> tuple[list[str], Callable[[], None
     prefix: list[str] = []
     if limits and prlimit is not None:
         prefix = [prlimit, *(f"--{_PRLIMIT_FLAGS[res]}={value}" for res, value in limits), "--"]
-    return [*prefix, setpriv, "--pdeathsig", "KILL", "--"], None
+    drop = [f"--inh-caps={_DROPPED_CAPS}", f"--bounding-set={_DROPPED_CAPS}"] if _can_drop_caps() else []
+    return [*prefix, setpriv, *drop, "--pdeathsig", "KILL", "--"], None
+
+
+def spawn_wrapper() -> tuple[list[str], Callable[[], None] | None]:
+    """The exec prefix (or preexec_fn) agents get, for other commands of an attempt (hooks)."""
+    return _wrapper(None)
+
+
+@functools.cache
+def _can_drop_caps() -> bool:
+    """Whether this process may drop capabilities from a child's bounding set (CAP_SETPCAP, e.g. root).
+
+    A non-dumpable parent hides its /proc/<pid>/environ from processes of its user, except from one
+    holding CAP_SYS_PTRACE, CAP_SYS_ADMIN or CAP_PERFMON (each let a root agent read it, measured on
+    Linux 6.18): a worker running as root (a container) would give its agents every capability, so
+    they lose these three (squad.agents.orphans.hide_environment is the other half).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(effective & (1 << _CAP_SETPCAP))
 
 
 @functools.cache
@@ -235,9 +262,14 @@ def _preexec(parent_pid: int | None, limits: list[tuple[int, int]]) -> Callable[
     """The fallback preexec_fn: rlimits, then SIGKILL the child when the spawning thread dies."""
     sigkill = int(signal.SIGKILL)
 
+    drop_caps = _can_drop_caps()
+
     def preexec() -> None:
         for res, value in limits:
             resource.setrlimit(res, (value, value))
+        if drop_caps and _PRCTL is not None:
+            for cap in _DROPPED_CAP_NUMBERS:
+                _PRCTL(_PR_CAPBSET_DROP, cap, 0, 0, 0)
         if parent_pid is not None and _PRCTL is not None:
             _PRCTL(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
             if os.getppid() != parent_pid:  # the parent died before prctl took effect

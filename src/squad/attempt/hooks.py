@@ -15,6 +15,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from squad.agents import orphans
+from squad.agents.runner import spawn_wrapper
+
 __all__ = ["HOOK_OUTPUT_MAX_BYTES", "HOOK_OUTPUT_MAX_LINES", "run_hook"]
 
 HOOK_OUTPUT_MAX_BYTES = 64 * 1024  # per stream: only the tail is kept
@@ -62,11 +65,20 @@ def run_hook(name: str, argv: list[str] | None, *, cwd: Path, env: dict[str, str
     if not argv:
         return None
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
+        prefix, preexec = spawn_wrapper()  # as for agents: dies with us, cannot read our /proc
+        proc = orphans.spawn(lambda: subprocess.Popen([*prefix, *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                      start_new_session=True, preexec_fn=preexec))
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         on_line("ERROR", f"hook {name} failed: {exc}")
         return f"hook {name} failed: {exc}"
+    try:
+        return _supervise(name, proc, timeout_s, on_line)
+    finally:
+        orphans.unregister(proc.pid)
+
+
+def _supervise(name: str, proc: subprocess.Popen[bytes], timeout_s: float, on_line: LineSink) -> str | None:
     assert proc.stdout is not None and proc.stderr is not None
     tails = {"INFO": _Tail(), "ERROR": _Tail()}
     readers = [threading.Thread(target=tails[level].read_all, args=(pipe.fileno(),), daemon=True,

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from squad.agents.orphans import HELPER_MARKER, MARKER_ENV
+from squad.agents.orphans import run_helper
 from squad.core.cards import Card, GitFacts, Status
 from squad.core.errors import ConfigError, SquadError
 from squad.core.settings import Settings
@@ -91,10 +91,9 @@ class WorkspaceInfo:
 def git(args: list[str], cwd: Path, *, check: bool = True, env: dict[str, str] | None = None,
         timeout: float = GIT_TIMEOUT_S) -> str:
     """Run git (argv, never a shell); its stdout, or WorkspaceError with git's first error line."""
-    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", MARKER_ENV: HELPER_MARKER, **(env or {})}
-    try:
-        proc = subprocess.run(["git", *args], cwd=cwd, env=full_env, capture_output=True, timeout=timeout,
-                              check=False, stdin=subprocess.DEVNULL)
+    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
+    try:  # run_helper: known by its pid, so no attempt's end in this process takes it for a leftover
+        proc = run_helper(["git", *args], cwd=cwd, env=full_env, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise WorkspaceError(f"git {args[0]} failed: {exc}") from None
     out = proc.stdout.decode(errors="replace")

@@ -87,6 +87,7 @@ class Supervisor:
         self.stopping = threading.Event()
         self.stop_timeout_s = stop_timeout_s
         self.adopt_orphans = adopt_orphans and orphans.become_subreaper()
+        orphans.hide_environment()  # an ancestor of agents: its secrets stay out of their /proc reads
         self.orphans_ended = 0
         self.stopped_by: int | None = None  # the signal that stopped us, if one did
 

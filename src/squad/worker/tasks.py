@@ -165,6 +165,7 @@ def _consume_own_copies(sender: str, instance: Any, **_: Any) -> None:
         instance_id = store.instance_id
     finally:
         store.dispose()  # before the pool forks: the pool processes open their own
+    orphans.hide_environment()  # the parent of the pool processes, so an ancestor of every agent
     queues = instance.app.amqp.queues
     for name in list(queues.consume_from):
         if not name.endswith(f".{instance_id}"):

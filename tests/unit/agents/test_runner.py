@@ -709,14 +709,14 @@ def test_file_size_limit_stops_an_agent_writing_a_huge_file(tmp_path: Path) -> N
 
 
 def test_end_of_an_attempt_in_a_dedicated_process_spares_squads_own_git_helpers(tmp_path: Path) -> None:
-    # Given a process dedicated to agents (local mode, a pool process) with two children: one of
-    # squad's own helpers (a workspace `git` run for another attempt) and an unmarked leftover
+    # Given a process dedicated to agents (local mode, a pool process) with two unmarked children:
+    # one of squad's own helpers (a workspace `git` run for another attempt) and a leftover
     script = (
         "import os, subprocess, sys\n"
         "from squad.agents import orphans\n"
         "orphans.own_all_orphans()\n"
         "env = {k: v for k, v in os.environ.items() if k != 'SQUAD_TASK_ID'}\n"
-        "helper = subprocess.Popen(['sleep', '60'], env={**env, 'SQUAD_TASK_ID': orphans.HELPER_MARKER})\n"
+        "helper = orphans.spawn(lambda: subprocess.Popen(['sleep', '60'], env=env))\n"
         "leftover = subprocess.Popen(['sleep', '60'], env=env)\n"
         "orphans.end_orphans('attempt-1', timeout_s=5.0)\n"
         "alive = [p.poll() is None for p in (helper, leftover)]\n"
@@ -725,5 +725,67 @@ def test_end_of_an_attempt_in_a_dedicated_process_spares_squads_own_git_helpers(
     )
     # When one attempt ends there
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-    # Expect the helper untouched and the leftover ended
+    # Expect the helper untouched (known by its pid) and the leftover ended
     assert out.stdout.strip() == "[True, False]", out.stdout + out.stderr
+
+
+FRESH_HELPER = """
+import os, subprocess, sys, threading, time
+from pathlib import Path
+from squad.agents import orphans
+
+entered, release = Path(sys.argv[1]), Path(sys.argv[2])
+
+def before_exec():  # the child, forked but not yet exec'd: it still shows our environment
+    entered.write_text("x")
+    deadline = time.monotonic() + 10
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+orphans.own_all_orphans()
+result = []
+git = threading.Thread(target=lambda: result.append(orphans.run_helper(["true"], preexec_fn=before_exec)))
+git.start()
+deadline = time.monotonic() + 10
+while not entered.exists() and time.monotonic() < deadline:
+    time.sleep(0.01)
+ending = threading.Thread(target=orphans.end_orphans, args=("attempt-1", 5.0))
+ending.start()
+ending.join(1.0)  # a window for the scan to run while the helper is between fork and exec
+release.write_text("x")
+git.join(30)
+ending.join(30)
+print(result[0].returncode)
+"""
+
+
+def test_the_end_of_an_attempt_never_takes_a_freshly_forked_helper_for_a_leftover(tmp_path: Path) -> None:
+    # Given (issue 20 item 6) a dedicated process whose `git` helper for another card is forked but
+    # not yet exec'd while one attempt ends (its /proc environ is still the parent's: no marker)
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    # When
+    out = subprocess.run([sys.executable, "-c", FRESH_HELPER, str(tmp_path / "entered"), str(tmp_path / "release")],
+                         capture_output=True, text=True, timeout=60, check=False, env=env)
+    # Expect the helper ran to its end (not -9)
+    assert out.stdout.strip() == "0", out.stdout + out.stderr
+
+
+SPOOFING_AGENT = (
+    "import subprocess, sys\n"
+    "subprocess.run(['sh', '-c', '( SQUAD_TASK_ID=squad-helper setsid sleep 302 & echo $! > \"$0\" )', sys.argv[1]],"
+    " check=True)\n"
+)
+
+
+def test_a_leftover_claiming_to_be_a_squad_helper_is_ended_with_its_attempt(tmp_path: Path, reaper: list[int]) -> None:
+    # Given (issue 21 item 8) an agent whose daemon sets the marker squad's helpers once carried
+    pidfile = tmp_path / "daemon.pid"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    # When it runs in a process dedicated to agents
+    done = subprocess.run([sys.executable, "-c", DEDICATED_HELPER, "-c", SPOOFING_AGENT, str(pidfile)],
+                          cwd=tmp_path, env=env, capture_output=True, timeout=60, check=False)
+    # Expect the daemon is gone with the attempt
+    daemon = read_pid(pidfile)
+    reaper.append(daemon)
+    assert done.stdout.decode().strip() == "succeeded", done.stderr.decode()[-2000:]
+    assert gone_within(daemon, 2.0)
