@@ -2,13 +2,25 @@
 """Fake agent printing what a prompt-injected agent could: terminal escapes, Rich markup, hostile JSON.
 
 `hostile.py terminal` prints control sequences and markup; `hostile.py json` prints Claude-style
-stream-json events with numbers and session ids no parser should trust, then a successful result.
+stream-json events with numbers and session ids no parser should trust, then a successful result;
+`hostile.py markup GATE TEXT` reports TEXT (HTML, say) as its step and waits for the file GATE.
 """
 
 import sys
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "terminal"
 out = sys.stdout
+if mode == "markup":  # hostile.py markup GATE TEXT: TEXT as its progress step, then wait (≤ 300 s) for GATE
+    import time
+    from pathlib import Path
+
+    out.write(f"::progress 50 {sys.argv[3]}\n")
+    out.write(f"a log line carrying it too: {sys.argv[3]}\n")
+    out.flush()
+    deadline = time.monotonic() + 300
+    while not Path(sys.argv[2]).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sys.exit(0)
 if mode == "terminal":
     out.write("\x1b]0;pwned-title\x07clear next\x1b[2J\x1b[H\n")
     out.write("c1 csi \x9b31m red \x1b[0m and bel \x07\n")

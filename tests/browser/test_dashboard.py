@@ -14,7 +14,7 @@ import httpx
 from squad.api.app import WEB_DIR
 from squad.core.settings import Settings
 from squad.store.card_store import open_store
-from support.browser import EXPECTED_WHILE_DOWN, open_page
+from support.browser import EXPECTED_WHILE_DOWN, open_page, wait_js
 from support.cli import run_cli, squad_env
 from support.paths import AGENTS
 from support.processes import wait_for
@@ -84,9 +84,9 @@ def test_board_shows_a_live_backlog_and_steers_it_through_an_api_restart(
     _in_lane(page, "B-NEXT", "TODO")
     # ... a running card's bar moves without a reload
     bar = '[data-card-id="B-GATE"] [role="progressbar"]'
-    page.wait_for_function(f"Number(document.querySelector('{bar}').getAttribute('aria-valuenow')) >= 40")
+    wait_js(page, f"Number(document.querySelector('{bar}').getAttribute('aria-valuenow')) >= 40")
     first = int(page.get_attribute(bar, "aria-valuenow") or 0)
-    page.wait_for_function(f"Number(document.querySelector('{bar}').getAttribute('aria-valuenow')) > {first}")
+    wait_js(page, f"Number(document.querySelector('{bar}').getAttribute('aria-valuenow')) > {first}")
     assert "working step" in (page.text_content('[data-card-id="B-GATE"] .c-step') or "")
 
     # ... it moves to DONE when its agent finishes
@@ -99,7 +99,7 @@ def test_board_shows_a_live_backlog_and_steers_it_through_an_api_restart(
     wait_for(lambda: len(httpx.get(f"{server.url}/api/cards/B-FAIL/runs").json()) == 2, 60,
              message="second attempt of B-FAIL")
     _in_lane(page, "B-FAIL", "FAILED")
-    page.wait_for_function("""document.querySelector('[data-card-id="B-FAIL"] .c-meta').textContent
+    wait_js(page, """document.querySelector('[data-card-id="B-FAIL"] .c-meta').textContent
                               .includes('attempt 2')""")
 
     # When cancel is clicked on a running card: it is CANCELLED and its run ends
@@ -210,7 +210,7 @@ def test_a_board_of_more_than_a_thousand_cards_holds_every_card(
     server = serve_factory(env)
     page, errors = open_page(browser, server.url)
     page.wait_for_selector('#conn[data-state="live"]')
-    page.wait_for_function("document.body.dataset.loaded === 'true'")
+    wait_js(page, "document.body.dataset.loaded === 'true'")
     lane = '.lane[data-lane="TODO"]'
 
     # Expect every card counted, a window of them in the page, more as the lane scrolls
@@ -219,7 +219,7 @@ def test_a_board_of_more_than_a_thousand_cards_holds_every_card(
     shown = page.locator(f"{lane} .card").count()
     assert 0 < shown < 1200
     page.eval_on_selector(f"{lane} .lane-body", "(b) => { b.scrollTop = b.scrollHeight; }")
-    page.wait_for_function(f"document.querySelectorAll('{lane} .card').length > {shown}")
+    wait_js(page, f"document.querySelectorAll('{lane} .card').length > {shown}")
 
     # ... and the last card of the board's order (on the API's second page) found by the filter
     page.fill("#f-text", "L-1199")
@@ -245,7 +245,7 @@ WATCH_ERRORS = """(() => {
 
 def _shows(page: Any, condition: str) -> None:
     """Wait until `condition` (a JS expression) holds, or fail at once on an error the page reports."""
-    page.wait_for_function(f"() => window.__errors.length > 0 || Boolean({condition})")
+    wait_js(page, f"() => window.__errors.length > 0 || Boolean({condition})")
     assert page.evaluate("window.__errors") == []
 
 

@@ -203,7 +203,7 @@ def test_prompt_of_an_attempt_is_read_back_from_the_workdir(api: Any, settings: 
 
     assert latest.json() == {"card_id": "P-1", "attempt": 2, "prompt": "# prompt of attempt 2\n"}
     assert first.json()["prompt"] == "# prompt of attempt 1\n"
-    assert missing.status_code == 404 and "not on this machine" in missing.json()["detail"]
+    assert missing.status_code == 404 and "no attempt 3" in missing.json()["detail"]
     assert never.status_code == 404 and "not run yet" in never.json()["detail"]
     assert unknown.status_code == 404
 

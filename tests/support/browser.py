@@ -98,3 +98,13 @@ def open_page(browser: Any, url: str, *, before: Callable[[Any], None] | None = 
             if res.status >= 400 and _is_asset(res.url) else None)
     page.goto(url)
     return page, errors
+
+
+def wait_js(page: Any, expression: str, timeout_s: float = 120) -> object:
+    """Wait until a JavaScript expression is truthy in the page (its value).
+
+    Playwright's `wait_for_function` compiles its predicate with `eval` inside the page, which the
+    dashboard's Content-Security-Policy refuses; `page.evaluate` goes through the DevTools protocol,
+    which the policy does not govern.
+    """
+    return wait_for(lambda: page.evaluate(expression), timeout_s, interval=0.1, message=expression)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,40 @@ def write_prompt_file(path: Path, text: str) -> None:
             data = data[os.write(fd, data):]
     finally:
         os.close(fd)
+
+
+PROMPT_READ_MAX_BYTES = 4 * 1024 * 1024  # a kept prompt shown back; a bigger file is cut there
+
+
+def read_prompt_file(workdir_root: Path, card_id: str, attempt: int) -> str | None:
+    """The kept prompt of one attempt, or None when there is no such regular file.
+
+    An agent runs as the worker's user next to `.prompts/`: it can plant a symlink at the file's
+    place or at its card's folder (to `/etc/shadow`, say). Each step below the workdir is opened
+    with `O_NOFOLLOW` relative to the one above it, so no link is followed; a FIFO or device is
+    refused without blocking on it.
+    """
+    directory = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fds: list[int] = []
+    try:
+        fds.append(os.open(os.path.realpath(workdir_root), directory))
+        for name in (PROMPTS_DIR, card_id):
+            fds.append(os.open(name, directory, dir_fd=fds[-1]))
+        fds.append(os.open(f"attempt-{attempt}.md", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                           dir_fd=fds[-1]))
+        if not stat.S_ISREG(os.fstat(fds[-1]).st_mode):
+            return None
+        chunks: list[bytes] = []
+        left = PROMPT_READ_MAX_BYTES
+        while left > 0 and (chunk := os.read(fds[-1], min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def remove_prompt_file(path: Path) -> None:

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from squad.api import ws
 from squad.api.guard import Guard
+from squad.api.headers import SecurityHeaders
 from squad.api.metrics.prometheus import Exposition
 from squad.api.monitor import WorkerMonitor
 from squad.api.routes import board, cards, health, metrics, review, runs, statuses, tasks, workers
@@ -160,6 +161,8 @@ def create_app(settings: Settings, *, store: CardStore | None = None, ws_queue_s
                            allow_headers=["Authorization", "Content-Type"])
     # Outermost: Host, Origin, token and body size are checked before anything else runs.
     app.add_middleware(Guard, settings=settings)
+    # Around the guard, so its refusals carry them too: CSP, no framing, no referrer, no sniffing.
+    app.add_middleware(SecurityHeaders)
     _install_error_handlers(app, state)
     routers = [module.router for module in (health, statuses, cards, board, runs, tasks, workers, metrics, review)]
     for router in routers:

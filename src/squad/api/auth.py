@@ -7,6 +7,7 @@ enforces it for every HTTP route, the socket checks it here. Tokens are compared
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from typing import Annotated
@@ -17,6 +18,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import Scope
 
 TOKEN_SUBPROTOCOL_PREFIX = "squad.token."  # `new WebSocket(url, ["squad", "squad.token.<token>"])`
+# A token with characters a subprotocol name cannot hold travels as base64url of its UTF-8 bytes.
+TOKEN64_SUBPROTOCOL_PREFIX = "squad.token64."
 bearer = HTTPBearer(auto_error=False, description="`SQUAD_API_TOKEN` (only when the server has one)")
 
 
@@ -37,11 +40,20 @@ def presented_token(scope: Scope, headers: dict[str, str]) -> str | None:
         proto = proto.strip()
         if proto.startswith(TOKEN_SUBPROTOCOL_PREFIX):
             return proto[len(TOKEN_SUBPROTOCOL_PREFIX):]
+        if proto.startswith(TOKEN64_SUBPROTOCOL_PREFIX):
+            return _unbase64(proto[len(TOKEN64_SUBPROTOCOL_PREFIX):])
     query = scope.get("query_string", b"").decode("latin-1")
     for key, item in parse_qsl(query, keep_blank_values=True):
         if key == "token":
             return item
     return None
+
+
+def _unbase64(text: str) -> str | None:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8", "replace")
+    except ValueError:
+        return None
 
 
 def _expected(request: Request | WebSocket) -> str | None:

@@ -9,7 +9,7 @@ message) goes through `mask_text`.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 __all__ = ["MASK", "mask_text", "mask_url", "url_secrets"]
 
@@ -17,7 +17,17 @@ MASK = "***"
 _SECRET_PARAMS = frozenset({"password", "pass", "pwd", "token", "secret"})
 # scheme://user:password@  (the password may itself hold '@': the last '@' before a '/' ends it)
 _USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)([^\s/]+)@")
-_PARAM_RE = re.compile(r"([?&;](?:password|pass|pwd|token|secret)=)([^&\s#]+)", re.IGNORECASE)
+# ?key=value: the key is compared after percent-decoding (`?%74oken=` is `?token=` to a server)
+_PARAM_RE = re.compile(r"([?&;])([^=&;?#\s]+)=([^&\s#]+)")
+
+
+def _secret_key(key: str) -> bool:
+    return unquote_plus(key).strip().lower() in _SECRET_PARAMS
+
+
+def _mask_params(text: str) -> str:
+    return _PARAM_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if _secret_key(m.group(2)) else m.group(0),
+                         text)
 
 
 def mask_url(url: str) -> str:
@@ -33,10 +43,10 @@ def mask_url(url: str) -> str:
         if colon and password:
             netloc = f"{user}:{MASK}@{hostport}"
     query = parts.query
-    if query and _PARAM_RE.search("?" + query):
+    if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k.lower() in _SECRET_PARAMS for k, _ in pairs):
-            query = urlencode([(k, MASK if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*")
+        if any(_secret_key(k) for k, _ in pairs):
+            query = urlencode([(k, MASK if _secret_key(k) else v) for k, v in pairs], safe="*")
     if netloc == parts.netloc and query == parts.query:
         return url  # nothing to hide: keep it exactly as written (urlunsplit would drop "//" of sqlite:///)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
@@ -44,7 +54,7 @@ def mask_url(url: str) -> str:
 
 def mask_text(text: str) -> str:
     """Free text with the password of every URL in it (and `password=` parameters) masked."""
-    return _PARAM_RE.sub(lambda m: m.group(1) + MASK, _USERINFO_RE.sub(lambda m: m.group(1) + MASK + "@", text))
+    return _mask_params(_USERINFO_RE.sub(lambda m: m.group(1) + MASK + "@", text))
 
 
 def url_secrets(url: str | None) -> set[str]:
@@ -62,6 +72,6 @@ def url_secrets(url: str | None) -> set[str]:
         if colon and password:
             found.update({password, unquote(password)})
     for key, value in parse_qsl(parts.query, keep_blank_values=False):
-        if key.lower() in _SECRET_PARAMS and value:
+        if _secret_key(key) and value:
             found.add(value)
     return found

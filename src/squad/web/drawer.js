@@ -78,19 +78,21 @@ export const detail = {
     }
     const html = acts.join("");
     if ($("#d-actions").dataset.html !== html) { $("#d-actions").innerHTML = html; $("#d-actions").dataset.html = html; }
+    // Every value is text (escaped here) unless built by this module as markup from escaped parts.
+    const markup = (html) => ({ html });
     const f = [
       ["Squad", c.squad || "–"], ["Agent", c.agent || "(default)"], ["Priority", c.priority],
       ["Attempt", c.attempts ? `${c.attempts} / ${maxAttempts(c)}` : "not run yet"],
       ["Progress", `${c.progress}%${c.current_step ? " · " + c.current_step : ""}`],
       ["Worker", c._worker || c.worker || "–"],
-      ["Elapsed", `<span id="d-elapsed">${fmtDur(elapsedOf(c))}</span>${c.time_limit_s ? " / " + fmtDur(c.time_limit_s) : ""}`],
+      ["Elapsed", markup(`<span id="d-elapsed">${esc(fmtDur(elapsedOf(c)))}</span>${c.time_limit_s ? " / " + esc(fmtDur(c.time_limit_s)) : ""}`)],
       ["Cost", fmtCost(c.cost_usd)],
-      ["Depends on", (more.depends_on || []).map((d) => `<a href="#/cards/${encodeURIComponent(d)}">${esc(d)}</a>`).join(", ") || "–"],
-      ["Labels", (more.labels || []).map(esc).join(", ") || "–"],
-      ["Task", more.celery_task_id || "–"], ["Next attempt", c.status === "RETRYING" ? esc(dueText(c)) : "–"],
-      ["Last error", c.last_error ? `<span class="bad">${esc(c.last_error)}</span>` : "–"], ["Updated", fmtTime(c.updated_at)],
+      ["Depends on", markup((more.depends_on || []).map((d) => `<a href="#/cards/${esc(encodeURIComponent(d))}">${esc(d)}</a>`).join(", ") || "–")],
+      ["Labels", (more.labels || []).join(", ") || "–"],
+      ["Task", more.celery_task_id || "–"], ["Next attempt", c.status === "RETRYING" ? dueText(c) : "–"],
+      ["Last error", c.last_error ? markup(`<span class="bad">${esc(c.last_error)}</span>`) : "–"], ["Updated", fmtTime(c.updated_at)],
     ];
-    $("#d-fields").innerHTML = f.map(([k, v], i) => `<dt>${k}</dt><dd>${[4, 5, 6, 8, 9, 12].includes(i) ? v : esc(v)}</dd>`).join("");
+    $("#d-fields").innerHTML = f.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${v && v.html !== undefined ? v.html : esc(v)}</dd>`).join("");
     $("#d-diff-section").hidden = c.status !== "REVIEW";
     this.poke();
   },
@@ -174,11 +176,11 @@ export const detail = {
     $("#d-runs tbody").innerHTML = this.runs.map((r) => {
       const dur = r.started_at ? ((r.ended_at ? Date.parse(r.ended_at) : Date.now()) - Date.parse(r.started_at)) / 1000 : null;
       const cls = r.status === "succeeded" ? "ok" : (r.status === "failed" || r.status === "lost" ? "bad" : "");
-      return `<tr><td>${r.attempt}</td><td>${esc(r.worker || "–")}</td><td>${fmtTime(r.started_at)}</td>` +
-        `<td class="num">${fmtDur(dur)}</td><td class="num">${r.exit_code ?? "–"}</td><td class="${cls}">${esc(r.status)}</td>` +
+      return `<tr><td>${esc(r.attempt)}</td><td>${esc(r.worker || "–")}</td><td>${fmtTime(r.started_at)}</td>` +
+        `<td class="num">${fmtDur(dur)}</td><td class="num">${esc(r.exit_code ?? "–")}</td><td class="${cls}">${esc(r.status)}</td>` +
         `<td class="err" title="${esc(r.error || "")}">${esc(r.error || "")}</td><td class="num">${r.cost_usd != null ? fmtCost(r.cost_usd) : "–"}</td>` +
         `<td class="num d-tokens">${tokensCell(r)}</td><td class="mono">${esc(r.session_id || "–")}</td>` +
-        `<td>${r.log_available ? `<button type="button" data-run="${r.id}" data-attempt="${r.attempt}">view</button>` : "–"}</td></tr>`;
+        `<td>${r.log_available ? `<button type="button" data-run="${esc(r.id)}" data-attempt="${esc(r.attempt)}">view</button>` : "–"}</td></tr>`;
     }).join("") || `<tr><td colspan="11" class="muted">no runs yet</td></tr>`;
   },
   async showRunLog(runId, attempt) {
@@ -200,7 +202,7 @@ export const detail = {
         frag.append(d);
       }
       log.append(frag);
-      $("#d-logsrc").innerHTML = `archived log of attempt ${attempt} · <a href="#" id="d-back-live">back to the live log</a>`;
+      $("#d-logsrc").innerHTML = `archived log of attempt ${esc(attempt)} · <a href="#" id="d-back-live">back to the live log</a>`;
       log.scrollTop = 0;
     } catch (err) { toast(`log: ${err.message}`, true); }
   },

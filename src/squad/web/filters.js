@@ -32,7 +32,8 @@ export function fillOptions() {
 }
 // `applyFilters` redraws what the filters select (main.js: the lanes, and the history when it shows).
 export function setupFilters(applyFilters) {
-  $("#f-status").innerHTML = `<option value="">All statuses</option>` + LANES.map((l) => `<option>${l}</option>`).join("");
+  $("#f-status").innerHTML = `<option value="">All statuses</option>` + LANES.map((l) => `<option>${esc(l)}</option>`).join("");
+  $("#filters").addEventListener("submit", (ev) => ev.preventDefault()); // the bar filters as you type
   let t = null;
   $("#f-text").addEventListener("input", (ev) => {
     clearTimeout(t);

@@ -23,9 +23,9 @@ export async function loadHistory() {
     $("#history-table tbody").innerHTML = runs.map((r) => {
       const dur = r.started_at && r.ended_at ? (Date.parse(r.ended_at) - Date.parse(r.started_at)) / 1000 : null;
       const cls = r.status === "succeeded" ? "ok" : (r.status === "failed" || r.status === "lost" ? "bad" : "");
-      return `<tr><td>${fmtTime(r.ended_at || r.started_at)}</td><td class="mono"><a href="#/cards/${encodeURIComponent(r.card_id)}">${esc(r.card_id)}</a></td>` +
-        `<td>${esc(r.title)}</td><td>${esc(r.squad || "–")}</td><td>${esc(r.agent || "–")}</td><td class="num">${r.attempt}</td>` +
-        `<td class="mono">${esc(r.worker || "–")}</td><td class="num">${fmtDur(dur)}</td><td class="num">${r.exit_code ?? "–"}</td>` +
+      return `<tr><td>${esc(fmtTime(r.ended_at || r.started_at))}</td><td class="mono"><a href="#/cards/${esc(encodeURIComponent(r.card_id))}">${esc(r.card_id)}</a></td>` +
+        `<td>${esc(r.title)}</td><td>${esc(r.squad || "–")}</td><td>${esc(r.agent || "–")}</td><td class="num">${esc(r.attempt)}</td>` +
+        `<td class="mono">${esc(r.worker || "–")}</td><td class="num">${fmtDur(dur)}</td><td class="num">${esc(r.exit_code ?? "–")}</td>` +
         `<td class="${cls}">${esc(r.status)}</td><td class="err" title="${esc(r.error || "")}">${esc(r.error || "")}</td>` +
         `<td class="num">${r.cost_usd != null ? fmtCost(r.cost_usd) : "–"}</td></tr>`;
     }).join("") || `<tr><td colspan="12" class="muted">no runs match</td></tr>`;

@@ -10,19 +10,22 @@ const OFFLINE_AFTER_FAILURES = 4;  // reconnect attempts before the indicator sa
 
 export const feed = {
   ws: null, failures: 0, timer: null, pingTimer: null, opened: false, everConnected: false,
+  // The URL never carries the token (proxies and access logs keep URLs): it travels as a subprotocol.
   url() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const q = new URLSearchParams();
     if (state.lastId) q.set("since", state.lastId);
-    if (state.token) q.set("token", state.token);
     const qs = q.toString();
     return `${proto}//${location.host}/ws/tasks${qs ? "?" + qs : ""}`;
+  },
+  protocols() {
+    return state.token ? ["squad", tokenProtocol(state.token)] : ["squad"];
   },
   connect() {
     clearTimeout(this.timer);
     this.opened = false;
     let ws;
-    try { ws = new WebSocket(this.url()); } catch (e) { this.retry(); return; }
+    try { ws = new WebSocket(this.url(), this.protocols()); } catch (e) { this.retry(); return; }
     this.ws = ws;
     ws.onopen = () => { this.opened = true; };
     ws.onmessage = (m) => this.message(m.data);
@@ -83,6 +86,16 @@ export const feed = {
     this.connect();
   },
 };
+
+// `squad.token.<token>` when every character may stand in a subprotocol name (RFC 6455: an HTTP
+// token), else `squad.token64.<base64url of its UTF-8>`.
+const TCHARS = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+function tokenProtocol(token) {
+  if (TCHARS.test(token)) return `squad.token.${token}`;
+  const bytes = new TextEncoder().encode(token);
+  const b64 = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return `squad.token64.${b64}`;
+}
 
 export function setConn(s) {
   const el = $("#conn");

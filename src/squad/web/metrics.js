@@ -17,7 +17,16 @@ function chart(canvas, labels, series, { yFmt = (v) => String(v), horizontal = f
   g.font = "11px system-ui, sans-serif";
   const text = cssVar("--muted"), grid = cssVar("--line");
   const legend = document.querySelector(`.legend[data-for="${canvas.id}"]`);
-  if (legend) legend.innerHTML = series.map((s) => `<span><i style="background:${s.color}"></i>${esc(s.name)}</span>`).join("");
+  if (legend) {
+    legend.textContent = "";
+    for (const s of series) {
+      const swatch = document.createElement("i");
+      swatch.style.background = s.color;  // CSSOM: the Content-Security-Policy refuses style attributes in markup
+      const item = document.createElement("span");
+      item.append(swatch, s.name);
+      legend.append(item);
+    }
+  }
   if (horizontal) return hbars(g, w, h, labels, series[0], yFmt, text);
   const left = 46, right = 8, top = 8, bottom = 20;
   const pw = w - left - right, ph = h - top - bottom;
@@ -91,7 +100,7 @@ export async function loadMetrics() {
           : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
     });
     const perMin = series.bucket_s / 60;
-    const tile = (v, k) => `<div class="tile"><b>${v}</b><span>${k}</span></div>`;
+    const tile = (v, k) => `<div class="tile"><b>${esc(v)}</b><span>${esc(k)}</span></div>`;
     const settled = series.succeeded + series.failed;
     $("#tiles").innerHTML = [
       tile(series.succeeded, "succeeded"), tile(series.failed, "failed"), tile(series.retried, "retries"),

@@ -12,14 +12,14 @@ export async function loadWorkers() {
     $("#workers-count").textContent = online;
     $("#workers-status").textContent = `Celery: ${res.status} · checked ${fmtTime(res.checked_at)}`;
     if (state.view !== "workers") return;
-    const link = (id) => `<a href="#/cards/${encodeURIComponent(id)}">${esc(id)}</a>`;
+    const link = (id) => `<a href="#/cards/${esc(encodeURIComponent(id))}">${esc(id)}</a>`;
     $("#workers-table tbody").innerHTML = res.workers.filter((w) => showOff || w.status === "online").map((w) => {
       const hb = w.last_heartbeat ? fmtDur(nowS() - tsOf(w.last_heartbeat)) + " ago" : "–";
-      return `<tr class="${w.status}"><td class="mono">${esc(w.name)}</td>` +
-        `<td class="${w.status === "online" ? "ok" : "muted"}">${w.status}</td><td>${hb}</td>` +
+      return `<tr class="${esc(w.status)}"><td class="mono">${esc(w.name)}</td>` +
+        `<td class="${w.status === "online" ? "ok" : "muted"}">${esc(w.status)}</td><td>${esc(hb)}</td>` +
         `<td>${w.active_cards.map(link).join(", ") || "–"}</td><td>${(w.leases || []).map(link).join(", ") || "–"}</td>` +
-        `<td class="num">${w.concurrency ?? "–"}</td><td>${(w.queues || []).map(esc).join(", ") || "–"}</td>` +
-        `<td class="num">${w.processed}</td></tr>`;
+        `<td class="num">${esc(w.concurrency ?? "–")}</td><td>${(w.queues || []).map(esc).join(", ") || "–"}</td>` +
+        `<td class="num">${esc(w.processed)}</td></tr>`;
     }).join("") || `<tr><td colspan="8" class="muted">no workers seen</td></tr>`;
   } catch (err) {
     $("#workers-status").textContent = `workers: ${err.message}`;

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated
 
 from anyio import to_thread
@@ -11,7 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import StringConstraints
 
 from squad.actions.backlog import add_cards
-from squad.agents.prompts import prompt_path, render_prompt
+from squad.agents.prompts import read_prompt_file, render_prompt
 from squad.api.deps import Authorized, CardIdDep, RunIdDep, StateDep, StoreDep
 from squad.api.schemas import CardDetail, CardIn, EnhancedCard, PromptOut, RunLog, error_responses
 from squad.api.state import AppState, bounded
@@ -106,13 +105,6 @@ def run_log(run_id: RunIdDep, store: StoreDep) -> RunLog:
 AttemptQ = Annotated[int | None, Query(ge=1, le=10_000, description="Attempt number (default: the latest)")]
 
 
-def _read_prompt(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-
-
 def _render_again(state: AppState, card: Card, attempt: int) -> str | None:
     """The prompt of a past attempt, rendered from the card and the previous attempt's error."""
     runs = {run.attempt: run for run in state.store.list_runs(card.card_id)}
@@ -134,7 +126,9 @@ def card_prompt(card_id: CardIdDep, state: StateDep, attempt: AttemptQ = None) -
     number = attempt or card.attempts
     if number < 1:
         raise NotFoundError(f"card {card_id} has not run yet")
-    text = _read_prompt(prompt_path(state.settings.workdir, card_id, number))
+    if number > card.attempts:  # no file of an attempt that never was is read, whoever put it there
+        raise NotFoundError(f"card {card_id} has run {card.attempts} attempt(s): there is no attempt {number}")
+    text = read_prompt_file(state.settings.workdir, card_id, number)
     if text is None:  # removed after its attempt (docs/security.md): render it again from the card
         text = _render_again(state, card, number)
     if text is None:
