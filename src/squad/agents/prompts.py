@@ -17,10 +17,13 @@ DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "prompt.md.j2"
 
 
 def render_prompt(template: Path | None, card: dict[str, Any], attempt: int, last_error: str | None, *,
-                  feedback: str = "", previous_runs: list[dict[str, Any]] | None = None) -> str:
+                  feedback: str = "", previous_runs: list[dict[str, Any]] | None = None,
+                  verify_output: str = "", conflicts: list[str] | None = None) -> str:
     """Render the prompt of one attempt; any template problem is a ConfigError with the reason.
 
-    `feedback` is the latest rejection's text ('' when none); `previous_runs` the earlier attempts.
+    `feedback` is the latest rejection's text ('' when none); `previous_runs` the earlier attempts;
+    `verify_output` the output tail of the last verify when it failed (''); `conflicts` the files a
+    merge of the card's base left with conflict markers ([]).
     """
     path = template or DEFAULT_TEMPLATE
     try:
@@ -29,7 +32,8 @@ def render_prompt(template: Path | None, card: dict[str, Any], attempt: int, las
         raise ConfigError(f"prompt_template {path}: {exc.strerror}") from None
     try:
         return _compiled(str(path), mtime).render(card=card, attempt=attempt, last_error=last_error,
-                                                   feedback=feedback, previous_runs=previous_runs or [])
+                                                   feedback=feedback, previous_runs=previous_runs or [],
+                                                   verify_output=verify_output, conflicts=conflicts or [])
     except jinja2.TemplateError as exc:
         raise ConfigError(f"prompt template {path.name}: {exc}") from None
 

@@ -25,13 +25,22 @@ from squad.attempt.agent_env import agent_environment
 from squad.attempt.archive import LogArchive, disk_full_outcome
 from squad.attempt.confinement import WorkdirEscape, resolve_workdir
 from squad.attempt.hooks import run_hook
+from squad.attempt.landing import land_ready
 from squad.attempt.lease import LeaseKeeper
+from squad.attempt.verify import run_verify, verify_argv
 from squad.attempt.workspaces import (
+    DependenciesConflict,
     Workspace,
     WorkspaceError,
+    base_tip,
     commit_all,
     facts,
+    files_with_markers,
+    land_mode,
+    lands_when_done,
+    merge_base_into,
     prepare,
+    push_branch,
     remove,
     review_enabled,
     workspace_for,
@@ -250,10 +259,12 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
         outcome = replace(outcome, log=reporter.archived_log())
         policy = RetryPolicy.for_card(settings, claim.card)
         review = review_enabled(settings, claim.card)
+        land = ws is not None and lands_when_done(settings, claim.card)
         # A database restart or a lock held past the busy timeout must not lose the outcome: retried
         # with backoff (bounded) while the lease keeper goes on renewing the claim.
         try:
-            new = retry_db(lambda: store.finish(claim, outcome, policy, review=review), what="finish")
+            new = retry_db(lambda: store.finish(claim, outcome, policy, review=review, land=land),
+                           what="finish")
         except DBAPIError as exc:
             if not is_disk_full(exc):
                 raise
@@ -261,7 +272,8 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
             # so the card is retried once there is room again, instead of staying claimed.
             outcome = disk_full_outcome(outcome, exc)
             reporter.line("ERROR", f"attempt failed: {outcome.error}")
-            new = retry_db(lambda: store.finish(claim, outcome, policy, review=review), what="finish (disk full)")
+            new = retry_db(lambda: store.finish(claim, outcome, policy, review=review, land=land),
+                           what="finish (disk full)")
     if new is None and reporter.fenced.is_set():
         log.warning("attempt fenced: its lease was lost and the card taken over; outcome dropped",
                     card_id=card_id, run_id=claim.run_id)
@@ -270,6 +282,8 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
     reporter.flush()
     if ws is not None:
         _cleanup(ctx, ws, new)
+    if new == Status.LANDING:  # this worker lands what its train holds (the card among them)
+        land_ready(settings, store, ctx.events, ctx.worker)
     return new
 
 
@@ -300,17 +314,23 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter,
         reporter.set_progress(*STEP_PROMPT, force=True)
         last_error = card.last_error if claim.attempt > 1 else None
         # A first attempt has no earlier runs (runs are only opened by a claim): two queries saved.
-        previous = [] if claim.attempt == 1 else [
-            _run_summary(r) for r in ctx.store.list_runs(card.card_id) if r.id != claim.run_id]
-        prompt = render_prompt(settings.prompt_template, card.model_dump(mode="json"), claim.attempt, last_error,
-                               feedback=card.feedback or "", previous_runs=previous)
+        earlier = [] if claim.attempt == 1 else [r for r in ctx.store.list_runs(card.card_id) if r.id != claim.run_id]
+        previous = [_run_summary(r) for r in earlier]
         ws = workspace_for(settings, card)
     except SquadError as exc:
         return RunOutcome(succeeded=False, error=str(exc), retryable=False), None
     base_commit = ""
+    conflicts: list[str] = []
     if ws is not None:
         try:
-            created, base_commit = prepare(settings, ws)
+            created, base_commit = prepare(settings, ws, _dependency_branches(ctx, card, ws))
+            if card.conflicts is not None:  # its landing conflicted or failed verify: merge base first
+                conflicts = merge_base_into(ws, base_tip(ws))
+                reporter.line("INFO", f"merged the current base into {ws.branch}"
+                              + (f": conflicts in {', '.join(conflicts)}" if conflicts else " cleanly"))
+        except DependenciesConflict:
+            reporter.line("ERROR", "dependencies conflict")
+            return RunOutcome(succeeded=False, error="dependencies conflict", retryable=False), None
         except SquadError as exc:
             reporter.line("ERROR", f"workspace: {exc}")
             return RunOutcome(succeeded=False, error=f"workspace: {exc}"), None
@@ -326,6 +346,12 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter,
             return RunOutcome(succeeded=False, error=f"workdir refused: {exc}", retryable=False), None
         except OSError as exc:
             return RunOutcome(succeeded=False, error=f"cannot create workdir: {exc.strerror or exc}"), None
+    try:
+        prompt = render_prompt(settings.prompt_template, card.model_dump(mode="json"), claim.attempt, last_error,
+                               feedback=card.feedback or "", previous_runs=previous,
+                               verify_output=_failed_verify_output(earlier), conflicts=conflicts)
+    except SquadError as exc:
+        return RunOutcome(succeeded=False, error=str(exc), retryable=False), ws
     env = agent_environment(settings, agent, card_id=card.card_id, attempt=claim.attempt,
                             task_id=reporter.task_id, workdir=workdir)
     hooks = settings.hooks
@@ -362,16 +388,63 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter,
     outcome = outcome_of(result)
     if ws is None:
         return outcome, None
-    return _record_git(ctx, ws, base_commit, claim, outcome, reporter), ws
+    if outcome.succeeded and (left := _markers_left(ws, conflicts, reporter)):
+        outcome = replace(outcome, succeeded=False, error="unresolved conflict")
+        reporter.line("ERROR", f"unresolved conflict: markers left in {', '.join(left)}")
+    outcome = _record_git(ctx, ws, base_commit, claim, outcome, reporter)
+    verify = verify_argv(settings, card)
+    if outcome.succeeded and verify and not lease.fenced.is_set():
+        checked = run_verify(verify, cwd=workdir, env=env, timeout_s=settings.workspace.verify_timeout,
+                             on_line=reporter.line, stop=lease.stop_reason)
+        outcome = replace(outcome, verify_exit=checked.exit_code, verify_output=checked.output,
+                          succeeded=checked.passed, error=checked.error,
+                          cancelled=checked.error == "cancelled" or outcome.cancelled)
+    return outcome, ws
+
+
+def _dependency_branches(ctx: AttemptContext, card: Card, ws: Workspace) -> list[str]:
+    """With `land = none`, the branches of the card's dependencies in the same repository (a new card
+    branch starts from them); with landing on, none (the base already holds what they landed)."""
+    if not card.depends_on or land_mode(ctx.settings, card) != "none":
+        return []
+    branches = []
+    for dep in ctx.store.get_cards(card.depends_on).values():
+        dep_ws = workspace_for(ctx.settings, dep)
+        if dep_ws is not None and dep_ws.repo == ws.repo:
+            branches.append(dep_ws.branch)
+    return branches
+
+
+def _failed_verify_output(runs: list[Run]) -> str:
+    """The output tail of the latest verify, when it failed ('' otherwise): the next prompt shows it."""
+    for run in reversed(runs):
+        if run.verify_exit is not None or run.verify_output is not None:
+            return (run.verify_output or "") if run.verify_exit != 0 else ""
+    return ""
+
+
+def _markers_left(ws: Workspace, conflicts: list[str], reporter: Reporter) -> list[str]:
+    """Of the files a merge of base left conflicted, those the agent left with conflict markers."""
+    if not conflicts:
+        return []
+    try:
+        return files_with_markers(ws.path, conflicts)
+    except WorkspaceError as exc:
+        reporter.line("ERROR", f"workspace: {exc}")
+        return []
 
 
 def _record_git(ctx: AttemptContext, ws: Workspace, base_commit: str, claim: Claim, outcome: RunOutcome,
                 reporter: Reporter) -> RunOutcome:
-    """Commit what the agent left (with `auto_commit`) and put the branch's git facts on the run."""
+    """Commit what the agent left (with `auto_commit`), push the branch to the shared remote (after a
+    failed attempt too: its work is not lost) and put the branch's git facts on the run."""
     try:
         if ctx.settings.workspace.auto_commit and commit_all(ws, f"squad: {ws.card_id} attempt {claim.attempt}"):
             reporter.line("INFO", f"committed the agent's changes on {ws.branch}")
         git_facts = facts(ws, base_commit)
+        if ws.remote:
+            push_branch(ws.repo, ws.remote, ws.branch)
+            reporter.line("INFO", f"pushed {ws.branch} to {ws.remote}")
     except WorkspaceError as exc:
         reporter.line("ERROR", f"workspace: {exc}")
         return outcome

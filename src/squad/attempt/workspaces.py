@@ -50,6 +50,10 @@ class WorkspaceError(SquadError):
     """A git operation on a workspace failed."""
 
 
+class DependenciesConflict(WorkspaceError):
+    """The branches of a card's dependencies do not merge cleanly (`dependencies conflict`)."""
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Where a card's worktree lives and which branch it works on."""
@@ -59,6 +63,8 @@ class Workspace:
     base: str | None
     branch: str
     path: Path
+    #: the shared remote (`[workspace] remote`): card branches are pushed there and fetched from there
+    remote: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,12 +164,31 @@ def workspace_for(settings: Settings, card: Card) -> Workspace | None:
     root = repo_root(repo)
     return Workspace(card_id=card.card_id, repo=root, base=card.base or cfg.base,
                      branch=f"{cfg.branch_prefix}{card.card_id}",
-                     path=(settings.workdir / card.card_id).resolve())
+                     path=(settings.workdir / card.card_id).resolve(), remote=cfg.remote)
+
+
+def land_mode(settings: Settings, card: Card) -> str:
+    """The card's own `land`, else `[workspace] land` (`none`, `merge`, `rebase`, `squash`)."""
+    return card.land or settings.workspace.land
+
+
+def lands_when_done(settings: Settings, card: Card) -> bool:
+    """Whether a successful attempt goes straight to LANDING: landing on, and `land_when = done` or no
+    review gate (`approve` without review is the same as `done`)."""
+    if land_mode(settings, card) == "none":
+        return False
+    when = card.land_when or settings.workspace.land_when
+    return when == "done" or not _review_flag(settings, card)
+
+
+def _review_flag(settings: Settings, card: Card) -> bool:
+    return card.review if card.review is not None else settings.workspace.review
 
 
 def review_enabled(settings: Settings, card: Card) -> bool:
-    """The card's own `review`, else `[workspace] review`."""
-    return card.review if card.review is not None else settings.workspace.review
+    """The card's own `review`, else `[workspace] review` (skipped when it lands with `land_when = done`)."""
+    return _review_flag(settings, card) and not (land_mode(settings, card) != "none"
+                                                 and (card.land_when or settings.workspace.land_when) == "done")
 
 
 # ---- lifecycle ------------------------------------------------------------------------------
@@ -192,32 +217,187 @@ def _move_aside(settings: Settings, ws: Workspace) -> None:
     log.warning("moved an unregistered worktree directory aside", card_id=ws.card_id, to=str(dest))
 
 
-def prepare(settings: Settings, ws: Workspace) -> tuple[bool, str]:
+def prepare(settings: Settings, ws: Workspace, depends_on: list[str] | None = None) -> tuple[bool, str]:
     """Create or reuse the card's worktree; (created, base_commit).
 
     A missing, half-created or unregistered worktree is repaired (prune, then recreated on the
-    card's branch, which keeps every earlier attempt's commits).
+    card's branch, which keeps every earlier attempt's commits). With a `remote`, the card branch is
+    first brought up to what the remote holds (a retry on any machine continues the last attempt's
+    commits), and a new branch starts from the remote's base. `depends_on` names the branches of the
+    card's dependencies to start a new branch from (`land = none`): one is its head, several are
+    merged (DependenciesConflict when they do not merge cleanly).
     """
     with repo_lock(ws.repo):
+        remote_head = fetch_branch(ws.repo, ws.remote, ws.branch) if ws.remote else None
         if ws.path.is_dir() and _registered(ws):
+            _catch_up(ws, remote_head, in_worktree=True)
             return False, branch_base(ws)
         git(["worktree", "prune"], ws.repo)
         if ws.path.exists() or ws.path.is_symlink():
             if _registered(ws):
+                _catch_up(ws, remote_head, in_worktree=True)
                 return False, branch_base(ws)
             _move_aside(settings, ws)
         ws.path.parent.mkdir(parents=True, exist_ok=True)
         if _ok(["show-ref", "--verify", "--quiet", f"refs/heads/{ws.branch}"], ws.repo):
+            _catch_up(ws, remote_head, in_worktree=False)
             git(["worktree", "add", str(ws.path), ws.branch], ws.repo)
             return True, branch_base(ws)
-        base = ws.base or "HEAD"
-        try:
-            base_commit = git(["rev-parse", "--verify", f"{base}^{{commit}}"], ws.repo).strip()
-        except WorkspaceError:
-            raise ConfigError(f"workspace base {base!r} is not a commit of {ws.repo}") from None
+        if remote_head is not None:  # an earlier attempt ran on another machine: continue its commits
+            base_commit = git(["merge-base", base_tip(ws), remote_head], ws.repo).strip()
+            git(["worktree", "add", "-b", ws.branch, str(ws.path), remote_head], ws.repo)
+            git(["config", f"branch.{ws.branch}.{BASE_KEY}", base_commit], ws.repo)
+            return True, base_commit
+        starts = [dependency_head(ws, branch) for branch in depends_on or []]
+        base_commit = starts[0] if starts else base_tip(ws)
         git(["worktree", "add", "-b", ws.branch, str(ws.path), base_commit], ws.repo)
         git(["config", f"branch.{ws.branch}.{BASE_KEY}", base_commit], ws.repo)
+        if len(starts) > 1:
+            _merge_dependencies(ws, starts[1:], depends_on or [])
         return True, base_commit
+
+
+def _merge_dependencies(ws: Workspace, heads: list[str], names: list[str]) -> None:
+    """Merge the other dependencies' heads into a new card branch; on a conflict nothing stays."""
+    try:
+        git(["merge", "--no-edit", "--no-verify", "-q", "-m", f"squad: {ws.card_id} starts from {', '.join(names)}",
+             *heads], ws.path, env=identity_env(ws.path))
+    except WorkspaceError:
+        git(["merge", "--abort"], ws.path, check=False)
+        git(["worktree", "remove", "--force", "--force", str(ws.path)], ws.repo, check=False)
+        git(["branch", "-D", ws.branch], ws.repo, check=False)
+        raise DependenciesConflict("dependencies conflict: " + ", ".join(names) + " do not merge cleanly") from None
+
+
+def dependency_head(ws: Workspace, branch: str) -> str:
+    """The newest commit of a dependency's branch: the remote's when it has one, else this clone's."""
+    if ws.remote:
+        head = fetch_branch(ws.repo, ws.remote, branch)
+        if head is not None:
+            return head
+    try:
+        return git(["rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}"], ws.repo).strip()
+    except WorkspaceError:
+        raise WorkspaceError(f"dependency branch {branch} is not in {ws.repo}"
+                             + (f" nor on {ws.remote}" if ws.remote else "")) from None
+
+
+def base_branch(ws: Workspace) -> str:
+    """The branch name of the card's base: `base` when set, else the branch the repository's HEAD names."""
+    if ws.base:
+        return ws.base.removeprefix("refs/heads/")
+    name = git(["symbolic-ref", "--quiet", "--short", "HEAD"], ws.repo, check=False).strip()
+    if not name:
+        raise ConfigError(f"workspace repo {ws.repo}: HEAD is detached; set [workspace] base")
+    return name
+
+
+def base_tip(ws: Workspace) -> str:
+    """The commit a new card branch starts from: the remote's base when there is a remote, else the
+    local base (or HEAD)."""
+    if ws.remote:
+        head = fetch_branch(ws.repo, ws.remote, base_branch(ws))
+        if head is None:
+            raise ConfigError(f"workspace base {base_branch(ws)!r} is not a branch of remote {ws.remote}")
+        return head
+    base = ws.base or "HEAD"
+    try:
+        return git(["rev-parse", "--verify", f"{base}^{{commit}}"], ws.repo).strip()
+    except WorkspaceError:
+        raise ConfigError(f"workspace base {base!r} is not a commit of {ws.repo}") from None
+
+
+# ---- the shared remote ----------------------------------------------------------------------
+def tracking_ref(remote: str, branch: str) -> str:
+    """Where this clone keeps what it last fetched of `branch` from `remote`."""
+    return f"refs/remotes/{remote}/{branch}"
+
+
+def fetch_branch(repo: Path, remote: str | None, branch: str) -> str | None:
+    """Fetch one branch of the remote into its tracking ref; its commit, or None when the remote has no
+    such branch (the tracking ref is then removed, so a lease expects it absent)."""
+    if not remote:
+        return None
+    ref = tracking_ref(remote, branch)
+    listed = git(["ls-remote", "--heads", remote, f"refs/heads/{branch}"], repo).strip()
+    if not listed:
+        git(["update-ref", "-d", ref], repo, check=False)
+        return None
+    git(["fetch", "--quiet", "--no-tags", remote, f"+refs/heads/{branch}:{ref}"], repo)
+    return git(["rev-parse", "--verify", f"{ref}^{{commit}}"], repo).strip()
+
+
+def push_branch(repo: Path, remote: str, branch: str, commit: str | None = None, *,
+                target: str | None = None) -> None:
+    """Push `commit` (default: the local branch) to the remote's `target` branch (default: `branch`),
+    with a lease on what this clone last fetched of it: another machine's newer push is never lost."""
+    target = target or branch
+    source = commit or f"refs/heads/{branch}"
+    expected = git(["rev-parse", "--verify", "--quiet", tracking_ref(remote, target)], repo, check=False).strip()
+    git(["push", "--quiet", "--no-verify", f"--force-with-lease=refs/heads/{target}:{expected}",
+         remote, f"{source}:refs/heads/{target}"], repo)
+    pushed = git(["rev-parse", "--verify", f"{source}^{{commit}}"], repo).strip()
+    git(["update-ref", tracking_ref(remote, target), pushed], repo)
+
+
+def delete_remote_branch(repo: Path, remote: str, branch: str) -> None:
+    """Delete a card branch on the remote (`delete_landed_branch`)."""
+    git(["push", "--quiet", "--no-verify", remote, f":refs/heads/{branch}"], repo)
+    git(["update-ref", "-d", tracking_ref(remote, branch)], repo, check=False)
+
+
+def is_ancestor(repo: Path, older: str, newer: str) -> bool:
+    """Whether `older` is `newer` or one of its ancestors."""
+    return _ok(["merge-base", "--is-ancestor", older, newer], repo)
+
+
+def _catch_up(ws: Workspace, remote_head: str | None, *, in_worktree: bool) -> None:
+    """Bring the local card branch forward to the remote's when the remote is ahead (another machine
+    ran the last attempt); a local branch with commits the remote lacks is kept as it is."""
+    if remote_head is None:
+        return
+    local = git(["rev-parse", f"refs/heads/{ws.branch}"], ws.repo).strip()
+    if local == remote_head or not is_ancestor(ws.repo, local, remote_head):
+        return
+    if in_worktree:
+        git(["merge", "--ff-only", "-q", remote_head], ws.path)
+    else:
+        git(["update-ref", f"refs/heads/{ws.branch}", remote_head, local], ws.repo)
+    log.info("card branch brought up to the remote's", card_id=ws.card_id, branch=ws.branch, head=remote_head)
+
+
+def merge_base_into(ws: Workspace, base_commit: str) -> list[str]:
+    """Merge `base_commit` into the card branch in its worktree; the conflicted files, whose conflict
+    markers stay for the next attempt ([] when it merged cleanly, committed)."""
+    if _ok(["rev-parse", "-q", "--verify", "MERGE_HEAD"], ws.path):
+        return conflicted_files(ws.path)
+    try:
+        git(["merge", "--no-edit", "--no-verify", "-q", "-m", f"squad: {ws.card_id} merges its base", base_commit],
+            ws.path, env=identity_env(ws.path))
+        return []
+    except WorkspaceError:
+        files = conflicted_files(ws.path)
+        if not files:
+            raise
+        return files
+
+
+def conflicted_files(path: Path) -> list[str]:
+    """Files git holds as unmerged in a worktree."""
+    out = git(["diff", "--name-only", "--diff-filter=U", "-z"], path)
+    return sorted({name for name in out.split("\0") if name})
+
+
+_MARKER_RE = r"^(<<<<<<<|>>>>>>>)( |$)"
+
+
+def files_with_markers(path: Path, files: list[str]) -> list[str]:
+    """Of `files`, those that still hold a conflict marker line in the worktree."""
+    present = [f for f in files if (path / f).is_file()]
+    if not present:
+        return []
+    out = git(["grep", "--no-index", "-l", "-E", _MARKER_RE, "--", *present], path, check=False)
+    return sorted(line for line in out.splitlines() if line)
 
 
 def branch_base(ws: Workspace) -> str:
@@ -234,7 +414,7 @@ def is_dirty(path: Path) -> bool:
     return bool(git(["status", "--porcelain", "--untracked-files=all"], path).strip())
 
 
-def _identity_env(path: Path) -> dict[str, str]:
+def identity_env(path: Path) -> dict[str, str]:
     """A committer identity only when the repository has none (never overrides the user's)."""
     if git(["config", "--get", "user.email"], path, check=False).strip():
         return {}
@@ -244,12 +424,13 @@ def _identity_env(path: Path) -> dict[str, str]:
 
 
 def commit_all(ws: Workspace, message: str) -> bool:
-    """Commit whatever the agent left uncommitted on the card branch; False when clean."""
-    if not is_dirty(ws.path):
+    """Commit whatever the agent left uncommitted on the card branch (a merge in progress is concluded);
+    False when clean."""
+    if not is_dirty(ws.path) and not _ok(["rev-parse", "-q", "--verify", "MERGE_HEAD"], ws.path):
         return False
     git(["add", "-A"], ws.path)
     # --no-verify: a checkpoint of the agent's work must not be refused by the repository's hooks
-    git(["commit", "--no-verify", "--quiet", "-m", message], ws.path, env=_identity_env(ws.path))
+    git(["commit", "--no-verify", "--quiet", "-m", message], ws.path, env=identity_env(ws.path))
     return True
 
 
@@ -447,7 +628,9 @@ def gc(settings: Settings, cards: dict[str, Card], save_patch: PatchSink | None,
 
 
 __all__ = [
-    "FileStat", "Workspace", "WorkspaceError", "WorkspaceInfo", "commit_all", "disk_usage_bytes",
-    "facts", "gc", "git", "list_workspaces", "numstat", "prepare", "remove", "repo_lock", "review_enabled",
-    "should_remove", "workspace_for",
+    "DependenciesConflict", "FileStat", "Workspace", "WorkspaceError", "WorkspaceInfo", "base_branch",
+    "base_tip", "commit_all", "conflicted_files", "delete_remote_branch", "dependency_head",
+    "disk_usage_bytes", "facts", "fetch_branch", "files_with_markers", "gc", "git", "identity_env",
+    "is_ancestor", "land_mode", "lands_when_done", "list_workspaces", "merge_base_into", "numstat", "prepare",
+    "push_branch", "remove", "repo_lock", "review_enabled", "should_remove", "tracking_ref", "workspace_for",
 ]

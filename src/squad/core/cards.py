@@ -32,7 +32,8 @@ MAX_RETRIES_LIMIT = 100
 #: the bound of each text field (of each item, for lists), checked on the text as sent
 _MAX_CHARS = {"title": TITLE_MAX_CHARS, "description": DESCRIPTION_MAX_CHARS, "squad": NAME_MAX_CHARS,
               "agent": NAME_MAX_CHARS, "workdir": WORKDIR_MAX_CHARS, "acceptance_criteria": LIST_ITEM_MAX_CHARS,
-              "depends_on": CARD_ID_MAX_CHARS, "labels": NAME_MAX_CHARS, "repo": 4096, "base": 255}
+              "depends_on": CARD_ID_MAX_CHARS, "labels": NAME_MAX_CHARS, "repo": 4096, "base": 255,
+              "verify": LIST_ITEM_MAX_CHARS}
 
 
 class Status(StrEnum):
@@ -47,6 +48,7 @@ class Status(StrEnum):
     CANCELLED = "CANCELLED"
     BLOCKED = "BLOCKED"
     REVIEW = "REVIEW"
+    LANDING = "LANDING"
 
 
 class RunStatus(StrEnum):
@@ -65,14 +67,17 @@ S = Status
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.TODO: frozenset({S.QUEUED, S.CANCELLED, S.BLOCKED}),
     S.QUEUED: frozenset({S.QUEUED, S.IN_PROGRESS, S.CANCELLED, S.TODO}),
-    S.IN_PROGRESS: frozenset({S.DONE, S.REVIEW, S.RETRYING, S.FAILED, S.CANCELLED, S.QUEUED}),
+    S.IN_PROGRESS: frozenset({S.DONE, S.REVIEW, S.LANDING, S.RETRYING, S.FAILED, S.CANCELLED, S.QUEUED}),
     S.RETRYING: frozenset({S.QUEUED, S.CANCELLED, S.FAILED}),
     S.FAILED: frozenset({S.QUEUED, S.TODO, S.CANCELLED}),
     S.CANCELLED: frozenset({S.QUEUED, S.TODO}),
     S.BLOCKED: frozenset({S.TODO, S.CANCELLED}),
-    S.DONE: frozenset({S.QUEUED}),
+    S.DONE: frozenset({S.QUEUED, S.LANDING}),
     # A successful attempt waits for a person: approval, rejection (a new attempt) or cancel.
-    S.REVIEW: frozenset({S.DONE, S.QUEUED, S.CANCELLED}),
+    S.REVIEW: frozenset({S.DONE, S.QUEUED, S.CANCELLED, S.LANDING}),
+    # In its repository's merge train: landed (DONE), back to its agent (a conflict or a failed verify
+    # of the landed result), out of retries (FAILED), or cancelled.
+    S.LANDING: frozenset({S.DONE, S.QUEUED, S.RETRYING, S.FAILED, S.CANCELLED}),
 }
 
 #: Celery task states the API shows (`celery_task.status`, SPEC §8).
@@ -118,6 +123,8 @@ STATUS_FACTS: dict[Status, StatusFacts] = {
     S.RETRYING: StatusFacts("failed; sent again at `next_attempt_at`", active=True, wakes_orchestrator=True,
                             cancellable=True, celery_state="RETRY"),
     S.REVIEW: StatusFacts("an attempt succeeded; a person approves or rejects it", celery_state="SUCCESS"),
+    S.LANDING: StatusFacts("in its repository's merge train: applied to base, verified, then base moved",
+                           active=True, wakes_orchestrator=True, cancellable=True, celery_state="SUCCESS"),
     S.FAILED: StatusFacts("retries spent (or not retryable)", final=True, blocks_dependants=True,
                           wakes_orchestrator=True, retryable=True, celery_state="FAILURE"),
     S.CANCELLED: StatusFacts("cancelled by a user", final=True, blocks_dependants=True, wakes_orchestrator=True,
@@ -173,6 +180,11 @@ class CardSpec(BaseModel):
     repo: str | None = Field(default=None, max_length=4096)
     base: str | None = Field(default=None, max_length=255)
     review: bool | None = None
+    # Landing overrides (docs/workspaces.md "Landing the work"): verify argv, landing mode and moment.
+    verify: list[Annotated[str, Field(max_length=LIST_ITEM_MAX_CHARS)]] | None = Field(
+        default=None, min_length=1, max_length=CRITERIA_MAX_ITEMS)
+    land: Literal["none", "merge", "rebase", "squash"] | None = None
+    land_when: Literal["approve", "done"] | None = None
 
     @field_validator("card_id", mode="before")
     @classmethod
@@ -241,6 +253,8 @@ class Card(CardSpec):
     celery_task_id: str | None = None
     last_error: str | None = None
     feedback: str | None = None
+    #: the files a landing left with conflict markers for the next attempt (None: no conflict)
+    conflicts: list[str] | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     #: Attempts made before the user's last retry (automatic retries are counted from here);
@@ -315,6 +329,9 @@ class Run(BaseModel):
     files_changed: int | None = None
     insertions: int | None = None
     deletions: int | None = None
+    verify_exit: int | None = None
+    verify_output: str | None = None
+    landed_commit: str | None = None
     log_available: bool = False
 
 

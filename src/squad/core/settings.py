@@ -5,7 +5,9 @@ Precedence: CLI flag (keyword overrides) > environment > `squad.toml` (or `SQUAD
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,11 @@ from squad.core.masking import mask_url
 PromptMode = Literal["stdin", "arg", "file"]
 ParserName = Literal["claude-stream-json", "codex-json", "markers", "plain"]
 KeepPolicy = Literal["on_failure", "always", "never"]
+LandMode = Literal["none", "merge", "rebase", "squash"]
+LandWhen = Literal["approve", "done"]
+#: a git remote's name (`git remote add NAME`), never an option or a URL
+REMOTE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+WORKSPACE_ENV_PREFIX = "SQUAD_WORKSPACE_"
 
 
 class AgentRlimits(BaseModel):
@@ -110,6 +117,14 @@ class WorkspaceConfig(BaseModel):
     ttl_days: float = Field(default=7, gt=0)
     after_approve: list[str] | None = None
     hook_timeout: float = Field(default=600.0, gt=0)
+    # Landing the work (docs/workspaces.md "Landing the work"): a shared remote, the verify gate, the train.
+    remote: str | None = Field(default=None, max_length=100, pattern=REMOTE_NAME_PATTERN)
+    verify: list[str] | None = Field(default=None, min_length=1)
+    verify_timeout: float = Field(default=600.0, gt=0)
+    land: LandMode = "none"
+    land_when: LandWhen = "approve"
+    delete_landed_branch: bool = False
+    after_land: list[str] | None = None
 
 
 def config_path() -> Path:
@@ -137,6 +152,31 @@ class _TomlSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return {k: v for k, v in self.data.items() if k in self.settings_cls.model_fields}
+
+
+class _WorkspaceEnvSource(PydanticBaseSettingsSource):
+    """Every `[workspace]` key as `SQUAD_WORKSPACE_<KEY>` (e.g. `SQUAD_WORKSPACE_REPO`), so that workers
+    on several machines point at their own clone; merged key by key over `squad.toml`'s section.
+    A list (`verify`, `after_approve`, `after_land`) is a JSON array or a shell-style word list."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, info in WorkspaceConfig.model_fields.items():
+            raw = os.environ.get(WORKSPACE_ENV_PREFIX + name.upper())
+            if raw is None:
+                continue
+            if "list" in str(info.annotation):
+                raw_text = raw.strip()
+                try:
+                    values[name] = json.loads(raw_text) if raw_text.startswith("[") else shlex.split(raw_text)
+                except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+                    raise ConfigError(f"invalid setting {WORKSPACE_ENV_PREFIX}{name.upper()}: {exc}") from None
+            else:
+                values[name] = raw
+        return {"workspace": values} if values else {}
 
 
 class Settings(BaseSettings):
@@ -201,7 +241,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlSource(settings_cls))
+        return (init_settings, env_settings, _WorkspaceEnvSource(settings_cls), _TomlSource(settings_cls))
 
     @field_validator("redis_url", "broker_url", "result_backend", "events_url")
     @classmethod

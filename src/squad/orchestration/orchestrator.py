@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from squad.attempt.landing import land_ready
 from squad.attempt.lease import sweep_stale_leases
 from squad.core.cards import FINAL, Status
 from squad.core.settings import Settings
@@ -57,6 +58,7 @@ class Orchestrator:
         self._pass_due = True  # a pass failed or has not run yet: the next wake-up runs one
         self.finals_seen = 0  # final status events read by `wait_for_change`
         self.pass_graph = PassGraph(store)  # waiting cards and their dependencies, kept between passes
+        self._lander: threading.Thread | None = None  # lands LANDING cards nobody else lands
 
     @classmethod
     def for_producer(cls, producer: Producer) -> Orchestrator:
@@ -102,6 +104,7 @@ class Orchestrator:
         if self.dispatcher.mode == "local" or now >= self._next_requeue_check:
             self._next_requeue_check = now + REQUEUE_CHECK_S
             res.requeued = self.requeue_lost()
+        self._land_in_background()
         if release:
             budget = None
             if self.max_in_flight is not None:
@@ -109,6 +112,23 @@ class Orchestrator:
             res.released = self._release(graph.ready_ids(budget))
         self._pass_due = False
         return res
+
+    def _land_in_background(self) -> None:
+        """Cards in LANDING that no lander took (approved by hand, or their lander died: its train's
+        lease ran out) are landed by a thread of this process, one at a time (docs/workspaces.md)."""
+        if self._lander is not None and self._lander.is_alive():
+            return
+        if self.store.count_cards(status=Status.LANDING.value) == 0:
+            return
+
+        def land() -> None:
+            try:
+                land_ready(self.settings, self.store, self.events, worker="orchestrator")
+            except Exception as exc:  # the next pass tries again
+                log.warning("landing pass failed", error=str(exc))
+
+        self._lander = threading.Thread(target=land, daemon=True, name="lander")
+        self._lander.start()
 
     def relevant(self, card_id: str, status: str) -> bool:
         """Whether a status event can change what a pass does, judged from the kept graph alone.

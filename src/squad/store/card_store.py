@@ -51,13 +51,14 @@ from squad.core.retries import RetryPolicy, retries_used
 from squad.store import db
 from squad.store.tables import cards as cards_t
 from squad.store.tables import instance as instance_t
+from squad.store.tables import land_trains as land_trains_t
 from squad.store.tables import metadata
 from squad.store.tables import runs as runs_t
 
 #: (card_id, status, depends_on, priority, created_at, updated_at): what the orchestrator's graph keeps
 GraphRow = tuple[str, str, list[str], int, float, float]
 SPEC_FIELDS = tuple(CardSpec.model_fields)
-_OPTIONAL_EXPORT = frozenset({"repo", "base", "review"})
+_OPTIONAL_EXPORT = frozenset({"repo", "base", "review", "verify", "land", "land_when"})
 _RUN_PUBLIC = [c for c in runs_t.c if c.name not in ("log", "patch")]
 #: uncommitted work saved on a run before its worktree was removed (bigger patches stay on disk only)
 PATCH_MAX_BYTES = 4 * 1024 * 1024
@@ -111,6 +112,9 @@ class RunOutcome:
     retryable: bool = True
     #: in a workspace: what the attempt left on the card branch
     git: GitFacts | None = None
+    #: the verify gate's exit code and output tail (None: verify did not run)
+    verify_exit: int | None = None
+    verify_output: str | None = None
 
 
 #: Ids per `IN (...)` list and rows per multi-row statement: PostgreSQL refuses a statement with
@@ -171,7 +175,9 @@ _FINISH_MOVE = {new: _move(_B_CARD, new, expected=[Status.IN_PROGRESS]).where(ca
                 for new in Status if Status.IN_PROGRESS in allowed_sources(new)}
 #: a succeeded attempt's move (DONE, or REVIEW), adding its cost in the same statement
 _FINISH_SUCCESS = {new: _FINISH_MOVE[new].values(cost_usd=func.coalesce(cards_t.c.cost_usd, 0.0) + bindparam("b_cost"))
-                   for new in (Status.DONE, Status.REVIEW)}
+                   for new in (Status.DONE, Status.REVIEW, Status.LANDING)}
+#: the success step each succeeded attempt's status shows
+_SUCCESS_STEP = {Status.DONE: "done", Status.REVIEW: "waiting for review", Status.LANDING: "waiting to land"}
 
 
 def card_page_query(*, status: str | None = None, squad: str | None = None, limit: int | None = None,
@@ -502,9 +508,9 @@ class CardStore:
                 conn.execute(_PROGRESS_OF_CLAIM, {**params, "b_token": token})
 
     def finish(self, claim: Claim, outcome: RunOutcome, policy: RetryPolicy, *,
-               review: bool = False) -> Status | None:
-        """Close the run and move the card: DONE (REVIEW with `review`), or RETRYING (with
-        next_attempt_at) / FAILED as `policy` decides.
+               review: bool = False, land: bool = False) -> Status | None:
+        """Close the run and move the card: DONE (REVIEW with `review`, else LANDING with `land`), or
+        RETRYING (with next_attempt_at) / FAILED as `policy` decides.
 
         Returns the new status, or None when the claim had been taken away (the run is closed
         but the card is left to whoever took it).
@@ -518,18 +524,21 @@ class CardStore:
             closed = conn.execute(_CLOSE_RUN, {
                 "b_run_id": claim.run_id, "status": run_status, "ended_at": stamp, "exit_code": outcome.exit_code,
                 "error": outcome.error, "log": outcome.log, **_columns(outcome.usage),
-                **(_columns(outcome.git) if outcome.git else {})})
+                **(_columns(outcome.git) if outcome.git else {}),
+                **({"verify_exit": outcome.verify_exit, "verify_output": outcome.verify_output}
+                   if outcome.verify_output is not None else {})})
             if closed.rowcount != 1:
                 return None
             if outcome.succeeded:
                 # One statement: the move itself checks the claim (token, IN_PROGRESS) and adds the
                 # cost; only a failure reads the card first (the retry decision needs its counters).
-                new = Status.REVIEW if review else Status.DONE
+                new = Status.REVIEW if review else Status.LANDING if land else Status.DONE
                 moved = conn.execute(_FINISH_SUCCESS[new], {
                     "b_card_id": claim.card.card_id, "b_token": claim.token,
                     "b_cost": outcome.usage.cost_usd or 0.0, "claim_token": None, "claimed_by": None,
                     "lease_expires_at": None, "updated_at": stamp, "progress": 100,
-                    "current_step": "waiting for review" if review else "done", "last_error": None})
+                    "current_step": _SUCCESS_STEP[new], "last_error": None, "conflicts": None,
+                    "landing_at": stamp if new == Status.LANDING else None})
                 if moved.rowcount == 1:
                     return new
                 if outcome.usage.cost_usd:  # the claim was taken away: the card keeps what was spent
@@ -621,6 +630,99 @@ class CardStore:
                                .where(cards_t.c.status == Status.REVIEW.value)
                                .values(last_error=error, current_step="approval failed", updated_at=now_s()))
             return res.rowcount == 1
+
+    # ---- landing (docs/workspaces.md "Landing the work") ----------------------------------------------
+    def start_landing(self, card_id: str, expected: Iterable[Status]) -> Card | None:
+        """Put a card into its repository's merge train (→ LANDING); None when it is not in `expected`."""
+        stamp = now_s()
+        with self.tx() as conn:
+            row = conn.execute(_move(card_id, Status.LANDING, expected=expected)
+                               .values(updated_at=stamp, landing_at=stamp, current_step="waiting to land",
+                                       last_error=None)
+                               .returning(*cards_t.c)).first()
+        return None if row is None else _card_from_row(row)
+
+    def landing_cards(self) -> list[Card]:
+        """Every LANDING card, in the order it joined its train."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(cards_t).where(cards_t.c.status == Status.LANDING.value)
+                                .order_by(cards_t.c.landing_at, cards_t.c.card_id))
+            return [_card_from_row(r) for r in rows]
+
+    def take_train(self, train: str, holder: str, card_id: str, lease_s: float) -> bool:
+        """Hold a merge train (one repository and base) for `holder`, unless another holds it with a
+        lease still running; True when held now."""
+        with self.tx() as conn:
+            stamp = self._clock(conn)
+            row = conn.execute(select(land_trains_t).where(land_trains_t.c.train == train)).first()
+            if row is None:
+                conn.execute(insert(land_trains_t).values(train=train, holder=holder, card_id=card_id,
+                                                          lease_expires_at=stamp + lease_s))
+                return True
+            res = conn.execute(update(land_trains_t).where(land_trains_t.c.train == train)
+                               .where((land_trains_t.c.holder == holder)
+                                      | (land_trains_t.c.lease_expires_at < stamp))
+                               .values(holder=holder, card_id=card_id, lease_expires_at=stamp + lease_s))
+            return res.rowcount == 1
+
+    def renew_train(self, train: str, holder: str, lease_s: float) -> bool:
+        """Extend a held train's lease; False when it is no longer ours."""
+        with self.tx() as conn:
+            res = conn.execute(update(land_trains_t).where(land_trains_t.c.train == train)
+                               .where(land_trains_t.c.holder == holder)
+                               .values(lease_expires_at=self._clock(conn) + lease_s))
+            return res.rowcount == 1
+
+    def release_train(self, train: str, holder: str) -> None:
+        """Let go of a train (only ours)."""
+        with self.tx() as conn:
+            conn.execute(land_trains_t.delete().where(land_trains_t.c.train == train)
+                         .where(land_trains_t.c.holder == holder))
+
+    def train_holders(self) -> dict[str, tuple[str, str, float]]:
+        """train -> (holder, card_id, lease_expires_at) of every held train."""
+        with self.engine.connect() as conn:
+            return {r.train: (r.holder, r.card_id, r.lease_expires_at) for r in conn.execute(select(land_trains_t))}
+
+    def set_run_landing(self, run_id: int, **values: Any) -> None:
+        """Write landing facts (`landed_commit`, `verify_exit`, `verify_output`) on a card's run."""
+        with self.tx() as conn:
+            conn.execute(update(runs_t).where(runs_t.c.id == run_id).values(**values))
+
+    def landed(self, card_id: str) -> bool:
+        """LANDING → DONE (its base moved); False when the card is no longer LANDING."""
+        with self.tx() as conn:
+            res = conn.execute(_move(card_id, Status.DONE, expected=[Status.LANDING])
+                               .values(updated_at=now_s(), current_step="landed", last_error=None,
+                                       conflicts=None, progress=100))
+            return res.rowcount == 1
+
+    def note_landing(self, card_id: str, error: str, step: str = "cannot land") -> bool:
+        """Show why a card stays in LANDING (e.g. base checked out in the user's own working tree)."""
+        with self.tx() as conn:
+            res = conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
+                               .where(cards_t.c.status == Status.LANDING.value)
+                               .values(last_error=error, current_step=step, updated_at=now_s()))
+            return res.rowcount == 1
+
+    def landing_back(self, card_id: str, error: str, conflicts: list[str], policy: RetryPolicy) -> Status | None:
+        """A landing that conflicted or whose verify failed goes back to the card's agent: a new attempt
+        counted like a retry (RETRYING, due at once), or FAILED with the reason once retries are spent.
+        `conflicts` ([] after a verify failure) tells the next attempt to merge its base first."""
+        with self.tx() as conn:
+            row = conn.execute(_FINISH_STATE, {"b_card_id": card_id}).first()
+            if row is None or row.status != Status.LANDING:
+                return None
+            decision = policy.decide(attempts=row.attempts, retry_base=row.retry_base,
+                                     cost_usd=row.cost_usd or 0.0, error=error)
+            stamp = now_s()
+            values: dict[str, Any] = {"updated_at": stamp, "last_error": decision.error, "conflicts": conflicts}
+            if decision.delay_s is not None:
+                values.update(next_attempt_at=stamp, current_step=f"back to its agent: {error}")
+            else:
+                values["current_step"] = "failed"
+            res = conn.execute(_move(card_id, decision.status, expected=[Status.LANDING]).values(**values))
+            return decision.status if res.rowcount == 1 else None
 
     def save_patch(self, card_id: str, patch: str) -> None:
         """Keep uncommitted work on the card's latest run (appended; capped, the full file stays on disk)."""

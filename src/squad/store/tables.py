@@ -59,6 +59,13 @@ cards = Table(
     Column("base", String(255)),
     Column("review", Boolean),
     Column("feedback", Text),
+    # landing the work (revision 0012): the card's own verify and landing mode, the files a landing
+    # left conflicted for its next attempt, when it joined its repository's train
+    Column("verify", JSON),
+    Column("land", String(16)),
+    Column("land_when", String(16)),
+    Column("conflicts", JSON),
+    Column("landing_at", Float),
     Index("ix_cards_status", "status"),
     Index("ix_cards_updated", "updated_at"),
 )
@@ -95,6 +102,10 @@ runs = Table(
     Column("insertions", Integer),
     Column("deletions", Integer),
     Column("patch", Text),
+    # the verify gate's exit code and output tail, the commit a landing put on base (revision 0012)
+    Column("verify_exit", Integer),
+    Column("verify_output", Text),
+    Column("landed_commit", String(64)),
     Index("ix_runs_card", "card_id"),
     Index("ix_runs_ended", "ended_at"),
 )
@@ -106,4 +117,15 @@ instance = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("instance_id", String(32), nullable=False),
+)
+
+#: One row per merge train (repository and base) while a card lands on it: who holds it, until when.
+#: A lander that died stops renewing its lease; the next lander takes the train over after it.
+land_trains = Table(
+    "land_trains",
+    metadata,
+    Column("train", String(512), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("card_id", String(64), nullable=False),
+    Column("lease_expires_at", Float, nullable=False),
 )

@@ -91,11 +91,11 @@ def test_allowed_sources_is_the_inverse_of_the_table(new: Status) -> None:
 
 def test_status_values_are_the_spec_names() -> None:
     assert {s.value for s in Status} == {"TODO", "QUEUED", "IN_PROGRESS", "DONE", "RETRYING", "FAILED",
-                                         "CANCELLED", "BLOCKED", "REVIEW"}
+                                         "CANCELLED", "BLOCKED", "REVIEW", "LANDING"}
 
 
 def test_review_goes_to_done_queued_or_cancelled_only_and_is_reached_from_in_progress() -> None:
-    assert TRANSITIONS[Status.REVIEW] == {Status.DONE, Status.QUEUED, Status.CANCELLED}
+    assert TRANSITIONS[Status.REVIEW] == {Status.DONE, Status.QUEUED, Status.CANCELLED, Status.LANDING}
     assert allowed_sources(Status.REVIEW) == [Status.IN_PROGRESS]
     with pytest.raises(TransitionError):
         check_transition("C-1", "REVIEW", "FAILED")
@@ -168,12 +168,15 @@ def test_all_spec_fields_are_accepted() -> None:
         "card_id": "API-1", "title": "Add health", "description": "d", "acceptance_criteria": ["a", "b"],
         "squad": "backend", "agent": "claude", "priority": 9, "depends_on": ["API-0"], "labels": ["api"],
         "workdir": "/tmp/x", "time_limit": 60, "soft_time_limit": 50, "max_retries": 1,
-        "repo": "/srv/app", "base": "main", "review": True,
+        "repo": "/srv/app", "base": "main", "review": True, "verify": ["pytest", "-q"], "land": "merge",
+        "land_when": "done",
     })
     assert (card.repo, card.base, card.review) == ("/srv/app", "main", True)
+    assert (card.verify, card.land, card.land_when) == (["pytest", "-q"], "merge", "done")
     assert set(CardSpec.model_fields) == {
         "card_id", "title", "description", "acceptance_criteria", "squad", "agent", "priority", "depends_on",
-        "labels", "workdir", "time_limit", "soft_time_limit", "max_retries", "repo", "base", "review"}
+        "labels", "workdir", "time_limit", "soft_time_limit", "max_retries", "repo", "base", "review",
+        "verify", "land", "land_when"}
     assert card.depends_on == ["API-0"] and card.time_limit == 60
 
 
@@ -217,7 +220,7 @@ def test_property_check_transition_agrees_with_the_table(old: Status, new: Statu
 # ---- the status facts (core.cards.STATUS_FACTS) ---------------------------------------------------
 def test_every_status_has_one_row_of_facts_in_lane_order() -> None:
     assert list(STATUS_FACTS) == [Status.TODO, Status.BLOCKED, Status.QUEUED, Status.IN_PROGRESS, Status.RETRYING,
-                                  Status.REVIEW, Status.FAILED, Status.CANCELLED, Status.DONE]
+                                  Status.REVIEW, Status.LANDING, Status.FAILED, Status.CANCELLED, Status.DONE]
     assert set(STATUS_FACTS) == set(Status)
 
 
@@ -226,10 +229,10 @@ def test_the_sets_every_module_uses_are_derived_from_the_facts() -> None:
     from squad.live.events import WAKE_STATUSES
     from squad.orchestration.orchestrator import FINAL_STATUSES
 
-    assert {Status.TODO, Status.QUEUED, Status.IN_PROGRESS, Status.RETRYING} == ACTIVE
+    assert {Status.TODO, Status.QUEUED, Status.IN_PROGRESS, Status.RETRYING, Status.LANDING} == ACTIVE
     assert {Status.DONE, Status.FAILED, Status.CANCELLED} == FINAL
     assert {"DONE", "FAILED", "CANCELLED"} == FINAL_STATUSES
-    assert {"DONE", "FAILED", "CANCELLED", "RETRYING", "TODO"} == WAKE_STATUSES
+    assert {"DONE", "FAILED", "CANCELLED", "RETRYING", "TODO", "LANDING"} == WAKE_STATUSES
     assert {"TODO", "BLOCKED"} == WAITING
     assert {"FAILED", "CANCELLED", "BLOCKED"} == FAILED_DEPENDENCY
 

@@ -1,0 +1,198 @@
+"""Landing the work with real git: a bare remote and two clones (two "machines"), real `squad`
+subprocesses, a fake agent that edits files and resolves conflict markers (tests/agents/lander.py)
+and a real verify command (tests/agents/verify_lines.py). In every test the user's own clone is
+byte for byte what it was (HEAD, index, files)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from squad.attempt.workspaces import git
+from squad.core.cards import CardSpec, Status
+from squad.store.card_store import CardStore
+from support.cli import run_cli, squad_env
+from support.paths import AGENTS
+from support.processes import free_port
+from support.repos import make_repo
+
+PY = sys.executable
+VERIFY = [PY, str(AGENTS / "verify_lines.py")]
+
+
+def snapshot(repo: Path) -> dict[str, str]:
+    """HEAD, the index file's bytes and every file's bytes (outside .git's objects) of a clone."""
+    state = {"HEAD": git(["rev-parse", "HEAD"], repo).strip(),
+             "ref": (repo / ".git" / "HEAD").read_text(),
+             "index": hashlib.sha256((repo / ".git" / "index").read_bytes()).hexdigest()}
+    for path in sorted(repo.rglob("*")):
+        if ".git" in path.relative_to(repo).parts or not path.is_file():
+            continue
+        state[str(path.relative_to(repo))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return state
+
+
+class Machines:
+    """A bare remote, the user's own clone, and one clone per "machine"; one store for all of them."""
+
+    def __init__(self, root: Path, workspace_toml: str = "", agent_args: str = "", *, remote: bool = True) -> None:
+        self.root = root
+        self.origin = root / "origin.git"
+        seed = root / "seed"
+        self.initial = make_repo(seed)
+        (seed / "shared.txt").write_text("first line\nsecond line\n", encoding="utf-8")
+        git(["add", "-A"], seed)
+        git(["commit", "-q", "-m", "shared file"], seed)
+        self.initial = git(["rev-parse", "HEAD"], seed).strip()
+        git(["clone", "-q", "--bare", str(seed), str(self.origin)], root)
+        self.user = self.clone("user")  # the user's own clone: squad never changes it
+        self.user_before = snapshot(self.user)
+        self.marks = root / "marks"
+        self.marks.mkdir()
+        self.db_url = f"sqlite:///{root / 'squad.db'}"
+        args = "".join(f', "{a}"' for a in agent_args.split())
+        (root / "squad.toml").write_text(f"""
+default_agent = "lander"
+[agents.lander]
+command = ["{PY}", "{AGENTS / 'lander.py'}", "{self.marks}"{args}]
+[workspace]
+{'remote = "origin"' if remote else ''}
+{workspace_toml}
+""", encoding="utf-8")
+        self.store = CardStore(self.db_url)
+
+    def clone(self, name: str) -> Path:
+        path = self.root / name
+        git(["clone", "-q", str(self.origin), str(path)], self.root)
+        git(["config", "user.email", f"{name}@example.com"], path)
+        git(["config", "user.name", name], path)
+        return path
+
+    def env(self, clone: Path, **extra: str) -> dict[str, str]:
+        work = self.root / f"work-{clone.name}"
+        return squad_env(USE_CELERY="false", SQUAD_REDIS_URL=f"redis://127.0.0.1:{free_port()}",
+                         SQUAD_DATABASE_URL=self.db_url, SQUAD_MAX_RETRIES="2", SQUAD_RETRY_BACKOFF="0",
+                         SQUAD_ALLOWED_ROOTS=str(self.root), SQUAD_WORKDIR=str(work), SQUAD_LEASE_S="3",
+                         SQUAD_CONFIG=str(self.root / "squad.toml"), SQUAD_WORKSPACE_REPO=str(clone), **extra)
+
+    def seed(self, *cards: dict[str, Any]) -> None:
+        self.store.add_cards([CardSpec(**{"title": f"title of {c['card_id']}", **c}) for c in cards])
+
+    def orchestrate(self, clone: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("orchestrate", "--mode", "local", "--once", "--wait", "--interval", "0.2",
+                       env=self.env(clone, **extra), timeout=240)
+
+    def prompt(self, card_id: str, attempt: int) -> str:
+        return (self.marks / f"{card_id}-{attempt}.prompt").read_text(encoding="utf-8")
+
+    def mark(self, card_id: str, attempt: int) -> dict[str, Any]:
+        return dict(json.loads((self.marks / f"{card_id}-{attempt}.json").read_text()))
+
+    def remote_show(self, ref: str, path: str) -> str:
+        return git(["show", f"{ref}:{path}"], self.origin)
+
+    def user_untouched(self) -> None:
+        assert snapshot(self.user) == self.user_before
+
+
+@pytest.fixture
+def machines(tmp_path: Path) -> Iterator[Machines]:
+    m = Machines(tmp_path)
+    yield m
+    m.user_untouched()
+    m.store.dispose()
+
+
+# ---- (a) the shared remote ------------------------------------------------------------------------
+def test_a_retry_on_the_second_machine_continues_the_first_machines_commits(tmp_path: Path) -> None:
+    m = Machines(tmp_path, agent_args="--fail-first")
+    one, two = m.clone("one"), m.clone("two")
+    m.seed({"card_id": "A", "max_retries": 0})
+    # machine one runs attempt 1 (it fails); its work is committed and pushed anyway
+    proc = m.orchestrate(one)
+    assert proc.returncode == 1, proc.stderr
+    assert m.store.get_card("A").status == Status.FAILED
+    assert m.remote_show("squad/A", "A.txt") == "A attempt 1\n"
+    # the retry runs on machine two, whose clone never had the branch: it continues from the remote's
+    assert run_cli("retry", "A", env=m.env(two)).returncode == 0
+    proc = m.orchestrate(two)
+    assert proc.returncode == 0, proc.stderr
+    assert m.mark("A", 2)["cwd"] == str((tmp_path / "work-two" / "A").resolve())
+    assert "A.txt" in m.mark("A", 2)["files"]
+    assert m.remote_show("squad/A", "A.txt") == "A attempt 1\nA attempt 2\n"
+    log = git(["log", "--format=%s", "origin/squad/A"], two)
+    assert "squad: A attempt 1" in log and "squad: A attempt 2" in log
+    m.user_untouched()
+    m.store.dispose()
+
+
+# ---- (b) the verify gate ----------------------------------------------------------------------------
+def test_verify_fails_then_passes_and_its_output_is_in_the_second_prompt(machines: Machines) -> None:
+    m = machines
+    one = m.clone("one")
+    m.seed({"card_id": "A", "verify": [*VERIFY, "2", "A.txt"]})
+    proc = m.orchestrate(one)
+    assert proc.returncode == 0, proc.stderr
+    first, second = m.store.list_runs("A")
+    assert (first.status, first.error, first.verify_exit) == ("failed", "verify failed (exit 1)", 1)
+    assert "VERIFY-FAIL A.txt: 1 line(s), want 2" in (first.verify_output or "")
+    assert (second.status, second.verify_exit) == ("succeeded", 0)
+    assert "## Verify failed" not in m.prompt("A", 1)
+    assert "## Verify failed" in m.prompt("A", 2) and "VERIFY-FAIL A.txt: 1 line(s), want 2" in m.prompt("A", 2)
+    assert m.store.get_card("A").status == Status.DONE
+    card = json.loads(run_cli("card", "show", "A", "--json", env=m.env(one)).stdout)
+    assert [r["verify_exit"] for r in card["runs"]] == [1, 0]
+
+
+def test_verify_set_per_process_and_its_timeout_end_its_whole_group(machines: Machines) -> None:
+    m = machines
+    one = m.clone("one")
+    m.seed({"card_id": "A", "max_retries": 0})
+    sleeper = json.dumps([PY, "-c", "import subprocess,sys; subprocess.Popen(['sleep','300']); "
+                          "print('started', flush=True); import time; time.sleep(300)"])
+    proc = m.orchestrate(one, SQUAD_WORKSPACE_VERIFY=sleeper, SQUAD_WORKSPACE_VERIFY_TIMEOUT="1")
+    assert proc.returncode == 1, proc.stderr
+    run = m.store.list_runs("A")[0]
+    assert run.error == "verify timed out after 1s" and "started" in (run.verify_output or "")
+
+
+# ---- (c) dependants build on their dependencies -----------------------------------------------------
+def test_with_land_none_a_dependant_starts_from_its_dependencys_branch(machines: Machines) -> None:
+    m = machines
+    one = m.clone("one")
+    m.seed({"card_id": "A"}, {"card_id": "B", "depends_on": ["A"]})
+    proc = m.orchestrate(one)
+    assert proc.returncode == 0, proc.stderr
+    assert "A.txt" in m.mark("B", 1)["files"]  # B's worktree starts with A's change
+    assert m.remote_show("squad/B", "A.txt") == "A attempt 1\n"
+    run = m.store.list_runs("B")[0]
+    assert run.files_changed == 1  # B's own change only: its base is A's head
+
+
+def test_two_dependencies_that_conflict_fail_the_dependant_with_dependencies_conflict(tmp_path: Path) -> None:
+    m = Machines(tmp_path, agent_args="--shared shared.txt")
+    one = m.clone("one")
+    m.seed({"card_id": "A"}, {"card_id": "B"}, {"card_id": "C", "depends_on": ["A", "B"]})
+    proc = m.orchestrate(one)
+    assert proc.returncode == 1
+    card = m.store.get_card("C")
+    assert (card.status, card.last_error) == (Status.FAILED, "dependencies conflict")
+    assert not (m.marks / "C-1.json").exists()
+    m.user_untouched()
+    m.store.dispose()
+
+
+def test_two_dependencies_that_merge_cleanly_start_the_dependant_from_their_merge(machines: Machines) -> None:
+    m = machines
+    one = m.clone("one")
+    m.seed({"card_id": "A"}, {"card_id": "B"}, {"card_id": "C", "depends_on": ["A", "B"]})
+    proc = m.orchestrate(one)
+    assert proc.returncode == 0, proc.stderr
+    assert {"A.txt", "B.txt"} <= set(m.mark("C", 1)["files"])
