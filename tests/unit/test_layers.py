@@ -21,11 +21,12 @@ FLOORS: dict[str, int] = {
     "attempt": 2,
     "orchestration": 3,
     "worker": 4, "actions": 4,
-    "ops": 5,
-    "celery_app": 6, "submit": 6,
-    "api": 7,
-    "cli": 8,
-    "entry": 9, "__main__": 10,
+    "team": 5,
+    "ops": 6,
+    "celery_app": 7, "submit": 7,
+    "api": 8,
+    "cli": 9,
+    "entry": 10, "__main__": 11,
 }
 
 

@@ -20,11 +20,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from squad.api import ws
+from squad.api.audit_trail import AuditTrail
+from squad.api.auth import Authenticator, require_role
 from squad.api.guard import Guard
 from squad.api.headers import SecurityHeaders
 from squad.api.metrics.prometheus import Exposition
 from squad.api.monitor import WorkerMonitor
-from squad.api.routes import board, cards, health, metrics, review, runs, statuses, tasks, workers
+from squad.api.routes import board, cards, health, metrics, review, runs, statuses, tasks, team, workers
 from squad.api.state import AppState, Producers, bounded_step
 from squad.api.validation import request_problems, strict_query
 from squad.core.constants import VERSION
@@ -159,15 +161,22 @@ def create_app(settings: Settings, *, store: CardStore | None = None, ws_queue_s
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
+    # Inside the guard (the principal is known): every answered write goes to the audit log.
+    app.add_middleware(AuditTrail, store=store)
     # Outermost: Host, Origin, token and body size are checked before anything else runs.
-    app.add_middleware(Guard, settings=settings)
+    app.state.squad_auth = Authenticator(settings.api_token, store)
+    app.add_middleware(Guard, settings=settings, auth=app.state.squad_auth)
     # Around the guard, so its refusals carry them too: CSP, no framing, no referrer, no sniffing.
     app.add_middleware(SecurityHeaders)
     _install_error_handlers(app, state)
-    routers = [module.router for module in (health, statuses, cards, board, runs, tasks, workers, metrics, review)]
+    routers = [module.router for module in (health, statuses, cards, board, runs, tasks, workers, metrics, review,
+                                                team)]
     for router in routers:
-        app.include_router(router, dependencies=[Depends(strict_query)])
+        app.include_router(router, dependencies=[Depends(strict_query), Depends(require_role)])
     app.state.route_methods = _route_methods(routers)
+    # (method, path) of every API route: what `auth.ROUTES` must cover (tests/integration/test_team_roles.py)
+    app.state.route_table = sorted((method, route.path) for router in routers for route in router.routes
+                                   if isinstance(route, APIRoute) for method in route.methods or ())
     app.include_router(ws.router)
     _install_web(app)
     return app

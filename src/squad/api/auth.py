@@ -1,34 +1,72 @@
-"""Bearer-token check (`SQUAD_API_TOKEN`, docs/security.md).
+"""Who a request is and what it may do (docs/team.md "Tokens and roles", docs/security.md).
 
-With a token configured every `/api/` route (reads too) and `/ws/tasks` need it; `squad.api.guard`
-enforces it for every HTTP route, the socket checks it here. Tokens are compared in constant time
-(over their SHA-256 digests, so not even the length leaks).
+`squad.api.guard` resolves every `/api/` request's principal (401 for an unknown or revoked token)
+and `/ws/tasks` does it here; `require_role`, a dependency of every route, then compares the
+principal's role with the route's entry in `ROUTES` — one table, so a new route is one line. A
+write route missing from the table needs `admin` (closed by default; a test lists the table's gaps).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
-from typing import Annotated
+import time
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import Depends, HTTPException, Request, WebSocket
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from anyio import to_thread
+from fastapi import HTTPException, Request, WebSocket
+from fastapi.security import HTTPBearer
 from starlette.types import Scope
+
+from squad.store.card_store import CardStore
+from squad.store.team_store import TeamStore
+from squad.team.tokens import ANONYMOUS, TOKEN_PREFIX, Principal, Role, principal_for
 
 TOKEN_SUBPROTOCOL_PREFIX = "squad.token."  # `new WebSocket(url, ["squad", "squad.token.<token>"])`
 # A token with characters a subprotocol name cannot hold travels as base64url of its UTF-8 bytes.
 TOKEN64_SUBPROTOCOL_PREFIX = "squad.token64."
-bearer = HTTPBearer(auto_error=False, description="`SQUAD_API_TOKEN` (only when the server has one)")
+bearer = HTTPBearer(auto_error=False, description="An API token (only when the server has tokens)")
+#: how long "this store has no live token, the API is open" is believed without asking the store again
+OPEN_CHECK_EVERY_S = 2.0
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def token_matches(expected: str, given: str | None) -> bool:
-    """Constant-time comparison of a presented token with the configured one."""
-    if given is None:
-        return False
-    return hmac.compare_digest(hashlib.sha256(given.encode("utf-8", "replace")).digest(),
-                               hashlib.sha256(expected.encode("utf-8")).digest())
+@dataclass(frozen=True)
+class Access:
+    """A route's entry: the role it needs (None: no token, the route checks its own credential) and
+    the audit log's name for what it does."""
+
+    role: Role | None
+    action: str
+
+
+#: (method, route path) → who may call it and how the audit log names it. Reads not listed need
+#: `viewer`; writes not listed need `admin` (and `test_every_write_route_has_a_role` fails).
+ROUTES: dict[tuple[str, str], Access] = {
+    ("POST", "/api/cards"): Access(Role.OPERATOR, "add"),
+    ("POST", "/api/tasks/{card_id}/retry"): Access(Role.OPERATOR, "retry"),
+    ("POST", "/api/tasks/retry"): Access(Role.OPERATOR, "retry"),
+    ("POST", "/api/tasks/{card_id}/cancel"): Access(Role.OPERATOR, "cancel"),
+    ("POST", "/api/cards/{card_id}/approve"): Access(Role.OPERATOR, "approve"),
+    ("POST", "/api/cards/{card_id}/reject"): Access(Role.OPERATOR, "reject"),
+    ("POST", "/api/cards/{card_id}/land"): Access(Role.OPERATOR, "land"),
+    ("POST", "/api/cards/{card_id}/answer"): Access(Role.OPERATOR, "answer"),
+    ("GET", "/api/audit"): Access(Role.ADMIN, "audit"),
+    ("POST", "/api/intake/github"): Access(None, "intake"),
+}
+#: paths whose route checks its own credential (a webhook signature), so the guard asks for no token
+PUBLIC_PATHS = frozenset(path for (_m, path), access in ROUTES.items() if access.role is None)
+
+
+def access_for(method: str, path: str) -> Access:
+    """The entry of `ROUTES`, or the default: reads need `viewer`, unknown writes `admin`."""
+    found = ROUTES.get((method, path))
+    if found is not None:
+        return found
+    if method in READ_METHODS:
+        return Access(Role.VIEWER, "read")
+    return Access(Role.ADMIN, f"{method.lower()} {path}")
 
 
 def presented_token(scope: Scope, headers: dict[str, str]) -> str | None:
@@ -56,35 +94,69 @@ def _unbase64(text: str) -> str | None:
         return None
 
 
-def _expected(request: Request | WebSocket) -> str | None:
-    token: str | None = request.app.state.squad.settings.api_token
-    return token or None
+class Authenticator:
+    """Resolves a presented token to a principal: `SQUAD_API_TOKEN` (admin), a stored token, or —
+    on a server with neither (no `SQUAD_API_TOKEN`, no token ever created) — `anonymous` with every
+    right (the loopback default)."""
 
+    def __init__(self, env_token: str | None, store: CardStore) -> None:
+        self.env_token = env_token or None
+        self.team = TeamStore(store)
+        self._open_until = 0.0
 
-async def require_token(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """Dependency of every mutating route: 401 unless the server has no token or it matches."""
-    expected = _expected(request)
-    if expected is None:
-        return
-    given = credentials.credentials if credentials is not None else None
-    if given is None:
-        given = presented_token(request.scope, {k.lower(): v for k, v in request.headers.items()})
-    if not token_matches(expected, given):
-        raise HTTPException(status_code=401, detail="missing or wrong API token",
-                            headers={"WWW-Authenticate": "Bearer"})
-
-
-def websocket_authorized(ws: WebSocket) -> bool:
-    """The socket's token: an `Authorization` header, a `squad.token.<token>` subprotocol, or
-    `?token=` (browsers cannot set headers on a socket)."""
-    expected = _expected(ws)
-    if expected is None:
+    def _open(self) -> bool:
+        if self.env_token is not None:
+            return False
+        if time.monotonic() < self._open_until:
+            return True
+        if self.team.has_tokens():
+            return False
+        self._open_until = time.monotonic() + OPEN_CHECK_EVERY_S
         return True
+
+    def resolve(self, given: str | None) -> Principal | None:
+        """The principal of `given` (blocking: the store may be asked)."""
+        found = principal_for(self.team, self.env_token, given)
+        if found is not None or (given or "").startswith(TOKEN_PREFIX):
+            return found  # a named token that is unknown or revoked is refused, even on an open server
+        return Principal(ANONYMOUS, Role.ADMIN) if self._open() else None
+
+    async def resolve_async(self, given: str | None) -> Principal | None:
+        """`resolve` off the event loop, unless `SQUAD_API_TOKEN` answers it."""
+        if self.env_token is not None and given is not None and not given.startswith(TOKEN_PREFIX):
+            return principal_for(self.team, self.env_token, given)
+        return await to_thread.run_sync(self.resolve, given)
+
+
+def principal_of(scope: Scope) -> Principal | None:
+    """The principal the guard put on this request."""
+    state: Any = scope.get("state") or {}
+    found = state.get("principal") if isinstance(state, dict) else None
+    return found if isinstance(found, Principal) else None
+
+
+async def require_role(request: Request) -> None:
+    """Dependency of every route: 403 naming the role needed when the principal's is lower."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", request.url.path)
+    access = access_for(request.method, path)
+    principal = principal_of(request.scope)
+    if access.role is None or principal is None:
+        return
+    if principal.role < access.role:
+        raise HTTPException(status_code=403, detail=f"this needs the {access.role.label} role "
+                                                    f"({principal.name} is {principal.role.label})")
+
+
+require_token = require_role  # the name the routes' `Authorized` dependency was built from
+
+
+async def websocket_principal(ws: WebSocket) -> Principal | None:
+    """The socket's principal (any role reads): an `Authorization` header, a `squad.token.<token>`
+    subprotocol, or `?token=` (browsers cannot set headers on a socket)."""
     headers = {k.lower(): v for k, v in ws.headers.items()}
-    return token_matches(expected, presented_token(ws.scope, headers))
+    auth: Authenticator = ws.app.state.squad_auth
+    return await auth.resolve_async(presented_token(ws.scope, headers))
 
 
 def websocket_subprotocol(ws: WebSocket) -> str | None:

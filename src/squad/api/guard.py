@@ -7,9 +7,11 @@ dependency:
   hostile page whose name now points at 127.0.0.1 still sends its own name);
 - a WebSocket or state-changing request whose `Origin` is neither this server nor a configured
   CORS origin → 403 (a page on another site, in a browser on this machine);
-- with `SQUAD_API_TOKEN`, every `/api/` route needs it (the socket checks it itself, see `ws.py`);
-  `/health` and `/metrics` too with `SQUAD_PROTECT_METRICS=true`; the dashboard page and its
-  assets load without it, so the page can ask for one;
+- with `SQUAD_API_TOKEN` or any live named token (`squad token create`), every `/api/` route needs
+  one (401 when unknown or revoked; the socket checks it itself, see `ws.py`), and the request
+  carries its principal for `auth.require_role`; `/health` and `/metrics` too with
+  `SQUAD_PROTECT_METRICS=true`; the dashboard page and its assets load without it, so the page can
+  ask for one; `POST /api/intake/github` checks its own signature instead;
 - a body over `max_body_bytes` (1 MiB) → 413, read at most once that far.
 """
 
@@ -22,7 +24,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from squad.api.auth import presented_token, token_matches
+from squad.api.auth import PUBLIC_PATHS, Authenticator, presented_token
 from squad.core.masking import mask_text
 from squad.core.settings import Settings
 
@@ -85,16 +87,16 @@ async def _deny_websocket(scope: Scope, receive: Receive, send: Send, status: in
 class Guard:
     """Pure ASGI middleware applying the checks of the module docstring, in that order."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, auth: Authenticator) -> None:
         self.app = app
-        self.token = settings.api_token or None
+        self.auth = auth
         self.hosts = allowed_hosts(settings)
         self.cors_origins = {o.rstrip("/").lower() for o in settings.cors_origins}
         self.protect_metrics = settings.protect_metrics
         self.max_body = settings.max_body_bytes
 
     def _needs_token(self, path: str) -> bool:
-        if self.token is None:
+        if path in PUBLIC_PATHS:
             return False
         if path.startswith("/api/") or path == "/api":
             return True
@@ -128,10 +130,12 @@ class Guard:
         if is_ws:  # the socket endpoint checks the token itself (it answers with its own close codes)
             await self.app(scope, receive, send)
             return
-        needs_token = scope.get("method") != "OPTIONS" and self._needs_token(scope["path"])
-        if needs_token and not token_matches(self.token or "", presented_token(scope, headers)):
-            await _reply(send, 401, "missing or wrong API token", {"WWW-Authenticate": "Bearer"})
-            return
+        if scope.get("method") != "OPTIONS" and self._needs_token(scope["path"]):
+            principal = await self.auth.resolve_async(presented_token(scope, headers))
+            if principal is None:
+                await _reply(send, 401, "missing, unknown or revoked API token", {"WWW-Authenticate": "Bearer"})
+                return
+            scope.setdefault("state", {})["principal"] = principal
         if scope.get("method") in STATE_CHANGING:
             await self._bounded(scope, receive, send, headers)
             return

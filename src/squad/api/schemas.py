@@ -45,10 +45,40 @@ class HealthOut(BaseModel):
 
 
 class AuthOut(BaseModel):
-    """`GET /api/auth`: the token presented (or none) is accepted."""
+    """`GET /api/auth`: the token presented (or none) is accepted, and who it is."""
 
     authorized: bool
     token_required: bool
+    name: str = Field(description="The token's name (`SQUAD_API_TOKEN`, `anonymous` on an open server)")
+    role: Literal["viewer", "operator", "admin"]
+
+
+class CardAction(BaseModel):
+    """A successful write on a card, from the audit log: "approved by NAME"."""
+
+    action: str
+    who: str
+    at: datetime
+
+
+class IntakeOut(BaseModel):
+    """`POST /api/intake/github`: what the delivery did (`add`, `edit`, `cancel`, `retry`, `ignored`)."""
+
+    action: str
+    card_id: str | None
+    message: str
+
+
+class AuditOut(BaseModel):
+    """One row of the audit log (`GET /api/audit`)."""
+
+    id: int
+    at: datetime
+    who: str
+    action: str
+    card_id: str | None
+    client: str | None
+    result: str
 
 
 _TEXT = r"^[^\x00]*$"  # the store cannot hold NUL characters
@@ -80,6 +110,7 @@ class CardDetail(Card):
     """One card with its runs (the shape of `squad card show --json`)."""
 
     runs: list[Run] = Field(default_factory=list)
+    actions: list[CardAction] = Field(default_factory=list, description="Who approved, cancelled, … this card")
 
 
 class CeleryTask(BaseModel):
@@ -379,7 +410,8 @@ class ReviewOut(BaseModel):
 
 _DESCRIPTIONS = {
     400: "Not allowed in the card's current status",
-    401: "Missing or wrong API token",
+    401: "Missing, unknown or revoked API token (or webhook signature)",
+    403: "The token's role is too low: the message names the role needed",
     404: "Unknown card or run",
     409: "Conflicts with the current state (e.g. the card exists)",
     422: "Invalid input; `problems` lists every problem",

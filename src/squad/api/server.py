@@ -27,12 +27,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_exposure(settings: Settings, host: str, *, insecure: bool = False) -> None:
-    """Refuse to listen beyond this machine without a token (unless explicitly `--insecure`)."""
-    if not is_loopback(host) and not settings.api_token and not insecure:
+def check_exposure(settings: Settings, host: str, *, insecure: bool = False, named_tokens: bool = False) -> None:
+    """Refuse to listen beyond this machine without a token (`SQUAD_API_TOKEN` or tokens made with
+    `squad token create`), unless explicitly `--insecure`."""
+    if not is_loopback(host) and not settings.api_token and not named_tokens and not insecure:
         raise ConfigError(
             f"refusing to serve on {host} without an API token: anyone who can reach it could retry or "
-            "cancel cards. Set SQUAD_API_TOKEN, listen on 127.0.0.1, or pass --insecure to accept the risk"
+            "cancel cards. Set SQUAD_API_TOKEN or run `squad token create`, listen on 127.0.0.1, or pass "
+            "--insecure to accept the risk"
         )
 
 
@@ -41,14 +43,17 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 3000, inse
     import uvicorn
 
     from squad.api.guard import SecretFilter
+    from squad.store.card_store import open_store
+    from squad.store.team_store import TeamStore
 
-    check_exposure(settings, host, insecure=insecure)
+    store = open_store(settings.database_url)
+    check_exposure(settings, host, insecure=insecure, named_tokens=TeamStore(store).has_tokens())
     if host not in ("0.0.0.0", "::", "") and host.lower() not in settings.allowed_hosts:
         # Served on a named address: that name is a Host the clients will send.
         settings = settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, host.lower()]})
     sock = bind_tcp(host, port)  # before the app starts: a taken port is one line and exit 2
     try:
-        app: FastAPI = create_app(settings)
+        app: FastAPI = create_app(settings, store=store)
         # log_config=None: uvicorn's loggers go through our structured handler (squad.core.logconfig),
         # with the secrets of their lines masked.
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):

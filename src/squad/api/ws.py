@@ -22,7 +22,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from squad.api.auth import websocket_authorized, websocket_subprotocol
+from squad.api.auth import websocket_principal, websocket_subprotocol
 from squad.core.cards import CARD_ID_RE
 from squad.core.namespace import RedisKeys
 from squad.live.connections import STREAM_ID_RE, STREAM_START, StreamKey, stream_key
@@ -243,7 +243,7 @@ def _bad_query(since: str | None, card_id: str | None) -> str | None:
 async def tasks_feed(ws: WebSocket) -> None:
     """Live events: `connected` first, then every event of `task_updates` with its `id`."""
     state: Any = ws.app.state.squad
-    if not websocket_authorized(ws):
+    if await websocket_principal(ws) is None:
         if "websocket.http.response" in ws.scope.get("extensions", {}):
             await ws.send_denial_response(JSONResponse({"detail": "missing or wrong API token"}, 401))
         else:

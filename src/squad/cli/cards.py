@@ -9,7 +9,18 @@ from typing import Annotated
 
 import typer
 
-from squad.cli.common import JsonOpt, card_json, cell, cli_context, cli_settings, cli_store, field, out, print_json
+from squad.cli.common import (
+    JsonOpt,
+    audited,
+    card_json,
+    cell,
+    cli_context,
+    cli_settings,
+    cli_store,
+    field,
+    out,
+    print_json,
+)
 from squad.core.errors import SquadError
 from squad.core.safetext import escape_controls
 
@@ -19,6 +30,7 @@ CARD_PAGE = 100  # `card list` shows one page by default
 
 
 @backlog_app.command("import")
+@audited("import", None)
 def backlog_import(
     file: Annotated[Path, typer.Argument(help="JSON or YAML backlog file.")],
     update: Annotated[bool, typer.Option("--update", help="Rewrite cards that are still TODO.")] = False,
@@ -55,6 +67,7 @@ def backlog_validate(file: Annotated[Path, typer.Argument(help="JSON or YAML bac
 
 
 @card_app.command("add")
+@audited("add")
 def card_add(
     card_id: Annotated[str, typer.Option("--id", help="Card id.")],
     title: Annotated[str, typer.Option("--title", help="Title.")],
@@ -141,6 +154,7 @@ def card_show(card_id: Annotated[str, typer.Argument(help="Card id.")], as_json:
     out.print(table)
 
 
+@audited("retry")
 def retry(card_id: Annotated[str, typer.Argument(help="Card id.")],
           force: Annotated[bool, typer.Option(help="Also restart a running or DONE card.")] = False) -> None:
     """Queue a new attempt of a FAILED or CANCELLED card (a running one is ended first with --force)."""
@@ -151,6 +165,7 @@ def retry(card_id: Annotated[str, typer.Argument(help="Card id.")],
     out.print(result.message)
 
 
+@audited("cancel")
 def cancel(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> None:
     """Cancel a card: its agent's process group is ended, no retry."""
     from squad.actions.lifecycle import cancel_card

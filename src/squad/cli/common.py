@@ -7,10 +7,12 @@ read-only command only for what it uses (docs/benchmarks.md, "CLI").
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -41,6 +43,7 @@ class _LazyConsole:
 out: Any = _LazyConsole(highlight=False, soft_wrap=True, markup=False, emoji=False)  # text is data
 err: Any = _LazyConsole(highlight=False, soft_wrap=True, stderr=True, markup=False, emoji=False)
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
@@ -106,3 +109,38 @@ def service_logging(level: str = "INFO") -> None:
     from squad.core.logconfig import configure_logging
 
     configure_logging("DEBUG" if os.environ.get("SQUAD_DEBUG") else level)
+
+
+def audited(action: str, card_param: str | None = "card_id") -> Callable[[_F], _F]:
+    """A write command, in the audit log as `cli:<os user>` (docs/team.md "Audit log"): one row
+    after it ran, `ok` or the error's first line. `card_param` names the argument holding the card."""
+
+    def wrap(command: _F) -> _F:
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            card = kwargs.get(card_param) if card_param else None
+            try:
+                result = command(*args, **kwargs)
+            except Exception as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                _audit(action, card if isinstance(card, str) else None, f"error: {first}")
+                raise
+            _audit(action, card if isinstance(card, str) else None, "ok")
+            return result
+
+        return run  # type: ignore[return-value]
+
+    return wrap
+
+
+def _audit(action: str, card_id: str | None, result: str) -> None:
+    from squad.core.errors import SquadError
+
+    try:
+        store = cli_store(cli_settings())
+    except SquadError:
+        return  # no store to write to (bad settings): the command's own error says so
+    from squad.store.team_store import TeamStore
+    from squad.team.audit import cli_actor, record, this_machine
+
+    record(TeamStore(store), who=cli_actor(), action=action, card_id=card_id, client=this_machine(), result=result)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from squad.cli.common import JsonOpt, card_json, cli_context, cli_settings, cli_store, out, print_json
+from squad.cli.common import JsonOpt, audited, card_json, cli_context, cli_settings, cli_store, out, print_json
 
 review_app = typer.Typer(help="Review what cards changed: diff, approve, reject.", no_args_is_help=True)
 workspace_app = typer.Typer(help="Cards' git worktrees: list and garbage-collect.", no_args_is_help=True)
@@ -55,6 +55,7 @@ def _safe_text(text: str) -> str:
 
 
 @review_app.command("approve")
+@audited("approve")
 def review_approve(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> None:
     """REVIEW → DONE (runs `[workspace] after_approve` first; its failure keeps the card in REVIEW)."""
     from squad.actions.review import approve_card
@@ -65,6 +66,7 @@ def review_approve(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> 
 
 
 @review_app.command("reject")
+@audited("reject")
 def review_reject(card_id: Annotated[str, typer.Argument(help="Card id.")],
                   feedback: Annotated[str, typer.Option("--feedback", help="What to change (shown to the agent).")]
                   ) -> None:

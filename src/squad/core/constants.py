@@ -73,3 +73,7 @@ WORKER_MAX_MEMORY_KIB = 512 * 1024  # a pool process above this is replaced afte
 # Worker supervision.
 SUPERVISOR_BACKOFF_START_S = 1.0
 SUPERVISOR_BACKOFF_MAX_S = 30.0
+
+#: team use (docs/team.md): the periodic pass that runs schedules and delivers notifications
+TEAM_TASK_NAME = "squad.team_pass"
+TEAM_INTERVAL_S = 5.0

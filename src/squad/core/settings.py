@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -127,6 +128,86 @@ class WorkspaceConfig(BaseModel):
     after_land: list[str] | None = None
 
 
+NOTIFY_EVENTS_EXTRA = ("question",)
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class NotifyConfig(BaseModel):
+    """One `[[notify]]` entry: where to send which events, in which shape (docs/team.md)."""
+
+    model_config = {"extra": "forbid"}
+    name: str | None = Field(default=None, pattern=_NAME)
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    events: list[str] = Field(min_length=1)
+    format: Literal["json", "slack"] = "json"
+    secret: str | None = None
+    squads: list[str] | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: list[str]) -> list[str]:
+        from squad.core.cards import Status
+
+        known = {*Status.__members__, *NOTIFY_EVENTS_EXTRA}
+        out = [e if e in NOTIFY_EVENTS_EXTRA else e.upper() for e in value]
+        wrong = [e for e in out if e not in known]
+        if wrong:
+            raise ValueError(f"unknown event(s) {', '.join(wrong)} (card statuses or question)")
+        return out
+
+
+class ScheduleConfig(BaseModel):
+    """One `[[schedule]]` entry: a 5-field cron line (UTC) and the card it adds at each tick."""
+
+    model_config = {"extra": "forbid"}
+    name: str | None = Field(default=None, pattern=_NAME)
+    cron: str = Field(max_length=200)
+    card: dict[str, Any]
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"cron must have 5 fields (minute hour day month weekday, UTC), got {value!r}")
+        return value
+
+    @field_validator("card")
+    @classmethod
+    def _card_named(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(value.get("card_id"), str) or not isinstance(value.get("title"), str):
+            raise ValueError("card needs card_id and title (both may use {date} and {time})")
+        return value
+
+
+class GithubIntakeConfig(BaseModel):
+    """`[intake.github]`: the webhook secret, the label that makes an issue a card, and
+    `[intake.github.repos]` (repository full name → the card's `repo`)."""
+
+    model_config = {"extra": "forbid"}
+    secret: str | None = None
+    label: str = "squad"
+    repos: dict[str, Path] = Field(default_factory=dict)
+    squad: str | None = None
+    agent: str | None = None
+
+
+class IntakeConfig(BaseModel):
+    """`[intake]`: where cards come in from besides the backlog (GitHub issues)."""
+
+    model_config = {"extra": "forbid"}
+    github: GithubIntakeConfig = Field(default_factory=GithubIntakeConfig)
+
+
+def _name_entries(kind: str, entries: Sequence[NotifyConfig | ScheduleConfig]) -> None:
+    """Entries without a `name` get `<kind>-<position>`; two entries of one kind never share one."""
+    names: set[str] = set()
+    for index, entry in enumerate(entries):
+        entry.name = entry.name or f"{kind}-{index + 1}"
+        names.add(entry.name)
+    if len(names) != len(entries):
+        raise ValueError(f"two [[{kind}]] entries share a name")
+
+
 def config_path() -> Path:
     """The squad.toml in use: `SQUAD_CONFIG`, else `./squad.toml`."""
     return Path(os.environ.get("SQUAD_CONFIG", "squad.toml"))
@@ -231,6 +312,11 @@ class Settings(BaseSettings):
     prompt_template: Path | None = None
     hooks: HooksConfig = Field(default_factory=HooksConfig)
     workspace: WorkspaceConfig = Field(default_factory=WorkspaceConfig)
+    #: team use (docs/team.md): webhooks, cron schedules, GitHub intake, the dashboard's address in links
+    notify: list[NotifyConfig] = Field(default_factory=list)
+    schedule: list[ScheduleConfig] = Field(default_factory=list)
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    public_url: str | None = Field(default=None, pattern=r"^https?://", max_length=500)
 
     @classmethod
     def settings_customise_sources(
@@ -277,6 +363,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        _name_entries("notify", self.notify)
+        _name_entries("schedule", self.schedule)
         if self.soft_time_limit > self.time_limit:
             raise ValueError(
                 f"soft_time_limit ({self.soft_time_limit}) must not exceed time_limit ({self.time_limit})"
@@ -355,6 +443,11 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json", exclude={"agents"})
         if data.get("api_token"):
             data["api_token"] = "***"
+        for entry in data.get("notify") or []:
+            if entry.get("secret"):
+                entry["secret"] = "***"
+        if (data.get("intake") or {}).get("github", {}).get("secret"):
+            data["intake"]["github"]["secret"] = "***"
         for key in ("redis_url", "broker_url", "result_backend", "events_url", "database_url"):
             if data.get(key):
                 data[key] = mask_url(data[key])

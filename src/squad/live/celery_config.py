@@ -22,6 +22,8 @@ from squad.core.constants import (
     REDIS_CONNECT_TIMEOUT_S,
     REDIS_SOCKET_TIMEOUT_S,
     RESULT_EXPIRES_S,
+    TEAM_INTERVAL_S,
+    TEAM_TASK_NAME,
     WORKER_MAX_MEMORY_KIB,
 )
 from squad.core.settings import Settings
@@ -29,7 +31,8 @@ from squad.core.settings import Settings
 
 def make_celery(settings: Settings) -> Celery:
     """Build the Celery app from Settings."""
-    app = Celery("squad", broker=settings.broker, backend=settings.results, include=["squad.worker.tasks"])
+    app = Celery("squad", broker=settings.broker, backend=settings.results,
+                 include=["squad.worker.tasks", "squad.team.tasks"])
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -53,7 +56,8 @@ def make_celery(settings: Settings) -> Celery:
         task_queues=[Queue(settings.cards_queue), Queue(settings.maintenance_queue)],
         task_routes={EXECUTE_TASK_NAME: {"queue": settings.cards_queue},
                      CLEANUP_TASK_NAME: {"queue": settings.maintenance_queue},
-                     RECONCILE_TASK_NAME: {"queue": settings.maintenance_queue}},
+                     RECONCILE_TASK_NAME: {"queue": settings.maintenance_queue},
+                     TEAM_TASK_NAME: {"queue": settings.maintenance_queue}},
         # Backstops only: the runner enforces the card's own soft/hard limits first.
         task_soft_time_limit=settings.time_limit + 30,
         task_time_limit=settings.time_limit + 60,
@@ -82,6 +86,9 @@ def make_celery(settings: Settings) -> Celery:
             "squad-reconcile": {"task": RECONCILE_TASK_NAME, "schedule": RECONCILE_INTERVAL_S,
                                 "options": {"queue": settings.maintenance_queue,
                                             "expires": RECONCILE_INTERVAL_S * 2}},
+            # schedules and notifications (docs/team.md); several beats may send it: every step is once-only
+            "squad-team": {"task": TEAM_TASK_NAME, "schedule": TEAM_INTERVAL_S,
+                           "options": {"queue": settings.maintenance_queue, "expires": TEAM_INTERVAL_S * 2}},
             "squad-cleanup": {"task": CLEANUP_TASK_NAME, "schedule": CLEANUP_INTERVAL_S,
                               "options": {"queue": settings.maintenance_queue}},
         },

@@ -121,18 +121,27 @@ def _probe_database(settings: Settings, results: dict[str, Any]) -> None:
         if seen is not None:  # a local store at head: read in milliseconds
             counts = {status.value: seen.counts.get(status.value, 0) for status in Status}
             keys = RedisKeys.for_instance(seen.instance_id)
+            outbox, errors = seen.notifications, seen.notify_errors
         else:  # create or migrate it, as every command does
             from squad.store.card_store import CardStore
+            from squad.store.team_store import TeamStore
 
             store = CardStore(settings.database_url)
             try:
                 counts, keys = store.count_by_status(), store.redis_keys
+                team = TeamStore(store)
+                outbox = team.outbox_counts()
+                errors = [f"{r['target']}: {r['last_error']} ({r['card_id']})" for r in team.last_failures()]
             finally:
                 store.dispose()
     except Exception as exc:
         results["database"] = {"database": f"error: {mask_text(str(exc).splitlines()[0])}", "cards": {}}
         return
     results["database"] = {"database": "connected", "cards": counts}
+    if settings.notify or any(outbox.values()):  # [[notify]] deliveries (docs/team.md): failures show here
+        results["database"]["notifications"] = {state: outbox.get(state, 0)
+                                                for state in ("sent", "pending", "failing", "dropped")}
+        results["database"]["notification_errors"] = errors
     results["orchestrators"] = _probe_orchestrators(settings, keys)
 
 

@@ -26,6 +26,8 @@ class Peek:
 
     counts: dict[str, int]  # status -> cards, only the statuses that have cards
     instance_id: str
+    notifications: dict[str, int]  # outbox rows by state, and `failing` (pending after a failure)
+    notify_errors: list[str]  # the latest failed deliveries, "target: error (card)"
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -53,8 +55,17 @@ def peek(url: str, *, timeout_s: float = PEEK_BUSY_TIMEOUT_S) -> Peek | None:
             return None
         counts = dict(conn.execute("SELECT status, count(*) FROM cards GROUP BY status").fetchall())
         row = conn.execute("SELECT instance_id FROM instance").fetchone()
+        outbox = dict(conn.execute("SELECT state, count(*) FROM notify_outbox GROUP BY state").fetchall())
+        outbox["failing"] = conn.execute(
+            "SELECT count(*) FROM notify_outbox WHERE state = 'pending' AND attempts > 0").fetchone()[0]
+        errors = [f"{target}: {error} ({card})" for target, error, card in conn.execute(
+            "SELECT target, last_error, card_id FROM notify_outbox WHERE last_error IS NOT NULL AND state != 'sent' "
+            "ORDER BY id DESC LIMIT 5").fetchall()]
     except sqlite3.Error:  # no such table (never migrated), locked past the timeout, not a database
         return None
     finally:
         conn.close()
-    return Peek(counts={str(k): int(v) for k, v in counts.items()}, instance_id=str(row[0])) if row else None
+    if not row:
+        return None
+    return Peek(counts={str(k): int(v) for k, v in counts.items()}, instance_id=str(row[0]),
+                notifications={str(k): int(v) for k, v in outbox.items()}, notify_errors=errors)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 from squad.store.head import SCHEMA_HEAD as SCHEMA_HEAD  # the newest revision in migrations/versions
@@ -128,4 +129,75 @@ land_trains = Table(
     Column("holder", String(64), nullable=False),
     Column("card_id", String(64), nullable=False),
     Column("lease_expires_at", Float, nullable=False),
+)
+
+# ---- team use (revision 0014, docs/team.md) ---------------------------------------------------
+#: Named API tokens with a role; only a salted SHA-256 digest of the secret is kept.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("salt", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    Column("revoked_at", Float),
+    Index("ix_api_tokens_name", "name"),
+)
+
+#: Every write through the API or the CLI: append-only (nothing updates or deletes a row).
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("who", String(200), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("card_id", String(64)),
+    Column("client", String(200)),
+    Column("result", String(200), nullable=False),
+    Column("detail", Text),
+    Index("ix_audit_at", "at"),
+    Index("ix_audit_card", "card_id"),
+)
+
+#: Notifications waiting to be delivered (or sent, or dropped after a day of failures).
+notify_outbox = Table(
+    "notify_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("target", String(100), nullable=False),
+    Column("event_key", String(200), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("card_id", String(64)),
+    Column("body", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("next_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("state", String(16), nullable=False, default="pending", server_default="pending"),
+    Column("claimed_until", Float),
+    Column("last_error", Text),
+    UniqueConstraint("target", "event_key", name="uq_notify_outbox_event"),
+    Index("ix_notify_outbox_due", "state", "next_at"),
+)
+
+#: One row per schedule and tick: its primary key makes several beats add one card per tick.
+schedule_ticks = Table(
+    "schedule_ticks",
+    metadata,
+    Column("schedule", String(100), primary_key=True),
+    Column("tick", String(20), primary_key=True),
+    Column("card_id", String(64)),
+    Column("created_at", Float, nullable=False),
+)
+
+#: GitHub webhook deliveries already taken (`X-GitHub-Delivery`): a replay is ignored.
+intake_deliveries = Table(
+    "intake_deliveries",
+    metadata,
+    Column("delivery_id", String(100), primary_key=True),
+    Column("event", String(64), nullable=False),
+    Column("received_at", Float, nullable=False),
 )

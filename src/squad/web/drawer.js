@@ -6,6 +6,10 @@ import { api } from "./http.js";
 import { dueText, elapsedOf, maxAttempts } from "./cardtimes.js";
 import { act } from "./actions.js";
 
+// What the audit log's actions read as in a card's detail: "approved by alice".
+const PAST = { add: "added", approve: "approved", reject: "rejected", cancel: "cancelled", retry: "retried",
+  land: "landed", answer: "answered", "intake add": "added from GitHub", "intake edit": "edited on GitHub",
+  "intake cancel": "cancelled on GitHub", "intake retry": "retried from GitHub" };
 const MAX_LOG_NODES = 1500;        // lines kept in the log view (older ones are dropped from the top)
 
 // A run's tokens: input (every prompt token the model read, cached ones included) / output, and of
@@ -23,6 +27,7 @@ export const detail = {
   id: null, card: null, runs: [], lastLogId: null, follow: true, fetching: false, again: false,
   lastTask: undefined, archived: null, gen: 0,
   async open(id) {
+    $("#d-audit").textContent = "";
     this.id = id; state.detailId = id; this.gen += 1; this.ready = false; this.full = null;
     const gen = this.gen;
     this.lastLogId = null; this.lastTask = undefined; this.follow = true; this.archived = null;
@@ -45,6 +50,7 @@ export const detail = {
       this.full = full;
       this.update(state.cards.get(id) || full);
       $("#d-desc").textContent = full.description || "(none)";
+      $("#d-audit").textContent = (full.actions || []).map((a) => `${PAST[a.action] || a.action} by ${a.who} · ${fmtTime(a.at)}`).join(" · ");
       this.poke();
       if (this.card && this.card.status === "REVIEW") this.loadDiff();
     } catch (err) {

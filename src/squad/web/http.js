@@ -70,6 +70,18 @@ export function setupToken() {
   });
   dlg.addEventListener("cancel", (ev) => ev.preventDefault()); // nothing works without it
 }
+// Who is signed in (GET /api/auth): the header names the token and its role, and <body data-role>
+// hides what the role cannot do (app.css: a viewer sees no card buttons; the server refuses them anyway, 403).
+export async function loadWho() {
+  try {
+    const me = await api("/api/auth");
+    document.body.dataset.role = me.role;
+    const who = $("#who");
+    who.textContent = me.token_required ? `${me.name} · ${me.role}` : "";
+    who.hidden = !me.token_required;
+  } catch (err) { /* server down: shown by the connection badge */ }
+}
+
 // Is the token (or its absence) accepted? One GET that needs it whenever the server has one.
 export async function checkToken() {
   try {

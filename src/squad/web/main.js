@@ -19,7 +19,7 @@
 
 import { setStatuses, state } from "./state.js";
 import { $ } from "./util.js";
-import { api, onTokenChange, setupToken } from "./http.js";
+import { api, loadWho, onTokenChange, setupToken } from "./http.js";
 import { setupPause, views } from "./sync.js";
 import { feed, setConn } from "./live.js";
 import { buildBoard, redraw, redrawMany, refilter, renderAll, setupBoardEvents, tick, updateCounts } from "./board.js";
@@ -35,13 +35,14 @@ window.__squad = { state, firstRenderMs: null };
 document.addEventListener("DOMContentLoaded", async () => {
   // Modules import only the ones below them; what a lower one must call above it is handed to it here.
   Object.assign(views, { redraw, redrawMany, renderAll, updateCounts, detail });
-  onTokenChange(() => feed.restart());
+  onTokenChange(() => { feed.restart(); loadWho(); });
   setupToken();
   try {
     setStatuses(await api("/api/statuses"));  // lanes and buttons as the store's status table says
   } catch (err) {
     console.warn("statuses not read; using the built-in ones:", err.message);
   }
+  loadWho();
   buildBoard();
   setupFilters(() => {
     refilter();

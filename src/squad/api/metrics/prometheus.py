@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from squad.api.metrics.queries import Histogram, run_stats
 from squad.attempt.workspaces import disk_usage_bytes
 from squad.live.broker import queue_keys
+from squad.store.team_store import TeamStore
 
 if TYPE_CHECKING:
     from squad.api.monitor import WorkerMonitor
@@ -89,6 +90,13 @@ class SquadCollector(Collector):
         yield GaugeMetricFamily("squad_workspace_disk_bytes",
                                 "Bytes on disk of the card worktrees under SQUAD_WORKDIR on the API's machine.",
                                 value=disk_usage_bytes(self.state.settings))
+        outbox = TeamStore(store).outbox_counts()
+        notes = GaugeMetricFamily("squad_notifications", "[[notify]] deliveries by state: sent, pending, failing "
+                                  "(pending after a failed try), dropped (after a day of failures).",
+                                  labels=["state"])
+        for state in ("sent", "pending", "failing", "dropped"):
+            notes.add_metric([state], outbox.get(state, 0))
+        yield notes
         yield CounterMetricFamily("squad_api_internal_errors", "Requests that failed with a 500 in this process.",
                                   value=self.state.internal_errors)
 

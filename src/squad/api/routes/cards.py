@@ -18,6 +18,8 @@ from squad.api.task_view import ENHANCED_LIST, enhance, page_with_runs
 from squad.core.cards import CARD_ID_RE, Card, Run, Status
 from squad.core.errors import NotFoundError, SquadError
 from squad.live.events import publish_async
+from squad.store.team_store import TeamStore
+from squad.team.audit import card_actions
 
 router = APIRouter(tags=["cards"])
 MAX_PAGE = 1000
@@ -85,7 +87,8 @@ async def enhanced_cards(state: StateDep, status: StatusQ = None, squad: SquadQ 
 def get_card(card_id: CardIdDep, store: StoreDep) -> CardDetail:
     """One card with its runs."""
     card = store.get_card(card_id)
-    return CardDetail.model_validate({**card.__dict__, "runs": store.list_runs(card_id)})
+    return CardDetail.model_validate({**card.__dict__, "runs": store.list_runs(card_id),
+                                      "actions": card_actions(TeamStore(store), card_id)})
 
 
 @router.get("/api/cards/{card_id}/runs", response_model=list[Run], responses=error_responses(404))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
+from squad.api.auth import principal_of
 from squad.api.deps import Authorized, StateDep
 from squad.api.schemas import AuthOut, HealthOut, error_responses
 from squad.api.state import AppState, bounded
@@ -56,7 +57,11 @@ async def health(state: StateDep, response: Response) -> HealthOut:
 
 
 @router.get("/api/auth", response_model=AuthOut, dependencies=[Authorized], responses=error_responses(401))
-def auth_check(state: StateDep) -> AuthOut:
-    """Whether the presented token is accepted (401 when the server has a token and this is not it);
-    the dashboard asks before opening the socket."""
-    return AuthOut(authorized=True, token_required=bool(state.settings.api_token))
+def auth_check(request: Request) -> AuthOut:
+    """Whether the presented token is accepted (401 when the server has tokens and this is none of
+    them), its name and role; the dashboard asks before opening the socket and shows who is signed in."""
+    principal = principal_of(request.scope)
+    if principal is None:
+        return AuthOut(authorized=True, token_required=False, name="anonymous", role="admin")
+    return AuthOut.model_validate({"authorized": True, "token_required": principal.name != "anonymous",
+                                   "name": principal.name, "role": principal.role.label})

@@ -1,0 +1,161 @@
+"""Notifications (docs/team.md "Notifications") over real HTTP: local receivers check the signature
+and the Slack shape; a receiver that hangs and one that answers 500 do not delay cards, and their
+failures show in `squad status` and `/metrics`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from squad.core.cards import Status
+from squad.core.settings import load_settings
+from squad.store.card_store import CardStore
+from squad.store.team_store import TeamStore
+from squad.team.notify import SIGNATURE_HEADER, payload, signature
+from support.cli import run_cli, squad_env
+from support.paths import AGENTS
+from support.processes import wait_for
+from support.workers import StartWorker
+
+SECRET = "notify-secret-7"
+
+
+class Receiver:
+    """A local webhook receiver: records what it gets; `mode` is `ok`, `fail` (500) or `hang`."""
+
+    def __init__(self, mode: str = "ok") -> None:
+        self.mode = mode
+        self.got: list[tuple[dict[str, str], bytes]] = []
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                if receiver.mode == "hang":
+                    receiver.release.wait(600)
+                code = 500 if receiver.mode == "fail" else 200
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _h, body in self.got]
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextmanager
+def receivers(*modes: str) -> Iterator[list[Receiver]]:
+    made = [Receiver(mode) for mode in modes]
+    try:
+        yield made
+    finally:
+        for r in made:
+            r.close()
+
+
+def _config(path: Path, hooks: list[tuple[str, str, str, str | None]]) -> None:
+    lines = ['default_agent = "fail"', "[agents.fail]",
+             f"command = {json.dumps([sys.executable, str(AGENTS / 'fail.py')])}", 'parser = "markers"', ""]
+    for name, url, fmt, secret in hooks:
+        lines += ["[[notify]]", f'name = "{name}"', f'url = "{url}"', 'events = ["FAILED", "question"]',
+                  f'format = "{fmt}"'] + ([f'secret = "{secret}"'] if secret else []) + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def test_payloads_are_signed_json_and_slack_blocks_with_card_text_escaped() -> None:
+    settings = load_settings(notify=[{"url": "http://x/", "events": ["REVIEW"], "format": "slack"}],
+                             public_url="https://squad.example")
+    body = payload(settings.notify[0], settings, event="REVIEW", card_id="A-1", title="<!channel> & fix",
+                   squad="web", status="REVIEW", at="2026-12-07T10:00:00+00:00")
+    slack = json.loads(body)
+    section = slack["blocks"][0]["text"]
+    assert section["type"] == "mrkdwn" and "<https://squad.example/#/cards/A-1|A-1>" in section["text"]
+    assert "&lt;!channel&gt; &amp; fix" in section["text"] and "<!channel>" not in section["text"]
+    assert signature("k", b"body") == "sha256=" + hmac.new(b"k", b"body", hashlib.sha256).hexdigest()
+
+
+def test_failed_cards_notify_signed_json_and_slack_while_dead_receivers_delay_nothing(
+        redis_url: str, sqlite_url: str, tmp_path: Path, start_worker: StartWorker) -> None:
+    """Given a worker, a beat and four receivers (signed JSON, Slack, one that hangs, one that
+    answers 500), when three cards fail, the cards are FAILED while the hanging receiver still
+    holds its request, the good receivers get one signed notification per card, and the broken
+    ones show as failing in `squad status` and `/metrics`."""
+    with receivers("ok", "ok", "hang", "fail") as (good, slack, hang, broken):
+        config = tmp_path / "squad.toml"
+        _config(config, [("good", good.url, "json", SECRET), ("slack", slack.url, "slack", None),
+                         ("hang", hang.url, "json", None), ("broken", broken.url, "json", None)])
+        env = squad_env(SQUAD_REDIS_URL=redis_url, SQUAD_DATABASE_URL=sqlite_url, SQUAD_CONFIG=str(config),
+                        SQUAD_MAX_RETRIES="0")
+        start_worker(env, concurrency=2)
+        beat = run_beat(env, tmp_path)
+        try:
+            for n in range(3):
+                assert run_cli("card", "add", "--id", f"N-{n}", "--title", f"card <{n}>", env=env).returncode == 0
+            done = run_cli("orchestrate", "--once", "--wait", "--mode", "celery", env=env, timeout=300)
+            store = CardStore(sqlite_url)
+            assert all(c.status == Status.FAILED for c in store.list_cards()), done.stdout + done.stderr
+            assert not hang.release.is_set()  # the cards settled while a receiver was hanging
+
+            wait_for(lambda: len(good.got) >= 3 and len(slack.got) >= 3, 120, interval=0.5,
+                     message="three notifications on each good receiver")
+            for headers, body in good.got:
+                assert headers[SIGNATURE_HEADER.lower()] == signature(SECRET, body)
+            assert sorted(b["card_id"] for b in good.bodies()) == ["N-0", "N-1", "N-2"]
+            assert {b["event"] for b in good.bodies()} == {"FAILED"}
+            assert all(SIGNATURE_HEADER.lower() not in h for h, _b in slack.got)
+            for message in slack.bodies():
+                assert message["blocks"][0]["type"] == "section" and "FAILED" in message["blocks"][0]["text"]["text"]
+            wait_for(lambda: TeamStore(store).outbox_counts()["failing"] >= 3, 120, interval=0.5,
+                     message="the 500 receiver's notifications failing")
+            status = run_cli("status", env=env)
+            assert "notifications" in status.stdout and "failing" in status.stdout, status.stdout
+            assert "HTTP 500" in status.stdout
+            assert len(good.got) == 3  # one each, never twice
+        finally:
+            from support.processes import kill_tree
+
+            kill_tree(beat)
+
+
+def run_beat(env: dict[str, str], tmp_path: Path) -> Any:
+    import subprocess
+
+    log = open(tmp_path / "beat.log", "wb")  # noqa: SIM115 - kept open for the process lifetime
+    return subprocess.Popen([sys.executable, "-m", "squad", "beat"], cwd=tmp_path, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_notify_test_sends_one_now_and_exits_1_on_failure(tmp_path: Path) -> None:
+    with receivers("ok", "fail") as (good, broken):
+        config = tmp_path / "squad.toml"
+        _config(config, [("good", good.url, "json", SECRET), ("broken", broken.url, "slack", None)])
+        env = squad_env(SQUAD_CONFIG=str(config))
+        ok = run_cli("notify", "test", "good", env=env)
+        assert ok.returncode == 0 and "good: delivered" in ok.stdout, ok.stdout + ok.stderr
+        (headers, body), = good.got
+        assert json.loads(body)["event"] == "test" and headers[SIGNATURE_HEADER.lower()] == signature(SECRET, body)
+        both = run_cli("notify", "test", env=env)
+        assert both.returncode == 1 and "broken: failed (HTTP 500)" in both.stdout
+        assert run_cli("notify", "test", "nope", env=env).returncode == 2
