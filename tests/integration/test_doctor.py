@@ -38,6 +38,8 @@ def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
         def pings() -> bool:
             try:
                 return bool(client.ping())
+            except redis.AuthenticationError:  # up, with `--requirepass`
+                return True
             except redis.RedisError:
                 return False
 
@@ -60,15 +62,15 @@ def test_doctor_passes_a_right_setup_on_postgresql_and_reports_the_clock_skew(
         tmp_path: Path, pg_url: str, start_redis: StartRedis) -> None:
     # Given a migrated PostgreSQL store, a Redis with AOF and noeviction, and an installed agent
     CardStore(pg_url).dispose()
-    url = start_redis("--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction")
+    url = start_redis("--appendonly", "yes", "--save", "", "--maxmemory", "64mb", "--maxmemory-policy", "noeviction")
     (tmp_path / "squad.toml").write_text(f'default_agent = "py"\n[agents.py]\ncommand = ["{sys.executable}"]\n')
     # When the doctor runs
     code, checks = doctor(squad_env(SQUAD_REDIS_URL=url, SQUAD_DATABASE_URL=pg_url))
     # Expect every check ok and exit 0, the clock compared with PostgreSQL's
     assert code == 0, checks
     assert all(c["ok"] for c in checks.values())
-    assert {"database", "schema", "redis", "redis persistence", "redis maxmemory-policy", "visibility timeout",
-            "agent py", "clock"} <= set(checks)
+    assert {"database", "schema", "redis", "redis persistence", "redis maxmemory", "redis maxmemory-policy",
+            "visibility timeout", "agent py", "clock"} <= set(checks)
     assert "against the database" in str(checks["clock"]["detail"])
     assert "AOF" in str(checks["redis persistence"]["detail"])
 
@@ -90,6 +92,35 @@ def test_doctor_names_redis_and_agent_problems_with_their_fix_and_exits_non_zero
     assert not checks["redis persistence"]["ok"] and not checks["redis maxmemory-policy"]["ok"]
     assert not checks["agent ghost"]["ok"]
     assert checks["redis"]["ok"] and checks["database"]["ok"] and checks["schema"]["ok"]
+
+
+def test_doctor_flags_a_redis_without_maxmemory_and_never_prints_a_part_of_a_password_holding_at(
+        tmp_path: Path, start_redis: StartRedis) -> None:
+    # Given a Redis without a memory limit whose password holds '@' and '#' (as people write them)
+    password = "Xq7@Zk#Wm"
+    url = start_redis("--appendonly", "yes", "--maxmemory", "0", "--maxmemory-policy", "noeviction",
+                      "--requirepass", password)
+    port = url.rsplit(":", 1)[1]
+    db = f"sqlite:///{tmp_path / 'squad.db'}"
+    CardStore(db).dispose()
+    encoded = "Xq7%40Zk%23Wm"
+
+    # When the doctor runs with the password percent-encoded: Redis is reached and the missing limit named
+    code, checks = doctor(squad_env(SQUAD_REDIS_URL=f"redis://:{encoded}@127.0.0.1:{port}", SQUAD_DATABASE_URL=db))
+    assert checks["redis"]["ok"], checks["redis"]
+    assert not checks["redis maxmemory"]["ok"] and code == 1
+    limit = checks["redis maxmemory"]
+    assert "no limit" in str(limit["detail"]) and "maxmemory" in str(limit["fix"])
+
+    # ... and with the password written raw, or wrong: no part of it in anything printed
+    for raw in (f"redis://:{password}@127.0.0.1:{port}", f"redis://:Xq7@Zk#Wm-wrong@127.0.0.1:{port}/0",
+                f"redis://:Xq7@Zk@127.0.0.1:{port}/0", f"redis://:Xq7@Zk/Wm@127.0.0.1:{port}/0"):
+        proc = run_cli("doctor", env=squad_env(SQUAD_REDIS_URL=raw, SQUAD_DATABASE_URL=db))
+        printed = proc.stdout + proc.stderr
+        assert proc.returncode in (1, 2), printed
+        assert not any(part in printed for part in ("Xq7", "Zk", "Wm")), printed
+        if "#" in raw or "/Wm" in raw:  # a URL no client reads right: refused before any connection
+            assert proc.returncode == 2 and "percent-encoded" in proc.stderr and proc.stderr.count("\n") == 1, printed
 
 
 def test_doctor_flags_an_unmigrated_database_and_a_card_limit_above_the_visibility_timeout(
@@ -128,7 +159,7 @@ def test_doctor_on_a_missing_sqlite_file_does_not_create_it(tmp_path: Path, star
 
 def test_doctor_checks_the_workspace_repository_roots_git_and_base(tmp_path: Path, start_redis: StartRedis) -> None:
     # Given a migrated store, a right Redis, and `[workspace] repo` in four shapes
-    url = start_redis("--appendonly", "yes", "--maxmemory-policy", "noeviction")
+    url = start_redis("--appendonly", "yes", "--maxmemory", "64mb", "--maxmemory-policy", "noeviction")
     db = f"sqlite:///{tmp_path / 'squad.db'}"
     CardStore(db).dispose()
     inside, outside, plain = tmp_path / "src" / "app", tmp_path / "elsewhere" / "app", tmp_path / "src" / "plain"

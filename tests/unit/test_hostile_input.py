@@ -170,6 +170,11 @@ def test_excerpt_is_short_whatever_the_input() -> None:
     ("redis://h:6379/0?password=pw", "redis://h:6379/0?password=***"),
     ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
     ("sqlite:///.squad/squad.db", "sqlite:///.squad/squad.db"),
+    # passwords that were not percent-encoded: a parser takes their tail for the host; all of it is hidden
+    ("redis://:p@ss#w0rd@h:6379/0", "redis://:***@h:6379/0"),
+    ("redis://:p@ss/w0rd@h:6379/0", "redis://:***@h:6379/0"),
+    ("redis://:p@ss?w0rd@h:6379/0", "redis://:***@h:6379/0"),
+    ("http://127.0.0.1:3000/ws/tasks?%74oken=tk&since=1", "http://127.0.0.1:3000/ws/tasks?%74oken=***&since=1"),
 ])
 def test_mask_url_hides_every_password_form(url: str, shown: str) -> None:
     assert mask_url(url) == shown

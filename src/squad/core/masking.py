@@ -9,14 +9,15 @@ message) goes through `mask_text`.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit, urlunsplit
 
-__all__ = ["MASK", "mask_text", "mask_url", "url_secrets"]
+__all__ = ["MASK", "mask_text", "mask_url", "misplaced_userinfo", "url_secrets"]
 
 MASK = "***"
 _SECRET_PARAMS = frozenset({"password", "pass", "pwd", "token", "secret"})
-# scheme://user:password@  (the password may itself hold '@': the last '@' before a '/' ends it)
-_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)([^\s/]+)@")
+# scheme://user:password@  (the password may itself hold '@', '/', '#' or '?' when it was not
+# percent-encoded: the last '@' of the URL ends it — more hidden rather than half a password shown)
+_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(\S+)@")
 # ?key=value: the key is compared after percent-decoding (`?%74oken=` is `?token=` to a server)
 _PARAM_RE = re.compile(r"([?&;])([^=&;?#\s]+)=([^&\s#]+)")
 
@@ -30,11 +31,24 @@ def _mask_params(text: str) -> str:
                          text)
 
 
+def misplaced_userinfo(url: str) -> bool:
+    """True when an `@` follows the URL's host part: a password holding `/`, `#` or `?` that was not
+    percent-encoded, so a URL parser takes the password's tail for the host (`redis://:p#w@host`
+    names host `p`... of the password)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return "@" in parts.path or "@" in parts.query or "@" in parts.fragment
+
+
 def mask_url(url: str) -> str:
     """`url` with its password (user info or a `password=` query parameter) replaced by `***`."""
     try:
         parts = urlsplit(url)
     except ValueError:  # not a URL we can parse: mask whatever looks like a secret in it
+        return mask_text(url)
+    if misplaced_userinfo(url):  # the password runs to the last '@': hide all of it, whatever parsers say
         return mask_text(url)
     netloc = parts.netloc
     userinfo, at, hostport = netloc.rpartition("@")
@@ -44,9 +58,7 @@ def mask_url(url: str) -> str:
             netloc = f"{user}:{MASK}@{hostport}"
     query = parts.query
     if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(_secret_key(k) for k, _ in pairs):
-            query = urlencode([(k, MASK if _secret_key(k) else v) for k, v in pairs], safe="*")
+        query = _mask_params("?" + query)[1:]
     if netloc == parts.netloc and query == parts.query:
         return url  # nothing to hide: keep it exactly as written (urlunsplit would drop "//" of sqlite:///)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
@@ -66,7 +78,8 @@ def url_secrets(url: str | None) -> set[str]:
     except ValueError:
         return set()
     found: set[str] = set()
-    userinfo, at, _ = parts.netloc.rpartition("@")
+    netloc = url.split("://", 1)[-1] if misplaced_userinfo(url) else parts.netloc
+    userinfo, at, _ = netloc.rpartition("@")
     if at:
         _, colon, password = userinfo.partition(":")
         if colon and password:

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from squad.core.constants import CARDS_QUEUE, MAINTENANCE_QUEUE, QUEUE_NAME_PATTERN
 from squad.core.errors import ConfigError
-from squad.core.masking import mask_url
+from squad.core.masking import mask_url, misplaced_userinfo
 
 PromptMode = Literal["stdin", "arg", "file"]
 ParserName = Literal["claude-stream-json", "codex-json", "markers", "plain"]
@@ -333,8 +333,8 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {value!r}")
-        return value
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {mask_url(value)!r}")
+        return _encoded_userinfo(value)
 
     @field_validator("allowed_roots", mode="before")
     @classmethod
@@ -358,8 +358,8 @@ class Settings(BaseSettings):
             if value.startswith(plain):
                 value = "postgresql+psycopg://" + value[len(plain):]
         if not (value.startswith("sqlite") or value.startswith("postgresql")):
-            raise ValueError(f"must be sqlite:///… or postgresql+psycopg://…, got {value!r}")
-        return value
+            raise ValueError(f"must be sqlite:///… or postgresql+psycopg://…, got {mask_url(value)!r}")
+        return value if value.startswith("sqlite") else _encoded_userinfo(value) or value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -452,6 +452,15 @@ class Settings(BaseSettings):
             if data.get(key):
                 data[key] = mask_url(data[key])
         return data
+
+
+def _encoded_userinfo(url: str | None) -> str | None:
+    """Refuse a URL whose password holds an unencoded `/`, `#` or `?` (an `@` after its host): every
+    client would take part of the password for the host, and print it in its errors."""
+    if url is not None and misplaced_userinfo(url):
+        raise ValueError("its user name or password holds a character that must be percent-encoded "
+                         "(/ as %2F, # as %23, ? as %3F, @ as %40)")
+    return url
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -122,6 +122,14 @@ def _redis(settings: Settings) -> list[Check]:
         checks.append(Check("redis persistence", False,
                             "neither AOF nor RDB is on: a restart loses every queued message",
                             "set `appendonly yes` in redis.conf (or CONFIG SET appendonly yes + CONFIG REWRITE)"))
+    limit = int(memory.get("maxmemory", 0) or 0)
+    if limit > 0:
+        checks.append(Check("redis maxmemory", True, f"{limit / 2**20:.0f} MiB"))
+    else:
+        checks.append(Check("redis maxmemory", False,
+                            "0 (no limit): a flood of logs or events grows Redis until the machine runs out "
+                            "of memory and the kernel kills it, queued messages with it",
+                            "set `maxmemory` in redis.conf (the embedded Redis of `squad up` uses 512mb)"))
     policy = str(memory.get("maxmemory_policy", "unknown"))
     if policy == "noeviction":
         checks.append(Check("redis maxmemory-policy", True, "noeviction"))
