@@ -69,7 +69,7 @@ def card_diff(settings: Settings, store: CardStore, card_id: str, *, with_patch:
     head = tip or run.head_commit or run.base_commit
     try:
         files = numstat(repo, run.base_commit, head)
-        patch = git(["diff", "--no-color", "--no-ext-diff", f"{run.base_commit}...{head}"], repo) if with_patch else ""
+        patch = git(["diff", "--no-color", f"{run.base_commit}...{head}"], repo) if with_patch else ""
     except WorkspaceError as exc:
         raise NotFoundError(f"card {card_id}: its branch cannot be read: {exc}") from None
     truncated = False

@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -24,14 +23,14 @@ from typing import Any
 
 import structlog
 
-from squad.agents.orphans import run_helper
+from squad.attempt.gitcmd import WorkspaceError
+from squad.attempt.gitcmd import run_git as git
 from squad.core.cards import Card, GitFacts, Status
 from squad.core.errors import ConfigError, SquadError
 from squad.core.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-GIT_TIMEOUT_S = 120.0
 LOCK_TIMEOUT_S = 300.0
 LOCK_POLL_S = 0.05
 LOCK_FILE = "squad-worktrees.lock"
@@ -44,10 +43,6 @@ SQUAD_COMMITTER = ("squad", "squad@localhost")
 
 #: saves a patch of uncommitted work (e.g. on the card's latest run) before a removal
 PatchSink = Callable[[str, str], None]
-
-
-class WorkspaceError(SquadError):
-    """A git operation on a workspace failed."""
 
 
 class DependenciesConflict(WorkspaceError):
@@ -94,21 +89,6 @@ class WorkspaceInfo:
 
 
 # ---- git ------------------------------------------------------------------------------------
-def git(args: list[str], cwd: Path, *, check: bool = True, env: dict[str, str] | None = None,
-        timeout: float = GIT_TIMEOUT_S) -> str:
-    """Run git (argv, never a shell); its stdout, or WorkspaceError with git's first error line."""
-    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
-    try:  # run_helper: known by its pid, so no attempt's end in this process takes it for a leftover
-        proc = run_helper(["git", *args], cwd=cwd, env=full_env, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise WorkspaceError(f"git {args[0]} failed: {exc}") from None
-    out = proc.stdout.decode(errors="replace")
-    if check and proc.returncode != 0:
-        lines = proc.stderr.decode(errors="replace").strip().splitlines() or [f"exit code {proc.returncode}"]
-        raise WorkspaceError(f"git {' '.join(args[:2])} in {cwd}: {lines[-1] if 'fatal' not in lines[0] else lines[0]}")
-    return out
-
-
 def _ok(args: list[str], cwd: Path) -> bool:
     try:
         git(args, cwd)
