@@ -301,8 +301,8 @@ def test_squad_up_demo_runs_every_demo_card_and_sigterm_leaves_nothing_behind(tm
             except (ProcessLookupError, PermissionError):
                 pass
 
-    # Expect exit code 0 and no redis-server, worker, beat, orchestrator or agent left
-    assert code == 0, log_path.read_text()[-3000:]
+    # Expect exit code 143 (stopped by SIGTERM) and no redis-server, worker, beat, orchestrator or agent left
+    assert code == 143, log_path.read_text()[-3000:]
     no_leftovers(tmp_path)
 
 
