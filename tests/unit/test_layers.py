@@ -17,7 +17,7 @@ PACKAGE = Path(squad.__file__).parent
 #: floor below its own, never a folder of its own floor or above (docs/architecture.md "Layers").
 FLOORS: dict[str, int] = {
     "core": 0,
-    "store": 1, "live": 1, "agents": 1,
+    "store": 1, "live": 1, "agents": 1, "channel": 1,
     "attempt": 2,
     "orchestration": 3,
     "worker": 4, "actions": 4,

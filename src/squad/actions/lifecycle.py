@@ -44,18 +44,35 @@ def cancel_card(producer: Producer, card_id: str, *, wait: bool = True) -> Card:
     """Cancel: card CANCELLED at once, queued message revoked, running agent group ended, no retry."""
     before = producer.store.get_card(card_id)
     card = producer.store.cancel(card_id)
-    if before.status != Status.IN_PROGRESS:
+    _cancel_subcards(producer, card_id)
+    running = STATUS_FACTS[before.status].running
+    if not running:
         # Only a message still waiting in the broker needs revoking; a running attempt sees its
         # claim vanish (and a broadcast per card would slow a storm of cancels down).
         producer.revoke(before.celery_task_id)
     producer.status_event(card_id, Status.CANCELLED, before.celery_task_id, attempt=before.attempts)
-    if wait and before.status == Status.IN_PROGRESS:
+    if wait and running:
         wait_stopped(producer, card_id)
-    if before.status != Status.IN_PROGRESS:  # a running attempt removes its own worktree when it ends
+    if not running:  # a running attempt removes its own worktree when it ends
         from squad.actions.review import cleanup_local
 
         cleanup_local(producer.settings, producer.store, card)
     return card
+
+
+def _cancel_subcards(producer: Producer, card_id: str) -> None:
+    """Cancelling a parent cancels its sub-cards (and theirs) that have not ended (docs/agents.md)."""
+    from squad.store.family import unfinished_descendants
+
+    for child in unfinished_descendants(producer.store, card_id):
+        try:
+            before = producer.store.get_card(child)
+            producer.store.cancel(child)
+        except (TransitionError, NotFoundError):
+            continue  # it ended meanwhile
+        if not STATUS_FACTS[before.status].running:
+            producer.revoke(before.celery_task_id)
+        producer.status_event(child, Status.CANCELLED, before.celery_task_id, attempt=before.attempts)
 
 
 def retry_card(producer: Producer, card_id: str, *, force: bool = False) -> RetryResult:

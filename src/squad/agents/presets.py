@@ -33,16 +33,23 @@ class Preset:
     note: str
 
 
+#: squad's tools (`squad mcp`, docs/agents.md) as Claude Code names them, and its MCP configuration
+SQUAD_TOOLS = ("report_progress", "add_note", "get_card", "create_cards", "ask_human")
+CLAUDE_MCP_CONFIG = json.dumps({"mcpServers": {"squad": {"command": "squad", "args": ["mcp"]}}})
+CLAUDE_ALLOWED_TOOLS = ",".join(f"mcp__squad__{tool}" for tool in SQUAD_TOOLS)
+
 PRESETS: dict[str, Preset] = {
     p.name: p for p in (
         Preset("claude", AgentConfig(
             command=["claude", "-p", "--output-format", "stream-json", "--verbose",
-                     "--permission-mode", "acceptEdits"],
+                     "--permission-mode", "acceptEdits",
+                     "--mcp-config", CLAUDE_MCP_CONFIG, "--allowedTools", CLAUDE_ALLOWED_TOOLS],
             prompt="stdin", parser="claude-stream-json", resume=["--resume", "{session_id}"]),
             ["claude", "--version"],
             "Claude Code; the final `result` event decides success"),
         Preset("codex", AgentConfig(
-            command=["codex", "exec", "--json", "--full-auto", "--skip-git-repo-check"],
+            command=["codex", "exec", "--json", "--full-auto", "--skip-git-repo-check",
+                     "-c", 'mcp_servers.squad.command="squad"', "-c", 'mcp_servers.squad.args=["mcp"]'],
             prompt="arg", parser="codex-json", resume=["resume", "{session_id}"]),
             ["codex", "--version"],
             "OpenAI Codex CLI; a turn.failed or error event fails the attempt"),

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from squad.agents import orphans
 from squad.agents.parsers import ProgressParser
@@ -32,7 +32,8 @@ from squad.core.cards import Usage
 from squad.core.constants import CANCEL_POLL_S, KILL_GRACE_S, LOG_LINE_MAX_BYTES, MAX_LINE_BYTES
 from squad.core.settings import AgentConfig, AgentRlimits
 
-__all__ = ["AgentResult", "Limits", "RunObserver", "build_command", "expand_argv", "run_agent", "spawn_wrapper"]
+__all__ = ["AgentResult", "Limits", "PausingObserver", "RunObserver", "build_command", "expand_argv", "run_agent",
+           "spawn_wrapper"]
 
 PLACEHOLDERS = ("card_id", "agent", "prompt_file", "workdir", "attempt", "session_id")
 ESTIMATE_AFTER_S = 5.0  # no real progress for this long: the time-based estimate may take over
@@ -76,6 +77,18 @@ class RunObserver(Protocol):
 
     def stop_reason(self) -> str | None:
         """Polled every CANCEL_POLL_S; a text (e.g. "cancelled") ends the agent."""
+
+
+@runtime_checkable
+class PausingObserver(RunObserver, Protocol):
+    """An observer that can also stop the clocks: while the agent waits for a person (`ask_human`,
+    docs/agents.md) neither the time limits nor the stall timer run."""
+
+    def paused_s(self) -> float:
+        """Seconds the clocks stood still so far (a wait still going on included)."""
+
+    def active_at(self) -> float:
+        """`time.monotonic()` of the agent's last sign of life outside its output (a tool call), or 0."""
 
 
 #: How an agent ended: by itself (succeeded/failed, as its parser judged), or by a limit or a cancel.
@@ -396,6 +409,7 @@ class _AgentWatch:
         self.parser = parser
         self.limits = limits
         self.observer = observer
+        self.pausing = observer if isinstance(observer, PausingObserver) else None  # checked once
         self.started = started
         self.marker = marker
         self.exited = False
@@ -450,20 +464,34 @@ class _AgentWatch:
                 self._end(grace_s=self.limits.kill_grace_s)
             self._close()
 
+    def _paused(self) -> float:
+        """Seconds the observer stopped the clocks so far; also takes its latest sign of life."""
+        observer = self.pausing
+        if observer is None:
+            return 0.0
+        self.last_activity = max(self.last_activity, observer.active_at())
+        return observer.paused_s()
+
     def _supervise(self) -> tuple[AgentOutcome | None, str | None]:
         """Consume output until the agent exits (None, None) or a limit ends it (outcome, error)."""
         limits = self.limits
-        soft_at = self.started + limits.soft_time_limit_s
-        hard_at = self.started + limits.time_limit_s
         next_poll = self.started
         next_estimate = self.started + ESTIMATE_AFTER_S
+        paused = paused_at_activity = 0.0
+        activity = self.last_activity
         while True:
             now = time.monotonic()
+            # Time waiting for a person counts toward neither the limits nor the stall timer.
+            paused = self._paused()
+            if self.last_activity != activity:
+                activity, paused_at_activity = self.last_activity, paused
+            soft_at = self.started + limits.soft_time_limit_s + paused
+            hard_at = self.started + limits.time_limit_s + paused
             if now >= hard_at:
                 return "timeout", f"time limit exceeded ({_seconds(limits.time_limit_s)}s)"
             if now >= soft_at:
                 return "soft_timeout", f"soft time limit exceeded ({_seconds(limits.soft_time_limit_s)}s)"
-            stall_at = self.last_activity + limits.stall_timeout_s
+            stall_at = self.last_activity + limits.stall_timeout_s + (paused - paused_at_activity)
             if limits.stall_timeout_s > 0 and now >= stall_at:
                 return "stalled", "stalled"
             if now >= next_poll:

@@ -26,7 +26,7 @@ from squad.api.guard import Guard
 from squad.api.headers import SecurityHeaders
 from squad.api.metrics.prometheus import Exposition
 from squad.api.monitor import WorkerMonitor
-from squad.api.routes import board, cards, health, metrics, review, runs, statuses, tasks, team, workers
+from squad.api.routes import board, cards, health, metrics, questions, review, runs, statuses, tasks, team, workers
 from squad.api.state import AppState, Producers, bounded_step
 from squad.api.validation import request_problems, strict_query
 from squad.core.constants import VERSION
@@ -170,7 +170,7 @@ def create_app(settings: Settings, *, store: CardStore | None = None, ws_queue_s
     app.add_middleware(SecurityHeaders)
     _install_error_handlers(app, state)
     routers = [module.router for module in (health, statuses, cards, board, runs, tasks, workers, metrics, review,
-                                                team)]
+                                                questions, team)]
     for router in routers:
         app.include_router(router, dependencies=[Depends(strict_query), Depends(require_role)])
     app.state.route_methods = _route_methods(routers)

@@ -398,6 +398,23 @@ class RejectIn(BaseModel):
     feedback: str = Field(min_length=1, max_length=20_000, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$")
 
 
+class AnswerIn(BaseModel):
+    """Body of `POST /api/cards/{card_id}/answer`: a person's reply to the card's question."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: str = Field(min_length=1, max_length=16 * 1024, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$")
+
+
+class AnswerOut(BaseModel):
+    """Answer of `POST /api/cards/{card_id}/answer`: the card, IN_PROGRESS again."""
+
+    status: Literal["answered"]
+    card_id: str
+    message: str
+    card: Card
+
+
 class ReviewOut(BaseModel):
     """Answer of approve (card DONE) and reject (card QUEUED under `task_id`)."""
 

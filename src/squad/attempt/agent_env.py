@@ -21,7 +21,9 @@ from squad.core.settings import AgentConfig, Settings
 __all__ = ["ATTEMPT_VARS", "agent_environment", "settings_secrets"]
 
 #: The only `SQUAD_*` variables an agent sees: the ones describing its own attempt.
-ATTEMPT_VARS = frozenset({"SQUAD_CARD_ID", "SQUAD_ATTEMPT", "SQUAD_TASK_ID", "SQUAD_WORKDIR"})
+ATTEMPT_VARS = frozenset({"SQUAD_CARD_ID", "SQUAD_ATTEMPT", "SQUAD_TASK_ID", "SQUAD_WORKDIR",
+                          # the agents' channel back (`squad mcp`, docs/agents.md): the attempt's own
+                          "SQUAD_MCP_DIR", "SQUAD_MCP_TOKEN"})
 #: Shorter secrets would match too many innocent values (a password "a" is in every PATH).
 MIN_SECRET_CHARS = 4
 

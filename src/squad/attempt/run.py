@@ -23,10 +23,12 @@ from squad.agents.prompts import prompt_path, remove_prompt_file, render_prompt
 from squad.agents.runner import AgentResult, Limits, build_command, run_agent
 from squad.attempt.agent_env import agent_environment
 from squad.attempt.archive import LogArchive, disk_full_outcome
+from squad.attempt.channel import AttemptChannel
 from squad.attempt.confinement import WorkdirEscape, resolve_workdir
 from squad.attempt.hooks import run_hook
 from squad.attempt.landing import land_ready
 from squad.attempt.lease import LeaseKeeper
+from squad.attempt.subcards import settle
 from squad.attempt.verify import run_verify, verify_argv
 from squad.attempt.workspaces import (
     DependenciesConflict,
@@ -46,7 +48,7 @@ from squad.attempt.workspaces import (
     workspace_for,
 )
 from squad.attempt.workspaces import should_remove as workspace_should_remove
-from squad.core.cards import Card, Run, Status
+from squad.core.cards import FINAL, Card, Run, Status
 from squad.core.constants import (
     LOG_EVENTS_PER_BATCH,
     LOG_FLUSH_INTERVAL_S,
@@ -64,7 +66,7 @@ from squad.core.constants import (
 from squad.core.errors import SquadError
 from squad.core.retries import RetryPolicy
 from squad.core.settings import Settings
-from squad.live.events import EventBus, format_log_line, iso_now, log_event, progress_event, status_event
+from squad.live.events import Event, EventBus, format_log_line, iso_now, log_event, progress_event, status_event
 from squad.store.card_store import CardStore, Claim, RunOutcome
 from squad.store.db_retry import is_disk_full, retry_db
 
@@ -133,6 +135,14 @@ class Reporter:
             self.pending_events.append(ev)
         if at_once:
             self.flush()
+
+    def event(self, event: Event) -> None:
+        """Send one event (a question, an answer, a note) after the lines and events still pending."""
+        if not self._live():
+            return
+        with self.lock:
+            self.pending_events.append(event)
+        self.flush()
 
     def line(self, level: str, message: str) -> None:
         """One agent (or system) log line."""
@@ -209,10 +219,17 @@ class Reporter:
 
 
 class _Observer:
-    """Bridges the runner's callbacks to the reporter and the lease."""
+    """Bridges the runner's callbacks to the reporter, the lease and the agents' channel (whose waits
+    for a person stop the runner's clocks)."""
 
-    def __init__(self, reporter: Reporter, lease: LeaseKeeper) -> None:
-        self.reporter, self.lease = reporter, lease
+    def __init__(self, reporter: Reporter, lease: LeaseKeeper, channel: AttemptChannel) -> None:
+        self.reporter, self.lease, self.channel = reporter, lease, channel
+
+    def paused_s(self) -> float:
+        return self.channel.paused_s()
+
+    def active_at(self) -> float:
+        return self.channel.active_at()
 
     def on_line(self, level: str, message: str) -> None:
         self.reporter.line(level, message)
@@ -280,11 +297,25 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
     if new is not None:
         reporter.status(new, attempt=claim.attempt, error=outcome.error)
     reporter.flush()
+    if new is not None:
+        _settle_family(ctx, claim.card, new)
     if ws is not None:
         _cleanup(ctx, ws, new)
     if new == Status.LANDING:  # this worker lands what its train holds (the card among them)
         land_ready(settings, store, ctx.events, ctx.worker)
     return new
+
+
+def _settle_family(ctx: AttemptContext, card: Card, new: Status) -> None:
+    """A parent that now waits may already be settled (its sub-cards ended first); a sub-card that
+    ended for good may settle its parent (docs/agents.md "Sub-cards")."""
+    try:
+        if new == Status.WAITING:
+            settle(ctx.store, ctx.events, card.card_id)
+        elif new in FINAL and card.parent:
+            settle(ctx.store, ctx.events, card.parent)
+    except Exception as exc:  # the orchestrator's pass settles it later
+        log.warning("parent not settled", card_id=card.card_id, error=str(exc))
 
 
 def _cleanup(ctx: AttemptContext, ws: Workspace, new: Status | None) -> None:
@@ -374,10 +405,13 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter,
     own = settings.limits_for(card)
     limits = Limits(soft_time_limit_s=own.soft_time_limit_s, time_limit_s=own.time_limit_s,
                     stall_timeout_s=settings.stall_timeout)
+    channel = AttemptChannel(settings, ctx.store, ctx.events, claim, task_id=reporter.task_id, line=reporter.line,
+                             progress=reporter.set_progress, event=reporter.event, fenced=reporter.fenced)
     try:
-        result = run_agent(argv, cwd=workdir, env=env, stdin_data=stdin_data, parser=parser, limits=limits,
-                           observer=_Observer(reporter, lease), rlimits=agent.rlimits)
+        result = run_agent(argv, cwd=workdir, env={**env, **channel.open()}, stdin_data=stdin_data, parser=parser,
+                           limits=limits, observer=_Observer(reporter, lease, channel), rlimits=agent.rlimits)
     finally:
+        channel.close()
         if not settings.keep_prompts:
             remove_prompt_file(prompt_file)
     if result.outcome == "succeeded" and settings.keep_prompts:  # kept for failed attempts only

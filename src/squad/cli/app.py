@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from squad.cli import cards, observe, review, services, setup, team
+from squad.cli import cards, observe, questions, review, services, setup, team
 from squad.core.constants import VERSION_LINES
 from squad.core.errors import SquadError
 from squad.core.safetext import escape_controls
@@ -46,7 +46,7 @@ def version() -> None:
 # Every command, in the order `squad --help` lists them; then the groups.
 for _command in (services.worker, services.beat, services.serve, services.orchestrate, services.up,
                  observe.logs, cards.retry, cards.cancel, observe.status, observe.watch, setup.deploy, setup.doctor,
-                 setup.init, team.audit, version):
+                 setup.init, team.audit, questions.answer, questions.questions, questions.mcp, version):
     app.command()(_command)
 for _name, _group in (("backlog", cards.backlog_app), ("card", cards.card_app), ("agents", setup.agents_app),
                       ("review", review.review_app), ("workspace", review.workspace_app),

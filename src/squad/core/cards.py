@@ -49,6 +49,8 @@ class Status(StrEnum):
     BLOCKED = "BLOCKED"
     REVIEW = "REVIEW"
     LANDING = "LANDING"
+    NEEDS_INPUT = "NEEDS_INPUT"
+    WAITING = "WAITING"
 
 
 class RunStatus(StrEnum):
@@ -67,7 +69,14 @@ S = Status
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.TODO: frozenset({S.QUEUED, S.CANCELLED, S.BLOCKED}),
     S.QUEUED: frozenset({S.QUEUED, S.IN_PROGRESS, S.CANCELLED, S.TODO}),
-    S.IN_PROGRESS: frozenset({S.DONE, S.REVIEW, S.LANDING, S.RETRYING, S.FAILED, S.CANCELLED, S.QUEUED}),
+    S.IN_PROGRESS: frozenset({S.DONE, S.REVIEW, S.LANDING, S.RETRYING, S.FAILED, S.CANCELLED, S.QUEUED, S.NEEDS_INPUT,
+                              S.WAITING}),
+    # The attempt's agent asked a person (`ask_human`): it still holds the claim; back to IN_PROGRESS
+    # once answered (or the wait ends); a worker lost meanwhile is swept like a running attempt.
+    S.NEEDS_INPUT: frozenset({S.IN_PROGRESS, S.CANCELLED, S.RETRYING, S.FAILED}),
+    # The attempt succeeded while sub-cards it created are not DONE: DONE when they all are, FAILED
+    # when one fails for good.
+    S.WAITING: frozenset({S.DONE, S.FAILED, S.CANCELLED}),
     S.RETRYING: frozenset({S.QUEUED, S.CANCELLED, S.FAILED}),
     S.FAILED: frozenset({S.QUEUED, S.TODO, S.CANCELLED}),
     S.CANCELLED: frozenset({S.QUEUED, S.TODO}),
@@ -122,6 +131,10 @@ STATUS_FACTS: dict[Status, StatusFacts] = {
                                cancellable=True),
     S.RETRYING: StatusFacts("failed; sent again at `next_attempt_at`", active=True, wakes_orchestrator=True,
                             cancellable=True, celery_state="RETRY"),
+    S.NEEDS_INPUT: StatusFacts("its agent asked a person a question (`ask_human`) and waits for the answer",
+                               active=True, running=True, cancellable=True),
+    S.WAITING: StatusFacts("its attempt succeeded; it waits for the sub-cards it created", active=True,
+                           cancellable=True, celery_state="SUCCESS"),
     S.REVIEW: StatusFacts("an attempt succeeded; a person approves or rejects it", celery_state="SUCCESS"),
     S.LANDING: StatusFacts("in its repository's merge train: applied to base, verified, then base moved",
                            active=True, wakes_orchestrator=True, cancellable=True, celery_state="SUCCESS"),
@@ -141,6 +154,8 @@ def statuses_where(fact: str) -> frozenset[Status]:
 
 ACTIVE = statuses_where("active")
 FINAL = statuses_where("final")
+#: statuses in which an attempt holds the card's claim (a lease renewed by its worker)
+CLAIMED = statuses_where("running")
 
 
 def check_transition(card_id: str, old: Status | str, new: Status | str) -> None:
@@ -255,6 +270,11 @@ class Card(CardSpec):
     feedback: str | None = None
     #: the files a landing left with conflict markers for the next attempt (None: no conflict)
     conflicts: list[str] | None = None
+    #: the card whose attempt created this one (`create_cards`, docs/agents.md)
+    parent: str | None = None
+    #: while NEEDS_INPUT: what its agent asked (`ask_human`) and the choices it offered
+    question: str | None = None
+    choices: list[str] | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     #: Attempts made before the user's last retry (automatic retries are counted from here);
@@ -371,6 +391,16 @@ def check_storable(spec: CardSpec) -> None:
                 problems.append(f"card {spec.card_id}: {path}: must not contain NUL characters")
     if problems:
         raise BacklogError(problems)
+
+
+def check_storable_text(what: str, text: str) -> None:
+    """BacklogError unless a store can hold `text` (valid UTF-8, no NUL character)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BacklogError([f"{what}: not valid UTF-8 text"]) from None
+    if "\x00" in text:
+        raise BacklogError([f"{what}: must not contain NUL characters"])
 
 
 def _format_error(ident: str, err: Any) -> str:

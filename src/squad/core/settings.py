@@ -304,6 +304,14 @@ class Settings(BaseSettings):
     #: store"): two stores on one Redis give each its own. `squad up` picks `cards.<instance id>`.
     cards_queue: str = Field(default=CARDS_QUEUE, max_length=100, pattern=QUEUE_NAME_PATTERN)
     maintenance_queue: str = Field(default=MAINTENANCE_QUEUE, max_length=100, pattern=QUEUE_NAME_PATTERN)
+    #: The agents' channel back (`squad mcp`, docs/agents.md): how long `ask_human` waits for a person
+    #: (in all, per attempt), how deep sub-cards may nest and how many one card may create in all.
+    ask_timeout: float = Field(default=3600, gt=0, le=7 * 24 * 3600)
+    subcard_depth: int = Field(default=3, ge=0, le=20)
+    subcard_limit: int = Field(default=200, ge=0, le=10_000)
+    #: Where the per-attempt sockets of the channel live (a 0700 folder per attempt; default: a
+    #: `squad-<uid>` folder in the runtime or temporary directory, never inside a worktree).
+    channel_dir: Path | None = None
 
     default_agent: str = "demo"
     squads: dict[str, str] = Field(default_factory=dict)

@@ -118,6 +118,24 @@ def log_event(card_id: str, task_id: str, *, level: str, message: str, timestamp
     return _event("log", card_id, task_id, event_id, timestamp, level=level, message=message, skipped=skipped)
 
 
+def question_event(card_id: str, task_id: str | None, *, question: str, choices: list[str] | None = None,
+                   attempt: int | None = None, event_id: str | None = None) -> Event:
+    """An attempt's agent asked a person (`ask_human`): the card is NEEDS_INPUT until answered."""
+    return _event("question", card_id, task_id, event_id, None, question=question, choices=choices,
+                  attempt=attempt)
+
+
+def answer_event(card_id: str, task_id: str | None, *, answer: str, by: str | None = None,
+                 event_id: str | None = None) -> Event:
+    """A person answered a card's question (`squad answer`, the API, the dashboard)."""
+    return _event("answer", card_id, task_id, event_id, None, answer=answer, by=by)
+
+
+def note_event(card_id: str, task_id: str | None, *, message: str, event_id: str | None = None) -> Event:
+    """A note an attempt's agent left on its card (`add_note`; also a `NOTE` line of its log)."""
+    return _event("note", card_id, task_id, event_id, None, message=message)
+
+
 def connected_event() -> dict[str, str]:
     """The WebSocket's first message (not a stream entry: no `id`, `card_id` or `task_id`)."""
     return {"type": "connected", "timestamp": iso_now(), "message": CONNECTED_MESSAGE}

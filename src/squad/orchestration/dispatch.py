@@ -99,6 +99,7 @@ class CeleryDispatcher:
         from squad.live.celery_config import make_celery, store_queue
 
         self.app = app or make_celery(settings)
+        self.ask_timeout = settings.ask_timeout
         self.broker = BrokerView(settings.broker)
         queues = {settings.cards_queue, *settings.routes.values()}
         copies = {store_queue(queue, store_id) for queue in queues} if store_id else set()
@@ -117,10 +118,13 @@ class CeleryDispatcher:
         extra: dict[str, Any] = {"declare": []} if declared else {}
         if self.headers:
             extra["headers"] = self.headers
+        # Celery's own limits cannot pause while the agent waits for a person (`ask_human`): they
+        # leave room for the attempt's whole answer budget (docs/agents.md).
+        waits = self.ask_timeout
         self.app.send_task(EXECUTE_TASK_NAME, args=[card_id], task_id=task_id, queue=queue,
                            priority=card_priority(priority), producer=producer,
-                           soft_time_limit=hard_limit + CELERY_SOFT_MARGIN_S,
-                           time_limit=hard_limit + CELERY_HARD_MARGIN_S, **extra)
+                           soft_time_limit=hard_limit + waits + CELERY_SOFT_MARGIN_S,
+                           time_limit=hard_limit + waits + CELERY_HARD_MARGIN_S, **extra)
 
     def dispatch_many(self, items: list[Dispatch], sent: list[str]) -> None:
         """Send many messages in pipelined batches (kombu's `Producer.batch`, one round trip per

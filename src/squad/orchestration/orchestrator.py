@@ -15,6 +15,7 @@ import structlog
 
 from squad.attempt.landing import land_ready
 from squad.attempt.lease import sweep_stale_leases
+from squad.attempt.subcards import settle_waiting
 from squad.core.cards import FINAL, Status
 from squad.core.settings import Settings
 from squad.live.events import EventBus, try_event_bus
@@ -25,6 +26,7 @@ from squad.store.card_store import CardStore
 log = structlog.get_logger(__name__)
 EXIT_TIMEOUT = 124  # `--timeout` reached (the code GNU `timeout` uses)
 REQUEUE_CHECK_S = 5.0  # lost-message check (reads queued messages back) at most this often
+FAMILY_CHECK_S = 1.0  # WAITING parents looked at at most this often (their attempts settle them first)
 WAKE_CHECK_S = 0.5  # longest block on the event stream before looking at the stop flag again
 #: of the statuses that wake a pass (`events.WAKE_STATUSES`), the final ones: they matter to a pass
 #: only through the graph (see `Orchestrator.relevant`)
@@ -55,6 +57,7 @@ class Orchestrator:
         self.fallback_reason: str | None = None  # why auto mode runs cards locally
         self._last_event_id = "$"  # where the wait for status events resumes
         self._next_requeue_check = 0.0
+        self._next_family_check = 0.0
         self._pass_due = True  # a pass failed or has not run yet: the next wake-up runs one
         self.finals_seen = 0  # final status events read by `wait_for_change`
         self.pass_graph = PassGraph(store)  # waiting cards and their dependencies, kept between passes
@@ -95,6 +98,9 @@ class Orchestrator:
             self._status_event(cid, Status.TODO)
         self.pass_graph.recheck(sorted(set(to_block + to_release) - set(blocked + unblocked)))
         res.lost = sweep_stale_leases(self.settings, self.store, self.events)
+        if time.monotonic() >= self._next_family_check:  # parents whose sub-cards ended (safety net)
+            self._next_family_check = time.monotonic() + FAMILY_CHECK_S
+            settle_waiting(self.store, self.events)
         for card_id in self.store.due_retries():
             if self._send(card_id, expected=[Status.RETRYING]):
                 res.retried.append(card_id)

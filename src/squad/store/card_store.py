@@ -34,6 +34,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from squad.core import depgraph
 from squad.core.cards import (
     ACTIVE,
+    CLAIMED,
     Card,
     CardSpec,
     GitFacts,
@@ -155,8 +156,9 @@ _CLAIM = (_move(_B_CARD, Status.IN_PROGRESS, expected=[Status.QUEUED])
 _LAST_SESSION = (select(runs_t.c.session_id).where(runs_t.c.card_id == _B_CARD)
                  .where(runs_t.c.session_id.is_not(None)).order_by(runs_t.c.id.desc()).limit(1))
 _OPEN_RUN = insert(runs_t)
+_CLAIMED_VALUES = sorted(s.value for s in CLAIMED)  # IN_PROGRESS, and NEEDS_INPUT while its agent asks a person
 _RENEW = (update(cards_t).where(cards_t.c.card_id == _B_CARD).where(cards_t.c.claim_token == _B_TOKEN)
-          .where(cards_t.c.status == Status.IN_PROGRESS.value).values(lease_expires_at=bindparam("b_lease")))
+          .where(cards_t.c.status.in_(_CLAIMED_VALUES)).values(lease_expires_at=bindparam("b_lease")))
 _CLAIM_STATE = select(cards_t.c.status, cards_t.c.claim_token).where(cards_t.c.card_id == _B_CARD)
 _RUN_ENDED = select(runs_t.c.ended_at).where(runs_t.c.id == bindparam("b_run_id"))
 _ACTIVE_COUNT = select(func.count()).select_from(cards_t).where(
@@ -175,9 +177,13 @@ _FINISH_MOVE = {new: _move(_B_CARD, new, expected=[Status.IN_PROGRESS]).where(ca
                 for new in Status if Status.IN_PROGRESS in allowed_sources(new)}
 #: a succeeded attempt's move (DONE, or REVIEW), adding its cost in the same statement
 _FINISH_SUCCESS = {new: _FINISH_MOVE[new].values(cost_usd=func.coalesce(cards_t.c.cost_usd, 0.0) + bindparam("b_cost"))
-                   for new in (Status.DONE, Status.REVIEW, Status.LANDING)}
+                   for new in (Status.DONE, Status.REVIEW, Status.LANDING, Status.WAITING)}
 #: the success step each succeeded attempt's status shows
-_SUCCESS_STEP = {Status.DONE: "done", Status.REVIEW: "waiting for review", Status.LANDING: "waiting to land"}
+_SUCCESS_STEP = {Status.DONE: "done", Status.REVIEW: "waiting for review", Status.LANDING: "waiting to land",
+                 Status.WAITING: "waiting for sub-cards"}
+#: a succeeded attempt's card waits (WAITING) while a sub-card it created is not DONE (parent index)
+_OPEN_CHILDREN = (select(func.count()).select_from(cards_t).where(cards_t.c.parent == _B_CARD)
+                  .where(cards_t.c.status != Status.DONE.value))
 
 
 def card_page_query(*, status: str | None = None, squad: str | None = None, limit: int | None = None,
@@ -268,7 +274,7 @@ class CardStore:
 
     # ---- cards: create / read ---------------------------------------------------------------
     def add_cards(self, specs: Sequence[CardSpec], *, update_existing: bool = False, problems: Sequence[str] = (),
-                  depends: Sequence[tuple[str, str]] = ()) -> tuple[list[str], list[str]]:
+                  depends: Sequence[tuple[str, str]] = (), parent: str | None = None) -> tuple[list[str], list[str]]:
         """Insert cards all-or-nothing; with `update_existing`, rewrite cards still TODO.
 
         Returns the ids (added, updated). Every problem is gathered in the one transaction that
@@ -276,7 +282,8 @@ class CardStore:
         holds (a `DuplicateCardError` when that is the only problem, without `update_existing`), cards
         no longer TODO to rewrite, dependencies the store does not hold (of `specs`, and of the
         (card_id, dependency) pairs in `depends`, e.g. a backlog's entries given twice), and a dependency
-        cycle through the new cards, looked for only among the cards they reach. Callers go through
+        cycle through the new cards, looked for only among the cards they reach. New cards get
+        `parent` (sub-cards an attempt created, docs/agents.md). Callers go through
         `actions.backlog.add_cards` (validation and status events).
         """
         with self.tx() as conn:
@@ -313,7 +320,7 @@ class CardStore:
                 raise BacklogError(found)
             stamp = now_s()
             fresh = {"status": Status.TODO.value, "attempts": 0, "progress": 0, "created_at": stamp,
-                     "updated_at": stamp, "cost_usd": 0.0}
+                     "updated_at": stamp, "cost_usd": 0.0, "parent": parent}
             added = [spec for spec in specs if spec.card_id not in existing]
             new_rows = [{**spec.model_dump(), **fresh} for spec in added]
             # executemany of one statement compiled once (SQLAlchemy turns it into multi-row INSERTs
@@ -496,7 +503,7 @@ class CardStore:
         """True while this claim still owns the card."""
         with self.engine.connect() as conn:
             row = conn.execute(_CLAIM_STATE, {"b_card_id": card_id}).first()
-        return row is not None and row.claim_token == token and row.status == Status.IN_PROGRESS
+        return row is not None and row.claim_token == token and row.status in CLAIMED
 
     def set_progress(self, card_id: str, token: str | None, progress: int, step: str) -> None:
         """Record progress of the attempt that owns the card."""
@@ -533,6 +540,8 @@ class CardStore:
                 # One statement: the move itself checks the claim (token, IN_PROGRESS) and adds the
                 # cost; only a failure reads the card first (the retry decision needs its counters).
                 new = Status.REVIEW if review else Status.LANDING if land else Status.DONE
+                if conn.execute(_OPEN_CHILDREN, {"b_card_id": claim.card.card_id}).scalar_one():
+                    new = Status.WAITING  # docs/agents.md "Sub-cards"
                 moved = conn.execute(_FINISH_SUCCESS[new], {
                     "b_card_id": claim.card.card_id, "b_token": claim.token,
                     "b_cost": outcome.usage.cost_usd or 0.0, "claim_token": None, "claimed_by": None,
@@ -571,7 +580,8 @@ class CardStore:
             raise TransitionError(f"card {card_id}: cannot cancel a {card.status} card")
         check_transition(card_id, card.status, Status.CANCELLED)
         ok = self.transition(card_id, Status.CANCELLED, expected=[card.status], claim_token=None,
-                             claimed_by=None, lease_expires_at=None, next_attempt_at=None,
+                             claimed_by=None, lease_expires_at=None, next_attempt_at=None, question=None,
+                             choices=None, answer=None,
                              current_step="cancelled")
         if not ok:
             return self.cancel(card_id)  # status moved under us: look again
@@ -589,7 +599,7 @@ class CardStore:
         with self.tx() as conn:
             row = conn.execute(select(cards_t).where(cards_t.c.card_id == card_id)).first()
             stamp = self._clock(conn) if now is None else now
-            if row is None or row.claim_token != token or row.status != Status.IN_PROGRESS:
+            if row is None or row.claim_token != token or row.status not in CLAIMED:
                 return None
             if row.lease_expires_at is not None and row.lease_expires_at >= stamp:
                 return None  # renewed since it was found stale: the worker is alive
@@ -598,9 +608,9 @@ class CardStore:
                          .values(status=RunStatus.LOST.value, ended_at=stamp, error=error, log=log))
             decision = policy.decide(attempts=row.attempts, retry_base=row.retry_base,
                                      cost_usd=row.cost_usd or 0.0, error=error)
-            conn.execute(_move(card_id, decision.status, expected=[Status.IN_PROGRESS])
+            conn.execute(_move(card_id, decision.status, expected=CLAIMED)
                          .where(cards_t.c.claim_token == token)
-                         .values(claim_token=None, claimed_by=None,
+                         .values(claim_token=None, claimed_by=None, question=None, choices=None, answer=None,
                                  lease_expires_at=None, last_error=decision.error, updated_at=stamp,
                                  next_attempt_at=None if decision.delay_s is None else stamp + decision.delay_s,
                                  current_step=error))
@@ -871,7 +881,7 @@ class CardStore:
     def stale_claims(self, now: float | None = None) -> list[tuple[str, str]]:
         """(card_id, claim_token) of IN_PROGRESS cards whose lease ran out (by the database's clock)."""
         at = self.db_now() if now is None else now
-        return [(r[0], r[2]) for r in self._select_ids(cards_t.c.status == Status.IN_PROGRESS.value,
+        return [(r[0], r[2]) for r in self._select_ids(cards_t.c.status.in_(_CLAIMED_VALUES),
                                                        cards_t.c.lease_expires_at < at)]
 
     def stale_queued(self, older_than_s: float, now: float | None = None) -> list[tuple[str, str]]:
@@ -884,7 +894,7 @@ class CardStore:
         """Cards QUEUED or IN_PROGRESS (status index: O(cards in flight), not O(cards))."""
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(cards_t).where(
-                cards_t.c.status.in_([Status.QUEUED.value, Status.IN_PROGRESS.value]))).scalar_one())
+                cards_t.c.status.in_([Status.QUEUED.value, *_CLAIMED_VALUES]))).scalar_one())
 
     def active_count(self) -> int:
         """Cards not yet settled (TODO, QUEUED, IN_PROGRESS, RETRYING); status index: O(active

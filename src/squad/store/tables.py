@@ -67,7 +67,14 @@ cards = Table(
     Column("land_when", String(16)),
     Column("conflicts", JSON),
     Column("landing_at", Float),
+    # sub-cards and questions to a person (migration 0013, docs/agents.md)
+    Column("parent", String(64)),
+    Column("question", Text),
+    Column("choices", JSON),
+    Column("answer", Text),
+    Column("asked_at", Float),
     Index("ix_cards_status", "status"),
+    Index("ix_cards_parent", "parent"),
     Index("ix_cards_updated", "updated_at"),
 )
 Index("ix_cards_order", cards.c.priority.desc(), cards.c.created_at, cards.c.card_id)

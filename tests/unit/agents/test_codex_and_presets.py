@@ -123,7 +123,9 @@ def test_codex_resume_continues_the_thread_with_the_prompt_last(tmp_path: Path) 
     agent = PRESETS["codex"].config
     argv, stdin = build_command(agent, agent_name="codex", card_id="C", workdir=tmp_path, attempt=2,
                                 prompt="do it", prompt_file=tmp_path / "p.md", resume_session_id=THREAD)
-    assert argv == ["codex", "exec", "--json", "--full-auto", "--skip-git-repo-check", "resume", THREAD, "do it"]
+    assert argv == ["codex", "exec", "--json", "--full-auto", "--skip-git-repo-check",
+                    "-c", 'mcp_servers.squad.command="squad"', "-c", 'mcp_servers.squad.args=["mcp"]',
+                    "resume", THREAD, "do it"]
     assert stdin is None
 
 

@@ -91,7 +91,7 @@ def test_allowed_sources_is_the_inverse_of_the_table(new: Status) -> None:
 
 def test_status_values_are_the_spec_names() -> None:
     assert {s.value for s in Status} == {"TODO", "QUEUED", "IN_PROGRESS", "DONE", "RETRYING", "FAILED",
-                                         "CANCELLED", "BLOCKED", "REVIEW", "LANDING"}
+                                         "CANCELLED", "BLOCKED", "REVIEW", "LANDING", "NEEDS_INPUT", "WAITING"}
 
 
 def test_review_goes_to_done_queued_or_cancelled_only_and_is_reached_from_in_progress() -> None:
@@ -220,7 +220,8 @@ def test_property_check_transition_agrees_with_the_table(old: Status, new: Statu
 # ---- the status facts (core.cards.STATUS_FACTS) ---------------------------------------------------
 def test_every_status_has_one_row_of_facts_in_lane_order() -> None:
     assert list(STATUS_FACTS) == [Status.TODO, Status.BLOCKED, Status.QUEUED, Status.IN_PROGRESS, Status.RETRYING,
-                                  Status.REVIEW, Status.LANDING, Status.FAILED, Status.CANCELLED, Status.DONE]
+                                  Status.NEEDS_INPUT, Status.WAITING, Status.REVIEW, Status.LANDING, Status.FAILED,
+                                  Status.CANCELLED, Status.DONE]
     assert set(STATUS_FACTS) == set(Status)
 
 
@@ -229,7 +230,8 @@ def test_the_sets_every_module_uses_are_derived_from_the_facts() -> None:
     from squad.live.events import WAKE_STATUSES
     from squad.orchestration.orchestrator import FINAL_STATUSES
 
-    assert {Status.TODO, Status.QUEUED, Status.IN_PROGRESS, Status.RETRYING, Status.LANDING} == ACTIVE
+    assert {Status.TODO, Status.QUEUED, Status.IN_PROGRESS, Status.RETRYING, Status.LANDING, Status.NEEDS_INPUT,
+            Status.WAITING} == ACTIVE
     assert {Status.DONE, Status.FAILED, Status.CANCELLED} == FINAL
     assert {"DONE", "FAILED", "CANCELLED"} == FINAL_STATUSES
     assert {"DONE", "FAILED", "CANCELLED", "RETRYING", "TODO", "LANDING"} == WAKE_STATUSES

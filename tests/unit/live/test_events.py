@@ -12,7 +12,17 @@ import pytest
 
 from squad.core.cards import Status
 from squad.live import events
-from squad.live.events import Event, connected_event, decode_event, log_event, progress_event, status_event
+from squad.live.events import (
+    Event,
+    answer_event,
+    connected_event,
+    decode_event,
+    log_event,
+    note_event,
+    progress_event,
+    question_event,
+    status_event,
+)
 from support.event_contract import (
     EVERY_EVENT,
     documented_examples,
@@ -36,6 +46,13 @@ CONSTRUCTORS: dict[str, tuple[Build, Build]] = {
     "log": (lambda: log_event("API-1", "t-1", level="INFO", message="reading src/app.py"),
             lambda: log_event("API-1", "t-1", level="INFO", message="[400 more lines in the card's log]",
                               timestamp="2026-11-30T04:00:00.000+00:00", skipped=400, event_id="tok:8")),
+    "question": (lambda: question_event("API-1", "t-1", question="Keep the v1 route?"),
+                 lambda: question_event("API-1", "t-1", question="Keep the v1 route?", choices=["yes", "no"],
+                                        attempt=1, event_id="tok:9")),
+    "answer": (lambda: answer_event("API-1", "t-1", answer="yes"),
+               lambda: answer_event("API-1", "t-1", answer="yes", by="cli:ann", event_id="tok:10")),
+    "note": (lambda: note_event("API-1", "t-1", message="the v1 route stays"),
+             lambda: note_event("API-1", "t-1", message="the v1 route stays", event_id="tok:12")),
 }
 
 

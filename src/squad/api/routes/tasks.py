@@ -23,7 +23,7 @@ from squad.api.schemas import (
     RetryOut,
     error_responses,
 )
-from squad.core.cards import CARD_ID_RE, Status
+from squad.core.cards import CARD_ID_RE, STATUS_FACTS
 from squad.core.errors import NotFoundError, SquadError
 from squad.live.connections import STREAM_ID_RE, stream_key
 from squad.live.events import parse_log_line
@@ -109,7 +109,7 @@ async def cancel(card_id: CardIdDep, state: StateDep) -> CancelOut:
     before = await to_thread.run_sync(producer.store.get_card, card_id)
     card = await to_thread.run_sync(lambda: cancel_card(producer, card_id, wait=False))
     task_id = before.celery_task_id
-    if before.status == Status.IN_PROGRESS:
+    if STATUS_FACTS[before.status].running:
         deadline = time.monotonic() + STOP_WAIT_S
         while time.monotonic() < deadline and not await to_thread.run_sync(runs_closed, producer, card_id):
             await asyncio.sleep(STOP_POLL_S)

@@ -1,0 +1,47 @@
+"""`squad answer`, `squad questions` and `squad mcp`: the agents' channel back (docs/agents.md)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from squad.cli.common import JsonOpt, card_json, cell, cli_context, cli_settings, cli_store, out, print_json
+
+
+def answer(card_id: Annotated[str, typer.Argument(help="Card id.")],
+           text: Annotated[str, typer.Argument(help="The answer its agent gets.")]) -> None:
+    """Answer the question a NEEDS_INPUT card's agent asks (`ask_human`): the card is IN_PROGRESS again."""
+    import getpass
+
+    from squad.actions.answer import answer_card
+
+    with cli_context() as ctx:
+        card = answer_card(ctx.store, ctx.events, card_id, text, by=f"cli:{getpass.getuser()}")
+    out.print(f"card {card.card_id} answered: {card.status.value}")
+
+
+def questions(as_json: JsonOpt = False) -> None:
+    """Cards whose agent waits for a person's answer, with their questions."""
+    from squad.actions.answer import questions as waiting
+
+    cards = waiting(cli_store(cli_settings()))
+    if as_json:
+        print_json([card_json(card) for card in cards])
+        return
+    from rich.table import Table
+
+    table = Table("card", "question", "choices", "title")
+    for card in cards:
+        table.add_row(cell(card.card_id), cell(card.question or ""), cell(" | ".join(card.choices or [])),
+                      cell(card.title[:60]))
+    out.print(table)
+
+
+def mcp() -> None:
+    """The MCP server (stdio) an agent starts to talk back to squad: progress, notes, sub-cards,
+    questions to a person. It works only inside a squad attempt (docs/agents.md)."""
+    from squad.channel.mcp_server import serve
+
+    serve(os.environ)
