@@ -159,3 +159,62 @@ def test_notify_test_sends_one_now_and_exits_1_on_failure(tmp_path: Path) -> Non
         both = run_cli("notify", "test", env=env)
         assert both.returncode == 1 and "broken: failed (HTTP 500)" in both.stdout
         assert run_cli("notify", "test", "nope", env=env).returncode == 2
+
+
+def test_events_become_one_notification_per_target_filtered_by_event_and_squad(redis_url: str,
+                                                                             sqlite_url: str) -> None:
+    """Given two targets (one for FAILED and questions of squad `web`, one for REVIEW of any squad),
+    when status and question events are on the stream and two passes read it, each wanted event is
+    queued once for its target and delivered; others are not."""
+    from squad.core.cards import parse_card
+    from squad.live.events import EventBus, _event, status_event
+    from squad.team.notify import collect, deliver_due
+
+    with receivers("ok", "ok") as (web, review):
+        settings = load_settings(redis_url=redis_url, database_url=sqlite_url, notify=[
+            {"name": "web", "url": web.url, "events": ["FAILED", "question"], "squads": ["web"]},
+            {"name": "review", "url": review.url, "events": ["REVIEW"], "format": "slack"}])
+        store = CardStore(sqlite_url)
+        try:
+            store.add_cards([parse_card({"card_id": "W-1", "title": "w", "squad": "web"}),
+                             parse_card({"card_id": "O-1", "title": "o", "squad": "ops"})])
+            bus = EventBus(settings.events, store.redis_keys)
+            assert collect(settings, store, bus, consumer="c1") == 0  # the group starts at the stream's end
+            for event in (status_event("W-1", Status.FAILED), status_event("O-1", Status.FAILED),
+                          status_event("O-1", Status.REVIEW), status_event("W-1", Status.DONE),
+                          _event("question", "W-1", None, None, None, question="Which branch?")):
+                bus.publish(event)
+            assert collect(settings, store, bus, consumer="c1") == 3
+            assert collect(settings, store, bus, consumer="c2") == 0  # read once, whoever reads next
+            assert deliver_due(settings, store) == {"sent": 3, "failed": 0, "dropped": 0}
+            assert deliver_due(settings, store) == {"sent": 0, "failed": 0, "dropped": 0}
+            assert sorted((b["event"], b["card_id"]) for b in web.bodies()) == [("FAILED", "W-1"), ("question", "W-1")]
+            assert [b["detail"] for b in web.bodies() if b["event"] == "question"] == ["Which branch?"]
+            assert ["O-1" in m["blocks"][0]["text"]["text"] for m in review.bodies()] == [True]
+        finally:
+            store.dispose()
+
+
+def test_a_failing_receiver_is_retried_later_then_dropped_after_a_day(redis_url: str, sqlite_url: str) -> None:
+    from squad.store.card_store import now_s
+    from squad.team.notify import KEEP_TRYING_S, deliver_due
+
+    with receivers("fail") as (broken,):
+        settings = load_settings(redis_url=redis_url, database_url=sqlite_url,
+                                 notify=[{"name": "broken", "url": broken.url, "events": ["FAILED"]}])
+        store = CardStore(sqlite_url)
+        try:
+            team = TeamStore(store)
+            assert team.enqueue_notification(target="broken", event_key="k1", event="FAILED", card_id="A", body="{}")
+            assert deliver_due(settings, store) == {"sent": 0, "failed": 1, "dropped": 0}
+            assert deliver_due(settings, store) == {"sent": 0, "failed": 0, "dropped": 0}  # not due yet: backoff
+            assert team.outbox_counts()["failing"] == 1
+            # a day later (the clock moved on; the row is due again)
+            later = now_s() + KEEP_TRYING_S + 60
+            assert team.enqueue_notification(target="broken", event_key="k2", event="FAILED", card_id="B", body="{}",
+                                             now=now_s() - KEEP_TRYING_S - 1)
+            assert deliver_due(settings, store, now=later)["dropped"] >= 1
+            assert team.outbox_counts()["dropped"] >= 1
+            assert len(broken.got) >= 2
+        finally:
+            store.dispose()
