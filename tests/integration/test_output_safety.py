@@ -21,6 +21,7 @@ from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.paths import AGENTS
 from support.processes import free_port, wait_for
+from support.repos import make_repo
 
 PY = sys.executable
 HOSTILE = str(AGENTS / "hostile.py")
@@ -77,6 +78,42 @@ def test_logs_card_list_show_and_status_escape_controls_and_never_interpret_mark
     # And `--raw` gives the bytes back for those who ask
     raw = run_cli("logs", "EVIL", "--raw", env=env)
     assert raw.returncode == 0 and "\x1b]0;pwned-title\x07" in raw.stdout
+
+
+def test_review_list_agents_check_and_every_table_escape_controls_and_bidi_overrides(tmp_path: Path) -> None:
+    # Given a card in REVIEW whose title retitles the terminal and reverses the line (U+202E), and an
+    # agent whose `--version` and command do the same
+    repo = tmp_path / "repo"
+    make_repo(repo)
+    (tmp_path / "marks").mkdir()
+    version = tmp_path / "evil-agent"
+    version.write_text("#!/bin/sh\nprintf 'v1 \\033]0;ver-owned\\007 \\342\\200\\256txt.exe\\n'\n", encoding="utf-8")
+    version.chmod(0o755)
+    git_agent = [PY, str(AGENTS / "git_worker.py"), str(tmp_path / "marks")]
+    evil_agent = [str(version), "\x1b]0;arg-owned\x07", "\u202e"]
+    (tmp_path / "squad.toml").write_text(
+        f'default_agent = "git"\n[agents.git]\ncommand = {json.dumps(git_agent)}\n'
+        f'[agents.evil]\ncommand = {json.dumps(evil_agent)}\n'
+        f'[workspace]\nrepo = "{repo}"\nreview = true\n', encoding="utf-8")
+    env = squad_env(USE_CELERY="false", SQUAD_REDIS_URL=f"redis://127.0.0.1:{free_port()}",
+                    SQUAD_DATABASE_URL=f"sqlite:///{tmp_path / 'squad.db'}", SQUAD_ALLOWED_ROOTS=str(tmp_path),
+                    COLUMNS="400")  # wide enough that no cell is cut
+    store = CardStore(env["SQUAD_DATABASE_URL"])
+    store.add_cards([CardSpec(card_id="BIDI", title="\x1b]0;title-owned\x07 review \u202eexe.txt")])
+    store.dispose()
+    assert run_cli(*ORCHESTRATE, env=env).returncode == 0
+    # When the operator lists what waits for review, the agents, the card and the worktrees
+    procs = [run_cli(*args, env=env) for args in (("review", "list"), ("agents", "check"), ("card", "show", "BIDI"),
+                                                  ("workspace", "list"))]
+    # Expect every table to show the text escaped: no control character, no bidirectional override
+    for proc in procs:
+        assert proc.returncode == 0, proc.stderr
+        assert_terminal_safe(proc.stdout)
+        assert "\u202e" not in proc.stdout
+    review, agents, show, _workspaces = (p.stdout for p in procs)
+    assert "\\x1b]0;title-owned\\x07" in review and "\\u202e" in review
+    assert "\\x1b]0;ver-owned\\x07" in agents and "\\x1b]0;arg-owned\\x07" in agents and "\\u202e" in agents
+    assert "\\u202e" in show
 
 
 def test_an_error_quoting_hostile_input_is_one_escaped_line(tmp_path: Path) -> None:

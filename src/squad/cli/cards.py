@@ -13,7 +13,6 @@ from squad.cli.common import (
     JsonOpt,
     audited,
     card_json,
-    cell,
     cli_context,
     cli_settings,
     cli_store,
@@ -22,7 +21,7 @@ from squad.cli.common import (
     print_json,
 )
 from squad.core.errors import SquadError
-from squad.core.safetext import escape_controls
+from squad.core.safetext import escape_controls, table
 
 backlog_app = typer.Typer(help="Import, export and validate backlog files.", no_args_is_help=True)
 card_app = typer.Typer(help="Add, list and show cards.", no_args_is_help=True)
@@ -124,9 +123,9 @@ def _plain_table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> s
 
     Control characters in card text are shown escaped, never sent to the terminal.
     """
-    cells = [headers, *[tuple(escape_controls(cell) for cell in row) for row in rows]]
+    cells = [headers, *[tuple(escape_controls(text) for text in row) for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines = ["  ".join(text.ljust(w) for text, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines) + "\n"
 
 
@@ -144,14 +143,10 @@ def card_show(card_id: Annotated[str, typer.Argument(help="Card id.")], as_json:
     for key, value in data.items():
         if key != "runs":
             out.print(field(key, value))
-    from rich.table import Table
-
-    table = Table("attempt", "status", "worker", "started", "ended", "exit", "cost", "error")
-    for r in runs:
-        table.add_row(*map(cell, (str(r.attempt), r.status, r.worker or "", str(r.started_at or ""),
-                                   str(r.ended_at or ""), "" if r.exit_code is None else str(r.exit_code),
-                                   "" if r.cost_usd is None else f"{r.cost_usd:.4f}", (r.error or "")[:60])))
-    out.print(table)
+    out.print(table(("attempt", "status", "worker", "started", "ended", "exit", "cost", "error"),
+                    [(r.attempt, r.status, r.worker or "", r.started_at or "", r.ended_at or "",
+                      "" if r.exit_code is None else r.exit_code, "" if r.cost_usd is None else f"{r.cost_usd:.4f}",
+                      (r.error or "")[:60]) for r in runs]))
 
 
 @audited("retry")

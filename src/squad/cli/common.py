@@ -90,13 +90,6 @@ def card_json(card: Any) -> dict[str, Any]:
     return dict(card.model_dump(mode="json"))
 
 
-def cell(value: object) -> Text:
-    """Card or agent text for a table: never Rich markup, never a raw control character."""
-    from rich.text import Text
-
-    return Text(escape_controls(str(value)))
-
-
 def field(key: str, value: object) -> Text:
     """`key: value` with a bold key; the value is shown as plain text (see `cell`)."""
     from rich.text import Text

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from squad.cli.common import JsonOpt, audited, card_json, cli_context, cli_settings, cli_store, out, print_json
+from squad.core.safetext import escape_controls, table
 
 review_app = typer.Typer(help="Review what cards changed: diff, approve, reject.", no_args_is_help=True)
 workspace_app = typer.Typer(help="Cards' git worktrees: list and garbage-collect.", no_args_is_help=True)
@@ -22,13 +23,9 @@ def review_list(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
-
-    table = Table("card", "branch", "files", "+", "-", "title")
-    for row in rows:
-        table.add_row(row["card_id"], str(row["branch"] or ""), str(row["files_changed"] or 0),
-                      str(row["insertions"] or 0), str(row["deletions"] or 0), str(row["title"])[:60])
-    out.print(table)
+    out.print(table(("card", "branch", "files", "+", "-", "title"),
+                    [(row["card_id"], row["branch"] or "", row["files_changed"] or 0, row["insertions"] or 0,
+                      row["deletions"] or 0, str(row["title"])[:60]) for row in rows]))
 
 
 @review_app.command("show")
@@ -49,9 +46,8 @@ def review_show(card_id: Annotated[str, typer.Argument(help="Card id.")],
 
 
 def _safe_text(text: str) -> str:
-    """Agent-written text without terminal control sequences (tabs and newlines kept)."""
-    return "".join(ch if ch in "\t\n" or (ch.isprintable() and ch != "\x1b") else f"\\x{ord(ch):02x}"
-                   for ch in text)
+    """Agent-written text without terminal control sequences (newlines kept, see `escape_controls`)."""
+    return "\n".join(escape_controls(line) for line in text.split("\n"))
 
 
 @review_app.command("approve")
@@ -92,13 +88,10 @@ def workspace_list(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
-
-    table = Table("card", "status", "branch", "path", "size", "age", "dirty")
-    for row in rows:
-        table.add_row(row["card_id"], row["status"] or "", row["branch"] or "", row["path"],
+    out.print(table(("card", "status", "branch", "path", "size", "age", "dirty"),
+                    [(row["card_id"], row["status"] or "", row["branch"] or "", row["path"],
                       _human_bytes(row["size_bytes"]), _human_age(row["age_s"]), "yes" if row["dirty"] else "no")
-    out.print(table)
+                     for row in rows]))
 
 
 def _human_bytes(n: int) -> str:

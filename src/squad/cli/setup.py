@@ -121,10 +121,9 @@ def agents_check(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
+    from squad.core.safetext import table
 
-    table = Table("agent", "installed", "runnable", "command", "detail")
-    for row in rows:
-        table.add_row(row["agent"] + (" (default)" if row["default"] else ""), "yes" if row["installed"] else "no",
+    out.print(table(("agent", "installed", "runnable", "command", "detail"),
+                    [(row["agent"] + (" (default)" if row["default"] else ""), "yes" if row["installed"] else "no",
                       "yes" if row["runnable"] else "no", " ".join(row["command"]), str(row["detail"])[:60])
-    out.print(table)
+                     for row in rows]))

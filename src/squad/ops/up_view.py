@@ -17,12 +17,12 @@ from pathlib import Path
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
-from rich.table import Table
 from rich.text import Text
 
 from squad.core.cards import ACTIVE, Status
-from squad.core.safetext import escape_controls
+from squad.core.safetext import cell, escape_controls, table
 from squad.store.card_store import CardStore
 
 MAX_ROWS = 30  # cards shown in the live view (active ones first)
@@ -166,10 +166,8 @@ class UpView:
         dashboard = (f"[bold]{self.api_url}[/bold]" if api_ready else "starting…") if self.api_url else "not installed"
         head = Text.from_markup(f"dashboard {dashboard} · Redis {self.redis_desc} · store {self.store_desc}\n"
                                 f"process logs: {self.logs_dir}/ · Ctrl-C stops everything")
-        table = Table(box=None, pad_edge=False, show_edge=False)
-        for column in ("card", "status", "progress", "", "step"):
-            table.add_column(column)
         shown = sorted(lines, key=lambda c: Status(c.status) not in ACTIVE)[:MAX_ROWS]
+        rows = []
         for line in shown:
             step = line.step
             if line.status == "RETRYING":
@@ -177,17 +175,17 @@ class UpView:
                     f", next attempt in {line.next_in_s:.0f} s" if line.next_in_s is not None else "")
             elif line.status == "FAILED":
                 step = line.error
-            table.add_row(Text(escape_controls(line.card_id)),
-                          Text(line.status, style=STATUS_STYLE.get(line.status, "")),
-                          ProgressBar(total=100, completed=line.progress, width=20), f"{line.progress:>3}%",
-                          Text(escape_controls(step[:60])))
+            rows.append((line.card_id, cell(line.status, STATUS_STYLE.get(line.status, "")),
+                         ProgressBar(total=100, completed=line.progress, width=20), f"{line.progress:>3}%", step[:60]))
+        grid = table(("card", "status", "progress", "", "step"), rows, box=None, pad_edge=False, show_edge=False)
         more = len(lines) - len(shown)
         counts = {s: sum(1 for c in lines if c.status == s) for s in dict.fromkeys(c.status for c in lines)}
         services = "  ".join(f"{name} {state}" for name, state in children.items())
-        workers_text = ", ".join(workers) if workers else ("none answering yet" if workers is not None else "?")
+        workers_text = escape(escape_controls(", ".join(workers))) if workers else (
+            "none answering yet" if workers is not None else "?")  # worker names are hosts' data: no markup
         foot = Text.from_markup(
             (f"… and {more} more card(s)\n" if more > 0 else "")
             + f"workers: {workers_text} · {services}\n"
             + ("  ".join(f"{n} {s}" for s, n in counts.items()) + f" · {elapsed:.0f} s")
             + (f"\n[bold green]{self.done_line}[/bold green]" if self.done_line else ""))
-        return Group(head, table, foot)
+        return Group(head, grid, foot)
