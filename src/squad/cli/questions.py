@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from squad.cli.common import JsonOpt, card_json, cell, cli_context, cli_settings, cli_store, out, print_json
+from squad.cli.common import JsonOpt, card_json, cli_context, cli_settings, cli_store, out, print_json
+from squad.core.safetext import table
 
 
 def answer(card_id: Annotated[str, typer.Argument(help="Card id.")],
@@ -30,13 +31,9 @@ def questions(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json([card_json(card) for card in cards])
         return
-    from rich.table import Table
-
-    table = Table("card", "question", "choices", "title")
-    for card in cards:
-        table.add_row(cell(card.card_id), cell(card.question or ""), cell(" | ".join(card.choices or [])),
-                      cell(card.title[:60]))
-    out.print(table)
+    out.print(table(("card", "question", "choices", "title"),
+                    [(card.card_id, card.question or "", " | ".join(card.choices or []), card.title[:60])
+                     for card in cards]))
 
 
 def mcp() -> None:
