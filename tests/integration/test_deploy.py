@@ -147,6 +147,41 @@ def test_systemd_units_and_a_private_environment_file_that_systemd_analyze_accep
         assert verified.returncode == 0 and not verified.stderr.strip(), verified.stderr
 
 
+def test_deploy_refuses_control_characters_in_paths_and_users_and_escapes_percent_for_systemd(tmp_path: Path) -> None:
+    # Given a project folder whose name holds newlines that would start a program or an ExecStartPre=
+    evil = tmp_path / "proj\n[program:evil]\ncommand=touch owned\nExecStartPre=sh"
+    evil.mkdir()
+    plain = tmp_path / "pct%h dir"  # systemd would read %h as the user's home
+    plain.mkdir()
+    env = squad_env()
+
+    def deploy(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PY, "-m", "squad", "deploy", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    # When configs are written from it: refused, one line, exit 2, nothing written
+    for args in (("supervisord", "-o", str(tmp_path / "sv.conf")), ("systemd", "-o", str(tmp_path / "units")),
+                 ("supervisord",)):
+        proc = deploy(*args, cwd=evil)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert "control character" in proc.stderr and proc.stderr.count("\n") == 1 and "[program:" not in proc.stdout
+    assert not (tmp_path / "sv.conf").exists() and not (tmp_path / "units").exists()
+    # ... the same for a user name with a newline
+    proc = deploy("systemd", "-o", str(tmp_path / "units"), "--user", "root\nExecStartPre=/bin/sh", cwd=plain)
+    assert proc.returncode == 2 and "--user" in proc.stderr and not (tmp_path / "units").exists()
+
+    # When a folder holds '%': the units double it, so systemd reads the folder's own name
+    proc = deploy("systemd", "-o", str(tmp_path / "units"), "--user", "root", cwd=plain)
+    assert proc.returncode == 0, proc.stderr
+    unit = (tmp_path / "units" / "squad-worker.service").read_text()
+    assert f"WorkingDirectory={tmp_path}/pct%%h dir" in unit.splitlines()
+    analyze = shutil.which("systemd-analyze")
+    if analyze:
+        verified = subprocess.run([analyze, "verify", str(tmp_path / "units" / "squad-worker.service")],
+                                  capture_output=True, text=True, timeout=60, check=False)
+        assert verified.returncode == 0 and not verified.stderr.strip(), verified.stderr
+
+
 def test_deploy_without_a_target_lists_the_targets() -> None:
     proc = run_cli("deploy")
     assert proc.returncode == 0, proc.stderr
