@@ -127,6 +127,10 @@ def test_api_writes_are_audited_with_name_card_client_and_result(redis_url: str,
         assert [(r["who"], r["result"]) for r in page2] == [("viewer-user", "403")]
         only_a = http.get("/api/audit", headers=_bearer(tokens[Role.ADMIN]), params={"card_id": "A-1"}).json()
         assert len(only_a) == 2
+        recent = http.get("/api/audit", headers=_bearer(tokens[Role.ADMIN]), params={"since": "1h"})
+        assert recent.headers["X-Total-Count"] == "3"
+        bad = http.get("/api/audit", headers=_bearer(tokens[Role.ADMIN]), params={"since": "last tuesday"})
+        assert bad.status_code == 422 and "ISO time" in bad.json()["detail"]
         detail = http.get("/api/cards/A-1", headers=_bearer(tokens[Role.VIEWER])).json()
         assert [(a["action"], a["who"]) for a in detail["actions"]] == [("cancel", "operator-user")]
 

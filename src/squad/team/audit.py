@@ -55,7 +55,7 @@ def parse_since(text: str) -> float:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise SquadError(f"invalid --since {text!r}: an ISO time (2026-12-07T10:00) or an age (30m, 2h, 7d)") from None
+        raise SquadError(f"invalid since {text!r}: an ISO time (2026-12-07T10:00) or an age (30m, 2h, 7d)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()

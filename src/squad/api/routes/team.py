@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from squad.api.deps import StateDep
 from squad.api.schemas import AuditOut, IntakeOut, error_responses
 from squad.core.cards import CARD_ID_RE
+from squad.core.errors import SquadError
 from squad.store.team_store import AUDIT_MAX_PAGE, TeamStore
 from squad.team.audit import iso, parse_since
 from squad.team.intake import handle_github, signature_valid
@@ -28,7 +29,10 @@ async def audit_log(state: StateDep, response: Response,
                     offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Rows to skip")] = 0,
                     ) -> list[AuditOut]:
     """The audit log, newest first (admin); the matching total is in `X-Total-Count`."""
-    after = parse_since(since) if since else None
+    try:
+        after = parse_since(since) if since else None
+    except SquadError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
     rows, total = await to_thread.run_sync(lambda: TeamStore(state.store).audit_rows(
         card_id=card_id, since=after, limit=limit, offset=offset))
     response.headers["X-Total-Count"] = str(total)
@@ -36,7 +40,9 @@ async def audit_log(state: StateDep, response: Response,
 
 
 @router.post("/api/intake/github", status_code=202, response_model=IntakeOut,
-             responses=error_responses(401, 422))
+             responses={**error_responses(401, 422),
+                        200: {"model": IntakeOut, "description": "A card was changed (edited, cancelled, retried)"},
+                        201: {"model": IntakeOut, "description": "A card was added"}})
 async def github_intake(request: Request, state: StateDep,
                         x_github_event: Annotated[str, Header(max_length=100)] = "",
                         x_github_delivery: Annotated[str | None, Header(max_length=100)] = None,
