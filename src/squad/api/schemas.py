@@ -176,6 +176,9 @@ class BoardCard(BaseModel):
     elapsed: float | None = Field(default=None, description="Seconds the last run took, or has taken so far")
     worker: str | None = Field(default=None, description="Worker of the last run")
     last_output_at: datetime | None = Field(default=None, description="IN_PROGRESS: last line in the live log")
+    parent: str | None = Field(default=None, description="The card whose attempt created this one (docs/agents.md)")
+    question: str | None = Field(default=None, description="NEEDS_INPUT: what the card's agent asks a person")
+    choices: list[str] | None = Field(default=None, description="NEEDS_INPUT: the answers the agent offers")
 
 
 class LogEntry(BaseModel):

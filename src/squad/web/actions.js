@@ -40,6 +40,7 @@ export async function bulkRetry() {
 // ---- actions -------------------------------------------------------------------------------
 export async function act(id, action, button) {
   if (action === "reject") { openReject(id); return; }
+  if (action === "answer") { await answer(id, button); return; }
   const paths = {
     retry: [`/api/tasks/${encodeURIComponent(id)}/retry`, { force: false }],
     "retry-force": [`/api/tasks/${encodeURIComponent(id)}/retry`, { force: true }],
@@ -63,6 +64,23 @@ export async function act(id, action, button) {
     if (button) button.disabled = false;
   }
 }
+// The answer to a NEEDS_INPUT card's question: a choice button's text, or what the box holds.
+async function answer(id, button) {
+  const box = button ? button.closest(".c-ask") : null;
+  const text = (button && button.dataset.answer !== undefined ? button.dataset.answer
+    : (box ? box.querySelector(".c-answer").value : "")).trim();
+  if (!text) { toast(`answer ${id}: type an answer first`, true); return; }
+  if (button) button.disabled = true;
+  try {
+    const res = await api(`/api/cards/${encodeURIComponent(id)}/answer`, { method: "POST", body: { answer: text } });
+    toast(res.message || `${id} answered`);
+    markRefresh(id);
+  } catch (err) {
+    toast(`answer ${id}: ${err.message}`, true);
+    if (button) button.disabled = false;
+  }
+}
+
 let rejectId = null;
 function openReject(id) {
   rejectId = id;

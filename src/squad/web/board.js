@@ -42,6 +42,29 @@ function actionsHtml(c) {
   return b.join("");
 }
 
+// An agent's question (NEEDS_INPUT): its choices as buttons, and a box for any other answer.
+function askHtml(c) {
+  if (c.status !== "NEEDS_INPUT" || !c.question) return "";
+  const choices = (Array.isArray(c.choices) ? c.choices : []).map((ch) =>
+    `<button type="button" data-action="answer" data-answer="${esc(ch)}">${esc(ch)}</button>`).join("");
+  return `<div class="c-ask"><div class="c-q">${esc(c.question)}</div>${choices}` +
+    `<input type="text" class="c-answer" maxlength="16384" aria-label="Answer to ${esc(c.card_id)}">` +
+    `<button type="button" data-action="answer">Answer</button></div>`;
+}
+
+// Sub-cards (docs/agents.md): a child names its parent; a WAITING parent lists its children.
+function familyHtml(c) {
+  const parts = [];
+  if (c.parent) parts.push(`sub-card of ${esc(c.parent)}`);
+  if (c.status === "WAITING") {
+    const kids = [...state.cards.values()].filter((k) => k.parent === c.card_id);
+    const done = kids.filter((k) => k.status === "DONE").length;
+    parts.push(`waits for sub-cards ${done}/${kids.length} done: ` +
+      kids.map((k) => `<span class="c-kid" data-kid-status="${esc(k.status)}">${esc(k.card_id)}</span>`).join(" "));
+  }
+  return parts.length ? `<div class="c-family">${parts.join(" · ")}</div>` : "";
+}
+
 function cardInner(c) {
   const p = Math.max(0, Math.min(100, c.progress | 0));
   const step = c.current_step ? esc(c.current_step) : "";
@@ -59,7 +82,7 @@ function cardInner(c) {
     `<div class="bar" role="progressbar" aria-label="Progress of ${esc(c.card_id)}" aria-valuemin="0" aria-valuemax="100" ` +
     `aria-valuenow="${p}" aria-valuetext="${p}%${step ? " " + step : ""}"><i></i></div>` +
     `<div class="c-step">${p}%${step ? " · " + step : ""}</div>` +
-    `<div class="c-time">${timeText(c)}</div>${due}${err}` +
+    `<div class="c-time">${timeText(c)}</div>${due}${err}${familyHtml(c)}${askHtml(c)}` +
     `<div class="c-act">${actionsHtml(c)}</div>`;
 }
 function cardHtml(c) {
@@ -269,6 +292,7 @@ export function setupBoardEvents() {
     const id = card.dataset.cardId;
     const btn = ev.target.closest("button[data-action]");
     if (btn) { ev.stopPropagation(); act(id, btn.dataset.action, btn); return; }
+    if (ev.target.closest(".c-ask")) return; // typing an answer does not open the card
     if (ev.target.classList.contains("sel")) { toggleSelect(id, ev.target.checked); return; }
     location.hash = `#/cards/${encodeURIComponent(id)}`;
   });

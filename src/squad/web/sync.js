@@ -115,12 +115,21 @@ function applyEvent(ev, touched, preload = false) {
     c._evTs = ts;
     if (ev.attempt !== undefined && Number(ev.attempt) > 0) c.attempts = Number(ev.attempt);
     if (ev.error) c.last_error = ev.error;
-    if (ev.status === "QUEUED" || (ev.status === "IN_PROGRESS" && prev !== "IN_PROGRESS")) {
+    if (ev.status === "QUEUED" || (ev.status === "IN_PROGRESS" && prev !== "IN_PROGRESS" && prev !== "NEEDS_INPUT")) {
       c.progress = 0; c.current_step = null; c._elapsed = 0; c._elapsedAt = performance.now();
     }
     if (ev.status === "DONE") c.progress = 100;
     c.updated_at = ev.timestamp || c.updated_at;
     if (c.status === "REVIEW") state.hasReview = true;
+    if (c.status !== "NEEDS_INPUT") { c.question = null; c.choices = null; }
+    touched.set(id, true);
+    markRefresh(id);
+  } else if (ev.type === "question") { // an agent asks a person (docs/agents.md): the answer box shows it
+    c.question = ev.question;
+    try { c.choices = ev.choices ? JSON.parse(ev.choices) : null; } catch { c.choices = null; }
+    touched.set(id, true);
+  } else if (ev.type === "answer") {
+    c.question = null; c.choices = null;
     touched.set(id, true);
     markRefresh(id);
   }
