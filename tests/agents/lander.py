@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Fake coding agent for the landing tests: edits files in its cwd (a card worktree), leaves them
-uncommitted, and resolves conflict markers when its prompt lists conflicts.
+uncommitted, resolves conflict markers when its prompt lists conflicts, and adds a line to each file a
+failed verify names (`VERIFY-FAIL <path>:` in its prompt).
 
 argv: MARK_DIR [--shared FILE] [--fail-first] [--sleep S]. Appends "<card_id> attempt N" to
 <card_id>.txt; with --shared, writes "<card_id> was here" as the first line of FILE (two cards doing
@@ -33,6 +34,11 @@ if "## Conflicts with the base branch" in prompt:
             with open(path, "w", encoding="utf-8") as fh:
                 fh.writelines(kept)
             resolved.append(path)
+elif "## Verify failed" in prompt:
+    for path in sorted(set(re.findall(r"VERIFY-FAIL (\S+):", prompt))):
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"fixed by {card}\n")
+        resolved.append(path)
 else:
     with open(f"{card}.txt", "a", encoding="utf-8") as fh:
         fh.write(f"{card} attempt {attempt}\n")

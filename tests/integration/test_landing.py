@@ -20,7 +20,7 @@ from squad.core.cards import CardSpec, Status
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.paths import AGENTS
-from support.processes import free_port
+from support.processes import free_port, kill_tree, wait_for
 from support.repos import make_repo
 
 PY = sys.executable
@@ -42,7 +42,8 @@ def snapshot(repo: Path) -> dict[str, str]:
 class Machines:
     """A bare remote, the user's own clone, and one clone per "machine"; one store for all of them."""
 
-    def __init__(self, root: Path, workspace_toml: str = "", agent_args: str = "", *, remote: bool = True) -> None:
+    def __init__(self, root: Path, workspace_toml: str = "", agent_args: str = "", *, remote: bool = True,
+                 agents_toml: str = "") -> None:
         self.root = root
         self.origin = root / "origin.git"
         seed = root / "seed"
@@ -62,6 +63,9 @@ class Machines:
 default_agent = "lander"
 [agents.lander]
 command = ["{PY}", "{AGENTS / 'lander.py'}", "{self.marks}"{args}]
+[agents.slow]
+command = ["{PY}", "{AGENTS / 'lander.py'}", "{self.marks}", "--sleep", "4"{args}]
+{agents_toml}
 [workspace]
 {'remote = "origin"' if remote else ''}
 {workspace_toml}
@@ -97,6 +101,14 @@ command = ["{PY}", "{AGENTS / 'lander.py'}", "{self.marks}"{args}]
 
     def remote_show(self, ref: str, path: str) -> str:
         return git(["show", f"{ref}:{path}"], self.origin)
+
+    def remote_head(self, branch: str = "main") -> str:
+        return git(["rev-parse", f"refs/heads/{branch}"], self.origin).strip()
+
+    def start_orchestrator(self, clone: Path, name: str, **extra: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([PY, "-m", "squad", "orchestrate", "--mode", "local", "--wait", "--interval", "0.2"],
+                                env=self.env(clone, **extra), stdout=subprocess.DEVNULL,
+                                stderr=open(self.root / f"{name}.log", "wb"), start_new_session=True)
 
     def user_untouched(self) -> None:
         assert snapshot(self.user) == self.user_before
@@ -196,3 +208,75 @@ def test_two_dependencies_that_merge_cleanly_start_the_dependant_from_their_merg
     proc = m.orchestrate(one)
     assert proc.returncode == 0, proc.stderr
     assert {"A.txt", "B.txt"} <= set(m.mark("C", 1)["files"])
+
+
+# ---- (d) landing and the merge train ----------------------------------------------------------------
+def test_two_cards_editing_the_same_line_land_one_after_the_other_the_second_resolving_markers(
+        tmp_path: Path) -> None:
+    m = Machines(tmp_path, workspace_toml='land = "merge"', agent_args="--shared shared.txt")
+    one = m.clone("one")
+    m.seed({"card_id": "A"}, {"card_id": "B", "agent": "slow"})
+    proc = m.orchestrate(one)
+    assert proc.returncode == 0, proc.stderr
+    assert m.store.get_card("A").status == m.store.get_card("B").status == Status.DONE
+    # B's branch started from the old base: its landing conflicted, the next attempt got the markers
+    prompt = m.prompt("B", 2)
+    assert "## Conflicts with the base branch" in prompt and "- shared.txt" in prompt
+    assert m.mark("B", 2)["resolved"] == ["shared.txt"]
+    shared = m.remote_show("main", "shared.txt")
+    assert "A was here" in shared and "B was here" in shared and "<<<<<<<" not in shared
+    landed = {cid: [r.landed_commit for r in m.store.list_runs(cid) if r.landed_commit] for cid in ("A", "B")}
+    assert len(landed["A"]) == 1 and len(landed["B"]) == 1
+    assert landed["B"][0] == m.remote_head()
+    git(["fetch", "-q", "origin"], one)
+    assert git(["merge-base", "--is-ancestor", landed["A"][0], landed["B"][0]], one, check=False) == ""
+    assert m.remote_show("main", "A.txt") == "A attempt 1\n"
+    m.user_untouched()
+    m.store.dispose()
+
+
+def test_a_verify_failure_after_a_clean_merge_goes_back_to_the_agent(tmp_path: Path) -> None:
+    m = Machines(tmp_path, workspace_toml='land = "merge"')
+    one = m.clone("one")
+    # B passes its own verify (A.txt is not in its branch) but not on base once A landed there
+    m.seed({"card_id": "A"}, {"card_id": "B", "agent": "slow", "verify": [*VERIFY, "2", "A.txt"]})
+    proc = m.orchestrate(one)
+    assert proc.returncode == 0, proc.stderr
+    assert m.store.get_card("B").status == Status.DONE
+    runs = m.store.list_runs("B")
+    assert runs[0].verify_exit == 1 and "VERIFY-FAIL A.txt: 1 line(s), want 2" in (runs[0].verify_output or "")
+    assert "## Verify failed" in m.prompt("B", 2) and "VERIFY-FAIL A.txt" in m.prompt("B", 2)
+    assert runs[-1].verify_exit == 0 and runs[-1].landed_commit == m.remote_head()
+    assert m.remote_show("main", "A.txt") == "A attempt 1\nfixed by B\n"
+    m.user_untouched()
+    m.store.dispose()
+
+
+def test_without_a_remote_base_checked_out_by_the_user_stays_landing_with_one_line_then_lands_by_hand(
+        tmp_path: Path) -> None:
+    m = Machines(tmp_path, workspace_toml='land = "squash"\nbase = "main"', remote=False)
+    m.seed({"card_id": "A"})
+    orch = m.start_orchestrator(m.user, "orch")
+    try:
+        wait_for(lambda: "checked out in" in (m.store.get_card("A").last_error or ""), 120,
+                 message="A refused to land")
+    finally:
+        kill_tree(orch)
+    card = m.store.get_card("A")
+    assert card.status == Status.LANDING
+    assert card.last_error == (f"cannot land: base main is checked out in {m.user.resolve()}, which squad does not "
+                               "change; set [workspace] remote, or check out another branch there")
+    m.user_untouched()  # HEAD, index and files as they were, though the refused landing was on this clone
+    show = run_cli("review", "show", "A", "--stat", env=m.env(m.user))
+    assert "status LANDING" in show.stdout and "last error: cannot land: base main is checked out" in show.stdout
+    # the user moves their checkout elsewhere: `squad land` lands it by hand (squash: one commit on main)
+    git(["checkout", "-q", "-b", "elsewhere"], m.user)
+    before = git(["rev-parse", "main"], m.user).strip()
+    proc = run_cli("land", "A", env=m.env(m.user))
+    assert proc.returncode == 0 and "card A DONE" in proc.stdout, proc.stdout + proc.stderr
+    main = git(["rev-parse", "main"], m.user).strip()
+    assert git(["rev-parse", "main^"], m.user).strip() == before
+    assert git(["show", "main:A.txt"], m.user) == "A attempt 1\n"
+    assert m.store.list_runs("A")[-1].landed_commit == main
+    assert git(["rev-parse", "HEAD"], m.user).strip() == before  # the user's checkout did not move
+    m.store.dispose()

@@ -12,7 +12,17 @@ from pathlib import Path
 
 import structlog
 
-from squad.attempt.workspaces import FileStat, WorkspaceError, git, numstat, remove, repo_root, workspace_for
+from squad.attempt.landing import land_ready
+from squad.attempt.workspaces import (
+    FileStat,
+    WorkspaceError,
+    git,
+    land_mode,
+    numstat,
+    remove,
+    repo_root,
+    workspace_for,
+)
 from squad.core.cards import Card, Status
 from squad.core.errors import ConflictError, NotFoundError, SquadError
 from squad.core.settings import Settings
@@ -117,7 +127,9 @@ class _Keep(dict[str, str]):
 
 
 def approve_card(producer: Producer, card_id: str) -> Card:
-    """REVIEW → DONE (after the optional `after_approve` hook); dependants are released next pass."""
+    """REVIEW → DONE (after the optional `after_approve` hook); dependants are released next pass.
+    With landing on (`land` other than `none`) the card goes LANDING instead: an orchestrator pass or
+    `squad land` lands it (docs/workspaces.md "Landing the work")."""
     store, settings = producer.store, producer.settings
     card = _require_review(store, card_id)
     try:
@@ -125,12 +137,83 @@ def approve_card(producer: Producer, card_id: str) -> Card:
     except ApprovalHookFailed as exc:
         store.note_review_error(card_id, str(exc))
         raise
+    if land_mode(settings, card) != "none":
+        landing = store.start_landing(card_id, expected=[Status.REVIEW])
+        if landing is None:
+            raise NotInReview(f"card {card_id} left REVIEW meanwhile")
+        producer.status_event(card_id, Status.LANDING, card.celery_task_id, attempt=card.attempts)
+        return landing
     approved = store.approve(card_id)
     if approved is None:
         raise NotInReview(f"card {card_id} left REVIEW meanwhile")
     producer.status_event(card_id, Status.DONE, card.celery_task_id, attempt=card.attempts)
     cleanup_local(settings, store, approved)
     return approved
+
+
+class CannotLand(ConflictError):
+    """`squad land` of a card that is neither DONE nor REVIEW nor LANDING (HTTP 409)."""
+
+
+def start_landing(producer: Producer, card_id: str) -> Card:
+    """Put a DONE or approved card into its repository's merge train by hand (→ LANDING); a card already
+    LANDING stays so. With `land = none` it lands as `merge`."""
+    store = producer.store
+    card = store.get_card(card_id)
+    if card.status == Status.LANDING:
+        return card
+    if card.status not in (Status.DONE, Status.REVIEW):
+        raise CannotLand(f"card {card_id} is {card.status.value}: only a DONE or REVIEW card can land")
+    if workspace_for(producer.settings, card) is None:
+        raise CannotLand(f"card {card_id} has no workspace (no repository configured)")
+    if store.latest_workspace_run(card_id) is None:
+        raise CannotLand(f"card {card_id} has no branch to land (no attempt ran in its workspace)")
+    landing = store.start_landing(card_id, expected=[card.status])
+    if landing is None:
+        raise CannotLand(f"card {card_id} changed status meanwhile; try again")
+    producer.status_event(card_id, Status.LANDING, card.celery_task_id, attempt=card.attempts)
+    return landing
+
+
+def land_now(producer: Producer, card_id: str) -> Card:
+    """`squad land ID`: into the train, then land what the trains hold from this process (another
+    lander may hold the card's train: then it lands it); the card as it is afterwards."""
+    start_landing(producer, card_id)
+    land_ready(producer.settings, producer.store, producer.events, worker="cli")
+    return producer.store.get_card(card_id)
+
+
+@dataclass
+class Evidence:
+    """What a reviewer sees of a card's work besides its diff (`squad review show`, the card detail)."""
+
+    status: str
+    attempts: int
+    cost_usd: float | None
+    duration_s: float | None
+    verify_exit: int | None
+    verify_output: str | None
+    landed_commit: str | None
+    last_error: str | None
+    conflicts: list[str] | None
+
+
+def card_evidence(store: CardStore, card_id: str) -> Evidence:
+    """The latest run's verify exit and output tail, the card's attempts, cost and time spent, and for a
+    LANDING or conflicted card what happened."""
+    card = store.get_card(card_id)
+    runs = store.list_runs(card_id)
+    last = runs[-1] if runs else None
+    verified = next((r for r in reversed(runs) if r.verify_exit is not None or r.verify_output is not None), None)
+    duration = sum((r.ended_at - r.started_at).total_seconds() for r in runs if r.ended_at and r.started_at)
+    costs = [r.cost_usd for r in runs if r.cost_usd is not None]
+    return Evidence(status=card.status.value, attempts=card.attempts, cost_usd=sum(costs) if costs else None,
+                    duration_s=round(duration, 2) if runs else None,
+                    verify_exit=verified.verify_exit if verified else None,
+                    verify_output=verified.verify_output if verified else None,
+                    landed_commit=next((r.landed_commit for r in reversed(runs) if r.landed_commit), None),
+                    last_error=card.last_error if last is None or card.status != Status.DONE else None,
+                    conflicts=card.conflicts)
 
 
 def reject_card(producer: Producer, card_id: str, feedback: str) -> str:

@@ -419,9 +419,10 @@ class AnswerOut(BaseModel):
 
 
 class ReviewOut(BaseModel):
-    """Answer of approve (card DONE) and reject (card QUEUED under `task_id`)."""
+    """Answer of approve (card DONE, or LANDING with landing on), reject (card QUEUED under `task_id`)
+    and land (card LANDING)."""
 
-    status: Literal["approved", "rejected"]
+    status: Literal["approved", "rejected", "landing"]
     card_id: str
     task_id: str | None = None
     message: str

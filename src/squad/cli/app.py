@@ -45,8 +45,9 @@ def version() -> None:
 
 # Every command, in the order `squad --help` lists them; then the groups.
 for _command in (services.worker, services.beat, services.serve, services.orchestrate, services.up,
-                 observe.logs, cards.retry, cards.cancel, observe.status, observe.watch, setup.deploy, setup.doctor,
-                 setup.init, team.audit, questions.answer, questions.questions, questions.mcp, version):
+                 observe.logs, cards.retry, cards.cancel, review.land, observe.status, observe.watch,
+                 setup.deploy, setup.doctor, setup.init, team.audit, questions.answer, questions.questions,
+                 questions.mcp, version):
     app.command()(_command)
 for _name, _group in (("backlog", cards.backlog_app), ("card", cards.card_app), ("agents", setup.agents_app),
                       ("review", review.review_app), ("workspace", review.workspace_app),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,18 +31,60 @@ def review_list(as_json: JsonOpt = False) -> None:
 @review_app.command("show")
 def review_show(card_id: Annotated[str, typer.Argument(help="Card id.")],
                 stat: Annotated[bool, typer.Option("--stat", help="Only the diff stat.")] = False) -> None:
-    """Diff stat and diff of the card's branch since its base (`base…branch`)."""
-    from squad.actions.review import card_diff
+    """Diff stat and diff of the card's branch since its base (`base…branch`), and the evidence: attempts,
+    cost, time spent, verify exit and output tail, what a landing did."""
+    from squad.actions.review import card_diff, card_evidence
 
     settings = cli_settings()
-    diff = card_diff(settings, cli_store(settings), card_id, with_patch=not stat)
+    store = cli_store(settings)
+    diff = card_diff(settings, store, card_id, with_patch=not stat)
     lines = [f"branch {diff.branch}  base {diff.base_commit[:12]}  head {diff.head_commit[:12]}"]
     lines += [f" {f.path} | +{f.insertions} -{f.deletions}" for f in diff.files]
     lines.append(f" {len(diff.files)} file(s) changed, {sum(f.insertions for f in diff.files)} insertion(s), "
                  f"{sum(f.deletions for f in diff.files)} deletion(s)")
+    lines += _evidence_lines(card_evidence(store, card_id))
     sys.stdout.write(_safe_text("\n".join(lines)) + "\n")
     if not stat and diff.patch:
         sys.stdout.write("\n" + _safe_text(diff.patch))
+
+
+VERIFY_TAIL_LINES = 20  # of the verify output kept on the run, the lines `review show` prints
+
+
+def _evidence_lines(ev: Any) -> list[str]:
+    cost = "-" if ev.cost_usd is None else f"${ev.cost_usd:.4f}"
+    duration = "-" if ev.duration_s is None else f"{ev.duration_s:.1f}s"
+    lines = [f"status {ev.status}  attempts {ev.attempts}  cost {cost}  duration {duration}"]
+    if ev.verify_exit is None and ev.verify_output is None:
+        lines.append("verify: not run")
+    else:
+        verdict = "passed" if ev.verify_exit == 0 else "failed"
+        lines.append(f"verify: {verdict} (exit {ev.verify_exit})")
+        tail = (ev.verify_output or "").splitlines()[-VERIFY_TAIL_LINES:]
+        lines += [f"  | {line}" for line in tail]
+    if ev.landed_commit:
+        lines.append(f"landed as {ev.landed_commit}")
+    if ev.conflicts:
+        lines.append(f"conflicts: {', '.join(ev.conflicts)}")
+    if ev.last_error:
+        lines.append(f"last error: {ev.last_error}")
+    return lines
+
+
+def land(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> None:
+    """Land a DONE or REVIEW card by hand: its repository's merge train applies its branch on base,
+    runs verify on the result and moves base (docs/workspaces.md "Landing the work")."""
+    from squad.actions.review import land_now
+    from squad.core.cards import Status
+
+    with cli_context() as ctx:
+        card = land_now(ctx.producer, card_id)
+    line = f"card {card.card_id} {card.status.value}"
+    if card.status != Status.DONE and card.last_error:
+        line += f": {card.last_error}"
+    out.print(line)
+    if card.status not in (Status.DONE, Status.LANDING):
+        raise typer.Exit(1)
 
 
 def _safe_text(text: str) -> str:

@@ -1,4 +1,4 @@
-"""Review gate and workspaces: a card's diff, approve (REVIEW → DONE), reject (REVIEW → QUEUED)."""
+"""Review gate and workspaces: a card's diff, approve (REVIEW → DONE), reject (REVIEW → QUEUED), land."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 from anyio import to_thread
 from fastapi import APIRouter
 
-from squad.actions.review import approve_card, card_diff, reject_card
+from squad.actions.review import approve_card, card_diff, reject_card, start_landing
 from squad.api.deps import Authorized, CardIdDep, StateDep
 from squad.api.schemas import DiffOut, FileStatOut, RejectIn, ReviewOut, error_responses
 from squad.attempt.workspaces import WorkspaceInfo, list_workspaces
@@ -31,6 +31,15 @@ def approve(card_id: CardIdDep, state: StateDep) -> ReviewOut:
     `after_approve` hook failed (the card then stays in REVIEW with the error in `last_error`)."""
     card = approve_card(state.producers.get(), card_id)
     return ReviewOut(status="approved", card_id=card_id, message=f"card {card_id} approved", card=card)
+
+
+@router.post("/api/cards/{card_id}/land", response_model=ReviewOut, dependencies=[Authorized],
+             responses=error_responses(401, 404, 409))
+def land(card_id: CardIdDep, state: StateDep) -> ReviewOut:
+    """A DONE or REVIEW card joins its repository's merge train (→ LANDING); the orchestrator lands it.
+    409 when the card is in another status or has no branch to land."""
+    card = start_landing(state.producers.get(), card_id)
+    return ReviewOut(status="landing", card_id=card_id, message=f"card {card_id} is landing", card=card)
 
 
 @router.post("/api/cards/{card_id}/reject", response_model=ReviewOut, dependencies=[Authorized],
