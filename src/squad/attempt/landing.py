@@ -56,7 +56,6 @@ __all__ = ["LANDING_DIR", "land_ready", "train_of"]
 LANDING_DIR = ".landing"  # under SQUAD_WORKDIR: the worktrees landings are made in
 #: trains looked at per `land_ready` call at most (each round lands at most one card per train)
 MAX_ROUNDS = 1000
-NO_HOOKS = ["-c", "core.hooksPath=/dev/null"]  # a landing runs none of the repository's hooks
 
 
 @dataclass
@@ -261,13 +260,13 @@ def _apply(mode: str, tree: Path, card: Card, ws: Workspace, head: str, base_com
     env = identity_env(ws.repo)
     try:
         if mode == "rebase":
-            git([*NO_HOOKS, "checkout", "--quiet", "--detach", head], tree)
-            git([*NO_HOOKS, "rebase", "--quiet", base_commit], tree, env=env)
+            git(["checkout", "--quiet", "--detach", head], tree)
+            git(["rebase", "--quiet", base_commit], tree, env=env)
         elif mode == "squash":
-            git([*NO_HOOKS, "merge", "--squash", "--quiet", head], tree, env=env)
-            git([*NO_HOOKS, "commit", "--quiet", "--no-verify", "--allow-empty", "-m", message], tree, env=env)
+            git(["merge", "--squash", "--quiet", head], tree, env=env)
+            git(["commit", "--quiet", "--no-verify", "--allow-empty", "-m", message], tree, env=env)
         else:
-            git([*NO_HOOKS, "merge", "--no-ff", "--no-verify", "--quiet", "-m", message, head], tree, env=env)
+            git(["merge", "--no-ff", "--no-verify", "--quiet", "-m", message, head], tree, env=env)
     except WorkspaceError:
         files = conflicted_files(tree)
         if not files:
