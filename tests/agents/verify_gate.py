@@ -2,8 +2,8 @@
 """A verify command for the landing tests. argv: MARK_DIR NAME [WAIT_FOR].
 
 In a card's own worktree it passes at once. On a landing's result (cwd under `.landing/`) it appends
-"start <card> <time>" to MARK_DIR/<NAME>.log, waits (bounded) until MARK_DIR/<WAIT_FOR> exists when
-WAIT_FOR is given, then appends "end <card> <time>" and passes."""
+"start <card> <time>" to MARK_DIR/<NAME>.log, creates MARK_DIR/<NAME>-started, waits (bounded) until
+MARK_DIR/<WAIT_FOR> exists when WAIT_FOR is given, then appends "end <card> <time>" and passes."""
 
 import os
 import sys
@@ -17,6 +17,8 @@ card = os.environ.get("SQUAD_CARD_ID", "?")
 log = os.path.join(mark_dir, f"{name}.log")
 with open(log, "a", encoding="utf-8") as fh:
     fh.write(f"start {card} {time.time()}\n")
+with open(os.path.join(mark_dir, f"{name}-started"), "w", encoding="utf-8") as fh:
+    fh.write(card)
 if wait_for:
     deadline = time.monotonic() + 120
     while not os.path.exists(os.path.join(mark_dir, wait_for)) and time.monotonic() < deadline:

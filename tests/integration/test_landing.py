@@ -6,7 +6,9 @@ byte for byte what it was (HEAD, index, files)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from support.repos import make_repo
 
 PY = sys.executable
 VERIFY = [PY, str(AGENTS / "verify_lines.py")]
+GATE = [PY, str(AGENTS / "verify_gate.py")]
 
 
 def snapshot(repo: Path) -> dict[str, str]:
@@ -279,4 +282,81 @@ def test_without_a_remote_base_checked_out_by_the_user_stays_landing_with_one_li
     assert git(["show", "main:A.txt"], m.user) == "A attempt 1\n"
     assert m.store.list_runs("A")[-1].landed_commit == main
     assert git(["rev-parse", "HEAD"], m.user).strip() == before  # the user's checkout did not move
+    m.store.dispose()
+
+
+def _wait_exit(*procs: subprocess.Popen[bytes], timeout: float = 240) -> None:
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                kill_tree(proc)
+
+
+def test_the_lander_killed_mid_landing_leaves_base_before_and_the_train_goes_on(tmp_path: Path) -> None:
+    m = Machines(tmp_path, workspace_toml='land = "merge"')
+    one, two = m.clone("one"), m.clone("two")
+    m.seed({"card_id": "A", "verify": [*GATE, str(m.marks), "land", "release"]}, {"card_id": "B"})
+    lander = m.start_orchestrator(one, "orch-one")
+    try:
+        wait_for(lambda: (m.marks / "land-started").exists(), 120, message="A's landing verify started")
+        before = m.remote_head()
+        kill_tree(lander, sig=signal.SIGKILL)  # kill -9, mid-landing (its verify is running)
+    finally:
+        if lander.poll() is None:
+            kill_tree(lander)
+    assert m.store.get_card("A").status == Status.LANDING
+    assert m.remote_head() == before  # base before: nothing half-moved
+    (m.marks / "release").write_text("go")
+    # another machine's lander takes the train over once the dead one's lease ran out
+    proc = m.orchestrate(two)
+    assert proc.returncode == 0, proc.stderr
+    assert m.store.get_card("A").status == m.store.get_card("B").status == Status.DONE
+    head = m.remote_head()
+    assert m.remote_show("main", "A.txt") == "A attempt 1\n" and m.remote_show("main", "B.txt") == "B attempt 1\n"
+    assert [r.landed_commit for r in m.store.list_runs("A") if r.landed_commit]
+    assert git(["fsck", "--no-progress"], m.origin) == ""
+    assert head != before
+    m.user_untouched()
+    m.store.dispose()
+
+
+def test_two_trains_land_side_by_side_while_each_train_is_strictly_serial_across_two_landers(
+        tmp_path: Path) -> None:
+    m = Machines(tmp_path, workspace_toml='land = "merge"')
+    one, two = m.clone("one"), m.clone("two")
+    # a second repository (its own remote, one clone at the same path for both machines)
+    other_seed = tmp_path / "other-seed"
+    make_repo(other_seed)
+    other_origin = tmp_path / "other.git"
+    git(["clone", "-q", "--bare", str(other_seed), str(other_origin)], tmp_path)
+    other = tmp_path / "other"
+    git(["clone", "-q", str(other_origin), str(other)], tmp_path)
+    for args in (["config", "user.email", "o@example.com"], ["config", "user.name", "o"]):
+        git(args, other)
+    x_verify = [*GATE, str(m.marks), "trainX", "trainY-started"]
+    y_verify = [*GATE, str(m.marks), "trainY", "trainX-started"]
+    m.seed({"card_id": "X1", "verify": x_verify}, {"card_id": "X2", "verify": x_verify},
+           {"card_id": "X3", "verify": x_verify}, {"card_id": "Y1", "repo": str(other), "verify": y_verify})
+    landers = [m.start_orchestrator(one, "orch-one"), m.start_orchestrator(two, "orch-two")]
+    _wait_exit(*landers)
+    for cid in ("X1", "X2", "X3", "Y1"):
+        assert m.store.get_card(cid).status == Status.DONE, (cid, m.store.get_card(cid).last_error)
+
+    def intervals(name: str) -> list[tuple[float, float]]:
+        lines = [line.split() for line in (m.marks / f"{name}.log").read_text().splitlines()]
+        starts = {c: float(t) for kind, c, t in lines if kind == "start"}
+        ends = {c: float(t) for kind, c, t in lines if kind == "end"}
+        return sorted((starts[c], ends[c]) for c in starts)
+
+    x, y = intervals("trainX"), intervals("trainY")
+    assert len(x) == 3 and len(y) == 1
+    # one repository's train is strictly serial, whichever of the two landers ran each landing ...
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(x))
+    # ... while the other repository's train ran at the same time (each verify waited for the other's)
+    assert any(xs < y[0][1] and y[0][0] < xe for xs, xe in x)
+    assert git(["show", "main:Y1.txt"], other_origin) == "Y1 attempt 1\n"
+    assert {"X1.txt", "X2.txt", "X3.txt"} <= set(git(["ls-tree", "--name-only", "main"], m.origin).split())
+    m.user_untouched()
     m.store.dispose()
