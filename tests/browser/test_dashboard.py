@@ -228,6 +228,37 @@ def test_a_board_of_more_than_a_thousand_cards_holds_every_card(
     assert errors.items == []
 
 
+def test_cards_imported_together_appear_live_from_their_batch_events(
+        browser: Any, serve_factory: Any, settings: Settings, tmp_path: Path) -> None:
+    # Given the board open, live, on a store of one card
+    env = _env(settings, tmp_path)
+    _import(env, tmp_path, [{"card_id": "FIRST", "title": "Already there"}])
+    server = serve_factory(env)
+    page, errors = open_page(browser, server.url)
+    page.wait_for_selector('#conn[data-state="live"]')
+    page.wait_for_function("document.body.dataset.loaded === 'true'")
+    _in_lane(page, "FIRST", "TODO")
+    page.evaluate("window.__sameDocument = true")
+    lane = '.lane[data-lane="TODO"]'
+
+    # When three cards are imported together (one `added` event names them)
+    _import(env, tmp_path, [{"card_id": f"SMALL-{i}", "title": f"Small batch {i}"} for i in range(3)])
+    # Expect each in the TODO lane, read by id
+    for i in range(3):
+        _in_lane(page, f"SMALL-{i}", "TODO", timeout_s=60)
+    page.wait_for_function(f"document.querySelector('{lane} .lane-count').textContent === '4'")
+
+    # When 1,500 more are imported (two events, more than the page reads card by card)
+    _import(env, tmp_path, [{"card_id": f"BULK-{i:04d}", "title": f"Bulk {i}"} for i in range(1500)])
+    # Expect every one counted on the board, the last found by the filter, without a reload or an error
+    page.wait_for_function(f"document.querySelector('{lane} .lane-count').textContent === '1504'", timeout=120_000)
+    assert "1504 of 1504 cards" in (page.text_content("#summary") or "")
+    page.fill("#f-text", "BULK-1499")
+    page.wait_for_selector(f'{lane} [data-card-id="BULK-1499"]')
+    assert page.evaluate("window.__sameDocument") is True
+    assert errors.items == []
+
+
 #: Runs before the page's own scripts: collects what the page throws or shows as an error (a red
 #: toast), so that a wait below ends at once on one
 WATCH_ERRORS = """(() => {

@@ -343,3 +343,51 @@ def test_every_way_of_adding_a_card_emits_the_same_status_event_and_refuses_a_du
         {"type": "status", "card_id": card_id, "task_id": "", "status": "TODO"} for card_id in paths]
     assert all(store.get_card(card_id).status == Status.TODO for card_id in paths)
     bus.close()
+
+
+def test_cards_added_together_are_announced_in_one_event_per_thousand_on_both_streams(
+        store: CardStore, tmp_path: Path, redis_url: str) -> None:
+    # Given an event bus on the store's namespace, and a backlog of 2,500 cards (a chain every 10)
+    bus = EventBus(redis_url, store.redis_keys)
+    keys = store.redis_keys
+    ids = [f"IMP-{i:04d}" for i in range(2500)]
+    backlog = {"cards": [{"card_id": cid, "title": f"card {i}", "labels": ["bulk"], "acceptance_criteria": ["ok"],
+                          "depends_on": [ids[i - 1]] if i % 10 else []} for i, cid in enumerate(ids)]}
+    # When it is imported
+    assert import_file(store, write(tmp_path / "big.json", backlog), events=bus) == (2500, 0)
+    # Expect three `added` events on task_updates naming every new card once, in file order, and
+    # the same three wake-ups on `settled`, which the orchestrators read as one TODO per card
+    events = [fields for _id, fields in bus.redis.xrange(keys.task_updates)]
+    assert [(e["type"], e["status"], e["count"]) for e in events] == [("added", "TODO", "1000"),
+                                                                      ("added", "TODO", "1000"),
+                                                                      ("added", "TODO", "500")]
+    assert [cid for e in events for cid in json.loads(e["card_ids"])] == ids
+    found, _last = bus.wait_status("0-0", block_s=1.0)
+    assert found == [(cid, "TODO") for cid in ids]
+    assert bus.redis.xlen(keys.settled) == 3
+    # ... and every card stored as the file says (the rows go in by a prebuilt statement)
+    assert export_backlog(store)["cards"][:11] == [
+        {"card_id": cid, "title": f"card {i}", "description": "", "acceptance_criteria": ["ok"],
+         "squad": None, "agent": None, "priority": 5, "depends_on": [ids[i - 1]] if i % 10 else [],
+         "labels": ["bulk"], "workdir": None, "time_limit": None, "soft_time_limit": None, "max_retries": None}
+        for i, cid in enumerate(ids[:11])]
+    bus.close()
+
+
+def test_text_no_store_can_hold_is_reported_per_card_with_the_other_problems(store: CardStore,
+                                                                            tmp_path: Path) -> None:
+    # Given a backlog with a NUL character, a lone surrogate in a list and a title over its bound
+    backlog = {"cards": [{"card_id": "N", "title": "a\x00b"},
+                         {"card_id": "S", "title": "s", "labels": ["ok", "bad\ud800"]},
+                         {"card_id": "L", "title": "t" * 501, "acceptance_criteria": ["fine", "x\x00"]}]}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(backlog), encoding="utf-8")  # \u0000 and \ud800 as JSON escapes
+    # When it is imported
+    with pytest.raises(BacklogError) as err:
+        import_file(store, path)
+    # Expect one line per problem, naming the card and the field, and nothing written
+    assert err.value.problems == ["card N: title: must not contain NUL characters",
+                                  "card S: labels.1: not valid UTF-8 text",
+                                  "card L: title: String should have at most 500 characters",
+                                  "card L: acceptance_criteria: must not contain NUL characters (item 1)"]
+    assert store.count_cards() == 0

@@ -129,6 +129,27 @@ def test_a_status_event_makes_the_next_pass_read_its_card_whatever_its_stamp(sto
     events.close()
 
 
+def test_cards_added_together_wake_a_pass_that_reads_them_whatever_their_stamp(store: CardStore,
+                                                                              redis_url: str) -> None:
+    # Given an orchestrator past its first pass, waiting on the event stream
+    from squad.actions.backlog import add_cards
+
+    events = EventBus(redis_url, store.redis_keys)
+    orch = Orchestrator(load_settings(), store, DeferredDispatcher(), events)
+    assert orch.tick().released == []
+    orch.wait_for_change(0.01)  # now waiting from the stream's current end
+    # When another process, whose clock lags by an hour, adds two cards together (one `added` event)
+    done = add_cards(store, [{"card_id": "N1", "title": "n1"}, {"card_id": "N2", "title": "n2"}], settings=None,
+                     events=events)
+    assert [e["type"] for e in done.events] == ["added"]
+    with store.tx() as conn:
+        conn.execute(update(cards).where(cards.c.card_id.in_(["N1", "N2"])).values(updated_at=time.time() - 3600))
+    # Expect the wake-up to run a pass, and the pass to release both cards it named
+    assert orch.wait_for_change(5.0) is True
+    assert orch.tick().released == ["N1", "N2"]
+    events.close()
+
+
 def test_only_a_status_event_the_graph_cares_about_wakes_a_pass(store: CardStore, redis_url: str) -> None:
     # Given an orchestrator waiting on the event stream: R runs alone, A runs and W waits on A
     events = EventBus(redis_url, store.redis_keys)

@@ -67,6 +67,12 @@ def documented_numbers() -> set[str]:
     return set(re.findall(r"`([a-z_]+)`", found.group(1)))
 
 
+def documented_lists() -> set[str]:
+    """The fields the doc says arrive as JSON lists of strings (`lists of strings: ...`)."""
+    found = re.search(r"lists of strings: ([^;\n]*)", websocket_section())
+    return set(re.findall(r"`([a-z_]+)`", found.group(1))) if found else set()
+
+
 def documented_examples() -> list[dict[str, Any]]:
     """The example events of the ```json block, one JSON object after another."""
     block = re.search(r"```json\n(.*?)```", websocket_section(), re.S)
@@ -93,10 +99,14 @@ def problems(event: dict[str, Any]) -> list[str]:
     table = documented_fields()
     if event.get("type") not in table:
         return [f"type {event.get('type')!r} is not documented"]
-    fields, numbers = event_fields(event["type"]), documented_numbers()
+    fields, numbers, lists = event_fields(event["type"]), documented_numbers(), documented_lists()
     out = [f"missing {name}" for name in sorted(fields.always - set(event))]
     out += [f"undocumented {name}" for name in sorted(set(event) - fields.all)]
     for name, value in event.items():
+        if name in lists:
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                out.append(f"{name} is {type(value).__name__}, the doc says a list of strings")
+            continue
         wanted, said = ((int, float), "a number") if name in numbers else ((str,), "a string")
         if not isinstance(value, wanted) or isinstance(value, bool):
             out.append(f"{name} is {type(value).__name__}, the doc says {said}")

@@ -13,11 +13,11 @@ from typing import Any
 import yaml
 
 from squad.attempt.card_check import check_backlog
-from squad.core.cards import CardSpec, Status
+from squad.core.cards import CardSpec
 from squad.core.depgraph import find_cycle
 from squad.core.errors import BacklogError
 from squad.core.settings import Settings
-from squad.live.events import Event, EventBus, status_event
+from squad.live.events import Event, EventBus, added_events
 from squad.store.card_store import CardStore
 
 
@@ -71,8 +71,8 @@ def import_file(store: CardStore, path: Path, *, update: bool = False, settings:
 
 @dataclass(frozen=True)
 class AddedCards:
-    """What `add_cards` did: the cards it created, those (still TODO) it rewrote, and the TODO status
-    event of each new card (published when it had an event bus)."""
+    """What `add_cards` did: the cards it created, those (still TODO) it rewrote, and the events that
+    name the new cards (published when it had an event bus): `added_events`."""
 
     added: list[str]
     updated: list[str]
@@ -86,13 +86,14 @@ def add_cards(store: CardStore, data: Any, *, settings: Settings | None, events:
     `data` is what a backlog file holds (`{"cards": [...]}` or a list of card mappings). Every path
     gets the same validation (`check_backlog`, then the store's checks in the inserting transaction,
     every problem at once), the same all-or-nothing insert, the same `DuplicateCardError` for ids
-    already stored (without `update`) and the same `status` event (TODO) for each new card, published
-    on `events` when given (best effort, like every event).
+    already stored (without `update`) and the same events naming the new cards, published on `events`
+    when given (best effort, like every event): a `status` event (TODO) for one card, an `added`
+    event per up to ADDED_EVENT_MAX_IDS cards for more (`squad.live.events.added_events`).
     """
     checked = check_backlog(data, settings)
     added, updated = store.add_cards(checked.specs, update_existing=update, problems=checked.problems,
                                      depends=checked.outside)
-    news = [status_event(card_id, Status.TODO) for card_id in added]
+    news = added_events(added) if added else []
     if events is not None and news:
         events.publish_many(news)
     return AddedCards(added=added, updated=updated, events=news)

@@ -26,7 +26,7 @@ from squad.api.auth import websocket_principal, websocket_subprotocol
 from squad.core.cards import CARD_ID_RE
 from squad.core.namespace import RedisKeys
 from squad.live.connections import STREAM_ID_RE, STREAM_START, StreamKey, stream_key
-from squad.live.events import connected_event, decode_event
+from squad.live.events import connected_event, decode_event, names_card
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -158,9 +158,8 @@ class EventHub:
         if not self.subscribers or self._duplicate(fields):
             return
         item: Item = (stream_key(entry_id), entry_id, encode(entry_id, fields))
-        card_id = fields.get("card_id")
         for sub in list(self.subscribers):
-            if sub.card_id is not None and sub.card_id != card_id:
+            if sub.card_id is not None and not names_card(fields, sub.card_id):
                 continue
             try:
                 sub.queue.put_nowait(item)
@@ -189,7 +188,7 @@ async def backfill(redis: aioredis.Redis, stream: str, since: str, card_id: str 
                 if event_id in seen:
                     continue  # the second copy of a retried write
                 seen.add(event_id)
-            if card_id is None or fields.get("card_id") == card_id:
+            if card_id is None or names_card(fields, card_id):
                 yield stream_key(cursor), cursor, encode(cursor, fields)
         if len(rows) < BACKFILL_PAGE:
             return

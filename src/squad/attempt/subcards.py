@@ -17,7 +17,7 @@ from squad.attempt.card_check import check_backlog
 from squad.core.cards import Card, Status
 from squad.core.errors import BacklogError, DuplicateCardError
 from squad.core.settings import Settings
-from squad.live.events import EventBus, status_event
+from squad.live.events import EventBus, added_events, status_event
 from squad.store import family
 from squad.store.card_store import CardStore
 
@@ -68,7 +68,7 @@ def create_subcards(settings: Settings, store: CardStore, events: EventBus | Non
     except DuplicateCardError as exc:
         raise BacklogError([f"card {card_id}: already exists" for card_id in exc.card_ids]) from None
     if events is not None and added:
-        events.publish_many([status_event(card_id, Status.TODO) for card_id in added])
+        events.publish_many(added_events(added))
     return added
 
 

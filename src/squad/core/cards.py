@@ -209,19 +209,26 @@ class CardSpec(BaseModel):
             raise ValueError(f"card_id {excerpt(repr(value))} must match {CARD_ID_RE.pattern}")
         return value
 
-    @field_validator("*", mode="before")
+    @field_validator(*_MAX_CHARS, mode="before")
     @classmethod
-    def _raw_length(cls, value: Any, info: ValidationInfo) -> Any:
-        # Text is stripped of surrounding white space before its bounds are checked; a value longer
-        # than its bound as sent is still refused (the API's schema states the bound on what is sent).
-        limit = _MAX_CHARS.get(info.field_name or "")
-        if limit is None:
-            return value
+    def _raw_text(cls, value: Any, info: ValidationInfo) -> Any:
+        # The one walk over a card's text, as sent: each string's bound (text is stripped of
+        # surrounding white space before its bounds are checked; a value longer than its bound as sent
+        # is still refused: the API's schema states the bound on what is sent), and what no store can
+        # hold: PostgreSQL refuses NUL characters (and lone surrogates, which pydantic refuses itself as
+        # `string_unicode`), SQLite would keep them.
+        limit = _MAX_CHARS[info.field_name or ""]
         items = value if isinstance(value, list) else [value]
-        if any(isinstance(item, str) and len(item) > limit for item in items):
-            # pydantic's own error, so the message reads as for any other bound
-            raise PydanticCustomError("string_too_long", "String should have at most {max_length} characters",
-                                      {"max_length": limit})
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                continue
+            if len(item) > limit:
+                # pydantic's own error, so the message reads as for any other bound
+                raise PydanticCustomError("string_too_long", "String should have at most {max_length} characters",
+                                          {"max_length": limit})
+            if "\x00" in item:
+                where = f" (item {index})" if value is items else ""
+                raise PydanticCustomError("nul_character", "must not contain NUL characters{where}", {"where": where})
         return value
 
     @field_validator("priority", "max_retries", mode="before")
@@ -285,9 +292,9 @@ class Card(CardSpec):
     def _soft_below_hard(self) -> Card:  # replaces the input check: see the fields above
         return self
 
-    @field_validator("*", mode="before")
+    @field_validator(*_MAX_CHARS, mode="before")
     @classmethod
-    def _raw_length(cls, value: Any, info: ValidationInfo) -> Any:  # replaces the input check too
+    def _raw_text(cls, value: Any, info: ValidationInfo) -> Any:  # replaces the input check too
         return value
 
 
@@ -365,32 +372,7 @@ def parse_card(data: Any, where: str = "card") -> CardSpec:
         raw_id = data.get("card_id")
         ident = excerpt(raw_id) if isinstance(raw_id, str) else where
         raise BacklogError([_format_error(ident, err) for err in exc.errors()]) from None
-    check_storable(spec)
     return spec
-
-
-def _strings(value: Any, path: str) -> list[tuple[str, str]]:
-    if isinstance(value, str):
-        return [(path, value)]
-    if isinstance(value, list):
-        return [pair for i, item in enumerate(value) for pair in _strings(item, f"{path}.{i}")]
-    return []
-
-
-def check_storable(spec: CardSpec) -> None:
-    """Reject what a store cannot hold (PostgreSQL refuses NUL characters and lone surrogates)."""
-    problems: list[str] = []
-    for name in CardSpec.model_fields:
-        for path, text in _strings(getattr(spec, name), name):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                problems.append(f"card {spec.card_id}: {path}: not valid UTF-8 text")
-                continue
-            if "\x00" in text:
-                problems.append(f"card {spec.card_id}: {path}: must not contain NUL characters")
-    if problems:
-        raise BacklogError(problems)
 
 
 def check_storable_text(what: str, text: str) -> None:
@@ -408,4 +390,6 @@ def _format_error(ident: str, err: Any) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
+    elif err["type"] == "string_unicode":  # a lone surrogate: no store can hold it
+        msg = "not valid UTF-8 text"
     return f"card {ident}: {field}: {msg}"

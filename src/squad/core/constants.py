@@ -12,6 +12,8 @@ TASK_UPDATES_STREAM = "task_updates"
 SETTLED_STREAM = "settled"
 SETTLED_MAXLEN = 10_000
 TASK_UPDATES_MAXLEN = 100_000
+#: the most card ids one `added` event names: a batch of more new cards writes one event per this many
+ADDED_EVENT_MAX_IDS = 1000
 TASK_LOGS_PREFIX = "task:logs:"
 #: the running orchestrators (a set of ids) and each one's heartbeat (`orchestrator:<id>`, with a TTL)
 ORCHESTRATORS_KEY = "orchestrators"

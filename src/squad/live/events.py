@@ -1,7 +1,7 @@
 """The events of the `task_updates` stream and the live logs, over Redis streams.
 
 Events own their schema here: one constructor per type (`status_event`, `progress_event`,
-`log_event`, and `connected_event` for the WebSocket greeting) returns the exact fields written to
+`log_event`, `added_event`, and `connected_event` for the WebSocket greeting) returns the exact fields written to
 the stream; every writer uses them, and docs/api.md "WebSocket" is tested against them.
 
 Events and live logs are best effort: a Redis outage must never fail a card, so writes are bounded
@@ -25,6 +25,7 @@ import structlog
 
 from squad.core.cards import Status, statuses_where
 from squad.core.constants import (
+    ADDED_EVENT_MAX_IDS,
     LIVE_LOG_ENTRY_MAX_CHARS,
     LOG_EVENT_MAX_CHARS,
     SETTLED_MAXLEN,
@@ -40,7 +41,9 @@ from squad.live.connections import REDIS_FULL_HINT, redis_client, redis_is_full,
 log = structlog.get_logger(__name__)
 OUTAGE_BACKOFF_S = 2.0
 #: Fields a reader turns back into numbers (the stream holds strings).
-NUMERIC_FIELDS = {"progress": int, "attempt": int, "elapsed": float}
+NUMERIC_FIELDS = {"progress": int, "attempt": int, "elapsed": float, "count": int}
+#: Fields a reader turns back into lists (the stream holds their JSON).
+LIST_FIELDS = frozenset({"card_ids"})
 CONNECTED_MESSAGE = "connected to squad task updates"
 
 #: One event as written to `task_updates`: flat string fields.
@@ -136,6 +139,44 @@ def note_event(card_id: str, task_id: str | None, *, message: str, event_id: str
     return _event("note", card_id, task_id, event_id, None, message=message)
 
 
+def added_event(card_ids: list[str], *, event_id: str | None = None) -> Event:
+    """New cards (TODO) added together, named in one event instead of a `status` event each: at most
+    ADDED_EVENT_MAX_IDS of them (`added_events` splits a bigger batch). No single card: `card_id` is
+    empty, `card_ids` lists them, `count` says how many."""
+    if not card_ids or len(card_ids) > ADDED_EVENT_MAX_IDS:
+        raise ValueError(f"an added event names 1-{ADDED_EVENT_MAX_IDS} cards, not {len(card_ids)}")
+    return _event("added", "", None, event_id, None, status=Status.TODO.value, count=len(card_ids),
+                  card_ids=card_ids)
+
+
+def added_events(card_ids: list[str]) -> list[Event]:
+    """The events that tell readers these cards were just added (TODO): a `status` event for one
+    card, else one `added` event per ADDED_EVENT_MAX_IDS of them (an import of 20,000 cards writes 20
+    events, not 20,000)."""
+    if len(card_ids) == 1:
+        return [status_event(card_ids[0], Status.TODO)]
+    return [added_event(card_ids[i:i + ADDED_EVENT_MAX_IDS]) for i in range(0, len(card_ids), ADDED_EVENT_MAX_IDS)]
+
+
+def event_card_ids(fields: dict[str, str]) -> list[str]:
+    """The cards an event (as written to a stream) is about: its `card_id`, or an `added` event's
+    `card_ids` (an entry that cannot be read names none)."""
+    raw = fields.get("card_ids")
+    if raw is None:
+        card_id = fields.get("card_id", "")
+        return [card_id] if card_id else []
+    try:
+        ids = json.loads(raw)
+    except ValueError:
+        return []
+    return [str(i) for i in ids] if isinstance(ids, list) else []
+
+
+def names_card(fields: dict[str, str], card_id: str) -> bool:
+    """Whether an event (as written to a stream) is about this card (a WebSocket's `card_id=`)."""
+    return fields.get("card_id") == card_id or ("card_ids" in fields and card_id in event_card_ids(fields))
+
+
 def connected_event() -> dict[str, str]:
     """The WebSocket's first message (not a stream entry: no `id`, `card_id` or `task_id`)."""
     return {"type": "connected", "timestamp": iso_now(), "message": CONNECTED_MESSAGE}
@@ -152,9 +193,13 @@ def _add_event(pipe: redis.client.Pipeline | aioredis.client.Pipeline, keys: Red
     """Queue one event on a pipeline: on `task_updates` first, and a wake-up status also on `settled`
     (same round trip)."""
     pipe.xadd(keys.task_updates, _bounded_event(event), maxlen=TASK_UPDATES_MAXLEN, approximate=True)
-    if event.get("type") == "status" and event.get("status") in WAKE_STATUSES:
+    kind = event.get("type")
+    if kind == "status" and event.get("status") in WAKE_STATUSES:
         pipe.xadd(keys.settled, {"card_id": event["card_id"], "status": event["status"]}, maxlen=SETTLED_MAXLEN,
                   approximate=True)
+    elif kind == "added":  # new cards: one wake-up naming them all
+        pipe.xadd(keys.settled, {"card_id": "", "status": event["status"], "card_ids": event["card_ids"]},
+                  maxlen=SETTLED_MAXLEN, approximate=True)
 
 
 async def publish_async(client: aioredis.Redis, keys: RedisKeys, event: Event) -> str:
@@ -169,6 +214,12 @@ def decode_event(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
     """A stream entry as a JSON-able event with its stream `id`."""
     event: dict[str, Any] = {"id": entry_id}
     for key, value in fields.items():
+        if key in LIST_FIELDS:
+            try:
+                event[key] = json.loads(value)
+                continue
+            except ValueError:
+                pass
         conv = NUMERIC_FIELDS.get(key)
         if conv is not None:
             try:
@@ -270,11 +321,11 @@ class EventBus:
     def wait_status(self, after_id: str, *, block_s: float) -> tuple[list[tuple[str, str]], str]:
         """Block up to `block_s` for status events in WAKE_STATUSES after id `after_id` of `settled`.
 
-        Returns ((card_id, status) of those events, last id read): every one already in the stream
-        comes at once (up to 500), and the caller resumes from that id, so none is missed between two
-        waits. `after_id` "$" means "from now". Log and progress events never wake the reader: they
-        are on `task_updates` only (an orchestrator reading that stream woke for every batch of every
-        running card).
+        Returns ((card_id, status) of those events, one per card an `added` event names; last id read):
+        every one already in the stream comes at once (up to 500 entries), and the caller resumes from
+        that id, so none is missed between two waits. `after_id` "$" means "from now". Log and progress
+        events never wake the reader: they are on `task_updates` only (an orchestrator reading that
+        stream woke for every batch of every running card).
         """
         last = self.settled_position() if after_id == "$" else after_id
         rows = self.redis.xread({self.keys.settled: last}, count=500, block=max(1, int(block_s * 1000)))
@@ -282,7 +333,8 @@ class EventBus:
         for _stream, entries in rows or []:
             for entry_id, fields in entries:
                 last = str(entry_id)
-                found.append((str(fields.get("card_id", "")), str(fields.get("status", ""))))
+                status = str(fields.get("status", ""))
+                found += [(card_id, status) for card_id in event_card_ids(fields)] or [("", status)]
         return found, last
 
     def close(self) -> None:

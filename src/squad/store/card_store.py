@@ -13,9 +13,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    JSON,
     BindParameter,
     Connection,
     Select,
@@ -122,6 +125,17 @@ class RunOutcome:
 #: more than 65,535 parameters, and an insert row of a card carries ~20.
 IN_CHUNK = 5_000
 INSERT_CHUNK = 1_000
+#: A new card's row: its fields, then its fresh execution state. Inserted by one statement built once
+#: per paramstyle, whose rows go to the driver's executemany as built here (the JSON lists serialized
+#: as the JSON type would): SQLAlchemy's per-row, per-column bind processing of `insert(cards)` was
+#: most of an import's insert (docs/benchmarks.md "Import").
+_NEW_CARD_COLUMNS = (*CardSpec.model_fields, "status", "attempts", "progress", "created_at", "updated_at", "cost_usd",
+                     "parent")
+_JSON_COLUMNS = frozenset(c.name for c in cards_t.columns if isinstance(c.type, JSON) and c.name in _NEW_CARD_COLUMNS)
+_INSERT_CARDS = {
+    style: f"INSERT INTO cards ({', '.join(_NEW_CARD_COLUMNS)}) VALUES ({', '.join(marks)})"
+    for style, marks in (("pyformat", [f"%({name})s" for name in _NEW_CARD_COLUMNS]),
+                         ("named", [f":{name}" for name in _NEW_CARD_COLUMNS]))}
 
 
 def chunks(items: Sequence[str], size: int = IN_CHUNK) -> Iterable[list[str]]:
@@ -204,6 +218,24 @@ def card_page_query(*, status: str | None = None, squad: str | None = None, limi
 def _columns(value: Usage | GitFacts) -> dict[str, Any]:
     """A flat dataclass of column values as a dict (`asdict` deep-copies every value on the way)."""
     return {f.name: getattr(value, f.name) for f in fields(value)}
+
+
+_spec_values = attrgetter(*SPEC_FIELDS)
+
+
+def _json_strings(items: list[str]) -> str:
+    """`json.dumps(items)` of a list of strings, byte for byte, without building an encoder per call
+    (the JSON type's way, and most of an import's row building)."""
+    return "[" + ", ".join(map(encode_basestring_ascii, items)) + "]"
+
+
+def _new_row(spec: CardSpec, fresh: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of `_INSERT_CARDS` for one new card, as the driver takes them."""
+    row = dict(zip(SPEC_FIELDS, _spec_values(spec), strict=True))  # as they are (model_dump copies every list)
+    for name in _JSON_COLUMNS:  # lists of strings (CardSpec)
+        row[name] = _json_strings(row[name])
+    row.update(fresh)
+    return row
 
 
 def _card_from_row(row: Any) -> Card:
@@ -291,9 +323,12 @@ class CardStore:
             id_set = set(ids)
             found = list(problems)
             existing: dict[str, str] = {}
-            for chunk in chunks(ids):
-                existing.update((r.card_id, r.status) for r in conn.execute(
-                    select(cards_t.c.card_id, cards_t.c.status).where(cards_t.c.card_id.in_(chunk))))
+            mark = "%s" if conn.dialect.paramstyle in ("pyformat", "format") else "?"
+            for chunk in chunks(ids):  # prebuilt: SQLAlchemy's expanding IN names each of the ids anew
+                rows = conn.exec_driver_sql(
+                    f"SELECT card_id, status FROM cards WHERE card_id IN ({', '.join([mark] * len(chunk))})",
+                    tuple(chunk))
+                existing.update((card_id, status) for card_id, status in rows)
             duplicates: list[str] = []
             for spec in specs:
                 status = existing.get(spec.card_id)
@@ -311,7 +346,10 @@ class CardStore:
                 if dep != card_id and dep not in reached:
                     found.append(f"card {card_id}: depends_on unknown card {dep!r}")
             # (a card naming itself is the caller's problem "depends on itself", not a cycle)
-            cycle = find_cycle({**reached, **{s.card_id: [d for d in s.depends_on if d != s.card_id] for s in specs}})
+            # (a card without dependencies is on no cycle)
+            own = {s.card_id: (s.depends_on if s.card_id not in s.depends_on
+                               else [d for d in s.depends_on if d != s.card_id]) for s in specs if s.depends_on}
+            cycle = find_cycle({**reached, **own})
             if cycle:
                 found.append(f"card {cycle[0]}: dependency cycle {' -> '.join(cycle)}")
             if found:
@@ -322,11 +360,11 @@ class CardStore:
             fresh = {"status": Status.TODO.value, "attempts": 0, "progress": 0, "created_at": stamp,
                      "updated_at": stamp, "cost_usd": 0.0, "parent": parent}
             added = [spec for spec in specs if spec.card_id not in existing]
-            new_rows = [{**spec.model_dump(), **fresh} for spec in added]
-            # executemany of one statement compiled once (SQLAlchemy turns it into multi-row INSERTs
-            # on PostgreSQL, sqlite3 runs it in C); `.values([...])` would compile each chunk anew.
+            new_rows = [_new_row(spec, fresh) for spec in added]
+            # psycopg takes %(name)s, sqlite3 :name (whatever paramstyle SQLAlchemy's dialect uses)
+            sql = _INSERT_CARDS["pyformat" if conn.dialect.paramstyle == "pyformat" else "named"]
             for start in range(0, len(new_rows), INSERT_CHUNK):
-                conn.execute(insert(cards_t), new_rows[start:start + INSERT_CHUNK])
+                conn.exec_driver_sql(sql, new_rows[start:start + INSERT_CHUNK])
             rewrites = [spec for spec in specs if spec.card_id in existing]
             for spec in rewrites:
                 conn.execute(update(cards_t).where(cards_t.c.card_id == spec.card_id)

@@ -32,6 +32,7 @@ export const state = {
   preload: [],           // events received before the board was read
   refresh: new Set(),
   refreshTimer: null,
+  reloadTimer: null,
   frame: 0,
   filters: { text: "", squad: "", agent: "", status: "", failed: false },
   view: "board",

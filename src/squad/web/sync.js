@@ -14,6 +14,7 @@ const REFRESH_BATCH = 100;         // cards re-read per request after status cha
 const BOARD_PAGE = 1000;           // cards per /api/board request (the API's largest page)
 const REFRESH_DELAY_MS = 300;
 const MAX_PAUSED_EVENTS = 50000;   // beyond this, resuming re-reads the board instead
+const READ_ADDED_MAX = 1000;        // new cards read by id; more waiting at once: the board is read again
 
 // ---- applying data -------------------------------------------------------------------------
 function prepare(c, fetchedAt) {
@@ -40,6 +41,21 @@ export function applyCard(fresh, full) {
   if (noteOptions(c)) fillOptions();
   views.redraw(c.card_id, full);
   if (state.detailId === c.card_id) views.detail.update(c);
+}
+
+// Cards added together (an `added` event names up to 1,000): each unknown one read by id, or, when
+// more wait to be read than that, the whole board once (a 20,000-card import reads 20 pages, not
+// 200 batches of 100).
+function readAdded(ids) {
+  const unknown = ids.filter((id) => !state.cards.has(id));
+  if (state.reloadTimer || state.refresh.size + unknown.length > READ_ADDED_MAX) {
+    if (!state.reloadTimer) {
+      state.reloadTimer = setTimeout(() => { state.reloadTimer = null; state.refresh.clear(); reloadBoard(); },
+                                     REFRESH_DELAY_MS);
+    }
+    return;
+  }
+  unknown.forEach(markRefresh);
 }
 
 export function markRefresh(id) {
@@ -88,6 +104,7 @@ function flush() {
 }
 
 function applyEvent(ev, touched, preload = false) {
+  if (ev.type === "added") { readAdded(Array.isArray(ev.card_ids) ? ev.card_ids : []); return; }
   const id = ev.card_id;
   if (!id) return;
   const c = state.cards.get(id);

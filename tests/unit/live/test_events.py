@@ -14,6 +14,7 @@ from squad.core.cards import Status
 from squad.live import events
 from squad.live.events import (
     Event,
+    added_event,
     answer_event,
     connected_event,
     decode_event,
@@ -28,6 +29,7 @@ from support.event_contract import (
     documented_examples,
     documented_fields,
     documented_greeting,
+    documented_lists,
     documented_numbers,
     event_fields,
     problems,
@@ -53,6 +55,7 @@ CONSTRUCTORS: dict[str, tuple[Build, Build]] = {
                lambda: answer_event("API-1", "t-1", answer="yes", by="cli:ann", event_id="tok:10")),
     "note": (lambda: note_event("API-1", "t-1", message="the v1 route stays"),
              lambda: note_event("API-1", "t-1", message="the v1 route stays", event_id="tok:12")),
+    "added": (lambda: added_event(["API-2", "API-3"]), lambda: added_event(["API-2", "API-3"], event_id="tok:1")),
 }
 
 
@@ -81,6 +84,7 @@ def test_every_event_type_is_documented_and_every_documented_type_has_a_construc
 
 def test_the_documented_numbers_are_the_fields_readers_decode_as_numbers() -> None:
     assert documented_numbers() == set(events.NUMERIC_FIELDS)
+    assert documented_lists() == set(events.LIST_FIELDS)
 
 
 def test_the_examples_of_docs_api_md_are_events_the_constructors_can_write() -> None:
@@ -120,3 +124,23 @@ def test_a_field_the_doc_does_not_list_or_a_wrong_type_is_a_problem() -> None:
     assert problems({k: v for k, v in good.items() if k != "status"}) == ["missing status"]
     assert problems({**good, "attempt": "1"}) == ["attempt is str, the doc says a number"]
     assert problems({**good, "type": "shout"}) == ["type 'shout' is not documented"]
+
+
+def test_cards_added_together_are_named_by_one_event_per_thousand_and_one_card_by_its_status_event() -> None:
+    from squad.core.constants import ADDED_EVENT_MAX_IDS
+    from squad.live.events import added_events, event_card_ids, names_card
+
+    # Given 2,500 new cards, then a single one
+    ids = [f"IMP-{i}" for i in range(2500)]
+    batch, single = added_events(ids), added_events(["ONE"])
+    # Expect three `added` events naming every card once, in order, each with its count
+    assert [e["type"] for e in batch] == ["added"] * 3 and ADDED_EVENT_MAX_IDS == 1000
+    assert [received(e)["count"] for e in batch] == [1000, 1000, 500]
+    assert [cid for e in batch for cid in received(e)["card_ids"]] == ids
+    assert [cid for e in batch for cid in event_card_ids(e)] == ids
+    assert all(e["card_id"] == "" and e["status"] == "TODO" for e in batch)
+    # ... a card-filtered reader finds its card in the one event that names it
+    assert [names_card(e, "IMP-1500") for e in batch] == [False, True, False]
+    # ... and one card keeps its TODO status event
+    assert [(e["type"], e["card_id"], e["status"]) for e in single] == [("status", "ONE", "TODO")]
+    assert event_card_ids(single[0]) == ["ONE"] and names_card(single[0], "ONE")
