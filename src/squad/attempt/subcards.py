@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from squad.attempt.card_check import check_backlog
-from squad.core.cards import Card, Status
+from squad.core.cards import Card
 from squad.core.errors import BacklogError, DuplicateCardError
 from squad.core.settings import Settings
 from squad.live.events import EventBus, added_events, status_event
