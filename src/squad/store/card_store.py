@@ -232,8 +232,9 @@ def _json_strings(items: list[str]) -> str:
 def _new_row(spec: CardSpec, fresh: dict[str, Any]) -> dict[str, Any]:
     """The parameters of `_INSERT_CARDS` for one new card, as the driver takes them."""
     row = dict(zip(SPEC_FIELDS, _spec_values(spec), strict=True))  # as they are (model_dump copies every list)
-    for name in _JSON_COLUMNS:  # lists of strings (CardSpec)
-        row[name] = _json_strings(row[name])
+    for name in _JSON_COLUMNS:  # lists of strings (CardSpec), or None: JSON null, as the JSON type writes it
+        value = row[name]
+        row[name] = "null" if value is None else _json_strings(value)
     row.update(fresh)
     return row
 
