@@ -6,7 +6,7 @@ argv[1]: a JSON plan file, {card_id: {step: ...}}; argv[2]: a folder where it wr
 `tools` (always: list the tools), `progress` [percent, step], `note` text, `get_card` (true),
 `create` [cards], `ask` [question, choices], `reuse` (call report_progress with the credential of
 this card's previous attempt, read from the result file), `gate` (a file to wait for before the
-end), `exit` (exit code, default 0).
+end), `exit` (exit code, default 0), `heartbeat` (print a line every 0.3 s until it asks).
 """
 
 from __future__ import annotations
@@ -15,20 +15,21 @@ import asyncio
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from mcp import ClientSession, StdioServerParameters, stdio_client
 
-
-async def call(session: ClientSession, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+async def call(session: Any, tool: str, args: dict[str, Any]) -> dict[str, Any]:
     result = await session.call_tool(tool, args)
     text = "".join(getattr(c, "text", "") for c in result.content)
     return {"error": result.is_error, "text": text, "structured": result.structured_content}
 
 
 async def talk(env: dict[str, str], plan: dict[str, Any], record: dict[str, Any]) -> None:
+    from mcp import ClientSession, StdioServerParameters, stdio_client  # after the heartbeat started
+
     params = StdioServerParameters(command=sys.executable, args=["-m", "squad", "mcp"], env=env)
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
@@ -44,6 +45,7 @@ async def talk(env: dict[str, str], plan: dict[str, Any], record: dict[str, Any]
         if "create" in plan:
             record["create"] = await call(session, "create_cards", {"cards": plan["create"]})
         if "ask" in plan:
+            record["_asking"] = True  # the heartbeat stops: from now on only the question keeps it alive
             question, choices = plan["ask"]
             args: dict[str, Any] = {"question": question}
             if choices is not None:
@@ -52,13 +54,21 @@ async def talk(env: dict[str, str], plan: dict[str, Any], record: dict[str, Any]
 
 
 def main() -> int:
+    print("mcp agent starting", flush=True)
     plans = json.loads(Path(sys.argv[1]).read_text())
     out = Path(sys.argv[2])
     card_id, attempt = os.environ["SQUAD_CARD_ID"], int(os.environ["SQUAD_ATTEMPT"])
     plan = plans.get(card_id, {})
     env = dict(os.environ)
     record: dict[str, Any] = {"mcp_dir": env.get("SQUAD_MCP_DIR"), "mcp_token": env.get("SQUAD_MCP_TOKEN")}
+    if plan.get("heartbeat"):  # a line every 0.3 s until it asks: the stall timer sees it alive
+        def beat() -> None:
+            while not record.get("_asking"):
+                print("alive", flush=True)
+                time.sleep(0.3)
+        threading.Thread(target=beat, daemon=True).start()
     asyncio.run(talk(env, plan, record))
+    record.pop("_asking", None)
     if plan.get("reuse") and attempt > 1:
         old = json.loads((out / f"{card_id}.{attempt - 1}.json").read_text())
         stale = {**env, "SQUAD_MCP_TOKEN": old["mcp_token"]}  # the earlier credential on this attempt's socket

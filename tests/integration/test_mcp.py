@@ -125,47 +125,60 @@ def test_a_parent_fails_when_a_sub_card_fails_for_good(project: Project) -> None
 
 
 def test_ask_human_waits_past_the_stall_timer_and_is_answered_by_the_cli_and_by_the_api(tmp_path: Path) -> None:
-    # Given a stall timer of 1 s, and two cards whose agents ask a person (one with choices)
-    project = Project(tmp_path, SQUAD_STALL_TIMEOUT="1", SQUAD_TIME_LIMIT="60", SQUAD_SOFT_TIME_LIMIT="60")
-    project.plan({"Q1": {"ask": ["Keep the v1 route?", ["yes", "no"]]}, "Q2": {"ask": ["Which port?", None]}})
+    # Given a stall timer of 3 s, and two cards whose agents print until they ask a person (one with choices)
+    project = Project(tmp_path, SQUAD_STALL_TIMEOUT="3", SQUAD_TIME_LIMIT="60", SQUAD_SOFT_TIME_LIMIT="60")
+    project.plan({"Q1": {"ask": ["Keep the v1 route?", ["yes", "no"]], "heartbeat": True},
+                  "Q2": {"ask": ["Which port?", None], "heartbeat": True}})
     project.add({"card_id": "Q1", "title": "asks"}, {"card_id": "Q2", "title": "asks too"})
     # When the orchestrator runs them
     proc = project.start_orchestrator()
+
+    def asking() -> str | None:  # the card waiting for an answer now (one slot may run them one by one)
+        waiting = [c.card_id for c in project.store.list_cards() if c.status == Status.NEEDS_INPUT]
+        return waiting[0] if waiting else None
+
     try:
-        wait_for(lambda: {c.status for c in project.store.list_cards()} == {Status.NEEDS_INPUT}, 90,
-                 message="both cards NEEDS_INPUT")
-        # Expect both shown with their questions (CLI, API's card objects)
+        try:
+            first = str(wait_for(asking, 90, message="a card NEEDS_INPUT"))
+        except AssertionError:
+            raise AssertionError([(c.card_id, c.status, c.last_error, c.current_step)
+                                  for c in project.store.list_cards()]) from None
+        # Expect it shown with its question (CLI, and the API's card objects below)
         listed = run_cli("questions", "--json", env=project.env)
         assert listed.returncode == 0, listed.stderr
         asked = {c["card_id"]: (c["question"], c["choices"]) for c in json.loads(listed.stdout)}
-        assert asked == {"Q1": ("Keep the v1 route?", ["yes", "no"]), "Q2": ("Which port?", None)}
+        expected = {"Q1": ("Keep the v1 route?", ["yes", "no"]), "Q2": ("Which port?", None)}
+        assert asked[first] == expected[first]
         # ... still waiting well past the stall timer (it stands still while the agent waits)
-        time.sleep(3)  # three stall timeouts
-        assert {c.status for c in project.store.list_cards()} == {Status.NEEDS_INPUT}
-        # ... a card that waits for nothing refuses an answer (exit 2, one line), an unknown one too
-        assert project.store.get_card("Q1").status == Status.NEEDS_INPUT
-        # When one is answered with the CLI and the other through the API
-        answered = run_cli("answer", "Q1", "yes", env=project.env)
+        time.sleep(9)  # three stall timeouts
+        assert project.store.get_card(first).status == Status.NEEDS_INPUT
+        # When it is answered with the CLI
+        answered = run_cli("answer", first, "yes", env=project.env)
         assert answered.returncode == 0, answered.stderr
-        again = run_cli("answer", "Q1", "no", env=project.env)
+        # Expect a second answer refused: it waits for none any more (exit 2, one line)
+        again = run_cli("answer", first, "no", env=project.env)
         assert again.returncode == 2 and again.stderr.count("\n") == 1 and "waits for no answer" in again.stderr
+        # When the other one asks, it is answered through the API
+        second = str(wait_for(lambda: (found := asking()) != first and found, 90, message="the other card asks"))
         settings = load_settings(database_url=project.db_url, redis_url=project.env["SQUAD_REDIS_URL"])
         with run_api(settings) as api:
-            bad = httpx.post(f"{api.url}/api/cards/Q2/answer", json={"answer": ""}, timeout=30)
+            listed_api = httpx.get(f"{api.url}/api/questions", timeout=30).json()
+            assert [(c["card_id"], c["question"]) for c in listed_api] == [(second, expected[second][0])]
+            bad = httpx.post(f"{api.url}/api/cards/{second}/answer", json={"answer": ""}, timeout=30)
             assert bad.status_code == 422
-            ok = httpx.post(f"{api.url}/api/cards/Q2/answer", json={"answer": "8080"}, timeout=30)
+            ok = httpx.post(f"{api.url}/api/cards/{second}/answer", json={"answer": "8080"}, timeout=30)
             assert ok.status_code == 200, ok.text
             assert ok.json()["card"]["status"] in ("IN_PROGRESS", "DONE")
             wait_for(lambda: proc.poll() is not None, 90, message="orchestrator done")
-            late = httpx.post(f"{api.url}/api/cards/Q2/answer", json={"answer": "9090"}, timeout=30)
+            late = httpx.post(f"{api.url}/api/cards/{second}/answer", json={"answer": "9090"}, timeout=30)
             assert late.status_code == 409
             assert httpx.post(f"{api.url}/api/cards/NOPE/answer", json={"answer": "x"}, timeout=30).status_code == 404
     finally:
         kill_tree(proc)
+    assert project.record(first)["ask"]["text"] == "yes" and project.record(second)["ask"]["text"] == "8080"
     # Expect each agent to get its answer, and both cards DONE without a stall
-    assert project.record("Q1")["ask"]["text"] == "yes" and project.record("Q2")["ask"]["text"] == "8080"
     assert {c.status for c in project.store.list_cards()} == {Status.DONE}
-    assert [r.error for r in project.store.list_runs("Q1")] == [None]
+    assert [r.error for cid in ("Q1", "Q2") for r in project.store.list_runs(cid)] == [None, None]
 
 
 def test_no_answer_in_time_returns_no_answer(tmp_path: Path) -> None:
