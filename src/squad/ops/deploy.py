@@ -54,6 +54,14 @@ default_agent = "claude"
 # command = ["python3", "my_agent.py", "{card_id}", "{prompt_file}"]
 # env = { MY_FLAG = "1" }                 # added to the (scrubbed) environment
 # env_deny = ["AWS_*", "GITHUB_TOKEN"]    # variables this agent must not receive
+# Any agent can talk back to squad (progress, notes, sub-cards, questions to a person): start
+# `squad mcp` as one of its MCP servers (stdio), as the claude preset does with
+#   "--mcp-config", '{"mcpServers": {"squad": {"command": "squad", "args": ["mcp"]}}}'
+# and codex with "-c", 'mcp_servers.squad.command="squad"', "-c", 'mcp_servers.squad.args=["mcp"]'
+# (docs/agents.md). Its limits:
+# ask_timeout = 3600      # seconds an attempt may wait for people's answers in all ("no answer" then)
+# subcard_depth = 3       # how deep sub-cards may nest
+# subcard_limit = 200     # sub-cards one card may create in all
 
 # [hooks]                 # argv lists run in the card's working directory
 # after_create = ["git", "init"]
