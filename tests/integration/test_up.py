@@ -16,9 +16,11 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import psutil
 import pytest
+import redis
 
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
@@ -53,6 +55,14 @@ def test_up_demo_reports_status_changes_keeps_service_logs_in_files_and_shares_i
         shared = json.loads(state.read_text())["env"]
         assert f"{shared['SQUAD_CARDS_QUEUE']},{shared['SQUAD_MAINTENANCE_QUEUE']}" == queues
         assert f"queues {queues}" in (tmp_path / ".squad" / "logs" / "worker.log").read_text(errors="replace")
+        # ... and its embedded Redis to refuse a client without the password, which the 0600 state file holds
+        redis_url = urlsplit(shared["SQUAD_REDIS_URL"])
+        password = unquote(redis_url.password or "")
+        assert len(password) >= 32
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host=redis_url.hostname, port=redis_url.port, socket_timeout=5).ping()
+        assert redis.Redis.from_url(shared["SQUAD_REDIS_URL"], socket_timeout=5).ping()
+        assert not any(password in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
 
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=90) == 143  # stopped by SIGTERM, as README says (130 for Ctrl-C)
@@ -65,8 +75,10 @@ def test_up_demo_reports_status_changes_keeps_service_logs_in_files_and_shares_i
     # ... no Celery banner or warnings on the screen: they are in the service logs
     assert "celery@" not in text and "SecurityWarning" not in text and "-------------- " not in text, text
     assert "ready." in (tmp_path / ".squad" / "logs" / "worker.log").read_text(errors="replace")
-    # ... and the state file gone with `squad up`
+    # ... and the state file gone with `squad up`, the password on no screen and in no log
     assert not state.exists()
+    assert password not in text
+    assert not any(password in f.read_text(errors="replace") for f in (tmp_path / ".squad" / "logs").glob("*.log"))
 
 
 # CSI (colours, cursor moves, line clears), OSC (titles, links), and the other two-byte escapes Rich uses.

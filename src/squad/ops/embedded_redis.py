@@ -1,12 +1,18 @@
-"""An embedded redis-server for `squad up` when no Redis answers (AOF on, data under .squad/redis)."""
+"""An embedded redis-server for `squad up` when no Redis answers (AOF on, data under .squad/redis).
+
+`squad up` gives it a random password: without one any local process — an agent included — could
+write forged events (what the dashboard shows) or messages (what workers run) on its port.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -49,23 +55,41 @@ class EmbeddedRedis:
     """A redis-server child process with persistence (AOF by default), stopped with its owner."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, aof: bool = True,
-                 appendfsync: str = "everysec", maxmemory: str = EMBEDDED_REDIS_MAXMEMORY) -> None:
+                 appendfsync: str = "everysec", maxmemory: str = EMBEDDED_REDIS_MAXMEMORY,
+                 password: str | None = None) -> None:
         # Absolute: redis-server applies --dir (chdir) before it opens a relative --logfile.
         self.data_dir = data_dir.resolve()
         self.port = port or free_port(DEFAULT_REDIS_PORT)  # Redis's usual port when it is free
         self.aof = aof
         self.appendfsync = appendfsync
         self.maxmemory = maxmemory
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        """Its URL, with the password when it has one (keep it out of sight: `mask_url`)."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}"
+
+    def _config_file(self) -> list[str]:
+        """The password goes in a 0600 config file in the 0700 data folder, never on the command line
+        (any local user reads `/proc/<pid>/cmdline`)."""
+        if not self.password:
+            return []
+        conf = self.data_dir / "redis.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(f'requirepass "{self.password}"\n')
+        return [str(conf)]
 
     def start(self, timeout_s: float = 15) -> None:
         """Start and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+        self.data_dir.chmod(0o700)  # its AOF holds the queue (card ids, limits) and, with one, its config
+        argv = [redis_binary(), *self._config_file(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.data_dir),
                 "--appendonly", "yes" if self.aof else "no", "--appendfsync", self.appendfsync, "--save", "",
                 "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no",
                 # Bounded memory; a full Redis refuses writes (squad reports it) instead of evicting queued tasks.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -67,13 +68,14 @@ def run_up(*, demo: bool, port: int, concurrency: int) -> int:
     if _answers(settings.broker):
         redis_desc = f"at {mask_url(settings.redis_url)}"
     else:
-        embedded = EmbeddedRedis(Path(".squad") / "redis")
+        # A new random password each start, kept in the 0600 state file for the commands of this folder.
+        embedded = EmbeddedRedis(Path(".squad") / "redis", password=secrets.token_urlsafe(32))
         embedded.start()
         env["SQUAD_REDIS_URL"] = embedded.url
         for key in ("SQUAD_BROKER_URL", "SQUAD_RESULT_BACKEND", "SQUAD_EVENTS_URL"):
             env.pop(key, None)
-        redis_desc = (f"embedded redis-server at {embedded.url} (none answered at {mask_url(settings.redis_url)};"
-                      " AOF in .squad/redis)")
+        redis_desc = (f"embedded redis-server at {mask_url(embedded.url)} (none answered at "
+                      f"{mask_url(settings.redis_url)}; AOF in .squad/redis)")
     env.setdefault("SQUAD_REDIS_URL", settings.redis_url)
     env.setdefault("SQUAD_DATABASE_URL", settings.database_url)
     if demo:
