@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -310,7 +311,9 @@ def test_the_lander_killed_mid_landing_leaves_base_before_and_the_train_goes_on(
     assert m.remote_head() == before  # base before: nothing half-moved
     (m.marks / "release").write_text("go")
     # another machine's lander takes the train over once the dead one's lease ran out
+    killed_at = time.monotonic()
     proc = m.orchestrate(two)
+    print(f"figure: lander killed -> train on, both DONE in {time.monotonic() - killed_at:.1f} s")
     assert proc.returncode == 0, proc.stderr
     assert m.store.get_card("A").status == m.store.get_card("B").status == Status.DONE
     head = m.remote_head()
@@ -339,8 +342,10 @@ def test_two_trains_land_side_by_side_while_each_train_is_strictly_serial_across
     y_verify = [*GATE, str(m.marks), "trainY", "trainX-started"]
     m.seed({"card_id": "X1", "verify": x_verify}, {"card_id": "X2", "verify": x_verify},
            {"card_id": "X3", "verify": x_verify}, {"card_id": "Y1", "repo": str(other), "verify": y_verify})
+    started = time.monotonic()
     landers = [m.start_orchestrator(one, "orch-one"), m.start_orchestrator(two, "orch-two")]
     _wait_exit(*landers)
+    print(f"figure: two landers, two trains, 4 cards DONE in {time.monotonic() - started:.1f} s")
     for cid in ("X1", "X2", "X3", "Y1"):
         assert m.store.get_card(cid).status == Status.DONE, (cid, m.store.get_card(cid).last_error)
 

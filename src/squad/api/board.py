@@ -32,7 +32,7 @@ _COLUMNS = (cards_t.c.card_id, cards_t.c.title, cards_t.c.status, cards_t.c.prio
             cards_t.c.created_at, cards_t.c.updated_at, cards_t.c.next_attempt_at, cards_t.c.cost_usd,
             cards_t.c.time_limit, cards_t.c.soft_time_limit, cards_t.c.max_retries,
             runs_t.c.status.label("run_status"), runs_t.c.worker, runs_t.c.started_at, runs_t.c.ended_at,
-            cards_t.c.parent, cards_t.c.question, cards_t.c.choices)
+            cards_t.c.parent, cards_t.c.question, cards_t.c.choices, runs_t.c.verify_exit, runs_t.c.landed_commit)
 
 
 class _Limits(NamedTuple):
@@ -67,7 +67,8 @@ def board_rows(store: CardStore, settings: Settings, *, status: str | None, squa
         result = conn.execute(board_query(status=status, squad=squad, limit=limit, offset=offset,
                                           card_ids=card_ids)).all()
     for (card_id, title, status_, priority, attempts, progress, squad_, agent, step, error, created, updated,
-         next_at, cost, hard, soft, retries, run_status, worker, started, ended, parent, question, choices) in result:
+         next_at, cost, hard, soft, retries, run_status, worker, started, ended, parent, question, choices,
+         verify_exit, landed_commit) in result:
         key = _Limits(hard, soft, retries)
         lim = limits.get(key)
         if lim is None:
@@ -77,7 +78,8 @@ def board_rows(store: CardStore, settings: Settings, *, status: str | None, squa
             "progress": progress, "max_retries": lim.max_retries, "time_limit_s": lim.time_limit_s,
             "cost_usd": round(cost or 0.0, 6), "created_at": _utc(created), "updated_at": _utc(updated)}
         for name, value in (("squad", squad_), ("agent", agent), ("current_step", step), ("last_error", error),
-                            ("parent", parent), ("question", question), ("choices", choices)):
+                            ("parent", parent), ("question", question), ("choices", choices),
+                            ("verify_exit", verify_exit), ("landed_commit", landed_commit)):
             if value is not None:
                 row[name] = value
         if next_at is not None:

@@ -179,6 +179,8 @@ class BoardCard(BaseModel):
     parent: str | None = Field(default=None, description="The card whose attempt created this one (docs/agents.md)")
     question: str | None = Field(default=None, description="NEEDS_INPUT: what the card's agent asks a person")
     choices: list[str] | None = Field(default=None, description="NEEDS_INPUT: the answers the agent offers")
+    verify_exit: int | None = Field(default=None, description="The latest run's verify exit code (0: passed)")
+    landed_commit: str | None = Field(default=None, description="The commit its landing put on base")
 
 
 class LogEntry(BaseModel):

@@ -65,6 +65,14 @@ function familyHtml(c) {
   return parts.length ? `<div class="c-family">${parts.join(" · ")}</div>` : "";
 }
 
+// The verify gate's verdict on the latest run (docs/workspaces.md "Verify"): passed or failed.
+function verifyBadge(c) {
+  if (c.verify_exit == null) return "";
+  const ok = c.verify_exit === 0;
+  return `<span class="verify ${ok ? "ok" : "bad"}" data-verify="${ok ? "passed" : "failed"}" ` +
+    `title="verify exit ${esc(c.verify_exit)}">verify ${ok ? "passed" : "failed"}</span>`;
+}
+
 function cardInner(c) {
   const p = Math.max(0, Math.min(100, c.progress | 0));
   const step = c.current_step ? esc(c.current_step) : "";
@@ -72,11 +80,11 @@ function cardInner(c) {
     ? `<input type="checkbox" class="sel" aria-label="Select ${esc(c.card_id)}"${state.selected.has(c.card_id) ? " checked" : ""}>` : "";
   const meta = [c.squad, c.agent].filter(Boolean).map(esc).join(" · ");
   const att = c.attempts ? `attempt ${c.attempts}/${maxAttempts(c)}` : "not run yet";
-  const err = (c.status === "FAILED" || c.status === "RETRYING" || c.status === "BLOCKED") && c.last_error
+  const err = (c.status === "FAILED" || c.status === "RETRYING" || c.status === "BLOCKED" || c.status === "LANDING") && c.last_error
     ? `<div class="c-err" title="${esc(c.last_error)}">${esc(c.last_error)}</div>` : "";
   const due = c.status === "RETRYING" ? `<div class="c-due">${esc(dueText(c))}</div>` : "";
   return `<div class="c-head">${sel}<span class="c-id">${esc(c.card_id)}</span>` +
-    `<span class="prio${c.priority >= 8 ? " hi" : ""}" title="priority ${esc(c.priority)}">P${esc(c.priority)}</span></div>` +
+    `<span class="prio${c.priority >= 8 ? " hi" : ""}" title="priority ${esc(c.priority)}">P${esc(c.priority)}</span>${verifyBadge(c)}</div>` +
     `<div class="c-title">${esc(c.title)}</div>` +
     `<div class="c-meta">${meta ? meta + " · " : ""}${esc(att)}</div>` +
     `<div class="bar" role="progressbar" aria-label="Progress of ${esc(c.card_id)}" aria-valuemin="0" aria-valuemax="100" ` +

@@ -186,8 +186,16 @@ export const detail = {
         `<td class="num">${fmtDur(dur)}</td><td class="num">${esc(r.exit_code ?? "–")}</td><td class="${cls}">${esc(r.status)}</td>` +
         `<td class="err" title="${esc(r.error || "")}">${esc(r.error || "")}</td><td class="num">${r.cost_usd != null ? fmtCost(r.cost_usd) : "–"}</td>` +
         `<td class="num d-tokens">${tokensCell(r)}</td><td class="mono">${esc(r.session_id || "–")}</td>` +
+        `<td class="${r.verify_exit == null ? "" : r.verify_exit === 0 ? "ok" : "bad"}">${r.verify_exit == null ? "–" : r.verify_exit === 0 ? "passed" : `failed (${esc(r.verify_exit)})`}</td>` +
+        `<td class="mono">${r.landed_commit ? esc(r.landed_commit.slice(0, 12)) : "–"}</td>` +
         `<td>${r.log_available ? `<button type="button" data-run="${esc(r.id)}" data-attempt="${esc(r.attempt)}">view</button>` : "–"}</td></tr>`;
-    }).join("") || `<tr><td colspan="11" class="muted">no runs yet</td></tr>`;
+    }).join("") || `<tr><td colspan="13" class="muted">no runs yet</td></tr>`;
+    // The latest verify output (the conflict or verify failure the card's next attempt gets)
+    const verified = [...this.runs].reverse().find((r) => r.verify_output);
+    const box = $("#d-verify");
+    box.hidden = !verified;
+    $("#d-verify-out").textContent = verified
+      ? `attempt ${verified.attempt}: verify ${verified.verify_exit === 0 ? "passed" : `failed (exit ${verified.verify_exit})`}\n${verified.verify_output}` : "";
   },
   async showRunLog(runId, attempt) {
     try {

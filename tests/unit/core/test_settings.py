@@ -347,3 +347,33 @@ def test_cli_with_an_agent_command_given_as_a_string_exits_2_with_one_line() -> 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "agents.mine.command" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---- [workspace] keys per process (docs/workspaces.md "Landing the work") -----------------------------------------
+def test_every_workspace_key_is_settable_per_process_over_the_toml_section(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a squad.toml [workspace] section, and a few SQUAD_WORKSPACE_<KEY> variables of this process
+    config = write_toml(tmp_path / "squad.toml", '[workspace]\nrepo = "/srv/a"\nbase = "dev"\nland = "merge"\n')
+    monkeypatch.setenv("SQUAD_CONFIG", str(config))
+    monkeypatch.setenv("SQUAD_WORKSPACE_REPO", "/srv/b")
+    monkeypatch.setenv("SQUAD_WORKSPACE_REMOTE", "origin")
+    monkeypatch.setenv("SQUAD_WORKSPACE_VERIFY", "pytest -q 'tests/a b'")
+    monkeypatch.setenv("SQUAD_WORKSPACE_AFTER_LAND", '["gh", "pr", "close", "{branch}"]')
+    monkeypatch.setenv("SQUAD_WORKSPACE_VERIFY_TIMEOUT", "30")
+    ws = load_settings().workspace
+    # Expect each variable over its key, the other keys of the section kept
+    assert (ws.repo, ws.remote, ws.base, ws.land) == (Path("/srv/b"), "origin", "dev", "merge")
+    assert ws.verify == ["pytest", "-q", "tests/a b"] and ws.after_land == ["gh", "pr", "close", "{branch}"]
+    assert ws.verify_timeout == 30
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("SQUAD_WORKSPACE_LAND", "sideways", "workspace.land"),
+    ("SQUAD_WORKSPACE_REMOTE", "--upload-pack=x", "workspace.remote"),
+    ("SQUAD_WORKSPACE_VERIFY", "[not json", "SQUAD_WORKSPACE_VERIFY"),
+])
+def test_a_bad_workspace_variable_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
+                                                        message: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=message):
+        load_settings()
