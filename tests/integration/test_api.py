@@ -42,7 +42,7 @@ HEALTH_KEYS = {"status", "timestamp", "version", "database", "redis", "celery", 
 CARD_KEYS = {"card_id", "title", "description", "acceptance_criteria", "squad", "agent", "priority", "depends_on",
              "labels", "workdir", "time_limit", "soft_time_limit", "max_retries", "status", "attempts", "progress",
              "current_step", "celery_task_id", "last_error", "created_at", "updated_at", "repo", "base", "review",
-             "feedback"}
+             "feedback", "parent", "question", "choices"}
 ENHANCED_EXTRAS = {"celery_task", "logs_available", "next_attempt_at", "cost_usd", "last_output_at", "time_limit_s"}
 TASK_KEYS = {"task_id", "status", "progress", "current_step", "elapsed", "eta", "worker", "retries",
              "max_retries", "result", "traceback"}

@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from squad.cli.common import JsonOpt, card_json, cli_context, cli_settings, cli_store, out, print_json
+from squad.cli.common import JsonOpt, audited, card_json, cli_context, cli_settings, cli_store, out, print_json
 from squad.core.safetext import table
 
 
+@audited("answer")
 def answer(card_id: Annotated[str, typer.Argument(help="Card id.")],
            text: Annotated[str, typer.Argument(help="The answer its agent gets.")]) -> None:
     """Answer the question a NEEDS_INPUT card's agent asks (`ask_human`): the card is IN_PROGRESS again."""
