@@ -210,13 +210,15 @@ def test_prompt_of_an_attempt_is_read_back_from_the_workdir(api: Any, settings: 
 
 def test_auth_check_tells_whether_the_token_is_accepted(api: Any, redis_url: str, sqlite_url: str) -> None:
     with api.client() as http:
-        assert http.get("/api/auth").json() == {"authorized": True, "token_required": False}
+        assert http.get("/api/auth").json() == {"authorized": True, "token_required": False, "name": "anonymous",
+                                                "role": "admin"}
     guarded = load_settings(redis_url=redis_url, database_url=sqlite_url, api_token="tok-123")
     with run_api(guarded) as server:
         assert httpx.get(server.url + "/api/auth").status_code == 401
         assert httpx.get(server.url + "/api/auth", headers={"Authorization": "Bearer nope"}).status_code == 401
         ok = httpx.get(server.url + "/api/auth", headers={"Authorization": "Bearer tok-123"})
-        assert ok.status_code == 200 and ok.json() == {"authorized": True, "token_required": True}
+        assert ok.status_code == 200 and ok.json() == {"authorized": True, "token_required": True,
+                                                       "name": "SQUAD_API_TOKEN", "role": "admin"}
 
 
 def test_leases_are_listed_per_worker(api: Any) -> None:

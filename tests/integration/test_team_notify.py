@@ -191,6 +191,12 @@ def test_events_become_one_notification_per_target_filtered_by_event_and_squad(r
             assert sorted((b["event"], b["card_id"]) for b in web.bodies()) == [("FAILED", "W-1"), ("question", "W-1")]
             assert [b["detail"] for b in web.bodies() if b["event"] == "question"] == ["Which branch?"]
             assert ["O-1" in m["blocks"][0]["text"]["text"] for m in review.bodies()] == [True]
+            from support.api import run_api
+
+            with run_api(settings, store=store) as api, api.client() as http:
+                metrics = http.get("/metrics").text
+            assert 'squad_notifications{state="sent"} 3.0' in metrics
+            assert 'squad_notifications{state="failing"} 0.0' in metrics
         finally:
             store.dispose()
 

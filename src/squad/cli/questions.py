@@ -15,12 +15,11 @@ from squad.core.safetext import table
 def answer(card_id: Annotated[str, typer.Argument(help="Card id.")],
            text: Annotated[str, typer.Argument(help="The answer its agent gets.")]) -> None:
     """Answer the question a NEEDS_INPUT card's agent asks (`ask_human`): the card is IN_PROGRESS again."""
-    import getpass
-
     from squad.actions.answer import answer_card
+    from squad.team.audit import cli_actor
 
     with cli_context() as ctx:
-        card = answer_card(ctx.store, ctx.events, card_id, text, by=f"cli:{getpass.getuser()}")
+        card = answer_card(ctx.store, ctx.events, card_id, text, by=cli_actor())
     out.print(f"card {card.card_id} answered: {card.status.value}")
 
 

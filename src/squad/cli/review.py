@@ -71,6 +71,7 @@ def _evidence_lines(ev: Any) -> list[str]:
     return lines
 
 
+@audited("land")
 def land(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> None:
     """Land a DONE or REVIEW card by hand: its repository's merge train applies its branch on base,
     runs verify on the result and moves base (docs/workspaces.md "Landing the work")."""
