@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from squad.agents import orphans
 from squad.agents.parsers import ProgressParser
 from squad.agents.prompts import write_prompt_file
+from squad.agents.sandbox import Sandbox
 from squad.core.cards import Usage
 from squad.core.constants import CANCEL_POLL_S, KILL_GRACE_S, LOG_LINE_MAX_BYTES, MAX_LINE_BYTES
 from squad.core.settings import AgentConfig, AgentRlimits
@@ -160,8 +161,9 @@ def run_agent(
     limits: Limits,
     observer: RunObserver,
     rlimits: AgentRlimits | None = None,
+    sandbox: Sandbox | None = None,
 ) -> AgentResult:
-    """Run one agent to its end and report how it ended.
+    """Run one agent to its end and report how it ended (inside `sandbox` when given).
 
     Spawned from the calling thread on purpose: the parent-death signal fires when the spawning
     *thread* ends, so the agent lives exactly as long as this call (or dies with the worker). The
@@ -174,9 +176,9 @@ def run_agent(
     orphans.hide_environment()  # the agent must not read our secrets from /proc/$PPID/environ
     try:
         program = _resolve(argv[0], cwd, full_env.get("PATH", os.defpath))
-        wrapper, preexec = _wrapper(rlimits)
+        wrapper, preexec = _wrapper(rlimits, sandbox)
         proc = orphans.spawn(lambda: subprocess.Popen(
-            [*wrapper, program, *argv[1:]],
+            [*wrapper, *(sandbox.prefix if sandbox is not None else []), program, *argv[1:]],
             shell=False,
             start_new_session=True,  # own session and group: no terminal signals, one group to kill
             cwd=cwd,
@@ -220,7 +222,8 @@ def _resolve(program: str, cwd: Path, path: str) -> str:
     return found if os.path.isabs(found) else str(Path(found).resolve())
 
 
-def _wrapper(rlimits: AgentRlimits | None) -> tuple[list[str], Callable[[], None] | None]:
+def _wrapper(rlimits: AgentRlimits | None,
+             sandbox: Sandbox | None = None) -> tuple[list[str], Callable[[], None] | None]:
     """An exec prefix that sets the parent-death signal (and rlimits) inside the child.
 
     Popen with a `preexec_fn` must fully fork the worker (~3.6 ms in a worker-sized process, more
@@ -230,22 +233,29 @@ def _wrapper(rlimits: AgentRlimits | None) -> tuple[list[str], Callable[[], None
     dying in that millisecond) is covered by the subreaper chain (see `squad.agents.orphans`).
     """
     limits = rlimits.as_resource_limits() if rlimits is not None else []
+    join = sandbox.preexec() if sandbox is not None else None
+    if sandbox is not None:
+        limits = [(res, value) for res, value in limits if res not in dict(sandbox.rlimits)] + sandbox.rlimits
     setpriv = _tool("setpriv")
     prlimit = _tool("prlimit") if limits else None
+    # bwrap needs its capabilities to build the namespaces; it drops every one for what runs inside
+    drop_caps = _can_drop_caps() and not (sandbox is not None and sandbox.prefix)
     if _PRCTL is None:  # not Linux: no parent-death signal at all
-        return [], _preexec(None, limits) if limits else None
-    if setpriv is None or (limits and prlimit is None):
-        return [], _preexec(os.getpid(), limits)
+        return [], _preexec(None, limits, join, drop_caps) if limits or join else None
+    if setpriv is None or (limits and prlimit is None) or join is not None:  # cgroups are joined before exec
+        return [], _preexec(os.getpid(), limits, join, drop_caps)
     prefix: list[str] = []
     if limits and prlimit is not None:
         prefix = [prlimit, *(f"--{_PRLIMIT_FLAGS[res]}={value}" for res, value in limits), "--"]
-    drop = [f"--inh-caps={_DROPPED_CAPS}", f"--bounding-set={_DROPPED_CAPS}"] if _can_drop_caps() else []
+    drop = [f"--inh-caps={_DROPPED_CAPS}", f"--bounding-set={_DROPPED_CAPS}"] if drop_caps else []
     return [*prefix, setpriv, *drop, "--pdeathsig", "KILL", "--"], None
 
 
-def spawn_wrapper() -> tuple[list[str], Callable[[], None] | None]:
-    """The exec prefix (or preexec_fn) agents get, for other commands of an attempt (hooks)."""
-    return _wrapper(None)
+def spawn_wrapper(sandbox: Sandbox | None = None) -> tuple[list[str], Callable[[], None] | None]:
+    """The exec prefix (or preexec_fn) agents get, for other commands of an attempt (hooks): with
+    the attempt's sandbox, its argv prefix included."""
+    prefix, preexec = _wrapper(None, sandbox)
+    return [*prefix, *(sandbox.prefix if sandbox is not None else [])], preexec
 
 
 @functools.cache
@@ -271,13 +281,14 @@ def _tool(name: str) -> str | None:
     return shutil.which(name, path=_TOOL_PATH)
 
 
-def _preexec(parent_pid: int | None, limits: list[tuple[int, int]]) -> Callable[[], None]:
-    """The fallback preexec_fn: rlimits, then SIGKILL the child when the spawning thread dies."""
+def _preexec(parent_pid: int | None, limits: list[tuple[int, int]], join: Callable[[], None] | None = None,
+             drop_caps: bool = False) -> Callable[[], None]:
+    """The fallback preexec_fn: cgroups, rlimits, then SIGKILL the child when the spawning thread dies."""
     sigkill = int(signal.SIGKILL)
 
-    drop_caps = _can_drop_caps()
-
     def preexec() -> None:
+        if join is not None:
+            join()
         for res, value in limits:
             resource.setrlimit(res, (value, value))
         if drop_caps and _PRCTL is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from squad.agents import orphans
 from squad.agents.runner import spawn_wrapper
+from squad.agents.sandbox import Sandbox
 
 __all__ = ["HOOK_OUTPUT_MAX_BYTES", "HOOK_OUTPUT_MAX_LINES", "run_hook"]
 
@@ -57,7 +58,7 @@ def _end_group(pgid: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 def run_hook(name: str, argv: list[str] | None, *, cwd: Path, env: dict[str, str], timeout_s: float,
-             on_line: LineSink) -> str | None:
+             on_line: LineSink, sandbox: Sandbox | None = None) -> str | None:
     """Run one hook to its end (or its timeout); its output tail goes to `on_line`; an error text or None.
 
     `env` is the complete environment (already scrubbed of secrets by the caller).
@@ -65,7 +66,7 @@ def run_hook(name: str, argv: list[str] | None, *, cwd: Path, env: dict[str, str
     if not argv:
         return None
     try:
-        prefix, preexec = spawn_wrapper()  # as for agents: dies with us, cannot read our /proc
+        prefix, preexec = spawn_wrapper(sandbox)  # as for agents: dies with us, cannot read our /proc
         proc = orphans.spawn(lambda: subprocess.Popen([*prefix, *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                       start_new_session=True, preexec_fn=preexec))

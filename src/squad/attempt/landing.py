@@ -23,6 +23,7 @@ from pathlib import Path
 import structlog
 
 from squad.agents.runner import expand_argv
+from squad.agents.sandbox import for_command
 from squad.attempt.agent_env import agent_environment
 from squad.attempt.hooks import run_hook
 from squad.attempt.verify import run_verify, verify_argv
@@ -34,6 +35,7 @@ from squad.attempt.workspaces import (
     delete_remote_branch,
     fetch_branch,
     git,
+    git_common_dir,
     identity_env,
     is_ancestor,
     land_mode,
@@ -226,9 +228,19 @@ def _land(lander: Lander, card: Card, ws: Workspace, lease: _TrainLease) -> Stat
     verify = verify_argv(settings, card)
     if verify:
         env = agent_environment(settings, None, card_id=cid, attempt=card.attempts, task_id="", workdir=tree)
-        checked = run_verify(verify, cwd=tree, env=env, timeout_s=settings.workspace.verify_timeout,
-                             on_line=lambda level, msg: lander.line(cid, level, msg),
-                             stop=lambda: "train lost" if lease.lost.is_set() else None)
+        try:  # the landed result is the agent's code: its verify runs in the sandbox too
+            box = for_command(settings.sandbox, verify, workdir=tree, env=env, git_dir=git_common_dir(ws.repo))
+        except SquadError as exc:
+            _drop_tree(ws, tree)
+            store.note_landing(cid, f"cannot land: {exc}")
+            lander.line(cid, "ERROR", f"cannot land: {exc}")
+            return None
+        try:
+            checked = run_verify(verify, cwd=tree, env=env, timeout_s=settings.workspace.verify_timeout,
+                                 on_line=lambda level, msg: lander.line(cid, level, msg),
+                                 stop=lambda: "train lost" if lease.lost.is_set() else None, sandbox=box)
+        finally:
+            box.close()
         if run is not None:
             store.set_run_landing(run.id, verify_exit=checked.exit_code, verify_output=checked.output)
         if not checked.passed:

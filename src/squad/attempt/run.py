@@ -17,10 +17,11 @@ from pathlib import Path
 import structlog
 from sqlalchemy.exc import DBAPIError
 
-from squad.agents.parsers import make_parser, valid_session_id
+from squad.agents.parsers import ProgressParser, make_parser, valid_session_id
 from squad.agents.presets import agent_for
 from squad.agents.prompts import prompt_path, remove_prompt_file, render_prompt
 from squad.agents.runner import AgentResult, Limits, build_command, run_agent
+from squad.agents.sandbox import Sandbox, for_attempt
 from squad.attempt.agent_env import agent_environment
 from squad.attempt.archive import LogArchive, disk_full_outcome
 from squad.attempt.channel import AttemptChannel
@@ -38,6 +39,7 @@ from squad.attempt.workspaces import (
     commit_all,
     facts,
     files_with_markers,
+    git_common_dir,
     land_mode,
     lands_when_done,
     merge_base_into,
@@ -48,6 +50,7 @@ from squad.attempt.workspaces import (
     workspace_for,
 )
 from squad.attempt.workspaces import should_remove as workspace_should_remove
+from squad.channel.wire import DIR_ENV
 from squad.core.cards import FINAL, Card, Run, Status
 from squad.core.constants import (
     LOG_EVENTS_PER_BATCH,
@@ -65,7 +68,7 @@ from squad.core.constants import (
 )
 from squad.core.errors import SquadError
 from squad.core.retries import RetryPolicy
-from squad.core.settings import Settings
+from squad.core.settings import AgentConfig, Settings
 from squad.live.events import Event, EventBus, format_log_line, iso_now, log_event, progress_event, status_event
 from squad.store.card_store import CardStore, Claim, RunOutcome
 from squad.store.db_retry import is_disk_full, retry_db
@@ -385,17 +388,57 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter,
         return RunOutcome(succeeded=False, error=str(exc), retryable=False), ws
     env = agent_environment(settings, agent, card_id=card.card_id, attempt=claim.attempt,
                             task_id=reporter.task_id, workdir=workdir)
+    prompt_file = prompt_path(settings.workdir, card.card_id, claim.attempt)
+    try:
+        box = for_attempt(settings, agent, workdir=workdir, env=env, prompt_file=prompt_file,
+                          git_dir=git_common_dir(ws.repo) if ws is not None else None)
+    except SquadError as exc:
+        reporter.line("ERROR", str(exc))
+        return RunOutcome(succeeded=False, error=str(exc), retryable=False, sandbox="none"), ws
+    reporter.line("INFO", f"sandbox: {box.description}")
+    try:
+        outcome, ws = _attempt_in(ctx, claim, reporter, lease, _Prepared(
+            agent_name, agent, parser, prompt, ws, workdir, created, base_commit, env, prompt_file, box, conflicts))
+    finally:
+        box.close()
+    return replace(outcome, sandbox=box.description), ws
+
+
+@dataclass
+class _Prepared:
+    """What an attempt has set up before its hooks and agent run."""
+
+    agent_name: str
+    agent: AgentConfig
+    parser: ProgressParser
+    prompt: str
+    ws: Workspace | None
+    workdir: Path
+    created: bool
+    base_commit: str
+    env: dict[str, str]
+    prompt_file: Path
+    sandbox: Sandbox
+    conflicts: list[str]
+
+
+def _attempt_in(ctx: AttemptContext, claim: Claim, reporter: Reporter, lease: LeaseKeeper,
+                p: _Prepared) -> tuple[RunOutcome, Workspace | None]:
+    """Hooks and agent, inside the attempt's sandbox."""
+    settings, card = ctx.settings, claim.card
+    agent_name, agent, parser, prompt, ws, workdir = p.agent_name, p.agent, p.parser, p.prompt, p.ws, p.workdir
+    created, base_commit, env, prompt_file, conflicts = p.created, p.base_commit, p.env, p.prompt_file, p.conflicts
     hooks = settings.hooks
 
     def hook(name: str, argv: list[str] | None) -> str | None:
-        return run_hook(name, argv, cwd=workdir, env=env, timeout_s=hooks.timeout, on_line=reporter.line)
+        return run_hook(name, argv, cwd=workdir, env=env, timeout_s=hooks.timeout, on_line=reporter.line,
+                        sandbox=p.sandbox)
 
     if created:
         hook("after_create", hooks.after_create)
     if err := hook("before_run", hooks.before_run):
         return RunOutcome(succeeded=False, error=err), ws
     reporter.set_progress(*STEP_STARTING, force=True)
-    prompt_file = prompt_path(settings.workdir, card.card_id, claim.attempt)
     argv, stdin_data = build_command(
         agent, agent_name=agent_name, card_id=card.card_id, workdir=workdir, attempt=claim.attempt,
         prompt=prompt, prompt_file=prompt_file,
@@ -408,8 +451,12 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter,
     channel = AttemptChannel(settings, ctx.store, ctx.events, claim, task_id=reporter.task_id, line=reporter.line,
                              progress=reporter.set_progress, event=reporter.event, fenced=reporter.fenced)
     try:
-        result = run_agent(argv, cwd=workdir, env={**env, **channel.open()}, stdin_data=stdin_data, parser=parser,
-                           limits=limits, observer=_Observer(reporter, lease, channel), rlimits=agent.rlimits)
+        talk_back = channel.open()
+        # the agent's `squad mcp` reaches its socket from inside (the agent's run only: it goes after)
+        box = p.sandbox.with_bind(talk_back[DIR_ENV]) if DIR_ENV in talk_back else p.sandbox
+        result = run_agent(argv, cwd=workdir, env={**env, **talk_back}, stdin_data=stdin_data, parser=parser,
+                           limits=limits, observer=_Observer(reporter, lease, channel), rlimits=agent.rlimits,
+                           sandbox=box)
     finally:
         channel.close()
         if not settings.keep_prompts:
@@ -429,7 +476,7 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter,
     verify = verify_argv(settings, card)
     if outcome.succeeded and verify and not lease.fenced.is_set():
         checked = run_verify(verify, cwd=workdir, env=env, timeout_s=settings.workspace.verify_timeout,
-                             on_line=reporter.line, stop=lease.stop_reason)
+                             on_line=reporter.line, stop=lease.stop_reason, sandbox=p.sandbox)
         outcome = replace(outcome, verify_exit=checked.exit_code, verify_output=checked.output,
                           succeeded=checked.passed, error=checked.error,
                           cancelled=checked.error == "cancelled" or outcome.cancelled)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from squad.agents.parsers import make_parser
 from squad.agents.runner import Limits, run_agent
+from squad.agents.sandbox import Sandbox
 from squad.core.cards import Card
 from squad.core.settings import Settings
 
@@ -84,12 +85,13 @@ class _VerifyObserver:
 
 
 def run_verify(argv: list[str], *, cwd: Path, env: dict[str, str], timeout_s: float, on_line: LineSink,
-               stop: Callable[[], str | None] = lambda: None) -> VerifyResult:
-    """Run verify to its end, its timeout or a cancel (`stop` returns a reason)."""
+               stop: Callable[[], str | None] = lambda: None, sandbox: Sandbox | None = None) -> VerifyResult:
+    """Run verify to its end, its timeout or a cancel (`stop` returns a reason), inside `sandbox`."""
     observer = _VerifyObserver(on_line, stop)
     on_line("INFO", f"verify: {' '.join(argv)}")
     result = run_agent(argv, cwd=cwd, env=env, stdin_data=None, parser=make_parser("plain"),
-                       limits=Limits(soft_time_limit_s=timeout_s, time_limit_s=timeout_s), observer=observer)
+                       limits=Limits(soft_time_limit_s=timeout_s, time_limit_s=timeout_s), observer=observer,
+                       sandbox=sandbox)
     output = observer.tail.text()
     if result.outcome == "succeeded":
         on_line("INFO", "verify passed")

@@ -109,14 +109,15 @@ def repo_root(repo: Path) -> Path:
     return common.parent if common.name == ".git" else common
 
 
-def _git_common_dir(repo: Path) -> Path:
+def git_common_dir(repo: Path) -> Path:
+    """The repository's git dir shared by its worktrees (where commits of every worktree go)."""
     return Path(git(["rev-parse", "--path-format=absolute", "--git-common-dir"], repo).strip())
 
 
 @contextmanager
 def repo_lock(repo: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
     """Serialise worktree and branch operations on one repository across processes."""
-    path = _git_common_dir(repo) / LOCK_FILE
+    path = git_common_dir(repo) / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + timeout_s

@@ -143,10 +143,10 @@ def card_show(card_id: Annotated[str, typer.Argument(help="Card id.")], as_json:
     for key, value in data.items():
         if key != "runs":
             out.print(field(key, value))
-    out.print(table(("attempt", "status", "worker", "started", "ended", "exit", "cost", "error"),
+    out.print(table(("attempt", "status", "worker", "started", "ended", "exit", "cost", "sandbox", "error"),
                     [(r.attempt, r.status, r.worker or "", r.started_at or "", r.ended_at or "",
                       "" if r.exit_code is None else r.exit_code, "" if r.cost_usd is None else f"{r.cost_usd:.4f}",
-                      (r.error or "")[:60]) for r in runs]))
+                      r.sandbox or "", (r.error or "")[:60]) for r in runs]))
 
 
 @audited("retry")

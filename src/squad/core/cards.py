@@ -359,6 +359,7 @@ class Run(BaseModel):
     verify_exit: int | None = None
     verify_output: str | None = None
     landed_commit: str | None = None
+    sandbox: str | None = None
     log_available: bool = False
 
 

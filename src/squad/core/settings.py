@@ -78,6 +78,44 @@ class CardLimits:
     max_retries: int
 
 
+SandboxKind = Literal["none", "bwrap"]
+SandboxNetwork = Literal["on", "off"]
+#: Files and folders of /etc an attempt never sees (each replaced by an empty one in its sandbox).
+DEFAULT_HIDDEN_ETC = ["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers",
+                      "/etc/sudoers.d", "/etc/ssh", "/etc/ssl/private", "/etc/squad"]
+
+
+class SandboxConfig(BaseModel):
+    """`[sandbox]` (and `[agents.X.sandbox]`): what an attempt may see and use (docs/security.md).
+
+    An agent's own table overrides the keys it sets; its `rw_paths` and `ro_paths` add to the global ones.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    #: None: `bwrap` where the start-up probe finds it working, else `none` (with a warning)
+    kind: SandboxKind | None = None
+    #: the bubblewrap binary (default: `bwrap` in the system folders)
+    bwrap: str | None = None
+    network: SandboxNetwork = "on"
+    rw_paths: list[str] = Field(default_factory=list)
+    ro_paths: list[str] = Field(default_factory=list)
+    hide: list[str] = Field(default_factory=lambda: list(DEFAULT_HIDDEN_ETC))
+    memory_mb: int | None = Field(default=None, ge=16)
+    pids: int | None = Field(default=None, ge=1)
+    #: CPUs (e.g. 1.5); cgroups only
+    cpu: float | None = Field(default=None, gt=0)
+
+    def merged(self, agent: SandboxConfig | None) -> SandboxConfig:
+        """These settings with an agent's own on top (paths added, other keys replaced)."""
+        if agent is None:
+            return self
+        update = {key: getattr(agent, key) for key in agent.model_fields_set}
+        update["rw_paths"] = [*self.rw_paths, *agent.rw_paths]
+        update["ro_paths"] = [*self.ro_paths, *agent.ro_paths]
+        return self.model_copy(update=update)
+
+
 class AgentConfig(BaseModel):
     """One agent: an argv (never a shell), how the prompt is passed, how output is parsed."""
 
@@ -91,6 +129,7 @@ class AgentConfig(BaseModel):
     rlimits: AgentRlimits | None = None
     #: Names (shell-style globs, e.g. "AWS_*") of environment variables this agent must not receive.
     env_deny: list[str] = Field(default_factory=list)
+    sandbox: SandboxConfig | None = None
 
 
 class HooksConfig(BaseModel):
@@ -325,6 +364,7 @@ class Settings(BaseSettings):
     schedule: list[ScheduleConfig] = Field(default_factory=list)
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     public_url: str | None = Field(default=None, pattern=r"^https?://", max_length=500)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -42,6 +42,7 @@ def run_checks(settings: Settings) -> list[Check]:
     checks.append(_visibility(settings, engine if reachable else None))
     checks += _agents(settings)
     checks += _workspace(settings)
+    checks.append(_sandbox(settings))
     checks.append(_clock(engine) if reachable else Check("clock", False, "database not reachable",
                                                           "fix the database check first"))
     engine.dispose()
@@ -223,6 +224,24 @@ def _workspace(settings: Settings) -> list[Check]:
             checks.append(Check("workspace remote", False, f"{remote}: {exc}",
                                 "check [workspace] remote, the network and this user's git credentials"))
     return checks
+
+
+def _sandbox(settings: Settings) -> Check:
+    """Whether attempts run in a bubblewrap sandbox here (docs/security.md)."""
+    from squad.agents.sandbox import effective_kind, probe
+
+    config = settings.sandbox
+    problem = probe(config.bwrap)
+    kind = effective_kind(config)
+    if kind == "none":
+        if config.kind == "none":
+            return Check("sandbox", True, "none (chosen): agents see what the worker's user sees")
+        return Check("sandbox", False, f"none: {problem or 'not chosen'}; agents see what the worker's user sees",
+                     "install bubblewrap (apt-get install bubblewrap) and set [sandbox] kind = \"bwrap\"")
+    if problem is not None:
+        return Check("sandbox", False, f"bwrap chosen but {problem}: every card will fail",
+                     "install bubblewrap or allow user namespaces, or set [sandbox] kind = \"none\"")
+    return Check("sandbox", True, f"bwrap, network {config.network}")
 
 
 def _clock(engine: Any) -> Check:

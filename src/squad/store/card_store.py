@@ -119,6 +119,8 @@ class RunOutcome:
     #: the verify gate's exit code and output tail (None: verify did not run)
     verify_exit: int | None = None
     verify_output: str | None = None
+    #: which sandbox ran the attempt (None: it never got to build one)
+    sandbox: str | None = None
 
 
 #: Ids per `IN (...)` list and rows per multi-row statement: PostgreSQL refuses a statement with
@@ -569,7 +571,8 @@ class CardStore:
             # (its worker was frozen past its lease) keeps that verdict: the late outcome is dropped.
             closed = conn.execute(_CLOSE_RUN, {
                 "b_run_id": claim.run_id, "status": run_status, "ended_at": stamp, "exit_code": outcome.exit_code,
-                "error": outcome.error, "log": outcome.log, **_columns(outcome.usage),
+                "error": outcome.error, "log": outcome.log, "sandbox": outcome.sandbox,
+                **_columns(outcome.usage),
                 **(_columns(outcome.git) if outcome.git else {}),
                 **({"verify_exit": outcome.verify_exit, "verify_output": outcome.verify_output}
                    if outcome.verify_output is not None else {})})

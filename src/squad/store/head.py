@@ -7,4 +7,4 @@ equal to the head of `migrations/versions`.
 
 from __future__ import annotations
 
-SCHEMA_HEAD = "0013"
+SCHEMA_HEAD = "0015"

@@ -114,6 +114,8 @@ runs = Table(
     Column("verify_exit", Integer),
     Column("verify_output", Text),
     Column("landed_commit", String(64)),
+    # which sandbox ran the attempt, e.g. "bwrap (network off)" or "none" (revision 0015)
+    Column("sandbox", String(255)),
     Index("ix_runs_card", "card_id"),
     Index("ix_runs_ended", "ended_at"),
 )

@@ -1,0 +1,346 @@
+"""A sandbox per attempt (bubblewrap): an agent sees its own folder, not the machine (docs/security.md).
+
+Agents run model-written commands as the worker's user. With `kind = "bwrap"` the agent, its
+children and the attempt's hooks run inside `bwrap`: the system read-only, a private `/tmp` and
+home, the card's working directory (and, in a workspace, the repository's git dir) read-write,
+`rw_paths`/`ro_paths` from the settings and the agent's preset, and nothing else: no store, config,
+`.squad/`, logs, other cards' prompts or folders, rest of the home. It has its own PID namespace
+(no other process is visible or can be signalled, and the whole namespace dies with its first
+process), a new session (no terminal injection), dies with the worker, and with `network = "off"`
+an empty network namespace (not even the machine's loopback: no Redis, no API).
+
+Resources: `memory_mb`, `pids` and `cpu` go to a cgroup of the attempt where the machine lets us
+create one (cgroup v2, or v1's memory/pids/cpu hierarchies), else `memory_mb` and `pids` become
+rlimits (RLIMIT_AS, RLIMIT_NPROC; the latter does not bind root) and the run says so.
+
+A card whose sandbox cannot be built fails (`SandboxError`), never silently runs unconfined.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from squad.core.errors import SquadError
+from squad.core.settings import AgentConfig, SandboxConfig, Settings
+
+__all__ = ["Sandbox", "SandboxError", "build", "config_for", "effective_kind", "for_attempt", "for_command",
+           "preset_paths", "probe"]
+
+PROBE_TIMEOUT_S = 10.0
+_TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"
+#: The system, read-only (each only where it exists; a merged-/usr symlink stays a symlink).
+SYSTEM_RO = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/var/lib/dpkg",
+             "/usr/local")
+#: What an agent's own command needs in its home, by the program's name (presets).
+PRESET_PATHS: dict[str, tuple[list[str], list[str]]] = {  # name -> (rw_paths, ro_paths)
+    "claude": (["~/.claude", "~/.claude.json"], []),
+    "codex": (["~/.codex"], []),
+    "aider": (["~/.aider"], ["~/.aider.conf.yml"]),
+}
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: Whether an unset `kind` means bwrap (where the probe passes) or none
+DEFAULT_BWRAP = False
+_CGROUP_PREFIX = "squad-"
+
+
+class SandboxError(SquadError):
+    """The attempt's sandbox cannot be built or started."""
+
+
+def bwrap_path(configured: str | None = None) -> str | None:
+    """The bubblewrap binary (`configured`, else `bwrap` in the system folders), if installed."""
+    return shutil.which(configured or "bwrap", path=_TOOL_PATH)
+
+
+@functools.cache
+def probe(configured: str | None = None) -> str | None:
+    """None when bwrap can build a sandbox here (PID and network namespaces), else why not.
+
+    Run once per process and binary: a container without user namespaces, or a seccomp profile
+    refusing them, makes bwrap fail at once.
+    """
+    binary = bwrap_path(configured)
+    if binary is None:
+        return "bwrap is not installed (Debian package bubblewrap)"
+    try:
+        proc = subprocess.run([binary, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--unshare-pid",
+                               "--unshare-net", "--die-with-parent", "--new-session", "--", "/bin/true"],
+                              capture_output=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap does not run: {exc}"
+    if proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        return f"bwrap does not work here: {lines[-1] if lines else f'exit code {proc.returncode}'}"
+    return None
+
+
+def effective_kind(config: SandboxConfig) -> str:
+    """The kind an attempt runs with: the configured one, else `bwrap` where the probe passes."""
+    if config.kind is not None:
+        return config.kind
+    return "bwrap" if DEFAULT_BWRAP and probe(config.bwrap) is None else "none"
+
+
+def for_attempt(settings: Settings, agent: AgentConfig, *, workdir: Path, env: dict[str, str], prompt_file: Path,
+                git_dir: Path | None) -> Sandbox:
+    """The sandbox of one attempt of `agent` in `workdir`: its program and prompt file readable, a
+    worktree's git dir writable (its commits go there)."""
+    return for_command(config_for(settings, agent), agent.command, workdir=workdir, env=env,
+                       ro_paths=[prompt_file], git_dir=git_dir)
+
+
+def for_command(config: SandboxConfig, argv: list[str], *, workdir: Path, env: dict[str, str],
+                git_dir: Path | None, ro_paths: list[Path] | None = None) -> Sandbox:
+    """The sandbox of one command (an agent, a landing's verify) working in `workdir`."""
+    program = argv[0]
+    if os.sep not in program:
+        program = shutil.which(program, path=env.get("PATH", os.defpath)) or program
+    elif not os.path.isabs(program):
+        program = str(workdir / program)
+    return build(config, workdir=workdir, program=program if os.path.isabs(program) else None,
+                 ro_paths=ro_paths, rw_paths=[git_dir] if git_dir is not None else [], home=env.get("HOME"))
+
+
+def config_for(settings: Settings, agent: AgentConfig) -> SandboxConfig:
+    """`[sandbox]` with the agent's own `[agents.X.sandbox]` on top, plus its preset's paths."""
+    config = settings.sandbox.merged(agent.sandbox)
+    rw, ro = preset_paths(agent.command)
+    if rw or ro:
+        config = config.model_copy(update={"rw_paths": [*config.rw_paths, *rw],
+                                           "ro_paths": [*config.ro_paths, *ro]})
+    return config
+
+
+def preset_paths(command: list[str]) -> tuple[list[str], list[str]]:
+    """The paths the agent named by `command[0]` needs (Claude: `~/.claude`, Codex: `~/.codex`...)."""
+    return PRESET_PATHS.get(os.path.basename(command[0]) if command else "", ([], []))
+
+
+@dataclass
+class Sandbox:
+    """One attempt's sandbox: an argv prefix, the cgroups its processes join, and a description."""
+
+    kind: str
+    prefix: list[str] = field(default_factory=list)
+    cgroups: list[Path] = field(default_factory=list)
+    rlimits: list[tuple[int, int]] = field(default_factory=list)
+    description: str = "none"
+
+    def preexec(self) -> Callable[[], None] | None:
+        """A preexec_fn joining the attempt's cgroups (None without cgroups)."""
+        if not self.cgroups:
+            return None
+        files = [str(group / "cgroup.procs") for group in self.cgroups]
+
+        def join() -> None:
+            pid = str(os.getpid()).encode()
+            for name in files:
+                fd = os.open(name, os.O_WRONLY)
+                try:
+                    os.write(fd, pid)
+                finally:
+                    os.close(fd)
+
+        return join
+
+    def with_bind(self, path: str) -> Sandbox:
+        """This sandbox with `path` visible read-write too (e.g. the agent's MCP socket folder); the
+        cgroups stay this one's to close."""
+        if not self.prefix:
+            return self
+        # the prefix ends with: --chdir WORKDIR --
+        return replace(self, prefix=[*self.prefix[:-3], "--bind", path, path, *self.prefix[-3:]])
+
+    def close(self) -> None:
+        """Remove the attempt's cgroups (their processes are gone by now)."""
+        for group in self.cgroups:
+            with contextlib.suppress(OSError):
+                group.rmdir()
+        self.cgroups = []
+
+
+def _expand(path: str, home: str) -> str:
+    return os.path.normpath(home + path[1:] if path == "~" or path.startswith("~/") else path)
+
+
+def build(config: SandboxConfig, *, workdir: Path, program: str | None = None, ro_paths: list[Path] | None = None,
+          rw_paths: list[Path] | None = None, home: str | None = None) -> Sandbox:
+    """The sandbox of one attempt working in `workdir` (SandboxError when `bwrap` was asked for and
+    cannot run). `program`: the agent's resolved executable, made visible; `ro_paths`/`rw_paths`:
+    what squad itself adds (the prompt file, a worktree's git dir)."""
+    kind = effective_kind(config)
+    if kind == "none":
+        return Sandbox(kind="none")
+    problem = probe(config.bwrap)
+    if problem is not None:
+        raise SandboxError(f"sandbox bwrap cannot start: {problem}")
+    binary = bwrap_path(config.bwrap)
+    assert binary is not None  # the probe passed
+    home = home or os.path.expanduser("~")
+    args = [binary, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try"]
+    if config.network == "off":
+        args.append("--unshare-net")
+    if os.geteuid() == 0:  # bwrap keeps a root caller's capabilities unless told
+        args += ["--cap-drop", "ALL"]
+    for path in SYSTEM_RO:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for path in config.hide:
+        if os.path.isdir(path) and not os.path.islink(path):
+            args += ["--tmpfs", path, "--remount-ro", path]
+        elif os.path.lexists(path):
+            args += ["--ro-bind", "/dev/null", path]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/var/tmp"]
+    if os.path.isabs(home) and home != "/":
+        args += ["--tmpfs", home]
+    # squad's own Python (a venv, its prefix): the built-in demo agent and `python -m ...` agents need it
+    readable = {sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(__file__).resolve().parent.parent)}
+    if program is not None:
+        readable.add(program)
+    if program is not None:
+        readable.add(os.path.realpath(program))
+    bound: list[str] = []
+    for path in sorted(readable):  # a parent sorts before its children: bind it once
+        if not path or _covered(path, [*SYSTEM_RO, *bound]):
+            continue
+        if os.path.islink(path):  # e.g. ~/.local/bin/claude: the link here, its target bound too
+            args += ["--symlink", os.readlink(path), path]
+        else:
+            args += ["--ro-bind-try", path, path]
+        bound.append(path)
+    for path in [*(str(p) for p in ro_paths or []), *(_expand(p, home) for p in config.ro_paths)]:
+        args += ["--ro-bind-try", path, path]
+    for path in [*(str(p) for p in rw_paths or []), *(_expand(p, home) for p in config.rw_paths)]:
+        args += ["--bind-try", path, path]
+    args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
+    sandbox = Sandbox(kind="bwrap", prefix=args)
+    notes = [f"network {config.network}"]
+    _limit(sandbox, config, notes)
+    sandbox.description = "bwrap (" + ", ".join(notes) + ")"
+    return sandbox
+
+
+def _covered(path: str, tops: list[str]) -> bool:
+    """Whether `path` lies in one of `tops` (bound already)."""
+    return any(path == top or path.startswith(top.rstrip("/") + "/") for top in tops)
+
+
+# ---- resources ----------------------------------------------------------------------------------
+def _limit(sandbox: Sandbox, config: SandboxConfig, notes: list[str]) -> None:
+    """Put memory_mb/pids/cpu on a cgroup of the attempt, or on rlimits where there is none."""
+    wanted = {"memory": config.memory_mb, "pids": config.pids, "cpu": config.cpu}
+    if not any(value is not None for value in wanted.values()):
+        return
+    made = _cgroup_v2(wanted) if (CGROUP_ROOT / "cgroup.controllers").exists() else _cgroup_v1(wanted)
+    done: set[str] = set()
+    for group, controller in made:
+        sandbox.cgroups.append(group)
+        done.add(controller)
+    for name, value in wanted.items():
+        if value is None:
+            continue
+        if name in done:
+            notes.append(f"{name} {value:g} (cgroup)")
+        elif name == "memory":
+            sandbox.rlimits.append((resource.RLIMIT_AS, int(value) * 1024 * 1024))
+            notes.append(f"memory {value:g} (rlimit: no writable cgroup)")
+        elif name == "pids":
+            sandbox.rlimits.append((resource.RLIMIT_NPROC, int(value)))
+            notes.append(f"pids {value:g} (rlimit: no writable cgroup)")
+        else:
+            notes.append("cpu not limited (no writable cgroup)")
+
+
+def _own_cgroup(controller: str) -> str | None:
+    """This process's cgroup path in the hierarchy of `controller` ("" for v2's unified one)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _num, controllers, path = line.split(":", 2)
+        if controllers.split(",") == [controller] or (controller == "" and controllers == ""):
+            return path
+        if controller and controller in controllers.split(","):
+            return path
+    return None
+
+
+def _write(path: Path, value: str) -> bool:
+    try:
+        path.write_text(value)
+        return True
+    except OSError:
+        return False
+
+
+def _cgroup_v2(wanted: dict[str, float | int | None]) -> list[tuple[Path, str]]:
+    own = _own_cgroup("")
+    if own is None:
+        return []
+    parent = CGROUP_ROOT / own.lstrip("/")
+    group = parent / f"{_CGROUP_PREFIX}{uuid.uuid4().hex[:12]}"
+    names = [name for name, value in wanted.items() if value is not None]
+    _write(parent / "cgroup.subtree_control", " ".join(f"+{name}" for name in names))
+    try:
+        group.mkdir()
+    except OSError:
+        return []
+    made: list[tuple[Path, str]] = []
+    for name in names:
+        value = wanted[name]
+        assert value is not None
+        text = {"memory": f"{int(value) * 1024 * 1024}", "pids": f"{int(value)}",
+                "cpu": f"{int(float(value) * 100_000)} 100000"}[name]
+        if _write(group / {"memory": "memory.max", "pids": "pids.max", "cpu": "cpu.max"}[name], text):
+            made.append((group, name))
+    if made:
+        if any(name == "memory" for _group, name in made):
+            _write(group / "memory.swap.max", "0")
+        return made
+    with contextlib.suppress(OSError):
+        group.rmdir()
+    return []
+
+
+def _cgroup_v1(wanted: dict[str, float | int | None]) -> list[tuple[Path, str]]:
+    made: list[tuple[Path, str]] = []
+    suffix = f"{_CGROUP_PREFIX}{uuid.uuid4().hex[:12]}"
+    for name, value in wanted.items():
+        if value is None:
+            continue
+        own = _own_cgroup(name)
+        if own is None or not (CGROUP_ROOT / name).is_dir():
+            continue
+        group = CGROUP_ROOT / name / own.lstrip("/") / suffix
+        try:
+            group.mkdir()
+        except OSError:
+            continue
+        if name == "memory":
+            ok = _write(group / "memory.limit_in_bytes", str(int(value) * 1024 * 1024))
+            _write(group / "memory.memsw.limit_in_bytes", str(int(value) * 1024 * 1024))
+        elif name == "pids":
+            ok = _write(group / "pids.max", str(int(value)))
+        else:
+            ok = _write(group / "cpu.cfs_period_us", "100000") and _write(
+                group / "cpu.cfs_quota_us", str(int(float(value) * 100_000)))
+        if ok:
+            made.append((group, name))
+        else:
+            with contextlib.suppress(OSError):
+                group.rmdir()
+    return made
