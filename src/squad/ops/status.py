@@ -13,7 +13,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -29,6 +30,9 @@ FULL_FRACTION = 0.98  # used/maxmemory from which writes are about to be refused
 #: connection answers at once, the Celery ping ends after 1 s, a locked SQLite file after 1 s)
 STATUS_BOUND_S = 2.0
 CONNECT_PROBE_S = 0.5  # the TCP (or Unix socket) connect that tells whether a Redis listens at all
+#: How long `squad status` waits for a local SQLite store it must create or migrate (as every command
+#: does): a change on the disk is never abandoned half-way at STATUS_BOUND_S, however busy the machine
+LOCAL_CREATE_BOUND_S = 120.0
 
 
 def redis_memory(client: redis.Redis) -> str:
@@ -73,24 +77,60 @@ def listens(url: str, timeout_s: float = CONNECT_PROBE_S) -> bool | None:
     return None
 
 
+class ImportClock:
+    """The seconds a probe spent importing modules (local work that cannot hang, however busy the
+    machine): they do not count against its bound (a loaded machine imported redis-py and Celery in
+    more than `STATUS_BOUND_S`, and a Redis that answered read 'no answer')."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spent = 0.0
+        self._since: float | None = None
+
+    @contextmanager
+    def importing(self) -> Iterator[None]:
+        with self._lock:
+            self._since = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._spent += time.monotonic() - (self._since or time.monotonic())
+                self._since = None
+
+    def spent(self) -> float:
+        """Seconds spent importing so far, the import under way included."""
+        with self._lock:
+            return self._spent + (time.monotonic() - self._since if self._since is not None else 0.0)
+
+
 def collect_status(settings: Settings, bound_s: float = STATUS_BOUND_S) -> dict[str, Any]:
     """One dict with every probe's answer (never raises for a dead dependency, never waits past
-    `bound_s`: a probe still running then is reported as not answering).
+    `bound_s` of a probe's own waiting: a probe still running then is reported as not answering).
 
     The database and the broker are probed side by side, in daemon threads (one that hangs cannot
     hold the process); a refused Redis connection is not retried (one probe, not a client riding
-    out an outage) and the Celery ping ends once every registered worker answered.
+    out an outage) and the Celery ping ends once every registered worker answered. Time a probe
+    spends importing its client libraries is not counted (`ImportClock`), nor, up to
+    LOCAL_CREATE_BOUND_S, creating a local SQLite store.
     """
     results: dict[str, Any] = {}
-    probes: list[tuple[str, Callable[[Settings, dict[str, Any]], None]]] = [
+    probes: list[tuple[str, Callable[[Settings, dict[str, Any], ImportClock], None]]] = [
         ("database", _probe_database), ("broker", _probe_broker)]
-    threads = [threading.Thread(target=probe, args=(settings, results), name=f"status-{name}", daemon=True)
-               for name, probe in probes]
-    deadline = time.monotonic() + bound_s
+    clocks = [ImportClock() for _ in probes]
+    threads = [threading.Thread(target=probe, args=(settings, results, clock), name=f"status-{name}", daemon=True)
+               for (name, probe), clock in zip(probes, clocks, strict=True)]
+    start = time.monotonic()
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
+    for thread, clock in zip(threads, clocks, strict=True):
+        while thread.is_alive():
+            remaining = start + bound_s + min(clock.spent(), LOCAL_CREATE_BOUND_S) - time.monotonic()
+            if remaining <= 0:
+                break
+            thread.join(min(remaining, 0.1))
+    if threads[0].is_alive() and results.get("creating"):  # a local file being created: not a probe
+        threads[0].join(LOCAL_CREATE_BOUND_S)
     silent = f"no answer within {bound_s:g} s"
     db_report = results.get("database") or {"database": silent, "cards": {}}
     broker_report = results.get("broker") or {"redis": silent, "broker_url": mask_url(settings.broker),
@@ -109,7 +149,7 @@ def collect_status(settings: Settings, bound_s: float = STATUS_BOUND_S) -> dict[
     return report
 
 
-def _probe_database(settings: Settings, results: dict[str, Any]) -> None:
+def _probe_database(settings: Settings, results: dict[str, Any], clock: ImportClock) -> None:
     """The store's counts (`database`), then, knowing its namespace, the orchestrators alive on its
     events Redis (`orchestrators`): each goes into `results` as soon as it is known."""
     from squad.core.cards import Status
@@ -123,8 +163,13 @@ def _probe_database(settings: Settings, results: dict[str, Any]) -> None:
             keys = RedisKeys.for_instance(seen.instance_id)
             outbox, errors = seen.notifications, seen.notify_errors
         else:  # create or migrate it, as every command does
-            from squad.store.card_store import CardStore
-            from squad.store.team_store import TeamStore
+            with clock.importing():
+                from squad.store.card_store import CardStore
+                from squad.store.peek import sqlite_path
+                from squad.store.team_store import TeamStore
+
+            # a local file is waited for (creating it must not be cut off); another database is a probe
+            results["creating"] = sqlite_path(settings.database_url) is not None
 
             store = CardStore(settings.database_url)
             try:
@@ -142,17 +187,18 @@ def _probe_database(settings: Settings, results: dict[str, Any]) -> None:
         results["database"]["notifications"] = {state: outbox.get(state, 0)
                                                 for state in ("sent", "pending", "failing", "dropped")}
         results["database"]["notification_errors"] = errors
-    results["orchestrators"] = _probe_orchestrators(settings, keys)
+    results["orchestrators"] = _probe_orchestrators(settings, keys, clock)
 
 
-def _probe_orchestrators(settings: Settings, keys: Any) -> list[Any] | None:
+def _probe_orchestrators(settings: Settings, keys: Any, clock: ImportClock) -> list[Any] | None:
     """The live orchestrators (None when the events Redis does not answer)."""
     if listens(settings.events) is False:
         return None
-    import redis
+    with clock.importing():
+        import redis
 
-    from squad.live.connections import redis_client
-    from squad.live.presence import live_orchestrators
+        from squad.live.connections import redis_client
+        from squad.live.presence import live_orchestrators
 
     client = redis_client(settings.events, retries=0)
     try:
@@ -163,16 +209,17 @@ def _probe_orchestrators(settings: Settings, keys: Any) -> list[Any] | None:
         client.close()
 
 
-def _probe_broker(settings: Settings, results: dict[str, Any]) -> None:
+def _probe_broker(settings: Settings, results: dict[str, Any], clock: ImportClock) -> None:
     """Redis (reachable, memory, queue depth) and the Celery workers (`broker`)."""
     report: dict[str, Any] = {"redis": "not_available", "broker_url": mask_url(settings.broker)}
     if listens(settings.broker) is False:  # nothing listens: no need for a Redis client at all
         results["broker"] = {**report, "celery": "not_available", "celery_workers": []}
         return
-    import redis
+    with clock.importing():
+        import redis
 
-    from squad.live.broker import BrokerView
-    from squad.live.celery_control import celery_workers
+        from squad.live.broker import BrokerView
+        from squad.live.celery_control import celery_workers
 
     view = BrokerView(settings.broker, retries=0)
     try:
@@ -191,6 +238,9 @@ def _probe_broker(settings: Settings, results: dict[str, Any]) -> None:
                 registered: int | None = view.registered_workers()
             except redis.RedisError:
                 registered = None
+            if registered != 0:  # Celery is imported to ping them: local work, outside the bound
+                with clock.importing():
+                    import squad.live.celery_config  # noqa: F401
             workers = celery_workers(settings, expected=registered)
     finally:
         view.close()
