@@ -236,7 +236,7 @@ def test_cards_imported_together_appear_live_from_their_batch_events(
     server = serve_factory(env)
     page, errors = open_page(browser, server.url)
     page.wait_for_selector('#conn[data-state="live"]')
-    page.wait_for_function("document.body.dataset.loaded === 'true'")
+    wait_js(page, "document.body.dataset.loaded === 'true'")
     _in_lane(page, "FIRST", "TODO")
     page.evaluate("window.__sameDocument = true")
     lane = '.lane[data-lane="TODO"]'
@@ -246,12 +246,12 @@ def test_cards_imported_together_appear_live_from_their_batch_events(
     # Expect each in the TODO lane, read by id
     for i in range(3):
         _in_lane(page, f"SMALL-{i}", "TODO", timeout_s=60)
-    page.wait_for_function(f"document.querySelector('{lane} .lane-count').textContent === '4'")
+    wait_js(page, f"document.querySelector('{lane} .lane-count').textContent === '4'")
 
     # When 1,500 more are imported (two events, more than the page reads card by card)
     _import(env, tmp_path, [{"card_id": f"BULK-{i:04d}", "title": f"Bulk {i}"} for i in range(1500)])
     # Expect every one counted on the board, the last found by the filter, without a reload or an error
-    page.wait_for_function(f"document.querySelector('{lane} .lane-count').textContent === '1504'", timeout=120_000)
+    wait_js(page, f"document.querySelector('{lane} .lane-count').textContent === '1504'", timeout_s=120)
     assert "1504 of 1504 cards" in (page.text_content("#summary") or "")
     page.fill("#f-text", "BULK-1499")
     page.wait_for_selector(f'{lane} [data-card-id="BULK-1499"]')
