@@ -236,8 +236,10 @@ def _sandbox(settings: Settings) -> Check:
     if kind == "none":
         if config.kind == "none":
             return Check("sandbox", True, "none (chosen): agents see what the worker's user sees")
-        return Check("sandbox", False, f"none: {problem or 'not chosen'}; agents see what the worker's user sees",
-                     "install bubblewrap (apt-get install bubblewrap) and set [sandbox] kind = \"bwrap\"")
+        # not chosen: said, not failed (kind unset still means none, docs/security.md)
+        how = ("bwrap works here: set [sandbox] kind = \"bwrap\"" if problem is None
+               else f"{problem}: install bubblewrap, then set [sandbox] kind = \"bwrap\"")
+        return Check("sandbox", True, f"none: agents see what the worker's user sees ({how})")
     if problem is not None:
         return Check("sandbox", False, f"bwrap chosen but {problem}: every card will fail",
                      "install bubblewrap or allow user namespaces, or set [sandbox] kind = \"none\"")
