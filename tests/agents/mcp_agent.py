@@ -6,7 +6,7 @@ argv[1]: a JSON plan file, {card_id: {step: ...}}; argv[2]: a folder where it wr
 `tools` (always: list the tools), `progress` [percent, step], `note` text, `get_card` (true),
 `create` [cards], `ask` [question, choices], `reuse` (call report_progress with the credential of
 this card's previous attempt, read from the result file), `gate` (a file to wait for before the
-end), `exit` (exit code, default 0), `heartbeat` (print a line every 0.3 s until it asks).
+end), `exit` (exit code, default 0), `heartbeat` (print a line every 0.3 s, except while it asks).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ async def talk(env: dict[str, str], plan: dict[str, Any], record: dict[str, Any]
             if choices is not None:
                 args["choices"] = choices
             record["ask"] = await call(session, "ask_human", args)
+            record["_asking"] = False  # alive again: the heartbeat goes on until the agent ends
 
 
 def main() -> int:
@@ -61,10 +62,11 @@ def main() -> int:
     plan = plans.get(card_id, {})
     env = dict(os.environ)
     record: dict[str, Any] = {"mcp_dir": env.get("SQUAD_MCP_DIR"), "mcp_token": env.get("SQUAD_MCP_TOKEN")}
-    if plan.get("heartbeat"):  # a line every 0.3 s until it asks: the stall timer sees it alive
+    if plan.get("heartbeat"):  # a line every 0.3 s except while it asks: the stall timer sees it alive
         def beat() -> None:
-            while not record.get("_asking"):
-                print("alive", flush=True)
+            while True:
+                if not record.get("_asking"):
+                    print("alive", flush=True)
                 time.sleep(0.3)
         threading.Thread(target=beat, daemon=True).start()
     asyncio.run(talk(env, plan, record))
