@@ -365,3 +365,41 @@ def test_two_trains_land_side_by_side_while_each_train_is_strictly_serial_across
     assert {"X1.txt", "X2.txt", "X3.txt"} <= set(git(["ls-tree", "--name-only", "main"], m.origin).split())
     m.user_untouched()
     m.store.dispose()
+
+
+def test_approve_lands_the_card_runs_after_land_and_deletes_the_landed_branch_on_the_remote(
+        tmp_path: Path) -> None:
+    hook_out = tmp_path / "after_land.txt"
+    hook = json.dumps([PY, "-c", f"import sys; open({str(hook_out)!r}, 'w').write(' '.join(sys.argv[1:]))",
+                       "{branch}", "{landed_commit}", "{card_id}"])
+    m = Machines(tmp_path, workspace_toml=f'land = "rebase"\nreview = true\ndelete_landed_branch = true\n'
+                                          f'after_land = {hook}')
+    one = m.clone("one")
+    m.seed({"card_id": "A"})
+    proc = m.orchestrate(one)
+    assert proc.returncode == 0, proc.stderr
+    assert m.store.get_card("A").status == Status.REVIEW
+    assert m.remote_head() == m.initial  # nothing lands before the approval
+    approve = run_cli("review", "approve", "A", env=m.env(one))
+    assert approve.returncode == 0 and "card A LANDING" in approve.stdout, approve.stdout + approve.stderr
+    proc = m.orchestrate(one)  # an orchestrator pass lands what nobody else lands
+    assert proc.returncode == 0, proc.stderr
+    assert m.store.get_card("A").status == Status.DONE
+    landed = m.store.list_runs("A")[-1].landed_commit
+    # rebase: base fast-forwarded to the rebased card commit (no merge commit)
+    assert landed == m.remote_head() and git(["rev-parse", f"{landed}^"], m.origin).strip() == m.initial
+    assert hook_out.read_text() == f"squad/A {landed} A"
+    assert git(["ls-remote", "--heads", str(m.origin), "squad/A"], tmp_path) == ""
+    m.user_untouched()
+    m.store.dispose()
+
+
+def test_land_by_hand_refuses_a_card_that_is_not_done_with_one_line(machines: Machines) -> None:
+    m = machines
+    one = m.clone("one")
+    m.seed({"card_id": "T"})
+    proc = run_cli("land", "T", env=m.env(one))
+    assert proc.returncode == 2 or proc.returncode == 1
+    assert proc.stderr == "squad: error: card T is TODO: only a DONE or REVIEW card can land\n"
+    assert run_cli("land", "NOPE", env=m.env(one)).stderr == "squad: error: unknown card 'NOPE'\n"
+    assert m.store.get_card("T").status == Status.TODO

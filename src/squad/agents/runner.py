@@ -36,7 +36,8 @@ from squad.core.settings import AgentConfig, AgentRlimits
 __all__ = ["AgentResult", "Limits", "PausingObserver", "RunObserver", "build_command", "expand_argv", "run_agent",
            "spawn_wrapper"]
 
-PLACEHOLDERS = ("card_id", "agent", "prompt_file", "workdir", "attempt", "session_id")
+#: placeholders of agent argv items, and of hook argv (`after_land`: branch, landed_commit, card_id)
+PLACEHOLDERS = ("card_id", "agent", "prompt_file", "workdir", "attempt", "session_id", "branch", "landed_commit")
 ESTIMATE_AFTER_S = 5.0  # no real progress for this long: the time-based estimate may take over
 ESTIMATE_EVERY_S = 1.0
 READ_CHUNK_BYTES = 64 * 1024

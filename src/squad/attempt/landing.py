@@ -299,15 +299,14 @@ def _back(lander: Lander, card: Card, error: str, conflicts: list[str]) -> Statu
 
 def _done(lander: Lander, card: Card, ws: Workspace, run_id: int | None, landed_commit: str, *,
           resumed: bool) -> Status | None:
-    """Base holds the card's work: the card is DONE, its worktree goes, the branch stays (deleted on the
-    remote with `delete_landed_branch`), then the `after_land` hook."""
+    """Base holds the card's work: its worktree goes, the branch stays (deleted on the remote with
+    `delete_landed_branch`), the `after_land` hook runs, then the card is DONE (last: a process that
+    ends once every card settled has done the rest by then; a lander killed before it is finished by
+    the next one, which runs the hook again)."""
     settings, store, cid = lander.settings, lander.store, card.card_id
     if run_id is not None:
         store.set_run_landing(run_id, landed_commit=landed_commit)
-    if not store.landed(cid):
-        return None
     lander.line(cid, "INFO", f"landed as {landed_commit[:12]}" + (" (found on base)" if resumed else ""))
-    lander.status(cid, Status.DONE)
     try:
         remove(settings, ws, store.save_patch, guard=lambda: store.get_card(cid).status != Status.IN_PROGRESS)
         if ws.remote and settings.workspace.delete_landed_branch:
@@ -322,4 +321,7 @@ def _done(lander: Lander, card: Card, ws: Workspace, run_id: int | None, landed_
         cwd.mkdir(parents=True, exist_ok=True)
         run_hook("after_land", argv, cwd=cwd, env=env, timeout_s=settings.workspace.hook_timeout,
                  on_line=lambda level, msg: lander.line(cid, level, msg))
+    if not store.landed(cid):
+        return None
+    lander.status(cid, Status.DONE)
     return Status.DONE
