@@ -4,9 +4,6 @@ and 13; docs/security.md "Second round"), on a real uvicorn server and a real `s
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from base64 import urlsafe_b64encode
 from pathlib import Path
 from typing import Any
@@ -20,9 +17,8 @@ from squad.agents.prompts import prompt_path
 from squad.core.cards import Status
 from squad.core.settings import Settings, load_settings
 from squad.store.card_store import CardStore
-from support.api import api_answers, run_api
+from support.api import run_api, squad_serve
 from support.cli import squad_env
-from support.processes import free_port, kill_tree, wait_for
 from support.store import seed
 
 TOKEN = "tok-Round2-0913"
@@ -68,24 +64,13 @@ def test_the_prompt_endpoint_follows_no_planted_link_and_reads_no_attempt_that_n
 def test_a_percent_encoded_token_key_authenticates_but_never_reaches_the_log(redis_url: str, sqlite_url: str) -> None:
     # Given `squad serve` with a token, its log captured
     env = squad_env(SQUAD_REDIS_URL=redis_url, SQUAD_DATABASE_URL=sqlite_url, SQUAD_API_TOKEN=TOKEN)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "squad", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: api_answers(f"http://127.0.0.1:{port}"), 60, message="squad serve answering")
-        base = f"http://127.0.0.1:{port}"
+    with squad_serve(env) as (base, log):
         # When a client spells the key `%74oken` (a server decodes it to `token`), on a read and a socket
         assert httpx.get(f"{base}/api/cards?%74oken={TOKEN}", timeout=10).status_code == 200
         assert httpx.get(f"{base}/api/cards?%54OKEN=x{TOKEN}", timeout=10).status_code == 401
-        with connect(f"ws://127.0.0.1:{port}/ws/tasks?%74oken={TOKEN}", open_timeout=10) as ws:
+        with connect(f"{base.replace('http', 'ws', 1)}/ws/tasks?%74oken={TOKEN}", open_timeout=10) as ws:
             ws.recv(timeout=10)
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                kill_tree(proc)
+    out = log.text
     # Expect the requests in the access log, their token masked
     assert "/api/cards?%74oken=***" in out, out
     assert TOKEN not in out, out

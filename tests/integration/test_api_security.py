@@ -4,10 +4,6 @@ Origin checks, body/field/page limits, short error bodies, and a token that neve
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from typing import Any
 
 import httpx
@@ -17,9 +13,8 @@ from websockets.sync.client import connect
 
 from squad.core.cards import parse_card
 from squad.core.settings import load_settings
-from support.api import api_answers, run_api
+from support.api import run_api, squad_serve
 from support.cli import squad_env
-from support.processes import free_port, kill_tree, wait_for
 
 TOKEN = "tok-Secret-0451"
 
@@ -69,23 +64,12 @@ def test_the_socket_takes_the_token_as_header_subprotocol_or_query(redis_url: st
 
 def test_squad_serve_never_logs_the_token(redis_url: str, sqlite_url: str) -> None:
     env = squad_env(SQUAD_REDIS_URL=redis_url, SQUAD_DATABASE_URL=sqlite_url, SQUAD_API_TOKEN=TOKEN)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "squad", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: api_answers(f"http://127.0.0.1:{port}"), 60, message="squad serve answering")
-        base = f"http://127.0.0.1:{port}"
+    with squad_serve(env) as (base, log):
         assert httpx.get(f"{base}/api/cards?token={TOKEN}", timeout=10).status_code == 200
         assert httpx.get(f"{base}/api/cards?token=wrong-{TOKEN}", timeout=10).status_code == 401
-        with connect(f"ws://127.0.0.1:{port}/ws/tasks?token={TOKEN}", open_timeout=10) as ws:
+        with connect(f"{base.replace('http', 'ws', 1)}/ws/tasks?token={TOKEN}", open_timeout=10) as ws:
             ws.recv(timeout=10)
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                kill_tree(proc)
+    out = log.text
     assert "/api/cards?token=***" in out, out  # the access log still shows the request
     assert TOKEN not in out, out
 

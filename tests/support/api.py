@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +21,7 @@ from fastapi import FastAPI
 from squad.api.app import create_app
 from squad.api.state import AppState
 from squad.core.settings import Settings
-from support.processes import free_port
+from support.processes import free_port, kill_tree, wait_for
 
 
 @dataclass
@@ -78,3 +82,30 @@ def api_answers(base: str, statuses: tuple[int, ...] = (200,)) -> bool:
 
 def by_id(cards: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {c["card_id"]: c for c in cards}
+
+
+@dataclass
+class ServeLog:
+    """What `squad serve` printed, known once it stopped."""
+    text: str = ""
+
+
+@contextmanager
+def squad_serve(env: dict[str, str]) -> Iterator[tuple[str, ServeLog]]:
+    """A real `squad serve` on a free port (its base URL), stopped with SIGTERM at the end, its
+    output (stdout and stderr) in the `ServeLog` afterwards."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "squad", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = ServeLog()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: api_answers(base), 60, message="squad serve answering")
+        yield base, log
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            log.text, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                kill_tree(proc)
