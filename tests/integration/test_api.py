@@ -35,7 +35,7 @@ from support.api import ApiServer, api_answers, by_id, run_api
 from support.cli import squad_env
 from support.processes import free_port, kill_tree, wait_for
 from support.redis_server import RedisServer
-from support.store import add, seed
+from support.store import add, seed, status_of
 
 HEALTH_KEYS = {"status", "timestamp", "version", "database", "redis", "celery", "celery_workers",
                "active_websockets", "execution_mode"}
@@ -600,3 +600,17 @@ def test_squad_serve_cli_refuses_public_host_then_serves_on_loopback_and_stops_o
     finally:
         if proc.poll() is None:
             kill_tree(proc)
+
+
+def test_land_route_answers_404_for_an_unknown_card_and_409_with_a_reason_for_a_card_not_done(
+        http: httpx.Client, store: CardStore) -> None:
+    # Given a TODO card and a DONE card without a workspace
+    add(store, "L-TODO")
+    seed(store, "L-DONE", Status.DONE)
+    # Expect 404 for an unknown card, 409 with the reason for the others, and no status changed
+    assert http.post("/api/cards/NOPE/land").status_code == 404
+    res = http.post("/api/cards/L-TODO/land")
+    assert res.status_code == 409 and "only a DONE or REVIEW card can land" in res.text, res.text
+    res = http.post("/api/cards/L-DONE/land")
+    assert res.status_code == 409 and "has no workspace" in res.text, res.text
+    assert (status_of(store, "L-TODO"), status_of(store, "L-DONE")) == (Status.TODO, Status.DONE)
