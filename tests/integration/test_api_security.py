@@ -112,7 +112,7 @@ def test_bodies_over_the_limit_are_413_and_fields_are_bounded_with_422(redis_url
         assert chunked.status_code == 413
         for field, value in (("labels", ["l"] * 51), ("labels", ["x" * 101]), ("depends_on", ["A"] * 201),
                              ("acceptance_criteria", ["c"] * 101), ("description", "d" * 70_000),
-                             ("workdir", "/etc"), ("time_limit", 10**9)):
+                             ("workdir", "/etc"), ("time_limit", 10**9), ("repo", "/etc"), ("repo", "../..")):
             res = http.post("/api/cards", json={"card_id": "F-1", "title": "t", field: value})
             assert res.status_code == 422, (field, res.text)
             assert field in res.text, (field, res.text)
@@ -120,6 +120,14 @@ def test_bodies_over_the_limit_are_413_and_fields_are_bounded_with_422(redis_url
     with run_api(settings_with(redis_url, sqlite_url, max_body_bytes=1000)) as api, api.client() as http:
         assert http.post("/api/cards", json={"card_id": "S", "title": "t", "description": "x" * 2000}
                          ).status_code == 413
+
+
+def test_a_card_id_git_cannot_use_as_a_branch_is_422(redis_url: str, sqlite_url: str) -> None:
+    with run_api(settings_with(redis_url, sqlite_url)) as api, api.client() as http:
+        for card_id in ("a.lock", "x..y"):
+            res = http.post("/api/cards", json={"card_id": card_id, "title": "t"})
+            assert res.status_code == 422 and "git branch name" in res.text, res.text
+        assert api.state.store.list_cards() == []
 
 
 def test_error_bodies_quote_only_a_short_excerpt_of_the_input(redis_url: str, sqlite_url: str) -> None:

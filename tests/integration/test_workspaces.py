@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from squad.attempt.workspaces import Workspace, gc, git, list_workspaces, prepare, workspace_for
+from squad.attempt.workspaces import Workspace, WorkspaceError, gc, git, list_workspaces, prepare, workspace_for
 from squad.core.cards import CardSpec, Status
 from squad.core.settings import load_settings
 from squad.store.card_store import CardStore
@@ -234,13 +234,21 @@ def test_a_deleted_or_half_created_worktree_is_repaired_on_the_card_branch(proje
     shutil.rmtree(ws.path)  # deleted behind git's back
     assert prepare(settings, ws) == (True, project.initial)
     assert (ws.path / "work.txt").read_text() == "x\n"  # the branch's work is back
-    # an unregistered directory with content at the worktree's place is moved aside, not lost
+    # a stale worktree of this repository (git pruned it) with content is moved aside, not lost
     git(["worktree", "remove", "--force", str(ws.path)], project.repo)
     ws.path.mkdir()
     (ws.path / "stray.txt").write_text("keep me\n")
+    (ws.path / ".git").write_text(f"gitdir: {project.repo / '.git' / 'worktrees' / 'A'}\n")
     assert prepare(settings, ws)[0] is True
     assert (ws.path / ".git").is_file()
     assert [p.read_text() for p in (project.work / ".archive" / "A").glob("leftover-*/stray.txt")] == ["keep me\n"]
+    # any other folder at its place (not a worktree of this repository) is left untouched: refused
+    git(["worktree", "remove", "--force", str(ws.path)], project.repo)
+    ws.path.mkdir()
+    (ws.path / "mine.txt").write_text("user's\n")
+    with pytest.raises(WorkspaceError, match="left untouched"):
+        prepare(settings, ws)
+    assert (ws.path / "mine.txt").read_text() == "user's\n"
     project.main_untouched()
 
 
@@ -361,3 +369,160 @@ before_run = ["{PY}", "-c", "{hook}", "{marks / 'before_run.txt'}"]
     assert (marks / "after_create.txt").read_text().splitlines() == [worktree]
     assert (marks / "before_run.txt").read_text().splitlines() == [worktree]
     project.main_untouched()
+
+
+# ---- a hostile agent and squad's own git (issue 21 items 2, 4, 5, 6, 7, 14) ---------------------
+TOKEN = "tok-4d1c9e-never-leaked"
+
+
+def _hostile(tmp_path: Path, mode: str, workspace_toml: str = "review = true") -> Repo:
+    """A project whose agent is tests/agents/git_planter.py in `mode`, with an API token set."""
+    project = _repo(tmp_path, workspace_toml=workspace_toml)
+    toml = project.root / "squad.toml"
+    old = f'"{AGENTS / "git_worker.py"}", "{project.marks}"'
+    new = f'"{AGENTS / "git_planter.py"}", "{project.marks}", "{mode}"'
+    toml.write_text(toml.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
+    assert "git_planter.py" in toml.read_text(encoding="utf-8")
+    project.env["SQUAD_API_TOKEN"] = TOKEN
+    return project
+
+
+def _leaks(project: Repo) -> list[str]:
+    return [p.read_text(encoding="utf-8") for p in project.marks.glob("ran-*.env")]
+
+
+def test_programs_an_agent_plants_in_git_never_run_in_the_worker_api_workspace_list_or_approve(
+        tmp_path: Path, redis_url: str) -> None:
+    from support.api import run_api
+
+    project = _hostile(tmp_path, "programs")
+    project.seed({"card_id": "A"})
+    proc = project.orchestrate()
+    assert proc.returncode == 0, proc.stderr
+    assert project.status("A") == Status.REVIEW  # the worker committed (status, add, commit) and read facts
+    assert _leaks(project) == []
+    assert project.show("squad/A", "A.txt") == "attempt 1\n"  # committed as written: no clean filter ran
+    listed = project.cli("workspace", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [w["card_id"] for w in json.loads(listed.stdout)] == ["A"]
+    assert _leaks(project) == []
+    settings = load_settings(redis_url=redis_url, database_url=project.db_url, use_celery=False, api_token=TOKEN,
+                             workdir=project.work, allowed_roots=str(project.root))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with run_api(settings) as api, api.client() as http:
+        diff = http.get("/api/cards/A/diff", headers=auth)
+        assert diff.status_code == 200 and "+attempt 1" in diff.json()["patch"]
+        assert [w["card_id"] for w in http.get("/api/workspaces", headers=auth).json()] == ["A"]
+        assert _leaks(project) == []
+    approved = project.cli("review", "approve", "A")
+    assert approved.returncode == 0, approved.stderr
+    assert project.status("A") == Status.DONE and not (project.work / "A").exists()
+    assert _leaks(project) == []
+
+
+def test_an_agent_pointing_git_at_the_repository_itself_cannot_commit_on_its_branch(tmp_path: Path) -> None:
+    project = _hostile(tmp_path, "gitdir", workspace_toml="")
+    project.seed({"card_id": "A"})
+    proc = project.orchestrate()
+    assert proc.returncode == 1 and "FAILED" in proc.stdout + proc.stderr
+    assert project.status("A") == Status.FAILED
+    assert "is not the worktree squad created" in (project.store.get_card("A").last_error or "")
+    project.main_untouched()  # nothing committed on main, and main's checkout not touched
+    assert "squad: A attempt" not in git(["log", "--format=%s", "--all"], project.repo)
+
+
+def test_a_worktree_path_that_is_a_link_out_of_the_roots_is_never_used_moved_or_removed(project: Repo,
+                                                                                        tmp_path: Path) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep\n", encoding="utf-8")
+    project.work.mkdir(parents=True, exist_ok=True)
+    (project.work / "A").symlink_to(outside, target_is_directory=True)
+    project.seed({"card_id": "A"})
+    assert project.orchestrate().returncode == 1
+    assert project.status("A") == Status.FAILED
+    assert "symbolic link" in (project.store.get_card("A").last_error or "")
+    assert sorted(p.name for p in outside.iterdir()) == ["precious.txt"]  # the agent never ran there
+    assert (project.work / "A").is_symlink() and not (project.work / ".archive").exists()
+
+
+def test_a_card_id_equal_to_a_folder_squad_did_not_create_leaves_the_folder_alone(project: Repo) -> None:
+    folder = project.work / "A"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine\n", encoding="utf-8")
+    project.seed({"card_id": "A"})
+    assert project.orchestrate().returncode == 1
+    assert project.status("A") == Status.FAILED
+    assert "left untouched" in (project.store.get_card("A").last_error or "")
+    assert (folder / "notes.txt").read_text(encoding="utf-8") == "mine\n"
+    assert not (project.work / ".archive").exists()
+
+
+def test_a_repo_inside_the_roots_whose_repository_is_outside_is_refused_at_import_and_before_the_attempt(
+        tmp_path: Path) -> None:
+    outer = tmp_path / "outer"
+    make_repo(outer)
+    project = _repo(outer / "proj")
+    inner = outer / "proj" / "inside"  # inside the allowed root, but its repository is `outer`
+    inner.mkdir()
+    project.env["SQUAD_ALLOWED_ROOTS"] = str(outer / "proj")
+    backlog_file = outer / "proj" / "backlog.json"
+    backlog_file.write_text(json.dumps({"cards": [{"card_id": "A", "title": "t", "repo": str(inner)}]}))
+    imported = project.cli("backlog", "import", str(backlog_file))
+    assert imported.returncode == 2 and "card A: repo:" in imported.stderr and "outside" in imported.stderr
+    project.seed({"card_id": "B", "repo": str(inner)})  # straight into the store, past the import check
+    assert project.orchestrate().returncode == 1
+    assert project.status("B") == Status.FAILED and "outside the allowed roots" in (
+        project.store.get_card("B").last_error or "")
+    assert "squad/B" not in git(["branch", "--list"], outer)
+
+
+def test_after_approve_runs_like_a_hook_scrubbed_bounded_its_group_ended_no_secret_in_the_error(
+        tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    secret_file = tmp_path / "leaked.txt"
+    secret_file.write_text(TOKEN, encoding="utf-8")
+    script = (f"echo token=$SQUAD_API_TOKEN db=$SQUAD_DATABASE_URL >&2; cat {secret_file} >&2; "
+              f"(sleep 300 & echo $! > {pidfile}); head -c 3000000 /dev/zero | tr '\\\\0' x; exit 3")
+    project = _repo(tmp_path,
+                    workspace_toml=f'review = true\nhook_timeout = 30\nafter_approve = ["sh", "-c", "{script}"]')
+    project.env["SQUAD_API_TOKEN"] = TOKEN
+    project.seed({"card_id": "A"})
+    assert project.orchestrate().returncode == 0
+    proc = project.cli("review", "approve", "A")
+    assert proc.returncode == 1 and "after_approve exited with 3" in proc.stderr
+    card = project.store.get_card("A")
+    assert card.status == Status.REVIEW
+    for text in (proc.stderr, card.last_error or ""):
+        assert TOKEN not in text and "squad.db" not in text
+        assert "token= db=" in text and "***" in text  # scrubbed environment; the file's copy masked
+        assert len(text) < 10_000
+    pid = int(pidfile.read_text())
+    assert wait_for(lambda: not _alive(pid), timeout=10), "the hook's background child outlived it"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_repo_dot_puts_the_work_folder_in_info_exclude_never_in_gitignore(tmp_path: Path) -> None:
+    repo = tmp_path / "proj"
+    make_repo(repo)
+    settings = load_settings(workdir=repo / ".squad" / "work", allowed_roots=str(repo))
+    from squad.core.cards import Card
+    card = Card.model_validate({"card_id": "A", "title": "t", "repo": str(repo)})
+    ws = workspace_for(settings, card)
+    assert ws is not None
+    prepare(settings, ws)
+    prepare(settings, ws)  # twice: one line
+    exclude = (repo / ".git" / "info" / "exclude").read_text(encoding="utf-8")
+    assert exclude.splitlines().count("/.squad/") == 1
+    assert not (repo / ".gitignore").exists()
+    assert git(["status", "--porcelain", "--untracked-files=all"], repo) == ""

@@ -5,26 +5,28 @@ Shared by the CLI (`squad review …`) and the API (`/api/cards/{id}/diff|approv
 
 from __future__ import annotations
 
-import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
+from squad.attempt.agent_env import agent_environment, settings_secrets
+from squad.attempt.hooks import run_hook
 from squad.attempt.landing import land_ready
 from squad.attempt.workspaces import (
     FileStat,
     WorkspaceError,
+    check_worktree_path,
+    confined_repo,
     git,
     land_mode,
     numstat,
     remove,
-    repo_root,
     workspace_for,
 )
 from squad.core.cards import Card, Status
 from squad.core.errors import ConflictError, NotFoundError, SquadError
+from squad.core.masking import mask_text
 from squad.core.settings import Settings
 from squad.orchestration.dispatch import Producer
 from squad.store.card_store import CardStore
@@ -64,7 +66,7 @@ def _repo_of(settings: Settings, card: Card) -> Path:
     raw = card.repo or (str(settings.workspace.repo) if settings.workspace.repo else None)
     if not raw:
         raise NotFoundError(f"card {card.card_id} has no workspace (no repository configured)")
-    return repo_root(settings.check_allowed(Path(raw), "workspace repo"))
+    return confined_repo(settings, raw)
 
 
 def card_diff(settings: Settings, store: CardStore, card_id: str, *, with_patch: bool = True,
@@ -100,23 +102,40 @@ def _require_review(store: CardStore, card_id: str) -> Card:
 
 
 def _run_after_approve(settings: Settings, card: Card) -> None:
-    """The optional `[workspace] after_approve` argv (e.g. merge or push), in the card's worktree."""
+    """The optional `[workspace] after_approve` argv (e.g. merge or push), in the card's worktree.
+
+    It runs like every hook (`run_hook`): the agent's scrubbed environment, its own process group
+    ended whole at `hook_timeout`, only a bounded tail of its output kept; and no secret of ours is
+    copied into the error (the 409 and `last_error`)."""
     argv = settings.workspace.after_approve
     if not argv:
         return
     ws = workspace_for(settings, card)
-    cwd = ws.path if ws is not None and ws.path.is_dir() else (ws.repo if ws is not None else Path.cwd())
+    cwd = Path.cwd()
+    if ws is not None:
+        check_worktree_path(ws)
+        cwd = ws.path if ws.path.is_dir() else ws.repo
     values = {"card_id": card.card_id, "branch": ws.branch if ws else "", "repo": str(ws.repo) if ws else ""}
     expanded = [item.format_map(_Keep(values)) for item in argv]
-    env = {**os.environ, "SQUAD_CARD_ID": card.card_id, "SQUAD_BRANCH": values["branch"]}
-    try:
-        proc = subprocess.run(expanded, cwd=cwd, env=env, capture_output=True, timeout=settings.workspace.hook_timeout,
-                              check=False, start_new_session=True, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ApprovalHookFailed(f"after_approve failed: {exc}") from None
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).decode(errors="replace").strip()[-HOOK_OUTPUT_MAX_CHARS:]
-        raise ApprovalHookFailed(f"after_approve exited with {proc.returncode}" + (f": {tail}" if tail else ""))
+    env = agent_environment(settings, None, card_id=card.card_id, attempt=card.attempts,
+                            task_id=card.celery_task_id or "", workdir=cwd)
+    env["SQUAD_BRANCH"] = values["branch"]
+    lines: dict[str, list[str]] = {"INFO": [], "ERROR": []}
+    error = run_hook("after_approve", expanded, cwd=cwd, env=env, timeout_s=settings.workspace.hook_timeout,
+                     on_line=lambda level, text: lines.setdefault(level, []).append(text))
+    if error is None:
+        return
+    hook_lines = [line.removeprefix("[after_approve] ") for line in lines["ERROR"] or lines["INFO"]
+                  if line.startswith("[after_approve] ")]
+    tail = _without_secrets(settings, "\n".join(hook_lines).strip())[-HOOK_OUTPUT_MAX_CHARS:]
+    raise ApprovalHookFailed(error.replace("hook after_approve", "after_approve") + (f": {tail}" if tail else ""))
+
+
+def _without_secrets(settings: Settings, text: str) -> str:
+    """`text` with every secret value of the settings (and any URL password) shown as `***`."""
+    for secret in sorted(settings_secrets(settings), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return mask_text(text)
 
 
 class _Keep(dict[str, str]):

@@ -13,8 +13,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from squad.attempt.workspaces import repo_root
 from squad.core.cards import CardSpec
-from squad.core.errors import BacklogError, SquadError
+from squad.core.errors import BacklogError, ConfigError, SquadError
 from squad.core.safetext import excerpt
 from squad.core.settings import Settings
 
@@ -88,6 +89,17 @@ def resolve_workdir(settings: Settings, card_id: str, workdir: str | None) -> Pa
     return Path(real)
 
 
+def _check_repo(settings: Settings, raw: str) -> None:
+    """A card's `repo` inside the allowed roots, and so is the repository it is part of (when it
+    exists already; `confined_repo` checks it again before each attempt)."""
+    path = settings.check_allowed(Path(raw), "workspace repo")
+    try:
+        root = repo_root(path)
+    except ConfigError:  # not there (or not a repository) yet: the attempt says so
+        return
+    settings.check_allowed(root, f"the repository of workspace repo {path}:")
+
+
 def check_specs(specs: Iterable[CardSpec], settings: Settings) -> None:
     """Reject cards this installation will not run: every problem, one line each, naming the card."""
     problems: list[str] = []
@@ -97,6 +109,11 @@ def check_specs(specs: Iterable[CardSpec], settings: Settings) -> None:
                 check_workdir(settings, spec.card_id, spec.workdir)
             except WorkdirEscape as exc:
                 problems.append(f"card {spec.card_id}: workdir: {exc}")
+        if spec.repo is not None:
+            try:
+                _check_repo(settings, spec.repo)
+            except ConfigError as exc:
+                problems.append(f"card {spec.card_id}: repo: {exc}")
         for name in ("time_limit", "soft_time_limit"):
             value = getattr(spec, name)
             if value is not None and value > settings.time_limit:

@@ -33,6 +33,7 @@ from squad.attempt.subcards import settle
 from squad.attempt.verify import run_verify, verify_argv
 from squad.attempt.workspaces import (
     DependenciesConflict,
+    ForeignGitDir,
     Workspace,
     WorkspaceError,
     base_tip,
@@ -526,6 +527,9 @@ def _record_git(ctx: AttemptContext, ws: Workspace, base_commit: str, claim: Cla
         if ws.remote:
             push_branch(ws.repo, ws.remote, ws.branch)
             reporter.line("INFO", f"pushed {ws.branch} to {ws.remote}")
+    except ForeignGitDir as exc:  # the agent redirected git (review gate bypass): the attempt fails
+        reporter.line("ERROR", f"workspace: {exc}")
+        return replace(outcome, succeeded=False, error=f"workspace: {exc}", retryable=False)
     except WorkspaceError as exc:
         reporter.line("ERROR", f"workspace: {exc}")
         return outcome

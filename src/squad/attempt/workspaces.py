@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from squad.attempt.gitcmd import WorkspaceError
 from squad.attempt.gitcmd import run_git as git
 from squad.core.cards import Card, GitFacts, Status
 from squad.core.errors import ConfigError, SquadError
+from squad.core.safetext import excerpt
 from squad.core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -141,11 +143,85 @@ def workspace_for(settings: Settings, card: Card) -> Workspace | None:
     raw = card.repo or (str(cfg.repo) if cfg.repo else None)
     if not raw:
         return None
-    repo = settings.check_allowed(Path(raw), "workspace repo")
-    root = repo_root(repo)
+    root = confined_repo(settings, raw)
     return Workspace(card_id=card.card_id, repo=root, base=card.base or cfg.base,
                      branch=f"{cfg.branch_prefix}{card.card_id}",
-                     path=(settings.workdir / card.card_id).resolve(), remote=cfg.remote)
+                     path=Path(os.path.realpath(settings.workdir)) / card.card_id, remote=cfg.remote)
+
+
+def confined_repo(settings: Settings, raw: str | Path) -> Path:
+    """The top level of the repository `raw` names, both inside the allowed roots (ConfigError):
+    a `repo` inside a root whose repository encloses the root (`.squad/work`) is refused too."""
+    repo = settings.check_allowed(Path(raw), "workspace repo")
+    return settings.check_allowed(repo_root(repo), f"the repository of workspace repo {repo}:")
+
+
+def check_worktree_path(ws: Workspace) -> None:
+    """`SQUAD_WORKDIR/<card_id>` is checked like a `workdir` before any use, move or removal: no
+    symbolic link at its place, its folder the resolved `SQUAD_WORKDIR` (WorkspaceError)."""
+    if ws.path.is_symlink():
+        raise WorkspaceError(f"worktree path {ws.path} is a symbolic link: squad will not use, move or remove it")
+    if os.path.realpath(ws.path.parent) != str(ws.path.parent):
+        raise WorkspaceError(f"worktree path {ws.path}: its folder resolves elsewhere")
+
+
+def _read_small(path: Path, limit: int = 4096) -> str | None:
+    """A small regular file's text (never through a symbolic link), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit).decode("utf-8", errors="replace").strip()
+    finally:
+        os.close(fd)
+
+
+def squad_git_dir(path: Path, common: Path | None = None) -> Path | None:
+    """The private git dir of a worktree squad created at `path`, or None when `path/.git` is not one.
+
+    A squad worktree's `.git` is a file `gitdir: <common dir>/worktrees/<name>` whose `gitdir` file
+    points back at `path/.git`. An agent that rewrites `.git` (a directory of its own, `gitdir:
+    <common dir>` to commit on the operator's branch, a repository in its own folder) fails this.
+    `common`, when known, is the repository's common git dir; without it, the common dir must lie
+    outside `path`'s folder (`SQUAD_WORKDIR`, where agents write).
+    """
+    text = _read_small(path / ".git")
+    if text is None or not text.startswith("gitdir:"):
+        return None
+    git_dir = Path(os.path.realpath(path / text.removeprefix("gitdir:").strip()))
+    if git_dir.parent.name != "worktrees":
+        return None
+    owner = git_dir.parent.parent
+    if common is not None and owner != Path(os.path.realpath(common)):
+        return None
+    if common is None and (owner == path.parent or owner.is_relative_to(path.parent)):
+        return None
+    back = _read_small(git_dir / "gitdir")
+    if back is None or os.path.realpath(back) != os.path.realpath(path / ".git"):
+        return None
+    return git_dir
+
+
+class ForeignGitDir(WorkspaceError):
+    """The worktree's `.git` is no longer the one squad created, or it is off the card's branch."""
+
+
+def check_git_dir(ws: Workspace) -> Path:
+    """Before committing or reading facts: the worktree's git dir is the one squad created, on the
+    card's branch (WorkspaceError otherwise)."""
+    check_worktree_path(ws)
+    git_dir = squad_git_dir(ws.path, git_common_dir(ws.repo))
+    if git_dir is None:
+        raise ForeignGitDir(f"{ws.path}/.git is not the worktree squad created for {ws.card_id}:"
+                             " nothing committed or read")
+    head = _read_small(git_dir / "HEAD")
+    if head != f"ref: refs/heads/{ws.branch}":
+        raise ForeignGitDir(f"the worktree of {ws.card_id} is not on its branch {ws.branch}"
+                             f" (HEAD {excerpt(head or '?')}): nothing committed or read")
+    return git_dir
 
 
 def land_mode(settings: Settings, card: Card) -> str:
@@ -185,17 +261,55 @@ def _registered(ws: Workspace) -> bool:
 
 
 def _move_aside(settings: Settings, ws: Workspace) -> None:
-    """A directory at the worktree's place that git does not know: keep its content, out of the way."""
+    """A directory at the worktree's place that git does not know: keep its content, out of the way.
+
+    Only an empty folder or a stale worktree of this repository (its `.git` names this repository's
+    `worktrees/`) is moved: any other folder (another card's `workdir`, the user's) is left
+    untouched and the attempt fails (WorkspaceError).
+    """
+    check_worktree_path(ws)
     entries = [p for p in ws.path.iterdir() if p.name != ".git"] if ws.path.is_dir() else []
     if not entries:
         shutil.rmtree(ws.path, ignore_errors=True)
         if ws.path.exists() or ws.path.is_symlink():
             ws.path.unlink(missing_ok=True)
         return
+    if not _stale_worktree_of(ws):
+        raise WorkspaceError(f"{ws.path} exists and is not a worktree squad created for {ws.card_id}:"
+                             " left untouched (move it away, or give the card another id)")
     dest = archive_dir(settings, ws.card_id) / f"leftover-{time.strftime('%Y%m%dT%H%M%S')}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(ws.path), str(dest))
     log.warning("moved an unregistered worktree directory aside", card_id=ws.card_id, to=str(dest))
+
+
+def _stale_worktree_of(ws: Workspace) -> bool:
+    """`ws.path/.git` is a file naming a worktree of this repository (git may have pruned it)."""
+    text = _read_small(ws.path / ".git")
+    if text is None or not text.startswith("gitdir:"):
+        return False
+    named = Path(os.path.normpath(ws.path / text.removeprefix("gitdir:").strip()))
+    return named.parent == Path(os.path.realpath(git_common_dir(ws.repo))) / "worktrees"
+
+
+def exclude_workdir(settings: Settings, repo: Path) -> None:
+    """With `SQUAD_WORKDIR` inside the repository (`repo = "."`), its top folder (`/.squad/`) goes
+    into the repository's `.git/info/exclude` — never into the user's `.gitignore`."""
+    root = Path(os.path.realpath(repo))
+    work = Path(os.path.realpath(settings.workdir))
+    if not work.is_relative_to(root) or work == root:
+        return
+    line = f"/{work.relative_to(root).parts[0]}/"
+    exclude = Path(os.path.realpath(git_common_dir(repo))) / "info" / "exclude"
+    try:
+        current = exclude.read_text(encoding="utf-8") if exclude.is_file() else ""
+        if line in current.splitlines():
+            return
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        with exclude.open("a", encoding="utf-8") as fh:
+            fh.write(("" if not current or current.endswith("\n") else "\n") + line + "\n")
+    except OSError as exc:
+        log.warning("could not add the work folder to .git/info/exclude", repo=str(repo), error=str(exc))
 
 
 def prepare(settings: Settings, ws: Workspace, depends_on: list[str] | None = None) -> tuple[bool, str]:
@@ -208,7 +322,10 @@ def prepare(settings: Settings, ws: Workspace, depends_on: list[str] | None = No
     card's dependencies to start a new branch from (`land = none`): one is its head, several are
     merged (DependenciesConflict when they do not merge cleanly).
     """
+    check_worktree_path(ws)
+    exclude_workdir(settings, ws.repo)
     with repo_lock(ws.repo):
+        check_worktree_path(ws)
         remote_head = fetch_branch(ws.repo, ws.remote, ws.branch) if ws.remote else None
         if ws.path.is_dir() and _registered(ws):
             _catch_up(ws, remote_head, in_worktree=True)
@@ -406,7 +523,8 @@ def identity_env(path: Path) -> dict[str, str]:
 
 def commit_all(ws: Workspace, message: str) -> bool:
     """Commit whatever the agent left uncommitted on the card branch (a merge in progress is concluded);
-    False when clean."""
+    False when clean. Refused (WorkspaceError) when the worktree is no longer the one squad created."""
+    check_git_dir(ws)
     if not is_dirty(ws.path) and not _ok(["rev-parse", "-q", "--verify", "MERGE_HEAD"], ws.path):
         return False
     git(["add", "-A"], ws.path)
@@ -417,6 +535,7 @@ def commit_all(ws: Workspace, message: str) -> bool:
 
 def facts(ws: Workspace, base_commit: str) -> GitFacts:
     """Branch, base and head commits and the diff size of the card's branch so far."""
+    check_git_dir(ws)
     head = git(["rev-parse", "HEAD"], ws.path).strip()
     files = numstat(ws.repo, base_commit, head)
     return GitFacts(branch=ws.branch, base_commit=base_commit, head_commit=head, files_changed=len(files),
@@ -463,10 +582,13 @@ def remove(settings: Settings, ws: Workspace, save_patch: PatchSink | None,
     Returns (removed, patch file or None).
     """
     saved: str | None = None
+    check_worktree_path(ws)
     with repo_lock(ws.repo):
         if guard is not None and not guard():
             return False, None
-        if ws.path.is_dir() and (ws.path / ".git").exists() and _registered(ws):
+        check_worktree_path(ws)
+        owned = squad_git_dir(ws.path, git_common_dir(ws.repo)) is not None if ws.path.is_dir() else False
+        if owned and _registered(ws):
             if is_dirty(ws.path):
                 patch = uncommitted_patch(ws.path)
                 dest = archive_dir(settings, ws.card_id) / f"uncommitted-{time.strftime('%Y%m%dT%H%M%S')}.patch"
@@ -524,12 +646,30 @@ def _age_s(path: Path, now: float) -> float:
     return max(0.0, now - max(stamps)) if stamps else 0.0
 
 
-def _worktree_dirs(settings: Settings) -> list[Path]:
-    root = settings.workdir.resolve()
+def _worktree_dirs(settings: Settings) -> list[tuple[Path, Path]]:
+    """(folder, its git dir) of each worktree squad created under SQUAD_WORKDIR: no link, a `.git`
+    naming a worktree of a repository inside the allowed roots that points back (`squad_git_dir`);
+    git never runs in any other folder there (a plain card's agent may write its own `.git`)."""
+    root = Path(os.path.realpath(settings.workdir))
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and (p / ".git").is_file())
+    roots = settings.allowed_root_paths()
+    found: list[tuple[Path, Path]] = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".") or p.is_symlink() or not p.is_dir():
+            continue
+        git_dir = squad_git_dir(p)
+        if git_dir is None:
+            continue
+        owner = git_dir.parent.parent
+        if any(owner == r or owner.is_relative_to(r) for r in roots):
+            found.append((p, git_dir))
+    return found
+
+
+def _head_branch(git_dir: Path) -> str | None:
+    head = _read_small(git_dir / "HEAD") or ""
+    return head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") else None
 
 
 def list_workspaces(settings: Settings, statuses: dict[str, str] | None = None, *,
@@ -537,8 +677,8 @@ def list_workspaces(settings: Settings, statuses: dict[str, str] | None = None, 
     """Every card worktree under SQUAD_WORKDIR with its branch, size on disk, age and dirtiness."""
     now = time.time()
     infos: list[WorkspaceInfo] = []
-    for path in _worktree_dirs(settings):
-        branch = git(["rev-parse", "--abbrev-ref", "HEAD"], path, check=False).strip() or None
+    for path, git_dir in _worktree_dirs(settings):
+        branch = _head_branch(git_dir)
         try:
             dirty = is_dirty(path)
         except WorkspaceError:
@@ -559,19 +699,18 @@ def disk_usage_bytes(settings: Settings, max_age_s: float = DISK_USAGE_CACHE_S) 
     now = time.monotonic()
     if cached is not None and now - cached[0] < max_age_s:
         return cached[1]
-    total = sum(_size(p) for p in _worktree_dirs(settings))
+    total = sum(_size(p) for p, _git_dir in _worktree_dirs(settings))
     _usage_cache[key] = (now, total)
     return total
 
 
-def _workspace_of_dir(settings: Settings, path: Path, card: Card | None) -> Workspace | None:
-    branch = git(["rev-parse", "--abbrev-ref", "HEAD"], path, check=False).strip()
-    try:
-        root = repo_root(path)
-    except ConfigError:
+def _workspace_of_dir(settings: Settings, path: Path, git_dir: Path, card: Card | None) -> Workspace | None:
+    common = git_dir.parent.parent
+    root = common.parent if common.name == ".git" else common
+    if not root.is_dir():
         return None
     return Workspace(card_id=path.name, repo=root, base=card.base if card else None,
-                     branch=branch or f"{settings.workspace.branch_prefix}{path.name}", path=path.resolve())
+                     branch=_head_branch(git_dir) or f"{settings.workspace.branch_prefix}{path.name}", path=path)
 
 
 def gc(settings: Settings, cards: dict[str, Card], save_patch: PatchSink | None,
@@ -586,7 +725,7 @@ def gc(settings: Settings, cards: dict[str, Card], save_patch: PatchSink | None,
     ttl_s = (older_than_days if older_than_days is not None else settings.workspace.ttl_days) * DAY_S
     now = time.time()
     removed: list[str] = []
-    for path in _worktree_dirs(settings):
+    for path, git_dir in _worktree_dirs(settings):
         card = cards.get(path.name)
         status = card.status if card else None
         if status == Status.IN_PROGRESS:
@@ -594,7 +733,7 @@ def gc(settings: Settings, cards: dict[str, Card], save_patch: PatchSink | None,
         expired = _age_s(path, now) >= ttl_s
         if not (expired or (card is not None and should_remove(settings, status))):
             continue
-        ws = _workspace_of_dir(settings, path, card)
+        ws = _workspace_of_dir(settings, path, git_dir, card)
         if ws is None:
             continue
         def not_running(card_id: str = path.name) -> bool:

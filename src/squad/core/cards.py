@@ -16,6 +16,20 @@ from squad.core.safetext import excerpt
 
 CARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
+
+
+def ref_name_problem(card_id: str) -> str | None:
+    """Why `card_id` cannot name a git branch (`git check-ref-format` rules beyond CARD_ID_RE), or None:
+    a card's branch is `<branch_prefix><card_id>` (docs/workspaces.md)."""
+    if ".." in card_id:
+        return "must not contain '..' (not a valid git branch name)"
+    if card_id.endswith(".lock"):
+        return "must not end with '.lock' (not a valid git branch name)"
+    if card_id.endswith("."):
+        return "must not end with '.' (not a valid git branch name)"
+    return None
+
+
 # Bounds of what a card may hold: a card is user input, stored, rendered into prompts and shown
 # on every screen, so nothing in it is unbounded.
 TITLE_MAX_CHARS = 500
@@ -207,6 +221,8 @@ class CardSpec(BaseModel):
         # Checked before whitespace stripping and with fullmatch: "A-1\n" is not "A-1".
         if isinstance(value, str) and not CARD_ID_RE.fullmatch(value):
             raise ValueError(f"card_id {excerpt(repr(value))} must match {CARD_ID_RE.pattern}")
+        if isinstance(value, str) and (problem := ref_name_problem(value)):
+            raise ValueError(f"card_id {excerpt(repr(value))} {problem}")
         return value
 
     @field_validator(*_MAX_CHARS, mode="before")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import string
+import subprocess
 
 import pytest
 from hypothesis import given, settings
@@ -115,6 +116,22 @@ def test_invalid_card_ids_are_rejected_naming_the_field(card_id: str) -> None:
     assert any("card_id" in p for p in info.value.problems)
 
 
+@pytest.mark.parametrize("card_id", ["a.lock", "x..y", "end.", "A..", "v1.lock"])
+def test_ids_git_cannot_use_as_a_branch_name_are_rejected_with_the_reason(card_id: str) -> None:
+    with pytest.raises(BacklogError) as info:
+        parse_card({"card_id": card_id, "title": "t"})
+    assert any("card_id" in p and "git branch name" in p for p in info.value.problems)
+    assert subprocess.run(["git", "check-ref-format", "--branch", f"squad/{card_id}"], capture_output=True,
+                          check=False).returncode != 0  # the rule is git's own
+
+
+@pytest.mark.parametrize("card_id", ["a.lockx", "x.y.z", "lock", "a-.b", "v1.2.3"])
+def test_ids_near_the_git_rules_stay_valid(card_id: str) -> None:
+    assert parse_card({"card_id": card_id, "title": "t"}).card_id == card_id
+    assert subprocess.run(["git", "check-ref-format", "--branch", f"squad/{card_id}"], capture_output=True,
+                          check=False).returncode == 0
+
+
 def test_card_id_rule_is_the_spec_pattern() -> None:
     assert CARD_ID_RE.pattern == r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -183,12 +200,14 @@ def test_all_spec_fields_are_accepted() -> None:
 # ---- property tests -----------------------------------------------------------------------------
 ID_FIRST = string.ascii_letters + string.digits
 ID_REST = ID_FIRST + "._-"
-valid_ids = st.builds(lambda a, b: a + b, st.sampled_from(ID_FIRST), st.text(ID_REST, max_size=63))
+# the rule, and what git allows in a branch name (no "..", no ".lock" or "." at the end)
+valid_ids = st.builds(lambda a, b: a + b, st.sampled_from(ID_FIRST), st.text(ID_REST, max_size=63)).filter(
+    lambda s: ".." not in s and not s.endswith((".lock", ".")))
 
 
 @settings(max_examples=300, deadline=None)
 @given(card_id=valid_ids, priority=st.integers(0, 9), deps=st.lists(valid_ids, max_size=4))
-def test_property_any_id_matching_the_rule_makes_a_valid_card(card_id: str, priority: int, deps: list[str]) -> None:
+def test_property_any_id_matching_the_rules_makes_a_valid_card(card_id: str, priority: int, deps: list[str]) -> None:
     card = parse_card({"card_id": card_id, "title": "t", "priority": priority, "depends_on": deps})
     assert (card.card_id, card.priority, card.depends_on) == (card_id, priority, deps)
 
