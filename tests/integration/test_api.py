@@ -42,7 +42,7 @@ HEALTH_KEYS = {"status", "timestamp", "version", "database", "redis", "celery", 
 CARD_KEYS = {"card_id", "title", "description", "acceptance_criteria", "squad", "agent", "priority", "depends_on",
              "labels", "workdir", "time_limit", "soft_time_limit", "max_retries", "status", "attempts", "progress",
              "current_step", "celery_task_id", "last_error", "created_at", "updated_at", "repo", "base", "review",
-             "feedback", "parent", "question", "choices"}
+             "feedback", "parent", "question", "choices", "land", "land_when", "verify", "conflicts"}
 ENHANCED_EXTRAS = {"celery_task", "logs_available", "next_attempt_at", "cost_usd", "last_output_at", "time_limit_s"}
 TASK_KEYS = {"task_id", "status", "progress", "current_step", "elapsed", "eta", "worker", "retries",
              "max_retries", "result", "traceback"}
@@ -290,7 +290,8 @@ def test_statuses_lists_every_status_with_its_facts_in_lane_order(http: httpx.Cl
     assert by_status["FAILED"]["retryable"] and by_status["FAILED"]["final"]
     assert by_status["IN_PROGRESS"]["running"] and by_status["IN_PROGRESS"]["cancellable"]
     assert by_status["QUEUED"]["celery_state"] == "PENDING" and by_status["TODO"]["celery_state"] is None
-    assert sorted(by_status["REVIEW"]["next"]) == ["CANCELLED", "DONE", "QUEUED"]
+    assert sorted(by_status["REVIEW"]["next"]) == ["CANCELLED", "DONE", "LANDING", "QUEUED"]
+    assert by_status["NEEDS_INPUT"]["running"] and not by_status["WAITING"]["running"]
 
 
 def test_enhanced_retries_restart_from_zero_after_a_user_s_retry(http: httpx.Client, store: CardStore) -> None:
