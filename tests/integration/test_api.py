@@ -32,17 +32,17 @@ from squad.live.events import EventBus
 from squad.store.card_store import CardStore, RunOutcome
 from squad.store.tables import runs as runs_t
 from support.api import ApiServer, api_answers, by_id, run_api
-from support.cli import squad_env
+from support.cli import run_cli, squad_env
 from support.processes import free_port, kill_tree, wait_for
 from support.redis_server import RedisServer
-from support.store import add, seed, status_of
+from support.store import add, seed, seed_verified, status_of
 
 HEALTH_KEYS = {"status", "timestamp", "version", "database", "redis", "celery", "celery_workers",
                "active_websockets", "execution_mode"}
 CARD_KEYS = {"card_id", "title", "description", "acceptance_criteria", "squad", "agent", "priority", "depends_on",
              "labels", "workdir", "time_limit", "soft_time_limit", "max_retries", "status", "attempts", "progress",
              "current_step", "celery_task_id", "last_error", "created_at", "updated_at", "repo", "base", "review",
-             "feedback", "parent", "question", "choices", "land", "land_when", "verify", "conflicts"}
+             "feedback", "parent", "question", "choices", "verify", "land", "land_when", "conflicts", "landed_commit"}
 ENHANCED_EXTRAS = {"celery_task", "logs_available", "next_attempt_at", "cost_usd", "last_output_at", "time_limit_s"}
 TASK_KEYS = {"task_id", "status", "progress", "current_step", "elapsed", "eta", "worker", "retries",
              "max_retries", "result", "traceback"}
@@ -615,3 +615,26 @@ def test_land_route_answers_404_for_an_unknown_card_and_409_with_a_reason_for_a_
     res = http.post("/api/cards/L-DONE/land")
     assert res.status_code == 409 and "has no workspace" in res.text, res.text
     assert (status_of(store, "L-TODO"), status_of(store, "L-DONE")) == (Status.TODO, Status.DONE)
+
+
+def test_card_objects_carry_their_last_runs_landed_commit_in_the_api_and_the_cli(
+        http: httpx.Client, store: CardStore, redis_url: str, sqlite_url: str) -> None:
+    # Given a card that landed, one still LANDING (verify passed, no landing yet) and one never run
+    landed = "0123456789abcdef0123456789abcdef01234567"
+    seed_verified(store, "LC-LANDED", verify_exit=0, verify_output="ok", land=True, landed_commit=landed)
+    seed_verified(store, "LC-WAIT", verify_exit=0, verify_output="ok", land=True)
+    add(store, "LC-TODO")
+    expected = {"LC-LANDED": landed, "LC-WAIT": None, "LC-TODO": None}
+    # Expect every card object of the API to carry it: the list, one card
+    assert {c["card_id"]: c["landed_commit"] for c in http.get("/api/cards").json()} == expected
+    for card_id, commit in expected.items():
+        assert http.get(f"/api/cards/{card_id}").json()["landed_commit"] == commit
+    # ... and of the CLI: `card list --json`, `card show --json`
+    env = squad_env(SQUAD_REDIS_URL=redis_url, SQUAD_DATABASE_URL=sqlite_url)
+    listed = run_cli("card", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert {c["card_id"]: c["landed_commit"] for c in json.loads(listed.stdout)} == expected
+    shown = run_cli("card", "show", "LC-LANDED", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    card = json.loads(shown.stdout)
+    assert card["landed_commit"] == landed and card["runs"][-1]["landed_commit"] == landed

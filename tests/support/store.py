@@ -56,6 +56,28 @@ def seed(store: CardStore, card_id: str, status: Status, *, progress: int | None
     return task_id
 
 
+def seed_verified(store: CardStore, card_id: str, *, verify_exit: int, verify_output: str, land: bool = False,
+                  landed_commit: str | None = None, **fields: Any) -> Status:
+    """A card whose one attempt ran the verify gate, through the store's real transitions: a failed
+    verify ends it FAILED; a passed one DONE, or LANDING with `land`, then DONE with `landed_commit`
+    on its run once that is given (what the lander writes)."""
+    task_id = seed(store, card_id, Status.QUEUED, **fields)
+    assert task_id is not None
+    claim = store.claim(card_id, task_id, "w1@test", 30)
+    assert claim is not None
+    ok = verify_exit == 0
+    outcome = RunOutcome(succeeded=ok, error=None if ok else f"verify failed (exit {verify_exit})", exit_code=0,
+                         verify_exit=verify_exit, verify_output=verify_output)
+    new = store.finish(claim, outcome, RetryPolicy.fixed(0, delay_s=60), land=land)
+    assert new is not None
+    if landed_commit is not None:
+        assert new == Status.LANDING
+        store.set_run_landing(claim.run_id, landed_commit=landed_commit)
+        assert store.landed(card_id)
+        return Status.DONE
+    return new
+
+
 def status_of(store: CardStore, card_id: str) -> Status:
     """A card's status in the store now."""
     return store.get_card(card_id).status

@@ -15,7 +15,7 @@ from sqlalchemy import Select, func, or_, select
 
 from squad.api.schemas import HistoryRun, built
 from squad.core.cards import Card, Status
-from squad.store.card_store import CardStore, card_page_query, to_dt
+from squad.store.card_store import LANDED_COMMIT, CardStore, card_page_query, to_dt
 from squad.store.tables import cards as cards_t
 from squad.store.tables import runs as runs_t
 
@@ -38,7 +38,7 @@ def board_cards(store: CardStore, *, status: str | None, squad: str | None, limi
     their execution extras: one query. Rows come from our own store, already validated when they
     were written, so they are built without validating again (a 2,000-card board would spend most
     of its time there)."""
-    query = select(cards_t)
+    query = select(cards_t, LANDED_COMMIT)
     if card_ids:
         query = query.where(cards_t.c.card_id.in_(list(dict.fromkeys(card_ids))))
     else:

@@ -298,6 +298,8 @@ class Card(CardSpec):
     #: while NEEDS_INPUT: what its agent asked (`ask_human`) and the choices it offered
     question: str | None = None
     choices: list[str] | None = None
+    #: the commit its last run's landing put on base (None: that run did not land)
+    landed_commit: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     #: Attempts made before the user's last retry (automatic retries are counted from here);

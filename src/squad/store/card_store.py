@@ -202,10 +202,16 @@ _OPEN_CHILDREN = (select(func.count()).select_from(cards_t).where(cards_t.c.pare
                   .where(cards_t.c.status != Status.DONE.value))
 
 
+#: The `landed_commit` of a card's last run, as a column of a SELECT of cards (`Card.landed_commit`).
+LANDED_COMMIT = (select(runs_t.c.landed_commit).where(runs_t.c.card_id == cards_t.c.card_id)
+                 .order_by(runs_t.c.id.desc()).limit(1).correlate(cards_t).scalar_subquery().label("landed_commit"))
+
+
 def card_page_query(*, status: str | None = None, squad: str | None = None, limit: int | None = None,
                     offset: int = 0) -> Select[Any]:
-    """SELECT of a page of cards in board order (most urgent, then oldest, then by id), filtered."""
-    query = select(cards_t).order_by(cards_t.c.priority.desc(), cards_t.c.created_at, cards_t.c.card_id)
+    """SELECT of a page of cards (with `LANDED_COMMIT`) in board order (most urgent, then oldest, then
+    by id), filtered."""
+    query = select(cards_t, LANDED_COMMIT).order_by(cards_t.c.priority.desc(), cards_t.c.created_at, cards_t.c.card_id)
     if status:
         query = query.where(cards_t.c.status == Status(status).value)
     if squad:
@@ -395,7 +401,7 @@ class CardStore:
     def get_card(self, card_id: str) -> Card:
         """One card, or NotFoundError."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(cards_t).where(cards_t.c.card_id == card_id)).first()
+            row = conn.execute(select(cards_t, LANDED_COMMIT).where(cards_t.c.card_id == card_id)).first()
         if row is None:
             raise NotFoundError(f"unknown card {card_id!r}")
         return _card_from_row(row)
@@ -408,7 +414,7 @@ class CardStore:
         rows: list[Any] = []
         with self.engine.connect() as conn:
             for chunk in chunks(ids):
-                rows += conn.execute(select(cards_t).where(cards_t.c.card_id.in_(chunk))).all()
+                rows += conn.execute(select(cards_t, LANDED_COMMIT).where(cards_t.c.card_id.in_(chunk))).all()
         return {r.card_id: _card_from_row(r) for r in rows}
 
     def list_cards(self, *, status: str | None = None, squad: str | None = None,
