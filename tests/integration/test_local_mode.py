@@ -319,7 +319,7 @@ def test_card_add_then_list_shows_the_card_in_json(project: Project) -> None:
         ("C-1", 8, ["C-0"], "env", "TODO")]
     assert set(listed[0]) == set(CardSpec.model_fields) | {
         "status", "attempts", "progress", "current_step", "celery_task_id", "last_error", "created_at", "updated_at",
-        "feedback", "landed_commit"}
+        "feedback", "landed_commit", "conflicts", "parent", "question", "choices"}
 
 
 def test_card_list_shows_one_page_by_default_and_every_card_with_all(project: Project) -> None:
