@@ -68,19 +68,26 @@ def test_nothing_to_do_is_said(tmp_path: Path, redis_url: str) -> None:
 
 
 def test_a_wait_that_ends_with_failed_cards_names_each_with_its_error_escaped(tmp_path: Path, redis_url: str) -> None:
-    # Given a repository outside the allowed roots as the workspace (every card fails before its agent
-    # runs) and a card whose agent reports an error full of terminal escapes
+    # Given a card whose repository is outside the allowed roots: refused at import, with the reason
     from support.repos import make_repo
 
     make_repo(tmp_path / "outside" / "app")
+    env = _project(tmp_path, redis_url)
+    (tmp_path / "outside.json").write_text(json.dumps({"cards": [
+        {"card_id": "R-0", "title": "in the repo", "agent": "demo", "repo": str(tmp_path / "outside" / "app")}]}))
+    refused = run_cli("backlog", "import", "outside.json", env=env)
+    assert refused.returncode == 2 and "outside the allowed roots" in refused.stderr, refused.stderr
+    # ... and two cards that fail when they run: an agent that is not installed, and one whose agent
+    # reports an error full of terminal escapes
     sample = tmp_path / "hostile.jsonl"
     sample.write_text(json.dumps({"type": "result", "subtype": "success", "is_error": True,
                                   "result": "boom \x1b]0;pwned\x07\x1b[31mred\nsecond line"}) + "\n")
     agent = [sys.executable, str(AGENTS / "stream_json.py"), str(sample)]
     (tmp_path / "squad.toml").write_text(
-        f'[agents.hostile]\ncommand = {json.dumps(agent)}\nparser = "claude-stream-json"\n')
-    env = _project(tmp_path, redis_url, {"card_id": "R-1", "title": "in the repo", "agent": "demo", "max_retries": 0,
-                                         "repo": str(tmp_path / "outside" / "app")},
+        f'[agents.hostile]\ncommand = {json.dumps(agent)}\nparser = "claude-stream-json"\n'
+        '[agents.missing]\ncommand = ["/nonexistent/squad-test-agent"]\n')
+    env = _project(tmp_path, redis_url, {"card_id": "R-1", "title": "not installed", "agent": "missing",
+                                         "max_retries": 0},
                    {"card_id": "H-1", "title": "hostile", "agent": "hostile", "max_retries": 0})
     # When orchestrating until settled
     res = run_cli("orchestrate", "--mode", "local", "--once", "--wait", "--interval", "0.2", env=env, timeout=150)
@@ -88,7 +95,7 @@ def test_a_wait_that_ends_with_failed_cards_names_each_with_its_error_escaped(tm
     assert res.returncode == 1, res.stderr
     failed = [line for line in res.stderr.splitlines() if " FAILED: " in line]
     assert len(failed) == 2, res.stderr
-    assert any(line.startswith("orchestrator: card R-1 FAILED: ") and "outside the allowed roots" in line
+    assert any(line.startswith("orchestrator: card R-1 FAILED: ") and "/nonexistent/squad-test-agent" in line
                for line in failed), failed
     assert "orchestrator: card H-1 FAILED: boom \\x1b]0;pwned\\x07\\x1b[31mred\\x0asecond line" in failed, failed
     assert "\x1b" not in res.stderr and "\x07" not in res.stderr
