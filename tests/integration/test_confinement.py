@@ -162,8 +162,10 @@ before_run = ["{PY}", "{PROBE}", "{seen_hook}"]
         blob = json.dumps(env)
         assert "tok-very-secret-123" not in blob and password not in blob
         assert project.db_url not in blob and ".squad/squad.db" not in blob
+        # the agent also gets its attempt's channel back (docs/agents.md); hooks do not
+        channel = {"SQUAD_MCP_DIR", "SQUAD_MCP_TOKEN"} if path == seen_agent else set()
         assert {k for k in env if k.startswith("SQUAD_")} == {
-            "SQUAD_CARD_ID", "SQUAD_ATTEMPT", "SQUAD_TASK_ID", "SQUAD_WORKDIR"}
+            "SQUAD_CARD_ID", "SQUAD_ATTEMPT", "SQUAD_TASK_ID", "SQUAD_WORKDIR"} | channel
         assert env["SQUAD_CARD_ID"] == "ENV-1" and env["SQUAD_ATTEMPT"] == "1"
         assert Path(env["SQUAD_WORKDIR"]) == (project.work / "ENV-1").resolve()
         assert "AWS_SECRET_ACCESS_KEY" not in env and "CELERY_BROKER_URL" not in env

@@ -49,11 +49,13 @@ def test_bulk_release_and_send_clamp_a_card_s_limits_to_the_installation_s(redis
         dispatcher.close()
         store.dispose()
     # Expect every message to carry the hard limit Settings.limits_for gives (never above the
-    # installation's), Celery's own limits a margin above it (the attempt ends its agent first)
+    # installation's), Celery's own limits a margin above it (the attempt ends its agent first) plus
+    # the answer budget (`ask_timeout`: Celery's limits cannot pause while an agent waits for a person)
+    waits = settings.ask_timeout
     assert set(messages) == {"LONG", "SHORT", "PLAIN", "AGAIN"}
     for card_id, headers in messages.items():
         own = settings.limits_for(CardStore(sqlite_url).get_card(card_id))
-        assert headers["timelimit"] == [own.time_limit_s + CELERY_HARD_MARGIN_S,
-                                        own.time_limit_s + CELERY_SOFT_MARGIN_S], card_id
-    assert messages["LONG"]["timelimit"] == messages["AGAIN"]["timelimit"] == [160, 130]
-    assert messages["SHORT"]["timelimit"] == [90, 60]
+        assert headers["timelimit"] == [own.time_limit_s + waits + CELERY_HARD_MARGIN_S,
+                                        own.time_limit_s + waits + CELERY_SOFT_MARGIN_S], card_id
+    assert messages["LONG"]["timelimit"] == messages["AGAIN"]["timelimit"] == [160 + waits, 130 + waits]
+    assert messages["SHORT"]["timelimit"] == [90 + waits, 60 + waits]

@@ -42,6 +42,7 @@ def _deliver(http: httpx.Client, event: str, payload: dict[str, Any] | bytes, *,
 
 def _settings(redis_url: str, sqlite_url: str, tmp_path: Path, **extra: Any) -> Any:
     repo = tmp_path / "hello-world"
+    extra.setdefault("allowed_roots", [str(tmp_path)])  # the mapped repository is one squad may work in
     return load_settings(redis_url=redis_url, database_url=sqlite_url, use_celery=False,
                          intake={"github": {"secret": SECRET, "label": "bug",
                                             "repos": {"Codertocat/Hello-World": str(repo)}}}, **extra)
