@@ -128,7 +128,9 @@ def test_flower_reads_our_tasks_and_worker_logs_are_json_with_the_attempt_contex
     # When two cards run
     ids = ["FL-1", "FL-2"]
     assert run_cli("backlog", "import", str(backlog(tmp_path / "c.json", ids)), env=env).returncode == 0
-    orch = run_cli("orchestrate", "--mode", "celery", "--wait", "--interval", "0.5", env=env, timeout=180)
+    # (a one-shot run logs only warnings; SQUAD_DEBUG=1 shows its records, as an operator would ask)
+    orch = run_cli("orchestrate", "--mode", "celery", "--wait", "--interval", "0.5", env={**env, "SQUAD_DEBUG": "1"},
+                   timeout=180)
     assert orch.returncode == 0, orch.stderr
     store = CardStore(sqlite_url)
     task_ids = {c: store.list_runs(c)[0].task_id for c in ids}
