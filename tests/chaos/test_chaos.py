@@ -194,7 +194,7 @@ def test_redis_restart_while_twenty_cards_run_ends_every_card_done_exactly_once(
                 time.sleep(4)
                 redis_server.start()
                 restarted_at = time.monotonic()
-                code = orch.wait(timeout=180)
+                code = orch.wait(timeout=420)  # a bound, not a figure: the suite runs in two processes
                 settle_s = time.monotonic() - restarted_at
             orch_log = (tmp_path / "orch.log").read_text(errors="replace")
 
