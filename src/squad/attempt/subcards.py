@@ -23,7 +23,7 @@ from squad.store.card_store import CardStore
 
 log = structlog.get_logger(__name__)
 MAX_PER_CALL = 100
-#: what an agent may set on a sub-card (SPEC §10)
+#: what an agent may set on a sub-card (docs/agents.md)
 AGENT_FIELDS = frozenset({"title", "description", "card_id", "priority", "depends_on", "acceptance_criteria"})
 #: what a sub-card takes from its parent
 INHERITED = ("squad", "agent", "repo", "base", "review", "time_limit", "soft_time_limit", "max_retries")

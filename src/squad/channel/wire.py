@@ -21,7 +21,7 @@ SOCKET_NAME = "mcp.sock"
 #: One request or answer at most (100 sub-cards with long descriptions fit).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 CONNECT_TIMEOUT_S = 10.0
-#: Tool names, the contract of SPEC §10.
+#: Tool names, a contract with the agents (docs/agents.md).
 TOOLS = ("report_progress", "add_note", "get_card", "create_cards", "ask_human")
 
 

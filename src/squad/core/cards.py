@@ -103,7 +103,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.LANDING: frozenset({S.DONE, S.QUEUED, S.RETRYING, S.FAILED, S.CANCELLED}),
 }
 
-#: Celery task states the API shows (`celery_task.status`, SPEC §8).
+#: Celery task states the API shows (`celery_task.status`, docs/api.md).
 TaskState = Literal["PENDING", "STARTED", "PROGRESS", "SUCCESS", "FAILURE", "RETRY", "REVOKED"]
 
 
