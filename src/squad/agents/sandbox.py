@@ -7,7 +7,10 @@ home, the card's working directory (and, in a workspace, the repository's git di
 `.squad/`, logs, other cards' prompts or folders, rest of the home. It has its own PID namespace
 (no other process is visible or can be signalled, and the whole namespace dies with its first
 process), a new session (no terminal injection), dies with the worker, and with `network = "off"`
-an empty network namespace (not even the machine's loopback: no Redis, no API).
+an empty network namespace (not even the machine's loopback: no Redis, no API). With `network =
+"allow"` the namespace is as empty, and the attempt's egress proxy (squad.agents.egress, a Unix
+socket bound in) is the one way out, to `allow_hosts` only: `squad.agents.egress_bridge` starts
+every command inside and points `HTTP(S)_PROXY` at it.
 
 Resources: `memory_mb`, `pids` and `cpu` go to a cgroup of the attempt where the machine lets us
 create one (cgroup v2, or v1's memory/pids/cpu hierarchies), else `memory_mb` and `pids` become
@@ -30,11 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from squad.agents.egress import EgressProxy
 from squad.core.errors import SquadError
+from squad.core.hostpatterns import parse_pattern
 from squad.core.settings import AgentConfig, SandboxConfig, Settings
 
 __all__ = ["Sandbox", "SandboxError", "build", "config_for", "effective_kind", "for_attempt", "for_command",
-           "preset_paths", "probe"]
+           "preset_hosts", "preset_paths", "probe"]
 
 PROBE_TIMEOUT_S = 10.0
 _TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"
@@ -47,10 +52,21 @@ PRESET_PATHS: dict[str, tuple[list[str], list[str]]] = {  # name -> (rw_paths, r
     "codex": (["~/.codex"], []),
     "aider": (["~/.aider"], ["~/.aider.conf.yml"]),
 }
+#: The hosts an agent's own command talks to (its model's API, its sign-in), by the program's name:
+#: added to `allow_hosts` (they matter with `network = "allow"` only)
+PRESET_HOSTS: dict[str, list[str]] = {
+    "claude": ["api.anthropic.com", "statsig.anthropic.com", "console.anthropic.com"],
+    "codex": ["api.openai.com", "chatgpt.com", "auth.openai.com"],
+}
+#: What runs first inside a sandbox with `network = "allow"` (standard library only: no site, no venv)
+BRIDGE = str(Path(__file__).with_name("egress_bridge.py"))
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: Whether an unset `kind` means bwrap (where the probe passes) or none
 DEFAULT_BWRAP = False
 _CGROUP_PREFIX = "squad-"
+
+
+LineSink = Callable[[str, str], None]  # (level, message) on the card's log
 
 
 class SandboxError(SquadError):
@@ -92,32 +108,35 @@ def effective_kind(config: SandboxConfig) -> str:
 
 
 def for_attempt(settings: Settings, agent: AgentConfig, *, workdir: Path, env: dict[str, str], prompt_file: Path,
-                git_dir: Path | None) -> Sandbox:
+                git_dir: Path | None, log: LineSink | None = None) -> Sandbox:
     """The sandbox of one attempt of `agent` in `workdir`: its program and prompt file readable, a
-    worktree's git dir writable (its commits go there)."""
+    worktree's git dir writable (its commits go there); `log` gets its egress proxy's refusals."""
     return for_command(config_for(settings, agent), agent.command, workdir=workdir, env=env,
-                       ro_paths=[prompt_file], git_dir=git_dir)
+                       ro_paths=[prompt_file], git_dir=git_dir, log=log)
 
 
 def for_command(config: SandboxConfig, argv: list[str], *, workdir: Path, env: dict[str, str],
-                git_dir: Path | None, ro_paths: list[Path] | None = None) -> Sandbox:
-    """The sandbox of one command (an agent, a landing's verify) working in `workdir`."""
+                git_dir: Path | None, ro_paths: list[Path] | None = None, log: LineSink | None = None) -> Sandbox:
+    """The sandbox of one command (an agent, a landing's verify) working in `workdir`; `close()` it."""
     program = argv[0]
     if os.sep not in program:
         program = shutil.which(program, path=env.get("PATH", os.defpath)) or program
     elif not os.path.isabs(program):
         program = str(workdir / program)
     return build(config, workdir=workdir, program=program if os.path.isabs(program) else None,
-                 ro_paths=ro_paths, rw_paths=[git_dir] if git_dir is not None else [], home=env.get("HOME"))
+                 ro_paths=ro_paths, rw_paths=[git_dir] if git_dir is not None else [], home=env.get("HOME"),
+                 log=log)
 
 
 def config_for(settings: Settings, agent: AgentConfig) -> SandboxConfig:
-    """`[sandbox]` with the agent's own `[agents.X.sandbox]` on top, plus its preset's paths."""
+    """`[sandbox]` with the agent's own `[agents.X.sandbox]` on top, plus its preset's paths and hosts."""
     config = settings.sandbox.merged(agent.sandbox)
     rw, ro = preset_paths(agent.command)
-    if rw or ro:
+    hosts = [host for host in preset_hosts(agent.command) if host not in config.allow_hosts]
+    if rw or ro or hosts:
         config = config.model_copy(update={"rw_paths": [*config.rw_paths, *rw],
-                                           "ro_paths": [*config.ro_paths, *ro]})
+                                           "ro_paths": [*config.ro_paths, *ro],
+                                           "allow_hosts": [*config.allow_hosts, *hosts]})
     return config
 
 
@@ -126,15 +145,24 @@ def preset_paths(command: list[str]) -> tuple[list[str], list[str]]:
     return PRESET_PATHS.get(os.path.basename(command[0]) if command else "", ([], []))
 
 
+def preset_hosts(command: list[str]) -> list[str]:
+    """The hosts the agent named by `command[0]` talks to (Claude: `api.anthropic.com`...)."""
+    return list(PRESET_HOSTS.get(os.path.basename(command[0]) if command else "", []))
+
+
 @dataclass
 class Sandbox:
-    """One attempt's sandbox: an argv prefix, the cgroups its processes join, and a description."""
+    """One attempt's sandbox: an argv prefix, the cgroups its processes join, its egress proxy (with
+    `network = "allow"`), and a description."""
 
     kind: str
     prefix: list[str] = field(default_factory=list)
     cgroups: list[Path] = field(default_factory=list)
     rlimits: list[tuple[int, int]] = field(default_factory=list)
     description: str = "none"
+    proxy: EgressProxy | None = None
+    #: where in `prefix` more bwrap options go (before `--chdir WORKDIR --`)
+    bind_at: int = 0
 
     def preexec(self) -> Callable[[], None] | None:
         """A preexec_fn joining the attempt's cgroups (None without cgroups)."""
@@ -155,14 +183,17 @@ class Sandbox:
 
     def with_bind(self, path: str) -> Sandbox:
         """This sandbox with `path` visible read-write too (e.g. the agent's MCP socket folder); the
-        cgroups stay this one's to close."""
+        cgroups and the proxy stay this one's to close."""
         if not self.prefix:
             return self
-        # the prefix ends with: --chdir WORKDIR --
-        return replace(self, prefix=[*self.prefix[:-3], "--bind", path, path, *self.prefix[-3:]])
+        at = self.bind_at
+        return replace(self, prefix=[*self.prefix[:at], "--bind", path, path, *self.prefix[at:]], bind_at=at + 3)
 
     def close(self) -> None:
-        """Remove the attempt's cgroups (their processes are gone by now)."""
+        """Stop the egress proxy and remove the attempt's cgroups (their processes are gone by now)."""
+        if self.proxy is not None:
+            self.proxy.close()
+            self.proxy = None
         for group in self.cgroups:
             with contextlib.suppress(OSError):
                 group.rmdir()
@@ -174,10 +205,11 @@ def _expand(path: str, home: str) -> str:
 
 
 def build(config: SandboxConfig, *, workdir: Path, program: str | None = None, ro_paths: list[Path] | None = None,
-          rw_paths: list[Path] | None = None, home: str | None = None) -> Sandbox:
+          rw_paths: list[Path] | None = None, home: str | None = None, log: LineSink | None = None) -> Sandbox:
     """The sandbox of one attempt working in `workdir` (SandboxError when `bwrap` was asked for and
     cannot run). `program`: the agent's resolved executable, made visible; `ro_paths`/`rw_paths`:
-    what squad itself adds (the prompt file, a worktree's git dir)."""
+    what squad itself adds (the prompt file, a worktree's git dir); `log`: where the egress proxy
+    says what it refused (`network = "allow"`)."""
     kind = effective_kind(config)
     if kind == "none":
         return Sandbox(kind="none")
@@ -189,7 +221,7 @@ def build(config: SandboxConfig, *, workdir: Path, program: str | None = None, r
     home = home or os.path.expanduser("~")
     args = [binary, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try"]
-    if config.network == "off":
+    if config.network in ("off", "allow"):
         args.append("--unshare-net")
     if os.geteuid() == 0:  # bwrap keeps a root caller's capabilities unless told
         args += ["--cap-drop", "ALL"]
@@ -225,12 +257,39 @@ def build(config: SandboxConfig, *, workdir: Path, program: str | None = None, r
         args += ["--ro-bind-try", path, path]
     for path in [*(str(p) for p in rw_paths or []), *(_expand(p, home) for p in config.rw_paths)]:
         args += ["--bind-try", path, path]
-    args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
-    sandbox = Sandbox(kind="bwrap", prefix=args)
+    args += ["--bind", str(workdir), str(workdir)]
+    bind_at = len(args)
+    args += ["--chdir", str(workdir), "--"]
+    sandbox = Sandbox(kind="bwrap", prefix=args, bind_at=bind_at)
     notes = [f"network {config.network}"]
+    if config.network == "allow":
+        notes = [f"network allow: {_shown_hosts(config.allow_hosts)}"]
     _limit(sandbox, config, notes)
     sandbox.description = "bwrap (" + ", ".join(notes) + ")"
+    if config.network == "allow":  # last: nothing after it can fail and leave the proxy running
+        _egress(sandbox, config, log)
     return sandbox
+
+
+def _shown_hosts(hosts: list[str], most: int = 6) -> str:
+    if not hosts:
+        return "no hosts"
+    return ", ".join(hosts[:most]) + (f" and {len(hosts) - most} more" if len(hosts) > most else "")
+
+
+def _egress(sandbox: Sandbox, config: SandboxConfig, log: LineSink | None) -> None:
+    """Start the attempt's egress proxy, bind its folder in, and put the bridge before the command."""
+    proxy = EgressProxy([parse_pattern(host) for host in config.allow_hosts], log)
+    try:
+        folder = str(proxy.start())
+    except OSError as exc:
+        sandbox.close()
+        raise SandboxError(f"sandbox egress proxy cannot start: {exc.strerror or exc}") from exc
+    sandbox.proxy = proxy
+    at = sandbox.bind_at
+    sandbox.prefix[at:at] = ["--bind", folder, folder]
+    sandbox.bind_at = at + 3
+    sandbox.prefix += [sys.executable, "-I", "-S", BRIDGE, str(proxy.socket_path), "--"]
 
 
 def _covered(path: str, tops: list[str]) -> bool:

@@ -229,7 +229,8 @@ def _land(lander: Lander, card: Card, ws: Workspace, lease: _TrainLease) -> Stat
     if verify:
         env = agent_environment(settings, None, card_id=cid, attempt=card.attempts, task_id="", workdir=tree)
         try:  # the landed result is the agent's code: its verify runs in the sandbox too
-            box = for_command(settings.sandbox, verify, workdir=tree, env=env, git_dir=git_common_dir(ws.repo))
+            box = for_command(settings.sandbox, verify, workdir=tree, env=env, git_dir=git_common_dir(ws.repo),
+                              log=lambda level, msg: lander.line(cid, level, msg))
         except SquadError as exc:
             _drop_tree(ws, tree)
             store.note_landing(cid, f"cannot land: {exc}")

@@ -392,7 +392,7 @@ def _attempt(ctx: AttemptContext, claim: Claim, reporter: Reporter,
     prompt_file = prompt_path(settings.workdir, card.card_id, claim.attempt)
     try:
         box = for_attempt(settings, agent, workdir=workdir, env=env, prompt_file=prompt_file,
-                          git_dir=git_common_dir(ws.repo) if ws is not None else None)
+                          git_dir=git_common_dir(ws.repo) if ws is not None else None, log=reporter.line)
     except SquadError as exc:
         reporter.line("ERROR", str(exc))
         return RunOutcome(succeeded=False, error=str(exc), retryable=False, sandbox="none"), ws

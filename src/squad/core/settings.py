@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from squad.core.constants import CARDS_QUEUE, MAINTENANCE_QUEUE, QUEUE_NAME_PATTERN
 from squad.core.errors import ConfigError
+from squad.core.hostpatterns import parse_pattern
 from squad.core.masking import mask_url, misplaced_userinfo
 
 PromptMode = Literal["stdin", "arg", "file"]
@@ -79,7 +80,7 @@ class CardLimits:
 
 
 SandboxKind = Literal["none", "bwrap"]
-SandboxNetwork = Literal["on", "off"]
+SandboxNetwork = Literal["on", "off", "allow"]
 #: Files and folders of /etc an attempt never sees (each replaced by an empty one in its sandbox).
 DEFAULT_HIDDEN_ETC = ["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers",
                       "/etc/sudoers.d", "/etc/ssh", "/etc/ssl/private", "/etc/squad"]
@@ -97,7 +98,10 @@ class SandboxConfig(BaseModel):
     kind: SandboxKind | None = None
     #: the bubblewrap binary (default: `bwrap` in the system folders)
     bwrap: str | None = None
+    #: `off`: no network; `allow`: only `allow_hosts`, through the attempt's egress proxy
     network: SandboxNetwork = "on"
+    #: with `network = "allow"`: `host`, `host:port`, `*.domain` (squad.core.hostpatterns)
+    allow_hosts: list[str] = Field(default_factory=list)
     rw_paths: list[str] = Field(default_factory=list)
     ro_paths: list[str] = Field(default_factory=list)
     hide: list[str] = Field(default_factory=lambda: list(DEFAULT_HIDDEN_ETC))
@@ -106,11 +110,19 @@ class SandboxConfig(BaseModel):
     #: CPUs (e.g. 1.5); cgroups only
     cpu: float | None = Field(default=None, gt=0)
 
+    @field_validator("allow_hosts")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_pattern(item)  # its ValueError says what is wrong with which entry
+        return value
+
     def merged(self, agent: SandboxConfig | None) -> SandboxConfig:
-        """These settings with an agent's own on top (paths added, other keys replaced)."""
+        """These settings with an agent's own on top (paths and hosts added, other keys replaced)."""
         if agent is None:
             return self
         update = {key: getattr(agent, key) for key in agent.model_fields_set}
+        update["allow_hosts"] = [*self.allow_hosts, *agent.allow_hosts]
         update["rw_paths"] = [*self.rw_paths, *agent.rw_paths]
         update["ro_paths"] = [*self.ro_paths, *agent.ro_paths]
         return self.model_copy(update=update)

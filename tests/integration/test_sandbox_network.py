@@ -1,0 +1,207 @@
+"""`[sandbox] network = "allow"` (docs/security.md): the attempt's only way out is its egress proxy,
+which lets `allow_hosts` through and refuses (and logs on the card) the rest. Real `squad
+orchestrate` in local mode, real bwrap, real HTTP servers and sockets on loopback; the proxy's own
+tests talk to it on its Unix socket."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from squad.agents.egress import EgressProxy
+from squad.core.cards import CardSpec, Status
+from squad.core.hostpatterns import parse_pattern
+from squad.store.card_store import CardStore
+from support.cli import run_cli, squad_env
+from support.paths import AGENTS, SRC
+from support.processes import free_port
+
+PY = sys.executable
+PROBE = str(AGENTS / "net_probe.py")
+ORCHESTRATE = ["orchestrate", "--mode", "local", "--once", "--wait", "--interval", "0.2"]
+READABLE = json.dumps([str(AGENTS), str(SRC)])
+
+
+class _Site(ThreadingHTTPServer):
+    """A real HTTP server on loopback answering every GET with its name; counts what it got."""
+
+    daemon_threads = True
+
+    def __init__(self, name: str) -> None:
+        self.name, self.hits = name, 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                site.hits += 1
+                body = f"hello from {site.name}".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        site = self
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+@pytest.fixture
+def sites() -> Iterator[tuple[_Site, _Site]]:
+    """Two web servers on loopback: one the sandbox may reach, one it may not."""
+    made = [_Site("allowed"), _Site("other")]
+    threads = [threading.Thread(target=site.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+               for site in made]
+    for thread in threads:
+        thread.start()
+    yield made[0], made[1]
+    for site, thread in zip(made, threads, strict=True):
+        site.shutdown()
+        site.server_close()
+        thread.join(5)
+
+
+def project(tmp_path: Path, toml: str) -> tuple[dict[str, str], CardStore]:
+    db_url = f"sqlite:///{tmp_path / '.squad' / 'squad.db'}"
+    (tmp_path / "squad.toml").write_text(toml, encoding="utf-8")
+    env = squad_env(USE_CELERY="false", SQUAD_REDIS_URL=f"redis://127.0.0.1:{free_port()}",
+                    SQUAD_DATABASE_URL=db_url, SQUAD_MAX_RETRIES="0", SQUAD_ALLOWED_ROOTS=str(tmp_path),
+                    HOME=str(tmp_path / "home"))
+    return env, CardStore(db_url)
+
+
+#: a hook fetching a URL through the attempt's proxy (what `curl` does with HTTP_PROXY set)
+HOOK_FETCH = ("import http.client, os, sys; from urllib.parse import urlsplit; "
+              "p = urlsplit(os.environ['HTTP_PROXY']); c = http.client.HTTPConnection(p.hostname, p.port, timeout=10); "
+              "c.request('GET', sys.argv[1]); open('hook_fetch.txt', 'w').write(c.getresponse().read().decode())")
+
+
+def test_allow_lets_only_allowed_hosts_through_the_proxy_and_logs_refusals(
+        tmp_path: Path, sites: tuple[_Site, _Site]) -> None:
+    # Given an allowed web server, another one, a loopback service standing for Redis, and a
+    # sandboxed agent (and hook) with network = "allow" for the first server only
+    allowed, other = sites
+    service = socket.create_server(("127.0.0.1", 0))
+    spec = {"through_proxy": {"allowed": allowed.port, "other": other.port},
+            "direct": {"allowed": allowed.port, "redis-like service": service.getsockname()[1]}}
+    # (the hook's URL is a name the machine's resolver knows, not an address: the proxy resolves it)
+    env, store = project(tmp_path, f"""
+default_agent = "probe"
+[sandbox]
+kind = "bwrap"
+network = "allow"
+allow_hosts = ["127.0.0.1:{allowed.port}", "localhost:{allowed.port}"]
+ro_paths = {READABLE}
+[agents.probe]
+command = ["{PY}", "{PROBE}", {json.dumps(json.dumps(spec))}]
+[hooks]
+before_run = ["{PY}", "-c", {json.dumps(HOOK_FETCH)}, "http://localhost:{allowed.port}/from-hook"]
+""")
+    store.add_cards([CardSpec(card_id="ALLOW-1", title="t")])
+    # When the card runs
+    try:
+        res = run_cli(*ORCHESTRATE, env=env)
+    finally:
+        service.close()
+    # Expect the card DONE, the allowed server reached both ways and from the hook, the other one
+    # refused with 403 and never contacted, nothing reachable directly
+    assert res.returncode == 0, res.stderr
+    workdir = tmp_path / "work" / "ALLOW-1"
+    results = json.loads((workdir / "net.json").read_text())
+    print("NET PROBE", json.dumps(results))
+    assert results["HTTP_PROXY"].startswith("http://127.0.0.1:"), results
+    assert results["HTTPS_PROXY"] == results["HTTP_PROXY"]
+    assert results["http allowed"] == "ALLOWED: 200 hello from allowed", results
+    assert results["connect allowed"] == "ALLOWED: 200 hello from allowed", results
+    for name in ("http other", "connect other", "direct allowed", "direct redis-like service"):
+        assert results[name].startswith("refused"), (name, results)
+    assert "403" in results["http other"] and "403" in results["connect other"], results
+    assert (workdir / "hook_fetch.txt").read_text() == "hello from allowed"
+    assert (allowed.hits, other.hits) == (3, 0)
+    assert store.get_card("ALLOW-1").status == Status.DONE
+    [run] = store.list_runs("ALLOW-1")
+    assert run.sandbox is not None and run.sandbox.startswith(f"bwrap (network allow: 127.0.0.1:{allowed.port}")
+    # and each refusal on the card's log, with the proxy's summary
+    logs = run_cli("logs", "ALLOW-1", env=env)
+    assert logs.returncode == 0, logs.stderr
+    refusal = f"sandbox: refused connection to 127.0.0.1:{other.port} (not in allow_hosts)"
+    assert logs.stdout.count(refusal) == 2, logs.stdout
+    assert "sandbox: egress proxy: 3 connection(s) allowed, 2 refused" in logs.stdout, logs.stdout
+    store.dispose()
+
+
+def test_a_bad_allow_hosts_pattern_is_a_config_error(tmp_path: Path) -> None:
+    # Given a pattern with a scheme
+    env, store = project(tmp_path, """
+[sandbox]
+network = "allow"
+allow_hosts = ["https://api.example.com/"]
+""")
+    store.dispose()
+    # When any command reads the config
+    res = run_cli("card", "list", env=env)
+    # Expect one line saying which key and why, exit 2
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "sandbox.allow_hosts" in res.stderr and "no scheme" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+# ---- the proxy alone, on its Unix socket -------------------------------------------------------
+def _ask(path: Path, request: bytes) -> tuple[socket.socket, bytes]:
+    """Send `request` on the proxy's socket; the connection and the first bytes of its answer."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(10)
+    conn.connect(str(path))
+    conn.sendall(request)
+    return conn, conn.recv(65536)
+
+
+def test_the_proxy_answers_bad_requests_and_ends_with_its_attempt(tmp_path: Path, sites: tuple[_Site, _Site]) -> None:
+    # Given a proxy allowing one server, a tunnel open through it and a client that says nothing
+    allowed, _other = sites
+    lines: list[tuple[str, str]] = []
+    proxy = EgressProxy([parse_pattern(f"127.0.0.1:{allowed.port}")], lambda level, msg: lines.append((level, msg)))
+    folder = proxy.start()
+    assert folder.stat().st_mode & 0o077 == 0  # the worker's alone
+    try:
+        connect = f"CONNECT 127.0.0.1:{allowed.port} HTTP/1.1\r\nHost: x\r\n\r\n"
+        tunnel, answer = _ask(proxy.socket_path, connect.encode())
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        tunnel.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"hello from allowed" in tunnel.recv(65536)
+        silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        silent.settimeout(10)
+        silent.connect(str(proxy.socket_path))
+        # bad requests get a status and a reason, never a hang
+        for request, status in ((b"GET /relative HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+                                (b"CONNECT 127.0.0.1 HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+                                (b"GET https://127.0.0.1/ HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+                                (b"not http at all\r\n\r\n", b"400"),
+                                (b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", b"403")):
+            conn, answer = _ask(proxy.socket_path, request)
+            conn.close()
+            assert answer.split(b" ")[1] == status, (request, answer)
+    finally:
+        # When the attempt ends
+        proxy.close()
+    # Expect the open tunnel and the silent client ended, the thread gone, the folder removed
+    assert tunnel.recv(65536) == b""
+    assert silent.recv(65536) == b""
+    assert not any(t.name.startswith("squad-egress") for t in threading.enumerate())
+    assert not folder.exists()
+    assert ("WARNING", "sandbox: refused connection to evil.example:443 (not in allow_hosts)") in lines
+    assert lines[-1] == ("INFO", "sandbox: egress proxy: 1 connection(s) allowed, 1 refused")
+    tunnel.close()
+    silent.close()
