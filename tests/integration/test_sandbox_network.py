@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -41,6 +42,15 @@ class _Site(ThreadingHTTPServer):
             def do_GET(self) -> None:
                 site.hits += 1
                 body = f"hello from {site.name}".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                site.hits += 1
+                got = self.rfile.read(int(self.headers["Content-Length"]))
+                body = f"{site.name} got {got.decode()}".encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -141,6 +151,38 @@ before_run = ["{PY}", "-c", {json.dumps(HOOK_FETCH)}, "http://localhost:{allowed
     store.dispose()
 
 
+def test_verify_of_an_attempt_gets_the_same_proxy(tmp_path: Path, sites: tuple[_Site, _Site]) -> None:
+    # Given a repository and a verify that fetches the allowed server through the proxy
+    allowed, _other = sites
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "t@t"], ["config", "user.name", "t"],
+                 ["commit", "-q", "--allow-empty", "-m", "root"]):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+    fetch = HOOK_FETCH.replace("open('hook_fetch.txt', 'w').write", "print")
+    env, store = project(tmp_path, f"""
+default_agent = "writer"
+[sandbox]
+kind = "bwrap"
+network = "allow"
+allow_hosts = ["127.0.0.1:{allowed.port}"]
+ro_paths = {READABLE}
+[workspace]
+repo = "{repo}"
+verify = ["{PY}", "-c", {json.dumps(fetch)}, "http://127.0.0.1:{allowed.port}/from-verify"]
+[agents.writer]
+command = ["{PY}", "-c", "open('made.txt', 'w').write('x')"]
+""")
+    store.add_cards([CardSpec(card_id="VER-1", title="t")])
+    # When
+    res = run_cli(*ORCHESTRATE, env=env)
+    # Expect verify passed with the server's answer
+    assert res.returncode == 0, res.stderr
+    [run] = store.list_runs("VER-1")
+    assert (run.verify_exit, (run.verify_output or "").strip()) == (0, "hello from allowed"), run.verify_output
+    store.dispose()
+
+
 def test_a_bad_allow_hosts_pattern_is_a_config_error(tmp_path: Path) -> None:
     # Given a pattern with a scheme
     env, store = project(tmp_path, """
@@ -181,6 +223,15 @@ def test_the_proxy_answers_bad_requests_and_ends_with_its_attempt(tmp_path: Path
         assert answer.startswith(b"HTTP/1.1 200"), answer
         tunnel.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b"hello from allowed" in tunnel.recv(65536)
+        # a plain http request with a body goes on to the server, and its answer comes back
+        post, answer = _ask(proxy.socket_path, f"POST http://127.0.0.1:{allowed.port}/x HTTP/1.1\r\nHost: x\r\n"
+                                               "Content-Length: 5\r\n\r\nhello".encode())
+        while not answer.endswith(b"allowed got hello"):
+            more = post.recv(65536)
+            assert more, answer
+            answer += more
+        assert answer.startswith(b"HTTP/1.0 200") or answer.startswith(b"HTTP/1.1 200"), answer
+        post.close()
         silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         silent.settimeout(10)
         silent.connect(str(proxy.socket_path))
@@ -202,6 +253,6 @@ def test_the_proxy_answers_bad_requests_and_ends_with_its_attempt(tmp_path: Path
     assert not any(t.name.startswith("squad-egress") for t in threading.enumerate())
     assert not folder.exists()
     assert ("WARNING", "sandbox: refused connection to evil.example:443 (not in allow_hosts)") in lines
-    assert lines[-1] == ("INFO", "sandbox: egress proxy: 1 connection(s) allowed, 1 refused")
+    assert lines[-1] == ("INFO", "sandbox: egress proxy: 2 connection(s) allowed, 1 refused")
     tunnel.close()
     silent.close()

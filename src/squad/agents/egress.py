@@ -152,12 +152,15 @@ class EgressProxy:
         assert task is not None
         self._tasks.add(task)
         try:
-            if len(self._tasks) > MAX_CONNECTIONS:
-                await self._answer(writer, h11.Connection(h11.SERVER), 503, "too many connections")
+            if len(self._tasks) > MAX_CONNECTIONS:  # closed at once (the agent's client sees a reset)
+                self.refused_count += 1
                 return
             await self._proxy(reader, writer)
-        except (OSError, asyncio.IncompleteReadError, h11.ProtocolError):
+        except (OSError, TimeoutError, h11.ProtocolError):
             pass
+        except ExceptionGroup as group:  # from a TaskGroup: the same kinds, else a bug to see
+            if not all(isinstance(exc, (OSError, TimeoutError, h11.ProtocolError)) for exc in group.exceptions):
+                raise
         finally:
             self._tasks.discard(task)
             writer.close()
@@ -203,9 +206,10 @@ class EgressProxy:
                 if early:
                     up_writer.write(early)
                 await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-            else:  # plain http: this request, then the response as it comes, then the end
-                await self._forward(conn, reader, request, host, port, origin_target, up_writer)
-                await _pipe(up_reader, writer)
+            else:  # plain http: this request on, the response back as it comes (a 100 Continue too), then the end
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._forward(conn, reader, request, host, port, origin_target, up_writer))
+                    group.create_task(_pipe(up_reader, writer))
         finally:
             up_writer.close()
 

@@ -11,10 +11,14 @@ to the sandbox's init and dies with the sandbox (the kernel ends a PID namespace
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import sys
+
+TYPE_CHECKING = False  # typing itself costs the command ~15 ms of start-up
+
+if TYPE_CHECKING:  # imported by the forwarder alone: the command starts without waiting for asyncio
+    import asyncio
 
 CONNECT_TIMEOUT_S = 10.0
 _CHUNK = 65536
@@ -32,6 +36,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _serve(listener: socket.socket, path: str) -> None:
+    import asyncio
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_unix_connection(path), CONNECT_TIMEOUT_S)
@@ -55,6 +61,8 @@ def _forwarder(listener: socket.socket, path: str) -> None:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     try:
+        import asyncio
+
         asyncio.run(_serve(listener, path))
     finally:
         os._exit(0)
