@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.paths import AGENTS, SRC
 from support.processes import free_port
+from support.workers import Worker
 
 PY = sys.executable
 PROBE = str(AGENTS / "net_probe.py")
@@ -148,6 +149,39 @@ before_run = ["{PY}", "-c", {json.dumps(HOOK_FETCH)}, "http://localhost:{allowed
     refusal = f"sandbox: refused connection to 127.0.0.1:{other.port} (not in allow_hosts)"
     assert logs.stdout.count(refusal) == 2, logs.stdout
     assert "sandbox: egress proxy: 3 connection(s) allowed, 2 refused" in logs.stdout, logs.stdout
+    store.dispose()
+
+
+def test_allow_on_a_celery_worker_and_the_refusal_on_the_live_log(
+        tmp_path: Path, redis_url: str, sqlite_url: str, start_worker: Callable[..., Worker],
+        sites: tuple[_Site, _Site]) -> None:
+    # Given a real worker (its pool process runs the proxy) and the probe with network = "allow"
+    allowed, other = sites
+    spec = {"through_proxy": {"allowed": allowed.port, "other": other.port}}
+    (tmp_path / "squad.toml").write_text(f"""
+default_agent = "probe"
+[sandbox]
+kind = "bwrap"
+network = "allow"
+allow_hosts = ["127.0.0.1:{allowed.port}"]
+ro_paths = {READABLE}
+[agents.probe]
+command = ["{PY}", "{PROBE}", {json.dumps(json.dumps(spec))}]
+""", encoding="utf-8")
+    env = squad_env(SQUAD_REDIS_URL=redis_url, SQUAD_DATABASE_URL=sqlite_url)
+    store = CardStore(sqlite_url)
+    store.add_cards([CardSpec(card_id="CEL-1", title="t")])
+    start_worker(env, concurrency=1)
+    # When
+    res = run_cli("orchestrate", "--once", "--wait", "--mode", "celery", "--interval", "0.2", env=env, timeout=150)
+    # Expect the allowed server reached, the other refused, and the refusal on the live log (Redis)
+    assert res.returncode == 0, res.stderr
+    results = json.loads((tmp_path / "work" / "CEL-1" / "net.json").read_text())
+    assert results["connect allowed"] == "ALLOWED: 200 hello from allowed", results
+    assert "403" in results["connect other"], results
+    assert store.get_card("CEL-1").status == Status.DONE
+    logs = run_cli("logs", "CEL-1", env=env)
+    assert f"sandbox: refused connection to 127.0.0.1:{other.port} (not in allow_hosts)" in logs.stdout, logs.stdout
     store.dispose()
 
 
