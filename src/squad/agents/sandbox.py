@@ -287,7 +287,7 @@ def _egress(sandbox: Sandbox, config: SandboxConfig, log: LineSink | None) -> No
         raise SandboxError(f"sandbox egress proxy cannot start: {exc.strerror or exc}") from exc
     sandbox.proxy = proxy
     at = sandbox.bind_at
-    sandbox.prefix[at:at] = ["--bind", folder, folder]
+    sandbox.prefix[at:at] = ["--ro-bind", folder, folder]  # connecting needs no write access: the socket stays
     sandbox.bind_at = at + 3
     sandbox.prefix += [sys.executable, "-I", "-S", BRIDGE, str(proxy.socket_path), "--"]
 
