@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from squad.agents.egress import EgressProxy
+from squad.agents.sandbox import build
 from squad.core.cards import CardSpec, Status
 from squad.core.hostpatterns import parse_pattern
+from squad.core.settings import SandboxConfig
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.paths import AGENTS, SRC
@@ -215,6 +217,24 @@ command = ["{PY}", "-c", "open('made.txt', 'w').write('x')"]
     [run] = store.list_runs("VER-1")
     assert (run.verify_exit, (run.verify_output or "").strip()) == (0, "hello from allowed"), run.verify_output
     store.dispose()
+
+
+def test_the_runs_sandbox_description_stays_within_its_column(tmp_path: Path) -> None:
+    # Given many long allowed names and every limit (runs.sandbox is 255 characters)
+    hosts = [f"{'a' * 60}.{'b' * 60}.{'c' * 60}.example{i}.com:443" for i in range(30)]
+    config = SandboxConfig(kind="bwrap", network="allow", allow_hosts=hosts, memory_mb=300, pids=60, cpu=1.5)
+    # When the sandbox is built
+    box = build(config, workdir=tmp_path)
+    try:
+        # Expect a description that names what fits and counts the rest
+        assert box.description.startswith("bwrap (network allow: 30 hosts"), box.description
+        assert len(box.description) <= 255, box.description
+    finally:
+        box.close()
+    few = build(config.model_copy(update={"allow_hosts": ["api.example.com", "*.example.org:443"]}), workdir=tmp_path)
+    few.close()
+    assert few.description.startswith("bwrap (network allow: api.example.com, *.example.org:443, memory"), \
+        few.description
 
 
 def test_a_bad_allow_hosts_pattern_is_a_config_error(tmp_path: Path) -> None:

@@ -271,10 +271,20 @@ def build(config: SandboxConfig, *, workdir: Path, program: str | None = None, r
     return sandbox
 
 
-def _shown_hosts(hosts: list[str], most: int = 6) -> str:
+def _shown_hosts(hosts: list[str], budget: int = 120) -> str:
+    """The allowed hosts for the run's description (runs.sandbox holds 255 characters): the first
+    ones that fit in `budget`, then how many more."""
     if not hosts:
         return "no hosts"
-    return ", ".join(hosts[:most]) + (f" and {len(hosts) - most} more" if len(hosts) > most else "")
+    shown: list[str] = []
+    for host in hosts:
+        if sum(len(h) + 2 for h in shown) + len(host) > budget:
+            break
+        shown.append(host)
+    more = len(hosts) - len(shown)
+    if not shown:
+        return f"{more} hosts"
+    return ", ".join(shown) + (f" and {more} more" if more else "")
 
 
 def _egress(sandbox: Sandbox, config: SandboxConfig, log: LineSink | None) -> None:
