@@ -12,11 +12,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
-from squad.agents.sandbox import probe
+from squad.agents.parsers import make_parser
+from squad.agents.runner import Limits, run_agent
+from squad.agents.sandbox import build, probe
 from squad.core.cards import CardSpec, Status
+from squad.core.settings import SandboxConfig
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.paths import AGENTS, SRC
@@ -186,46 +188,227 @@ command = ["{PY}", "-c", {json.dumps(script)}]
     store.dispose()
 
 
-def test_cancel_ends_the_whole_sandbox(tmp_path: Path) -> None:
-    # Given a sandboxed agent that sleeps with a child
-    script = ("import subprocess, time\nsubprocess.Popen(['sleep', '300'])\nprint('ready', flush=True)\n"
-              "time.sleep(300)\n")
+def make_repo_on_a_side_branch(repo: Path) -> None:
+    """A repository whose `main` is not checked out (the user works on `user`): squad may land on it."""
+    repo.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "t@t"], ["config", "user.name", "t"],
+                 ["commit", "-q", "--allow-empty", "-m", "root"], ["checkout", "-q", "-b", "user"]):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+
+
+def git_out(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+#: A hook's probe, as a shell line: what it sees ("procs=N config=refused home=refused") goes into
+#: the message of a commit it makes where it runs (git works inside).
+HOOK_PROBE = ("procs=$(ls /proc | grep -c '^[0-9]'); "
+              "config=$(cat {config} >/dev/null 2>&1 && echo READ || echo refused); "
+              "key=$(cat {key} >/dev/null 2>&1 && echo READ || echo refused); "
+              "touch {outside} 2>/dev/null; "
+              "git -c user.email=h@h -c user.name=h commit -q --allow-empty "
+              "-m \"{name} procs=$procs config=$config key=$key\"")
+
+
+def test_after_approve_runs_in_the_cards_sandbox_and_commits_in_its_worktree(tmp_path: Path) -> None:
+    # Given a card in REVIEW whose after_approve hook probes and commits where it runs, in a sandbox
+    repo = tmp_path / "repo"
+    make_repo_on_a_side_branch(repo)
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY")
+    probe_line = HOOK_PROBE.format(config=tmp_path / "squad.toml", key=home / ".ssh" / "id_ed25519",
+                                   outside=tmp_path / "planted.txt", name="approved")
+    env, store = project(tmp_path, f"""
+default_agent = "writer"
+[sandbox]
+kind = "bwrap"
+network = "off"
+ro_paths = {READABLE}
+[workspace]
+repo = "{repo}"
+review = true
+after_approve = ["sh", "-c", {json.dumps(probe_line)}]
+[agents.writer]
+command = ["{PY}", "-c", "open('made.txt', 'w').write('x')"]
+""")
+    store.add_cards([CardSpec(card_id="APP-1", title="t")])
+    assert run_cli(*ORCHESTRATE, env=env).returncode == 0
+    assert store.get_card("APP-1").status == Status.REVIEW
+    # When it is approved
+    res = run_cli("review", "approve", "APP-1", env=env)
+    # Expect the hook's commit on the card's branch, made inside: few processes, no config, no key,
+    # nothing planted outside
+    assert res.returncode == 0, res.stderr
+    message = git_out(repo, "log", "-1", "--format=%s", "squad/APP-1").strip()
+    name, procs, config, key = message.split()
+    assert (name, config, key) == ("approved", "config=refused", "key=refused"), message
+    assert int(procs.removeprefix("procs=")) <= 6, message  # bwrap's init, sh, its subshell, ls, grep
+    assert not (tmp_path / "planted.txt").exists()
+    assert store.get_card("APP-1").status == Status.DONE
+    store.dispose()
+
+
+def test_after_land_runs_in_the_sandbox_in_a_worktree_of_the_landed_commit_and_pushes_where_declared(
+        tmp_path: Path) -> None:
+    # Given a card landing on main, and an after_land hook that probes, commits on the landed commit
+    # and pushes to two local repositories: one declared in rw_paths, one not
+    repo = tmp_path / "repo"
+    make_repo_on_a_side_branch(repo)
+    published, undeclared = tmp_path / "published.git", tmp_path / "undeclared.git"
+    for bare in (published, undeclared):
+        subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    probe_line = HOOK_PROBE.format(config=tmp_path / "squad.toml", key=tmp_path / "nokey",
+                                   outside=tmp_path / "planted.txt", name="landed")
+    hook = ["sh", "-c", f"{probe_line}; git push -q {published} HEAD:refs/heads/after-land; "
+                        f"git push -q {undeclared} HEAD:refs/heads/after-land; "
+                        "test \"$(git rev-parse HEAD^)\" = \"$1\"", "after_land", "{landed_commit}"]
+    env, store = project(tmp_path, f"""
+default_agent = "writer"
+[sandbox]
+kind = "bwrap"
+network = "off"
+ro_paths = {READABLE}
+rw_paths = ["{published}"]
+[workspace]
+repo = "{repo}"
+base = "main"
+land = "merge"
+land_when = "done"
+after_land = {json.dumps(hook)}
+[agents.writer]
+command = ["{PY}", "-c", "open('made.txt', 'w').write('x')"]
+""")
+    store.add_cards([CardSpec(card_id="LAND-1", title="t")])
+    # When the card runs and lands
+    res = run_cli(*ORCHESTRATE, env=env)
+    # Expect it landed, and the hook's commit (on top of the landed commit) pushed where declared only
+    assert res.returncode == 0, res.stderr
+    assert store.get_card("LAND-1").status == Status.DONE, store.get_card("LAND-1").last_error
+    landed = store.list_runs("LAND-1")[-1].landed_commit
+    assert landed == git_out(repo, "rev-parse", "main").strip()
+    message = git_out(published, "log", "-1", "--format=%s", "after-land").strip()
+    name, procs, config, _key = message.split()
+    assert (name, config) == ("landed", "config=refused"), message
+    assert int(procs.removeprefix("procs=")) <= 6, message
+    assert git_out(published, "rev-parse", "after-land^").strip() == landed
+    assert git_out(undeclared, "for-each-ref") == ""  # not in rw_paths: not even visible
+    assert not (tmp_path / "planted.txt").exists()
+    # (the hook's worktree is gone, and the user's checkout untouched)
+    assert git_out(repo, "rev-parse", "--abbrev-ref", "HEAD").strip() == "user"
+    assert len(git_out(repo, "worktree", "list").splitlines()) == 1
+    store.dispose()
+
+
+#: A sandboxed agent that records its PID namespace, starts a child that ignores SIGTERM, and on
+#: SIGTERM writes "SIGTERM" to term.txt and exits (an agent saving its work in its grace period)
+GRACEFUL = ("import os, signal, subprocess, sys, time\n"
+            "open('ns.txt', 'w').write(str(os.stat('/proc/self/ns/pid').st_ino))\n"
+            "subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, "
+            "signal.SIG_IGN); time.sleep(300)'])\n"
+            "def term(*_):\n"
+            "    open('term.txt', 'w').write('SIGTERM')\n"
+            "    sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, term)\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(300)\n")
+
+
+def namespace_processes(inode: int) -> list[int]:
+    """The machine's processes in the PID namespace `inode` (a sandbox's: what is left of it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "ns" / "pid").stat().st_ino == inode:
+                    found.append(int(entry.name))
+            except OSError:  # gone meanwhile
+                continue
+    return found
+
+
+def test_cancel_gives_the_sandboxed_agent_its_sigterm_then_ends_the_whole_sandbox_within_2_s(
+        tmp_path: Path) -> None:
+    # Given a sandboxed agent that saves its work on SIGTERM, with a child that ignores SIGTERM
     env, store = project(tmp_path, f"""
 default_agent = "sleeper"
 [sandbox]
 kind = "bwrap"
 ro_paths = {READABLE}
 [agents.sleeper]
-command = ["{PY}", "-c", {json.dumps(script)}]
+command = ["{PY}", "-c", {json.dumps(GRACEFUL)}]
 """)
     store.add_cards([CardSpec(card_id="CAN-1", title="t")])
+    workdir = tmp_path / "work" / "CAN-1"
     proc = subprocess.Popen([PY, "-m", "squad", *ORCHESTRATE], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        def sandbox_procs() -> list[psutil.Process]:
-            found = []
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                try:
-                    if "sleep" in " ".join(child.cmdline()) or child.name() == "bwrap":
-                        found.append(child)
-                except psutil.Error:  # gone, or a zombie
-                    continue
-            return found
-
-        assert wait_for(lambda: len(sandbox_procs()) >= 3, timeout=60)
-        inside = sandbox_procs()
+        wait_for(lambda: (workdir / "ns.txt").exists(), timeout=60, message="the agent to start")
+        inode = int((workdir / "ns.txt").read_text())
+        wait_for(lambda: len(namespace_processes(inode)) >= 3, timeout=30,
+                 message="bwrap's init, the agent and its child")
         # When the card is cancelled
         res = run_cli("cancel", "CAN-1", env=env)
         assert res.returncode == 0, res.stderr
-        # Expect bwrap, the agent and its child gone within a bounded wait
-        _gone, alive = psutil.wait_procs(inside, timeout=2 + 1)  # the cancel poll, then the group kill
-        assert not alive, alive
+        # Expect no process of its PID namespace left within the issue's 2 s, the agent having had its SIGTERM
+        wait_for(lambda: not namespace_processes(inode), timeout=2, interval=0.05,
+                 message="every process of the sandbox to end")
+        assert (workdir / "term.txt").read_text() == "SIGTERM"
         proc.wait(60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+    assert store.get_card("CAN-1").status == Status.CANCELLED
     store.dispose()
+
+
+class _Watch:
+    """A run_agent observer that keeps the lines and never cancels."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def on_line(self, level: str, message: str) -> None:
+        self.lines.append(message)
+
+    def on_progress(self, progress: int, step: str) -> None:
+        return None
+
+    def stop_reason(self) -> str | None:
+        return None
+
+
+@pytest.mark.parametrize("limit", ["soft_timeout", "stalled"])
+def test_a_limit_gives_the_sandboxed_agent_its_sigterm_grace_then_ends_the_whole_sandbox(
+        tmp_path: Path, limit: str) -> None:
+    # Given a sandboxed agent (the worker's own path: run_agent) that saves its work on SIGTERM
+    config = SandboxConfig(kind="bwrap", ro_paths=[str(AGENTS), str(SRC)])
+    box = build(config, workdir=tmp_path, program=PY)
+    limits = (Limits(soft_time_limit_s=1, time_limit_s=600) if limit == "soft_timeout"
+              else Limits(soft_time_limit_s=600, time_limit_s=600, stall_timeout_s=1))
+    # When its soft time limit passes, or it stalls
+    result = run_agent([PY, "-c", GRACEFUL], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                       stdin_data=None, parser=make_parser("plain"), limits=limits, observer=_Watch(), sandbox=box)
+    # Expect that limit to end it, after the agent had its SIGTERM, and nothing of the sandbox left
+    assert result.outcome == limit, result
+    assert (tmp_path / "term.txt").read_text() == "SIGTERM"
+    assert namespace_processes(int((tmp_path / "ns.txt").read_text())) == []
+
+
+def test_an_agent_ignoring_sigterm_is_killed_with_its_sandbox_after_the_grace(tmp_path: Path) -> None:
+    # Given a sandboxed agent that ignores SIGTERM (and its child too)
+    script = GRACEFUL.replace("signal.signal(signal.SIGTERM, term)", "signal.signal(signal.SIGTERM, signal.SIG_IGN)")
+    box = build(SandboxConfig(kind="bwrap", ro_paths=[str(AGENTS), str(SRC)]), workdir=tmp_path, program=PY)
+    # When its soft limit passes (a short grace)
+    result = run_agent([PY, "-c", script], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                       stdin_data=None, parser=make_parser("plain"),
+                       limits=Limits(soft_time_limit_s=1, time_limit_s=600, kill_grace_s=1), observer=_Watch(),
+                       sandbox=box)
+    # Expect the whole sandbox gone all the same
+    assert result.outcome == "soft_timeout", result
+    assert not (tmp_path / "term.txt").exists()
+    assert namespace_processes(int((tmp_path / "ns.txt").read_text())) == []
 
 
 def test_a_card_whose_sandbox_cannot_start_fails_rather_than_running_unconfined(tmp_path: Path) -> None:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import structlog
 
+from squad.agents.sandbox import effective_kind
 from squad.attempt.agent_env import agent_environment, settings_secrets
-from squad.attempt.hooks import run_hook
+from squad.attempt.confinement import resolve_workdir
+from squad.attempt.hooks import card_sandbox, card_sandbox_config, run_hook
 from squad.attempt.landing import land_ready
 from squad.attempt.workspaces import (
     FileStat,
@@ -19,6 +21,7 @@ from squad.attempt.workspaces import (
     check_worktree_path,
     confined_repo,
     git,
+    git_common_dir,
     land_mode,
     numstat,
     remove,
@@ -105,24 +108,40 @@ def _run_after_approve(settings: Settings, card: Card) -> None:
     """The optional `[workspace] after_approve` argv (e.g. merge or push), in the card's worktree.
 
     It runs like every hook (`run_hook`): the agent's scrubbed environment, its own process group
-    ended whole at `hook_timeout`, only a bounded tail of its output kept; and no secret of ours is
-    copied into the error (the 409 and `last_error`)."""
+    ended whole at `hook_timeout`, only a bounded tail of its output kept, inside the card's sandbox
+    (its worktree and the repository's git dir writable; with the worktree gone, the git dir is its
+    folder; without a workspace, the card's own folder); and no secret of ours is copied into the
+    error (the 409 and `last_error`)."""
     argv = settings.workspace.after_approve
     if not argv:
         return
     ws = workspace_for(settings, card)
+    sandboxed = effective_kind(card_sandbox_config(settings, card)) != "none"
     cwd = Path.cwd()
+    git_dir: Path | None = None
     if ws is not None:
         check_worktree_path(ws)
-        cwd = ws.path if ws.path.is_dir() else ws.repo
+        git_dir = git_common_dir(ws.repo) if sandboxed else None
+        cwd = ws.path if ws.path.is_dir() else git_dir or ws.repo
+    elif sandboxed:  # never the caller's own folder (it may hold squad.toml and the store)
+        cwd = resolve_workdir(settings, card.card_id, card.workdir)
+        cwd.mkdir(parents=True, exist_ok=True)
     values = {"card_id": card.card_id, "branch": ws.branch if ws else "", "repo": str(ws.repo) if ws else ""}
     expanded = [item.format_map(_Keep(values)) for item in argv]
     env = agent_environment(settings, None, card_id=card.card_id, attempt=card.attempts,
                             task_id=card.celery_task_id or "", workdir=cwd)
     env["SQUAD_BRANCH"] = values["branch"]
     lines: dict[str, list[str]] = {"INFO": [], "ERROR": []}
-    error = run_hook("after_approve", expanded, cwd=cwd, env=env, timeout_s=settings.workspace.hook_timeout,
-                     on_line=lambda level, text: lines.setdefault(level, []).append(text))
+    try:
+        box = card_sandbox(settings, card, expanded, workdir=cwd, env=env, git_dir=git_dir,
+                           log=lambda level, text: lines.setdefault(level, []).append(text))
+    except SquadError as exc:
+        raise ApprovalHookFailed(f"after_approve not run: {exc}") from None
+    try:
+        error = run_hook("after_approve", expanded, cwd=cwd, env=env, timeout_s=settings.workspace.hook_timeout,
+                         on_line=lambda level, text: lines.setdefault(level, []).append(text), sandbox=box)
+    finally:
+        box.close()
     if error is None:
         return
     hook_lines = [line.removeprefix("[after_approve] ") for line in lines["ERROR"] or lines["INFO"]

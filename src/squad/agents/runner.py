@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from squad.agents import orphans
 from squad.agents.parsers import ProgressParser
 from squad.agents.prompts import write_prompt_file
-from squad.agents.sandbox import Sandbox
+from squad.agents.sandbox import Sandbox, init_of, reap_init, signal_inside
 from squad.core.cards import Usage
 from squad.core.constants import CANCEL_POLL_S, KILL_GRACE_S, LOG_LINE_MAX_BYTES, MAX_LINE_BYTES
 from squad.core.settings import AgentConfig, AgentRlimits
@@ -197,7 +197,8 @@ def run_agent(
             usage=parser.usage,
         )
     try:
-        return _AgentWatch(proc, stdin_data, parser, limits, observer, started, marker).run()
+        return _AgentWatch(proc, stdin_data, parser, limits, observer, started, marker,
+                           sandboxed=sandbox is not None and bool(sandbox.prefix)).run()
     finally:
         orphans.unregister(proc.pid, marker)
 
@@ -415,8 +416,12 @@ class _AgentWatch:
         observer: RunObserver,
         started: float,
         marker: str,
+        *,
+        sandboxed: bool = False,
     ) -> None:
         self.proc = proc
+        self.sandboxed = sandboxed  # the leader is bwrap: the agent and its children are inside
+        self.sandbox_init: tuple[int, int] | None = None  # its init's pid and PID namespace, once seen
         self.pgid = proc.pid  # start_new_session: the agent leads its own group
         self.parser = parser
         self.limits = limits
@@ -508,6 +513,8 @@ class _AgentWatch:
                 return "stalled", "stalled"
             if now >= next_poll:
                 next_poll = now + CANCEL_POLL_S
+                if self.sandboxed and self.sandbox_init is None:
+                    self.sandbox_init = init_of(self.proc.pid)
                 reason = self.observer.stop_reason()
                 if reason is not None:
                     return "cancelled", reason
@@ -605,7 +612,16 @@ class _AgentWatch:
         Returns False when the group has no member left. The leader is reaped only once it exited,
         and a pid still used as a group id is never handed to a new process, so the group id
         cannot name anyone else while members remain.
+
+        In a sandbox the leader is bwrap, which forwards nothing and ends the whole sandbox at once
+        when signalled: SIGTERM goes to every process inside instead (the agent gets its grace like
+        an unconfined one; when it exits, the sandbox's init exits and the kernel ends the rest),
+        and SIGKILL to the sandbox's init too.
         """
+        if self.sandboxed and not self.exited:
+            self.sandbox_init = self.sandbox_init or init_of(self.proc.pid)
+            if signal_inside(self.proc.pid, sig) and sig != signal.SIGKILL:
+                return True
         if not self.exited:
             with contextlib.suppress(OSError):
                 os.kill(self.proc.pid, sig)  # not Popen.send_signal: its poll() would reap the leader
@@ -659,6 +675,8 @@ class _AgentWatch:
                 orphans.end_orphans(self.marker, timeout_s=0.0, pgid=self.pgid)  # killed members' zombies may be ours
                 time.sleep(KILL_POLL_S)
         orphans.end_orphans(self.marker, timeout_s=KILL_CONFIRM_S, pgid=self.pgid)
+        if self.sandbox_init is not None:  # bwrap leaves before its init: not a zombie of ours
+            reap_init(*self.sandbox_init, timeout_s=KILL_CONFIRM_S)
 
     def _drain(self) -> None:
         """Log what the agent printed before it died, waiting briefly for pipes still held open."""

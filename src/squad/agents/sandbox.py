@@ -26,8 +26,10 @@ import functools
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -39,7 +41,7 @@ from squad.core.hostpatterns import parse_pattern
 from squad.core.settings import AgentConfig, SandboxConfig, Settings
 
 __all__ = ["Sandbox", "SandboxError", "build", "config_for", "effective_kind", "for_attempt", "for_command",
-           "preset_hosts", "preset_paths", "probe"]
+           "init_of", "members", "preset_hosts", "preset_paths", "probe", "reap_init", "signal_inside"]
 
 PROBE_TIMEOUT_S = 10.0
 _TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"
@@ -64,6 +66,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: Whether an unset `kind` means bwrap (where the probe passes) or none
 DEFAULT_BWRAP = False
 _CGROUP_PREFIX = "squad-"
+_REAP_POLL_S = 0.02
 
 
 LineSink = Callable[[str, str], None]  # (level, message) on the card's log
@@ -305,6 +308,96 @@ def _egress(sandbox: Sandbox, config: SandboxConfig, log: LineSink | None) -> No
 def _covered(path: str, tops: list[str]) -> bool:
     """Whether `path` lies in one of `tops` (bound already)."""
     return any(path == top or path.startswith(top.rstrip("/") + "/") for top in tops)
+
+
+# ---- its processes -----------------------------------------------------------------------------
+def init_of(outer_pid: int) -> tuple[int, int] | None:
+    """The init of the sandbox whose `bwrap` is `outer_pid` (bwrap's child, pid 1 inside) and its
+    PID namespace's inode; None before the namespace exists or once it is gone."""
+    try:
+        children = Path(f"/proc/{outer_pid}/task/{outer_pid}/children").read_text().split()
+        init = int(children[0])
+        inode = os.stat(f"/proc/{init}/ns/pid").st_ino
+    except (OSError, IndexError, ValueError):
+        return None
+    if inode == _own_pid_namespace():  # not a sandbox of its own (bwrap without --unshare-pid)
+        return None
+    return init, inode
+
+
+def members(outer_pid: int) -> tuple[int | None, list[int]]:
+    """The processes of the sandbox whose `bwrap` is `outer_pid`: its PID namespace's init and every
+    other process of that namespace, as the machine numbers them; (None, []) without a namespace.
+
+    bwrap forwards no signal: its init ignores SIGTERM and an outer bwrap that gets one dies, taking
+    the namespace with it at once (SIGKILL through `--die-with-parent`), so a grace period has to
+    reach the processes inside.
+    """
+    found = init_of(outer_pid)
+    if found is None:
+        return None, []
+    init, inode = found
+    inside = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != init:
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}/ns/pid").st_ino == inode:
+                    inside.append(int(entry))
+    return init, inside
+
+
+def reap_init(init: int, inode: int, timeout_s: float) -> bool:
+    """Wait (up to `timeout_s`) until the sandbox's init is gone, reaping it when it is ours.
+
+    bwrap exits as soon as the agent does, before its init has finished ending the namespace: the
+    init is then re-parented to the nearest subreaper (squad's process that spawns agents) and
+    would stay there a zombie. True once it is gone."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if os.waitpid(init, os.WNOHANG)[0] == init:
+                return True
+        except ChildProcessError:  # not (yet) ours: still bwrap's, or gone
+            try:
+                if os.stat(f"/proc/{init}/ns/pid").st_ino != inode:
+                    return True  # the pid names another process now
+            except OSError:
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_REAP_POLL_S)
+
+
+@functools.cache
+def _own_pid_namespace() -> int:
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
+def signal_inside(outer_pid: int, sig: int) -> bool:
+    """Send `sig` to every process inside the sandbox of `outer_pid` (SIGKILL: to its init too,
+    which ends them all); False when there is no namespace (yet, or any more) to signal."""
+    init, inside = members(outer_pid)
+    if init is None:
+        return False
+    for pid in [*inside, *([init] if sig == signal.SIGKILL else [])]:
+        _signal_if_inside(pid, init, sig)
+    return True
+
+
+def _signal_if_inside(pid: int, init: int, sig: int) -> None:
+    """Signal `pid` only if it is still a process of the sandbox (a pidfd, checked, then signalled:
+    a pid that ended and was given to another process meanwhile is left alone)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        if os.stat(f"/proc/{pid}/ns/pid").st_ino == os.stat(f"/proc/{init}/ns/pid").st_ino:
+            signal.pidfd_send_signal(fd, sig)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # ---- resources ----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Hooks (`after_create`, `before_run`, `after_run`): short argv commands around an attempt.
+"""Hooks (`after_create`, `before_run`, `after_run`, and `after_approve`, `after_land`): short argv
+commands around an attempt, run inside the card's sandbox (`card_sandbox`, docs/security.md).
 
 A hook runs in its own process group so a timeout ends everything it started (a `sh -c 'sleep
 1000 &'` included), and only the tail of its output is kept: a hook that prints gigabytes costs
@@ -16,10 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from squad.agents import orphans
+from squad.agents.presets import agent_for
 from squad.agents.runner import spawn_wrapper
-from squad.agents.sandbox import Sandbox
+from squad.agents.sandbox import Sandbox, config_for, for_command, init_of, reap_init, signal_inside
+from squad.core.cards import Card
+from squad.core.errors import SquadError
+from squad.core.settings import SandboxConfig, Settings
 
-__all__ = ["HOOK_OUTPUT_MAX_BYTES", "HOOK_OUTPUT_MAX_LINES", "run_hook"]
+__all__ = ["HOOK_OUTPUT_MAX_BYTES", "HOOK_OUTPUT_MAX_LINES", "card_sandbox", "card_sandbox_config", "run_hook"]
 
 HOOK_OUTPUT_MAX_BYTES = 64 * 1024  # per stream: only the tail is kept
 HOOK_OUTPUT_MAX_LINES = 50  # lines of each stream copied into the attempt's log
@@ -47,14 +52,40 @@ class _Tail:
                     self.dropped += extra
 
 
-def _end_group(pgid: int, proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the whole group, then SIGKILL whatever is left after a short grace."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
+def _end_group(pgid: int, proc: subprocess.Popen[bytes], *, sandboxed: bool = False) -> None:
+    """SIGTERM the whole group, then SIGKILL whatever is left after a short grace.
+
+    In a sandbox the group's leader is bwrap (which ends everything at once when signalled): the
+    SIGTERM goes to the processes inside instead, as for an agent (squad.agents.runner)."""
+    init = init_of(proc.pid) if sandboxed and proc.poll() is None else None
+    if not (init is not None and signal_inside(proc.pid, signal.SIGTERM)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=HOOK_KILL_GRACE_S)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+    if init is not None:  # bwrap leaves before its init: it may be re-parented to us
+        reap_init(*init, timeout_s=HOOK_KILL_GRACE_S)
+
+
+def card_sandbox_config(settings: Settings, card: Card) -> SandboxConfig:
+    """The sandbox settings of the card's attempts (`[sandbox]`, its agent's own table and preset
+    paths): what its hooks and verify run with outside an attempt too (approval, landing)."""
+    try:
+        _name, agent = agent_for(settings, card.agent, card.squad)
+    except SquadError:  # an agent no longer configured: the global settings still hold
+        return settings.sandbox
+    return config_for(settings, agent)
+
+
+def card_sandbox(settings: Settings, card: Card, argv: list[str], *, workdir: Path, env: dict[str, str],
+                 git_dir: Path | None, log: LineSink | None = None) -> Sandbox:
+    """The sandbox of one command of `card` outside its attempt (`after_approve`, `after_land`, a
+    landing's verify) working in `workdir`, the repository's `git_dir` writable (SandboxError when
+    bwrap is asked for and cannot run); `log` gets its egress proxy's refusals. The caller closes it."""
+    return for_command(card_sandbox_config(settings, card), argv, workdir=workdir, env=env, git_dir=git_dir,
+                       log=log)
 
 
 def run_hook(name: str, argv: list[str] | None, *, cwd: Path, env: dict[str, str], timeout_s: float,
@@ -74,12 +105,13 @@ def run_hook(name: str, argv: list[str] | None, *, cwd: Path, env: dict[str, str
         on_line("ERROR", f"hook {name} failed: {exc}")
         return f"hook {name} failed: {exc}"
     try:
-        return _supervise(name, proc, timeout_s, on_line)
+        return _supervise(name, proc, timeout_s, on_line, sandboxed=sandbox is not None and bool(sandbox.prefix))
     finally:
         orphans.unregister(proc.pid)
 
 
-def _supervise(name: str, proc: subprocess.Popen[bytes], timeout_s: float, on_line: LineSink) -> str | None:
+def _supervise(name: str, proc: subprocess.Popen[bytes], timeout_s: float, on_line: LineSink, *,
+               sandboxed: bool) -> str | None:
     assert proc.stdout is not None and proc.stderr is not None
     tails = {"INFO": _Tail(), "ERROR": _Tail()}
     readers = [threading.Thread(target=tails[level].read_all, args=(pipe.fileno(),), daemon=True,
@@ -97,7 +129,7 @@ def _supervise(name: str, proc: subprocess.Popen[bytes], timeout_s: float, on_li
     finally:
         # The leader is gone or timed out: end its whole group, so nothing it started outlives it
         # (or keeps our pipes open).
-        _end_group(proc.pid, proc)
+        _end_group(proc.pid, proc, sandboxed=sandboxed)
         for reader in readers:
             reader.join(timeout=READER_JOIN_S)
         for pipe in (proc.stdout, proc.stderr):

@@ -23,9 +23,8 @@ from pathlib import Path
 import structlog
 
 from squad.agents.runner import expand_argv
-from squad.agents.sandbox import for_command
 from squad.attempt.agent_env import agent_environment
-from squad.attempt.hooks import run_hook
+from squad.attempt.hooks import card_sandbox, run_hook
 from squad.attempt.verify import run_verify, verify_argv
 from squad.attempt.workspaces import (
     Workspace,
@@ -229,8 +228,8 @@ def _land(lander: Lander, card: Card, ws: Workspace, lease: _TrainLease) -> Stat
     if verify:
         env = agent_environment(settings, None, card_id=cid, attempt=card.attempts, task_id="", workdir=tree)
         try:  # the landed result is the agent's code: its verify runs in the sandbox too
-            box = for_command(settings.sandbox, verify, workdir=tree, env=env, git_dir=git_common_dir(ws.repo),
-                              log=lambda level, msg: lander.line(cid, level, msg))
+            box = card_sandbox(settings, card, verify, workdir=tree, env=env, git_dir=git_common_dir(ws.repo),
+                               log=lambda level, msg: lander.line(cid, level, msg))
         except SquadError as exc:
             _drop_tree(ws, tree)
             store.note_landing(cid, f"cannot land: {exc}")
@@ -316,13 +315,40 @@ def _done(lander: Lander, card: Card, ws: Workspace, run_id: int | None, landed_
         lander.line(cid, "WARNING", f"after landing: {exc}")
     hook = settings.workspace.after_land
     if hook:
-        argv = expand_argv(hook, {"branch": ws.branch, "landed_commit": landed_commit, "card_id": cid})
-        env = agent_environment(settings, None, card_id=cid, attempt=card.attempts, task_id="", workdir=ws.repo)
-        cwd = settings.workdir.resolve()
-        cwd.mkdir(parents=True, exist_ok=True)
-        run_hook("after_land", argv, cwd=cwd, env=env, timeout_s=settings.workspace.hook_timeout,
-                 on_line=lambda level, msg: lander.line(cid, level, msg))
+        _after_land(lander, card, ws, landed_commit, hook)
     if not store.landed(cid):
         return None
     lander.status(cid, Status.DONE)
     return Status.DONE
+
+
+def _after_land(lander: Lander, card: Card, ws: Workspace, landed_commit: str, hook: list[str]) -> None:
+    """The `after_land` hook, in a worktree of the landed commit (detached, removed afterwards) and the
+    card's sandbox: that worktree and the repository's git dir writable, so `git` works there (a
+    push goes out only as far as the sandbox's network and `rw_paths` let it, docs/security.md).
+    Its failure is logged on the card and never undoes the landing."""
+    settings, cid = lander.settings, card.card_id
+    argv = expand_argv(hook, {"branch": ws.branch, "landed_commit": landed_commit, "card_id": cid})
+    tree = _landing_tree(settings, ws)
+    try:
+        _drop_tree(ws, tree)
+        with repo_lock(ws.repo):
+            tree.parent.mkdir(parents=True, exist_ok=True)
+            git(["worktree", "add", "--detach", "--quiet", str(tree), landed_commit], ws.repo)
+    except (SquadError, OSError) as exc:
+        _drop_tree(ws, tree)
+        lander.line(cid, "ERROR", f"hook after_land not run: cannot check out {landed_commit[:12]}: {exc}")
+        return
+    try:
+        env = agent_environment(settings, None, card_id=cid, attempt=card.attempts, task_id="", workdir=tree)
+        box = card_sandbox(settings, card, argv, workdir=tree, env=env, git_dir=git_common_dir(ws.repo),
+                           log=lambda level, msg: lander.line(cid, level, msg))
+        try:
+            run_hook("after_land", argv, cwd=tree, env=env, timeout_s=settings.workspace.hook_timeout,
+                     on_line=lambda level, msg: lander.line(cid, level, msg), sandbox=box)
+        finally:
+            box.close()
+    except SquadError as exc:
+        lander.line(cid, "ERROR", f"hook after_land not run: {exc}")
+    finally:
+        _drop_tree(ws, tree)
