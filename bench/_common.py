@@ -49,15 +49,22 @@ def cached_bytecode(env: dict[str, str], pycache: Path) -> dict[str, str]:
     return env
 
 
-def noop_project(tmp: Path, url: str) -> tuple[Path, dict[str, str]]:
-    """A fresh folder with a squad.toml whose default agent is `true`, and the env to run squad there."""
+def noop_project(tmp: Path, url: str, *, sandbox: str | None = None,
+                 src: Path | None = None) -> tuple[Path, dict[str, str]]:
+    """A fresh folder with a squad.toml whose default agent is `true`, and the env to run squad there.
+
+    `sandbox`: the `[sandbox] kind` written (None: the default); `src`: the squad sources to run
+    (another checkout's `src` for a before/after in the same run)."""
     import os
     import time
 
     work = tmp / f"squad-{time.time_ns()}"
     work.mkdir()
-    (work / "squad.toml").write_text('default_agent = "noop"\n[agents.noop]\ncommand = ["true"]\n'
-                                     'prompt = "arg"\nparser = "plain"\n')
+    toml = 'default_agent = "noop"\n[agents.noop]\ncommand = ["true"]\nprompt = "arg"\nparser = "plain"\n'
+    if sandbox is not None:
+        toml += f'[sandbox]\nkind = "{sandbox}"\n'
+    (work / "squad.toml").write_text(toml)
+    src = src or Path(__file__).resolve().parent.parent / "src"
     env = {**os.environ, "SQUAD_REDIS_URL": url, "SQUAD_DATABASE_URL": f"sqlite:///{work / 'squad.db'}",
-           "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src"), "SQUAD_WORKDIR": str(work / "w")}
+           "PYTHONPATH": str(src), "SQUAD_WORKDIR": str(work / "w")}
     return work, cached_bytecode(env, tmp / "pycache")

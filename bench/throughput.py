@@ -5,7 +5,11 @@ whole `squad orchestrate --once --wait` runs (its start-up included); a second f
 first card queued, as the baseline's clock starts at its first `delay()`. The CPU table (ms per card
 of every process of each path) is what to read when other jobs share the machine: cards/s moves with
 them, CPU time much less.
-Run: `python bench/throughput.py [--cards 1000] [--rounds 3] [--concurrency 2]`.
+Each squad path runs once per `--sandbox` kind (`none`, `bwrap`: the agent inside bubblewrap), and
+with `--compare SRC` once more from another checkout's `src`, all in the same rounds (bare, then each
+squad path in turn), so every path is measured against the same baseline at the same load.
+Run: `python bench/throughput.py [--cards 1000] [--rounds 3] [--concurrency 2] [--sandbox none,bwrap]
+[--compare /path/to/old/src]`.
 """
 
 from __future__ import annotations
@@ -57,11 +61,11 @@ def pool_memory_mib(proc: subprocess.Popen[bytes]) -> float:
     return sorted(values)[len(values) // 2] if values else 0.0
 
 
-MEMORY: dict[str, list[float]] = {"bare": [], "squad": []}
+MEMORY: dict[str, list[float]] = {}
 #: CPU ms per card of each path, by part: its worker (every process of the tree, with the agents
 #: they reaped), the sender (bare: this process's delay() loop; squad: the orchestrate process) and
 #: Redis. Unlike cards/s, CPU time is not much moved by other jobs sharing the machine's two cores.
-CPU: dict[str, list[dict[str, float]]] = {"bare": [], "squad": []}
+CPU: dict[str, list[dict[str, float]]] = {}
 REDIS_PID = [0]
 
 
@@ -98,7 +102,8 @@ class CpuMeter:
     def stop(self, path: str, cards: int, sender: str) -> None:
         end = self._read()
         per_card = {k: (end[k] - self.start[k]) * 1000 / cards for k in end}
-        CPU[path].append({"worker": per_card["worker"], "sender": per_card[sender], "redis": per_card["redis"]})
+        CPU.setdefault(path, []).append({"worker": per_card["worker"], "sender": per_card[sender],
+                                         "redis": per_card["redis"]})
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -128,13 +133,13 @@ def bare_celery(url: str, cards: int, concurrency: int, tmp: Path) -> float:
             time.sleep(0.05)
         rate = cards / (time.perf_counter() - start)
         meter.stop("bare", cards, sender="self")
-        MEMORY["bare"].append(pool_memory_mib(proc))
+        MEMORY.setdefault("bare", []).append(pool_memory_mib(proc))
         return rate
     finally:
         _stop(proc)
 
 
-STEADY: list[float] = []  # squad cards/s from the first card queued to the last run ended
+STEADY: dict[str, list[float]] = {}  # squad cards/s from the first card queued to the last run ended
 
 
 def _steady_rate(db: Path, cards: int) -> float:
@@ -151,8 +156,9 @@ def _steady_rate(db: Path, cards: int) -> float:
     return cards / (last - first)
 
 
-def squad_run(url: str, cards: int, concurrency: int, tmp: Path) -> float:
-    work, env = noop_project(tmp, url)
+def squad_run(url: str, cards: int, concurrency: int, tmp: Path, *, path: str, sandbox: str,
+              src: Path) -> float:
+    work, env = noop_project(tmp, url, sandbox=sandbox, src=src)
     backlog = {"cards": [{"card_id": f"c{i}", "title": f"card {i}"} for i in range(cards)]}
     (work / "backlog.json").write_text(json.dumps(backlog))
     subprocess.run([sys.executable, "-m", "squad", "backlog", "import", "backlog.json"], env=env, cwd=work, check=True,
@@ -166,12 +172,27 @@ def squad_run(url: str, cards: int, concurrency: int, tmp: Path) -> float:
         subprocess.run([sys.executable, "-m", "squad", "orchestrate", "--once", "--wait", "--mode", "celery",
                         "--interval", "0.5"], env=env, cwd=work, check=True, capture_output=True)
         rate = cards / (time.perf_counter() - start)
-        meter.stop("squad", cards, sender="children")
-        MEMORY["squad"].append(pool_memory_mib(proc))
-        STEADY.append(_steady_rate(work / "squad.db", cards))
+        meter.stop(path, cards, sender="children")
+        MEMORY.setdefault(path, []).append(pool_memory_mib(proc))
+        STEADY.setdefault(path, []).append(_steady_rate(work / "squad.db", cards))
+        _check_sandbox(work / "squad.db", sandbox)
         return rate
     finally:
         _stop(proc)
+
+
+def _check_sandbox(db: Path, sandbox: str) -> None:
+    """Every card ran, and in the sandbox asked for (a figure must say what it measured)."""
+    con = sqlite3.connect(db)
+    try:
+        columns = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+        if "sandbox" not in columns:  # an older checkout (--compare) that does not record it
+            return
+        kinds = {row[0] for row in con.execute("SELECT DISTINCT sandbox FROM runs")}
+    finally:
+        con.close()
+    if not all(str(kind or "none").startswith(sandbox) for kind in kinds):
+        raise SystemExit(f"asked for sandbox {sandbox}, the runs say {sorted(map(str, kinds))}")
 
 
 def main() -> None:
@@ -179,47 +200,59 @@ def main() -> None:
     ap.add_argument("--cards", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--sandbox", default="none,bwrap", help="comma-separated [sandbox] kinds, each its own path")
+    ap.add_argument("--compare", type=Path, help="another checkout's src: its squad paths run in the same rounds")
     args = ap.parse_args()
+    sources = [("now", ROOT / "src")] + ([("before", args.compare.resolve())] if args.compare else [])
+    paths = [(f"squad {label}, sandbox {kind}", kind, src) for label, src in sources
+             for kind in args.sandbox.split(",")]
     print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
+    load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         redis_proc, url = start_redis(tmp / "redis")
         REDIS_PID[0] = redis_proc.pid
         try:
-            bare, ours = [], []
+            bare: list[float] = []
+            ours: dict[str, list[float]] = {}
             for r in range(args.rounds):
                 bare.append(bare_celery(url, args.cards, args.concurrency, tmp))
-                ours.append(squad_run(url, args.cards, args.concurrency, tmp))
-                print(f"round {r + 1}: bare {bare[-1]:.1f}/s squad {ours[-1]:.1f}/s "
-                      f"(from the first card queued: {STEADY[-1]:.1f}/s)", flush=True)
+                line = [f"round {r + 1}: bare {bare[-1]:.1f}/s"]
+                for path, kind, src in paths:
+                    ours.setdefault(path, []).append(squad_run(url, args.cards, args.concurrency, tmp, path=path,
+                                                               sandbox=kind, src=src))
+                    line.append(f"{path} {ours[path][-1]:.1f}/s (from the first card queued {STEADY[path][-1]:.1f}/s, "
+                                f"CPU {sum(CPU[path][-1].values()):.2f} ms/card)")
+                load.append(os.getloadavg()[0])
+                print("; ".join(line), flush=True)
         finally:
             redis_proc.terminate()
-    ratios = sorted(o / b for o, b in zip(ours, bare, strict=True))
-    steady_ratios = sorted(o / b for o, b in zip(STEADY, bare, strict=True))
 
     def mmm(values: list[float], fmt: str = "{:.1f}") -> str:
         v = sorted(values)
         return " / ".join(fmt.format(x) for x in (v[0], median(v), v[-1]))
 
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    print(table(["path", "cards/s (min / median / max)", "pool process USS MiB (min / median / max)"],
-                [["bare Celery + subprocess.run(true)", mmm(bare), mmm(MEMORY["bare"])],
-                 ["squad worker + run_card (agent true)", mmm(ours), mmm(MEMORY["squad"])],
-                 ["ratio squad / bare (per round)", mmm(ratios, "{:.2f}"),
-                  f"cards={args.cards} c={args.concurrency}"],
-                 ["squad from the first card queued", mmm(STEADY), "(orchestrator start-up left out)"],
-                 ["ratio of that / bare (per round)", mmm(steady_ratios, "{:.2f}"), ""]]))
+    def per_round(a: list[float], b: list[float]) -> list[float]:
+        return [x / y for x, y in zip(a, b, strict=True)]
+
+    print(f"load average at end: {os.getloadavg()[0]:.2f} (after each round: "
+          f"{', '.join(f'{x:.1f}' for x in load[1:])}); cards={args.cards} c={args.concurrency}")
+    rows = [["bare Celery + subprocess.run(true)", mmm(bare), "", "", "", mmm(MEMORY["bare"])]]
+    for path, _kind, _src in paths:
+        rows.append([path, mmm(ours[path]), mmm(per_round(ours[path], bare), "{:.2f}"), mmm(STEADY[path]),
+                     mmm(per_round(STEADY[path], bare), "{:.2f}"), mmm(MEMORY[path])])
+    print(table(["path", "cards/s end to end (min / median / max)", "ratio to bare, per round",
+                 "cards/s from the first card queued", "ratio of that to bare", "pool process USS MiB"], rows))
     rows = []
-    for path in ("bare", "squad"):
+    for path in ["bare", *(p for p, _k, _s in paths)]:
         parts = {k: [c[k] for c in CPU[path]] for k in ("worker", "sender", "redis")}
         totals = [sum(c.values()) for c in CPU[path]]
-        rows.append([path, mmm(totals, "{:.2f}"), *(mmm(parts[k], "{:.2f}") for k in parts)])
-    capacity = sorted(sum(b.values()) / sum(o.values()) for b, o in zip(CPU["bare"], CPU["squad"], strict=True))
-    rows.append(["bare / squad (per round)", mmm(capacity, "{:.2f}"), "the share of bare's rate squad's CPU allows",
-                 "", ""])
+        capacity = "" if path == "bare" else mmm(
+            [sum(b.values()) / sum(o.values()) for b, o in zip(CPU["bare"], CPU[path], strict=True)], "{:.2f}")
+        rows.append([path, mmm(totals, "{:.2f}"), *(mmm(parts[k], "{:.2f}") for k in parts), capacity])
     print()
     print(table(["CPU ms per card", "all processes", "worker (with its agents)", "sender (bare: delay loop; "
-                 "squad: orchestrate)", "redis"], rows))
+                 "squad: orchestrate)", "redis", "bare CPU / this CPU, per round"], rows))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from squad.attempt.channel import AttemptChannel
 from squad.core.cards import Status
 from squad.core.retries import RetryPolicy
 from squad.core.settings import load_settings
@@ -23,6 +25,7 @@ from support.api import run_api
 from support.cli import run_cli, squad_env
 from support.paths import AGENTS
 from support.processes import free_port, kill_tree, wait_for
+from support.store import add
 from support.workers import StartWorker
 
 PY = sys.executable
@@ -309,3 +312,28 @@ def test_celery_mode_runs_the_channel_in_the_worker(redis_url: str, tmp_path: Pa
     assert not project.record("K")["note"]["error"]
     (run,) = project.store.list_runs("K")
     assert "NOTE from a worker" in project.store.run_log(run.id)
+
+
+def test_closing_a_channel_ends_its_accept_thread_at_once(tmp_path: Path) -> None:
+    # Given an attempt's open channel: a thread blocked in accept() on its socket (no poll timeout)
+    store = CardStore(f"sqlite:///{tmp_path / 'squad.db'}")
+    try:
+        add(store, "A")
+        assert store.enqueue("A", "t1", expected=[Status.TODO])
+        claim = store.claim("A", "t1", "w1", 30)
+        assert claim is not None
+        settings = load_settings(channel_dir=tmp_path / "channels")
+        channel = AttemptChannel(settings, store, None, claim, task_id="t1", line=lambda _level, _text: None,
+                                 progress=lambda _p, _s: None, event=lambda _e: None, fenced=threading.Event())
+        env = channel.open()
+        assert Path(env["SQUAD_MCP_DIR"], "mcp.sock").exists()
+        accept = channel.threads[0]
+        assert accept.is_alive() and channel.sock is not None and channel.sock.gettimeout() is None
+        # When the attempt closes it
+        channel.close()
+        # Expect the accept thread gone when close() returns (woken by the shutdown, not by a
+        # timeout: it has none, and close() would otherwise leave it blocked), the folder removed
+        assert not accept.is_alive()
+        assert not Path(env["SQUAD_MCP_DIR"]).exists()
+    finally:
+        store.dispose()

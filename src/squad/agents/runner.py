@@ -54,6 +54,7 @@ _DROPPED_CAP_NUMBERS = (19, 21, 38)  # CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_PERFMO
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 _PRCTL: Any = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # loaded before any fork
 _TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"  # util-linux helpers, never the agent's PATH
+_BWRAP_DIES_WITH_PARENT = "--die-with-parent"
 _PRLIMIT_FLAGS = {resource.RLIMIT_AS: "as", resource.RLIMIT_NOFILE: "nofile",
                   resource.RLIMIT_NPROC: "nproc", resource.RLIMIT_FSIZE: "fsize"}
 
@@ -233,6 +234,7 @@ def _wrapper(rlimits: AgentRlimits | None,
     (`prlimit` for rlimits) makes the same calls after exec. Where they are missing, fall back to
     the preexec_fn: slower, same guarantees. The window between exec and setpriv's prctl (a worker
     dying in that millisecond) is covered by the subreaper chain (see `squad.agents.orphans`).
+    A bwrap sandbox sets the signal itself (`--die-with-parent`, on bwrap and on the agent): no setpriv.
     """
     limits = rlimits.as_resource_limits() if rlimits is not None else []
     join = sandbox.preexec() if sandbox is not None else None
@@ -249,6 +251,10 @@ def _wrapper(rlimits: AgentRlimits | None,
     prefix: list[str] = []
     if limits and prlimit is not None:
         prefix = [prlimit, *(f"--{_PRLIMIT_FLAGS[res]}={value}" for res, value in limits), "--"]
+    if sandbox is not None and _BWRAP_DIES_WITH_PARENT in sandbox.prefix and not drop_caps:
+        # bwrap --die-with-parent sets the same parent-death signal (SIGKILL) on itself and on what it
+        # runs: setpriv would be one more exec of a program per attempt for nothing
+        return prefix, None
     drop = [f"--inh-caps={_DROPPED_CAPS}", f"--bounding-set={_DROPPED_CAPS}"] if drop_caps else []
     return [*prefix, setpriv, *drop, "--pdeathsig", "KILL", "--"], None
 

@@ -120,8 +120,7 @@ class AttemptChannel:
             finally:
                 os.umask(old)
             os.chmod(path, 0o600)
-            sock.listen(MAX_CONNECTIONS)
-            sock.settimeout(CANCEL_POLL_S)
+            sock.listen(MAX_CONNECTIONS)  # blocking accept: close() wakes it (shutdown), no poll
         except (OSError, SquadError) as exc:
             self.line("WARNING", f"the agents' channel (squad mcp) is off for this attempt: {exc}")
             self._remove_folder()
@@ -136,6 +135,10 @@ class AttemptChannel:
         """End the channel: waiting asks give up, the socket and its folder go; the credential is dead."""
         self.closed.set()
         if self.sock is not None:
+            # Closing a socket does not wake a thread blocked in its accept(); shutting it down does
+            # (accept fails with EINVAL), so the attempt ends without waiting for anything.
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 self.sock.close()
         deadline = time.monotonic() + CLOSE_JOIN_S
@@ -152,9 +155,10 @@ class AttemptChannel:
         while not self.closed.is_set():
             try:
                 conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
+            except OSError:  # shut down by close()
+                return
+            if self.closed.is_set():
+                conn.close()
                 return
             if not self.slots.acquire(blocking=False):
                 with contextlib.suppress(OSError):

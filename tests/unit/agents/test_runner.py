@@ -395,6 +395,44 @@ def test_agent_dies_when_the_process_running_it_is_killed(tmp_path: Path, reaper
     assert gone_within(agent, 2.0)
 
 
+SANDBOXED_HELPER = """
+import sys
+from pathlib import Path
+from squad.agents.parsers import make_parser
+from squad.agents.runner import Limits, run_agent
+from squad.agents.sandbox import build
+from squad.core.settings import SandboxConfig
+
+class Quiet:
+    def on_line(self, level, message): pass
+    def on_progress(self, progress, step): pass
+    def stop_reason(self): return None
+
+box = build(SandboxConfig(kind="bwrap"), workdir=Path.cwd(), program=sys.executable, ro_paths=[Path(sys.argv[1])])
+run_agent([sys.executable, sys.argv[1], "hang.pid"], cwd=Path.cwd(), env={}, stdin_data=None,
+          parser=make_parser("plain"), limits=Limits(60, 60), observer=Quiet(), sandbox=box)
+"""
+
+
+def test_sandboxed_agent_dies_when_the_process_running_it_is_killed(tmp_path: Path) -> None:
+    # Given: a worker-like helper supervising a silent agent inside bwrap (which, not setpriv, sets
+    # the parent-death signal there)
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    helper = subprocess.Popen([sys.executable, "-c", SANDBOXED_HELPER, str(AGENTS / "hang.py")], cwd=tmp_path, env=env)
+    try:
+        read_pid(tmp_path / "hang.pid")  # its pid inside the sandbox's namespace: the agent runs
+        tree = psutil.Process(helper.pid).children(recursive=True)
+        assert any("hang.py" in " ".join(p.cmdline()) for p in tree)
+        assert not any("setpriv" in " ".join(p.cmdline()) for p in tree)
+        # When: the worker is killed without any chance to clean up
+        helper.kill()
+    finally:
+        helper.wait(timeout=10)
+    # Expect: bwrap and the agent gone with it
+    for proc in tree:
+        assert gone_within(proc.pid, 5.0), proc
+
+
 # ---- claude stream-json through a real process --------------------------------------------------
 def stream(tmp_path: Path, sample: str, code: int = 0) -> tuple[AgentResult, Recorder]:
     return run(fake("stream_json.py", str(SAMPLES / sample), str(code)), tmp_path, parser="claude-stream-json")
