@@ -79,3 +79,7 @@ SUPERVISOR_BACKOFF_MAX_S = 30.0
 #: team use (docs/team.md): the periodic pass that runs schedules and delivers notifications
 TEAM_TASK_NAME = "squad.team_pass"
 TEAM_INTERVAL_S = 5.0
+
+#: What squad says (logs, `squad status`) once Redis refuses writes for memory
+REDIS_FULL_HINT = ("Redis is full (maxmemory reached with noeviction): live logs and events are not being"
+                   " written; raise maxmemory, lower SQUAD_LOG_TTL, or delete old task:logs:* streams")

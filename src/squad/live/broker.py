@@ -11,10 +11,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-import redis
-
 from squad.core.constants import CARDS_QUEUE, KOMBU_UNACKED_KEY, PRIORITY_STEPS
-from squad.live.connections import redis_client
+
+# redis-py is imported by `BrokerView`, not here: `squad status` reads the key names below without it
 
 #: kombu's set of the queues bound to Celery's control (pidbox) exchange: one per worker.
 PIDBOX_BINDINGS_KEY = "_kombu.binding.celery.pidbox"
@@ -29,10 +28,14 @@ class BrokerView:
     """Read-only look into the broker DB."""
 
     def __init__(self, broker_url: str, **client_options: Any) -> None:
+        from squad.live.connections import redis_client
+
         self.redis = redis_client(broker_url, **client_options)
 
     def ping(self) -> bool:
         """True when the broker answers."""
+        import redis
+
         try:
             return bool(self.redis.ping())
         except redis.RedisError:

@@ -23,8 +23,6 @@ from squad.core.constants import REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S
 #: request would hang. One quick retry still covers a pooled connection gone stale after a restart.
 REDIS_RETRIES = 2
 
-REDIS_FULL_HINT = ("Redis is full (maxmemory reached with noeviction): live logs and events are not being"
-                   " written; raise maxmemory, lower SQUAD_LOG_TTL, or delete old task:logs:* streams")
 
 
 def redis_backoff() -> ExponentialBackoff:

@@ -28,6 +28,7 @@ from squad.core.constants import (
     ADDED_EVENT_MAX_IDS,
     LIVE_LOG_ENTRY_MAX_CHARS,
     LOG_EVENT_MAX_CHARS,
+    REDIS_FULL_HINT,
     SETTLED_MAXLEN,
     TASK_LOGS_MAX_BYTES,
     TASK_LOGS_MAXLEN,
@@ -36,7 +37,7 @@ from squad.core.constants import (
 )
 from squad.core.masking import mask_text
 from squad.core.namespace import RedisKeys
-from squad.live.connections import REDIS_FULL_HINT, redis_client, redis_is_full, stream_tail
+from squad.live.connections import redis_client, redis_is_full, stream_tail
 
 log = structlog.get_logger(__name__)
 OUTAGE_BACKOFF_S = 2.0

@@ -20,14 +20,15 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import redis
-
-from squad.live.connections import redis_client
+# redis-py is imported by `OrchestratorPresence`, not here: `squad status` reads the entries without it
+# (`squad.live.probe`)
 
 if TYPE_CHECKING:
+    import redis
     import redis.asyncio as aioredis
 
     from squad.core.namespace import RedisKeys
+    from squad.live.probe import QuickRedis
 
 PRESENCE_TTL_S = 30  # an orchestrator not heard from for this long is gone (killed, host down)
 PRESENCE_EVERY_S = 10.0  # how often a running orchestrator renews its entry
@@ -67,8 +68,9 @@ def _alive(ids: list[str], raws: list[str | None]) -> tuple[list[OrchestratorInf
     return sorted(alive, key=lambda i: -i.started_at), gone
 
 
-def live_orchestrators(client: redis.Redis, keys: RedisKeys) -> list[OrchestratorInfo]:
-    """The orchestrators of this store alive now, newest first (raises redis.RedisError)."""
+def live_orchestrators(client: redis.Redis | QuickRedis, keys: RedisKeys) -> list[OrchestratorInfo]:
+    """The orchestrators of this store alive now, newest first (raises redis.RedisError, or
+    squad.live.probe.ProbeError from the probe's client)."""
     ids = sorted(client.smembers(keys.orchestrators))
     if not ids:
         return []
@@ -105,6 +107,8 @@ class OrchestratorPresence:
         self.keys = keys
         self.info = OrchestratorInfo(id=uuid.uuid4().hex, session=session, mode=mode, host=socket.gethostname(),
                                      pid=os.getpid(), started_at=time.time())
+        from squad.live.connections import redis_client
+
         self.client = redis_client(events_url)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="orchestrator-presence", daemon=True)
@@ -118,6 +122,8 @@ class OrchestratorPresence:
 
     def beat(self) -> bool:
         """Write (renew) the entry; False when Redis did not take it."""
+        import redis
+
         payload: dict[str, Any] = asdict(self.info)
         try:
             with self.client.pipeline(transaction=False) as pipe:
@@ -142,6 +148,8 @@ class OrchestratorPresence:
 
     def stop(self) -> None:
         """Remove the entry: readers stop counting this orchestrator at once."""
+        import redis
+
         self.stopping.set()
         self.thread.join(timeout=PRESENCE_EVERY_S)
         try:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from squad.core.constants import VERSION
+from squad.core.constants import REDIS_FULL_HINT, VERSION
 from squad.core.masking import mask_text, mask_url
 from squad.core.settings import Settings
 
@@ -39,12 +39,15 @@ def redis_memory(client: redis.Redis) -> str:
     """`12.3 MiB used of 512.0 MiB`, or a line starting with FULL once writes are (about to be) refused."""
     import redis
 
-    from squad.live.connections import REDIS_FULL_HINT
-
     try:
         info = client.info("memory")
     except redis.RedisError as exc:
         return f"unknown ({exc})"
+    return memory_line(info)
+
+
+def memory_line(info: dict[str, Any]) -> str:
+    """What `redis_memory` says of an `INFO memory` reply (as a dict of its fields)."""
     used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
     mib = 1024 * 1024
     if not limit:
@@ -53,6 +56,16 @@ def redis_memory(client: redis.Redis) -> str:
     if used >= limit * FULL_FRACTION:
         return f"FULL: {text}: {REDIS_FULL_HINT}"
     return text
+
+
+def _info_fields(text: str) -> dict[str, str]:
+    """`INFO`'s `field:value` lines as a dict (section headers and blank lines skipped)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and ":" in line:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
 
 
 def listens(url: str, timeout_s: float = CONNECT_PROBE_S) -> bool | None:
@@ -194,11 +207,24 @@ def _probe_orchestrators(settings: Settings, keys: Any, clock: ImportClock) -> l
     """The live orchestrators (None when the events Redis does not answer)."""
     if listens(settings.events) is False:
         return None
+    from squad.live.presence import live_orchestrators
+    from squad.live.probe import ProbeError, QuickRedis
+
+    try:
+        quick = QuickRedis.open(settings.events, CONNECT_PROBE_S)
+    except ProbeError:
+        return None
+    if quick is not None:  # a plain URL: no redis-py (docs/benchmarks.md, "`squad status` from what it knows")
+        try:
+            return live_orchestrators(quick, keys)
+        except ProbeError:
+            return None
+        finally:
+            quick.close()
     with clock.importing():
         import redis
 
         from squad.live.connections import redis_client
-        from squad.live.presence import live_orchestrators
 
     client = redis_client(settings.events, retries=0)
     try:
@@ -215,6 +241,56 @@ def _probe_broker(settings: Settings, results: dict[str, Any], clock: ImportCloc
     if listens(settings.broker) is False:  # nothing listens: no need for a Redis client at all
         results["broker"] = {**report, "celery": "not_available", "celery_workers": []}
         return
+    from squad.live.probe import ProbeError, QuickRedis
+
+    try:
+        quick = QuickRedis.open(settings.broker, CONNECT_PROBE_S)
+    except ProbeError:
+        results["broker"] = {**report, "celery": "not_available", "celery_workers": []}
+        return
+    if quick is None:  # a URL only the full client understands
+        _probe_broker_with_redis_py(settings, report, clock)
+        results["broker"] = report
+        return
+    from squad.live.broker import PIDBOX_BINDINGS_KEY, queue_keys
+
+    try:
+        lengths = queue_keys(settings.cards_queue)
+        replies = quick.execute(("PING",), ("INFO", "memory"), *(("LLEN", key) for key in lengths),
+                                ("SCARD", PIDBOX_BINDINGS_KEY))
+    except ProbeError:
+        replies = None
+    finally:
+        quick.close()
+    workers: list[str] | None = None
+    redis_ok = replies is not None and replies[0] == "PONG"
+    if replies is not None and redis_ok:
+        report["redis"] = "connected"
+        info = replies[1]
+        report["redis_memory"] = (f"unknown ({info})" if isinstance(info, Exception)
+                                  else memory_line(_info_fields(info)))
+        if report["redis_memory"].startswith("FULL"):
+            report["redis"] = "full"
+        depths = replies[2:2 + len(lengths)]
+        report["queue_depth"] = (None if any(isinstance(d, Exception) for d in depths)
+                                 else int(sum(int(d) for d in depths)))
+        scard = replies[-1]
+        registered = None if isinstance(scard, Exception) else int(scard)
+        if registered != 0:  # Celery is imported to ping them: local work, outside the bound
+            with clock.importing():
+                import squad.live.celery_config  # noqa: F401
+                from squad.live.celery_control import celery_workers
+            workers = celery_workers(settings, expected=registered)
+        else:
+            workers = []
+    report["celery"] = ("not_available" if not redis_ok else "error" if workers is None
+                        else "connected" if workers else "no_workers")
+    report["celery_workers"] = workers or []
+    results["broker"] = report
+
+
+def _probe_broker_with_redis_py(settings: Settings, report: dict[str, Any], clock: ImportClock) -> None:
+    """`_probe_broker` through redis-py, for the URLs the probe leaves to it (TLS, client options)."""
     with clock.importing():
         import redis
 
@@ -247,4 +323,3 @@ def _probe_broker(settings: Settings, results: dict[str, Any], clock: ImportCloc
     report["celery"] = ("not_available" if not redis_ok else "error" if workers is None
                         else "connected" if workers else "no_workers")
     report["celery_workers"] = workers or []
-    results["broker"] = report

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,48 @@ def test_status_reads_an_up_to_date_sqlite_store_without_sqlalchemy_and_a_dead_r
     assert reports[2]["cards"] == {**reports[1]["cards"], "TODO": 1}
     assert (reports[2]["database"], reports[2]["redis"], reports[2]["celery"], reports[2]["execution_mode"]) == (
         "connected", "not_available", "not_available", "local")
+
+
+def test_status_reads_a_live_redis_without_redis_py_and_reports_what_the_full_client_reports(
+        tmp_path: Path, redis_url: str) -> None:
+    # Given a project on a live Redis with no worker: two messages waiting in the cards queue (one at
+    # a priority of its own), a live orchestrator of this store and the id of one that expired
+    import redis
+
+    from squad.core.namespace import RedisKeys
+    from squad.live.presence import OrchestratorPresence
+    from squad.store.peek import peek
+
+    (tmp_path / "squad.toml").write_text(f'redis_url = "{redis_url}"\n')
+    assert probe("card", "add", "--id", "S-1", "--title", "one", cwd=tmp_path)[0] == 0
+    seen = peek(f"sqlite:///{tmp_path / '.squad' / 'squad.db'}")
+    assert seen is not None
+    keys = RedisKeys.for_instance(seen.instance_id)
+    broker = redis.Redis.from_url(f"{redis_url}/0")
+    broker.lpush("cards", "m1")
+    broker.lpush("cards:3", "m2")
+    events = redis.Redis.from_url(f"{redis_url}/2", decode_responses=True)
+    presence = OrchestratorPresence(f"{redis_url}/2", keys, session="s1", mode="celery").start()
+    try:
+        events.sadd(keys.orchestrators, "gone-id")
+        # When `squad status --json` runs, then again with a URL option only redis-py understands
+        light = probe("status", "--json", cwd=tmp_path)
+        (tmp_path / "squad.toml").write_text(f'redis_url = "{redis_url}?socket_keepalive=true"\n')
+        full = probe("status", "--json", cwd=tmp_path)
+    finally:
+        presence.stop()
+    # Expect the first to talk to Redis without redis-py or Celery, the second through redis-py
+    assert light[0] == 0 and not light[2] & {"redis", "celery", "kombu", "sqlalchemy", "structlog"}
+    assert full[0] == 0 and "redis" in full[2]
+    # ... and both to report the same: Redis connected, its memory, 2 waiting, no worker, the live
+    # orchestrator and its mode (the expired id removed from the set)
+    reports = [json.loads(out) for _code, out, _modules in (light, full)]
+    memory = [report.pop("redis_memory") for report in reports]  # (the Redis's own use moves between the two)
+    for report in reports:
+        report.pop("broker_url")
+    assert reports[0] == reports[1]
+    assert (reports[0]["redis"], reports[0]["queue_depth"], reports[0]["celery"], reports[0]["execution_mode"]) == (
+        "connected", 2, "no_workers", "celery")
+    assert all(re.fullmatch(r"[0-9.]+ MiB used of [0-9.]+ MiB \(noeviction\)", line) for line in memory), memory
+    assert reports[0]["orchestrators"] == [presence.info.describe()]
+    assert events.smembers(keys.orchestrators) == set()
