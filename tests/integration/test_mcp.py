@@ -5,6 +5,7 @@ while a real orchestrator (local mode) or a real `squad worker` (Celery mode) ru
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from squad.attempt.channel import AttemptChannel
+from squad.channel.wire import encode, read_line
 from squad.core.cards import Status
 from squad.core.retries import RetryPolicy
 from squad.core.settings import load_settings
@@ -314,26 +316,47 @@ def test_celery_mode_runs_the_channel_in_the_worker(redis_url: str, tmp_path: Pa
     assert "NOTE from a worker" in project.store.run_log(run.id)
 
 
-def test_closing_a_channel_ends_its_accept_thread_at_once(tmp_path: Path) -> None:
-    # Given an attempt's open channel: a thread blocked in accept() on its socket (no poll timeout)
+def call(env: dict[str, str], request: dict[str, Any]) -> dict[str, Any]:
+    """One call on a channel's socket, as `squad mcp` makes it."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(Path(env["SQUAD_MCP_DIR"], "mcp.sock")))
+        sock.sendall(encode(request))
+        return dict(json.loads(read_line(sock)))
+
+
+def test_channels_share_one_acceptor_thread_and_a_closed_one_takes_no_call(tmp_path: Path) -> None:
+    # Given three attempts' channels open in one process (three claimed cards)
     store = CardStore(f"sqlite:///{tmp_path / 'squad.db'}")
+    settings = load_settings(channel_dir=tmp_path / "channels")
     try:
-        add(store, "A")
-        assert store.enqueue("A", "t1", expected=[Status.TODO])
-        claim = store.claim("A", "t1", "w1", 30)
-        assert claim is not None
-        settings = load_settings(channel_dir=tmp_path / "channels")
-        channel = AttemptChannel(settings, store, None, claim, task_id="t1", line=lambda _level, _text: None,
-                                 progress=lambda _p, _s: None, event=lambda _e: None, fenced=threading.Event())
-        env = channel.open()
-        assert Path(env["SQUAD_MCP_DIR"], "mcp.sock").exists()
-        accept = channel.threads[0]
-        assert accept.is_alive() and channel.sock is not None and channel.sock.gettimeout() is None
-        # When the attempt closes it
-        channel.close()
-        # Expect the accept thread gone when close() returns (woken by the shutdown, not by a
-        # timeout: it has none, and close() would otherwise leave it blocked), the folder removed
-        assert not accept.is_alive()
-        assert not Path(env["SQUAD_MCP_DIR"]).exists()
+        channels = []
+        for card_id in ("A", "B", "C"):
+            add(store, card_id)
+            assert store.enqueue(card_id, f"t-{card_id}", expected=[Status.TODO])
+            claim = store.claim(card_id, f"t-{card_id}", "w1", 30)
+            assert claim is not None
+            channels.append(AttemptChannel(settings, store, None, claim, task_id=f"t-{card_id}",
+                                           line=lambda _level, _text: None, progress=lambda _p, _s: None,
+                                           event=lambda _e: None, fenced=threading.Event()))
+        before = set(threading.enumerate())
+        envs = [channel.open() for channel in channels]
+        # When each is called, then the first two are closed
+        replies = [call(env, {"token": channel.token, "tool": "get_card", "args": {}})
+                   for env, channel in zip(envs, channels, strict=True)]
+        for channel in channels[:2]:
+            channel.close()
+        # Expect every call answered with its own card, by one acceptor thread for all three (no
+        # thread per attempt), and the closed channels gone: socket, folder, no call taken
+        assert [reply["result"]["card"]["card_id"] for reply in replies] == ["A", "B", "C"]
+        started = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        assert [t.name for t in started if not t.name.startswith("mcp-call")] in (["mcp-accept"], [])
+        for env in envs[:2]:
+            assert not Path(env["SQUAD_MCP_DIR"]).exists()
+            with pytest.raises(OSError):
+                call(env, {"token": "x", "tool": "get_card"})
+        still = call(envs[2], {"token": channels[2].token, "tool": "get_card", "args": {}})
+        assert still["result"]["card"]["card_id"] == "C"
+        channels[2].close()
     finally:
         store.dispose()

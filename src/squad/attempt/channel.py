@@ -15,6 +15,7 @@ import hmac
 import json
 import os
 import secrets
+import selectors
 import shutil
 import socket
 import stat
@@ -120,27 +121,21 @@ class AttemptChannel:
             finally:
                 os.umask(old)
             os.chmod(path, 0o600)
-            sock.listen(MAX_CONNECTIONS)  # blocking accept: close() wakes it (shutdown), no poll
+            sock.listen(MAX_CONNECTIONS)
+            sock.setblocking(False)  # accepted by the process's acceptor thread when ready
         except (OSError, SquadError) as exc:
             self.line("WARNING", f"the agents' channel (squad mcp) is off for this attempt: {exc}")
             self._remove_folder()
             return {}
         self.sock = sock
-        thread = threading.Thread(target=self._accept, name=f"mcp-{self.card_id}", daemon=True)
-        thread.start()
-        self.threads.append(thread)
+        _Acceptor.of_this_process().add(sock, self._accepted)
         return {DIR_ENV: str(self.folder), TOKEN_ENV: self.token}
 
     def close(self) -> None:
         """End the channel: waiting asks give up, the socket and its folder go; the credential is dead."""
         self.closed.set()
         if self.sock is not None:
-            # Closing a socket does not wake a thread blocked in its accept(); shutting it down does
-            # (accept fails with EINVAL), so the attempt ends without waiting for anything.
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                self.sock.close()
+            _Acceptor.of_this_process().remove(self.sock)  # no connection is handed to us after this
         deadline = time.monotonic() + CLOSE_JOIN_S
         for thread in list(self.threads):
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -150,26 +145,22 @@ class AttemptChannel:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _accept(self) -> None:
-        assert self.sock is not None
-        while not self.closed.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:  # shut down by close()
-                return
-            if self.closed.is_set():
-                conn.close()
-                return
-            if not self.slots.acquire(blocking=False):
-                with contextlib.suppress(OSError):
-                    conn.sendall(encode({"ok": False, "error": "too many calls at once"}))
-                conn.close()
-                continue
-            thread = threading.Thread(target=self._serve, args=(conn,), name=f"mcp-call-{self.card_id}", daemon=True)
-            with self.lock:
-                self.threads = [t for t in self.threads if t.is_alive()]
-                self.threads.append(thread)
-            thread.start()
+    def _accepted(self, conn: socket.socket) -> None:
+        """A connection to this channel's socket (from the process's acceptor thread): one call,
+        served in a thread of its own (an `ask_human` call waits for a person)."""
+        if self.closed.is_set():
+            conn.close()
+            return
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                conn.sendall(encode({"ok": False, "error": "too many calls at once"}))
+            conn.close()
+            return
+        thread = threading.Thread(target=self._serve, args=(conn,), name=f"mcp-call-{self.card_id}", daemon=True)
+        with self.lock:
+            self.threads = [t for t in self.threads if t.is_alive()]
+            self.threads.append(thread)
+        thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -317,3 +308,74 @@ class AttemptChannel:
 
 
 __all__ = ["AttemptChannel", "channel_root"]
+
+
+class _Acceptor:
+    """The one thread per process that accepts connections on every open channel's socket.
+
+    A thread started and joined per attempt (and one poll of its accept) cost an attempt of a no-op
+    agent more than the agent itself (docs/benchmarks.md, "Cheap attempts"); most agents never call.
+    Sockets are added and removed under a lock the thread holds only while it hands connections
+    over, never while it waits, so `remove` returns at once and no connection reaches a channel
+    after it: the socket is unregistered and closed under that lock.
+    """
+
+    _instance: _Acceptor | None = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+        self.thread = threading.Thread(target=self._run, name="mcp-accept", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def of_this_process(cls) -> _Acceptor:
+        with cls._instance_lock:
+            if cls._instance is None or cls._instance.pid != os.getpid():  # (a forked child starts its own)
+                cls._instance = cls()
+            return cls._instance
+
+    def add(self, sock: socket.socket, handler: Callable[[socket.socket], None]) -> None:
+        with self.lock:
+            self.selector.register(sock, selectors.EVENT_READ, handler)
+        self._wake()
+
+    def remove(self, sock: socket.socket) -> None:
+        with self.lock:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self.wake_w, b"x")
+
+    def _run(self) -> None:
+        while True:
+            ready = self.selector.select()
+            with self.lock:
+                for key, _mask in ready:
+                    if key.data is None:  # the wake pipe: the set of sockets changed
+                        with contextlib.suppress(BlockingIOError, OSError):
+                            os.read(self.wake_r, 4096)
+                        continue
+                    if self.selector.get_map().get(key.fd) is not key:  # removed meanwhile
+                        continue
+                    try:
+                        conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                    except OSError:  # nothing waiting any more (the caller gave up), or closed
+                        continue
+                    conn.setblocking(True)
+                    try:
+                        key.data(conn)
+                    except Exception:  # never the acceptor thread's end
+                        log.exception("channel connection not handled")
+                        conn.close()
