@@ -310,6 +310,9 @@ class AttemptChannel:
 __all__ = ["AttemptChannel", "channel_root"]
 
 
+_EPOLL: type = getattr(selectors, "EpollSelector", type(None))
+
+
 class _Acceptor:
     """The one thread per process that accepts connections on every open channel's socket.
 
@@ -355,8 +358,11 @@ class _Acceptor:
         self._wake()
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self.wake_w, b"x")
+        """Have the thread wait again on the changed set. An epoll wait already covers a socket
+        added or removed meanwhile (the kernel's set is shared): no wake, no thread hand-off."""
+        if not isinstance(self.selector, _EPOLL):
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self.wake_w, b"x")
 
     def _run(self) -> None:
         while True:
