@@ -16,6 +16,8 @@ import socket
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from squad.core.constants import REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S
+
 __all__ = ["ProbeError", "QuickRedis"]
 
 
@@ -24,7 +26,7 @@ class ProbeError(Exception):
 
 
 class QuickRedis:
-    """One socket to one Redis: pipelined commands, every call bounded by `timeout_s`. Replies are
+    """One socket to one Redis: pipelined commands, every call bounded by a socket timeout. Replies are
     decoded to text, as squad's clients decode them (`decode_responses=True`)."""
 
     def __init__(self, sock: socket.socket) -> None:
@@ -35,9 +37,11 @@ class QuickRedis:
         self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
 
     @classmethod
-    def open(cls, url: str, timeout_s: float) -> QuickRedis | None:
+    def open(cls, url: str, connect_timeout_s: float = REDIS_CONNECT_TIMEOUT_S,
+             socket_timeout_s: float = REDIS_SOCKET_TIMEOUT_S) -> QuickRedis | None:
         """A connected probe (authenticated, its db selected); None when the URL asks for more than
-        the probe does; ProbeError when the Redis refuses, does not answer or refuses the login."""
+        the probe does; ProbeError when the Redis refuses, does not answer or refuses the login.
+        The timeouts are squad's clients' own (`squad.live.connections`)."""
         target = _target(url)
         if target is None:
             return None
@@ -45,11 +49,12 @@ class QuickRedis:
         try:
             if isinstance(address, str):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(timeout_s)
+                sock.settimeout(connect_timeout_s)
                 sock.connect(address)
             else:
-                sock = socket.create_connection(address, timeout=timeout_s)
+                sock = socket.create_connection(address, timeout=connect_timeout_s)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(socket_timeout_s)
         except OSError as exc:
             raise ProbeError(f"cannot connect: {exc}") from exc
         probe = cls(sock)

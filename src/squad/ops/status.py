@@ -211,7 +211,7 @@ def _probe_orchestrators(settings: Settings, keys: Any, clock: ImportClock) -> l
     from squad.live.probe import ProbeError, QuickRedis
 
     try:
-        quick = QuickRedis.open(settings.events, CONNECT_PROBE_S)
+        quick = QuickRedis.open(settings.events)
     except ProbeError:
         return None
     if quick is not None:  # a plain URL: no redis-py (docs/benchmarks.md, "`squad status` from what it knows")
@@ -244,7 +244,7 @@ def _probe_broker(settings: Settings, results: dict[str, Any], clock: ImportCloc
     from squad.live.probe import ProbeError, QuickRedis
 
     try:
-        quick = QuickRedis.open(settings.broker, CONNECT_PROBE_S)
+        quick = QuickRedis.open(settings.broker)
     except ProbeError:
         results["broker"] = {**report, "celery": "not_available", "celery_workers": []}
         return
