@@ -4,14 +4,19 @@ mode, real bwrap, real git, real sockets on loopback."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import socket
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -70,19 +75,52 @@ def project(tmp_path: Path, toml: str) -> tuple[dict[str, str], CardStore]:
     return env, CardStore(db_url)
 
 
-def test_a_hostile_agent_in_its_sandbox_reaches_nothing_but_its_own_folder(tmp_path: Path, listener: int) -> None:
-    # Given a store, a config, another card's folder, a fake ssh key, a loopback service and a worker
+def make_wheel(folder: Path) -> Path:
+    """A tiny pure-Python wheel (`squadprobe`, VALUE = 42) that pip installs offline."""
+    files = {"squadprobe/__init__.py": "VALUE = 42\n",
+             "squadprobe-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: squadprobe\nVersion: 0.1\n",
+             "squadprobe-0.1.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                               "Tag: py3-none-any\n"}
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(text.encode())}")
+    record.append("squadprobe-0.1.dist-info/RECORD,,")
+    wheel = folder / "squadprobe-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+        archive.writestr("squadprobe-0.1.dist-info/RECORD", "\n".join(record) + "\n")
+    return wheel
+
+
+def probe_table(results: dict[str, str]) -> str:
+    """The probe's results as the table docs/security.md shows."""
+    rows = ["| what the agent tried, from inside | what it got |", "|---|---|"]
+    rows += [f"| {name} | {got} |" for name, got in results.items()]
+    return "\n".join(rows)
+
+
+def test_a_hostile_agent_in_its_sandbox_reaches_nothing_but_its_own_folder(tmp_path: Path, redis_url: str,
+                                                                           api: Any) -> None:
+    # Given a store, a config, another card's folder, a fake ssh key, a real Redis and API on loopback,
+    # a process of the machine and the worker itself (its pid in the card's folder)
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY")
     other = tmp_path / "work" / "OTHER-1"
     other.mkdir(parents=True)
     (other / "secret.txt").write_text("other card's work")
-    victim = subprocess.Popen(["sleep", "300"])  # a process of the machine (say, the worker)
+    workdir = tmp_path / "work" / "BOX-1"
+    workdir.mkdir()
+    wheel = make_wheel(workdir)
+    victim = subprocess.Popen(["sleep", "300"])  # a process of the machine
     spec = {"store": str(tmp_path / ".squad" / "squad.db"), "config": str(tmp_path / "squad.toml"),
             "other_card": str(other / "secret.txt"), "ssh_key": str(home / ".ssh" / "id_ed25519"),
-            "outside": str(tmp_path / "planted.txt"), "victim_pid": victim.pid,
-            "ports": {"redis-like service": listener}, "forks": 200, "memory_mb": 400}
+            "outside": str(tmp_path / "planted.txt"), "readable": str(SRC / "planted-by-the-probe.txt"),
+            "victim_pid": victim.pid, "worker_pid_file": "worker.pid",
+            "ports": {"Redis on loopback": urlsplit(redis_url).port, "the API on loopback": urlsplit(api.url).port},
+            "forks": 200, "memory_mb": 400, "pytest": True, "wheel": wheel.name}
     config = tmp_path / "squad.toml"
     env, store = project(tmp_path, f"""
 default_agent = "probe"
@@ -98,34 +136,44 @@ command = ["{PY}", "{PROBE}", {json.dumps(json.dumps(spec))}]
 before_run = ["sh", "-c", "ls /proc | grep -c '^[0-9]' > hook_procs.txt; cat {config} > hook_read.txt 2>&1; true"]
 """)
     store.add_cards([CardSpec(card_id="BOX-1", title="t")])
-    # When the card runs
+    # When the card runs (the worker writes its own pid where the agent can read it, then becomes squad)
     try:
-        res = run_cli(*ORCHESTRATE, env=env)
+        res = subprocess.run(["sh", "-c", 'echo $$ > "$0/worker.pid" && exec "$@"', str(workdir),
+                              PY, "-m", "squad", *ORCHESTRATE], env=env, capture_output=True, text=True,
+                             timeout=300, check=False)
         victim_alive = victim.poll() is None
     finally:
         victim.kill()
         victim.wait(10)
-    # Expect the card DONE with its own work, every probe refused, and the run naming its sandbox
+    # Expect the card DONE with its own work, every probe refused, the worker and the process unharmed,
+    # and the run naming its sandbox
     assert res.returncode == 0, res.stderr
     assert victim_alive
-    workdir = tmp_path / "work" / "BOX-1"
     results = json.loads((workdir / "probe.json").read_text())
+    print(probe_table(results))
     # (its write "outside" landed in its private /tmp, gone with the sandbox: the host file is not there)
-    refused = {name: got for name, got in results.items() if name not in ("visible processes", "write outside")}
+    refused = {name: got for name, got in results.items()
+               if name not in ("visible processes", "write outside") and not name.startswith("own ")}
+    assert len(refused) == 11, results
     assert all(got.startswith("refused") for got in refused.values()), json.dumps(results)
+    assert {name: got for name, got in results.items() if name.startswith("own ")} == {
+        "own python -m pytest": "ok", "own pip install --target": "ok", "own import what pip installed": "ok"}
     assert int(results["visible processes"]) <= 3, results  # bwrap's init, the agent, its child at most
     assert (workdir / "mine.txt").read_text() == "the agent's own work\n"
     assert not (tmp_path / "planted.txt").exists()
+    assert not (SRC / "planted-by-the-probe.txt").exists()
     assert int((workdir / "hook_procs.txt").read_text()) <= 4  # the hook ran inside too
     assert "squad.toml" in (workdir / "hook_read.txt").read_text()  # cat's "No such file" names it
     card = store.get_card("BOX-1")
     assert card.status == Status.DONE
     [run] = store.list_runs("BOX-1")
     assert run.sandbox is not None and run.sandbox.startswith("bwrap (network off")
+    assert "memory 200 (cgroup" in run.sandbox or "memory 200 (rlimit" in run.sandbox, run.sandbox
+    # `squad card show` (JSON and text) and the attempt's log say which sandbox ran it
     shown = run_cli("card", "show", "BOX-1", "--json", env=env)
     assert json.loads(shown.stdout)["runs"][0]["sandbox"] == run.sandbox
-    (tmp_path / "probe-results.json").write_text(json.dumps(results))  # for the notes' table
-    print("PROBE RESULTS", json.dumps(results))
+    assert run.sandbox in run_cli("card", "show", "BOX-1", env={**env, "COLUMNS": "400"}).stdout
+    assert f"sandbox: {run.sandbox}" in run_cli("logs", "BOX-1", env=env).stdout
     store.dispose()
 
 
