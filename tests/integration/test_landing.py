@@ -369,7 +369,7 @@ def test_two_trains_land_side_by_side_while_each_train_is_strictly_serial_across
 
 def test_approve_lands_the_card_runs_after_land_and_deletes_the_landed_branch_on_the_remote(
         tmp_path: Path) -> None:
-    hook_out = tmp_path / "after_land.txt"
+    hook_out = tmp_path / "marks" / "after_land.txt"  # in the marks folder: a sandbox, where one is on, declares it
     hook = json.dumps([PY, "-c", f"import sys; open({str(hook_out)!r}, 'w').write(' '.join(sys.argv[1:]))",
                        "{branch}", "{landed_commit}", "{card_id}"])
     m = Machines(tmp_path, workspace_toml=f'land = "rebase"\nreview = true\ndelete_landed_branch = true\n'

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 
@@ -479,26 +480,36 @@ def test_a_repo_inside_the_roots_whose_repository_is_outside_is_refused_at_impor
 
 def test_after_approve_runs_like_a_hook_scrubbed_bounded_its_group_ended_no_secret_in_the_error(
         tmp_path: Path) -> None:
-    pidfile = tmp_path / "child.pid"
-    secret_file = tmp_path / "leaked.txt"
-    secret_file.write_text(TOKEN, encoding="utf-8")
+    # (the hook reads its files in the project's marks folder: a sandbox, where one is on, declares it;
+    # its background child is known by a command line of its own, whatever PID namespace it is in)
+    secret_file = tmp_path / "marks" / "leaked.txt"
+    child = f"{300 + os.getpid() % 1000}.{time.monotonic_ns() % 10**6}"
     script = (f"echo token=$SQUAD_API_TOKEN db=$SQUAD_DATABASE_URL >&2; cat {secret_file} >&2; "
-              f"(sleep 300 & echo $! > {pidfile}); head -c 3000000 /dev/zero | tr '\\\\0' x; exit 3")
+              f"(sleep {child} & echo child started >&2); head -c 3000000 /dev/zero | tr '\\\\0' x; exit 3")
     project = _repo(tmp_path,
                     workspace_toml=f'review = true\nhook_timeout = 30\nafter_approve = ["sh", "-c", "{script}"]')
+    secret_file.write_text(TOKEN, encoding="utf-8")
     project.env["SQUAD_API_TOKEN"] = TOKEN
     project.seed({"card_id": "A"})
     assert project.orchestrate().returncode == 0
     proc = project.cli("review", "approve", "A")
     assert proc.returncode == 1 and "after_approve exited with 3" in proc.stderr
+    assert "child started" in proc.stderr
     card = project.store.get_card("A")
     assert card.status == Status.REVIEW
     for text in (proc.stderr, card.last_error or ""):
         assert TOKEN not in text and "squad.db" not in text
         assert "token= db=" in text and "***" in text  # scrubbed environment; the file's copy masked
         assert len(text) < 10_000
-    pid = int(pidfile.read_text())
-    assert wait_for(lambda: not _alive(pid), timeout=10), "the hook's background child outlived it"
+    assert wait_for(lambda: not _running("sleep", child), timeout=10), "the hook's background child outlived it"
+
+
+def _running(*argv: str) -> bool:
+    """Whether a live process of the machine runs exactly `argv`."""
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if proc.info["cmdline"] == list(argv) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            return True
+    return False
 
 
 def _alive(pid: int) -> bool:
