@@ -479,6 +479,34 @@ def test_an_agent_ignoring_sigterm_is_killed_with_its_sandbox_after_the_grace(tm
     assert namespace_processes(int((tmp_path / "ns.txt").read_text())) == []
 
 
+def test_a_sandboxed_hook_that_times_out_gets_its_sigterm_inside(tmp_path: Path) -> None:
+    # Given a before_run hook that saves its state on SIGTERM and waits on a child, with a 1 s timeout
+    hook = "trap 'echo term > hook_term.txt; exit 0' TERM; sleep 300 & wait"
+    env, store = project(tmp_path, f"""
+default_agent = "a"
+[sandbox]
+kind = "bwrap"
+network = "off"
+ro_paths = {READABLE}
+[agents.a]
+command = ["{PY}", "-c", "open('agent_ran.txt', 'w').write('x')"]
+[hooks]
+timeout = 1
+before_run = ["sh", "-c", {json.dumps(hook)}]
+""")
+    store.add_cards([CardSpec(card_id="HOOK-1", title="t")])
+    # When the card runs
+    res = run_cli(*ORCHESTRATE, env=env)
+    # Expect the attempt failed on the timeout, the hook having had its SIGTERM inside its sandbox
+    assert res.returncode == 1, res.stderr
+    workdir = tmp_path / "work" / "HOOK-1"
+    assert (workdir / "hook_term.txt").read_text() == "term\n"
+    assert not (workdir / "agent_ran.txt").exists()
+    card = store.get_card("HOOK-1")
+    assert card.status == Status.FAILED and "hook before_run timed out" in (card.last_error or ""), card.last_error
+    store.dispose()
+
+
 def test_a_card_whose_sandbox_cannot_start_fails_rather_than_running_unconfined(tmp_path: Path) -> None:
     # Given kind = "bwrap" on a machine where bwrap cannot run (a broken binary first on its path)
     fake = tmp_path / "fakebin"
