@@ -25,11 +25,11 @@ import contextlib
 import functools
 import os
 import resource
+import select
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -66,7 +66,6 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: Whether an unset `kind` means bwrap (where the probe passes) or none
 DEFAULT_BWRAP = False
 _CGROUP_PREFIX = "squad-"
-_REAP_POLL_S = 0.02
 
 
 LineSink = Callable[[str, str], None]  # (level, message) on the card's log
@@ -347,25 +346,27 @@ def members(outer_pid: int) -> tuple[int | None, list[int]]:
 
 
 def reap_init(init: int, inode: int, timeout_s: float) -> bool:
-    """Wait (up to `timeout_s`) until the sandbox's init is gone, reaping it when it is ours.
+    """Wait (up to `timeout_s`) until the sandbox's init has exited, and reap it when it is ours.
 
     bwrap exits as soon as the agent does, before its init has finished ending the namespace: the
     init is then re-parented to the nearest subreaper (squad's process that spawns agents) and
-    would stay there a zombie. True once it is gone."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if os.waitpid(init, os.WNOHANG)[0] == init:
-                return True
-        except ChildProcessError:  # not (yet) ours: still bwrap's, or gone
-            try:
-                if os.stat(f"/proc/{init}/ns/pid").st_ino != inode:
-                    return True  # the pid names another process now
-            except OSError:
-                return True
-        if time.monotonic() >= deadline:
+    would stay there a zombie. True once it is gone (waited on through a pidfd: no polling)."""
+    try:
+        fd = os.pidfd_open(init)
+    except OSError:  # gone (reaped) already
+        return True
+    try:
+        if os.stat(f"/proc/{init}/ns/pid").st_ino != inode:
+            return True  # the pid names another process now
+        if not select.select([fd], [], [], timeout_s)[0]:
             return False
-        time.sleep(_REAP_POLL_S)
+        with contextlib.suppress(ChildProcessError):  # someone else's child: theirs to reap
+            os.waitpid(init, os.WNOHANG)
+        return True
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 @functools.cache
