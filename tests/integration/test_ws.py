@@ -321,7 +321,13 @@ def test_a_card_run_by_a_real_worker_streams_ordered_progress_and_shows_everywhe
         card = http.get("/api/cards/enhanced").json()[0]
         assert card["status"] == "DONE" and card["celery_task"]["status"] == "SUCCESS"
         assert card["celery_task"]["worker"] == worker.hostname and card["logs_available"]
-        assert card["celery_task"]["result"]["status"] == "DONE"
+        # Celery stores the task's result after the task returns, a moment after the DONE event
+        def with_result() -> dict[str, Any] | None:
+            task = http.get("/api/cards/enhanced").json()[0]["celery_task"]
+            return task if task["result"] is not None else None
+
+        task = wait_for(with_result, 30, interval=0.2, message="Celery's result of the task stored")
+        assert isinstance(task, dict) and task["result"]["status"] == "DONE"
         logs = http.get("/api/tasks/E2E-1/logs").json()
         assert "all good" in [e["message"] for e in logs]
 

@@ -102,11 +102,14 @@ class EmbeddedRedis:
             if self.proc.poll() is not None:
                 raise SquadError(f"embedded redis-server exited (see {self.data_dir / 'redis.log'})")
             try:
-                if client.ping():
+                # The answer must come from our own process: on a port another server took between
+                # free_port() and our bind, ours exits while the other one answers PING.
+                if client.info("server").get("process_id") == self.proc.pid:
                     client.close()
                     return
             except redis.RedisError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise SquadError("embedded redis-server did not answer in time")
 
     def stop(self) -> None:

@@ -34,6 +34,10 @@ export const detail = {
     const box = $("#detail");
     box.hidden = false;
     $("#d-log").textContent = "";
+    // Never show the previous card's runs while this one's are on their way
+    this.runs = [];
+    $("#d-runs tbody").innerHTML = "";
+    $("#d-verify").hidden = true;
     $("#d-prompt").textContent = "";
     $("#d-prompt-box").open = false;
     $("#d-follow").hidden = true;
@@ -173,8 +177,11 @@ export const detail = {
   async refreshRuns() {
     if (this.runsPending) return;
     this.runsPending = true;
+    const gen = this.gen;
     try {
-      this.runs = await api(`/api/cards/${encodeURIComponent(this.id)}/runs`);
+      const runs = await api(`/api/cards/${encodeURIComponent(this.id)}/runs`);
+      if (gen !== this.gen) return;  // another card was opened meanwhile
+      this.runs = runs;
       this.drawRuns();
     } catch (e) { /* keep the old list */ } finally { this.runsPending = false; }
   },
