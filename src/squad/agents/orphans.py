@@ -134,8 +134,20 @@ def has_children() -> bool:
 
 
 def direct_children(parent: int | None = None) -> list[int]:
-    """Pids whose parent is `parent` (default: this process), from /proc/<pid>/stat."""
+    """Pids whose parent is `parent` (default: this process): from its threads' `children` files
+    (Linux >= 3.5 with CONFIG_PROC_CHILDREN: a few small reads), else from every /proc/<pid>/stat (one
+    read per process of the machine: the supervisor's check every 0.5 s cost ~10 ms on a machine
+    running a few hundred processes)."""
     me = os.getpid() if parent is None else parent
+    try:
+        tids = os.listdir(f"/proc/{me}/task")
+        kids: list[int] = []
+        for tid in tids:
+            with open(f"/proc/{me}/task/{tid}/children", "rb") as f:
+                kids.extend(int(pid) for pid in f.read().split())
+        return kids
+    except (OSError, ValueError):  # no `children` files, or a thread gone meanwhile: the full scan
+        pass
     found: list[int] = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():

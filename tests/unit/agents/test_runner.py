@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -827,3 +828,33 @@ def test_a_leftover_claiming_to_be_a_squad_helper_is_ended_with_its_attempt(tmp_
     reaper.append(daemon)
     assert done.stdout.decode().strip() == "succeeded", done.stderr.decode()[-2000:]
     assert gone_within(daemon, 2.0)
+
+
+def test_direct_children_names_the_children_of_every_thread_and_nothing_else() -> None:
+    # Given two children of this process, one started from another thread (the kernel lists
+    # children per thread), and a grandchild
+    from squad.agents.orphans import direct_children
+
+    procs: list[subprocess.Popen[bytes]] = []
+    starter = threading.Thread(target=lambda: procs.append(subprocess.Popen(["sleep", "60"])))
+    starter.start()
+    starter.join()
+    procs.append(subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True))
+    try:
+        deadline = time.monotonic() + 10
+        while not psutil.Process(procs[1].pid).children() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        grandchildren = {p.pid for p in psutil.Process(procs[1].pid).children()}
+        assert grandchildren
+        # When this process's children are listed
+        found = set(direct_children())
+        # Expect both (and what a full scan finds: a session-wide fixture's server may be a child
+        # too), never the grandchild
+        assert {p.pid for p in procs} <= found == {p.pid for p in psutil.Process().children()}
+        assert not found & grandchildren
+    finally:
+        procs[0].kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(procs[1].pid, signal.SIGKILL)  # the shell and its grandchild
+        for proc in procs:
+            proc.wait()
