@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +29,7 @@ from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.paths import AGENTS, SRC
 from support.processes import free_port, wait_for
+from support.workers import Worker
 
 PY = sys.executable
 PROBE = str(AGENTS / "sandbox_probe.py")
@@ -428,6 +429,48 @@ command = ["{PY}", "-c", {json.dumps(GRACEFUL)}]
             proc.kill()
             proc.wait(10)
     assert store.get_card("CAN-1").status == Status.CANCELLED
+    store.dispose()
+
+
+def test_cancel_on_a_celery_worker_gives_the_sigterm_and_ends_the_sandbox_within_2_s(
+        tmp_path: Path, redis_url: str, sqlite_url: str, start_worker: Callable[..., Worker]) -> None:
+    # Given the same agent on a real worker (its pool process runs the agent)
+    (tmp_path / "squad.toml").write_text(f"""
+default_agent = "sleeper"
+[sandbox]
+kind = "bwrap"
+ro_paths = {READABLE}
+[agents.sleeper]
+command = ["{PY}", "-c", {json.dumps(GRACEFUL)}]
+""", encoding="utf-8")
+    env = squad_env(SQUAD_REDIS_URL=redis_url, SQUAD_DATABASE_URL=sqlite_url, SQUAD_MAX_RETRIES="0")
+    store = CardStore(sqlite_url)
+    store.add_cards([CardSpec(card_id="CAN-2", title="t")])
+    start_worker(env, concurrency=1)
+    workdir = tmp_path / "work" / "CAN-2"
+    orchestrator = subprocess.Popen([PY, "-m", "squad", "orchestrate", "--once", "--wait", "--mode", "celery",
+                                     "--interval", "0.2"], env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (workdir / "ns.txt").exists(), timeout=90, message="the agent to start")
+        inode = int((workdir / "ns.txt").read_text())
+        wait_for(lambda: len(namespace_processes(inode)) >= 3, timeout=30,
+                 message="bwrap's init, the agent and its child")
+        # When the card is cancelled
+        store.cancel("CAN-2")
+        # Expect the sandbox gone within the issue's 2 s, the agent having had its SIGTERM
+        try:
+            wait_for(lambda: not namespace_processes(inode), timeout=2, interval=0.05,
+                     message="every process of the sandbox to end")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; left: {describe(namespace_processes(inode))}") from None
+        assert (workdir / "term.txt").read_text() == "SIGTERM"
+        orchestrator.wait(90)
+    finally:
+        if orchestrator.poll() is None:
+            orchestrator.kill()
+            orchestrator.wait(10)
+    assert store.get_card("CAN-2").status == Status.CANCELLED
     store.dispose()
 
 
