@@ -299,6 +299,34 @@ command = ["{PY}", "-c", "open('made.txt', 'w').write('x')"]
     store.dispose()
 
 
+def test_after_approve_of_a_card_without_a_workspace_runs_in_its_folder_in_the_sandbox(tmp_path: Path) -> None:
+    # Given a reviewed card without a repository, and an after_approve hook that writes where it runs
+    probe_line = "pwd > approved.txt; cat {config} >> approved.txt 2>/dev/null || echo config=refused >> approved.txt"
+    env, store = project(tmp_path, f"""
+default_agent = "writer"
+[sandbox]
+kind = "bwrap"
+network = "off"
+ro_paths = {READABLE}
+[workspace]
+after_approve = ["sh", "-c", {json.dumps(probe_line.format(config=tmp_path / "squad.toml"))}]
+[agents.writer]
+command = ["{PY}", "-c", "open('made.txt', 'w').write('x')"]
+""")
+    store.add_cards([CardSpec(card_id="REV-1", title="t", review=True)])
+    assert run_cli(*ORCHESTRATE, env=env).returncode == 0
+    assert store.get_card("REV-1").status == Status.REVIEW
+    # When it is approved (from the project's folder, which holds squad.toml and the store)
+    res = subprocess.run([PY, "-m", "squad", "review", "approve", "REV-1"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, check=False)
+    # Expect the hook ran in the card's own folder, and saw no config
+    assert res.returncode == 0, res.stderr
+    folder = tmp_path / "work" / "REV-1"
+    assert (folder / "approved.txt").read_text().splitlines() == [str(folder.resolve()), "config=refused"]
+    assert store.get_card("REV-1").status == Status.DONE
+    store.dispose()
+
+
 def test_after_land_runs_in_the_sandbox_in_a_worktree_of_the_landed_commit_and_pushes_where_declared(
         tmp_path: Path) -> None:
     # Given a card landing on main, and an after_land hook that probes, commits on the landed commit
