@@ -6,16 +6,21 @@ tests talk to it on its Unix socket."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import psutil
 import pytest
 
+from squad.agents import egress
 from squad.agents.egress import EgressProxy
 from squad.agents.sandbox import build
 from squad.core.cards import CardSpec, Status
@@ -24,7 +29,7 @@ from squad.core.settings import SandboxConfig
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.paths import AGENTS, SRC
-from support.processes import free_port
+from support.processes import free_port, wait_for
 from support.workers import Worker
 
 PY = sys.executable
@@ -276,7 +281,11 @@ def test_the_proxy_answers_bad_requests_and_ends_with_its_attempt(tmp_path: Path
         tunnel, answer = _ask(proxy.socket_path, connect.encode())
         assert answer.startswith(b"HTTP/1.1 200"), answer
         tunnel.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert b"hello from allowed" in tunnel.recv(65536)
+        got = b""
+        while not got.endswith(b"hello from allowed"):  # the head and the body may come apart
+            more = tunnel.recv(65536)
+            assert more, got
+            got += more
         # a plain http request with a body goes on to the server, and its answer comes back
         post, answer = _ask(proxy.socket_path, f"POST http://127.0.0.1:{allowed.port}/x HTTP/1.1\r\nHost: x\r\n"
                                                "Content-Length: 5\r\n\r\nhello".encode())
@@ -310,3 +319,62 @@ def test_the_proxy_answers_bad_requests_and_ends_with_its_attempt(tmp_path: Path
     assert lines[-1] == ("INFO", "sandbox: egress proxy: 2 connection(s) allowed, 1 refused")
     tunnel.close()
     silent.close()
+
+
+def test_a_worker_killed_while_its_proxy_serves_leaves_a_folder_the_next_pool_process_removes(
+        tmp_path: Path, redis_url: str, sqlite_url: str, start_worker: Callable[..., Worker],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a real worker whose temporary directory holds, besides what it makes: the folder of a
+    # live proxy (this process's) and one named after a gone process but locked (a live owner in
+    # another PID namespace sharing the directory)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    live = EgressProxy([])
+    live_folder = live.start()
+    gone = subprocess.Popen([PY, "-c", "pass"])
+    gone.wait()
+    foreign = tmp / f"{egress.FOLDER_PREFIX}{gone.pid}-abc123"
+    foreign.mkdir(mode=0o700)
+    held = egress._lock(foreign)
+    (tmp_path / "squad.toml").write_text(f"""
+default_agent = "sleeper"
+[sandbox]
+kind = "bwrap"
+network = "allow"
+[agents.sleeper]
+command = ["{PY}", "-c", "import time; time.sleep(120)"]
+""", encoding="utf-8")
+    env = squad_env(SQUAD_REDIS_URL=redis_url, SQUAD_DATABASE_URL=sqlite_url, SQUAD_MAX_RETRIES="0", TMPDIR=str(tmp))
+    store = CardStore(sqlite_url)
+    store.add_cards([CardSpec(card_id="KILL-1", title="t")])
+    worker = start_worker(env, concurrency=1)
+    orchestrate = subprocess.Popen([PY, "-m", "squad", "orchestrate", "--once", "--mode", "celery"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        orchestrate.wait(120)
+
+        def made() -> list[Path]:
+            return [p for p in tmp.glob(egress.FOLDER_PREFIX + "*") if p not in (live_folder, foreign)]
+
+        wait_for(made, 120, message="the attempt's proxy folder")
+        [folder] = made()
+        pool_pid = int(folder.name.removeprefix(egress.FOLDER_PREFIX).split("-")[0])
+        assert pool_pid in [p.pid for p in psutil.Process(worker.proc.pid).children(recursive=True)], folder
+        assert (folder / egress.SOCKET_NAME).exists()
+        # When its pool process is SIGKILLed (Celery starts another one)
+        os.kill(pool_pid, signal.SIGKILL)
+        # Expect its folder removed by the next pool process, the live and the locked ones kept
+        wait_for(lambda: not folder.exists(), 120, message="the dead pool process's proxy folder removed")
+        assert (live_folder / egress.SOCKET_NAME).exists()
+        assert foreign.is_dir()
+        # and once no process holds the lock, that one goes too (the local orchestrator's cleanup)
+        os.close(held)
+        assert egress.remove_leftovers(tmp) == [foreign]
+        assert live_folder.exists() and egress.remove_leftovers(tmp) == []
+    finally:
+        if orchestrate.poll() is None:
+            orchestrate.kill()
+        live.close()
+        store.dispose()
+    assert not live_folder.exists()

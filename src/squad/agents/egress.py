@@ -12,6 +12,11 @@ one request per connection). The target, as the agent named it, must match `allo
 resolves and connects from the worker's side: it sees host names and ports, never what goes
 through a tunnel. Every wait is bounded: the request head (`HEAD_TIMEOUT_S`), resolving and
 connecting (`CONNECT_TIMEOUT_S`), and the whole proxy ends with the attempt (`close`).
+
+Its folder is named after the process that runs it (`squad-egress-<pid>-…`), which holds a lock
+on it (`flock`) while it serves. A process killed meanwhile (SIGKILL, a crash) cannot remove it:
+`remove_leftovers`, called where agents start being run (a worker's pool process, the local
+orchestrator), removes the folders whose owner is gone and whose lock nobody holds.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import fcntl
+import os
+import re
 import shutil
 import socket
 import tempfile
@@ -33,12 +41,15 @@ import structlog
 
 from squad.core.hostpatterns import HostPattern, allowed, parse_authority
 
-__all__ = ["SOCKET_NAME", "EgressProxy"]
+__all__ = ["FOLDER_PREFIX", "SOCKET_NAME", "EgressProxy", "remove_leftovers"]
 
 log = structlog.get_logger(__name__)
 
 #: The proxy's socket, in its private folder (bound into the sandbox at the same path)
 SOCKET_NAME = "proxy.sock"
+#: The proxy's folder in the temporary directory: this prefix, the owner's pid, `-`, random letters
+FOLDER_PREFIX = "squad-egress-"
+_FOLDER_NAME = re.compile(re.escape(FOLDER_PREFIX) + r"(\d+)-\w+")
 HEAD_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 5.0
@@ -70,6 +81,7 @@ class EgressProxy:
         self.patterns = patterns
         self.log_line = log_line
         self.folder: Path | None = None
+        self._folder_lock: int | None = None  # held while serving: the folder's owner is alive
         self.allowed_count = 0
         self.refused_count = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,14 +97,15 @@ class EgressProxy:
 
     def start(self) -> Path:
         """Listen on a socket in a new private folder (returned; bind it into the sandbox) and serve."""
-        self.folder = Path(tempfile.mkdtemp(prefix="squad-egress-"))  # 0700, ours alone
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))  # 0700, ours alone
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            self._folder_lock = _lock(self.folder)
             listener.bind(str(self.socket_path))
             listener.listen(MAX_CONNECTIONS)
         except OSError:
             listener.close()
-            shutil.rmtree(self.folder, ignore_errors=True)
+            self._remove_folder()
             raise
         # listening before the sandbox starts: its first connection queues, no readiness wait
         self._loop = asyncio.new_event_loop()
@@ -114,12 +127,18 @@ class EgressProxy:
         if self._executor is not None:  # a look-up stuck in the resolver ends with its own timeout
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        self._remove_folder()
         hidden = self.refused_count - REFUSALS_SHOWN
         if self.allowed_count or self.refused_count:
             self._line("INFO", f"sandbox: egress proxy: {self.allowed_count} connection(s) allowed, "
                                f"{self.refused_count} refused" + (f" ({hidden} not shown)" if hidden > 0 else ""))
+
+    def _remove_folder(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        if self._folder_lock is not None:
+            os.close(self._folder_lock)
+            self._folder_lock = None
 
     # ---- the proxy's thread -----------------------------------------------------------------
     def _serve(self, listener: socket.socket) -> None:
@@ -259,6 +278,59 @@ class EgressProxy:
             self.log_line(level, message)
         except Exception:  # a log sink failing must not end the proxy
             log.exception("egress proxy could not log", message=message)
+
+
+def remove_leftovers(folder: Path | None = None) -> list[Path]:
+    """Remove the proxy folders (in `folder`, default the temporary directory) that a process killed
+    while serving left behind; returns them. A folder is left alone unless it is this user's, its
+    owner (the pid in its name) is gone or a zombie, and no process holds its lock (a live owner in
+    another PID namespace sharing the folder still does)."""
+    top = Path(folder or tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        entries = [entry for entry in os.scandir(top) if entry.name.startswith(FOLDER_PREFIX)]
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _FOLDER_NAME.fullmatch(entry.name)
+        try:
+            if (match is None or not entry.is_dir(follow_symlinks=False)
+                    or entry.stat(follow_symlinks=False).st_uid != os.geteuid() or _running(int(match[1]))):
+                continue
+            fd = _lock(Path(entry.path))
+        except OSError:  # gone meanwhile, or locked: its owner serves
+            continue
+        try:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("removed egress proxy folders left by dead processes", folders=[str(p) for p in removed])
+    return removed
+
+
+def _lock(folder: Path) -> int:
+    """An open descriptor of `folder` holding its exclusive lock; OSError when another holds it."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` names a process that is not a zombie (this one included)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # unreadable: someone's, leave its folder alone
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 def _target(request: h11.Request) -> tuple[str, int, bytes | None]:

@@ -128,9 +128,11 @@ def orchestrate(
                             report_first_pass=orch.dispatcher.mode == "celery")
 
     if orch.dispatcher.runs_agents:
+        from squad.agents.egress import remove_leftovers
         from squad.agents.orphans import own_all_orphans
 
         own_all_orphans()  # this process runs agents: what they leave behind is ended with them
+        remove_leftovers()  # proxy folders of a local orchestrator killed while its attempt ran
 
     stopped_by: list[int] = []
 

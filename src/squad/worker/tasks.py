@@ -13,7 +13,7 @@ from celery import Task
 from celery.exceptions import Ignore
 from celery.signals import celeryd_after_setup, worker_before_create_process, worker_process_init
 
-from squad.agents import orphans
+from squad.agents import egress, orphans
 from squad.attempt.run import AttemptContext, run_card
 from squad.core.constants import (
     CLEANUP_TASK_NAME,
@@ -62,6 +62,7 @@ def _reset_after_fork(**_: Any) -> None:
     _state.clear()
     # A pool process runs nothing but attempts: anything it adopts was left by one of its agents.
     orphans.own_all_orphans()
+    egress.remove_leftovers()  # a pool process killed while its proxy served (this one may replace it)
 
 
 class ProgressReportingTask(Task):
