@@ -366,22 +366,29 @@ class _Acceptor:
 
     def _run(self) -> None:
         while True:
-            ready = self.selector.select()
-            with self.lock:
-                for key, _mask in ready:
-                    if key.data is None:  # the wake pipe: the set of sockets changed
-                        with contextlib.suppress(BlockingIOError, OSError):
-                            os.read(self.wake_r, 4096)
-                        continue
-                    if self.selector.get_map().get(key.fd) is not key:  # removed meanwhile
-                        continue
-                    try:
-                        conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
-                    except OSError:  # nothing waiting any more (the caller gave up), or closed
-                        continue
-                    conn.setblocking(True)
-                    try:
-                        key.data(conn)
-                    except Exception:  # never the acceptor thread's end
-                        log.exception("channel connection not handled")
-                        conn.close()
+            try:
+                self._once()
+            except Exception:  # never the acceptor's end: every later channel would go unanswered
+                log.exception("channel acceptor: unexpected error")
+                time.sleep(CANCEL_POLL_S)
+
+    def _once(self) -> None:
+        ready = self.selector.select()
+        with self.lock:
+            for key, _mask in ready:
+                if key.data is None:  # the wake pipe: the set of sockets changed
+                    with contextlib.suppress(BlockingIOError, OSError):
+                        os.read(self.wake_r, 4096)
+                    continue
+                if self.selector.get_map().get(key.fd) is not key:  # removed meanwhile
+                    continue
+                try:
+                    conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                except OSError:  # nothing waiting any more (the caller gave up), or closed
+                    continue
+                conn.setblocking(True)
+                try:
+                    key.data(conn)
+                except Exception:  # a handler's bug: the connection goes, the acceptor stays
+                    log.exception("channel connection not handled")
+                    conn.close()
