@@ -227,6 +227,8 @@ def test_two_cards_editing_the_same_line_land_one_after_the_other_the_second_res
     prompt = m.prompt("B", 2)
     assert "## Conflicts with the base branch" in prompt and "- shared.txt" in prompt
     assert m.mark("B", 2)["resolved"] == ["shared.txt"]
+    first = m.store.list_runs("B")[0]  # the landing's lines are on the landed run's archived log
+    assert "landing: conflict with main: shared.txt; back to its agent" in m.store.run_log(first.id)
     shared = m.remote_show("main", "shared.txt")
     assert "A was here" in shared and "B was here" in shared and "<<<<<<<" not in shared
     landed = {cid: [r.landed_commit for r in m.store.list_runs(cid) if r.landed_commit] for cid in ("A", "B")}
@@ -250,6 +252,10 @@ def test_a_verify_failure_after_a_clean_merge_goes_back_to_the_agent(tmp_path: P
     runs = m.store.list_runs("B")
     assert runs[0].verify_exit == 1 and "VERIFY-FAIL A.txt: 1 line(s), want 2" in (runs[0].verify_output or "")
     assert "## Verify failed" in m.prompt("B", 2) and "VERIFY-FAIL A.txt" in m.prompt("B", 2)
+    archived = m.store.run_log(runs[0].id)  # the landing's verify, summed up, on the run's archived log
+    assert "[verify] VERIFY-FAIL A.txt: 1 line(s), want 2" in archived
+    assert "landing: verify failed (exit 1) on the landed result; back to its agent" in archived
+    assert f"landed {runs[-1].landed_commit[:12]} on main" in m.store.run_log(runs[-1].id)
     assert runs[-1].verify_exit == 0 and runs[-1].landed_commit == m.remote_head()
     assert m.remote_show("main", "A.txt") == "A attempt 1\nfixed by B\n"
     m.user_untouched()
@@ -271,6 +277,8 @@ def test_without_a_remote_base_checked_out_by_the_user_stays_landing_with_one_li
     assert card.last_error == (f"cannot land: base main is checked out in {m.user.resolve()}, which squad does not "
                                "change; set [workspace] remote, or check out another branch there")
     m.user_untouched()  # HEAD, index and files as they were, though the refused landing was on this clone
+    archived = m.store.run_log(m.store.list_runs("A")[-1].id)  # said once, not on every pass
+    assert archived.count("cannot land: base main is checked out in") == 1, archived
     show = run_cli("review", "show", "A", "--stat", env=m.env(m.user))
     assert "status LANDING" in show.stdout and "last error: cannot land: base main is checked out" in show.stdout
     # the user moves their checkout elsewhere: `squad land` lands it by hand (squash: one commit on main)
@@ -321,6 +329,62 @@ def test_the_lander_killed_mid_landing_leaves_base_before_and_the_train_goes_on(
     assert [r.landed_commit for r in m.store.list_runs("A") if r.landed_commit]
     assert git(["fsck", "--no-progress"], m.origin) == ""
     assert head != before
+    m.user_untouched()
+    m.store.dispose()
+
+
+def test_the_lander_killed_after_base_moved_before_done_is_finished_once_by_the_next(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"  # the hook writes there: a sandbox, where one is on, declares it
+    hook = json.dumps([*GATE, str(marks), "afterland", "release-hook"])
+    m = Machines(tmp_path, workspace_toml=f'land = "merge"\nafter_land = {hook}',
+                 agents_toml=f'[sandbox]\nrw_paths = ["{marks}"]')
+    one, two = m.clone("one"), m.clone("two")
+    m.seed({"card_id": "A"}, {"card_id": "B"})
+    lander = m.start_orchestrator(one, "orch-one")
+    try:  # the first card's after_land hook blocks on a gate: base has moved, the card is not DONE yet
+        wait_for(lambda: (marks / "afterland-started").exists(), 120, message="the first after_land hook started")
+        first = (marks / "afterland-started").read_text()  # whichever attempt finished first landed first
+        second = {"A": "B", "B": "A"}[first]
+        wait_for(lambda: m.store.get_card(second).status == Status.LANDING, 120,
+                 message=f"{second} waiting in the train behind {first}")
+        moved = m.remote_head()
+        kill_tree(lander, sig=signal.SIGKILL)  # kill -9 between base moved and DONE
+    finally:
+        if lander.poll() is None:
+            kill_tree(lander)
+    assert m.store.get_card(first).status == Status.LANDING
+    [run] = [r for r in m.store.list_runs(first) if r.landed_commit]
+    assert run.landed_commit == moved and moved != m.initial  # base moved: the merge is on the remote
+    (marks / "release-hook").write_text("go")
+    killed_at = time.monotonic()
+    proc = m.orchestrate(two)  # another machine's lander takes the train over once the lease ran out
+    print(f"figure: lander killed after base moved -> {first} finished, {second} landed in "
+          f"{time.monotonic() - killed_at:.1f} s")
+    assert proc.returncode == 0, proc.stderr
+    assert m.store.get_card(first).status == m.store.get_card(second).status == Status.DONE
+    # the first card landed once: the commit already on base is its landed commit, no second merge of it
+    assert [r.landed_commit for r in m.store.list_runs(first) if r.landed_commit] == [moved]
+    subjects = git(["log", "--format=%s", "main"], m.origin).splitlines()
+    assert sum(s.startswith(f"squad: land {first}:") for s in subjects) == 1, subjects
+    assert sum(s == f"squad: {first} attempt 1" for s in subjects) == 1, subjects
+    [next_landed] = [r.landed_commit for r in m.store.list_runs(second) if r.landed_commit]
+    assert next_landed == m.remote_head() and git(["rev-parse", f"{next_landed}^1"], m.origin).strip() == moved
+    assert m.remote_show("main", "A.txt") == "A attempt 1\n" and m.remote_show("main", "B.txt") == "B attempt 1\n"
+    assert git(["fsck", "--no-progress"], m.origin) == ""
+    # after_land ran again (docs/workspaces.md): the killed run started, the next lander's ran to its end
+    hook_runs = [line.split()[:2] for line in (marks / "afterland.log").read_text().splitlines()]
+    assert hook_runs.count(["start", first]) == 2 and hook_runs.count(["end", first]) == 1, hook_runs
+    assert hook_runs.count(["start", second]) == hook_runs.count(["end", second]) == 1, hook_runs
+    # both landers' lines are on the run's archived log, not only on the live log
+    archived = m.store.run_log(run.id)
+    sha = moved[:12]
+    assert f"landing squad/{first} on main (merge)" in archived
+    assert f"landed {sha} on main\n" in archived + "\n"
+    assert f"landed {sha} on main (found on base)" in archived
+    assert f"[after_land] landing of {first} verified" in archived
+    assert archived.index(f"landed {sha} on main\n") < archived.index("(found on base)")
+    shown = run_cli("logs", first, "--run", str(run.attempt), env=m.env(two))
+    assert shown.returncode == 0 and f"landed {sha} on main (found on base)" in shown.stdout, shown.stderr
     m.user_untouched()
     m.store.dispose()
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import shutil
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from squad.agents.runner import expand_argv
 from squad.attempt.agent_env import agent_environment
+from squad.attempt.archive import LogArchive
 from squad.attempt.hooks import card_sandbox, run_hook
 from squad.attempt.verify import run_verify, verify_argv
 from squad.attempt.workspaces import (
@@ -47,7 +48,7 @@ from squad.core.cards import Card, Status
 from squad.core.errors import SquadError
 from squad.core.retries import RetryPolicy
 from squad.core.settings import Settings
-from squad.live.events import EventBus, iso_now, log_event, status_event
+from squad.live.events import EventBus, format_log_line, iso_now, log_event, status_event
 from squad.store.card_store import CardStore
 
 log = structlog.get_logger(__name__)
@@ -57,24 +58,57 @@ __all__ = ["LANDING_DIR", "land_ready", "train_of"]
 LANDING_DIR = ".landing"  # under SQUAD_WORKDIR: the worktrees landings are made in
 #: trains looked at per `land_ready` call at most (each round lands at most one card per train)
 MAX_ROUNDS = 1000
+#: what the run's archived log keeps of one command's output (verify, after_land): its head and tail
+OUTPUT_ARCHIVE_BYTES = 64 * 1024
 
 
 @dataclass
 class Lander:
-    """One process landing cards: who it is (the train's holder) and where it reports."""
+    """One process landing cards: who it is (the train's holder) and where it reports.
+
+    Its lines go to the card's live log and, durably, to the archived log of the run being landed
+    (after the attempt's own lines): the lander's own lines at once, a command's output (bounded,
+    head and tail) once the command ended."""
 
     settings: Settings
     store: CardStore
     events: EventBus | None
     holder: str
+    runs: dict[str, int] = field(default_factory=dict)  # card -> the run its landing lines are archived on
+    outputs: dict[str, LogArchive] = field(default_factory=dict)  # card -> command output not archived yet
 
-    def line(self, card_id: str, level: str, message: str) -> None:
-        """One line on the card's live log (and the process's own log)."""
+    def _live(self, card_id: str, level: str, message: str) -> str:
+        """One line on the card's live log (and the process's own log); its timestamp."""
         log.info("landing", card_id=card_id, level=level, message=message)
+        ts = iso_now()
         if self.events is not None:
-            ts = iso_now()
             self.events.append_logs(card_id, None, [(ts, level, message)],
                                     [log_event(card_id, "", level=level, message=message, timestamp=ts)])
+        return ts
+
+    def line(self, card_id: str, level: str, message: str) -> None:
+        """One line of the lander's own: live, and at once on the run's archived log."""
+        ts = self._live(card_id, level, message)
+        self.flush(card_id, format_log_line(ts, level, message))
+
+    def output(self, card_id: str, level: str, message: str) -> None:
+        """One line of a command the landing runs: live, archived with `flush`."""
+        ts = self._live(card_id, level, message)
+        if card_id in self.runs:
+            archive = self.outputs.setdefault(card_id, LogArchive(OUTPUT_ARCHIVE_BYTES))
+            archive.add(format_log_line(ts, level, message))
+
+    def flush(self, card_id: str, extra: str = "") -> None:
+        """Append the command output kept so far (and `extra`) to the run's archived log."""
+        run_id = self.runs.get(card_id)
+        if run_id is None:
+            return
+        pending = self.outputs.pop(card_id, None)
+        text = "\n".join(part for part in (pending.text() if pending else "", extra) if part)
+        try:
+            self.store.append_run_log(run_id, text)
+        except Exception as exc:  # a store blip costs the archived copy only: the live log has it
+            log.warning("landing lines not archived", card_id=card_id, error=str(exc))
 
     def status(self, card_id: str, status: Status, error: str | None = None) -> None:
         if self.events is not None:
@@ -183,6 +217,8 @@ def _land(lander: Lander, card: Card, ws: Workspace, lease: _TrainLease) -> Stat
     settings, store, cid = lander.settings, lander.store, card.card_id
     mode = land_mode(settings, card)
     run = store.latest_workspace_run(cid)
+    if run is not None:
+        lander.runs[cid] = run.id
     try:
         base = base_branch(ws)
         if ws.remote:
@@ -194,14 +230,12 @@ def _land(lander: Lander, card: Card, ws: Workspace, lease: _TrainLease) -> Stat
             if (user_tree := _base_checked_out_by_user(settings, ws, base)) is not None:
                 error = (f"cannot land: base {base} is checked out in {user_tree}, which squad does not change; "
                          f"set [workspace] remote, or check out another branch there")
-                if store.note_landing(cid, error):
-                    lander.line(cid, "ERROR", error)
+                _cannot_land(lander, cid, error)
                 return None
             base_commit = git(["rev-parse", "--verify", f"refs/heads/{base}^{{commit}}"], ws.repo).strip()
             head = git(["rev-parse", "--verify", f"refs/heads/{ws.branch}^{{commit}}"], ws.repo).strip()
     except SquadError as exc:
-        store.note_landing(cid, f"cannot land: {exc}")
-        lander.line(cid, "ERROR", f"cannot land: {exc}")
+        _cannot_land(lander, cid, f"cannot land: {exc}")
         return None
     # A lander killed after moving base and before recording DONE: base already holds the commit.
     if run is not None and run.landed_commit and is_ancestor(ws.repo, run.landed_commit, base_commit):
@@ -218,8 +252,7 @@ def _land(lander: Lander, card: Card, ws: Workspace, lease: _TrainLease) -> Stat
         result, conflicts = _apply(mode, tree, card, ws, head, base_commit)
     except SquadError as exc:
         _drop_tree(ws, tree)
-        store.note_landing(cid, f"cannot land: {exc}")
-        lander.line(cid, "ERROR", f"cannot land: {exc}")
+        _cannot_land(lander, cid, f"cannot land: {exc}")
         return None
     if conflicts:
         _drop_tree(ws, tree)
@@ -232,15 +265,15 @@ def _land(lander: Lander, card: Card, ws: Workspace, lease: _TrainLease) -> Stat
                                log=lambda level, msg: lander.line(cid, level, msg))
         except SquadError as exc:
             _drop_tree(ws, tree)
-            store.note_landing(cid, f"cannot land: {exc}")
-            lander.line(cid, "ERROR", f"cannot land: {exc}")
+            _cannot_land(lander, cid, f"cannot land: {exc}")
             return None
         try:
             checked = run_verify(verify, cwd=tree, env=env, timeout_s=settings.workspace.verify_timeout,
-                                 on_line=lambda level, msg: lander.line(cid, level, msg),
+                                 on_line=lambda level, msg: lander.output(cid, level, msg),
                                  stop=lambda: "train lost" if lease.lost.is_set() else None, sandbox=box)
         finally:
             box.close()
+            lander.flush(cid)
         if run is not None:
             store.set_run_landing(run.id, verify_exit=checked.exit_code, verify_output=checked.output)
         if not checked.passed:
@@ -264,6 +297,13 @@ def _land(lander: Lander, card: Card, ws: Workspace, lease: _TrainLease) -> Stat
         return None
     _drop_tree(ws, tree)
     return _done(lander, card, ws, run.id if run else None, result, resumed=False)
+
+
+def _cannot_land(lander: Lander, card_id: str, error: str) -> None:
+    """The card stays LANDING for `error`: on the card, and one line when the reason is new (a pass
+    every fraction of a second would otherwise repeat it on the log)."""
+    if lander.store.note_landing(card_id, error):
+        lander.line(card_id, "ERROR", error)
 
 
 def _apply(mode: str, tree: Path, card: Card, ws: Workspace, head: str, base_commit: str) -> tuple[str, list[str]]:
@@ -306,7 +346,8 @@ def _done(lander: Lander, card: Card, ws: Workspace, run_id: int | None, landed_
     settings, store, cid = lander.settings, lander.store, card.card_id
     if run_id is not None:
         store.set_run_landing(run_id, landed_commit=landed_commit)
-    lander.line(cid, "INFO", f"landed as {landed_commit[:12]}" + (" (found on base)" if resumed else ""))
+    found = " (found on base)" if resumed else ""
+    lander.line(cid, "INFO", f"landed {landed_commit[:12]} on {base_branch(ws)}{found}")
     try:
         remove(settings, ws, store.save_patch, guard=lambda: store.get_card(cid).status != Status.IN_PROGRESS)
         if ws.remote and settings.workspace.delete_landed_branch:
@@ -345,9 +386,10 @@ def _after_land(lander: Lander, card: Card, ws: Workspace, landed_commit: str, h
                            log=lambda level, msg: lander.line(cid, level, msg))
         try:
             run_hook("after_land", argv, cwd=tree, env=env, timeout_s=settings.workspace.hook_timeout,
-                     on_line=lambda level, msg: lander.line(cid, level, msg), sandbox=box)
+                     on_line=lambda level, msg: lander.output(cid, level, msg), sandbox=box)
         finally:
             box.close()
+            lander.flush(cid)
     except SquadError as exc:
         lander.line(cid, "ERROR", f"hook after_land not run: {exc}")
     finally:

@@ -25,10 +25,13 @@ from sqlalchemy import (
     Text,
     Update,
     bindparam,
+    case,
     cast,
     event,
     func,
     insert,
+    literal,
+    or_,
     select,
     update,
 )
@@ -747,6 +750,16 @@ class CardStore:
         with self.tx() as conn:
             conn.execute(update(runs_t).where(runs_t.c.id == run_id).values(**values))
 
+    def append_run_log(self, run_id: int, text: str) -> None:
+        """Add lines at the end of a run's archived log (a landing's lines, after its attempt's)."""
+        if not text:
+            return
+        log_col = runs_t.c.log
+        with self.tx() as conn:
+            conn.execute(update(runs_t).where(runs_t.c.id == run_id).values(
+                log=case((or_(log_col.is_(None), log_col == ""), literal(text)),
+                         else_=log_col.concat("\n" + text))))
+
     def landed(self, card_id: str) -> bool:
         """LANDING → DONE (its base moved); False when the card is no longer LANDING."""
         with self.tx() as conn:
@@ -756,10 +769,12 @@ class CardStore:
             return res.rowcount == 1
 
     def note_landing(self, card_id: str, error: str, step: str = "cannot land") -> bool:
-        """Show why a card stays in LANDING (e.g. base checked out in the user's own working tree)."""
+        """Show why a card stays in LANDING (e.g. base checked out in the user's own working tree);
+        False when the card is not LANDING or already shows that reason (said once, not every pass)."""
         with self.tx() as conn:
             res = conn.execute(update(cards_t).where(cards_t.c.card_id == card_id)
                                .where(cards_t.c.status == Status.LANDING.value)
+                               .where(or_(cards_t.c.last_error.is_(None), cards_t.c.last_error != error))
                                .values(last_error=error, current_step=step, updated_at=now_s()))
             return res.rowcount == 1
 
