@@ -603,3 +603,27 @@ def test_the_migrated_schema_matches_the_table_definitions(store: CardStore) -> 
         tables = set(sa.inspect(conn).get_table_names()) - {"alembic_version"}
     assert diffs == []
     assert tables == set(metadata.tables)
+
+
+def test_landing_lines_append_to_a_runs_archived_log_and_a_reason_to_stay_landing_is_noted_once(
+        store: CardStore) -> None:
+    store.add_cards([spec("L"), spec("E")])
+    claim = start(store, "L")
+    outcome = RunOutcome(succeeded=True, error=None, exit_code=0, log="line one\nline two")
+    assert store.finish(claim, outcome, RetryPolicy.fixed(0, delay_s=60), land=True) == Status.LANDING
+    store.append_run_log(claim.run_id, "landing one")
+    store.append_run_log(claim.run_id, "")  # nothing to add: unchanged
+    store.append_run_log(claim.run_id, "landed 0123456789ab on main\n[after_land] ok")
+    assert store.run_log(claim.run_id) == ("line one\nline two\nlanding one\n"
+                                           "landed 0123456789ab on main\n[after_land] ok")
+    # a run whose attempt left no log: the landing's lines are the whole log, without a blank first line
+    empty = start(store, "E")
+    store.finish(empty, RunOutcome(succeeded=True, error=None, exit_code=0, log=""), RetryPolicy.fixed(0, delay_s=60),
+                 land=True)
+    store.append_run_log(empty.run_id, "landing E")
+    assert store.run_log(empty.run_id) == "landing E"
+    assert store.note_landing("L", "cannot land: why")
+    assert not store.note_landing("L", "cannot land: why")  # said once, not on every pass
+    assert store.note_landing("L", "cannot land: another reason")
+    assert store.get_card("L").last_error == "cannot land: another reason"
+    assert store.landed("L") and not store.note_landing("L", "cannot land: why")  # no longer LANDING
