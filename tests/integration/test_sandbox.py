@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
 import pytest
 
 from squad.agents.parsers import make_parser
@@ -628,3 +629,72 @@ command = ["{PY}", "{AGENTS / 'mcp_agent.py'}", "{workdir / 'plan.json'}", "{wor
     record = json.loads((workdir / "MCP-1.1.json").read_text())
     assert record["note"]["error"] is False, record
     store.dispose()
+
+
+def test_many_fast_sandboxed_cards_leave_no_zombie_in_the_local_orchestrator(tmp_path: Path) -> None:
+    # Given a local orchestrator (not a worker: nothing but the runner reaps its adopted children)
+    # and agents that exit at once, before the runner's first look at the sandbox's processes
+    env, store = project(tmp_path, f"""
+default_agent = "quick"
+[sandbox]
+kind = "bwrap"
+network = "off"
+[agents.quick]
+command = ["{PY}", "-c", "pass"]
+""")
+    cards = 20
+    store.add_cards([CardSpec(card_id=f"QUICK-{n}", title="t") for n in range(cards)])
+    orchestrator = subprocess.Popen([PY, "-m", "squad", "orchestrate", "--mode", "local", "--interval", "0.2"],
+                                    env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        # When every card has run
+        wait_for(lambda: store.count_by_status()[Status.DONE.value] == cards or orchestrator.poll() is not None,
+                 300, message="every card DONE")
+        assert orchestrator.poll() is None, orchestrator.stderr.read() if orchestrator.stderr else ""
+        # Expect no child of the orchestrator left, a zombie least of all
+        left = [(p.pid, p.status()) for p in psutil.Process(orchestrator.pid).children()]
+        assert left == [], left
+    finally:
+        orchestrator.terminate()
+        orchestrator.wait(60)
+        store.dispose()
+
+
+#: run_agent in a process that adopts orphans but is not dedicated to agents (so no sweep of
+#: unknown children at an attempt's end): fast sandboxed agents, then its children as JSON
+FAST_AGENTS = """
+import json, sys, psutil
+from pathlib import Path
+from squad.agents import orphans
+from squad.agents.parsers import make_parser
+from squad.agents.runner import Limits, run_agent
+from squad.agents.sandbox import build
+from squad.core.settings import SandboxConfig
+
+class Watch:
+    pausing = None
+    def on_line(self, level, message): pass
+    def on_progress(self, progress, step): pass
+    def stop_reason(self): return None
+
+orphans.become_subreaper()
+folder = Path(sys.argv[1])
+for n in range(int(sys.argv[2])):
+    box = build(SandboxConfig(kind="bwrap"), workdir=folder, program=sys.executable)
+    result = run_agent([sys.executable, "-c", "pass"], cwd=folder, env={"PATH": "/usr/bin:/bin", "HOME": str(folder)},
+                       stdin_data=None, parser=make_parser("plain"), limits=Limits(600, 600), observer=Watch(),
+                       sandbox=box)
+    assert result.outcome == "succeeded", result
+    box.close()
+print(json.dumps([[p.pid, p.status()] for p in psutil.Process().children()]))
+"""
+
+
+def test_agents_exiting_at_once_leave_no_zombie_even_where_unknown_children_are_not_swept(tmp_path: Path) -> None:
+    # Given a process that adopts orphans (as every process running agents does) but does not end
+    # unknown children at an attempt's end (only workers and the local orchestrator do)
+    # When it runs 20 sandboxed agents that exit at once (bwrap leaves before the sandbox's init)
+    res = subprocess.run([PY, "-c", FAST_AGENTS, str(tmp_path), "20"], capture_output=True, text=True, timeout=300)
+    # Expect every init reaped: no child left, a zombie least of all (bwrap reports its init at once)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [], res.stdout

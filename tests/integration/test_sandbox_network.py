@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -323,12 +324,12 @@ def test_the_proxy_answers_bad_requests_and_ends_with_its_attempt(tmp_path: Path
 
 def test_a_worker_killed_while_its_proxy_serves_leaves_a_folder_the_next_pool_process_removes(
         tmp_path: Path, redis_url: str, sqlite_url: str, start_worker: Callable[..., Worker],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     # Given a real worker whose temporary directory holds, besides what it makes: the folder of a
     # live proxy (this process's) and one named after a gone process but locked (a live owner in
     # another PID namespace sharing the directory)
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix="sq-"))  # short: a Unix socket's path has at most 107 bytes
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     live = EgressProxy([])
     live_folder = live.start()

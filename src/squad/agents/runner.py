@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from squad.agents import orphans
 from squad.agents.parsers import ProgressParser
 from squad.agents.prompts import write_prompt_file
-from squad.agents.sandbox import Sandbox, init_of, reap_init, signal_inside
+from squad.agents.sandbox import Sandbox, init_of, read_init, reap_init, signal_inside
 from squad.core.cards import Usage
 from squad.core.constants import CANCEL_POLL_S, KILL_GRACE_S, LOG_LINE_MAX_BYTES, MAX_LINE_BYTES
 from squad.core.settings import AgentConfig, AgentRlimits
@@ -176,8 +176,12 @@ def run_agent(
     marker = full_env.setdefault(orphans.MARKER_ENV, f"run-{uuid.uuid4().hex}")
     orphans.become_subreaper()
     orphans.hide_environment()  # the agent must not read our secrets from /proc/$PPID/environ
+    sandboxed = sandbox is not None and bool(sandbox.prefix)
+    report = os.pipe() if sandboxed else None  # bwrap says which process is the sandbox's init
     try:
         program = _resolve(argv[0], cwd, full_env.get("PATH", os.defpath))
+        if sandbox is not None and report is not None:
+            sandbox = sandbox.reporting_to(report[1])
         wrapper, preexec = _wrapper(rlimits, sandbox)
         proc = orphans.spawn(lambda: subprocess.Popen(
             [*wrapper, *(sandbox.prefix if sandbox is not None else []), program, *argv[1:]],
@@ -189,17 +193,25 @@ def run_agent(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             preexec_fn=preexec,  # None unless setpriv/prlimit are missing: then a full fork
+            pass_fds=report[1:] if report is not None else (),
         ), marker)
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        if report is not None:
+            os.close(report[0])
         return AgentResult(
             outcome="spawn_failed",
             exit_code=None,
             error=f"cannot start agent: {_describe(exc)}",
             usage=parser.usage,
         )
+    finally:
+        if report is not None:
+            os.close(report[1])
     try:
-        return _AgentWatch(proc, stdin_data, parser, limits, observer, started, marker,
-                           sandboxed=sandbox is not None and bool(sandbox.prefix)).run()
+        watch = _AgentWatch(proc, stdin_data, parser, limits, observer, started, marker, sandboxed=sandboxed)
+        if report is not None:
+            watch.sandbox_init = read_init(report[0])
+        return watch.run()
     finally:
         orphans.unregister(proc.pid, marker)
 

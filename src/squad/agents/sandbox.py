@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import resource
 import select
@@ -30,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -41,7 +43,7 @@ from squad.core.hostpatterns import parse_pattern
 from squad.core.settings import AgentConfig, SandboxConfig, Settings
 
 __all__ = ["Sandbox", "SandboxError", "build", "config_for", "effective_kind", "for_attempt", "for_command",
-           "init_of", "members", "preset_hosts", "preset_paths", "probe", "reap_init", "signal_inside"]
+           "init_of", "members", "preset_hosts", "preset_paths", "probe", "read_init", "reap_init", "signal_inside"]
 
 PROBE_TIMEOUT_S = 10.0
 _TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"
@@ -90,12 +92,20 @@ def probe(configured: str | None = None) -> str | None:
     binary = bwrap_path(configured)
     if binary is None:
         return "bwrap is not installed (Debian package bubblewrap)"
+    report, into = os.pipe()  # its init may outlive bwrap: reaped here, not left a zombie of a subreaper
     try:
         proc = subprocess.run([binary, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--unshare-pid",
-                               "--unshare-net", "--die-with-parent", "--new-session", "--", "/bin/true"],
+                               "--unshare-net", "--die-with-parent", "--new-session", "--info-fd", str(into),
+                               "--", "/bin/true"], pass_fds=(into,),
                               capture_output=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
+        os.close(report)
         return f"bwrap does not run: {exc}"
+    finally:
+        os.close(into)
+    init = read_init(report, timeout_s=0.0)  # bwrap has ended: all it wrote is there
+    if init is not None:
+        reap_init(*init, timeout_s=PROBE_TIMEOUT_S)
     if proc.returncode != 0:
         lines = proc.stderr.decode(errors="replace").strip().splitlines()
         return f"bwrap does not work here: {lines[-1] if lines else f'exit code {proc.returncode}'}"
@@ -190,6 +200,14 @@ class Sandbox:
             return self
         at = self.bind_at
         return replace(self, prefix=[*self.prefix[:at], "--bind", path, path, *self.prefix[at:]], bind_at=at + 3)
+
+    def reporting_to(self, fd: int) -> Sandbox:
+        """This sandbox with bwrap writing its init (pid, PID namespace) to `fd` as soon as it made
+        them (`--info-fd`, read with `read_init`); pass `fd` to the child. Closing stays this one's."""
+        if not self.prefix:
+            return self
+        at = self.bind_at
+        return replace(self, prefix=[*self.prefix[:at], "--info-fd", str(fd), *self.prefix[at:]], bind_at=at + 2)
 
     def close(self) -> None:
         """Stop the egress proxy and remove the attempt's cgroups (their processes are gone by now)."""
@@ -324,6 +342,30 @@ def init_of(outer_pid: int) -> tuple[int, int] | None:
     return init, inode
 
 
+def read_init(fd: int, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[int, int] | None:
+    """The sandbox's init (its pid as the machine numbers it, its PID namespace's inode) from what
+    bwrap wrote to `fd` (`Sandbox.reporting_to`), which this closes; None if bwrap ended before
+    making it, or said nothing within `timeout_s`.
+
+    bwrap writes it right after creating the namespace and closes the pipe (so does the init):
+    known before the command inside runs, so an agent that exits at once still has its init
+    reaped, which `init_of` (a look at bwrap's children) would miss once bwrap is gone."""
+    data = b""
+    try:
+        deadline = time.monotonic() + timeout_s
+        while select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+        info = json.loads(data)
+        return int(info["child-pid"]), int(info["pid-namespace"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    finally:
+        os.close(fd)
+
+
 def members(outer_pid: int) -> tuple[int | None, list[int]]:
     """The processes of the sandbox whose `bwrap` is `outer_pid`: its PID namespace's init and every
     other process of that namespace, as the machine numbers them; (None, []) without a namespace.
@@ -356,8 +398,12 @@ def reap_init(init: int, inode: int, timeout_s: float) -> bool:
     except OSError:  # gone (reaped) already
         return True
     try:
-        if os.stat(f"/proc/{init}/ns/pid").st_ino != inode:
-            return True  # the pid names another process now
+        try:
+            if os.stat(f"/proc/{init}/ns/pid").st_ino != inode:
+                return True  # the pid names another process now
+        except OSError:  # no namespace to read: a zombie (reaped below if it is our child) or gone
+            if not _our_zombie(init):
+                return True
         if not select.select([fd], [], [], timeout_s)[0]:
             return False
         with contextlib.suppress(ChildProcessError):  # someone else's child: theirs to reap
@@ -367,6 +413,17 @@ def reap_init(init: int, inode: int, timeout_s: float) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _our_zombie(pid: int) -> bool:
+    """Whether `pid` is a zombie whose parent is this process (a sandbox's init that ended already)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return len(fields) > 1 and fields[0] == b"Z" and int(fields[1]) == os.getpid()
 
 
 @functools.cache

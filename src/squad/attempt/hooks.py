@@ -19,7 +19,7 @@ from pathlib import Path
 from squad.agents import orphans
 from squad.agents.presets import agent_for
 from squad.agents.runner import spawn_wrapper
-from squad.agents.sandbox import Sandbox, config_for, for_command, init_of, reap_init, signal_inside
+from squad.agents.sandbox import Sandbox, config_for, for_command, init_of, read_init, reap_init, signal_inside
 from squad.core.cards import Card
 from squad.core.errors import SquadError
 from squad.core.settings import SandboxConfig, Settings
@@ -52,13 +52,16 @@ class _Tail:
                     self.dropped += extra
 
 
-def _end_group(pgid: int, proc: subprocess.Popen[bytes], *, sandboxed: bool = False) -> None:
+def _end_group(pgid: int, proc: subprocess.Popen[bytes], *, sandboxed: bool = False,
+               init: tuple[int, int] | None = None) -> None:
     """SIGTERM the whole group, then SIGKILL whatever is left after a short grace.
 
     In a sandbox the group's leader is bwrap (which ends everything at once when signalled): the
-    SIGTERM goes to the processes inside instead, as for an agent (squad.agents.runner)."""
-    init = init_of(proc.pid) if sandboxed and proc.poll() is None else None
-    if not (init is not None and signal_inside(proc.pid, signal.SIGTERM)):
+    SIGTERM goes to the processes inside instead, as for an agent (squad.agents.runner). `init`:
+    the sandbox's, as bwrap reported it (else looked up while bwrap runs)."""
+    if init is None and sandboxed and proc.poll() is None:
+        init = init_of(proc.pid)
+    if not (init is not None and proc.poll() is None and signal_inside(proc.pid, signal.SIGTERM)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -96,22 +99,33 @@ def run_hook(name: str, argv: list[str] | None, *, cwd: Path, env: dict[str, str
     """
     if not argv:
         return None
+    sandboxed = sandbox is not None and bool(sandbox.prefix)
+    report = os.pipe() if sandboxed else None  # bwrap says which process is the sandbox's init
     try:
+        if sandbox is not None and report is not None:
+            sandbox = sandbox.reporting_to(report[1])
         prefix, preexec = spawn_wrapper(sandbox)  # as for agents: dies with us, cannot read our /proc
         proc = orphans.spawn(lambda: subprocess.Popen([*prefix, *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                                      start_new_session=True, preexec_fn=preexec))
+                                                      start_new_session=True, preexec_fn=preexec,
+                                                      pass_fds=report[1:] if report is not None else ()))
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        if report is not None:
+            os.close(report[0])
         on_line("ERROR", f"hook {name} failed: {exc}")
         return f"hook {name} failed: {exc}"
+    finally:
+        if report is not None:
+            os.close(report[1])
     try:
-        return _supervise(name, proc, timeout_s, on_line, sandboxed=sandbox is not None and bool(sandbox.prefix))
+        init = read_init(report[0]) if report is not None else None
+        return _supervise(name, proc, timeout_s, on_line, sandboxed=sandboxed, init=init)
     finally:
         orphans.unregister(proc.pid)
 
 
 def _supervise(name: str, proc: subprocess.Popen[bytes], timeout_s: float, on_line: LineSink, *,
-               sandboxed: bool) -> str | None:
+               sandboxed: bool, init: tuple[int, int] | None = None) -> str | None:
     assert proc.stdout is not None and proc.stderr is not None
     tails = {"INFO": _Tail(), "ERROR": _Tail()}
     readers = [threading.Thread(target=tails[level].read_all, args=(pipe.fileno(),), daemon=True,
@@ -129,7 +143,7 @@ def _supervise(name: str, proc: subprocess.Popen[bytes], timeout_s: float, on_li
     finally:
         # The leader is gone or timed out: end its whole group, so nothing it started outlives it
         # (or keeps our pipes open).
-        _end_group(proc.pid, proc, sandboxed=sandboxed)
+        _end_group(proc.pid, proc, sandboxed=sandboxed, init=init)
         for reader in readers:
             reader.join(timeout=READER_JOIN_S)
         for pipe in (proc.stdout, proc.stderr):
