@@ -4,6 +4,7 @@ is named with its fix and a non-zero exit code."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -191,3 +192,43 @@ def test_doctor_checks_the_workspace_repository_roots_git_and_base(tmp_path: Pat
     (tmp_path / "squad.toml").write_text(f'[workspace]\nrepo = "{outside}"\n')
     text = run_cli("doctor", env=env)
     assert text.returncode == 1 and "outside the allowed roots" in text.stdout and "SQUAD_ALLOWED_ROOTS" in text.stdout
+
+
+def test_doctor_says_which_sandbox_would_run_its_network_and_how_its_limits_bind(tmp_path: Path) -> None:
+    # Given bwrap chosen with network "allow" to two patterns, one agent with a preset adding its
+    # model's hosts, another with its network off, and a memory limit
+    db = f"sqlite:///{tmp_path / 'squad.db'}"
+    CardStore(db).dispose()
+    env = squad_env(SQUAD_REDIS_URL=f"redis://127.0.0.1:{free_port()}", SQUAD_DATABASE_URL=db)
+    (tmp_path / "squad.toml").write_text(f"""
+default_agent = "claude"
+[sandbox]
+kind = "bwrap"
+network = "allow"
+allow_hosts = ["example.com", "*.pypi.org"]
+memory_mb = 300
+[agents.quick]
+command = ["{sys.executable}"]
+[agents.quick.sandbox]
+network = "off"
+""")
+    # When the doctor runs (text and JSON)
+    text = run_cli("doctor", env=env).stdout
+    _code, checks = doctor(env)
+    # Expect the kind and why, the probe's binary, the network with its hosts counted (each agent
+    # that differs named), and how each limit binds here, set or not
+    sandbox = checks["sandbox"]
+    assert sandbox["ok"], sandbox
+    detail = str(sandbox["detail"])
+    assert detail.startswith("bwrap (chosen): probe passed (/"), detail
+    assert "; network allow to 2 allow_hosts pattern(s); agent claude: network allow to 5 allow_hosts pattern(s); " \
+           "agent quick: network off; " in detail, detail
+    assert re.search(r"limits: memory_mb 300 by (cgroup v[12]|rlimit), pids unset \((cgroup v[12]|rlimit) here\), "
+                     r"cpu unset \((cgroup v[12]|not limited) here\)$", detail), detail
+    assert f"ok    sandbox: {detail}" in text, text
+    # and bwrap chosen where it cannot run: a failure saying why, with the fix
+    (tmp_path / "squad.toml").write_text('[sandbox]\nkind = "bwrap"\nbwrap = "/nonexistent/bwrap"\n')
+    _code, checks = doctor(env)
+    sandbox = checks["sandbox"]
+    assert not sandbox["ok"] and "bwrap is not installed" in str(sandbox["detail"]), sandbox
+    assert "install bubblewrap" in str(sandbox["fix"]), sandbox

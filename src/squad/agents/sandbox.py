@@ -43,7 +43,8 @@ from squad.core.hostpatterns import parse_pattern
 from squad.core.settings import AgentConfig, SandboxConfig, Settings
 
 __all__ = ["Sandbox", "SandboxError", "build", "config_for", "effective_kind", "for_attempt", "for_command",
-           "init_of", "members", "preset_hosts", "preset_paths", "probe", "read_init", "reap_init", "signal_inside"]
+           "init_of", "limits_here", "members", "preset_hosts", "preset_paths", "probe", "read_init", "reap_init",
+           "signal_inside"]
 
 PROBE_TIMEOUT_S = 10.0
 _TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"
@@ -482,6 +483,33 @@ def _limit(sandbox: Sandbox, config: SandboxConfig, notes: list[str]) -> None:
             notes.append(f"pids {value:g} (rlimit: no writable cgroup)")
         else:
             notes.append("cpu not limited (no writable cgroup)")
+
+
+def limits_here() -> dict[str, str]:
+    """How `memory_mb`, `pids` and `cpu` would bind an attempt this process starts, found without
+    creating anything (`squad doctor`): "cgroup v2"/"cgroup v1" where a cgroup of the attempt can
+    be made, else "rlimit" (memory, pids) or "not limited" (cpu)."""
+    found = {"memory": "rlimit", "pids": "rlimit", "cpu": "not limited"}
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        own = _own_cgroup("")
+        parent = CGROUP_ROOT / (own or "").lstrip("/")
+        try:
+            available = (parent / "cgroup.controllers").read_text().split()
+            enabled = (parent / "cgroup.subtree_control").read_text().split()
+            # a controller can be enabled below the root only while no process sits in the group itself
+            can_enable = parent == CGROUP_ROOT or not (parent / "cgroup.procs").read_text().strip()
+        except OSError:
+            return found
+        if own is not None and os.access(parent, os.W_OK):
+            for name in found:
+                if name in enabled or (name in available and can_enable):
+                    found[name] = "cgroup v2"
+        return found
+    for name in found:
+        own = _own_cgroup(name)
+        if own is not None and os.access(CGROUP_ROOT / name / own.lstrip("/"), os.W_OK):
+            found[name] = "cgroup v1"
+    return found
 
 
 def _own_cgroup(controller: str) -> str | None:

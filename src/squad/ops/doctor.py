@@ -14,7 +14,7 @@ from typing import Any
 from squad.agents.presets import all_agents
 from squad.core.constants import HEALTH_PROBE_TIMEOUT_S
 from squad.core.masking import mask_url
-from squad.core.settings import Settings
+from squad.core.settings import SandboxConfig, Settings
 
 # Leases (`SQUAD_LEASE_S`) and retry times are compared across machines through the database clock.
 CLOCK_SKEW_MAX_S = 2.0
@@ -243,7 +243,35 @@ def _sandbox(settings: Settings) -> Check:
     if problem is not None:
         return Check("sandbox", False, f"bwrap chosen but {problem}: every card will fail",
                      "install bubblewrap or allow user namespaces, or set [sandbox] kind = \"none\"")
-    return Check("sandbox", True, f"bwrap, network {config.network}")
+    how = "chosen" if config.kind == "bwrap" else "the default"
+    return Check("sandbox", True, f"bwrap ({how}): {_sandbox_setup(settings, config)}")
+
+
+def _sandbox_setup(settings: Settings, config: SandboxConfig) -> str:
+    """What a bwrap sandbox gets here: the probe's binary, the network (allow_hosts counted, each
+    agent that differs named), and how memory_mb, pids and cpu bind (cgroup or rlimit, set or not)."""
+    from squad.agents.sandbox import bwrap_path, config_for, limits_here
+
+    parts = [f"probe passed ({bwrap_path(config.bwrap)})", _network(config)]
+    agents = all_agents(settings)
+    for name in sorted({settings.default_agent, *settings.squads.values(), *settings.agents}):
+        agent = agents.get(name)
+        own = config_for(settings, agent) if agent is not None else config
+        if (own.network, own.allow_hosts) != (config.network, config.allow_hosts):
+            parts.append(f"agent {name}: {_network(own)}")
+    bound = limits_here()
+    limits = []
+    for key, name, value in (("memory_mb", "memory", config.memory_mb), ("pids", "pids", config.pids),
+                             ("cpu", "cpu", config.cpu)):
+        limits.append(f"{key} {value:g} by {bound[name]}" if value is not None else f"{key} unset ({bound[name]} here)")
+    parts.append("limits: " + ", ".join(limits))
+    return "; ".join(parts)
+
+
+def _network(config: SandboxConfig) -> str:
+    if config.network != "allow":
+        return f"network {config.network}"
+    return f"network allow to {len(config.allow_hosts)} allow_hosts pattern(s)"
 
 
 def _clock(engine: Any) -> Check:
