@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import h11
 import structlog
 
+from squad.agents.egress_bridge import pipe
 from squad.core.hostpatterns import HostPattern, allowed, parse_authority
 
 __all__ = ["FOLDER_PREFIX", "SOCKET_NAME", "EgressProxy", "remove_leftovers"]
@@ -224,11 +225,11 @@ class EgressProxy:
                 early, _closed = conn.trailing_data
                 if early:
                     up_writer.write(early)
-                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+                await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
             else:  # plain http: this request on, the response back as it comes (a 100 Continue too), then the end
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._forward(conn, reader, request, host, port, origin_target, up_writer))
-                    group.create_task(_pipe(up_reader, writer))
+                    group.create_task(pipe(up_reader, writer))
         finally:
             up_writer.close()
 
@@ -374,15 +375,3 @@ async def _next(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Event
         if event is not h11.NEED_DATA:
             return event  # type: ignore[return-value]
         await _feed(conn, reader)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy until the end of `reader`, then half-close `writer` (the other direction goes on)."""
-    try:
-        while data := await reader.read(_CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except OSError:
-        writer.close()

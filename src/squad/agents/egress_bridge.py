@@ -24,7 +24,9 @@ CONNECT_TIMEOUT_S = 10.0
 _CHUNK = 65536
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy until the end of `reader`, then half-close `writer` (the other direction goes on).
+    The egress proxy's tunnels use it too."""
     try:
         while data := await reader.read(_CHUNK):
             writer.write(data)
@@ -45,7 +47,7 @@ async def _serve(listener: socket.socket, path: str) -> None:
             writer.close()
             return
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         finally:
             up_writer.close()
             writer.close()
