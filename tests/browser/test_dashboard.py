@@ -16,6 +16,7 @@ from squad.core.settings import Settings
 from squad.store.card_store import open_store
 from support.browser import EXPECTED_WHILE_DOWN, open_page, wait_js
 from support.cli import run_cli, squad_env
+from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
 from support.processes import wait_for
 from support.repos import make_repo
@@ -32,7 +33,7 @@ def _env(settings: Settings, tmp_path: Path, **extra: str) -> dict[str, str]:
         "hang": [PY, str(AGENTS / "hang.py")],
     }
     (tmp_path / "gates").mkdir(exist_ok=True)
-    (tmp_path / "squad.toml").write_text("".join(
+    (tmp_path / "squad.toml").write_text(sandbox_toml(tmp_path / "gates") + "".join(
         f'[agents.{name}]\ncommand = {json.dumps(argv)}\nparser = "markers"\n' for name, argv in agents.items()),
         encoding="utf-8")
     return squad_env(SQUAD_REDIS_URL=settings.redis_url, SQUAD_DATABASE_URL=settings.database_url,
@@ -165,7 +166,7 @@ def test_review_lane_shows_the_diff_and_approve_and_reject_move_the_cards(
     (tmp_path / "marks").mkdir()
     agent = [PY, str(AGENTS / "git_worker.py"), str(tmp_path / "marks")]
     (tmp_path / "squad.toml").write_text(
-        f'default_agent = "git"\n[agents.git]\ncommand = {json.dumps(agent)}\n'
+        f'default_agent = "git"\n{sandbox_toml(tmp_path / "marks")}[agents.git]\ncommand = {json.dumps(agent)}\n'
         f'[workspace]\nrepo = "{repo}"\nreview = true\n', encoding="utf-8")
     env = squad_env(SQUAD_REDIS_URL=settings.redis_url, SQUAD_DATABASE_URL=settings.database_url, USE_CELERY="false",
                     SQUAD_ALLOWED_ROOTS=str(tmp_path))

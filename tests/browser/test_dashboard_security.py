@@ -18,6 +18,7 @@ from squad.live.events import EventBus, progress_event
 from squad.store.card_store import open_store
 from support.browser import open_page, wait_js
 from support.cli import run_cli, squad_env
+from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
 
 PY = sys.executable
@@ -37,8 +38,8 @@ def test_agent_markup_in_progress_and_forged_events_never_runs_and_the_page_keep
     # Given a card whose agent reports HTML as its step, a worker, and `squad serve` with a token
     gate = tmp_path / "gate"
     agent = [PY, str(AGENTS / "hostile.py"), "markup", str(gate), STEP_PAYLOAD]
-    (tmp_path / "squad.toml").write_text(f'[agents.evil]\ncommand = {json.dumps(agent)}\nparser = "markers"\n',
-                                         encoding="utf-8")
+    (tmp_path / "squad.toml").write_text(f'{sandbox_toml(tmp_path)}[agents.evil]\ncommand = {json.dumps(agent)}\n'
+                                         'parser = "markers"\n', encoding="utf-8")
     env = squad_env(SQUAD_REDIS_URL=settings.redis_url, SQUAD_DATABASE_URL=settings.database_url,
                     SQUAD_API_TOKEN=TOKEN)
     (tmp_path / "backlog.json").write_text(json.dumps({"cards": [

@@ -15,6 +15,7 @@ from squad.core.settings import Settings
 from squad.store.card_store import open_store
 from support.browser import open_page
 from support.cli import run_cli, squad_env
+from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
 from support.processes import kill_tree, wait_for
 
@@ -35,8 +36,8 @@ def test_a_question_is_answered_from_the_board_and_a_waiting_parent_shows_its_su
     plan.write_text(json.dumps({"ASK": {"ask": ["Ship <b>it</b>?", ["yes", "no"]]},
                                 "PAR": {"create": [{"title": "child"}]}, "PAR.1": {"gate": str(gate)}}))
     argv = json.dumps([PY, str(AGENTS / "mcp_agent.py"), str(plan), str(out)])
-    (tmp_path / "squad.toml").write_text(f'default_agent = "talker"\n[agents.talker]\ncommand = {argv}\n',
-                                         encoding="utf-8")
+    (tmp_path / "squad.toml").write_text(
+        f'default_agent = "talker"\n{sandbox_toml(tmp_path)}[agents.talker]\ncommand = {argv}\n', encoding="utf-8")
     env = squad_env(SQUAD_REDIS_URL=settings.redis_url, SQUAD_DATABASE_URL=settings.database_url, USE_CELERY="false")
     backlog = tmp_path / "backlog.json"
     backlog.write_text(json.dumps({"cards": [{"card_id": "ASK", "title": "asks"},

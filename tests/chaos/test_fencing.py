@@ -18,7 +18,7 @@ from squad.core.cards import Status
 from support.cli import orchestrator, squad_env
 from support.fake_agents import commits, read_ledger, write_agents
 from support.paths import AGENTS
-from support.processes import alive, wait_for
+from support.processes import alive, host_pid, wait_for
 from support.reliability import record
 from support.store import add_cards, open_store, status_of
 from support.workers import StartWorker
@@ -46,7 +46,8 @@ def test_frozen_worker_is_fenced_when_it_resumes(
     with open_store(sqlite_url) as store, orchestrator(env, tmp_path / "orch.log"):
         add_cards(store, {"card_id": "FROZEN"})
         wait_for(lambda: read_ledger(ledger), 60, message="attempt 1 to start")
-        first_agent = read_ledger(ledger)[0][3]
+        # (the ledger holds the pid in the agent's sandbox: its own PID namespace)
+        first_agent = host_pid(read_ledger(ledger)[0][3], env={"SQUAD_CARD_ID": "FROZEN", "SQUAD_ATTEMPT": "1"})
         holder = workers[store.execution_state("FROZEN")["claimed_by"]]
 
         # When the worker holding it (and its agent) is frozen past the lease, the card is swept and

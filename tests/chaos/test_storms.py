@@ -15,7 +15,7 @@ import pytest
 from squad.core.cards import Status
 from support.cli import orchestrator, squad_env
 from support.fake_agents import write_agents
-from support.processes import alive, free_port, wait_for
+from support.processes import alive, free_port, host_pid, wait_for
 from support.reliability import record
 from support.store import add_cards, open_store
 from support.workers import StartWorker
@@ -33,6 +33,7 @@ def _up(base: str) -> bool:
 
 
 def _pids(folder: Path) -> dict[str, int]:
+    """Each card's agent's pid, as it wrote it (in its sandbox: the pid in its own PID namespace)."""
     return {p.stem: int(p.read_text().split()[0]) for p in folder.glob("*.pid") if p.read_text().strip()}
 
 
@@ -61,7 +62,7 @@ def test_cancel_storm_of_fifty_running_cards_ends_every_agent_and_frees_every_sl
         add_cards(store, *({"card_id": cid} for cid in ids))
         wait_for(lambda: len(_pids(pid_dir)) == CARDS and store.count_by_status()[Status.IN_PROGRESS] == CARDS,
                  150, interval=0.3, message="all 50 agents running")
-        agents = _pids(pid_dir)
+        agents = {card: host_pid(pid, env={"SQUAD_CARD_ID": card}) for card, pid in _pids(pid_dir).items()}
         assert all(alive(p) for p in agents.values())
 
         # When all 50 are cancelled at once through the API

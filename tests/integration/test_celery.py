@@ -38,6 +38,7 @@ from squad.orchestration.orchestrator import Orchestrator
 from squad.store.card_store import CardStore
 from support.api import run_api
 from support.cli import squad_env
+from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
 from support.processes import alive, free_port, kill_tree, read_pid, wait_for
 from support.redis_server import RedisServer
@@ -70,9 +71,10 @@ def db_url(sqlite_url: str) -> str:
     return sqlite_url
 
 
-def write_agents(tmp_path: Path, body: str) -> None:
-    """A squad.toml in the test's working directory (workers and CLI calls read it from there)."""
-    (tmp_path / "squad.toml").write_text(body, encoding="utf-8")
+def write_agents(tmp_path: Path, body: str, sandbox: str | None = None) -> None:
+    """A squad.toml in the test's working directory (workers and CLI calls read it from there); the
+    agents may write there in their sandbox, unless `sandbox` is a `[sandbox]` table of its own."""
+    (tmp_path / "squad.toml").write_text((sandbox or sandbox_toml(tmp_path)) + body, encoding="utf-8")
 
 
 def agent_toml(name: str, command: list[str], **env: str) -> str:
@@ -682,7 +684,10 @@ def test_an_agent_on_a_worker_cannot_read_the_workers_secrets_from_proc(
     # /proc/<pid>/environ (issue 21 item 3: `tr '\0' '\n' </proc/$PPID/environ`)
     token = f"tok-{uuid.uuid4().hex}"
     seen = tmp_path / "probe.json"
-    write_agents(tmp_path, agent_toml("probe", [PY, str(AGENTS / "probe.py"), str(seen)]))
+    # (unconfined: the subject is what an agent sees of its ancestors in /proc; in its sandbox it
+    # sees none at all, tests/integration/test_sandbox.py)
+    write_agents(tmp_path, agent_toml("probe", [PY, str(AGENTS / "probe.py"), str(seen)]),
+                 sandbox='[sandbox]\nkind = "none"\n')
     env = {**env, "SQUAD_API_TOKEN": token}
     add_card(store, "PROC-1", agent="probe")
     start_worker(env, concurrency=1)

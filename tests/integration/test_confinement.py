@@ -19,6 +19,7 @@ import pytest
 from squad.core.cards import CardSpec, Status
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
+from support.fake_agents import confined
 from support.paths import AGENTS
 from support.processes import free_port, wait_for
 
@@ -34,7 +35,7 @@ class Project:
         self.root = root
         self.work = root / "work"
         self.db_url = f"sqlite:///{root / '.squad' / 'squad.db'}"
-        (root / "squad.toml").write_text(toml, encoding="utf-8")
+        (root / "squad.toml").write_text(confined(toml, root), encoding="utf-8")
         self.env = squad_env(**{"USE_CELERY": "false", "SQUAD_REDIS_URL": f"redis://127.0.0.1:{free_port()}",
                                 "SQUAD_DATABASE_URL": self.db_url, "SQUAD_MAX_RETRIES": "0", **env})
         self.store = CardStore(self.db_url)

@@ -22,6 +22,7 @@ from squad.attempt.workspaces import git
 from squad.core.cards import CardSpec, Status
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
+from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
 from support.processes import free_port, kill_tree, wait_for
 from support.repos import make_repo
@@ -65,6 +66,7 @@ class Machines:
         args = "".join(f', "{a}"' for a in agent_args.split())
         (root / "squad.toml").write_text(f"""
 default_agent = "lander"
+{sandbox_toml(self.marks)}
 [agents.lander]
 command = ["{PY}", "{AGENTS / 'lander.py'}", "{self.marks}"{args}]
 [agents.slow]

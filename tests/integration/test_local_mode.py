@@ -18,6 +18,7 @@ from squad.core.cards import CardSpec, Status
 from squad.core.retries import RetryPolicy
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
+from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
 from support.processes import free_port
 
@@ -25,7 +26,7 @@ PY = sys.executable
 RATE_LIMIT_SESSION = "5b0e7d9a-1f3c-4a8e-b2d6-9c0f1e2a3b4c"
 AGENTS_TOML = f"""
 default_agent = "ok"
-[agents.ok]
+{sandbox_toml()}[agents.ok]
 command = ["{PY}", "{AGENTS / 'markers.py'}"]
 [agents.fail]
 command = ["{PY}", "{AGENTS / 'fail.py'}"]

@@ -25,6 +25,7 @@ from squad.core.settings import load_settings
 from squad.store.card_store import CardStore
 from support.api import run_api
 from support.cli import run_cli, squad_env
+from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
 from support.processes import free_port, kill_tree, wait_for
 from support.store import add
@@ -45,7 +46,8 @@ class Project:
         self.plan_file.write_text("{}")
         self.db_url = f"sqlite:///{root / '.squad' / 'squad.db'}"
         (root / "squad.toml").write_text(
-            f'default_agent = "talker"\n[agents.talker]\ncommand = ["{PY}", "{AGENTS / "mcp_agent.py"}", '
+            f'default_agent = "talker"\n{sandbox_toml(self.out, ro_paths=(self.plan_file,))}'
+            f'[agents.talker]\ncommand = ["{PY}", "{AGENTS / "mcp_agent.py"}", '
             f'"{self.plan_file}", "{self.out}"]\n', encoding="utf-8")
         defaults = {"USE_CELERY": "false", "SQUAD_REDIS_URL": f"redis://127.0.0.1:{free_port()}",
                     "SQUAD_DATABASE_URL": self.db_url, "SQUAD_MAX_RETRIES": "0", "SQUAD_RETRY_BACKOFF": "0.2"}

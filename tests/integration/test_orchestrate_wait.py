@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from support.cli import run_cli, squad_env
+from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
 
 
@@ -84,6 +85,7 @@ def test_a_wait_that_ends_with_failed_cards_names_each_with_its_error_escaped(tm
                                   "result": "boom \x1b]0;pwned\x07\x1b[31mred\nsecond line"}) + "\n")
     agent = [sys.executable, str(AGENTS / "stream_json.py"), str(sample)]
     (tmp_path / "squad.toml").write_text(
+        f'{sandbox_toml(ro_paths=(sample,))}'
         f'[agents.hostile]\ncommand = {json.dumps(agent)}\nparser = "claude-stream-json"\n'
         '[agents.missing]\ncommand = ["/nonexistent/squad-test-agent"]\n')
     env = _project(tmp_path, redis_url, {"card_id": "R-1", "title": "not installed", "agent": "missing",

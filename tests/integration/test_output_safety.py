@@ -19,6 +19,7 @@ from squad.live.events import EventBus, progress_event
 from squad.ops.embedded_redis import redis_binary
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
+from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
 from support.processes import free_port, wait_for
 from support.repos import make_repo
@@ -27,7 +28,7 @@ PY = sys.executable
 HOSTILE = str(AGENTS / "hostile.py")
 TOML = f"""
 default_agent = "terminal"
-[agents.terminal]
+{sandbox_toml()}[agents.terminal]
 command = ["{PY}", "{HOSTILE}", "terminal"]
 [agents.json]
 command = ["{PY}", "{HOSTILE}", "json"]
@@ -92,7 +93,8 @@ def test_review_list_agents_check_and_every_table_escape_controls_and_bidi_overr
     git_agent = [PY, str(AGENTS / "git_worker.py"), str(tmp_path / "marks")]
     evil_agent = [str(version), "\x1b]0;arg-owned\x07", "\u202e"]
     (tmp_path / "squad.toml").write_text(
-        f'default_agent = "git"\n[agents.git]\ncommand = {json.dumps(git_agent)}\n'
+        f'default_agent = "git"\n{sandbox_toml(tmp_path / "marks", ro_paths=(version,))}'
+        f'[agents.git]\ncommand = {json.dumps(git_agent)}\n'
         f'[agents.evil]\ncommand = {json.dumps(evil_agent)}\n'
         f'[workspace]\nrepo = "{repo}"\nreview = true\n', encoding="utf-8")
     env = squad_env(USE_CELERY="false", SQUAD_REDIS_URL=f"redis://127.0.0.1:{free_port()}",

@@ -20,6 +20,7 @@ from squad.core.constants import (
 from squad.ops.embedded_redis import EmbeddedRedis, redis_binary
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
+from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
 from support.processes import free_port
 
@@ -29,8 +30,8 @@ ORCHESTRATE = ["orchestrate", "--mode", "local", "--once", "--wait", "--interval
 
 def project(tmp_path: Path, redis_url: str, agent_argv: list[str]) -> tuple[dict[str, str], CardStore]:
     quoted = ", ".join(f'"{a}"' for a in agent_argv)
-    (tmp_path / "squad.toml").write_text(f'default_agent = "a"\n[agents.a]\ncommand = [{quoted}]\nparser = "plain"\n',
-                                         encoding="utf-8")
+    (tmp_path / "squad.toml").write_text(f'default_agent = "a"\n{sandbox_toml()}[agents.a]\ncommand = [{quoted}]\n'
+                                         'parser = "plain"\n', encoding="utf-8")
     env = squad_env(USE_CELERY="false", SQUAD_REDIS_URL=redis_url, SQUAD_MAX_RETRIES="0",
                     SQUAD_DATABASE_URL=f"sqlite:///{tmp_path / 'squad.db'}")
     return env, CardStore(env["SQUAD_DATABASE_URL"])

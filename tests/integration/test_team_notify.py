@@ -21,6 +21,7 @@ from squad.store.card_store import CardStore
 from squad.store.team_store import TeamStore
 from squad.team.notify import SIGNATURE_HEADER, payload, signature
 from support.cli import run_cli, squad_env
+from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
 from support.processes import wait_for
 from support.workers import StartWorker
@@ -76,7 +77,7 @@ def receivers(*modes: str) -> Iterator[list[Receiver]]:
 
 
 def _config(path: Path, hooks: list[tuple[str, str, str, str | None]]) -> None:
-    lines = ['default_agent = "fail"', "[agents.fail]",
+    lines = ['default_agent = "fail"', sandbox_toml(), "[agents.fail]",
              f"command = {json.dumps([sys.executable, str(AGENTS / 'fail.py')])}", 'parser = "markers"', ""]
     for name, url, fmt, secret in hooks:
         lines += ["[[notify]]", f'name = "{name}"', f'url = "{url}"', 'events = ["FAILED", "question"]',

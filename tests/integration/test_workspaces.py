@@ -23,6 +23,7 @@ from squad.core.cards import CardSpec, Status
 from squad.core.settings import load_settings
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
+from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
 from support.processes import free_port, kill_tree, wait_for
 from support.repos import make_repo
@@ -45,7 +46,7 @@ class Repo:
         args = ", ".join(f'"{a}"' for a in agent_args.split()) if agent_args else ""
         (root / "squad.toml").write_text(f"""
 default_agent = "git"
-[agents.git]
+{sandbox_toml(self.marks)}[agents.git]
 command = ["{PY}", "{AGENTS / 'git_worker.py'}", "{self.marks}"{", " + args if args else ""}]
 [workspace]
 repo = "{self.repo}"

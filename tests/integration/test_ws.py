@@ -32,6 +32,7 @@ from squad.live.events import EventBus, log_event, progress_event, status_event
 from support.api import ApiServer, run_api
 from support.cli import squad_env
 from support.event_contract import problems
+from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
 from support.processes import wait_for
 from support.redis_server import RedisServer
@@ -283,7 +284,7 @@ def test_reader_survives_a_redis_restart(api: ApiServer, redis_server: RedisServ
 # ---- end to end with real workers -------------------------------------------------------------
 def _worker_env(settings: Settings, tmp_path: Path, agent: list[str]) -> dict[str, str]:
     (tmp_path / "squad.toml").write_text(
-        f'[agents.fake]\ncommand = {json.dumps(agent)}\nparser = "markers"\n', encoding="utf-8")
+        f'{sandbox_toml(tmp_path)}[agents.fake]\ncommand = {json.dumps(agent)}\nparser = "markers"\n', encoding="utf-8")
     return squad_env(SQUAD_REDIS_URL=settings.redis_url, SQUAD_DATABASE_URL=settings.database_url,
                      SQUAD_LEASE_S="5", SQUAD_RETRY_BACKOFF="1")
 
@@ -349,8 +350,9 @@ def test_events_of_real_workers_have_exactly_the_fields_docs_api_md_lists(
     agents = {"EV-OK": ("marks", [PY, str(AGENTS / "markers.py")], "DONE"),
               "EV-FAIL": ("fails", [PY, str(AGENTS / "fail.py")], "FAILED"),
               "EV-BURST": ("burst", [PY, str(AGENTS / "lines.py"), "2000"], "DONE")}
-    (tmp_path / "squad.toml").write_text("".join(f'[agents.{name}]\ncommand = {json.dumps(argv)}\nparser = "markers"\n'
-                                                 for name, argv, _final in agents.values()), encoding="utf-8")
+    tables = (f'[agents.{name}]\ncommand = {json.dumps(argv)}\nparser = "markers"\n'
+              for name, argv, _ in agents.values())
+    (tmp_path / "squad.toml").write_text(sandbox_toml() + "".join(tables), encoding="utf-8")
     env = squad_env(SQUAD_REDIS_URL=settings.redis_url, SQUAD_DATABASE_URL=settings.database_url)
     start_worker(env, concurrency=1)
 

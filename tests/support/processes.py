@@ -55,9 +55,33 @@ def alive(pid: int) -> bool:
 
 
 def read_pid(path: Path, timeout: float = 60) -> int:
-    """The pid a fake agent wrote to `path` (written whole: the agents rename a finished file)."""
+    """The pid, as this machine sees it, of the fake agent that wrote its own to `path` (written
+    whole: the agents rename a finished file). In its sandbox an agent has its own PID namespace
+    and writes the pid it sees there: `host_pid` finds it through the path in its command line."""
     wait_for(path.exists, timeout, interval=0.02, message=f"pid file {path}")
-    return int(path.read_text())
+    return host_pid(int(path.read_text()), str(path))
+
+
+def host_pid(inner: int, named: str | None = None, env: dict[str, str] | None = None) -> int:
+    """The pid on this machine of the live process whose pid in its own PID namespace is `inner`,
+    whose command line names `named` (a pid file's path) or its stem (`x.pid` of `x.pid.agent`), and
+    whose environment holds `env` (e.g. an agent's SQUAD_CARD_ID). Gone (or a zombie):
+    `/proc/sys/kernel/pid_max`, a pid no process has: never `alive`, never signalled."""
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        args = proc.info["cmdline"] or []
+        if named is not None and not any(arg and (named == arg or named.startswith(arg + ".")) for arg in args):
+            continue
+        try:
+            status = Path(f"/proc/{proc.info['pid']}/status").read_text()
+            nspids = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+            if not nspids or int(nspids[-1]) != inner:
+                continue
+            if env is not None and any(proc.environ().get(key) != value for key, value in env.items()):
+                continue
+        except (OSError, psutil.Error):
+            continue
+        return int(nspids[0])
+    return int(Path("/proc/sys/kernel/pid_max").read_text())
 
 
 def leftovers(root: Path) -> list[str]:
