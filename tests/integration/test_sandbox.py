@@ -698,3 +698,58 @@ def test_agents_exiting_at_once_leave_no_zombie_even_where_unknown_children_are_
     # Expect every init reaped: no child left, a zombie least of all (bwrap reports its init at once)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == [], res.stdout
+
+
+def test_an_unset_kind_confines_agents_where_bwrap_works(tmp_path: Path) -> None:
+    # Given no `kind` at all: only what the agent needs to read (its interpreter's script) declared
+    env, store = project(tmp_path, f"""
+default_agent = "a"
+[sandbox]
+ro_paths = {READABLE}
+[agents.a]
+command = ["{PY}", "{AGENTS / 'markers.py'}"]
+""")
+    store.add_cards([CardSpec(card_id="DEF-1", title="t")])
+    # When the card runs
+    res = run_cli(*ORCHESTRATE, env=env)
+    # Expect it ran in bwrap, no warning said, and `squad doctor` calls bwrap the default
+    assert res.returncode == 0, res.stderr
+    assert "unconfined" not in res.stderr
+    [run] = store.list_runs("DEF-1")
+    assert run.sandbox is not None and run.sandbox.startswith("bwrap ("), run.sandbox
+    checks = {c["name"]: c for c in json.loads(run_cli("doctor", "--json", env=env).stdout)}
+    assert checks["sandbox"]["ok"] and "default" in str(checks["sandbox"]["detail"]), checks["sandbox"]
+    store.dispose()
+
+
+def test_where_bwrap_does_not_work_an_unset_kind_falls_back_to_none_and_says_why(tmp_path: Path) -> None:
+    # Given no `kind`, and a bwrap that cannot run here (a broken binary, as without user namespaces)
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "bwrap").write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    (fake / "bwrap").chmod(0o755)
+    marker = tmp_path / "ran.txt"
+    env, store = project(tmp_path, f"""
+default_agent = "a"
+[sandbox]
+bwrap = "{fake / 'bwrap'}"
+[agents.a]
+command = ["{PY}", "-c", "open({str(marker)!r}, 'w').write('unconfined')"]
+""")
+    store.add_cards([CardSpec(card_id="FALL-1", title="t")])
+    # When the card runs
+    res = run_cli(*ORCHESTRATE, env=env)
+    # Expect it ran unconfined (the run says `none`), after one warning naming why and what to do
+    assert res.returncode == 0, res.stderr
+    assert marker.read_text() == "unconfined"
+    [run] = store.list_runs("FALL-1")
+    assert run.sandbox == "none"
+    warnings = [line for line in res.stderr.splitlines() if "unconfined" in line]
+    assert len(warnings) == 1, res.stderr
+    assert warnings[0].startswith("warning: sandbox: none") and "No permissions" in warnings[0], warnings
+    assert 'kind = "none"' in warnings[0]
+    # ... and `squad doctor` reports it as a finding with its fix
+    checks = {c["name"]: c for c in json.loads(run_cli("doctor", "--json", env=env).stdout)}
+    assert not checks["sandbox"]["ok"] and "No permissions" in str(checks["sandbox"]["detail"]), checks["sandbox"]
+    assert "install bubblewrap" in str(checks["sandbox"]["fix"])
+    store.dispose()

@@ -1,6 +1,7 @@
 """A sandbox per attempt (bubblewrap): an agent sees its own folder, not the machine (docs/security.md).
 
-Agents run model-written commands as the worker's user. With `kind = "bwrap"` the agent, its
+Agents run model-written commands as the worker's user. With `kind = "bwrap"` (the default where the
+start-up probe finds bwrap working; else `none`, and the services and `squad doctor` say why) the agent, its
 children and the attempt's hooks run inside `bwrap`: the system read-only, a private `/tmp` and
 home, the card's working directory (and, in a workspace, the repository's git dir) read-write,
 `rw_paths`/`ro_paths` from the settings and the agent's preset, and nothing else: no store, config,
@@ -42,9 +43,9 @@ from squad.core.errors import SquadError
 from squad.core.hostpatterns import parse_pattern
 from squad.core.settings import AgentConfig, SandboxConfig, Settings
 
-__all__ = ["Sandbox", "SandboxError", "build", "config_for", "effective_kind", "for_attempt", "for_command",
-           "init_of", "limits_here", "members", "preset_hosts", "preset_paths", "probe", "read_init", "reap_init",
-           "signal_inside"]
+__all__ = ["Sandbox", "SandboxError", "build", "config_for", "effective_kind", "fallback", "fallback_warning",
+           "for_attempt", "for_command", "init_of", "limits_here", "members", "preset_hosts", "preset_paths", "probe",
+           "read_init", "reap_init", "signal_inside"]
 
 PROBE_TIMEOUT_S = 10.0
 _TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"
@@ -66,8 +67,8 @@ PRESET_HOSTS: dict[str, list[str]] = {
 #: What runs first inside a sandbox with `network = "allow"` (standard library only: no site, no venv)
 BRIDGE = str(Path(__file__).with_name("egress_bridge.py"))
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-#: Whether an unset `kind` means bwrap (where the probe passes) or none
-DEFAULT_BWRAP = False
+#: What an operator does about the fallback to `none` (the warning and `squad doctor` say it)
+FALLBACK_FIX = 'install bubblewrap or allow user namespaces, or set [sandbox] kind = "none" to choose it'
 _CGROUP_PREFIX = "squad-"
 
 
@@ -117,7 +118,19 @@ def effective_kind(config: SandboxConfig) -> str:
     """The kind an attempt runs with: the configured one, else `bwrap` where the probe passes."""
     if config.kind is not None:
         return config.kind
-    return "bwrap" if DEFAULT_BWRAP and probe(config.bwrap) is None else "none"
+    return "bwrap" if probe(config.bwrap) is None else "none"
+
+
+def fallback(config: SandboxConfig) -> str | None:
+    """Why attempts run unconfined although no `kind` was chosen (bwrap does not work here), else
+    None. The services say it once at start (`fallback_warning`), `squad doctor` as a finding."""
+    return probe(config.bwrap) if config.kind is None else None
+
+
+def fallback_warning(config: SandboxConfig) -> str | None:
+    """The start-up warning of a worker, orchestrator or `squad up` running agents unconfined by default."""
+    why = fallback(config)
+    return None if why is None else f"sandbox: none, agents run unconfined: {why} ({FALLBACK_FIX})"
 
 
 def for_attempt(settings: Settings, agent: AgentConfig, *, workdir: Path, env: dict[str, str], prompt_file: Path,

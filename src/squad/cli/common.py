@@ -64,6 +64,16 @@ def mask_url(url: str) -> str:
     return mask(url)
 
 
+def warn_unconfined(settings: Settings) -> None:
+    """A service that runs agents says once, at start, when they run unconfined by default (bwrap
+    does not work here: docs/security.md "The sandbox per attempt")."""
+    from squad.agents.sandbox import fallback_warning
+
+    warning = fallback_warning(settings.sandbox)
+    if warning is not None:
+        err.print(f"warning: {warning}", style="yellow")
+
+
 def cli_store(settings: Settings) -> Any:
     """The card store of these settings (opened and migrated)."""
     from squad.store.card_store import open_store

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from squad.cli.common import cli_settings, cli_store, err, mask_url, out, service_logging
+from squad.cli.common import cli_settings, cli_store, err, mask_url, out, service_logging, warn_unconfined
 from squad.core.errors import SquadError
 
 
@@ -48,6 +48,7 @@ def worker(
             "--loglevel", loglevel, "-n", hostname or f"squad-{os.getpid()}@%h"]
     argv += ["--autoscale", autoscale] if autoscale else ["--concurrency", str(concurrency)]
     err.print(f"squad worker: broker {mask_url(settings.broker)}, queues {queues}", style="dim")
+    warn_unconfined(settings)
     # Exit code 0 is a drained or remotely shut down worker: stop, and let the service manager decide.
     sup = Supervisor([Child("celery-worker", argv, final_on_success=True)],
                      stop_timeout_s=stop_timeout or settings.time_limit + WORKER_STOP_MARGIN_S,
@@ -131,6 +132,7 @@ def orchestrate(
         from squad.agents.egress import remove_leftovers
         from squad.agents.orphans import own_all_orphans
 
+        warn_unconfined(settings)
         own_all_orphans()  # this process runs agents: what they leave behind is ended with them
         remove_leftovers()  # proxy folders of a local orchestrator killed while its attempt ran
 

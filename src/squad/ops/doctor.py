@@ -228,18 +228,15 @@ def _workspace(settings: Settings) -> list[Check]:
 
 def _sandbox(settings: Settings) -> Check:
     """Whether attempts run in a bubblewrap sandbox here (docs/security.md)."""
-    from squad.agents.sandbox import effective_kind, probe
+    from squad.agents.sandbox import FALLBACK_FIX, effective_kind, probe
 
     config = settings.sandbox
     problem = probe(config.bwrap)
-    kind = effective_kind(config)
-    if kind == "none":
+    if effective_kind(config) == "none":
         if config.kind == "none":
             return Check("sandbox", True, "none (chosen): agents see what the worker's user sees")
-        # not chosen: said, not failed (kind unset still means none, docs/security.md)
-        how = ("bwrap works here: set [sandbox] kind = \"bwrap\"" if problem is None
-               else f"{problem}: install bubblewrap, then set [sandbox] kind = \"bwrap\"")
-        return Check("sandbox", True, f"none: agents see what the worker's user sees ({how})")
+        # the default fell back: a finding, until bwrap works or `none` is chosen
+        return Check("sandbox", False, f"none: {problem}: agents see what the worker's user sees", FALLBACK_FIX)
     if problem is not None:
         return Check("sandbox", False, f"bwrap chosen but {problem}: every card will fail",
                      "install bubblewrap or allow user namespaces, or set [sandbox] kind = \"none\"")

@@ -13,6 +13,7 @@ import redis
 from rich.console import Console
 
 from squad.actions.backlog import load_file, parse_backlog
+from squad.agents.sandbox import fallback_warning
 from squad.core.constants import CARDS_QUEUE, MAINTENANCE_QUEUE
 from squad.core.masking import mask_url
 from squad.core.settings import load_settings
@@ -111,6 +112,9 @@ def run_up(*, demo: bool, port: int, concurrency: int) -> int:
     probes = Probes(lambda: celery_workers(probe_settings), f"{api_url}/health" if api_url else None)
     sup = Supervisor(children)
     sup.install_signal_handlers()
+    unconfined = fallback_warning(settings.sandbox)
+    if unconfined is not None:  # said once here; the worker's own log says it too
+        console.print(f"warning: {unconfined}", style="yellow", markup=False)
     view = UpView(console, live=live, api_url=api_url, redis_desc=redis_desc, store_desc=store_desc,
                   logs_dir=logs_dir, started=started)
 
