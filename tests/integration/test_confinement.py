@@ -21,7 +21,7 @@ from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.fake_agents import confined
 from support.paths import AGENTS
-from support.processes import free_port, wait_for
+from support.processes import free_port, host_pid, wait_for
 
 PY = sys.executable
 PROBE = str(AGENTS / "probe.py")
@@ -146,6 +146,9 @@ default_agent = "probe"
 command = ["{PY}", "{PROBE}", "{seen_agent}"]
 env_deny = ["AWS_*"]
 env = {{ ADDED_BY_AGENT = "yes" }}
+[agents.probe.sandbox]
+# unconfined: what an agent reads of its ancestors' /proc/<pid>/environ (in a sandbox it sees none)
+kind = "none"
 [hooks]
 before_run = ["{PY}", "{PROBE}", "{seen_hook}"]
 """, SQUAD_API_TOKEN="tok-very-secret-123",
@@ -204,7 +207,7 @@ timeout = 3
     assert time.monotonic() - started < 120
     card = project.store.get_card("HOOK-1")
     assert card.last_error is not None and "hook before_run timed out" in card.last_error
-    bg = int(pidfile.read_text())
+    bg = host_pid(int(pidfile.read_text()), env={"SQUAD_CARD_ID": "HOOK-1"})  # the pid in its sandbox
     wait_for(lambda: not psutil.pid_exists(bg) or psutil.Process(bg).status() == psutil.STATUS_ZOMBIE, 20,
              message="background child of the hook ended")
     assert not (tmp_path / "agent.json").exists()

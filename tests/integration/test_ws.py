@@ -34,7 +34,7 @@ from support.cli import squad_env
 from support.event_contract import problems
 from support.fake_agents import sandbox_toml
 from support.paths import AGENTS
-from support.processes import wait_for
+from support.processes import read_pid, wait_for
 from support.redis_server import RedisServer
 from support.store import redis_keys
 from support.workers import Worker
@@ -391,7 +391,7 @@ def test_forced_retry_of_a_running_card_ends_its_agent_and_runs_it_again(
     _orchestrate_once(env)
     pid_file = settings.workdir / "FR-1" / "pid-1"
     wait_for(pid_file.exists, 60, message="agent started")
-    agent = psutil.Process(int(pid_file.read_text()))
+    agent = psutil.Process(read_pid(pid_file))
     old_task = store.get_card("FR-1").celery_task_id
 
     with api.client() as http:
@@ -411,7 +411,7 @@ def test_forced_retry_of_a_running_card_ends_its_agent_and_runs_it_again(
         assert card.status == Status.IN_PROGRESS and card.celery_task_id == body["new_task_id"]
 
         # ... and cancel ends it for good (the answer comes once its process group is gone)
-        second = psutil.Process(int((settings.workdir / "FR-1" / "pid-2").read_text()))
+        second = psutil.Process(read_pid(settings.workdir / "FR-1" / "pid-2"))
         cancelled = http.post("/api/tasks/FR-1/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["card"]["status"] == "CANCELLED"
         wait_for(lambda: not second.is_running() or second.status() == psutil.STATUS_ZOMBIE, 5,
