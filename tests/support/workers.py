@@ -22,8 +22,15 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
     def celery_children(self) -> list[psutil.Process]:
-        return [p for p in psutil.Process(self.proc.pid).children(recursive=True)
-                if "celery" in " ".join(p.cmdline())]
+        return [p for p in psutil.Process(self.proc.pid).children(recursive=True) if "celery" in _cmdline(p)]
+
+
+def _cmdline(proc: psutil.Process) -> str:
+    """Its command line; "" for one gone or a zombie (an agent's process that just ended, say)."""
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
 
 
 #: conftest's `start_worker` fixture, as tests annotate it.
