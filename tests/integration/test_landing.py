@@ -336,10 +336,9 @@ def test_the_lander_killed_mid_landing_leaves_base_before_and_the_train_goes_on(
 
 
 def test_the_lander_killed_after_base_moved_before_done_is_finished_once_by_the_next(tmp_path: Path) -> None:
-    marks = tmp_path / "marks"  # the hook writes there, the agents are read: a sandbox, where one is on, declares them
+    marks = tmp_path / "marks"  # the hook writes there (Machines' [sandbox] declares it, and the agents' folder)
     hook = json.dumps([*GATE, str(marks), "afterland", "release-hook"])
-    m = Machines(tmp_path, workspace_toml=f'land = "merge"\nafter_land = {hook}',
-                 agents_toml=f'[sandbox]\nrw_paths = ["{marks}"]\nro_paths = ["{AGENTS}"]')
+    m = Machines(tmp_path, workspace_toml=f'land = "merge"\nafter_land = {hook}')
     one, two = m.clone("one"), m.clone("two")
     m.seed({"card_id": "A"}, {"card_id": "B"})
     lander = m.start_orchestrator(one, "orch-one")
