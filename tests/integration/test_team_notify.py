@@ -109,7 +109,7 @@ def test_failed_cards_notify_signed_json_and_slack_while_dead_receivers_delay_no
                          ("hang", hang.url, "json", None), ("broken", broken.url, "json", None)])
         env = squad_env(SQUAD_REDIS_URL=redis_url, SQUAD_DATABASE_URL=sqlite_url, SQUAD_CONFIG=str(config),
                         SQUAD_MAX_RETRIES="0")
-        start_worker(env, concurrency=2)
+        worker = start_worker(env, concurrency=2)
         beat = run_beat(env, tmp_path)
         try:
             for n in range(3):
@@ -121,6 +121,14 @@ def test_failed_cards_notify_signed_json_and_slack_while_dead_receivers_delay_no
 
             wait_for(lambda: len(good.got) >= 3 and len(slack.got) >= 3, 120, interval=0.5,
                      message="three notifications on each good receiver")
+            # ... (the cards settle before beat's first pass: the worker made the consumer group at start)
+            # ... and a team pass run after an attempt in the same pool process logs as no card
+            def passes() -> list[dict[str, object]]:
+                return [json.loads(line) for line in worker.log().splitlines()
+                        if line.startswith("{") and "squad.team_pass[" in line and "succeeded" in line]
+
+            wait_for(lambda: len(passes()) >= 2, 60, interval=0.5, message="two team passes logged")
+            assert not any("card_id" in p for p in passes())
             for headers, body in good.got:
                 assert headers[SIGNATURE_HEADER.lower()] == signature(SECRET, body)
             assert sorted(b["card_id"] for b in good.bodies()) == ["N-0", "N-1", "N-2"]

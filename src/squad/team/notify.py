@@ -83,16 +83,25 @@ def _wanted(target: NotifyConfig, event: str, squad: str | None) -> bool:
     return event in target.events and (target.squads is None or (squad or "") in target.squads)
 
 
+def ensure_group(events: EventBus) -> None:
+    """The consumer group `squad-notify` on the status stream, reading from now on (kept if it exists).
+
+    A worker creates it when it starts (squad.team.tasks), before it runs any card: the first team
+    pass comes up to beat's interval later, and a group made only then would skip the events of every
+    card that settled meanwhile."""
+    try:
+        events.redis.xgroup_create(events.keys.task_updates, NOTIFY_GROUP, id="$", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
 def collect(settings: Settings, store: CardStore, events: EventBus, consumer: str) -> int:
     """Read new events (consumer group `squad-notify`) and put what a `[[notify]]` wants in the
     outbox; returns how many notifications were queued."""
     client = events.redis
     stream = events.keys.task_updates
-    try:
-        client.xgroup_create(stream, NOTIFY_GROUP, id="$", mkstream=True)
-    except redis.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    ensure_group(events)
     read = client.xreadgroup(NOTIFY_GROUP, consumer, {stream: ">"}, count=READ_BATCH)
     entries: list[tuple[str, dict[str, str]]] = [(eid, fields) for _name, items in read or [] for eid, fields in items]
     if not entries:

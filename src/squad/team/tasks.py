@@ -14,12 +14,13 @@ import socket
 from typing import Any
 
 import structlog
+from celery.signals import worker_init
 
 from squad.core.constants import TEAM_TASK_NAME
 from squad.core.settings import Settings
 from squad.live.events import EventBus, try_event_bus
 from squad.store.card_store import CardStore
-from squad.team.notify import collect, deliver_due
+from squad.team.notify import collect, deliver_due, ensure_group
 from squad.team.schedules import run_schedules
 from squad.worker.app import celery_app
 
@@ -37,6 +38,25 @@ def _resources() -> tuple[Settings, CardStore, EventBus | None]:
         s: Settings = _state["settings"]
         _state["events"] = try_event_bus(s.events, s.log_ttl, _state["store"].redis_keys)
     return _state["settings"], _state["store"], _state["events"]
+
+
+@worker_init.connect
+def _notify_group_before_any_card(**_: Any) -> None:
+    """With `[[notify]]` set, the notification group exists before this worker runs a card, so the
+    status events of cards that settle before the first team pass are delivered (notify.ensure_group)."""
+    settings: Settings = celery_app.squad_settings
+    if not settings.notify:
+        return
+    store = CardStore(settings.database_url)
+    try:
+        events = try_event_bus(settings.events, settings.log_ttl, store.redis_keys)
+        if events is not None:
+            ensure_group(events)
+            events.close()
+    except Exception as exc:  # the team pass creates it later all the same
+        log.warning("notification group not created at start", error=repr(exc))
+    finally:
+        store.dispose()
 
 
 @celery_app.task(name=TEAM_TASK_NAME, ignore_result=True)

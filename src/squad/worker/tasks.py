@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from celery import Task
 from celery.exceptions import Ignore
-from celery.signals import celeryd_after_setup, worker_before_create_process, worker_process_init
+from celery.signals import celeryd_after_setup, task_prerun, worker_before_create_process, worker_process_init
 
 from squad.agents import egress, orphans
 from squad.attempt.run import AttemptContext, run_card
@@ -63,6 +63,13 @@ def _reset_after_fork(**_: Any) -> None:
     # A pool process runs nothing but attempts: anything it adopts was left by one of its agents.
     orphans.own_all_orphans()
     egress.remove_leftovers()  # a pool process killed while its proxy served (this one may replace it)
+
+
+@task_prerun.connect
+def _fresh_log_context(**_: Any) -> None:
+    """Every task of a pool process starts with no bound log fields: an attempt binds its card's,
+    and a team pass run next in the same process must not log as that card."""
+    structlog.contextvars.clear_contextvars()
 
 
 class ProgressReportingTask(Task):
