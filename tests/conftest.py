@@ -38,7 +38,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    """A flushed Redis for this test (restarted if an earlier test left it stopped)."""
+    """A flushed Redis for this test (restarted if an earlier test left it stopped).
+
+    kombu keeps process-wide connection and producer pools keyed by the broker URL: after a test
+    restarted this Redis (same port), a new Celery app of this process would take a connection to
+    the old server from them, and its first broadcast read "Connection closed by server"."""
+    import kombu.pools
+
+    kombu.pools.reset()
     if redis_server.proc is None or redis_server.proc.poll() is not None:
         redis_server.proc = None
         redis_server.start(aof=False)
