@@ -579,12 +579,18 @@ before_run = ["sh", "-c", {json.dumps(hook)}]
     store.dispose()
 
 
-def test_a_card_whose_sandbox_cannot_start_fails_rather_than_running_unconfined(tmp_path: Path) -> None:
-    # Given kind = "bwrap" on a machine where bwrap cannot run (a broken binary first on its path)
+def _broken_bwrap(tmp_path: Path) -> Path:
+    """A folder with a `bwrap` that fails as bwrap does without user namespaces."""
     fake = tmp_path / "fakebin"
     fake.mkdir()
     (fake / "bwrap").write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
     (fake / "bwrap").chmod(0o755)
+    return fake
+
+
+def test_a_card_whose_sandbox_cannot_start_fails_rather_than_running_unconfined(tmp_path: Path) -> None:
+    # Given kind = "bwrap" on a machine where bwrap cannot run (a broken binary first on its path)
+    fake = _broken_bwrap(tmp_path)
     marker = tmp_path / "ran.txt"
     env, store = project(tmp_path, f"""
 default_agent = "a"
@@ -724,10 +730,7 @@ command = ["{PY}", "{AGENTS / 'markers.py'}"]
 
 def test_where_bwrap_does_not_work_an_unset_kind_falls_back_to_none_and_says_why(tmp_path: Path) -> None:
     # Given no `kind`, and a bwrap that cannot run here (a broken binary, as without user namespaces)
-    fake = tmp_path / "fakebin"
-    fake.mkdir()
-    (fake / "bwrap").write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
-    (fake / "bwrap").chmod(0o755)
+    fake = _broken_bwrap(tmp_path)
     marker = tmp_path / "ran.txt"
     env, store = project(tmp_path, f"""
 default_agent = "a"
