@@ -29,7 +29,8 @@ from squad.core.settings import SandboxConfig
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.paths import AGENTS, SRC
-from support.processes import free_port, wait_for
+from support.processes import wait_for
+from support.sandboxed import project
 from support.workers import Worker
 
 PY = sys.executable
@@ -66,15 +67,6 @@ def listener() -> Iterator[int]:
     stop.set()
     thread.join(5)
     server.close()
-
-
-def project(tmp_path: Path, toml: str) -> tuple[dict[str, str], CardStore]:
-    db_url = f"sqlite:///{tmp_path / '.squad' / 'squad.db'}"
-    (tmp_path / "squad.toml").write_text(toml, encoding="utf-8")
-    env = squad_env(USE_CELERY="false", SQUAD_REDIS_URL=f"redis://127.0.0.1:{free_port()}",
-                    SQUAD_DATABASE_URL=db_url, SQUAD_MAX_RETRIES="0", SQUAD_ALLOWED_ROOTS=str(tmp_path),
-                    HOME=str(tmp_path / "home"))
-    return env, CardStore(db_url)
 
 
 def make_wheel(folder: Path) -> Path:
