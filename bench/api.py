@@ -46,8 +46,9 @@ def pct(values: list[float], q: float) -> float:
 
 def seed(db_url: str, redis_url: str, cards: int) -> None:
     """10,000 cards; the first 300 (highest priority) in every status, with metas and live logs."""
-    from squad.core.cards import CardSpec, Status
+    from squad.core.cards import CardSpec
     from squad.core.retries import RetryPolicy
+    from squad.core.statuses import Status
     from squad.live.events import EventBus
     from squad.store.card_store import CardStore, RunOutcome
 

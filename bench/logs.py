@@ -42,8 +42,9 @@ def raw_xadd(url: str, lines: int) -> float:
 
 def squad_path(url: str, lines: int, tmp: Path) -> float:
     from squad.attempt.run import AttemptContext, run_card
-    from squad.core.cards import CardSpec, Status
+    from squad.core.cards import CardSpec
     from squad.core.settings import AgentConfig, load_settings
+    from squad.core.statuses import Status
     from squad.live.events import EventBus
     from squad.store.card_store import CardStore
 

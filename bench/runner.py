@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from squad.agents.parsers import make_parser  # noqa: E402
 from squad.agents.runner import Limits, run_agent  # noqa: E402
 from squad.attempt.run import AttemptContext, run_card  # noqa: E402
-from squad.core.cards import CardSpec, Status  # noqa: E402
+from squad.core.cards import CardSpec  # noqa: E402
 from squad.core.settings import AgentConfig, Settings, load_settings  # noqa: E402
+from squad.core.statuses import Status  # noqa: E402
 from squad.store.card_store import CardStore  # noqa: E402
 
 LINES_AGENT = ROOT / "tests" / "agents" / "lines.py"

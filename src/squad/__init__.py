@@ -12,11 +12,12 @@ from squad.core.constants import VERSION
 from squad.core.errors import BacklogError, ConfigError, NotFoundError, SquadError, TransitionError
 
 if TYPE_CHECKING:
-    from squad.core.cards import Card, CardSpec, Run, Status
+    from squad.core.cards import Card, CardSpec, Run
     from squad.core.settings import Settings, load_settings
+    from squad.core.statuses import Status
 
 _LAZY = {"Card": "squad.core.cards", "CardSpec": "squad.core.cards", "Run": "squad.core.cards",
-         "Status": "squad.core.cards", "Settings": "squad.core.settings", "load_settings": "squad.core.settings"}
+         "Status": "squad.core.statuses", "Settings": "squad.core.settings", "load_settings": "squad.core.settings"}
 
 
 def __getattr__(name: str) -> Any:

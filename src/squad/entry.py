@@ -2,7 +2,8 @@
 
 `squad version` and `squad --version` are answered here, before the Typer app is imported: Typer
 and Click, and pydantic, which Typer uses to coerce every option, cost several times the
-interpreter's own start-up (docs/benchmarks.md, "CLI"). Everything else goes to `squad.cli.app`.
+interpreter's own start-up (docs/benchmarks.md, "CLI"). `squad status` [`--json`] is run without the
+Typer app too (`squad.cli.quick`). Everything else goes to `squad.cli.app`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) == 1 and args[0] in VERSION_LINES:
         sys.stdout.write(VERSION_LINES[args[0]])
         sys.exit(0)
-    from squad.cli.app import main as run_command
+    from squad.cli.quick import quick_command
 
-    run_command(argv)
+    body = quick_command(args)
+    if body is not None:
+        from squad.cli.guard import run_command
+
+        run_command(body)
+    from squad.cli.app import main as run_app
+
+    run_app(argv)

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from squad.core.cards import Status
 from squad.core.settings import Settings
+from squad.core.statuses import Status
 from squad.store.card_store import open_store
 from support.browser import open_page, wait_js
 from support.cli import squad_env

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from squad.core.cards import Status
 from squad.core.settings import Settings
+from squad.core.statuses import Status
 from squad.store.card_store import open_store
 from support.browser import open_page
 from support.cli import run_cli, squad_env

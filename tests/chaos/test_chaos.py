@@ -16,7 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from squad.core.cards import Run, Status
+from squad.core.cards import Run
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore
 from support.cli import orchestrator, squad_env
 from support.fake_agents import write_agents

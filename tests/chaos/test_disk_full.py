@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from squad.core.cards import Status
+from squad.core.statuses import Status
 from support.cli import orchestrator, squad_env
 from support.fake_agents import write_agents
 from support.paths import AGENTS

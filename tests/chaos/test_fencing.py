@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from squad.core.cards import Status
+from squad.core.statuses import Status
 from support.cli import orchestrator, squad_env
 from support.fake_agents import commits, read_ledger, write_agents
 from support.paths import AGENTS

@@ -12,8 +12,8 @@ import psutil
 import pytest
 import redis
 
-from squad.core.cards import Status
 from squad.core.constants import ARCHIVE_MAX_BYTES, TASK_LOGS_MAXLEN
+from squad.core.statuses import Status
 from support.cli import orchestrator, squad_env
 from support.fake_agents import write_agents
 from support.paths import AGENTS

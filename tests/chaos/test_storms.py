@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from squad.core.cards import Status
+from squad.core.statuses import Status
 from support.cli import orchestrator, squad_env
 from support.fake_agents import write_agents
 from support.processes import alive, free_port, host_pid, wait_for

@@ -24,10 +24,11 @@ from sqlalchemy import event, update
 from squad.api.app import WEB_DIR
 from squad.api.server import serve
 from squad.api.task_view import CELERY_META_PREFIX
-from squad.core.cards import STATUS_FACTS, Status, parse_card
+from squad.core.cards import parse_card
 from squad.core.errors import ConfigError
 from squad.core.retries import RetryPolicy
 from squad.core.settings import Settings, load_settings
+from squad.core.statuses import STATUS_FACTS, Status
 from squad.live.events import EventBus
 from squad.store.card_store import CardStore, RunOutcome
 from squad.store.tables import runs as runs_t

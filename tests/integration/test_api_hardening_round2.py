@@ -14,8 +14,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from squad.agents.prompts import prompt_path
-from squad.core.cards import Status
 from squad.core.settings import Settings, load_settings
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore
 from support.api import run_api, squad_serve
 from support.cli import squad_env

@@ -18,9 +18,10 @@ from hypothesis import settings as hyp_settings
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 
-from squad.core.cards import Status, parse_card
+from squad.core.cards import parse_card
 from squad.core.retries import RetryPolicy
 from squad.core.settings import Settings, load_settings
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore, RunOutcome
 from support.api import ApiServer, run_api
 

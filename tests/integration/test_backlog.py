@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from squad.actions.backlog import export_backlog, import_file, parse_backlog, validate_file
-from squad.core.cards import Status
 from squad.core.errors import BacklogError, ConflictError, DuplicateCardError
 from squad.core.settings import Settings
+from squad.core.statuses import Status
 from squad.live.events import EventBus
 from squad.store.card_store import CardStore
 from squad.store.tables import cards as cards_t

@@ -22,13 +22,14 @@ from typing import Any
 import psutil
 import pytest
 
-from squad.core.cards import Run, Status, parse_card
+from squad.core.cards import Run, parse_card
 from squad.core.constants import (
     EXECUTE_TASK_NAME,
     KOMBU_UNACKED_KEY,
     RECONCILE_TASK_NAME,
 )
 from squad.core.settings import Settings, load_settings
+from squad.core.statuses import Status
 from squad.live.broker import BrokerView, queue_keys
 from squad.live.celery_config import make_celery
 from squad.live.connections import stream_key

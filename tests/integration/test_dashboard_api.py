@@ -11,8 +11,8 @@ import httpx
 
 from squad.agents.prompts import prompt_path
 from squad.api.history import leases_by_worker
-from squad.core.cards import Status
 from squad.core.settings import Settings, load_settings
+from squad.core.statuses import Status
 from squad.live.events import EventBus
 from squad.store.card_store import CardStore
 from support.api import by_id, run_api

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from squad.core.cards import Status
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore
 from support.cli import backlog, run_cli, squad_env
 from support.fake_agents import ledger_counts, write_ledger_agent

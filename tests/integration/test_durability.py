@@ -10,9 +10,10 @@ from pathlib import Path
 
 from squad.attempt.archive import LogArchive, live_log_archive
 from squad.attempt.lease import LeaseKeeper, sweep_stale_leases
-from squad.core.cards import CardSpec, Status
+from squad.core.cards import CardSpec
 from squad.core.retries import RetryPolicy
 from squad.core.settings import Settings
+from squad.core.statuses import Status
 from squad.live.events import EventBus, iso_now
 from squad.store.card_store import CardStore, RunOutcome
 from squad.store.db_retry import retry_db

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from squad.attempt.workspaces import git
-from squad.core.cards import CardSpec, Status
+from squad.core.cards import CardSpec
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.fake_agents import sandbox_toml

@@ -19,9 +19,9 @@ import pytest
 
 from squad.attempt.channel import AttemptChannel
 from squad.channel.wire import encode, read_line
-from squad.core.cards import Status
 from squad.core.retries import RetryPolicy
 from squad.core.settings import load_settings
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore
 from support.api import run_api
 from support.cli import run_cli, squad_env

@@ -15,8 +15,8 @@ import pytest
 import redis
 from websockets.sync.client import connect
 
-from squad.core.cards import Status
 from squad.core.settings import load_settings
+from squad.core.statuses import Status
 from squad.live.events import EventBus, status_event
 from squad.store.card_store import CardStore
 from support.api import run_api

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import psutil
 
-from squad.core.cards import CardSpec, Status
+from squad.core.cards import CardSpec
+from squad.core.statuses import Status
 from squad.live.events import EventBus, progress_event
 from squad.ops.embedded_redis import redis_binary
 from squad.store.card_store import CardStore

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from squad.core.cards import CardSpec, Status
+from squad.core.cards import CardSpec
 from squad.core.retries import RetryPolicy
 from squad.core.settings import load_settings
+from squad.core.statuses import Status
 from squad.live.connections import async_redis
 from squad.live.events import EventBus, iso_now, log_event, progress_event, publish_async, status_event
 from squad.orchestration.dispatch import DeferredDispatcher

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import redis
 
-from squad.core.cards import CardSpec, Status
+from squad.core.cards import CardSpec
 from squad.core.constants import (
     LIVE_LOG_ENTRY_MAX_CHARS,
     LOG_EVENT_MAX_CHARS,
     TASK_LOGS_MAX_BYTES,
 )
+from squad.core.statuses import Status
 from squad.ops.embedded_redis import EmbeddedRedis, redis_binary
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env

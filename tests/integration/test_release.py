@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from squad.core.cards import CardSpec, Status
+from squad.core.cards import CardSpec
 from squad.core.settings import load_settings
+from squad.core.statuses import Status
 from squad.live.broker import queue_keys
 from squad.live.connections import redis_client
 from squad.orchestration.dispatch import CELERY_HARD_MARGIN_S, CELERY_SOFT_MARGIN_S, CeleryDispatcher

@@ -24,8 +24,9 @@ import pytest
 from squad.agents.parsers import make_parser
 from squad.agents.runner import Limits, run_agent
 from squad.agents.sandbox import build, probe
-from squad.core.cards import CardSpec, Status
+from squad.core.cards import CardSpec
 from squad.core.settings import SandboxConfig
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.paths import AGENTS, SRC

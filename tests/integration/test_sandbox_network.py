@@ -24,9 +24,10 @@ import pytest
 from squad.agents import egress
 from squad.agents.egress import EgressProxy
 from squad.agents.sandbox import build
-from squad.core.cards import CardSpec, Status
+from squad.core.cards import CardSpec
 from squad.core.hostpatterns import parse_pattern
 from squad.core.settings import SandboxConfig
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.paths import AGENTS, SRC

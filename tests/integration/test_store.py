@@ -17,9 +17,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import squad.store.card_store
-from squad.core.cards import CardSpec, Status, Usage
+from squad.core.cards import CardSpec, Usage
 from squad.core.errors import BacklogError, DuplicateCardError, NotFoundError, TransitionError
 from squad.core.retries import RetryPolicy
+from squad.core.statuses import Status
 from squad.orchestration.pass_graph import PassGraph
 from squad.store.card_store import CardStore, Claim, RunOutcome
 from squad.store.tables import metadata

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from squad.core.cards import Status
 from squad.core.errors import BacklogError
 from squad.core.settings import load_settings
+from squad.core.statuses import Status
 from squad.orchestration.orchestrator import make_orchestrator
 from squad.store.card_store import CardStore
 from squad.submit import submit_chain, submit_group

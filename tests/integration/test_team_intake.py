@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
-from squad.core.cards import Status
 from squad.core.retries import RetryPolicy
 from squad.core.settings import load_settings
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore, RunOutcome
 from squad.store.team_store import TeamStore
 from support.api import run_api

@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from squad.core.cards import Status
 from squad.core.settings import load_settings
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore
 from squad.store.team_store import TeamStore
 from squad.team.notify import SIGNATURE_HEADER, payload, signature

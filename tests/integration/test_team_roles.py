@@ -14,8 +14,8 @@ from websockets.sync.client import connect
 
 from squad.api.app import create_app
 from squad.api.auth import ROUTES, access_for
-from squad.core.cards import Status
 from squad.core.settings import load_settings
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore
 from squad.store.team_store import TeamStore
 from squad.team.tokens import Role, create_token

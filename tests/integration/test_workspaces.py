@@ -19,8 +19,9 @@ import pytest
 import redis
 
 from squad.attempt.workspaces import Workspace, WorkspaceError, gc, git, list_workspaces, prepare, workspace_for
-from squad.core.cards import CardSpec, Status
+from squad.core.cards import CardSpec
 from squad.core.settings import load_settings
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore
 from support.cli import run_cli, squad_env
 from support.fake_agents import sandbox_toml

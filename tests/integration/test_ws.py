@@ -25,8 +25,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from squad.core.cards import Status, parse_card
+from squad.core.cards import parse_card
 from squad.core.settings import Settings, load_settings
+from squad.core.statuses import Status
 from squad.live.connections import stream_key
 from squad.live.events import EventBus, log_event, progress_event, status_event
 from support.api import ApiServer, run_api

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from squad.core.cards import Status
 from squad.core.depgraph import FAILED_DEPENDENCY
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore
 from squad.store.tables import cards as cards_t
 

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from squad.core.cards import Status, Usage, parse_card
+from squad.core.cards import Usage, parse_card
 from squad.core.retries import RetryPolicy
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore, RunOutcome
 
 

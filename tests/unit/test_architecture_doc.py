@@ -8,7 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import squad
-from squad.core.cards import STATUS_FACTS, TRANSITIONS, StatusFacts
+from squad.core.statuses import STATUS_FACTS, TRANSITIONS, StatusFacts
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 PACKAGE = Path(squad.__file__).parent

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from squad.core.cards import Card, Status, check_storable_text
+from squad.core.cards import Card, check_storable_text
 from squad.core.errors import BacklogError, ConflictError
+from squad.core.statuses import Status
 from squad.live.events import EventBus, answer_event, status_event
 from squad.store import family
 from squad.store.card_store import CardStore

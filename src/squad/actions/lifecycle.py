@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from squad.core.cards import STATUS_FACTS, Card, Status
+from squad.core.cards import Card
 from squad.core.constants import KILL_GRACE_S
 from squad.core.errors import NotFoundError, TransitionError
+from squad.core.statuses import STATUS_FACTS, Status
 from squad.orchestration.dispatch import Producer
 
 STOP_WAIT_S = KILL_GRACE_S + 10

@@ -27,10 +27,11 @@ from squad.attempt.workspaces import (
     remove,
     workspace_for,
 )
-from squad.core.cards import Card, Status
+from squad.core.cards import Card
 from squad.core.errors import ConflictError, NotFoundError, SquadError
 from squad.core.masking import mask_text
 from squad.core.settings import Settings
+from squad.core.statuses import Status
 from squad.orchestration.dispatch import Producer
 from squad.store.card_store import CardStore
 

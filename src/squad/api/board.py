@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 from sqlalchemy import Select, func, select
 
 from squad.api.task_view import live_logs, run_elapsed, task_state
-from squad.core.cards import Status
 from squad.core.namespace import RedisKeys
 from squad.core.settings import CardLimits, Settings
+from squad.core.statuses import Status
 from squad.store.card_store import CardStore, card_page_query
 from squad.store.tables import cards as cards_t
 from squad.store.tables import runs as runs_t

@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, func, or_, select
 
 from squad.api.schemas import HistoryRun, built
-from squad.core.cards import Card, Status
+from squad.core.cards import Card
+from squad.core.statuses import Status
 from squad.store.card_store import LANDED_COMMIT, CardStore, card_page_query, to_dt
 from squad.store.tables import cards as cards_t
 from squad.store.tables import runs as runs_t

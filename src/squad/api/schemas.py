@@ -16,9 +16,8 @@ from squad.core.cards import (
     Card,
     CardSpec,
     Run,
-    Status,
-    TaskState,
 )
+from squad.core.statuses import Status, TaskState
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -23,11 +23,12 @@ from redis.exceptions import NoScriptError, RedisError
 
 from squad.api.history import CardExtras, board_cards
 from squad.api.schemas import CeleryTask, EnhancedCard, built
-from squad.core.cards import STATUS_FACTS, Card, Run, RunStatus, Status, TaskState
+from squad.core.cards import Card, Run
 from squad.core.constants import STEP_IN_PROGRESS
 from squad.core.namespace import RedisKeys
 from squad.core.retries import retries_used
 from squad.core.settings import Settings
+from squad.core.statuses import STATUS_FACTS, RunStatus, Status, TaskState
 from squad.live.connections import stream_id_time
 from squad.store.card_store import CardStore
 

@@ -30,11 +30,12 @@ import structlog
 
 from squad.attempt.subcards import create_subcards
 from squad.channel.wire import DIR_ENV, MAX_MESSAGE_BYTES, SOCKET_NAME, TOKEN_ENV, ChannelError, encode, read_line
-from squad.core.cards import LIST_ITEM_MAX_CHARS, Status
+from squad.core.cards import LIST_ITEM_MAX_CHARS
 from squad.core.constants import CANCEL_POLL_S
 from squad.core.errors import SquadError
 from squad.core.safetext import excerpt
 from squad.core.settings import Settings
+from squad.core.statuses import Status
 from squad.live.events import Event, EventBus, note_event, question_event, status_event
 from squad.store import family
 from squad.store.card_store import CardStore, Claim

@@ -44,10 +44,11 @@ from squad.attempt.workspaces import (
     repo_lock,
     workspace_for,
 )
-from squad.core.cards import Card, Status
+from squad.core.cards import Card
 from squad.core.errors import SquadError
 from squad.core.retries import RetryPolicy
 from squad.core.settings import Settings
+from squad.core.statuses import Status
 from squad.live.events import EventBus, format_log_line, iso_now, log_event, status_event
 from squad.store.card_store import CardStore
 

@@ -52,7 +52,7 @@ from squad.attempt.workspaces import (
 )
 from squad.attempt.workspaces import should_remove as workspace_should_remove
 from squad.channel.wire import DIR_ENV
-from squad.core.cards import FINAL, Card, Run, Status
+from squad.core.cards import Card, Run
 from squad.core.constants import (
     LOG_EVENTS_PER_BATCH,
     LOG_FLUSH_INTERVAL_S,
@@ -70,6 +70,7 @@ from squad.core.constants import (
 from squad.core.errors import SquadError
 from squad.core.retries import RetryPolicy
 from squad.core.settings import AgentConfig, Settings
+from squad.core.statuses import FINAL, Status
 from squad.live.events import Event, EventBus, format_log_line, iso_now, log_event, progress_event, status_event
 from squad.store.card_store import CardStore, Claim, RunOutcome
 from squad.store.db_retry import is_disk_full, retry_db

@@ -26,10 +26,11 @@ import structlog
 
 from squad.attempt.gitcmd import WorkspaceError
 from squad.attempt.gitcmd import run_git as git
-from squad.core.cards import Card, GitFacts, Status
+from squad.core.cards import Card, GitFacts
 from squad.core.errors import ConfigError, SquadError
 from squad.core.safetext import excerpt
 from squad.core.settings import Settings
+from squad.core.statuses import Status
 
 log = structlog.get_logger(__name__)
 

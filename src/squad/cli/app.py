@@ -8,8 +8,6 @@ each command, so `squad --help` pays for Typer only (docs/benchmarks.md, "CLI").
 from __future__ import annotations
 
 import copy
-import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -17,9 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from squad.cli import cards, observe, questions, review, services, setup, team
+from squad.cli.guard import run_command
 from squad.core.constants import VERSION_LINES
-from squad.core.errors import SquadError
-from squad.core.safetext import escape_controls
 
 app = typer.Typer(help="Squad Orchestrator: run a backlog of cards through AI coding agents.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -55,38 +52,15 @@ for _name, _group in (("backlog", cards.backlog_app), ("card", cards.card_app), 
     app.add_typer(_group, name=_name)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, delivered like Ctrl-C so each command's cleanup runs.
-
-    A shell without job control starts background jobs with SIGINT ignored: a command that stopped
-    only on Ctrl-C could then never be stopped cleanly. Commands that install their own handlers
-    (supervised services, the orchestrator, uvicorn) replace this one.
-    """
-
-
-EXIT_TERMINATED = 128 + signal.SIGTERM
-_terminated: list[bool] = []
 _HELP_ONLY = {"--help", "-h", "--version"}
-
-
-def _raise_terminated(_signum: int, _frame: object) -> None:
-    _terminated.append(True)
-    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every error is one line on stderr (exit 2 for usage and input errors);
-    SIGTERM stops a command like Ctrl-C does, with exit code 143."""
+    SIGTERM stops a command like Ctrl-C does, with exit code 143 (`squad.cli.guard`)."""
     args = sys.argv[1:] if argv is None else argv
-    if args and not _HELP_ONLY & set(args):  # help and version log nothing: spare them structlog's import
-        _configure_logging()
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        _main(argv)
-    except SystemExit:
-        if _terminated:  # Typer turns the interrupt into exit 130, a command may return normally
-            sys.exit(EXIT_TERMINATED)
-        raise
+    # help and version log nothing: spare them structlog's import
+    run_command(lambda: _run_typer(argv), log=bool(args) and not _HELP_ONLY & set(args))
 
 
 def _errors(click_name: str, *ours: type[BaseException]) -> tuple[Any, ...]:
@@ -112,47 +86,22 @@ def _app_for(args: Sequence[str]) -> typer.Typer:
     return one
 
 
-def _main(argv: list[str] | None) -> None:
+def _run_typer(argv: list[str] | None) -> int:
+    """The Typer app's exit code for `argv`; its own exceptions mapped here, every other error by
+    `squad.cli.guard`."""
     try:
         # standalone_mode=False: click returns (does not raise) the code of a `typer.Exit(code)`
         code = _app_for(sys.argv[1:] if argv is None else argv)(args=argv, standalone_mode=False, prog_name="squad")
     except _errors("Exit") as exc:
-        sys.exit(exc.exit_code)
+        return int(exc.exit_code)
     except _errors("Abort", typer.Abort):
         sys.stderr.write("squad: aborted\n")
-        sys.exit(130)
+        return 130
     except _errors("ClickException", typer.TyperException) as exc:
         # Typer >= 0.26 parses with its own vendored click: its usage errors are TyperExceptions.
         if type(exc).__name__ == "NoArgsIsHelpError":  # `squad card` alone: the help, as click prints it
             sys.stderr.write(exc.format_message().rstrip() + "\n")
         else:
             sys.stderr.write(f"squad: error: {' '.join(exc.format_message().split())}\n")
-        sys.exit(2)
-    except SquadError as exc:
-        # Problems quote user input (ids, paths): shown escaped, never as terminal control sequences.
-        msg = "; ".join(exc.problems) if hasattr(exc, "problems") else str(exc)
-        if hasattr(exc, "problems") and len(exc.problems) > 1:
-            for problem in exc.problems:
-                sys.stderr.write(f"squad: error: {escape_controls(problem)}\n")
-        else:
-            sys.stderr.write(f"squad: error: {escape_controls(msg)}\n")
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(0)
-    except Exception as exc:  # last resort: one line, never a traceback
-        sys.stderr.write(f"squad: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                         " (set SQUAD_DEBUG=1 for details)\n")
-        if os.environ.get("SQUAD_DEBUG"):
-            raise
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
-
-
-def _configure_logging() -> None:
-    import logging
-
-    from squad.core.logconfig import configure_logging
-
-    configure_logging(logging.DEBUG if os.environ.get("SQUAD_DEBUG") else logging.WARNING, lazy=True)
+        return 2
+    return code if isinstance(code, int) else 0

@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from squad.cli.common import (
-    JsonOpt,
     audited,
     card_json,
     cli_context,
@@ -20,6 +19,7 @@ from squad.cli.common import (
     out,
     print_json,
 )
+from squad.cli.options import JsonOpt
 from squad.core.errors import SquadError
 from squad.core.safetext import escape_controls, table
 
@@ -98,7 +98,7 @@ def card_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List cards, most urgent first (one page of --limit cards unless --all)."""
-    from squad.core.cards import Status
+    from squad.core.statuses import Status
 
     if status is not None and status.upper() not in Status.__members__:
         raise SquadError(f"unknown status {status!r} (one of {', '.join(Status.__members__)})")

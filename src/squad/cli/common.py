@@ -12,9 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
-
-import typer
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from squad.core.safetext import escape_controls
 
@@ -44,7 +42,6 @@ out: Any = _LazyConsole(highlight=False, soft_wrap=True, markup=False, emoji=Fal
 err: Any = _LazyConsole(highlight=False, soft_wrap=True, stderr=True, markup=False, emoji=False)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def cli_settings(**overrides: Any) -> Settings:

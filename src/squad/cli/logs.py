@@ -7,10 +7,10 @@ import time
 
 import redis
 
-from squad.core.cards import FINAL
 from squad.core.errors import NotFoundError
 from squad.core.safetext import escape_controls
 from squad.core.settings import Settings
+from squad.core.statuses import FINAL
 from squad.live.connections import STREAM_START, redis_client
 from squad.live.events import EventBus, format_log_line, try_event_bus
 from squad.store.card_store import CardStore

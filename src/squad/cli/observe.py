@@ -7,25 +7,15 @@ from typing import Annotated
 
 import typer
 
-from squad.cli.common import JsonOpt, cli_settings, cli_store, field, out, print_json
+from squad.cli.common import cli_settings, cli_store
+from squad.cli.options import JsonOpt
 
 
 def status(as_json: JsonOpt = False) -> None:
     """Health: database, Redis, Celery workers, mode, queue depth, cards by status."""
-    from squad.ops.status import collect_status
+    from squad.cli.quick import show_status  # (`squad status` alone is answered by squad.entry)
 
-    report = collect_status(cli_settings())
-    if as_json:
-        print_json(report)
-        return
-    for key, value in report.items():
-        if isinstance(value, dict):
-            value = "  ".join(f"{k} {v}" for k, v in value.items() if v) or "none"
-        elif isinstance(value, list):
-            value = ", ".join(map(str, value)) or "none"
-        elif value is None:
-            value = "unknown"
-        out.print(field(key, value))
+    show_status(as_json=as_json)
 
 
 def logs(

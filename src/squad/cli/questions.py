@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from squad.cli.common import JsonOpt, audited, card_json, cli_context, cli_settings, cli_store, out, print_json
+from squad.cli.common import audited, card_json, cli_context, cli_settings, cli_store, out, print_json
+from squad.cli.options import JsonOpt
 from squad.core.safetext import table
 
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from squad.cli.common import JsonOpt, audited, card_json, cli_context, cli_settings, cli_store, out, print_json
+from squad.cli.common import audited, card_json, cli_context, cli_settings, cli_store, out, print_json
+from squad.cli.options import JsonOpt
 from squad.core.safetext import escape_controls, table
 
 review_app = typer.Typer(help="Review what cards changed: diff, approve, reject.", no_args_is_help=True)
@@ -76,7 +77,7 @@ def land(card_id: Annotated[str, typer.Argument(help="Card id.")]) -> None:
     """Land a DONE or REVIEW card by hand: its repository's merge train applies its branch on base,
     runs verify on the result and moves base (docs/workspaces.md "Landing the work")."""
     from squad.actions.review import land_now
-    from squad.core.cards import Status
+    from squad.core.statuses import Status
 
     with cli_context() as ctx:
         card = land_now(ctx.producer, card_id)

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from squad.cli.common import JsonOpt, cli_settings, out, print_json
+from squad.cli.common import cli_settings, out, print_json
+from squad.cli.options import JsonOpt
 from squad.core.errors import SquadError
 
 agents_app = typer.Typer(help="Configured agents.", no_args_is_help=True)

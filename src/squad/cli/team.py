@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from squad.cli.common import JsonOpt, audited, cli_settings, cli_store, out, print_json
+from squad.cli.common import audited, cli_settings, cli_store, out, print_json
+from squad.cli.options import JsonOpt
 from squad.core.safetext import escape_controls
 
 token_app = typer.Typer(help="API tokens with roles: create, list, revoke.", no_args_is_help=True)

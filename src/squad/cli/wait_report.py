@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from squad.core.cards import ACTIVE
 from squad.core.safetext import escape_controls, excerpt
 from squad.core.settings import Settings
+from squad.core.statuses import ACTIVE
 from squad.live.celery_control import cards_consumers
 
 WAIT_REPORT_INTERVAL_S = 10.0

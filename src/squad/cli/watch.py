@@ -10,9 +10,9 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from squad.core.cards import statuses_where
 from squad.core.safetext import escape_controls
 from squad.core.settings import Settings
+from squad.core.statuses import statuses_where
 from squad.live.connections import redis_client, stream_tail
 from squad.live.events import decode_event
 from squad.store.card_store import CardStore

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 
-from squad.core.cards import Status, statuses_where
+from squad.core.statuses import Status, statuses_where
 
 #: A dependency in one of these statuses blocks its dependants.
 FAILED_DEPENDENCY = frozenset(s.value for s in statuses_where("blocks_dependants"))

@@ -12,8 +12,6 @@ most commands never log (docs/benchmarks.md, "CLI").
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import logging
 import sys
 from importlib.machinery import ModuleSpec
@@ -96,20 +94,26 @@ class _LazyFormatter(logging.Formatter):
         return self._real.format(record)
 
 
-class _ConfigureOnImport(importlib.abc.MetaPathFinder):
-    """One shot: the first `import structlog` configures it as soon as the package has loaded."""
+class _ConfigureOnImport:
+    """One shot: the first `import structlog` configures it as soon as the package has loaded.
+
+    A meta path finder and a loader by their methods (the import system asks for nothing else):
+    subclassing `importlib.abc`'s classes imports `importlib.resources`, a tenth of a short
+    command's start-up (docs/benchmarks.md "CLI")."""
 
     def find_spec(self, name: str, path: Any = None, target: ModuleType | None = None) -> ModuleSpec | None:
         if name != "structlog":
             return None
+        import importlib.util
+
         sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.loader is not None:
-            spec.loader = _ThenConfigure(spec.loader)
+            spec.loader = _ThenConfigure(spec.loader)  # type: ignore[assignment]  # a Loader by its methods
         return spec
 
 
-class _ThenConfigure(importlib.abc.Loader):
+class _ThenConfigure:
     """structlog's own loader, then `_configure_structlog()`."""
 
     def __init__(self, loader: Any) -> None:

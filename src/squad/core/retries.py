@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from squad.core.cards import Status
+from squad.core.statuses import Status
 
 if TYPE_CHECKING:
     from squad.core.cards import CardSpec

@@ -197,7 +197,7 @@ class NotifyConfig(BaseModel):
     @field_validator("events")
     @classmethod
     def _known_events(cls, value: list[str]) -> list[str]:
-        from squad.core.cards import Status
+        from squad.core.statuses import Status
 
         known = {*Status.__members__, *NOTIFY_EVENTS_EXTRA}
         out = [e if e in NOTIFY_EVENTS_EXTRA else e.upper() for e in value]

@@ -23,7 +23,6 @@ import redis
 import redis.asyncio as aioredis
 import structlog
 
-from squad.core.cards import Status, statuses_where
 from squad.core.constants import (
     ADDED_EVENT_MAX_IDS,
     LIVE_LOG_ENTRY_MAX_CHARS,
@@ -37,6 +36,7 @@ from squad.core.constants import (
 )
 from squad.core.masking import mask_text
 from squad.core.namespace import RedisKeys
+from squad.core.statuses import Status, statuses_where
 from squad.live.connections import redis_client, redis_is_full, stream_tail
 
 log = structlog.get_logger(__name__)

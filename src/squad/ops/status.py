@@ -81,7 +81,9 @@ def listens(url: str, timeout_s: float = CONNECT_PROBE_S) -> bool | None:
                 sock.connect(parts.path)
             return True
         if parts.scheme in ("redis", "rediss") and parts.hostname:
-            with socket.create_connection((parts.hostname, parts.port or 6379), timeout=timeout_s):
+            from squad.live.probe import connect_tcp
+
+            with connect_tcp(parts.hostname, parts.port or 6379, timeout_s):
                 return True
     except OSError:
         return False
@@ -165,8 +167,8 @@ def collect_status(settings: Settings, bound_s: float = STATUS_BOUND_S) -> dict[
 def _probe_database(settings: Settings, results: dict[str, Any], clock: ImportClock) -> None:
     """The store's counts (`database`), then, knowing its namespace, the orchestrators alive on its
     events Redis (`orchestrators`): each goes into `results` as soon as it is known."""
-    from squad.core.cards import Status
     from squad.core.namespace import RedisKeys
+    from squad.core.statuses import Status
     from squad.store.peek import peek
 
     try:

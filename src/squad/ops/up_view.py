@@ -21,8 +21,8 @@ from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.text import Text
 
-from squad.core.cards import ACTIVE, Status
 from squad.core.safetext import cell, escape_controls, table
+from squad.core.statuses import ACTIVE, Status
 from squad.store.card_store import CardStore
 
 MAX_ROWS = 30  # cards shown in the live view (active ones first)

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import structlog
 
 from squad.attempt.run import AttemptContext, run_card
-from squad.core.cards import Card, Status
+from squad.core.cards import Card
 from squad.core.constants import CARDS_QUEUE, EXECUTE_TASK_NAME, STORE_HEADER
 from squad.core.errors import BrokerUnavailable
 from squad.core.settings import LimitedCard, Settings
+from squad.core.statuses import Status
 from squad.live.events import EventBus, status_event
 from squad.orchestration.mode import (
     MODES as MODES,  # re-exported: the one "Celery or local" decision lives in squad.orchestration.mode

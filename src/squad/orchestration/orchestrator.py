@@ -16,8 +16,8 @@ import structlog
 from squad.attempt.landing import land_ready
 from squad.attempt.lease import sweep_stale_leases
 from squad.attempt.subcards import settle_waiting
-from squad.core.cards import FINAL, Status
 from squad.core.settings import Settings
+from squad.core.statuses import FINAL, Status
 from squad.live.events import EventBus, try_event_bus
 from squad.orchestration.dispatch import CeleryDispatcher, Dispatcher, LocalDispatcher, Producer, execution_mode
 from squad.orchestration.pass_graph import PassGraph

@@ -38,23 +38,12 @@ from sqlalchemy import (
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from squad.core import depgraph
-from squad.core.cards import (
-    ACTIVE,
-    CLAIMED,
-    Card,
-    CardSpec,
-    GitFacts,
-    Run,
-    RunStatus,
-    Status,
-    Usage,
-    allowed_sources,
-    check_transition,
-)
+from squad.core.cards import Card, CardSpec, GitFacts, Run, Usage
 from squad.core.depgraph import find_cycle
 from squad.core.errors import BacklogError, DuplicateCardError, NotFoundError, SquadError, TransitionError
 from squad.core.namespace import RedisKeys
 from squad.core.retries import RetryPolicy, retries_used
+from squad.core.statuses import ACTIVE, CLAIMED, RunStatus, Status, allowed_sources, check_transition
 from squad.store import db
 from squad.store.tables import cards as cards_t
 from squad.store.tables import instance as instance_t

@@ -15,7 +15,8 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from squad.core.cards import CLAIMED, FINAL, Card, Status
+from squad.core.cards import Card
+from squad.core.statuses import CLAIMED, FINAL, Status
 from squad.store.card_store import CardStore, _card_from_row, _move, now_s
 from squad.store.tables import cards as cards_t
 

@@ -21,16 +21,10 @@ import structlog
 
 from squad.actions.backlog import add_cards
 from squad.actions.lifecycle import cancel_card, retry_card
-from squad.core.cards import (
-    DESCRIPTION_MAX_CHARS,
-    LABELS_MAX_ITEMS,
-    NAME_MAX_CHARS,
-    TITLE_MAX_CHARS,
-    Status,
-    allowed_sources,
-)
+from squad.core.cards import DESCRIPTION_MAX_CHARS, LABELS_MAX_ITEMS, NAME_MAX_CHARS, TITLE_MAX_CHARS
 from squad.core.errors import NotFoundError, SquadError
 from squad.core.settings import Settings
+from squad.core.statuses import Status, allowed_sources
 from squad.live.events import EventBus
 from squad.orchestration.dispatch import Producer
 from squad.store.card_store import CardStore

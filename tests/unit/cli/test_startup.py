@@ -175,3 +175,62 @@ def test_status_reads_a_live_redis_without_redis_py_and_reports_what_the_full_cl
     assert all(re.fullmatch(r"[0-9.]+ MiB used of [0-9.]+ MiB \(noeviction\)", line) for line in memory), memory
     assert reports[0]["orchestrators"] == [presence.info.describe()]
     assert events.smembers(keys.orchestrators) == set()
+
+
+# Runs the Typer app's `status` command itself (the entry point answers `status` without it).
+THROUGH_TYPER = PROBE.replace("from squad.entry import main", "from squad.cli.app import main")
+
+
+def test_status_is_answered_without_typer_and_prints_what_the_typer_command_prints(tmp_path: Path) -> None:
+    # Given a project with a card, whose Redis URL names a port nobody listens on
+    from support.processes import free_port
+
+    (tmp_path / "squad.toml").write_text(f'redis_url = "redis://127.0.0.1:{free_port()}"\n')
+    assert probe("card", "add", "--id", "S-1", "--title", "one", cwd=tmp_path)[0] == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQUAD_") and k not in ("FORCE_COLOR", "TERM")}
+    for args in (["status"], ["status", "--json"]):
+        # When the entry point answers it, and when the Typer command does
+        quick = probe(*args, cwd=tmp_path)
+        typer_run = subprocess.run([sys.executable, "-c", THROUGH_TYPER, *args], capture_output=True, text=True,
+                                   timeout=60, check=False, cwd=tmp_path, env=env)
+        # Expect the same output and code, the first without Typer, Click, Rich or pydantic's option coercion
+        assert (quick[0], quick[1]) == (0, typer_run.stdout), (quick[1], typer_run.stdout)
+        assert not quick[2] & {"typer", "click", "rich", "sqlalchemy", "structlog"}, quick[2]
+    assert "cards: TODO 1\n" in quick_text(tmp_path)
+
+
+def quick_text(cwd: Path, **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SQUAD_") and k not in ("FORCE_COLOR", "TERM")}
+    proc = subprocess.run([sys.executable, "-m", "squad", "status"], capture_output=True, text=True, timeout=60,
+                          check=True, cwd=cwd, env={**clean, **env})
+    return proc.stdout
+
+
+def test_status_keys_are_bold_where_rich_would_make_them_bold(tmp_path: Path) -> None:
+    # Given a project (no store yet: the first status creates it)
+    from support.processes import free_port
+
+    (tmp_path / "squad.toml").write_text(f'redis_url = "redis://127.0.0.1:{free_port()}"\n')
+    # When status prints to a pipe, with FORCE_COLOR, and with FORCE_COLOR on a dumb terminal
+    plain, forced, dumb = (quick_text(tmp_path), quick_text(tmp_path, FORCE_COLOR="1"),
+                           quick_text(tmp_path, FORCE_COLOR="1", TERM="dumb"))
+    # Expect plain keys, bold keys (as Rich styles them) and plain keys again
+    assert plain.startswith("version: 0.1.0\n") and "\x1b" not in plain
+    assert forced.startswith("\x1b[1mversion\x1b[0m: 0.1.0\n")
+    assert forced.replace("\x1b[1m", "").replace("\x1b[0m", "") == plain == dumb
+
+
+def test_status_with_a_bad_setting_says_so_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    # Given a project whose squad.toml holds a setting of the wrong type
+    (tmp_path / "squad.toml").write_text('max_retries = "many"\n')
+    # When status runs (answered without Typer) and `status --help` (through Typer)
+    code, out, _ = probe("status", cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQUAD_")}
+    proc = subprocess.run([sys.executable, "-m", "squad", "status"], capture_output=True, text=True, timeout=60,
+                          check=False, cwd=tmp_path, env=env)
+    helped = probe("status", "--help", cwd=tmp_path)
+    # Expect exit 2 and one line naming the setting, no traceback; the help still the Typer command's
+    assert (code, out) == (2, "") and proc.returncode == 2
+    assert proc.stderr.startswith("squad: error: invalid setting") and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "max_retries" in proc.stderr.lower()
+    assert helped[0] == 0 and "Usage: squad status" in helped[1]

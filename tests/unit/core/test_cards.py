@@ -11,20 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from squad.core.cards import (
+from squad.core.cards import CARD_ID_RE, CardSpec, parse_card
+from squad.core.errors import BacklogError, SquadError, TransitionError
+from squad.core.statuses import (
     ACTIVE,
-    CARD_ID_RE,
     FINAL,
     STATUS_FACTS,
     TRANSITIONS,
-    CardSpec,
     Status,
     allowed_sources,
     check_transition,
-    parse_card,
     statuses_where,
 )
-from squad.core.errors import BacklogError, SquadError, TransitionError
 
 S = Status
 #: The lifecycle of docs/architecture.md "Card lifecycle", written out independently of the table in cards.py.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from squad.core.cards import Status
 from squad.core.retries import Decision, RetryPolicy, retries_used
+from squad.core.statuses import Status
 
 
 def test_retries_are_counted_from_the_user_s_last_retry() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from squad.core.cards import Status
+from squad.core.statuses import Status
 from squad.live import events
 from squad.live.events import (
     Event,

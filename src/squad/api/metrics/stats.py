@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from squad.api.schemas import MetricsOut, MinuteBucket, Percentiles
-from squad.core.cards import RunStatus
+from squad.core.statuses import RunStatus
 from squad.store.card_store import CardStore, now_s
 
 WINDOW_S = 3600

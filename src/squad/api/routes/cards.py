@@ -15,8 +15,9 @@ from squad.api.deps import Authorized, CardIdDep, RunIdDep, StateDep, StoreDep
 from squad.api.schemas import CardDetail, CardIn, EnhancedCard, PromptOut, RunLog, error_responses
 from squad.api.state import AppState, bounded
 from squad.api.task_view import ENHANCED_LIST, enhance, page_with_runs
-from squad.core.cards import CARD_ID_RE, Card, Run, Status
+from squad.core.cards import CARD_ID_RE, Card, Run
 from squad.core.errors import NotFoundError, SquadError
+from squad.core.statuses import Status
 from squad.live.events import publish_async
 from squad.store.team_store import TeamStore
 from squad.team.audit import card_actions

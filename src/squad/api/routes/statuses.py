@@ -8,7 +8,7 @@ from dataclasses import asdict
 from fastapi import APIRouter
 
 from squad.api.schemas import StatusOut, error_responses
-from squad.core.cards import STATUS_FACTS, TRANSITIONS
+from squad.core.statuses import STATUS_FACTS, TRANSITIONS
 
 router = APIRouter(tags=["cards"])
 

@@ -23,8 +23,9 @@ from squad.api.schemas import (
     RetryOut,
     error_responses,
 )
-from squad.core.cards import CARD_ID_RE, STATUS_FACTS
+from squad.core.cards import CARD_ID_RE
 from squad.core.errors import NotFoundError, SquadError
+from squad.core.statuses import STATUS_FACTS
 from squad.live.connections import STREAM_ID_RE, stream_key
 from squad.live.events import parse_log_line
 from squad.store.card_store import CardStore
