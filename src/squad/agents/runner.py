@@ -130,13 +130,20 @@ def build_command(
     prompt: str,
     prompt_file: Path,
     resume_session_id: str | None,
+    keep_prompt: bool = False,
 ) -> tuple[list[str], bytes | None]:
     """The argv and stdin bytes of one attempt.
 
-    The prompt file is written in every mode so `{prompt_file}` always points at the prompt; resume
-    items are added only when a previous attempt left a session id and the agent can resume.
+    The prompt file is written, in every mode, when the argv names `{prompt_file}` (so it always
+    points at the prompt), with `prompt = "file"`, or when it may be kept (`keep_prompt`:
+    `keep_prompts` keeps a failed attempt's); otherwise nothing reads it (`GET
+    /api/cards/{id}/prompt` renders it again, docs/security.md "Prompt files"), and writing and
+    removing it cost more than running `true`.
+    Resume items are added only when a previous attempt left a session id and the agent can resume.
     """
-    write_prompt_file(prompt_file, prompt)
+    resume = agent.resume if resume_session_id and agent.resume else []
+    if keep_prompt or agent.prompt == "file" or any("{prompt_file}" in item for item in [*agent.command, *resume]):
+        write_prompt_file(prompt_file, prompt)
     values = {
         "card_id": card_id,
         "agent": agent_name,
@@ -145,8 +152,8 @@ def build_command(
         "attempt": str(attempt),
     }
     argv = expand_argv(agent.command, values)
-    if resume_session_id and agent.resume:
-        argv += expand_argv(agent.resume, {**values, "session_id": resume_session_id})
+    if resume:
+        argv += expand_argv(resume, {**values, "session_id": resume_session_id or ""})
     if agent.prompt == "arg":
         argv.append(prompt)
     stdin_data = prompt.encode("utf-8") if agent.prompt == "stdin" else None

@@ -444,7 +444,8 @@ def _attempt_in(ctx: AttemptContext, claim: Claim, reporter: Reporter, lease: Le
     argv, stdin_data = build_command(
         agent, agent_name=agent_name, card_id=card.card_id, workdir=workdir, attempt=claim.attempt,
         prompt=prompt, prompt_file=prompt_file,
-        resume_session_id=valid_session_id(claim.previous_session_id) if claim.attempt > 1 else None)
+        resume_session_id=valid_session_id(claim.previous_session_id) if claim.attempt > 1 else None,
+        keep_prompt=settings.keep_prompts)
     reporter.line("INFO", f"starting agent {agent_name}: {argv[0]} (attempt {claim.attempt}, worker {ctx.worker})")
     reporter.set_progress(*STEP_EXECUTING, force=True)
     own = settings.limits_for(card)

@@ -858,3 +858,24 @@ def test_direct_children_names_the_children_of_every_thread_and_nothing_else() -
             os.killpg(procs[1].pid, signal.SIGKILL)  # the shell and its grandchild
         for proc in procs:
             proc.wait()
+
+
+def test_prompt_file_is_written_only_when_something_reads_it(tmp_path: Path) -> None:
+    # Given: an agent whose argv never names {prompt_file}, prompt passed as an argument
+    common = {"agent_name": "mine", "card_id": "C1", "workdir": tmp_path, "attempt": 1, "prompt": "go",
+              "resume_session_id": None}
+    plain = AgentConfig(command=["true"], prompt="arg")
+    # When
+    argv, _ = build_command(plain, prompt_file=tmp_path / "a.md", **common)  # type: ignore[arg-type]
+    build_command(plain, prompt_file=tmp_path / "kept.md", keep_prompt=True, **common)  # type: ignore[arg-type]
+    build_command(AgentConfig(command=["cat"], prompt="file"), prompt_file=tmp_path / "f.md",
+                  **common)  # type: ignore[arg-type]
+    build_command(AgentConfig(command=["x"], prompt="stdin",
+                              resume=["--msg", "{prompt_file}"]),
+                  prompt_file=tmp_path / "r.md", **{**common, "resume_session_id": "s1"})  # type: ignore[arg-type]
+    # Expect: nothing reads the first one, so it is not written; the others are
+    assert argv == ["true", "go"]
+    assert not (tmp_path / "a.md").exists()
+    assert (tmp_path / "kept.md").read_text() == "go"
+    assert (tmp_path / "f.md").read_text() == "go"
+    assert (tmp_path / "r.md").read_text() == "go"
