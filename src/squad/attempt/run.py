@@ -164,8 +164,9 @@ class Reporter:
         if due:
             self.flush()
 
-    def set_progress(self, progress: int, step: str, *, force: bool = False) -> None:
-        """Record progress: always on a step change, otherwise at most every few seconds."""
+    def set_progress(self, progress: int, step: str, *, force: bool = False, send: bool = True) -> None:
+        """Record progress: always on a step change, otherwise at most every few seconds; 100 % is sent
+        at once unless `send` is False (the caller flushes it with what follows)."""
         now = time.monotonic()
         changed = step != self.step
         self.progress, self.step = progress, step
@@ -189,7 +190,7 @@ class Reporter:
         if self.ctx.on_progress is not None:
             self.ctx.on_progress(progress, step, elapsed)
         # Events leave with the next batch (at most LOG_FLUSH_INTERVAL_S later), in order.
-        if progress >= 100 or time.monotonic() - self.last_flush >= LOG_FLUSH_INTERVAL_S:
+        if (progress >= 100 and send) or time.monotonic() - self.last_flush >= LOG_FLUSH_INTERVAL_S:
             self.flush()
 
     def flush(self) -> None:
@@ -267,8 +268,8 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
     with LeaseKeeper(store, card_id, claim.token, settings.lease_s, ctx.shutdown, run_id=claim.run_id,
                      fenced=reporter.fenced) as lease:
         # IN_PROGRESS leaves with the attempt's first batch (at most LOG_FLUSH_INTERVAL_S or one cancel
-        # poll later, and before the outcome is recorded), not in a round trip of its own: a short
-        # attempt sends two pipelines in all. Nothing waits on it: the store already says IN_PROGRESS.
+        # poll later), not in a round trip of its own. Nothing waits on it: the store already says
+        # IN_PROGRESS. A short attempt sends one pipeline in all: its batch and its final status.
         reporter.status(Status.IN_PROGRESS, attempt=claim.attempt, worker=ctx.worker, at_once=False)
         for progress, step in (STEP_LOADING, STEP_SELECTING, STEP_IN_PROGRESS):
             reporter.set_progress(progress, step, force=True)
@@ -276,8 +277,10 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
         reporter.line("INFO" if outcome.succeeded else "ERROR",
                       "attempt succeeded" if outcome.succeeded else f"attempt failed: {outcome.error}")
         if outcome.succeeded:
-            reporter.set_progress(*STEP_DONE, force=True)
-        reporter.flush()
+            reporter.set_progress(*STEP_DONE, force=True, send=False)
+        # The last batch is not sent here: it leaves after `finish`, in one pipeline with the new
+        # status (in the stream's order: lines, 100 %, then the status). The run's archive already
+        # holds every line; a fenced attempt's batch is dropped, as everything it sends after that.
         outcome = replace(outcome, log=reporter.archived_log())
         policy = RetryPolicy.for_card(settings, claim.card)
         review = review_enabled(settings, claim.card)
@@ -285,17 +288,21 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
         # A database restart or a lock held past the busy timeout must not lose the outcome: retried
         # with backoff (bounded) while the lease keeper goes on renewing the claim.
         try:
-            new = retry_db(lambda: store.finish(claim, outcome, policy, review=review, land=land),
-                           what="finish")
-        except DBAPIError as exc:
-            if not is_disk_full(exc):
-                raise
-            # No room for the outcome and its archive: record a failed attempt with a short log,
-            # so the card is retried once there is room again, instead of staying claimed.
-            outcome = disk_full_outcome(outcome, exc)
-            reporter.line("ERROR", f"attempt failed: {outcome.error}")
-            new = retry_db(lambda: store.finish(claim, outcome, policy, review=review, land=land),
-                           what="finish (disk full)")
+            try:
+                new = retry_db(lambda: store.finish(claim, outcome, policy, review=review, land=land),
+                               what="finish")
+            except DBAPIError as exc:
+                if not is_disk_full(exc):
+                    raise
+                # No room for the outcome and its archive: record a failed attempt with a short log,
+                # so the card is retried once there is room again, instead of staying claimed.
+                outcome = disk_full_outcome(outcome, exc)
+                reporter.line("ERROR", f"attempt failed: {outcome.error}")
+                new = retry_db(lambda: store.finish(claim, outcome, policy, review=review, land=land),
+                               what="finish (disk full)")
+        except BaseException:
+            reporter.flush()  # the live log keeps the last lines (the sweeper archives it into the run)
+            raise
     if new is None and reporter.fenced.is_set():
         log.warning("attempt fenced: its lease was lost and the card taken over; outcome dropped",
                     card_id=card_id, run_id=claim.run_id)
