@@ -172,7 +172,8 @@ def squad_run(url: str, cards: int, concurrency: int, tmp: Path, *, path: str, s
         done = subprocess.run([sys.executable, "-m", "squad", "orchestrate", "--once", "--wait", "--mode", "celery",
                                "--interval", "0.5"], env=env, cwd=work, check=False, capture_output=True)
         if done.returncode != 0:
-            raise SystemExit(f"squad orchestrate exited {done.returncode}: {done.stderr.decode(errors='replace')[-3000:]}")
+            err = done.stderr.decode(errors="replace")[-3000:]
+            raise SystemExit(f"squad orchestrate exited {done.returncode}: {err}")
         rate = cards / (time.perf_counter() - start)
         meter.stop(path, cards, sender="children")
         MEMORY.setdefault(path, []).append(pool_memory_mib(proc))
