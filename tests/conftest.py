@@ -40,9 +40,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def redis_url(redis_server: RedisServer) -> str:
     """A flushed Redis for this test (restarted if an earlier test left it stopped).
 
-    kombu keeps process-wide connection and producer pools keyed by the broker URL: after a test
-    restarted this Redis (same port), a new Celery app of this process would take a connection to
-    the old server from them, and its first broadcast read "Connection closed by server"."""
+    kombu keeps process-wide connection and producer pools keyed by the broker URL, and an earlier
+    test may have restarted this Redis (same port): each test starts with them empty, so no test
+    inherits another's connections. (squad's own broadcasts never use them: `probe_connection` in
+    squad.live.celery_control, tested after a restart by test_celery.)"""
     import kombu.pools
 
     kombu.pools.reset()

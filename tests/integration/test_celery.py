@@ -640,6 +640,25 @@ def test_status_waits_for_the_registered_workers_only_and_says_no_workers_once_t
     view.close()
 
 
+def test_worker_probes_of_a_long_lived_process_answer_after_redis_restarted(
+        settings: Settings, redis_server: RedisServer) -> None:
+    # Given a process (the API, `orchestrate --wait`) that already asked the workers once
+    from squad.api.monitor import _broadcast
+    from squad.live.celery_control import celery_workers
+
+    assert celery_workers(settings, timeout_s=0.5) == []
+    app = make_celery(settings)
+    assert _broadcast(app) == ({}, {})
+    # When Redis restarts (same port) and the process asks again
+    redis_server.stop()
+    redis_server.start(aof=False)
+    # Expect answers ("no worker"), not a failure: a probe never reuses a connection opened before
+    # (kombu pools them process-wide; one to the old server read "Connection closed by server")
+    assert celery_workers(settings, timeout_s=0.5) == []
+    assert _broadcast(app) == ({}, {})
+    app.close()
+
+
 # ---- reconciler -----------------------------------------------------------------------------------
 def test_reconciler_reenqueues_a_queued_card_whose_message_was_lost_and_runs_it_once(
         cli: Cli, env: dict[str, str], tmp_path: Path, start_worker: StartWorker, store: CardStore,

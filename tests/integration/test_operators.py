@@ -200,9 +200,11 @@ def test_squad_routes_send_cards_to_their_queue_and_autoscale_reaches_celery(
     # And the gpu worker's pool is Celery's autoscaler with max 3, min 1
     from squad.core.settings import load_settings
     from squad.live.celery_config import make_celery
+    from squad.live.celery_control import probe_connection
 
     app = make_celery(load_settings(redis_url=redis_url, database_url=sqlite_url))
-    stats = app.control.inspect(destination=["gpu@test"], timeout=5).stats() or {}
+    with probe_connection(app) as conn:  # as squad's probes do: never a pooled connection
+        stats = app.control.inspect(destination=["gpu@test"], timeout=5, connection=conn).stats() or {}
     app.close()
     autoscaler = stats["gpu@test"]["autoscaler"]
     assert (autoscaler["max"], autoscaler["min"]) == (3, 1), autoscaler

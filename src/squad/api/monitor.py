@@ -63,13 +63,21 @@ class Snapshot:
         return None if self.checked_at is None else datetime.fromtimestamp(self.checked_at, tz=UTC)
 
 
+def _ask(app: Celery, method: str) -> dict[str, Any]:
+    """One `inspect` broadcast on a connection of its own (`probe_connection`: a pooled one may be
+    to a Redis that restarted since)."""
+    from squad.live.celery_control import probe_connection
+
+    with probe_connection(app) as conn:
+        return getattr(app.control.inspect(timeout=BROADCAST_TIMEOUT_S, connection=conn), method)() or {}
+
+
 def _broadcast(app: Celery) -> tuple[dict[str, Any], dict[str, Any]]:
     """`stats` and `active` of every worker (each waits the broadcast timeout)."""
-    inspect = app.control.inspect(timeout=BROADCAST_TIMEOUT_S)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        stats = pool.submit(inspect.stats)
-        active = pool.submit(inspect.active)
-        return stats.result() or {}, active.result() or {}
+        stats = pool.submit(_ask, app, "stats")
+        active = pool.submit(_ask, app, "active")
+        return stats.result(), active.result()
 
 
 class WorkerMonitor:
@@ -130,7 +138,7 @@ class WorkerMonitor:
         if self._app is None:
             return
         try:
-            answer = self._app.control.inspect(timeout=BROADCAST_TIMEOUT_S).active_queues() or {}
+            answer = _ask(self._app, "active_queues")
         except Exception as exc:
             log.info("celery active_queues failed", error=str(exc))
             return

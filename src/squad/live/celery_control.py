@@ -3,15 +3,40 @@
 Each probe is one Celery broadcast (or one look into the broker) and ends as soon as every
 registered worker answered, so a caller waiting on it (`squad status`, `orchestrate --wait`, the
 mode decision) waits for the workers, not for a fixed timeout. None means the broker cannot be asked.
+
+Every broadcast runs on a connection of its own, closed after it (`probe_connection`), never on one
+from kombu's process-wide pool: a pooled connection outlives a Redis restart, and the next broadcast
+of the process (the API's, `orchestrate --wait`'s) read its replies from the old server's socket and
+failed with "Connection closed by server" (docs/architecture.md, "Surviving Redis faults").
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from squad.core.constants import HEALTH_PROBE_TIMEOUT_S
 from squad.core.masking import mask_url
 from squad.core.settings import Settings
 
+if TYPE_CHECKING:
+    from celery import Celery
+    from kombu import Connection
+
 WORKER_PROBE_TIMEOUT_S = 2.0  # a Celery broadcast waits this long for every reply
+
+
+@contextmanager
+def probe_connection(app: Celery) -> Iterator[Connection]:
+    """A broker connection for one broadcast (`connection=` of `app.control`), closed after it.
+
+    Celery would take one from kombu's pools, which are per process and keyed by the broker URL, so
+    they outlive the app: after Redis restarted on the same port, a pooled connection still held the
+    socket its replies are read from (BRPOP), and the first broadcast on it failed.
+    """
+    with app.connection_for_write() as conn:
+        yield conn
 
 
 def registered_workers(settings: Settings) -> int | None:
@@ -42,7 +67,8 @@ def cards_consumers(settings: Settings, timeout_s: float = WORKER_PROBE_TIMEOUT_
 
     app = make_celery(settings)
     try:
-        replies = app.control.inspect(timeout=timeout_s, limit=expected).active_queues() or {}
+        with probe_connection(app) as conn:
+            replies = app.control.inspect(timeout=timeout_s, limit=expected, connection=conn).active_queues() or {}
     except Exception:
         return None
     finally:
@@ -74,7 +100,8 @@ def celery_workers(settings: Settings, timeout_s: float = HEALTH_PROBE_TIMEOUT_S
 
     app = make_celery(settings)
     try:
-        replies = app.control.ping(timeout=timeout_s, limit=expected) or []
+        with probe_connection(app) as conn:
+            replies = app.control.ping(timeout=timeout_s, limit=expected, connection=conn) or []
     except Exception:
         return None
     finally:
