@@ -110,6 +110,7 @@ class Reporter:
         self.archive = LogArchive()
         self.pending: list[tuple[str, str, str]] = []
         self.pending_events: list[dict[str, str]] = []
+        self.held: list[tuple[str, str, str]] = []  # lines of a batch closed by `hold`, not sent yet
         self.last_flush = time.monotonic()
         self.progress = 0
         self.step = ""
@@ -193,16 +194,12 @@ class Reporter:
         if (progress >= 100 and send) or time.monotonic() - self.last_flush >= LOG_FLUSH_INTERVAL_S:
             self.flush()
 
-    def flush(self) -> None:
-        """Send pending log lines and events in one pipeline."""
-        if self.ctx.events is None:
-            return
+    def _batch(self) -> tuple[list[tuple[str, str, str]], list[dict[str, str]]]:
+        """Take the pending batch: its lines, and its events followed by the lines' log events."""
         with self.lock:
             lines, self.pending = self.pending, []
             events, self.pending_events = self.pending_events, []
             self.last_flush = time.monotonic()
-        if self.fenced.is_set():
-            return
         if lines:
             # The shared, capped event stream gets at most LOG_EVENTS_PER_BATCH lines per batch: a
             # chatty agent must not evict every other card's events. The card's own log stream
@@ -215,6 +212,29 @@ class Reporter:
                 events.append(log_event(self.card_id, self.task_id, level="INFO",
                                         message=f"[{more} more lines in the card's log]", skipped=more,
                                         event_id=self._event_id()))
+        return lines, events
+
+    def hold(self) -> None:
+        """Close the pending batch without sending it: it leaves with the next `flush`, ahead of (and
+        in one pipeline with) whatever is queued after it, in the order a flush now would send it."""
+        if self.ctx.events is None:
+            return
+        lines, events = self._batch()
+        with self.lock:
+            self.held += lines
+            self.pending_events = events + self.pending_events
+
+    def flush(self) -> None:
+        """Send pending log lines and events in one pipeline."""
+        if self.ctx.events is None:
+            return
+        with self.lock:
+            held, self.held = self.held, []
+        lines, events = self._batch()
+        lines = held + lines
+        if self.fenced.is_set():
+            return
+        if lines:
             self.ctx.events.append_logs(self.card_id, self.task_id, lines, events)
         elif events:
             self.ctx.events.publish_many(events)
@@ -278,9 +298,10 @@ def run_card(ctx: AttemptContext, card_id: str, task_id: str) -> Status | None:
                       "attempt succeeded" if outcome.succeeded else f"attempt failed: {outcome.error}")
         if outcome.succeeded:
             reporter.set_progress(*STEP_DONE, force=True, send=False)
-        # The last batch is not sent here: it leaves after `finish`, in one pipeline with the new
-        # status (in the stream's order: lines, 100 %, then the status). The run's archive already
-        # holds every line; a fenced attempt's batch is dropped, as everything it sends after that.
+        # The last batch is closed but not sent here: it leaves after `finish`, in one pipeline with
+        # the new status, which follows it in the stream as before. The run's archive already holds
+        # every line; a fenced attempt's batch is dropped, as everything it sends after that.
+        reporter.hold()
         outcome = replace(outcome, log=reporter.archived_log())
         policy = RetryPolicy.for_card(settings, claim.card)
         review = review_enabled(settings, claim.card)
