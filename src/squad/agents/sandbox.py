@@ -144,6 +144,8 @@ def for_attempt(settings: Settings, agent: AgentConfig, *, workdir: Path, env: d
 def for_command(config: SandboxConfig, argv: list[str], *, workdir: Path, env: dict[str, str],
                 git_dir: Path | None, ro_paths: list[Path] | None = None, log: LineSink | None = None) -> Sandbox:
     """The sandbox of one command (an agent, a landing's verify) working in `workdir`; `close()` it."""
+    if effective_kind(config) == "none":  # nothing is bound: the program is not looked up (PATH walk)
+        return Sandbox(kind="none")
     program = argv[0]
     if os.sep not in program:
         program = shutil.which(program, path=env.get("PATH", os.defpath)) or program
