@@ -220,6 +220,13 @@ def test_cards_run_on_workers_with_ordered_progress_status_events_and_logs(
         assert any(35 <= p <= 95 for p in progress), "the agent's own ::progress markers are missing"
         # (TODO is the import's `added` event naming the new cards)
         assert statuses_ending(redis_server, card_id, "DONE") == ["TODO", "QUEUED", "IN_PROGRESS", "DONE"]
+        # the final status follows every line and progress event of its attempt (its last batch
+        # leaves in one pipeline with it, after finish)
+        final = events_of(redis_server, card_id, "status")[-1]
+        later = [e for kind in ("progress", "log") for e in events_of(redis_server, card_id, kind)
+                 if stream_key(e["id"]) > stream_key(final["id"])]
+        assert final["status"] == "DONE" and later == [], later
+        assert events_of(redis_server, card_id, "log")[-1]["message"] == "attempt succeeded"
         event = events_of(redis_server, card_id, "progress")[-1]
         assert {"task_id", "timestamp", "current_step", "elapsed", "worker"} <= set(event)
 
