@@ -8,7 +8,9 @@ on an empty store (the command's own start-up).
 worker (no Celery ping can be answered).
 `import floor` is a bare interpreter importing only the libraries a `card list` cannot start
 without (SQLAlchemy with its SQLite dialect, pydantic-settings, Typer with its pydantic option
-coercion): what any read-only command costs before squad's own code runs.
+coercion): what any read-only command costs before squad's own code runs. `settings floor` is
+importing squad's settings and loading them (pydantic-settings): what every command does first,
+`squad status` included, which the entry point answers without Typer.
 `--compare SRC` also runs every squad command from another checkout's `src` (e.g. a `git worktree`
 of an older commit) in the same rounds, for a before/after at the same load.
 `--only TEXT` keeps the commands whose name contains TEXT (and the two baselines).
@@ -33,6 +35,8 @@ from _common import cached_bytecode, start_redis, table
 ROOT = Path(__file__).resolve().parent.parent
 #: The third-party imports of a read-only command (docs/benchmarks.md, "CLI").
 IMPORT_FLOOR = "import sqlalchemy.dialects.sqlite, pydantic_settings, typer._adapters"
+#: What every command does first, `squad status` included: pydantic-settings builds the settings
+SETTINGS_FLOOR = "from squad.core.settings import load_settings; load_settings()"
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
@@ -80,6 +84,7 @@ def main() -> None:
         commands = {
             "python -c pass (baseline)": [sys.executable, "-c", "pass"],
             "import floor: SQLAlchemy, pydantic-settings, Typer": [sys.executable, "-c", IMPORT_FLOOR],
+            "settings floor: squad's Settings loaded": [sys.executable, "-c", SETTINGS_FLOOR],
             "squad --help": [*py, "--help"],
             "squad version": [*py, "version"],
             "squad card list (empty store)": [*py, "card", "list"],
