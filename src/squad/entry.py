@@ -19,13 +19,15 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) == 1 and args[0] in VERSION_LINES:
         sys.stdout.write(VERSION_LINES[args[0]])
         sys.exit(0)
-    from squad.cli.quick import quick_command
+    try:
+        from squad.cli.quick import quick_command
 
-    body = quick_command(args)
-    if body is not None:
-        from squad.cli.guard import run_command
+        body = quick_command(args)
+        if body is not None:
+            from squad.cli.guard import run_command
 
-        run_command(body)
-    from squad.cli.app import main as run_app
-
+            run_command(body)
+        from squad.cli.app import main as run_app
+    except KeyboardInterrupt:  # Ctrl-C while the CLI is still importing: nothing ran, no traceback
+        sys.exit(130)
     run_app(argv)

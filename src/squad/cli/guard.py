@@ -36,19 +36,19 @@ def run_command(body: Callable[[], int], *, log: bool = True) -> NoReturn:
     """Run one command's `body` (which returns its exit code) and exit: SIGTERM stops it like Ctrl-C
     does, with exit code 143; every error is one line on stderr. `log`: set up the CLI's logging
     (lazily: structlog is imported by the first record only)."""
-    if log:
-        _configure_logging()
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        sys.exit(_guarded(body))
+        sys.exit(_guarded(body, log=log))
     except SystemExit:
         if _terminated:  # Typer turns the interrupt into exit 130, a command may return normally
             sys.exit(EXIT_TERMINATED)
         raise
 
 
-def _guarded(body: Callable[[], int]) -> int:
+def _guarded(body: Callable[[], int], *, log: bool) -> int:
     try:
+        if log:  # (inside: a Ctrl-C while it imports is exit 130, not a traceback)
+            _configure_logging()
         return body()
     except SquadError as exc:
         # Problems quote user input (ids, paths): shown escaped, never as terminal control sequences.
