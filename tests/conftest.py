@@ -98,6 +98,15 @@ def store(db_url: str) -> Iterator[CardStore]:
     card_store.dispose()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests stop commands with SIGINT, as Ctrl-C does. A suite started in the background by a shell
+    without job control inherits SIGINT ignored, and so would every command it starts (an ignored
+    signal stays ignored across exec): Python then sets no KeyboardInterrupt handler, and a test that
+    interrupts `squad watch` waited in vain. The suite's processes take SIGINT again."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(autouse=True)
 def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every test starts with no SQUAD_* settings and its own working directory."""

@@ -5,6 +5,7 @@ while a real orchestrator (local mode) or a real `squad worker` (Celery mode) ru
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -360,5 +361,48 @@ def test_channels_share_one_acceptor_thread_and_a_closed_one_takes_no_call(tmp_p
         still = call(envs[2], {"token": channels[2].token, "tool": "get_card", "args": {}})
         assert still["result"]["card"]["card_id"] == "C"
         channels[2].close()
+    finally:
+        store.dispose()
+
+
+def test_opening_channels_leaves_the_mode_of_what_other_threads_create_alone(tmp_path: Path) -> None:
+    # Given attempts' channels opened and closed again and again in one thread (as a worker or the local
+    # orchestrator opens one per attempt)
+    store = CardStore(f"sqlite:///{tmp_path / 'squad.db'}")
+    settings = load_settings(channel_dir=tmp_path / "channels")
+    done = threading.Event()
+    try:
+        add(store, "U")
+        assert store.enqueue("U", "t-U", expected=[Status.TODO])
+        claim = store.claim("U", "t-U", "w1", 30)
+        assert claim is not None
+
+        def churn() -> None:
+            try:
+                for _ in range(300):
+                    channel = AttemptChannel(settings, store, None, claim, task_id="t-U",
+                                             line=lambda _level, _text: None, progress=lambda _p, _s: None,
+                                             event=lambda _e: None, fenced=threading.Event())
+                    channel.open()
+                    channel.close()
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=churn)
+        thread.start()
+        # When another thread creates folders meanwhile (another attempt's workdir)
+        made = 0
+        modes = set()
+        while not done.is_set():
+            folder = tmp_path / "work" / f"W-{made}"
+            folder.mkdir(parents=True)
+            modes.add(folder.stat().st_mode & 0o777)
+            made += 1
+        thread.join(30)
+        # Expect every folder with the mode the process's umask gives (an attempt's workdir its sandbox
+        # can enter), never one narrowed while a channel bound its socket
+        umask = os.umask(0)
+        os.umask(umask)
+        assert made > 100 and modes == {0o777 & ~umask}, (made, {oct(m) for m in modes})
     finally:
         store.dispose()

@@ -116,11 +116,10 @@ class AttemptChannel:
             self.folder = Path(tempfile.mkdtemp(prefix="a-", dir=channel_root(self.settings)))  # 0700
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             path = self.folder / SOCKET_NAME
-            old = os.umask(0o177)
-            try:
-                sock.bind(str(path))
-            finally:
-                os.umask(old)
+            # No umask here: it is the whole process's, and another attempt's thread creating its
+            # workdir meanwhile got a 0600 folder its sandbox could not enter. The 0700 folder keeps
+            # everyone else from the socket until it is 0600.
+            sock.bind(str(path))
             os.chmod(path, 0o600)
             sock.listen(MAX_CONNECTIONS)
             sock.setblocking(False)  # accepted by the process's acceptor thread when ready
