@@ -48,8 +48,24 @@ def _import(env: dict[str, str], tmp_path: Path, cards: list[dict[str, Any]]) ->
 
 
 def _in_lane(page: Any, card_id: str, lane: str, timeout_s: float = 120) -> None:
-    page.wait_for_selector(f'.lane[data-lane="{lane}"] [data-card-id="{card_id}"][data-status="{lane}"]',
-                           timeout=timeout_s * 1000, state="attached")
+    try:
+        page.wait_for_selector(f'.lane[data-lane="{lane}"] [data-card-id="{card_id}"][data-status="{lane}"]',
+                               timeout=timeout_s * 1000, state="attached")
+    except Exception as exc:
+        held = _page_state(page, card_id)
+        raise AssertionError(f"{card_id} not in {lane} ({str(exc).splitlines()[0]}); the page held {held}") from exc
+
+
+def _page_state(page: Any, card_id: str) -> object:
+    """What the page knew when a card did not show where expected (its copy, the feed, its toasts)."""
+    return page.evaluate("""(id) => {
+        const s = window.__squad.state, c = s.cards.get(id);
+        return {card: c ? {status: c.status, lane: c._lane, evTs: c._evTs, updated: c._updated} : null,
+                loaded: s.loaded, lastId: s.lastId, queued: s.queue.length, frame: s.frame, paused: s.paused,
+                lanes: s.lanes.size, conn: document.querySelector("#conn").dataset.state,
+                dialog: document.querySelector("#token-dialog").open,
+                toasts: [...document.querySelectorAll("#toasts .toast")].map((t) => t.textContent)};
+    }""", card_id)
 
 
 def test_board_shows_a_live_backlog_and_steers_it_through_an_api_restart(
@@ -132,9 +148,25 @@ def test_token_is_asked_once_a_wrong_one_is_explained_and_the_board_goes_live(
     env = _env(settings, tmp_path, SQUAD_API_TOKEN=TOKEN)
     _import(env, tmp_path, [{"card_id": "T-1", "title": "token card", "agent": "gate"}])
     server = serve_factory(env)
+    # The page's start asks for the statuses again once a token is entered: the answer to the wrong
+    # token is held here until the right one is in (a refusal of a token replaced meanwhile asked
+    # for a token again, and the board waited for it: live, no card, in a CI run).
+    held: list[Any] = []
+
+    def hold_statuses(route: Any) -> None:
+        if route.request.headers.get("authorization") == "Bearer not-the-token":
+            held.append(route)
+        else:
+            route.continue_()
 
     # When the page opens: it asks for the token
-    page, errors = open_page(browser, server.url)
+    sockets: list[Any] = []
+
+    def before(p: Any) -> None:
+        p.route("**/api/statuses", hold_statuses)
+        p.on("websocket", lambda ws: sockets.append(ws))
+
+    page, errors = open_page(browser, server.url, before=before)
     page.wait_for_selector("#token-dialog[open]")
 
     # ... a wrong one is refused with a clear message
@@ -146,9 +178,15 @@ def test_token_is_asked_once_a_wrong_one_is_explained_and_the_board_goes_live(
     # ... the right one closes the prompt and the board goes live
     page.fill("#token-input", TOKEN)
     page.click("#token-submit")
+    wait_for(lambda: page.wait_for_timeout(50) or held, 60, message="the statuses asked with the wrong token")
+    held[0].continue_()  # refused now, after the right token is in
     page.wait_for_selector('#conn[data-state="live"]')
-    _in_lane(page, "T-1", "TODO")
+    _in_lane(page, "T-1", "TODO", timeout_s=30)
     assert not page.is_visible("#token-dialog")
+    # ... on one event feed (the page starts it once its lanes are built; a token entered before
+    # that started a second one beside it)
+    wait_for(lambda: page.wait_for_timeout(50) or len([s for s in sockets if not s.is_closed()]) == 1, 30,
+             message="one open event feed")
 
     # Expect the token kept for the browser session: a reload does not ask again
     page.reload()

@@ -11,7 +11,8 @@ class HttpError extends Error {
 export async function api(path, { method = "GET", body, raw = false } = {}) {
   for (;;) {
     const headers = {};
-    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    const token = state.token;
+    if (token) headers.Authorization = `Bearer ${token}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let res;
     try {
@@ -20,7 +21,8 @@ export async function api(path, { method = "GET", body, raw = false } = {}) {
       throw new HttpError(0, "the server does not answer");
     }
     if (res.status === 401) {
-      await askToken(Boolean(state.token));
+      // Refused a token replaced while the request was on its way: try the new one, ask nobody.
+      if (state.token === token) await askToken(Boolean(token));
       continue;
     }
     if (!res.ok) {
@@ -85,8 +87,9 @@ export async function loadWho() {
 // Is the token (or its absence) accepted? One GET that needs it whenever the server has one.
 export async function checkToken() {
   try {
-    const res = await fetch("/api/auth", { headers: state.token ? { Authorization: `Bearer ${state.token}` } : {} });
-    if (res.status === 401) { await askToken(Boolean(state.token)); return true; }
+    const token = state.token;
+    const res = await fetch("/api/auth", { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+    if (res.status === 401 && state.token === token) { await askToken(Boolean(token)); return true; }
   } catch (e) { /* server down: the feed keeps retrying */ }
   return false;
 }

@@ -9,7 +9,7 @@ const PING_EVERY_MS = 20000;
 const OFFLINE_AFTER_FAILURES = 4;  // reconnect attempts before the indicator says Offline
 
 export const feed = {
-  ws: null, failures: 0, timer: null, pingTimer: null, opened: false, everConnected: false,
+  ws: null, failures: 0, timer: null, pingTimer: null, opened: false, everConnected: false, started: false,
   // The URL never carries the token (proxies and access logs keep URLs): it travels as a subprotocol.
   url() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
@@ -80,7 +80,15 @@ export const feed = {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), d);
   },
+  // The page starts the feed once its lanes are built (main.js): a board read and drawn before
+  // would be wiped by building them.
+  start() {
+    this.started = true;
+    this.connect();
+  },
+  // A new token or the network back: connect again at once, if the feed has started.
   restart() {
+    if (!this.started) return;
     if (this.ws) { const ws = this.ws; this.ws = null; ws.close(); }
     this.failures = 0;
     this.connect();

@@ -57,7 +57,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   window.addEventListener("offline", () => setConn("offline"));
   route();
   setConn("connecting");
-  feed.connect();
+  feed.start();
   setInterval(tick, 1000);
   setInterval(() => { if (state.view !== "workers") loadWorkers(); }, 15000);
 });
