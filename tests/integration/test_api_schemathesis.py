@@ -71,6 +71,10 @@ def _query_serialization_cannot_violate(case: schemathesis.Case[Any]) -> bool:
     return negated == {ParameterLocation.QUERY} and arrays
 
 
+# Generating 40 cases for each of some thirty operations is CPU work: about a minute for both stores
+# on an idle machine, and past the suite's default 180 s when the machine is busy (seen at a load of
+# 11 on two cores). A bound, not a figure.
+@pytest.mark.timeout(600)
 @schema.parametrize()
 @hyp_settings(max_examples=MAX_EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.generate],
               suppress_health_check=list(HealthCheck))
