@@ -30,4 +30,10 @@ def main(argv: list[str] | None = None) -> None:
         from squad.cli.app import main as run_app
     except KeyboardInterrupt:  # Ctrl-C while the CLI is still importing: nothing ran, no traceback
         sys.exit(130)
+    except Exception as exc:  # ... or an error the import machinery raised while handling it
+        from squad.cli.guard import after_interrupt
+
+        if after_interrupt(exc):
+            sys.exit(130)
+        raise
     run_app(argv)

@@ -64,11 +64,29 @@ def _guarded(body: Callable[[], int], *, log: bool) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # last resort: one line, never a traceback
+        if after_interrupt(exc):
+            return 130
         sys.stderr.write(f"squad: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                          " (set SQUAD_DEBUG=1 for details)\n")
         if os.environ.get("SQUAD_DEBUG"):
             raise
         return 1
+
+
+def after_interrupt(exc: BaseException) -> bool:
+    """An error raised while a Ctrl-C was being handled: the interrupt's, not a fault of ours.
+
+    CPython can turn a Ctrl-C that lands while it builds an import's error message into `TypeError:
+    expected a message argument`, with the KeyboardInterrupt as its context (seen once in 100
+    interrupted starts)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _configure_logging() -> None:

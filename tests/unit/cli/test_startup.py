@@ -237,12 +237,19 @@ def test_status_with_a_bad_setting_says_so_in_one_line_and_exits_2(tmp_path: Pat
 
 
 # Ctrl-C at the moment `squad` imports the module named by argv[1], then the command in argv[2:].
+# With MASKED set, the interrupt surfaces as another error raised while it was handled, as CPython's
+# import machinery can turn it into `TypeError: expected a message argument`.
 INTERRUPTED = """
-import sys
+import os, sys
 class CtrlC:
     def find_spec(self, name, path=None, target=None):
         if name == sys.argv[1]:
-            raise KeyboardInterrupt
+            if not os.environ.get("MASKED"):
+                raise KeyboardInterrupt
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise TypeError("expected a message argument")
         return None
 sys.meta_path.insert(0, CtrlC())
 from squad.entry import main
@@ -253,11 +260,13 @@ main(sys.argv[2:])
 def test_ctrl_c_while_a_command_starts_is_exit_130_without_a_traceback(tmp_path: Path) -> None:
     # When Ctrl-C arrives while `squad` imports: the Typer app, the logging set-up of a command answered
     # without Typer, and that command's settings
-    for module, args in (("squad.cli.app", ["card", "list"]), ("squad.core.logconfig", ["status"]),
-                         ("squad.core.settings", ["status"])):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SQUAD_")}
+    # ... also when the interrupt surfaces as another error raised while handling it
+    for module, args, masked in (("squad.cli.app", ["card", "list"], ""), ("squad.core.logconfig", ["status"], ""),
+                                 ("squad.core.settings", ["status"], ""), ("squad.core.settings", ["status"], "1"),
+                                 ("squad.cli.cards", ["card", "list"], "1")):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SQUAD_")} | {"MASKED": masked}
         proc = subprocess.run([sys.executable, "-c", INTERRUPTED, module, *args], capture_output=True, text=True,
                               timeout=60, check=False, cwd=tmp_path, env=env)
         # Expect exit 130 (as Ctrl-C during the command), nothing on stdout, and never a traceback
-        assert (proc.returncode, proc.stdout) == (130, ""), (module, proc.returncode, proc.stderr)
-        assert "Traceback" not in proc.stderr, (module, proc.stderr)
+        assert (proc.returncode, proc.stdout) == (130, ""), (module, masked, proc.returncode, proc.stderr)
+        assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, (module, proc.stderr)
