@@ -40,6 +40,7 @@ CLEANUP_TASK_NAME = "squad.cleanup_old_results"
 RECONCILE_TASK_NAME = "squad.reconcile"
 PRIORITY_STEPS = list(range(10))
 KOMBU_UNACKED_KEY = "unacked"
+KOMBU_UNACKED_INDEX_KEY = "unacked_index"  # delivery tag -> when it was delivered (kombu's clock, seconds)
 
 # Fixed progress steps (docs/architecture.md "Card lifecycle").
 STEP_LOADING = (0, "loading card")

@@ -1,17 +1,19 @@
 """What kombu's Redis transport keeps in the broker DB: queue depth and whether a message lives.
 
 kombu stores a priority queue `cards` as lists `cards` (priority 0) and `cards:<n>` (sep ':'),
-and every delivered-but-unacked message in the hash `unacked`. A card's message is alive when its
-task id is in one of those.
+every delivered-but-unacked message in the hash `unacked`, and when it was delivered in the sorted
+set `unacked_index`. A card's message is alive when its task id is in one of those (a delivered one,
+for the reconciler, only for a while: `live_task_ids`).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
-from squad.core.constants import CARDS_QUEUE, KOMBU_UNACKED_KEY, PRIORITY_STEPS
+from squad.core.constants import CARDS_QUEUE, KOMBU_UNACKED_INDEX_KEY, KOMBU_UNACKED_KEY, PRIORITY_STEPS
 
 # redis-py is imported by `BrokerView`, not here: `squad status` reads the key names below without it
 
@@ -53,23 +55,37 @@ class BrokerView:
         (a worker that stops unbinds it; one that was killed stays counted until kombu expires it)."""
         return int(self.redis.scard(PIDBOX_BINDINGS_KEY))
 
-    def live_task_ids(self, task_ids: Iterable[str], queues: Iterable[str] = (CARDS_QUEUE,)) -> set[str]:
-        """Which of `task_ids` still have a message waiting (in any of `queues`) or delivered-but-unacked."""
+    def live_task_ids(self, task_ids: Iterable[str], queues: Iterable[str] = (CARDS_QUEUE,), *,
+                      held_for_s: float | None = None) -> set[str]:
+        """Which of `task_ids` still have a message waiting (in any of `queues`) or delivered-but-unacked.
+
+        With `held_for_s`, a delivered message counts only if it was delivered less than that long
+        ago. The reconciler asks about cards still QUEUED, never claimed: a worker claims its card as
+        soon as the message arrives, so a message held that long belongs to a consumer that died
+        between taking it and claiming (Celery's `Unrecoverable error` when Redis goes away), and
+        kombu gives it back only after the visibility timeout (time_limit + 600 s by default): the
+        card would wait that long (docs/architecture.md "Surviving Redis faults").
+        """
         wanted = set(task_ids)
         if not wanted:
             return set()
-        found: set[str] = set()
         with self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 for key in queue_keys(queue):
                     pipe.lrange(key, 0, -1)
-            pipe.hvals(KOMBU_UNACKED_KEY)
-            results = pipe.execute()
-        for payloads in results:
-            for payload in payloads:
-                task_id = _task_id_of(payload)
-                if task_id in wanted:
-                    found.add(task_id)
+            pipe.hgetall(KOMBU_UNACKED_KEY)
+            pipe.zrange(KOMBU_UNACKED_INDEX_KEY, 0, -1, withscores=True)
+            *waiting, unacked, delivered = pipe.execute()
+        found = {task_id for payloads in waiting for task_id in map(_task_id_of, payloads) if task_id in wanted}
+        since = dict(delivered)
+        now = time.time()
+        for tag, payload in unacked.items():
+            at = since.get(tag)
+            if held_for_s is not None and at is not None and now - float(at) >= held_for_s:
+                continue  # held too long by a consumer that never claimed its card
+            task_id = _task_id_of(payload)
+            if task_id in wanted:
+                found.add(task_id)
         return found
 
     def close(self) -> None:

@@ -71,8 +71,9 @@ class Dispatcher(Protocol):
     def revoke(self, task_id: str) -> None:
         """Drop a message still waiting (a running attempt is ended through its claim)."""
 
-    def live_task_ids(self, task_ids: list[str]) -> set[str]:
-        """Which task ids are still waiting or running."""
+    def live_task_ids(self, task_ids: list[str], *, held_for_s: float | None = None) -> set[str]:
+        """Which task ids are still waiting or running; with `held_for_s`, a message delivered that
+        long ago whose card was never claimed counts as gone (`BrokerView.live_task_ids`)."""
 
     def interrupt(self) -> None:
         """Ask attempts running in this process to end their agents now (they are retried)."""
@@ -141,8 +142,8 @@ class CeleryDispatcher:
                         declared.add(queue)
                 sent.extend(task_id for _cid, task_id, *_rest in chunk)
 
-    def live_task_ids(self, task_ids: list[str]) -> set[str]:
-        return self.broker.live_task_ids(task_ids, self.queues)
+    def live_task_ids(self, task_ids: list[str], *, held_for_s: float | None = None) -> set[str]:
+        return self.broker.live_task_ids(task_ids, self.queues, held_for_s=held_for_s)
 
     def revoke(self, task_id: str) -> None:
         try:
@@ -195,7 +196,7 @@ class LocalDispatcher:
             if self.settled is not None:
                 self.settled.set()  # the orchestrator reacts at once
 
-    def live_task_ids(self, task_ids: list[str]) -> set[str]:
+    def live_task_ids(self, task_ids: list[str], *, held_for_s: float | None = None) -> set[str]:
         with self.lock:
             return {t for t in task_ids if t in self.running}
 
@@ -228,7 +229,7 @@ class DeferredDispatcher:
             self.dispatch(*item)
             sent.append(item.task_id)
 
-    def live_task_ids(self, task_ids: list[str]) -> set[str]:
+    def live_task_ids(self, task_ids: list[str], *, held_for_s: float | None = None) -> set[str]:
         return set(task_ids)
 
     def revoke(self, task_id: str) -> None:

@@ -174,7 +174,8 @@ class Orchestrator:
         stale = [(cid, tid) for cid, tid in self.store.stale_queued(after) if tid]
         if not stale:
             return []
-        alive = self.dispatcher.live_task_ids([tid for _cid, tid in stale])
+        # A message some consumer took as long ago as the card waits, without claiming it, is gone too.
+        alive = self.dispatcher.live_task_ids([tid for _cid, tid in stale], held_for_s=after)
         requeued: list[str] = []
         for card_id, task_id in stale:
             if task_id in alive:
