@@ -667,14 +667,19 @@ def test_worker_probes_of_a_long_lived_process_answer_after_redis_restarted(
 
 
 # ---- reconciler -----------------------------------------------------------------------------------
+def _one_queued_card(cli: Cli, env: dict[str, str], tmp_path: Path, store: CardStore, card_id: str) -> str | None:
+    """Import one card and queue it with no worker running: its message's task id."""
+    import_cards(cli, env, tmp_path, [{"card_id": card_id, "title": card_id.lower(), "agent": "demo"}])
+    assert orchestrate(cli, env, "--once", "--mode", "celery").returncode == 0
+    return store.get_card(card_id).celery_task_id
+
+
 def test_reconciler_reenqueues_a_queued_card_whose_message_was_lost_and_runs_it_once(
         cli: Cli, env: dict[str, str], tmp_path: Path, start_worker: StartWorker, store: CardStore,
         redis_server: RedisServer) -> None:
     # Given a QUEUED card whose broker message vanished (no worker consumed it)
     env = {**env, "SQUAD_REQUEUE_AFTER": "1"}
-    import_cards(cli, env, tmp_path, [{"card_id": "LOST", "title": "lost", "agent": "demo"}])
-    assert orchestrate(cli, env, "--once", "--mode", "celery").returncode == 0
-    old_task_id = store.get_card("LOST").celery_task_id
+    old_task_id = _one_queued_card(cli, env, tmp_path, store, "LOST")
     broker = redis_server.client(0)
     assert sum(broker.llen(k) for k in queue_keys()) == 1
     broker.delete(*queue_keys())
@@ -725,9 +730,7 @@ def test_reconciler_resends_a_card_whose_message_a_dead_consumer_took_before_cla
     # (Celery's `Unrecoverable error` when Redis goes away: 2 of about 14 loaded runs of the Redis
     # restart chaos test kept such a card QUEUED until kombu's visibility timeout, 40 minutes)
     env = {**env, "SQUAD_REQUEUE_AFTER": "2"}
-    import_cards(cli, env, tmp_path, [{"card_id": "TAKEN", "title": "taken", "agent": "demo"}])
-    assert orchestrate(cli, env, "--once", "--mode", "celery").returncode == 0
-    old_task_id = store.get_card("TAKEN").celery_task_id
+    old_task_id = _one_queued_card(cli, env, tmp_path, store, "TAKEN")
     taker = subprocess.Popen([PY, "-c", TAKE_AND_HANG], stdout=subprocess.PIPE, text=True, env=env,
                              start_new_session=True)
     try:
