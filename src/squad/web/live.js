@@ -80,8 +80,8 @@ export const feed = {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), d);
   },
-  // The page starts the feed once its lanes are built (main.js): a board read and drawn before
-  // would be wiped by building them.
+  // The page starts the feed once it has read the statuses and built its lanes (main.js): a board
+  // read before has no lanes to go into, and a connect() before that one would open a second socket.
   start() {
     this.started = true;
     this.connect();
